@@ -1,0 +1,736 @@
+//! Configuration: file structs (serde, unknown keys rejected), then validation into [`Config`].
+//!
+//! The same [`load`] runs for `meridian check`, at start-up and on every reload. Every error
+//! names the file, the line, and the object it is about, e.g.
+//! `zones/example.test.gslb.toml:14: pool "web", member 2: weight must be greater than 0`.
+//!
+//! Files: the server file (`meridian.toml`) lists zones; each zone has an RFC 1035 zone file
+//! and optionally a `*.gslb.toml` file declaring its load-balanced names, pools and checks.
+//! Relative paths are resolved against the directory of the file that names them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::{Name, RecordType};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::health::{HttpCheck, MemberId, ProbeKind, ProbeSpec};
+use crate::policy::{Member, PolicyKind, Pool, Target, WhenAllDown};
+use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
+
+/// The demo server file, compiled in so `meridian serve` runs with no flags.
+pub const DEMO_CONFIG: &str = include_str!("../zones/meridian.toml");
+
+/// A configuration problem; each variant says where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{file}:{line}: {object}: {message}")]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        object: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+}
+
+// ---------------------------------------------------------------- file structs
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    server: Option<Spanned<ServerSection>>,
+    #[serde(default)]
+    zone: Vec<Spanned<ZoneEntry>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<Vec<String>>,
+    control: Option<String>,
+    state_dir: Option<String>,
+    udp_workers: Option<usize>,
+    edns_udp_size: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneEntry {
+    origin: String,
+    file: String,
+    gslb: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GslbFile {
+    #[serde(default)]
+    name: Vec<Spanned<FileName>>,
+    #[serde(default)]
+    pool: BTreeMap<String, Spanned<FilePool>>,
+    #[serde(default)]
+    check: BTreeMap<String, Spanned<FileCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileName {
+    name: String,
+    types: Option<Vec<String>>,
+    ttl: Option<DurationValue>,
+    policy: Option<String>,
+    pool: String,
+    answers: Option<i64>,
+    when_all_down: Option<String>,
+    fallback: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePool {
+    check: Option<String>,
+    members: Vec<Spanned<FileMember>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMember {
+    site: String,
+    address: Option<String>,
+    cname: Option<String>,
+    probe: Option<String>,
+    weight: Option<i64>,
+    priority: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCheck {
+    kind: String,
+    port: Option<u16>,
+    method: Option<String>,
+    path: Option<String>,
+    host: Option<String>,
+    expect_status: Option<String>,
+    body_contains: Option<String>,
+    ca_file: Option<String>,
+    verify_tls: Option<bool>,
+    interval: Option<DurationValue>,
+    timeout: Option<DurationValue>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    jitter: Option<String>,
+}
+
+/// A duration written as seconds (`30`) or with a unit (`"200ms"`, `"2s"`, `"1m"`, `"1h"`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn get(&self) -> Result<Duration, String> {
+        match self {
+            DurationValue::Seconds(s) => Ok(Duration::from_secs(*s)),
+            DurationValue::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+/// Parses `"250ms"`, `"2s"`, `"5m"`, `"1h"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {text:?} (try \"2s\" or \"200ms\")"))?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+// ---------------------------------------------------------------- validated config
+
+/// Server settings after defaults and command-line overrides.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub control: SocketAddr,
+    pub state_dir: PathBuf,
+    /// UDP sockets (each with its own thread) per listen address.
+    pub udp_workers: usize,
+    /// Our EDNS UDP payload size: the cap on UDP answers and what our OPT advertises.
+    pub edns_udp_size: u16,
+}
+
+/// One load-balanced name.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub zone: usize,
+    pub name: Name,
+    pub ttl: u32,
+    /// TTL of the SOA in a NODATA answer: min(name TTL, the zone's negative TTL).
+    pub negative_ttl: u32,
+    pub policy: PolicyKind,
+    pub pool: usize,
+    pub answers: usize,
+    pub when_all_down: WhenAllDown,
+    /// Where it was declared, for status and messages.
+    pub source: String,
+}
+
+/// The validated, runtime configuration. Immutable; a reload builds a new one.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub zones: Vec<Arc<Zone>>,
+    pub bindings: Vec<Binding>,
+    pub pools: Vec<Pool>,
+    /// Distinct probes and the members each one drives.
+    pub probes: Vec<(ProbeSpec, Vec<MemberId>)>,
+    /// Every file read, for change detection.
+    pub sources: Vec<PathBuf>,
+}
+
+/// Where the server file comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file on disk.
+    File(PathBuf),
+    /// The compiled-in demo, with relative paths resolved against `base`.
+    Demo { base: PathBuf },
+}
+
+impl Source {
+    /// The demo: `zones/` in the current directory if it is there, else in the source tree.
+    pub fn demo() -> Source {
+        let here = PathBuf::from("zones");
+        let base = if here.join("meridian.toml").is_file() {
+            here
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("zones")
+        };
+        Source::Demo { base }
+    }
+}
+
+/// Reads and validates everything. Runs the whole load path except binding sockets.
+pub fn load(source: &Source) -> Result<Config, ConfigError> {
+    let (text, file, base) = match source {
+        Source::File(p) => (
+            read(p)?,
+            p.clone(),
+            p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ),
+        Source::Demo { base } => (
+            DEMO_CONFIG.to_string(),
+            base.join("meridian.toml"),
+            base.clone(),
+        ),
+    };
+    let parsed: ServerFile = parse_toml(&text, &file)?;
+    let invalid = |span: std::ops::Range<usize>, object: &str, message: String| ConfigError::Invalid {
+        file: file.clone(),
+        line: line_of(&text, span.start),
+        object: object.to_string(),
+        message,
+    };
+
+    let default_section = ServerSection::default();
+    let section = parsed.server.as_ref().map(|s| s.get_ref()).unwrap_or(&default_section);
+    let span = parsed.server.as_ref().map(|s| s.span()).unwrap_or(0..0);
+    let listen = match &section.listen {
+        None => vec!["127.0.0.1:5353".parse().expect("literal")],
+        Some(list) => list
+            .iter()
+            .map(|s| s.parse::<SocketAddr>().map_err(|e| invalid(span.clone(), "server.listen", format!("{s:?}: {e}"))))
+            .collect::<Result<_, _>>()?,
+    };
+    let control = match &section.control {
+        None => "127.0.0.1:5380".parse().expect("literal"),
+        Some(s) => s
+            .parse()
+            .map_err(|e| invalid(span.clone(), "server.control", format!("{s:?}: {e}")))?,
+    };
+    let edns_udp_size = section.edns_udp_size.unwrap_or(1232);
+    if edns_udp_size < 512 {
+        return Err(invalid(span.clone(), "server.edns_udp_size", "must be at least 512".into()));
+    }
+    let server = ServerSettings {
+        listen,
+        control,
+        state_dir: base.join(section.state_dir.as_deref().unwrap_or("state")),
+        udp_workers: section
+            .udp_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+            .max(1),
+        edns_udp_size,
+    };
+
+    let mut builder = Builder::default();
+    builder.sources.push(file.clone());
+    if parsed.zone.is_empty() {
+        return Err(invalid(0..0, "zone", "no [[zone]] configured".into()));
+    }
+    for entry in &parsed.zone {
+        let z = entry.get_ref();
+        let object = format!("zone {:?}", z.origin);
+        let origin = Name::from_ascii(&z.origin)
+            .map(|n| fqdn_lower(&n))
+            .map_err(|e| invalid(entry.span(), &object, format!("bad origin: {e}")))?;
+        if builder.zones.iter().any(|existing| existing.origin == origin) {
+            return Err(invalid(entry.span(), &object, "zone listed twice".into()));
+        }
+        let zone_file = base.join(&z.file);
+        builder.sources.push(zone_file.clone());
+        let zone = Zone::load(&zone_file, &origin)?;
+        builder.zones.push(zone);
+        if let Some(g) = &z.gslb {
+            let gslb_file = base.join(g);
+            builder.sources.push(gslb_file.clone());
+            let gtext = read(&gslb_file)?;
+            builder.add_gslb(builder.zones.len() - 1, &gtext, &gslb_file)?;
+        }
+    }
+    builder.finish(server)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|s| (line_of(text, s.start), column_of(text, s.start)))
+            .unwrap_or((1, 1));
+        ConfigError::Syntax {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: e.message().to_string(),
+        }
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn column_of(text: &str, offset: usize) -> usize {
+    let before = &text[..offset.min(text.len())];
+    before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1
+}
+
+#[derive(Default)]
+struct Builder {
+    zones: Vec<Zone>,
+    bindings: Vec<Binding>,
+    pools: Vec<Pool>,
+    /// Pool name (per zone's gslb file, qualified as `zone/pool` internally) -> index.
+    probes: HashMap<ProbeSpec, Vec<MemberId>>,
+    probe_order: Vec<ProbeSpec>,
+    sources: Vec<PathBuf>,
+}
+
+impl Builder {
+    fn add_gslb(&mut self, zone_idx: usize, text: &str, file: &Path) -> Result<(), ConfigError> {
+        let parsed: GslbFile = parse_toml(text, file)?;
+        let invalid = |span: std::ops::Range<usize>, object: String, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line: line_of(text, span.start),
+            object,
+            message,
+        };
+
+        // Checks first: pools refer to them.
+        let mut checks: HashMap<&str, (Option<ProbeKind>, &Spanned<FileCheck>)> = HashMap::new();
+        for (name, c) in &parsed.check {
+            let object = format!("check {name:?}");
+            let kind = check_kind(c.get_ref(), file).map_err(|m| invalid(c.span(), object.clone(), m))?;
+            checks.insert(name.as_str(), (kind, c));
+        }
+
+        // Pools: local name -> global index.
+        let mut pool_index: HashMap<&str, usize> = HashMap::new();
+        for (pname, p) in &parsed.pool {
+            let pobject = format!("pool {pname:?}");
+            let check = match &p.get_ref().check {
+                None => None,
+                Some(c) => Some(
+                    checks
+                        .get(c.as_str())
+                        .ok_or_else(|| invalid(p.span(), pobject.clone(), format!("unknown check {c:?}")))?,
+                ),
+            };
+            if p.get_ref().members.is_empty() {
+                return Err(invalid(p.span(), pobject, "a pool needs at least one member".into()));
+            }
+            let mut members: Vec<Member> = Vec::new();
+            for (i, m) in p.get_ref().members.iter().enumerate() {
+                let object = format!("pool {pname:?}, member {}", i + 1);
+                let err = |message: String| invalid(m.span(), object.clone(), message);
+                let fm = m.get_ref();
+                if fm.site.is_empty() || fm.site.contains('/') {
+                    return Err(err("site must be a non-empty name without '/'".into()));
+                }
+                let target = match (&fm.address, &fm.cname) {
+                    (Some(a), None) => Target::Addr(
+                        a.parse::<IpAddr>()
+                            .map_err(|_| err(format!("address {a:?} is not an IPv4 or IPv6 address")))?,
+                    ),
+                    (None, Some(c)) => {
+                        let n = Name::from_ascii(c).map_err(|e| err(format!("cname {c:?}: {e}")))?;
+                        if !n.is_fqdn() {
+                            return Err(err(format!("cname {c:?} must be fully qualified (end with '.')")));
+                        }
+                        Target::Alias(fqdn_lower(&n).to_string())
+                    }
+                    _ => return Err(err("give exactly one of address or cname".into())),
+                };
+                let weight = fm.weight.unwrap_or(1);
+                if weight <= 0 {
+                    return Err(err("weight must be greater than 0".into()));
+                }
+                if weight > 1_000_000 {
+                    return Err(err("weight must be at most 1000000".into()));
+                }
+                let target_text = match &target {
+                    Target::Addr(a) => a.to_string(),
+                    Target::Alias(n) => n.clone(),
+                };
+                let id = MemberId::new(&fm.site, &target_text);
+                if members.iter().any(|o| o.id == id) {
+                    return Err(err(format!("duplicate member {id}")));
+                }
+                if let Some((kind, c)) = check {
+                    if let Some(kind) = kind {
+                        let spec = probe_spec(kind.clone(), c.get_ref(), fm, &target)
+                            .map_err(|m| err(m))?;
+                        if !self.probes.contains_key(&spec) {
+                            self.probe_order.push(spec.clone());
+                        }
+                        let list = self.probes.entry(spec).or_default();
+                        if !list.contains(&id) {
+                            list.push(id.clone());
+                        }
+                    }
+                } else if fm.probe.is_some() {
+                    return Err(err("probe given but the pool has no check".into()));
+                }
+                members.push(Member {
+                    id,
+                    site: fm.site.clone(),
+                    target,
+                    weight: weight as u32,
+                    priority: fm.priority.unwrap_or(1),
+                });
+            }
+            pool_index.insert(pname.as_str(), self.pools.len());
+            self.pools.push(Pool {
+                name: pname.clone(),
+                members,
+            });
+        }
+
+        // Names.
+        let zone = &mut self.zones[zone_idx];
+        let zone_neg_ttl = zone.negative_soa().ttl;
+        for n in &parsed.name {
+            let fname = n.get_ref();
+            let object = format!("name {:?}", fname.name);
+            let err = |message: String| invalid(n.span(), object.clone(), message);
+            let owner = if fname.name == "@" {
+                zone.origin.clone()
+            } else {
+                Name::parse(&fname.name, Some(&zone.origin))
+                    .map(|n| fqdn_lower(&n))
+                    .map_err(|e| err(format!("bad name: {e}")))?
+            };
+            if !zone.origin.zone_of(&owner) {
+                return Err(err(format!("not inside zone {}", zone.origin)));
+            }
+            if owner.is_wildcard() {
+                return Err(err("a load-balanced name cannot be a wildcard".into()));
+            }
+            let pool = *pool_index
+                .get(fname.pool.as_str())
+                .ok_or_else(|| err(format!("unknown pool {:?}", fname.pool)))?;
+            let policy = match fname.policy.as_deref().unwrap_or("weighted") {
+                "weighted" => PolicyKind::Weighted,
+                "failover" => PolicyKind::Failover,
+                "all" => PolicyKind::All,
+                other => return Err(err(format!("unknown policy {other:?} (weighted, failover or all)"))),
+            };
+            let (mut a, mut aaaa) = (false, false);
+            for t in fname.types.clone().unwrap_or_else(|| vec!["A".into(), "AAAA".into()]) {
+                match t.to_ascii_uppercase().as_str() {
+                    "A" => a = true,
+                    "AAAA" => aaaa = true,
+                    other => return Err(err(format!("type {other:?} cannot be load-balanced (A or AAAA)"))),
+                }
+            }
+            let ttl = match &fname.ttl {
+                None => 30,
+                Some(v) => v.get().map_err(&err)?.as_secs() as u32,
+            };
+            let answers = fname.answers.unwrap_or(1);
+            if answers < 1 || answers > 64 {
+                return Err(err("answers must be between 1 and 64".into()));
+            }
+            let when_all_down = match (fname.when_all_down.as_deref().unwrap_or("fail-open"), &fname.fallback) {
+                ("fail-open", None) => WhenAllDown::FailOpen,
+                ("nodata", None) => WhenAllDown::NoData,
+                ("fallback", Some(fb)) => {
+                    let idx = *pool_index
+                        .get(fb.as_str())
+                        .ok_or_else(|| err(format!("unknown fallback pool {fb:?}")))?;
+                    if idx == pool {
+                        return Err(err("fallback pool is the name's own pool".into()));
+                    }
+                    WhenAllDown::Fallback(idx)
+                }
+                ("fallback", None) => return Err(err("when_all_down = \"fallback\" needs fallback = \"POOL\"".into())),
+                (_, Some(_)) => return Err(err("fallback is only used with when_all_down = \"fallback\"".into())),
+                (other, None) => {
+                    return Err(err(format!("unknown when_all_down {other:?} (fail-open, fallback or nodata)")))
+                }
+            };
+            // Zone-node rules: no static A/AAAA/CNAME for the types the binding answers.
+            if let Some(node) = zone.nodes.get(&owner) {
+                if node.lb.is_some() {
+                    return Err(err("declared twice".into()));
+                }
+                for set in &node.rrsets {
+                    let clash = set.rtype == RecordType::CNAME
+                        || (set.rtype == RecordType::A && a)
+                        || (set.rtype == RecordType::AAAA && aaaa);
+                    if clash {
+                        return Err(err(format!(
+                            "clashes with the static {} record at {}:{}",
+                            set.rtype,
+                            zone.file.display(),
+                            set.line
+                        )));
+                    }
+                }
+            }
+            // Not at or below a delegation.
+            for k in zone.origin.num_labels() + 1..=owner.num_labels() {
+                let anc = owner.trim_to(k as usize);
+                if zone.nodes.get(&anc).is_some_and(|nd| nd.rrset(RecordType::NS).is_some()) {
+                    return Err(err(format!("at or below the delegation {anc}")));
+                }
+            }
+            let line = line_of(text, n.span().start);
+            zone.ensure_node(&owner, 0);
+            let binding = self.bindings.len();
+            zone.nodes.get_mut(&owner).expect("ensured").lb = Some(LbMark { binding, a, aaaa });
+            self.bindings.push(Binding {
+                zone: zone_idx,
+                name: owner,
+                ttl,
+                negative_ttl: ttl.min(zone_neg_ttl),
+                policy,
+                pool,
+                answers: answers as usize,
+                when_all_down,
+                source: format!("{}:{line}", file.display()),
+            });
+        }
+        Ok(())
+    }
+
+    fn finish(self, server: ServerSettings) -> Result<Config, ConfigError> {
+        let Builder {
+            zones,
+            bindings,
+            pools,
+            mut probes,
+            probe_order,
+            sources,
+        } = self;
+        Ok(Config {
+            server,
+            zones: zones.into_iter().map(Arc::new).collect(),
+            bindings,
+            pools,
+            probes: probe_order
+                .into_iter()
+                .map(|s| {
+                    let members = probes.remove(&s).unwrap_or_default();
+                    (s, members)
+                })
+                .collect(),
+            sources,
+        })
+    }
+}
+
+fn check_kind(c: &FileCheck, file: &Path) -> Result<Option<ProbeKind>, String> {
+    let http = |tls: bool| -> Result<ProbeKind, String> {
+        let expect = parse_status_ranges(c.expect_status.as_deref().unwrap_or("200-299"))?;
+        let path = c.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') {
+            return Err(format!("path {path:?} must start with '/'"));
+        }
+        Ok(ProbeKind::Http(HttpCheck {
+            tls,
+            method: c.method.clone().unwrap_or_else(|| "GET".into()),
+            path,
+            host: c.host.clone(),
+            expect,
+            body_contains: c.body_contains.clone(),
+            ca_file: c
+                .ca_file
+                .as_ref()
+                .map(|p| file.parent().unwrap_or(Path::new(".")).join(p)),
+            insecure: c.verify_tls == Some(false),
+        }))
+    };
+    let kind = match c.kind.as_str() {
+        "http" => Some(http(false)?),
+        "https" => Some(http(true)?),
+        "tcp" => Some(ProbeKind::Tcp),
+        "none" => None,
+        other => return Err(format!("unknown kind {other:?} (http, https, tcp or none)")),
+    };
+    if !matches!(c.kind.as_str(), "https") && (c.ca_file.is_some() || c.verify_tls.is_some()) {
+        return Err("ca_file and verify_tls apply to kind = \"https\" only".into());
+    }
+    if c.kind == "tcp"
+        && (c.path.is_some() || c.method.is_some() || c.expect_status.is_some() || c.body_contains.is_some())
+    {
+        return Err("path, method, expect_status and body_contains apply to http and https only".into());
+    }
+    for (key, v) in [("rise", c.rise), ("fall", c.fall)] {
+        if v == Some(0) {
+            return Err(format!("{key} must be at least 1"));
+        }
+    }
+    Ok(kind)
+}
+
+fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |s: &str| {
+            s.parse::<u16>()
+                .ok()
+                .filter(|v| (100..=599).contains(v))
+                .ok_or_else(|| format!("expect_status {text:?}: {s:?} is not a status code"))
+        };
+        let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if lo > hi {
+            return Err(format!("expect_status {text:?}: empty range {lo}-{hi}"));
+        }
+        out.push((lo, hi));
+    }
+    Ok(out)
+}
+
+fn probe_spec(kind: ProbeKind, c: &FileCheck, m: &FileMember, target: &Target) -> Result<ProbeSpec, String> {
+    let addr = match (&m.probe, target, c.port) {
+        (Some(p), _, _) => p
+            .parse::<SocketAddr>()
+            .or_else(|_| {
+                p.parse::<IpAddr>()
+                    .map_err(|_| ())
+                    .and_then(|ip| c.port.map(|port| SocketAddr::new(ip, port)).ok_or(()))
+            })
+            .map_err(|_| format!("probe {p:?} must be ADDRESS:PORT (or an address when the check sets port)"))?,
+        (None, Target::Addr(ip), Some(port)) => SocketAddr::new(*ip, port),
+        (None, Target::Addr(_), None) => {
+            return Err("no probe address: set probe = \"ADDRESS:PORT\" or the check's port".into())
+        }
+        (None, Target::Alias(_), _) => return Err("a cname member needs probe = \"ADDRESS:PORT\"".into()),
+    };
+    let interval = c.interval.as_ref().map(DurationValue::get).transpose()?.unwrap_or(Duration::from_secs(5));
+    let timeout = c.timeout.as_ref().map(DurationValue::get).transpose()?.unwrap_or(Duration::from_secs(2));
+    if interval.is_zero() || timeout.is_zero() {
+        return Err("interval and timeout must be greater than 0".into());
+    }
+    let jitter_percent = match &c.jitter {
+        None => 10,
+        Some(j) => j
+            .trim_end_matches('%')
+            .parse::<u8>()
+            .ok()
+            .filter(|v| *v <= 50)
+            .ok_or_else(|| format!("jitter {j:?} must be a percentage from 0% to 50%"))?,
+    };
+    Ok(ProbeSpec {
+        kind,
+        addr,
+        interval,
+        timeout,
+        rise: c.rise.unwrap_or(2),
+        fall: c.fall.unwrap_or(3),
+        jitter_percent,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_loads() {
+        let cfg = load(&Source::demo()).expect("demo config is valid");
+        assert!(!cfg.bindings.is_empty());
+        assert!(!cfg.probes.is_empty());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2 parsecs").is_err());
+    }
+
+    #[test]
+    fn status_ranges_parse() {
+        assert_eq!(parse_status_ranges("200-299, 301").unwrap(), vec![(200, 299), (301, 301)]);
+        assert!(parse_status_ranges("700").is_err());
+    }
+}

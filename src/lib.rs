@@ -1,0 +1,26 @@
+//! Meridian: an authoritative DNS server that answers load-balanced names with healthy
+//! backends, chosen by policy, from file-based zones.
+//!
+//! # Layout
+//! - [`config`]: file structs (unknown keys rejected) and validation into [`config::Config`];
+//!   the same load path serves `check`, start-up and reload.
+//! - [`zone`]: static RFC 1035 zone data and the lookups an authoritative server needs
+//!   (exact, wildcard, empty non-terminal, zone cut).
+//! - [`dns`]: the query-to-response function and the UDP/TCP transports that call it.
+//! - [`policy`]: member selection (weighted, failover, all) and `when_all_down`; no DNS types,
+//!   so the site proxy can reuse it.
+//! - [`health`]: probers (HTTP, HTTPS, TCP), the rise/fall tracker and the lock-free health
+//!   table; no DNS types either.
+//! - [`state`]: the sled store of last-known health and admin overrides; the only module that
+//!   sees sled.
+//! - [`admin`]: the loopback control endpoint (JSON) used by `meridian ctl`.
+//! - [`server`]: a running node: start-up, reload on SIGHUP and file change, shutdown.
+
+pub mod admin;
+pub mod config;
+pub mod dns;
+pub mod health;
+pub mod policy;
+pub mod server;
+pub mod state;
+pub mod zone;

@@ -1,0 +1,240 @@
+//! A running node: loads the config, opens the state store, starts probes, binds DNS and the
+//! control endpoint, and reloads on SIGHUP or when a config file changes.
+//!
+//! Reload: the same `config::load` as `check`; on success the new config is swapped into the
+//! responder (queries in flight finish on the old one) and the probe set is replaced, its
+//! trackers starting from the current health so nothing is forgotten; on failure the old
+//! config keeps serving and the error is logged and returned.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::config::{self, Config, ConfigError, Source};
+use crate::dns::{DnsServer, Loaded, Responder};
+use crate::health::{Admin, HealthStore, MemberId, ProbeError, ProbeSet};
+use crate::state::{Opened, StateError, Store};
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("probe setup: {0}")]
+    Probe(#[from] ProbeError),
+    #[error("cannot bind DNS on {0}: {1}")]
+    BindDns(String, std::io::Error),
+    #[error("cannot bind the control endpoint on {0}: {1}")]
+    BindControl(SocketAddr, std::io::Error),
+}
+
+/// Command-line settings that win over the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Vec<SocketAddr>,
+    pub control: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply(&self, cfg: &mut Config) {
+        if !self.listen.is_empty() {
+            cfg.server.listen = self.listen.clone();
+        }
+        if let Some(c) = self.control {
+            cfg.server.control = c;
+        }
+        if let Some(d) = &self.state_dir {
+            cfg.server.state_dir = d.clone();
+        }
+    }
+}
+
+/// Loads the config with overrides applied: what `serve` and every reload use.
+pub fn load(source: &Source, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut cfg = config::load(source)?;
+    overrides.apply(&mut cfg);
+    Ok(cfg)
+}
+
+/// The shared state of a running node, used by the control endpoint and the reloader.
+pub struct Node {
+    pub source: Source,
+    pub overrides: Overrides,
+    pub responder: Arc<Responder>,
+    pub health: Arc<HealthStore>,
+    /// Replaced on reload; the std mutex is held only to swap it.
+    pub probes: Mutex<ProbeSet>,
+    /// Serialises reloads (SIGHUP, file watcher and control calls).
+    reload_lock: tokio::sync::Mutex<()>,
+    pub store: Store,
+    pub started: SystemTime,
+}
+
+/// Result of a reload request.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum ReloadOutcome {
+    /// The new config is serving.
+    Applied { version: u64 },
+    /// The files did not validate; the old config keeps serving.
+    Rejected { error: String },
+}
+
+impl Node {
+    /// Validates and swaps in the config on disk.
+    pub async fn reload(&self) -> ReloadOutcome {
+        let _guard = self.reload_lock.lock().await;
+        let cfg = match load(&self.source, &self.overrides) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; the running config keeps serving");
+                return ReloadOutcome::Rejected { error: e.to_string() };
+            }
+        };
+        let probes = match ProbeSet::start(cfg.probes.clone(), self.health.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; the running config keeps serving");
+                return ReloadOutcome::Rejected { error: e.to_string() };
+            }
+        };
+        let version = self.responder.current.load().version + 1;
+        report_orphans(&cfg, &self.health);
+        self.responder.current.store(Arc::new(Loaded::new(cfg, version)));
+        *self.probes.lock().unwrap_or_else(|p| p.into_inner()) = probes;
+        tracing::info!(version, "config reloaded");
+        ReloadOutcome::Applied { version }
+    }
+
+    /// Members configured now, for resolving `ctl` targets.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Loaded>> {
+        self.responder.current.load()
+    }
+}
+
+/// Overrides for members no longer in the config are kept (they apply again if the member
+/// returns) and reported, never dropped silently.
+pub fn orphan_overrides(cfg: &Config, health: &HealthStore) -> Vec<(MemberId, Admin)> {
+    let snap = health.snapshot();
+    let mut out: Vec<_> = snap
+        .iter()
+        .filter(|(_, s)| s.admin != Admin::Normal)
+        .filter(|(id, _)| !cfg.pools.iter().any(|p| p.members.iter().any(|m| &m.id == *id)))
+        .map(|(id, s)| (id.clone(), s.admin))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn report_orphans(cfg: &Config, health: &HealthStore) {
+    for (id, admin) in orphan_overrides(cfg, health) {
+        tracing::warn!(member = %id, ?admin, "override kept for a member that is not in the config");
+    }
+}
+
+/// Runs `serve` until `shutdown` completes. Prints `listening dns=... control=...` once bound.
+pub async fn serve(
+    source: Source,
+    overrides: Overrides,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let cfg = load(&source, &overrides)?;
+    let store = match Store::open(&cfg.server.state_dir)? {
+        Opened::Clean(s) => s,
+        Opened::Recreated { store, moved_to, error } => {
+            tracing::error!(
+                %error,
+                moved_to = %moved_to.display(),
+                "STATE STORE COULD NOT BE OPENED: moved aside, starting with no remembered health or overrides"
+            );
+            store
+        }
+    };
+    let health = Arc::new(HealthStore::new(store.load(), Some(Box::new(store.clone()))));
+    report_orphans(&cfg, &health);
+    let probes = ProbeSet::start(cfg.probes.clone(), health.clone())?;
+    let listen = cfg.server.listen.clone();
+    let workers = cfg.server.udp_workers;
+    let control_addr = cfg.server.control;
+    let responder = Arc::new(Responder::new(Loaded::new(cfg, 1), health.clone()));
+    let dns = DnsServer::bind(&listen, workers, responder.clone())
+        .map_err(|e| ServeError::BindDns(format!("{listen:?}"), e))?;
+    let control = tokio::net::TcpListener::bind(control_addr)
+        .await
+        .map_err(|e| ServeError::BindControl(control_addr, e))?;
+    let control_bound = control.local_addr().map_err(|e| ServeError::BindControl(control_addr, e))?;
+
+    let node = Arc::new(Node {
+        source,
+        overrides,
+        responder,
+        health,
+        probes: Mutex::new(probes),
+        reload_lock: tokio::sync::Mutex::new(()),
+        store,
+        started: SystemTime::now(),
+    });
+    let dns_list: Vec<String> = dns.addrs.iter().map(|a| a.to_string()).collect();
+    println!("listening dns={} control={}", dns_list.join(","), control_bound);
+    tracing::info!(dns = %dns_list.join(","), control = %control_bound, "serving");
+
+    let control_task = tokio::spawn(crate::admin::run(control, node.clone()));
+    let watcher = tokio::spawn(watch_files(node.clone()));
+    let hup = tokio::spawn(reload_on_sighup(node.clone()));
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    control_task.abort();
+    watcher.abort();
+    hup.abort();
+    dns.shutdown().await;
+    Ok(())
+}
+
+async fn reload_on_sighup(node: Arc<Node>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading");
+        node.reload().await;
+    }
+}
+
+/// Polls the config's files once a second; after a change, waits until they have been quiet
+/// for half a second (editors write in several steps), then reloads.
+async fn watch_files(node: Arc<Node>) {
+    let stamp = |files: &[PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+            .collect()
+    };
+    let mut files = node.config().config.sources.clone();
+    let mut seen = stamp(&files);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = stamp(&files);
+        if now == seen {
+            continue;
+        }
+        // Debounce: wait for the files to stop changing.
+        let mut settled = now;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let again = stamp(&files);
+            if again == settled {
+                break;
+            }
+            settled = again;
+        }
+        tracing::info!("config files changed: reloading");
+        node.reload().await;
+        files = node.config().config.sources.clone();
+        seen = stamp(&files);
+    }
+}

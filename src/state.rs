@@ -1,0 +1,153 @@
+//! The persisted store (sled): last-known health and admin overrides per member, keyed by
+//! member identity. Nothing outside this module sees a sled type.
+//!
+//! Health is written on each transition without waiting for a flush (losing the newest
+//! transition in a crash costs one probe interval); overrides are flushed before the
+//! operator's call returns, so a drain survives `kill -9`.
+
+use std::path::{Path, PathBuf};
+
+use crate::health::{Admin, Health, HealthSnapshot, MemberId, MemberState, Persist};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create state directory {0}: {1}")]
+    Dir(PathBuf, std::io::Error),
+    #[error("cannot open state store {0}: {1}")]
+    Open(PathBuf, sled::Error),
+    #[error("cannot move damaged state store {0} aside: {1}")]
+    MoveAside(PathBuf, std::io::Error),
+}
+
+/// The sled database behind the health table.
+#[derive(Clone)]
+pub struct Store {
+    health: sled::Tree,
+    admin: sled::Tree,
+}
+
+/// What opening found.
+pub enum Opened {
+    /// The store opened as it was.
+    Clean(Store),
+    /// The store could not be opened; it was moved to `moved_to` and a new one started.
+    Recreated { store: Store, moved_to: PathBuf, error: String },
+}
+
+impl Store {
+    /// Opens `dir/store`, or moves a damaged one aside and starts clean (never a crash loop).
+    pub fn open(dir: &Path) -> Result<Opened, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Dir(dir.to_path_buf(), e))?;
+        let path = dir.join("store");
+        match Self::open_at(&path) {
+            Ok(s) => Ok(Opened::Clean(s)),
+            Err(e) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let moved_to = dir.join(format!("store.damaged-{stamp}"));
+                std::fs::rename(&path, &moved_to).map_err(|e| StateError::MoveAside(path.clone(), e))?;
+                let store = Self::open_at(&path).map_err(|e| StateError::Open(path.clone(), e))?;
+                Ok(Opened::Recreated {
+                    store,
+                    moved_to,
+                    error: e.to_string(),
+                })
+            }
+        }
+    }
+
+    fn open_at(path: &Path) -> Result<Store, sled::Error> {
+        let db = sled::Config::new().path(path).cache_capacity(8 << 20).open()?;
+        Ok(Store {
+            health: db.open_tree("health")?,
+            admin: db.open_tree("admin")?,
+        })
+    }
+
+    /// Everything remembered, as a starting snapshot.
+    pub fn load(&self) -> HealthSnapshot {
+        let mut snap = HealthSnapshot::default();
+        for (tree, is_admin) in [(&self.health, false), (&self.admin, true)] {
+            for (k, v) in tree.iter().flatten() {
+                let id = MemberId(String::from_utf8_lossy(&k).into_owned());
+                let mut state = snap.get(&id);
+                if is_admin {
+                    match serde_json::from_slice::<Admin>(&v) {
+                        Ok(a) => state.admin = a,
+                        Err(_) => continue,
+                    }
+                } else {
+                    match serde_json::from_slice::<Health>(&v) {
+                        Ok(h) => state.health = h,
+                        Err(_) => continue,
+                    }
+                }
+                snap.set(id, state);
+            }
+        }
+        snap
+    }
+
+    /// Members with an override, for reporting overrides of members that left the config.
+    pub fn overrides(&self) -> Vec<(MemberId, Admin)> {
+        self.load()
+            .iter()
+            .filter(|(_, s)| s.admin != Admin::Normal)
+            .map(|(id, s): (&MemberId, &MemberState)| (id.clone(), s.admin))
+            .collect()
+    }
+}
+
+impl Persist for Store {
+    fn health_changed(&self, id: &MemberId, health: Health) {
+        let value = serde_json::to_vec(&health).unwrap_or_default();
+        if let Err(e) = self.health.insert(id.0.as_bytes(), value) {
+            tracing::warn!(member = %id, error = %e, "cannot persist health");
+        }
+    }
+
+    fn admin_changed(&self, id: &MemberId, admin: Admin) {
+        let result = if admin == Admin::Normal {
+            self.admin.remove(id.0.as_bytes()).map(|_| ())
+        } else {
+            let value = serde_json::to_vec(&admin).unwrap_or_default();
+            self.admin.insert(id.0.as_bytes(), value).map(|_| ())
+        };
+        if let Err(e) = result.and_then(|_| self.admin.flush().map(|_| ())) {
+            tracing::error!(member = %id, error = %e, "cannot persist override");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_health_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = MemberId::new("fra", "192.0.2.10");
+        {
+            let Opened::Clean(s) = Store::open(dir.path()).unwrap() else { panic!("fresh store") };
+            s.admin_changed(&id, Admin::Drained);
+            s.health_changed(&id, Health::Down);
+            s.health.flush().unwrap();
+        }
+        let Opened::Clean(s) = Store::open(dir.path()).unwrap() else { panic!("reopen") };
+        let st = s.load().get(&id);
+        assert_eq!(st.admin, Admin::Drained);
+        assert_eq!(st.health, Health::Down);
+    }
+
+    #[test]
+    fn damaged_store_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("store"), b"not a directory").unwrap();
+        match Store::open(dir.path()).unwrap() {
+            Opened::Recreated { moved_to, .. } => assert!(moved_to.exists()),
+            Opened::Clean(_) => panic!("expected recreation"),
+        }
+    }
+}
