@@ -52,7 +52,10 @@ fn error(status: StatusCode, reason: impl Into<String>) -> Response<Full<Bytes>>
     reply(status, json!({ "error": reason.into() }))
 }
 
-async fn handle(req: Request<Incoming>, node: Arc<Node>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    node: Arc<Node>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     // Drain the body: no call takes one today, but clients may send one.
@@ -76,13 +79,20 @@ async fn handle(req: Request<Incoming>, node: Arc<Node>) -> Result<Response<Full
         (&Method::GET, ["status"]) => reply(StatusCode::OK, status(&node)),
         (&Method::POST, ["reload"]) => match node.reload().await {
             ok @ ReloadOutcome::Applied { .. } => reply(StatusCode::OK, json!(ok)),
-            bad @ ReloadOutcome::Rejected { .. } => reply(StatusCode::UNPROCESSABLE_ENTITY, json!(bad)),
+            bad @ ReloadOutcome::Rejected { .. } => {
+                reply(StatusCode::UNPROCESSABLE_ENTITY, json!(bad))
+            }
         },
         (&Method::POST, ["members", target @ .., action]) if !target.is_empty() => {
             member_action(&node, &target.join("/"), action)
         }
-        (_, ["healthz" | "status" | "reload"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        _ => error(StatusCode::NOT_FOUND, format!("no such call: {method} {path}")),
+        (_, ["healthz" | "status" | "reload"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such call: {method} {path}"),
+        ),
     })
 }
 
@@ -103,7 +113,14 @@ fn healthz(node: &Node) -> Response<Full<Bytes>> {
         "probes_reported": probes_running,
         "config_version": loaded.version,
     });
-    reply(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+    reply(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        body,
+    )
 }
 
 fn status(node: &Node) -> Value {
@@ -234,7 +251,9 @@ fn member_action(node: &Node, target: &str, action: &str) -> Response<Full<Bytes
             _ => {
                 return error(
                     StatusCode::NOT_FOUND,
-                    format!("no member {target:?}: give SITE/ADDRESS or POOL/SITE as listed by status"),
+                    format!(
+                        "no member {target:?}: give SITE/ADDRESS or POOL/SITE as listed by status"
+                    ),
                 )
             }
         }

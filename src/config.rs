@@ -256,21 +256,29 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         ),
     };
     let parsed: ServerFile = parse_toml(&text, &file)?;
-    let invalid = |span: std::ops::Range<usize>, object: &str, message: String| ConfigError::Invalid {
-        file: file.clone(),
-        line: line_of(&text, span.start),
-        object: object.to_string(),
-        message,
-    };
+    let invalid =
+        |span: std::ops::Range<usize>, object: &str, message: String| ConfigError::Invalid {
+            file: file.clone(),
+            line: line_of(&text, span.start),
+            object: object.to_string(),
+            message,
+        };
 
     let default_section = ServerSection::default();
-    let section = parsed.server.as_ref().map(|s| s.get_ref()).unwrap_or(&default_section);
+    let section = parsed
+        .server
+        .as_ref()
+        .map(|s| s.get_ref())
+        .unwrap_or(&default_section);
     let span = parsed.server.as_ref().map(|s| s.span()).unwrap_or(0..0);
     let listen = match &section.listen {
         None => vec!["127.0.0.1:5353".parse().expect("literal")],
         Some(list) => list
             .iter()
-            .map(|s| s.parse::<SocketAddr>().map_err(|e| invalid(span.clone(), "server.listen", format!("{s:?}: {e}"))))
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|e| invalid(span.clone(), "server.listen", format!("{s:?}: {e}")))
+            })
             .collect::<Result<_, _>>()?,
     };
     let control = match &section.control {
@@ -281,7 +289,11 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     };
     let edns_udp_size = section.edns_udp_size.unwrap_or(1232);
     if edns_udp_size < 512 {
-        return Err(invalid(span.clone(), "server.edns_udp_size", "must be at least 512".into()));
+        return Err(invalid(
+            span.clone(),
+            "server.edns_udp_size",
+            "must be at least 512".into(),
+        ));
     }
     let server = ServerSettings {
         listen,
@@ -289,7 +301,11 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         state_dir: base.join(section.state_dir.as_deref().unwrap_or("state")),
         udp_workers: section
             .udp_workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
             .max(1),
         edns_udp_size,
     };
@@ -305,7 +321,11 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         let origin = Name::from_ascii(&z.origin)
             .map(|n| fqdn_lower(&n))
             .map_err(|e| invalid(entry.span(), &object, format!("bad origin: {e}")))?;
-        if builder.zones.iter().any(|existing| existing.origin == origin) {
+        if builder
+            .zones
+            .iter()
+            .any(|existing| existing.origin == origin)
+        {
             return Err(invalid(entry.span(), &object, "zone listed twice".into()));
         }
         let zone_file = base.join(&z.file);
@@ -371,18 +391,20 @@ struct Builder {
 impl Builder {
     fn add_gslb(&mut self, zone_idx: usize, text: &str, file: &Path) -> Result<(), ConfigError> {
         let parsed: GslbFile = parse_toml(text, file)?;
-        let invalid = |span: std::ops::Range<usize>, object: String, message: String| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            line: line_of(text, span.start),
-            object,
-            message,
-        };
+        let invalid =
+            |span: std::ops::Range<usize>, object: String, message: String| ConfigError::Invalid {
+                file: file.to_path_buf(),
+                line: line_of(text, span.start),
+                object,
+                message,
+            };
 
         // Checks first: pools refer to them.
         let mut checks: HashMap<&str, (Option<ProbeKind>, &Spanned<FileCheck>)> = HashMap::new();
         for (name, c) in &parsed.check {
             let object = format!("check {name:?}");
-            let kind = check_kind(c.get_ref(), file).map_err(|m| invalid(c.span(), object.clone(), m))?;
+            let kind =
+                check_kind(c.get_ref(), file).map_err(|m| invalid(c.span(), object.clone(), m))?;
             checks.insert(name.as_str(), (kind, c));
         }
 
@@ -392,14 +414,16 @@ impl Builder {
             let pobject = format!("pool {pname:?}");
             let check = match &p.get_ref().check {
                 None => None,
-                Some(c) => Some(
-                    checks
-                        .get(c.as_str())
-                        .ok_or_else(|| invalid(p.span(), pobject.clone(), format!("unknown check {c:?}")))?,
-                ),
+                Some(c) => Some(checks.get(c.as_str()).ok_or_else(|| {
+                    invalid(p.span(), pobject.clone(), format!("unknown check {c:?}"))
+                })?),
             };
             if p.get_ref().members.is_empty() {
-                return Err(invalid(p.span(), pobject, "a pool needs at least one member".into()));
+                return Err(invalid(
+                    p.span(),
+                    pobject,
+                    "a pool needs at least one member".into(),
+                ));
             }
             let mut members: Vec<Member> = Vec::new();
             for (i, m) in p.get_ref().members.iter().enumerate() {
@@ -410,14 +434,16 @@ impl Builder {
                     return Err(err("site must be a non-empty name without '/'".into()));
                 }
                 let target = match (&fm.address, &fm.cname) {
-                    (Some(a), None) => Target::Addr(
-                        a.parse::<IpAddr>()
-                            .map_err(|_| err(format!("address {a:?} is not an IPv4 or IPv6 address")))?,
-                    ),
+                    (Some(a), None) => Target::Addr(a.parse::<IpAddr>().map_err(|_| {
+                        err(format!("address {a:?} is not an IPv4 or IPv6 address"))
+                    })?),
                     (None, Some(c)) => {
-                        let n = Name::from_ascii(c).map_err(|e| err(format!("cname {c:?}: {e}")))?;
+                        let n =
+                            Name::from_ascii(c).map_err(|e| err(format!("cname {c:?}: {e}")))?;
                         if !n.is_fqdn() {
-                            return Err(err(format!("cname {c:?} must be fully qualified (end with '.')")));
+                            return Err(err(format!(
+                                "cname {c:?} must be fully qualified (end with '.')"
+                            )));
                         }
                         Target::Alias(fqdn_lower(&n).to_string())
                     }
@@ -495,14 +521,26 @@ impl Builder {
                 "weighted" => PolicyKind::Weighted,
                 "failover" => PolicyKind::Failover,
                 "all" => PolicyKind::All,
-                other => return Err(err(format!("unknown policy {other:?} (weighted, failover or all)"))),
+                other => {
+                    return Err(err(format!(
+                        "unknown policy {other:?} (weighted, failover or all)"
+                    )))
+                }
             };
             let (mut a, mut aaaa) = (false, false);
-            for t in fname.types.clone().unwrap_or_else(|| vec!["A".into(), "AAAA".into()]) {
+            for t in fname
+                .types
+                .clone()
+                .unwrap_or_else(|| vec!["A".into(), "AAAA".into()])
+            {
                 match t.to_ascii_uppercase().as_str() {
                     "A" => a = true,
                     "AAAA" => aaaa = true,
-                    other => return Err(err(format!("type {other:?} cannot be load-balanced (A or AAAA)"))),
+                    other => {
+                        return Err(err(format!(
+                            "type {other:?} cannot be load-balanced (A or AAAA)"
+                        )))
+                    }
                 }
             }
             let ttl = match &fname.ttl {
@@ -513,7 +551,10 @@ impl Builder {
             if answers < 1 || answers > 64 {
                 return Err(err("answers must be between 1 and 64".into()));
             }
-            let when_all_down = match (fname.when_all_down.as_deref().unwrap_or("fail-open"), &fname.fallback) {
+            let when_all_down = match (
+                fname.when_all_down.as_deref().unwrap_or("fail-open"),
+                &fname.fallback,
+            ) {
                 ("fail-open", None) => WhenAllDown::FailOpen,
                 ("nodata", None) => WhenAllDown::NoData,
                 ("fallback", Some(fb)) => {
@@ -525,10 +566,20 @@ impl Builder {
                     }
                     WhenAllDown::Fallback(idx)
                 }
-                ("fallback", None) => return Err(err("when_all_down = \"fallback\" needs fallback = \"POOL\"".into())),
-                (_, Some(_)) => return Err(err("fallback is only used with when_all_down = \"fallback\"".into())),
+                ("fallback", None) => {
+                    return Err(err(
+                        "when_all_down = \"fallback\" needs fallback = \"POOL\"".into(),
+                    ))
+                }
+                (_, Some(_)) => {
+                    return Err(err(
+                        "fallback is only used with when_all_down = \"fallback\"".into(),
+                    ))
+                }
                 (other, None) => {
-                    return Err(err(format!("unknown when_all_down {other:?} (fail-open, fallback or nodata)")))
+                    return Err(err(format!(
+                        "unknown when_all_down {other:?} (fail-open, fallback or nodata)"
+                    )))
                 }
             };
             // Zone-node rules: no static A/AAAA/CNAME for the types the binding answers.
@@ -553,7 +604,11 @@ impl Builder {
             // Not at or below a delegation.
             for k in zone.origin.num_labels() + 1..=owner.num_labels() {
                 let anc = owner.trim_to(k as usize);
-                if zone.nodes.get(&anc).is_some_and(|nd| nd.rrset(RecordType::NS).is_some()) {
+                if zone
+                    .nodes
+                    .get(&anc)
+                    .is_some_and(|nd| nd.rrset(RecordType::NS).is_some())
+                {
                     return Err(err(format!("at or below the delegation {anc}")));
                 }
             }
@@ -634,9 +689,14 @@ fn check_kind(c: &FileCheck, file: &Path) -> Result<Option<ProbeKind>, String> {
         return Err("ca_file and verify_tls apply to kind = \"https\" only".into());
     }
     if c.kind == "tcp"
-        && (c.path.is_some() || c.method.is_some() || c.expect_status.is_some() || c.body_contains.is_some())
+        && (c.path.is_some()
+            || c.method.is_some()
+            || c.expect_status.is_some()
+            || c.body_contains.is_some())
     {
-        return Err("path, method, expect_status and body_contains apply to http and https only".into());
+        return Err(
+            "path, method, expect_status and body_contains apply to http and https only".into(),
+        );
     }
     for (key, v) in [("rise", c.rise), ("fall", c.fall)] {
         if v == Some(0) {
@@ -669,7 +729,12 @@ fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {
     Ok(out)
 }
 
-fn probe_spec(kind: ProbeKind, c: &FileCheck, m: &FileMember, target: &Target) -> Result<ProbeSpec, String> {
+fn probe_spec(
+    kind: ProbeKind,
+    c: &FileCheck,
+    m: &FileMember,
+    target: &Target,
+) -> Result<ProbeSpec, String> {
     let addr = match (&m.probe, target, c.port) {
         (Some(p), _, _) => p
             .parse::<SocketAddr>()
@@ -678,15 +743,29 @@ fn probe_spec(kind: ProbeKind, c: &FileCheck, m: &FileMember, target: &Target) -
                     .map_err(|_| ())
                     .and_then(|ip| c.port.map(|port| SocketAddr::new(ip, port)).ok_or(()))
             })
-            .map_err(|_| format!("probe {p:?} must be ADDRESS:PORT (or an address when the check sets port)"))?,
+            .map_err(|_| {
+                format!("probe {p:?} must be ADDRESS:PORT (or an address when the check sets port)")
+            })?,
         (None, Target::Addr(ip), Some(port)) => SocketAddr::new(*ip, port),
         (None, Target::Addr(_), None) => {
             return Err("no probe address: set probe = \"ADDRESS:PORT\" or the check's port".into())
         }
-        (None, Target::Alias(_), _) => return Err("a cname member needs probe = \"ADDRESS:PORT\"".into()),
+        (None, Target::Alias(_), _) => {
+            return Err("a cname member needs probe = \"ADDRESS:PORT\"".into())
+        }
     };
-    let interval = c.interval.as_ref().map(DurationValue::get).transpose()?.unwrap_or(Duration::from_secs(5));
-    let timeout = c.timeout.as_ref().map(DurationValue::get).transpose()?.unwrap_or(Duration::from_secs(2));
+    let interval = c
+        .interval
+        .as_ref()
+        .map(DurationValue::get)
+        .transpose()?
+        .unwrap_or(Duration::from_secs(5));
+    let timeout = c
+        .timeout
+        .as_ref()
+        .map(DurationValue::get)
+        .transpose()?
+        .unwrap_or(Duration::from_secs(2));
     if interval.is_zero() || timeout.is_zero() {
         return Err("interval and timeout must be greater than 0".into());
     }
@@ -730,7 +809,10 @@ mod tests {
 
     #[test]
     fn status_ranges_parse() {
-        assert_eq!(parse_status_ranges("200-299, 301").unwrap(), vec![(200, 299), (301, 301)]);
+        assert_eq!(
+            parse_status_ranges("200-299, 301").unwrap(),
+            vec![(200, 299), (301, 301)]
+        );
         assert!(parse_status_ranges("700").is_err());
     }
 }

@@ -24,7 +24,9 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
-use nix::sys::socket::{self as nixsock, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage};
+use nix::sys::socket::{
+    self as nixsock, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{Binding, Config};
@@ -44,7 +46,9 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn new(config: Config, version: u64) -> Self {
-        let cursors = (0..config.bindings.len()).map(|_| AtomicU64::new(0)).collect();
+        let cursors = (0..config.bindings.len())
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Loaded {
             config,
             cursors,
@@ -114,7 +118,10 @@ impl Responder {
             resp.metadata.response_code = ResponseCode::NotImp;
             return encode(&mut resp, cap);
         }
-        if request.queries.len() != 1 || !request.answers.is_empty() || !request.authorities.is_empty() {
+        if request.queries.len() != 1
+            || !request.answers.is_empty()
+            || !request.authorities.is_empty()
+        {
             resp.metadata.response_code = ResponseCode::FormErr;
             return encode(&mut resp, cap);
         }
@@ -184,18 +191,30 @@ impl Ctx<'_> {
             };
             if let Some(lb) = node.lb {
                 let wanted = if qtype == RecordType::ANY {
-                    Some(if lb.a { RecordType::A } else { RecordType::AAAA })
+                    Some(if lb.a {
+                        RecordType::A
+                    } else {
+                        RecordType::AAAA
+                    })
                 } else if lb.covers(qtype) {
                     Some(qtype)
                 } else {
                     None
                 };
                 if let Some(t) = wanted {
-                    match self.answer_lb(&self.loaded.config.bindings[lb.binding], lb.binding, &name, t) {
+                    match self.answer_lb(
+                        &self.loaded.config.bindings[lb.binding],
+                        lb.binding,
+                        &name,
+                        t,
+                    ) {
                         LbAnswer::Records(rs) => resp.answers.extend(rs),
                         LbAnswer::Alias(target, ttl) => {
-                            resp.answers
-                                .push(Record::from_rdata(name.clone(), ttl, RData::CNAME(CNAME(target.clone()))));
+                            resp.answers.push(Record::from_rdata(
+                                name.clone(),
+                                ttl,
+                                RData::CNAME(CNAME(target.clone())),
+                            ));
                             if zone.origin.zone_of(&target) && qtype != RecordType::ANY {
                                 name = target;
                                 continue;
@@ -249,14 +268,19 @@ impl Ctx<'_> {
             if let RData::NS(target) = &r.data {
                 // In-domain glue only: addresses of name servers below the cut.
                 if cut.zone_of(&target.0) {
-                    resp.additionals.extend(self.zone.addresses(&target.0).cloned());
+                    resp.additionals
+                        .extend(self.zone.addresses(&target.0).cloned());
                 }
             }
         }
     }
 
     fn answer_lb(&self, b: &Binding, index: usize, owner: &Name, qtype: RecordType) -> LbAnswer {
-        let family = if qtype == RecordType::A { Family::V4 } else { Family::V6 };
+        let family = if qtype == RecordType::A {
+            Family::V4
+        } else {
+            Family::V6
+        };
         let cursor = self.loaded.cursors[index].fetch_add(1, Ordering::Relaxed);
         let snapshot = self.health.snapshot();
         let pools = &self.loaded.config.pools;
@@ -342,7 +366,11 @@ pub struct DnsServer {
 impl DnsServer {
     /// Binds every listen address (TCP first, then `workers` UDP sockets on the same port) and
     /// starts serving. Port 0 picks one free port per address, shared by TCP and UDP.
-    pub fn bind(listen: &[SocketAddr], workers: usize, responder: Arc<Responder>) -> io::Result<DnsServer> {
+    pub fn bind(
+        listen: &[SocketAddr],
+        workers: usize,
+        responder: Arc<Responder>,
+    ) -> io::Result<DnsServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut server = DnsServer {
             addrs: Vec::new(),
@@ -387,9 +415,16 @@ impl DnsServer {
     }
 }
 
-fn bind_pair(addr: SocketAddr, workers: usize) -> io::Result<(std::net::TcpListener, Vec<UdpSocket>)> {
+fn bind_pair(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<(std::net::TcpListener, Vec<UdpSocket>)> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let mut last_err = None;
     // With port 0 the TCP port may already be taken for UDP: try a few ports.
     for _ in 0..8 {
@@ -444,7 +479,14 @@ fn udp_loop(sock: UdpSocket, responder: Arc<Responder>, stop: Arc<AtomicBool>, p
         };
         let (n, src, dst) = match result {
             Ok(r) => r,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 continue
             }
             Err(e) => {
@@ -474,13 +516,21 @@ enum Dst {
 fn recv_with_dst(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Dst>)> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
-    let msg = nixsock::recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    let msg = nixsock::recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )?;
     let src = msg
         .address
         .and_then(|a| {
             a.as_sockaddr_in()
                 .map(|s| SocketAddr::from((s.ip(), s.port())))
-                .or_else(|| a.as_sockaddr_in6().map(|s| SocketAddr::from((s.ip(), s.port()))))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|s| SocketAddr::from((s.ip(), s.port())))
+                })
         })
         .ok_or_else(|| io::Error::other("datagram without a source address"))?;
     let mut dst = None;
@@ -502,10 +552,22 @@ fn send_from(sock: &UdpSocket, reply: &[u8], to: SocketAddr, dst: &Dst) -> io::R
             let mut out = *pi;
             out.ipi_spec_dst = pi.ipi_addr;
             out.ipi_ifindex = 0;
-            nixsock::sendmsg(sock.as_raw_fd(), &iov, &[ControlMessage::Ipv4PacketInfo(&out)], MsgFlags::empty(), Some(&to))?;
+            nixsock::sendmsg(
+                sock.as_raw_fd(),
+                &iov,
+                &[ControlMessage::Ipv4PacketInfo(&out)],
+                MsgFlags::empty(),
+                Some(&to),
+            )?;
         }
         Dst::V6(pi) => {
-            nixsock::sendmsg(sock.as_raw_fd(), &iov, &[ControlMessage::Ipv6PacketInfo(pi)], MsgFlags::empty(), Some(&to))?;
+            nixsock::sendmsg(
+                sock.as_raw_fd(),
+                &iov,
+                &[ControlMessage::Ipv6PacketInfo(pi)],
+                MsgFlags::empty(),
+                Some(&to),
+            )?;
         }
     }
     Ok(())
@@ -537,7 +599,11 @@ async fn tcp_accept(listener: tokio::net::TcpListener, responder: Arc<Responder>
     }
 }
 
-async fn tcp_conn(mut stream: tokio::net::TcpStream, peer: SocketAddr, responder: Arc<Responder>) -> io::Result<()> {
+async fn tcp_conn(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    responder: Arc<Responder>,
+) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
     loop {
         let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {

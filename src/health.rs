@@ -301,7 +301,9 @@ impl Prober for TcpProber {
     fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
         Box::pin(async move {
             let start = tokio::time::Instant::now();
-            match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.addr)).await {
+            match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.addr))
+                .await
+            {
                 Ok(Ok(_)) => ProbeOutcome::Up {
                     latency: start.elapsed(),
                 },
@@ -357,7 +359,8 @@ impl HttpProber {
         };
         if let Some(ca) = &check.ca_file {
             let pem = std::fs::read(ca).map_err(|e| ProbeError::CaFile(ca.clone(), e))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| ProbeError::CaPem(ca.clone(), e))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| ProbeError::CaPem(ca.clone(), e))?;
             builder = builder.add_root_certificate(cert);
         }
         if check.insecure {
@@ -378,7 +381,12 @@ impl Prober for HttpProber {
     fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
         Box::pin(async move {
             let start = tokio::time::Instant::now();
-            let resp = match self.client.request(self.method.clone(), &self.url).send().await {
+            let resp = match self
+                .client
+                .request(self.method.clone(), &self.url)
+                .send()
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     return ProbeOutcome::Down {
@@ -387,7 +395,12 @@ impl Prober for HttpProber {
                 }
             };
             let status = resp.status().as_u16();
-            if !self.check.expect.iter().any(|&(lo, hi)| (lo..=hi).contains(&status)) {
+            if !self
+                .check
+                .expect
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&status))
+            {
                 return ProbeOutcome::Down {
                     reason: format!("status {status}"),
                 };
@@ -564,9 +577,13 @@ mod tests {
             let up = self.0.lock().unwrap().pop().unwrap_or(true);
             Box::pin(async move {
                 if up {
-                    ProbeOutcome::Up { latency: Duration::ZERO }
+                    ProbeOutcome::Up {
+                        latency: Duration::ZERO,
+                    }
                 } else {
-                    ProbeOutcome::Down { reason: "scripted".into() }
+                    ProbeOutcome::Down {
+                        reason: "scripted".into(),
+                    }
                 }
             })
         }

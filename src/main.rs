@@ -11,7 +11,11 @@ use meridian::config::Source;
 use meridian::server::{self, Overrides};
 
 #[derive(Parser)]
-#[command(name = "meridian", version, about = "Authoritative DNS global server load balancer")]
+#[command(
+    name = "meridian",
+    version,
+    about = "Authoritative DNS global server load balancer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -143,6 +147,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -153,7 +158,9 @@ fn ctl(control: SocketAddr, action: CtlAction) -> anyhow::Result<ExitCode> {
         CtlAction::Drain { member } => ("POST", format!("/members/{}/drain", encode(member))),
         CtlAction::Undrain { member } => ("POST", format!("/members/{}/undrain", encode(member))),
         CtlAction::ForceUp { member } => ("POST", format!("/members/{}/force-up", encode(member))),
-        CtlAction::ForceDown { member } => ("POST", format!("/members/{}/force-down", encode(member))),
+        CtlAction::ForceDown { member } => {
+            ("POST", format!("/members/{}/force-down", encode(member)))
+        }
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -165,11 +172,14 @@ fn ctl(control: SocketAddr, action: CtlAction) -> anyhow::Result<ExitCode> {
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
         let url = format!("http://{control}{path}");
-        let req = if method == "GET" { client.get(&url) } else { client.post(&url) };
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the control endpoint at {control} (is `meridian serve` running?)"))?;
+        let req = if method == "GET" {
+            client.get(&url)
+        } else {
+            client.post(&url)
+        };
+        let resp = req.send().await.with_context(|| {
+            format!("cannot reach the control endpoint at {control} (is `meridian serve` running?)")
+        })?;
         let status = resp.status();
         anyhow::Ok((status, resp.text().await?))
     })?;

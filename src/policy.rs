@@ -136,7 +136,11 @@ impl SelectionPolicy for Weighted {
             }
             point -= w;
         }
-        usable[first..].iter().chain(&usable[..first]).copied().collect()
+        usable[first..]
+            .iter()
+            .chain(&usable[..first])
+            .copied()
+            .collect()
     }
 }
 
@@ -305,7 +309,13 @@ mod tests {
         }
     }
 
-    fn run(pools: &[Pool], policy: PolicyKind, wad: WhenAllDown, snap: &HealthSnapshot, n: u64) -> Vec<Selection> {
+    fn run(
+        pools: &[Pool],
+        policy: PolicyKind,
+        wad: WhenAllDown,
+        snap: &HealthSnapshot,
+        n: u64,
+    ) -> Vec<Selection> {
         let req = Request {
             pools,
             pool: 0,
@@ -320,7 +330,13 @@ mod tests {
     #[test]
     fn weights_hold_exactly_over_full_cycles() {
         let pools = [pool(&[(3, 1), (1, 1)])];
-        let sels = run(&pools, PolicyKind::Weighted, WhenAllDown::FailOpen, &HealthSnapshot::default(), 400);
+        let sels = run(
+            &pools,
+            PolicyKind::Weighted,
+            WhenAllDown::FailOpen,
+            &HealthSnapshot::default(),
+            400,
+        );
         let first = sels.iter().filter(|s| s.members[0].1 == 0).count();
         assert_eq!(first, 300);
     }
@@ -329,10 +345,28 @@ mod tests {
     fn failover_prefers_lowest_priority_group_until_it_is_down() {
         let pools = [pool(&[(1, 2), (1, 1)])];
         let mut snap = HealthSnapshot::default();
-        let s = run(&pools, PolicyKind::Failover, WhenAllDown::FailOpen, &snap, 1);
+        let s = run(
+            &pools,
+            PolicyKind::Failover,
+            WhenAllDown::FailOpen,
+            &snap,
+            1,
+        );
         assert_eq!(s[0].members, vec![(0, 1)]);
-        snap.set(pools[0].members[1].id.clone(), MemberState { health: Health::Down, ..Default::default() });
-        let s = run(&pools, PolicyKind::Failover, WhenAllDown::FailOpen, &snap, 1);
+        snap.set(
+            pools[0].members[1].id.clone(),
+            MemberState {
+                health: Health::Down,
+                ..Default::default()
+            },
+        );
+        let s = run(
+            &pools,
+            PolicyKind::Failover,
+            WhenAllDown::FailOpen,
+            &snap,
+            1,
+        );
         assert_eq!(s[0].members, vec![(0, 0)]);
         assert_eq!(s[0].reason, Reason::Healthy);
     }
@@ -341,12 +375,29 @@ mod tests {
     fn all_down_fails_open_but_never_answers_drained() {
         let pools = [pool(&[(1, 1), (1, 1)])];
         let mut snap = HealthSnapshot::default();
-        snap.set(pools[0].members[0].id.clone(), MemberState { health: Health::Down, ..Default::default() });
+        snap.set(
+            pools[0].members[0].id.clone(),
+            MemberState {
+                health: Health::Down,
+                ..Default::default()
+            },
+        );
         snap.set(
             pools[0].members[1].id.clone(),
-            MemberState { health: Health::Down, admin: Admin::Drained, ..Default::default() },
+            MemberState {
+                health: Health::Down,
+                admin: Admin::Drained,
+                ..Default::default()
+            },
         );
-        let req = Request { pools: &pools, pool: 0, policy: PolicyKind::All, answers: 1, when_all_down: &WhenAllDown::FailOpen, family: Family::V4 };
+        let req = Request {
+            pools: &pools,
+            pool: 0,
+            policy: PolicyKind::All,
+            answers: 1,
+            when_all_down: &WhenAllDown::FailOpen,
+            family: Family::V4,
+        };
         let s = select(&req, &snap, &client(), 0);
         assert_eq!(s.reason, Reason::FailOpen);
         assert_eq!(s.members, vec![(0, 0)]);
@@ -356,7 +407,13 @@ mod tests {
     fn all_down_nodata_answers_nothing() {
         let pools = [pool(&[(1, 1)])];
         let mut snap = HealthSnapshot::default();
-        snap.set(pools[0].members[0].id.clone(), MemberState { health: Health::Down, ..Default::default() });
+        snap.set(
+            pools[0].members[0].id.clone(),
+            MemberState {
+                health: Health::Down,
+                ..Default::default()
+            },
+        );
         let s = run(&pools, PolicyKind::Weighted, WhenAllDown::NoData, &snap, 1);
         assert!(s[0].members.is_empty());
         assert_eq!(s[0].reason, Reason::AllDown);
@@ -368,8 +425,20 @@ mod tests {
         let mut pools = pools;
         pools[1].members[0].id = MemberId::new("b", "192.0.2.99");
         let mut snap = HealthSnapshot::default();
-        snap.set(pools[0].members[0].id.clone(), MemberState { health: Health::Down, ..Default::default() });
-        let s = run(&pools, PolicyKind::Weighted, WhenAllDown::Fallback(1), &snap, 1);
+        snap.set(
+            pools[0].members[0].id.clone(),
+            MemberState {
+                health: Health::Down,
+                ..Default::default()
+            },
+        );
+        let s = run(
+            &pools,
+            PolicyKind::Weighted,
+            WhenAllDown::Fallback(1),
+            &snap,
+            1,
+        );
         assert_eq!(s[0].members, vec![(1, 0)]);
         assert_eq!(s[0].reason, Reason::Fallback);
     }

@@ -92,19 +92,25 @@ impl Node {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "reload rejected; the running config keeps serving");
-                return ReloadOutcome::Rejected { error: e.to_string() };
+                return ReloadOutcome::Rejected {
+                    error: e.to_string(),
+                };
             }
         };
         let probes = match ProbeSet::start(cfg.probes.clone(), self.health.clone()) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "reload rejected; the running config keeps serving");
-                return ReloadOutcome::Rejected { error: e.to_string() };
+                return ReloadOutcome::Rejected {
+                    error: e.to_string(),
+                };
             }
         };
         let version = self.responder.current.load().version + 1;
         report_orphans(&cfg, &self.health);
-        self.responder.current.store(Arc::new(Loaded::new(cfg, version)));
+        self.responder
+            .current
+            .store(Arc::new(Loaded::new(cfg, version)));
         *self.probes.lock().unwrap_or_else(|p| p.into_inner()) = probes;
         tracing::info!(version, "config reloaded");
         ReloadOutcome::Applied { version }
@@ -123,7 +129,11 @@ pub fn orphan_overrides(cfg: &Config, health: &HealthStore) -> Vec<(MemberId, Ad
     let mut out: Vec<_> = snap
         .iter()
         .filter(|(_, s)| s.admin != Admin::Normal)
-        .filter(|(id, _)| !cfg.pools.iter().any(|p| p.members.iter().any(|m| &m.id == *id)))
+        .filter(|(id, _)| {
+            !cfg.pools
+                .iter()
+                .any(|p| p.members.iter().any(|m| &m.id == *id))
+        })
         .map(|(id, s)| (id.clone(), s.admin))
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -145,7 +155,11 @@ pub async fn serve(
     let cfg = load(&source, &overrides)?;
     let store = match Store::open(&cfg.server.state_dir)? {
         Opened::Clean(s) => s,
-        Opened::Recreated { store, moved_to, error } => {
+        Opened::Recreated {
+            store,
+            moved_to,
+            error,
+        } => {
             tracing::error!(
                 %error,
                 moved_to = %moved_to.display(),
@@ -154,9 +168,12 @@ pub async fn serve(
             store
         }
     };
-    let health = Arc::new(HealthStore::new(store.load(), Some(Box::new(store.clone()))));
+    let health = Arc::new(HealthStore::new(
+        store.load(),
+        Some(Box::new(store.clone())),
+    ));
     report_orphans(&cfg, &health);
-    let probes = ProbeSet::start(cfg.probes.clone(), health.clone())?;
+    let probe_specs = cfg.probes.clone();
     let listen = cfg.server.listen.clone();
     let workers = cfg.server.udp_workers;
     let control_addr = cfg.server.control;
@@ -166,8 +183,12 @@ pub async fn serve(
     let control = tokio::net::TcpListener::bind(control_addr)
         .await
         .map_err(|e| ServeError::BindControl(control_addr, e))?;
-    let control_bound = control.local_addr().map_err(|e| ServeError::BindControl(control_addr, e))?;
+    let control_bound = control
+        .local_addr()
+        .map_err(|e| ServeError::BindControl(control_addr, e))?;
 
+    // Probes start as soon as the sockets are bound (a member may probe this node itself).
+    let probes = ProbeSet::start(probe_specs, health.clone())?;
     let node = Arc::new(Node {
         source,
         overrides,
@@ -179,7 +200,11 @@ pub async fn serve(
         started: SystemTime::now(),
     });
     let dns_list: Vec<String> = dns.addrs.iter().map(|a| a.to_string()).collect();
-    println!("listening dns={} control={}", dns_list.join(","), control_bound);
+    println!(
+        "listening dns={} control={}",
+        dns_list.join(","),
+        control_bound
+    );
     tracing::info!(dns = %dns_list.join(","), control = %control_bound, "serving");
 
     let control_task = tokio::spawn(crate::admin::run(control, node.clone()));
@@ -211,7 +236,11 @@ async fn watch_files(node: Arc<Node>) {
     let stamp = |files: &[PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
         files
             .iter()
-            .map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+            .map(|f| {
+                std::fs::metadata(f)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
             .collect()
     };
     let mut files = node.config().config.sources.clone();

@@ -31,7 +31,11 @@ pub enum Opened {
     /// The store opened as it was.
     Clean(Store),
     /// The store could not be opened; it was moved to `moved_to` and a new one started.
-    Recreated { store: Store, moved_to: PathBuf, error: String },
+    Recreated {
+        store: Store,
+        moved_to: PathBuf,
+        error: String,
+    },
 }
 
 impl Store {
@@ -47,7 +51,8 @@ impl Store {
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
                 let moved_to = dir.join(format!("store.damaged-{stamp}"));
-                std::fs::rename(&path, &moved_to).map_err(|e| StateError::MoveAside(path.clone(), e))?;
+                std::fs::rename(&path, &moved_to)
+                    .map_err(|e| StateError::MoveAside(path.clone(), e))?;
                 let store = Self::open_at(&path).map_err(|e| StateError::Open(path.clone(), e))?;
                 Ok(Opened::Recreated {
                     store,
@@ -59,7 +64,10 @@ impl Store {
     }
 
     fn open_at(path: &Path) -> Result<Store, sled::Error> {
-        let db = sled::Config::new().path(path).cache_capacity(8 << 20).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(8 << 20)
+            .open()?;
         Ok(Store {
             health: db.open_tree("health")?,
             admin: db.open_tree("admin")?,
@@ -130,12 +138,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = MemberId::new("fra", "192.0.2.10");
         {
-            let Opened::Clean(s) = Store::open(dir.path()).unwrap() else { panic!("fresh store") };
+            let Opened::Clean(s) = Store::open(dir.path()).unwrap() else {
+                panic!("fresh store")
+            };
             s.admin_changed(&id, Admin::Drained);
             s.health_changed(&id, Health::Down);
             s.health.flush().unwrap();
         }
-        let Opened::Clean(s) = Store::open(dir.path()).unwrap() else { panic!("reopen") };
+        let Opened::Clean(s) = Store::open(dir.path()).unwrap() else {
+            panic!("reopen")
+        };
         let st = s.load().get(&id);
         assert_eq!(st.admin, Admin::Drained);
         assert_eq!(st.health, Health::Down);

@@ -169,7 +169,9 @@ impl Zone {
                     ("$INCLUDE", _) => {
                         return Err(syntax(line, "$INCLUDE is not supported".into()));
                     }
-                    (d, _) => return Err(syntax(line, format!("unknown or incomplete directive {d}"))),
+                    (d, _) => {
+                        return Err(syntax(line, format!("unknown or incomplete directive {d}")))
+                    }
                 }
                 continue;
             }
@@ -180,7 +182,8 @@ impl Zone {
                     .ok_or_else(|| syntax(line, "record without an owner name".into()))?
             } else {
                 let o = toks.next().unwrap_or_default();
-                parse_name(o, &current_origin).map_err(|m| syntax(line, format!("owner {o}: {m}")))?
+                parse_name(o, &current_origin)
+                    .map_err(|m| syntax(line, format!("owner {o}: {m}")))?
             };
             last_owner = Some(owner.clone());
 
@@ -191,7 +194,10 @@ impl Zone {
                 match upper.as_str() {
                     "IN" => continue,
                     "CH" | "CS" | "HS" => {
-                        return Err(syntax(line, format!("class {tok} is not supported, only IN")))
+                        return Err(syntax(
+                            line,
+                            format!("class {tok} is not supported, only IN"),
+                        ))
                     }
                     _ => {}
                 }
@@ -224,7 +230,7 @@ impl Zone {
             if rdata_text.is_empty() {
                 return Err(record_err("record data missing".into()));
             }
-            let rdata = RData::try_from_str(rtype, &rdata_text)
+            let rdata = parse_rdata(rtype, &rdata_text)
                 .map_err(|e| record_err(format!("bad record data \"{rdata_text}\": {e}")))?;
             let rdata = absolutize(rdata, &current_origin).map_err(record_err)?;
             let ttl = match (ttl, &rdata) {
@@ -237,7 +243,9 @@ impl Zone {
             };
             last_ttl = Some(ttl);
             if !origin.zone_of(&owner) {
-                return Err(record_err(format!("out-of-zone data: not in zone {origin}")));
+                return Err(record_err(format!(
+                    "out-of-zone data: not in zone {origin}"
+                )));
             }
             let record = Record::from_rdata(owner.clone(), ttl, rdata);
             zone.insert(record, line);
@@ -410,6 +418,59 @@ fn parse_name(text: &str, origin: &Name) -> Result<Name, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Parses record data. hickory-proto parses most types; the RFC 3597 generic form
+/// (`\# LEN HEX`) and DS/CDS (whose parser hickory builds only with DNSSEC enabled) are read
+/// here into opaque record data, which is served as is.
+fn parse_rdata(rtype: RecordType, text: &str) -> Result<RData, String> {
+    let opaque = |bytes: Vec<u8>| RData::Unknown {
+        code: rtype,
+        rdata: hickory_proto::rr::rdata::NULL::with(bytes),
+    };
+    let mut words = text.split_whitespace();
+    if text.starts_with("\\#") {
+        words.next();
+        let len: usize = words
+            .next()
+            .and_then(|w| w.parse().ok())
+            .ok_or("generic form needs a length after \\#")?;
+        let bytes = hex(&words.collect::<String>())?;
+        if bytes.len() != len {
+            return Err(format!(
+                "generic form says {len} bytes but has {}",
+                bytes.len()
+            ));
+        }
+        return Ok(opaque(bytes));
+    }
+    if matches!(rtype, RecordType::DS | RecordType::CDS) {
+        let mut field = |what: &str| words.next().ok_or(format!("{what} missing"));
+        let key_tag: u16 = field("key tag")?.parse().map_err(|_| "bad key tag")?;
+        let algorithm: u8 = field("algorithm")?.parse().map_err(|_| "bad algorithm")?;
+        let digest_type: u8 = field("digest type")?
+            .parse()
+            .map_err(|_| "bad digest type")?;
+        let digest = hex(&words.collect::<String>())?;
+        if digest.is_empty() {
+            return Err("digest missing".into());
+        }
+        let mut bytes = key_tag.to_be_bytes().to_vec();
+        bytes.extend([algorithm, digest_type]);
+        bytes.extend(digest);
+        return Ok(opaque(bytes));
+    }
+    RData::try_from_str(rtype, text).map_err(|e| e.to_string())
+}
+
+fn hex(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{text:?} is not an even run of hex digits"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
 /// Record data parsed without an origin holds relative names; make them absolute.
 fn absolutize(rdata: RData, origin: &Name) -> Result<RData, String> {
     let abs = |n: Name| -> Result<Name, String> {
@@ -575,7 +636,10 @@ mod tests {
     fn cname_beside_other_data_names_its_line() {
         let err = zone(&format!("{BASE}www CNAME ns1\nwww TXT \"x\"\n")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("t.zone:6:") && msg.contains("CNAME beside other data"), "{msg}");
+        assert!(
+            msg.contains("t.zone:6:") && msg.contains("CNAME beside other data"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -594,9 +658,17 @@ mod tests {
     fn empty_non_terminals_exist_and_wildcards_cover_missing_names() {
         let z = zone(&format!("{BASE}a.b.c A 192.0.2.1\n*.w A 192.0.2.2\n")).unwrap();
         let n = |s: &str| Name::from_ascii(s).unwrap();
-        assert!(matches!(z.find(&n("b.c.example.test."), RecordType::A), Position::Exact(node) if node.is_empty()));
-        assert!(matches!(z.find(&n("x.w.example.test."), RecordType::A), Position::Wildcard(_)));
-        assert!(matches!(z.find(&n("zz.example.test."), RecordType::A), Position::Missing));
+        assert!(
+            matches!(z.find(&n("b.c.example.test."), RecordType::A), Position::Exact(node) if node.is_empty())
+        );
+        assert!(matches!(
+            z.find(&n("x.w.example.test."), RecordType::A),
+            Position::Wildcard(_)
+        ));
+        assert!(matches!(
+            z.find(&n("zz.example.test."), RecordType::A),
+            Position::Missing
+        ));
     }
 
     #[test]

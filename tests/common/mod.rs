@@ -1,0 +1,331 @@
+//! Test harness: the real `meridian` binary on port 0, a DNS client over UDP and TCP built on
+//! hickory-proto, in-test HTTP backends, and helpers to wait on conditions with a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_meridian");
+
+/// A config directory with `meridian.toml`, a zone file and a gslb file.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    /// Writes the server file for one zone `example.test` plus the given zone and gslb text.
+    pub fn new(zone: &str, gslb: &str) -> ConfigDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("meridian.toml"),
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ncontrol = \"127.0.0.1:0\"\nstate_dir = \"state\"\nudp_workers = 2\n\n[[zone]]\norigin = \"example.test\"\nfile = \"example.test.zone\"\ngslb = \"example.test.gslb.toml\"\n",
+        )
+        .unwrap();
+        let c = ConfigDir { dir };
+        c.write("example.test.zone", zone);
+        c.write("example.test.gslb.toml", gslb);
+        c
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("meridian.toml")
+    }
+
+    /// Replaces a file atomically (write + rename), as deployment tools do.
+    pub fn write(&self, name: &str, text: &str) {
+        let tmp = self.path(&format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path(name)).unwrap();
+    }
+}
+
+/// A running `meridian serve`; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub dns: SocketAddr,
+    pub control: SocketAddr,
+    pub stderr_log: PathBuf,
+}
+
+impl Server {
+    pub fn start(cfg: &ConfigDir) -> Server {
+        Self::start_with(cfg, &[])
+    }
+
+    pub fn start_with(cfg: &ConfigDir, extra: &[&str]) -> Server {
+        let log = cfg.path(&format!("stderr-{}.log", std::process::id()));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(cfg.config())
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(extra)
+            .env("MERIDIAN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn meridian");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not report its addresses; stderr:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let field = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        };
+        Server {
+            dns: field("dns="),
+            control: field("control="),
+            child,
+            stderr_log: log,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    pub fn query(&self, name: &str, rtype: RecordType) -> Message {
+        query_udp(self.dns, &build_query(name, rtype, None))
+    }
+
+    /// Runs `meridian ctl` against this server; returns (success, stdout).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(BIN)
+            .args(["ctl", "--control", &self.control.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (ok, out) = self.ctl(&["status"]);
+        assert!(ok, "status failed: {out}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// The health of a member as `status` reports it.
+    pub fn member_health(&self, id: &str) -> String {
+        let st = self.status();
+        for p in st["pools"].as_array().unwrap() {
+            for m in p["members"].as_array().unwrap() {
+                if m["id"] == id {
+                    return m["health"].as_str().unwrap().to_string();
+                }
+            }
+        }
+        panic!("member {id} not in status");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Query options beyond name and type.
+#[derive(Default, Clone)]
+pub struct Opts {
+    /// Add an OPT with this payload size.
+    pub edns: Option<u16>,
+    pub edns_version: u8,
+    pub dnssec_ok: bool,
+}
+
+pub fn build_query(name: &str, rtype: RecordType, opts: Option<&Opts>) -> Vec<u8> {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    if let Some(o) = opts {
+        if let Some(size) = o.edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            e.set_version(o.edns_version);
+            e.set_dnssec_ok(o.dnssec_ok);
+            m.set_edns(e);
+        }
+    }
+    m.to_vec().unwrap()
+}
+
+fn rand_id() -> u16 {
+    use std::sync::atomic::AtomicU32;
+    static N: AtomicU32 = AtomicU32::new(1);
+    (N.fetch_add(7919, Ordering::Relaxed) & 0xffff) as u16
+}
+
+/// Sends raw bytes over UDP and returns the parsed reply (3 tries, 2 s each).
+pub fn query_udp(addr: SocketAddr, bytes: &[u8]) -> Message {
+    let raw = query_udp_raw(addr, bytes).expect("no UDP reply");
+    Message::from_vec(&raw).expect("reply parses")
+}
+
+pub fn query_udp_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = vec![0u8; 65535];
+    for _ in 0..3 {
+        sock.send_to(bytes, addr).unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+    None
+}
+
+/// Sends one query over TCP and returns the parsed reply.
+pub fn query_tcp(addr: SocketAddr, bytes: &[u8]) -> Message {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    s.write_all(&out).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+/// The answer section's data as sorted strings.
+pub fn answers(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP backend on 127.0.0.1:0 whose status code can be switched.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub status: Arc<AtomicU16>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    pub fn start(status: u16) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let status = Arc::new(AtomicU16::new(status));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (status.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !sp.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false).ok();
+                        conn.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                        let mut buf = [0u8; 2048];
+                        let _ = conn.read(&mut buf);
+                        let code = st.load(Ordering::Relaxed);
+                        let body = if code < 300 { "ok" } else { "unavailable" };
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Backend { addr, status, stop }
+    }
+
+    pub fn set(&self, code: u16) {
+        self.status.store(code, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A zone with the usual apex records; `extra` is appended.
+pub fn zone_with(extra: &str) -> String {
+    format!(
+        "$TTL 300\n@ IN SOA ns1.example.test. hostmaster.example.test. 1 7200 900 1209600 60\n  IN NS ns1\nns1 IN A 192.0.2.53\n{extra}"
+    )
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
