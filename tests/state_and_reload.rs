@@ -1,0 +1,365 @@
+//! State across `kill -9`, rejected configs (from `check` and on reload), and reload under load.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use hickory_proto::rr::RecordType;
+
+fn pool_config(up: &Backend, down: &Backend, first_address: &str) -> String {
+    format!(
+        r#"
+[[name]]
+name = "www"
+policy = "all"
+pool = "web"
+
+[pool.web]
+check = "c"
+members = [
+  {{ site = "a", address = "{first_address}", probe = "{up}" }},
+  {{ site = "d", address = "192.0.2.98", probe = "{down}" }},
+  {{ site = "x", address = "192.0.2.99", probe = "{up}" }},
+]
+
+[check.c]
+kind = "http"
+interval = "200ms"
+timeout = "150ms"
+rise = 2
+fall = 2
+"#,
+        up = up.addr,
+        down = down.addr
+    )
+}
+
+#[test]
+fn drain_and_last_known_health_survive_kill_9() {
+    let up = Backend::start(200);
+    let down = Backend::start(503);
+    let cfg = ConfigDir::new(&zone_with(""), &pool_config(&up, &down, "192.0.2.1"));
+    let srv = Server::start(&cfg);
+    assert!(wait_until(Duration::from_secs(5), || srv
+        .member_health("d/192.0.2.98")
+        == "down"));
+    assert!(srv.ctl(&["drain", "x/192.0.2.99"]).0);
+    assert_eq!(
+        answers(&srv.query("www.example.test.", RecordType::A)),
+        vec!["192.0.2.1"]
+    );
+    srv.kill9();
+
+    // The "down" backend now answers 200, but the restarted server must start from what it
+    // remembered (down, needing `rise` good probes) and keep the drain.
+    down.set(200);
+    let srv = Server::start(&cfg);
+    assert_eq!(
+        srv.member_health("d/192.0.2.98"),
+        "down",
+        "last-known health restored"
+    );
+    let r = srv.query("www.example.test.", RecordType::A);
+    assert_eq!(
+        answers(&r),
+        vec!["192.0.2.1"],
+        "drain held and last-known health used"
+    );
+    // Fresh probes land later and bring the member back; the drain still holds.
+    assert!(wait_until(Duration::from_secs(5), || srv
+        .member_health("d/192.0.2.98")
+        == "up"));
+    assert_eq!(
+        answers(&srv.query("www.example.test.", RecordType::A)),
+        vec!["192.0.2.1", "192.0.2.98"]
+    );
+    let st = srv.status();
+    assert!(st["orphan_overrides"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn override_for_a_member_that_left_is_reported() {
+    let up = Backend::start(200);
+    let down = Backend::start(503);
+    let cfg = ConfigDir::new(&zone_with(""), &pool_config(&up, &down, "192.0.2.1"));
+    let srv = Server::start(&cfg);
+    assert!(srv.ctl(&["drain", "a/192.0.2.1"]).0);
+    cfg.write(
+        "example.test.gslb.toml",
+        &pool_config(&up, &down, "192.0.2.2"),
+    );
+    let (ok, out) = srv.ctl(&["reload"]);
+    assert!(ok, "{out}");
+    let st = srv.status();
+    let orphans = st["orphan_overrides"].as_array().unwrap();
+    assert_eq!(orphans.len(), 1, "{st}");
+    assert_eq!(orphans[0]["id"], "a/192.0.2.1");
+    assert!(srv.stderr().contains("not in the config"));
+    // It can still be cleared.
+    assert!(srv.ctl(&["undrain", "a/192.0.2.1"]).0);
+    assert!(srv.status()["orphan_overrides"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+/// Broken inputs: (what, file to break, its text, a fragment the error must contain).
+fn broken_inputs() -> Vec<(&'static str, &'static str, String, &'static str)> {
+    let z = zone_with("static IN A 192.0.2.80\n");
+    let g = |extra: &str| {
+        format!("[pool.p]\nmembers = [ {{ site = \"a\", address = \"192.0.2.1\" }} ]\n{extra}")
+    };
+    let n = |fields: &str| g(&format!("\n[[name]]\n{fields}\n"));
+    vec![
+        ("toml syntax", "example.test.gslb.toml", "[[name]\nname = \"x\"\n".into(), "example.test.gslb.toml:1:"),
+        ("unknown key", "example.test.gslb.toml", n("name = \"x\"\npool = \"p\"\ncolour = \"red\""), "unknown field `colour`"),
+        ("unknown pool", "example.test.gslb.toml", n("name = \"x\"\npool = \"nope\""), "unknown pool \"nope\""),
+        (
+            "zero weight",
+            "example.test.gslb.toml",
+            "[pool.web]\nmembers = [\n  { site = \"a\", address = \"192.0.2.1\" },\n  { site = \"b\", address = \"192.0.2.2\", weight = 0 },\n]\n".into(),
+            "example.test.gslb.toml:4: pool \"web\", member 2: weight must be greater than 0",
+        ),
+        (
+            "bad address",
+            "example.test.gslb.toml",
+            "[pool.p]\nmembers = [ { site = \"a\", address = \"192.0.2.300\" } ]\n".into(),
+            "is not an IPv4 or IPv6 address",
+        ),
+        ("clash with a static name", "example.test.gslb.toml", n("name = \"static\"\npool = \"p\""), "clashes with the static A record"),
+        ("unknown policy", "example.test.gslb.toml", n("name = \"x\"\npool = \"p\"\npolicy = \"random\""), "unknown policy"),
+        ("unknown check", "example.test.gslb.toml", "[pool.p]\ncheck = \"nope\"\nmembers = [ { site = \"a\", address = \"192.0.2.1\" } ]\n".into(), "unknown check \"nope\""),
+        (
+            "bad status range",
+            "example.test.gslb.toml",
+            g("[check.c]\nkind = \"http\"\nexpect_status = \"900\"\n"),
+            "check \"c\": expect_status",
+        ),
+        ("fallback without pool", "example.test.gslb.toml", n("name = \"x\"\npool = \"p\"\nwhen_all_down = \"fallback\""), "needs fallback"),
+        ("CNAME beside other data", "example.test.zone", format!("{z}static IN CNAME www\n"), "CNAME beside other data"),
+        ("out-of-zone data", "example.test.zone", format!("{z}www.example.org. IN A 192.0.2.1\n"), "out-of-zone data"),
+        ("missing SOA", "example.test.zone", "$TTL 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\n".into(), "missing SOA"),
+        ("bad record data", "example.test.zone", format!("{z}bad IN A not-an-address\n"), "example.test.zone:6: bad.example.test. A: bad record data"),
+        ("missing zone file", "example.test.zone", String::new(), "cannot read"),
+        ("member with no probe address", "example.test.gslb.toml", g("").replace("[pool.p]\n", "[pool.p]\ncheck = \"c\"\n") + "[check.c]\nkind = \"tcp\"\n", "no probe address"),
+    ]
+}
+
+fn check(cfg: &ConfigDir) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(cfg.config())
+        .output()
+        .unwrap();
+    (
+        out.status.code() == Some(0),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn install(cfg: &ConfigDir, file: &str, text: &str) {
+    if text.is_empty() && file.ends_with(".zone") {
+        std::fs::remove_file(cfg.path(file)).unwrap();
+    } else {
+        cfg.write(file, text);
+    }
+}
+
+#[test]
+fn broken_configs_give_their_own_error_from_check_and_on_reload() {
+    let good_zone = zone_with("static IN A 192.0.2.80\n");
+    let good_gslb = "[[name]]\nname = \"www\"\npool = \"p\"\n[pool.p]\nmembers = [ { site = \"a\", address = \"192.0.2.1\" } ]\n";
+    let cases = broken_inputs();
+    assert!(cases.len() >= 12);
+
+    // `check` on each.
+    let mut seen = std::collections::HashSet::new();
+    for (what, file, text, want) in &cases {
+        let cfg = ConfigDir::new(&good_zone, good_gslb);
+        assert!(check(&cfg).0, "the good config passes");
+        install(&cfg, file, text);
+        let (ok, err) = check(&cfg);
+        assert!(!ok, "{what}: check accepted it");
+        assert!(err.contains(want), "{what}: expected {want:?} in {err:?}");
+        assert!(err.contains(file), "{what}: error names the file: {err}");
+        assert!(
+            seen.insert(err.clone()),
+            "{what}: same error as another case"
+        );
+    }
+
+    // On reload: the running config keeps answering.
+    let cfg = ConfigDir::new(&good_zone, good_gslb);
+    let srv = Server::start(&cfg);
+    for (what, file, text, want) in &cases {
+        install(&cfg, file, text);
+        let (ok, out) = srv.ctl(&["reload"]);
+        assert!(!ok, "{what}: reload accepted it");
+        assert!(out.contains(want), "{what}: expected {want:?} in {out}");
+        assert_eq!(
+            answers(&srv.query("www.example.test.", RecordType::A)),
+            vec!["192.0.2.1"],
+            "{what}"
+        );
+        assert_eq!(
+            answers(&srv.query("static.example.test.", RecordType::A)),
+            vec!["192.0.2.80"],
+            "{what}"
+        );
+        cfg.write("example.test.zone", &good_zone);
+        cfg.write("example.test.gslb.toml", good_gslb);
+    }
+    assert!(srv.ctl(&["reload"]).0);
+    assert!(srv.stderr().contains("reload rejected"));
+}
+
+#[test]
+fn demo_config_checks_clean_and_bogus_keys_are_rejected_everywhere() {
+    let out = Command::new(BIN).arg("check").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A bogus key added to each table of the demo gslb file is rejected.
+    let demo = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/zones/example.test.gslb.toml"
+    ))
+    .unwrap();
+    let zone = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/zones/example.test.zone"
+    ))
+    .unwrap();
+    let mut rejected = 0;
+    for (i, line) in demo.lines().enumerate() {
+        let header = line.starts_with("[[name]]")
+            || line.starts_with("[pool.")
+            || line.starts_with("[check.");
+        if !header {
+            continue;
+        }
+        let mut lines: Vec<&str> = demo.lines().collect();
+        lines.insert(i + 1, "bogus_key = 1");
+        let cfg = ConfigDir::new(&zone, &lines.join("\n"));
+        let (ok, err) = check(&cfg);
+        assert!(!ok && err.contains("bogus_key"), "line {}: {err}", i + 1);
+        rejected += 1;
+    }
+    assert!(rejected >= 5);
+}
+
+#[test]
+fn reload_under_load_never_fails_and_keeps_health_and_drains() {
+    let up = Backend::start(200);
+    let down = Backend::start(503);
+    let version_a = pool_config(&up, &down, "192.0.2.1");
+    let version_b = pool_config(&up, &down, "192.0.2.2");
+    let cfg = ConfigDir::new(&zone_with(""), &version_a);
+    let srv = Server::start(&cfg);
+    assert!(wait_until(Duration::from_secs(5), || srv
+        .member_health("d/192.0.2.98")
+        == "down"));
+    assert!(srv.ctl(&["drain", "x/192.0.2.99"]).0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let dns = srv.dns;
+    let loaders: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = [0u8; 1232];
+                for _ in 0..200_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let q = build_query("www.example.test.", RecordType::A, None);
+                    sock.send_to(&q, dns).unwrap();
+                    let (n, _) = sock
+                        .recv_from(&mut buf)
+                        .map_err(|e| format!("no reply: {e}"))?;
+                    let m = hickory_proto::op::Message::from_vec(&buf[..n])
+                        .map_err(|e| e.to_string())?;
+                    let got = answers(&m);
+                    if got != vec!["192.0.2.1"] && got != vec!["192.0.2.2"] {
+                        return Err(format!(
+                            "answer matches neither version: {got:?} rcode {:?}",
+                            m.response_code
+                        ));
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+
+    for i in 0..50 {
+        let (text, want) = if i % 2 == 0 {
+            (&version_b, "192.0.2.2")
+        } else {
+            (&version_a, "192.0.2.1")
+        };
+        cfg.write("example.test.gslb.toml", text);
+        let (ok, out) = srv.ctl(&["reload"]);
+        assert!(ok, "reload {i}: {out}");
+        assert_eq!(
+            answers(&srv.query("www.example.test.", RecordType::A)),
+            vec![want],
+            "after reload {i}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in loaders {
+        l.join().unwrap().unwrap();
+    }
+    assert!(sent.load(Ordering::Relaxed) > 100, "the load actually ran");
+    assert_eq!(
+        srv.member_health("d/192.0.2.98"),
+        "down",
+        "health survived 50 reloads"
+    );
+}
+
+#[test]
+fn sighup_and_file_changes_reload() {
+    let cfg = ConfigDir::new(&zone_with("v IN A 192.0.2.1\n"), "");
+    let srv = Server::start(&cfg);
+    assert_eq!(
+        answers(&srv.query("v.example.test.", RecordType::A)),
+        vec!["192.0.2.1"]
+    );
+    // A file change alone is picked up (polled, debounced).
+    cfg.write("example.test.zone", &zone_with("v IN A 192.0.2.2\n"));
+    assert!(wait_until(Duration::from_secs(10), || answers(
+        &srv.query("v.example.test.", RecordType::A)
+    ) == vec![
+        "192.0.2.2"
+    ]));
+    // SIGHUP reloads too.
+    cfg.write("example.test.zone", &zone_with("v IN A 192.0.2.3\n"));
+    srv.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || answers(
+        &srv.query("v.example.test.", RecordType::A)
+    ) == vec![
+        "192.0.2.3"
+    ]));
+    // An invalid change keeps the old data.
+    cfg.write("example.test.zone", "garbage (\n");
+    srv.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || srv
+        .stderr()
+        .contains("reload rejected")));
+    assert_eq!(
+        answers(&srv.query("v.example.test.", RecordType::A)),
+        vec!["192.0.2.3"]
+    );
+}
