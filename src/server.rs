@@ -153,6 +153,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let cfg = load(&source, &overrides)?;
+    let stamps = stamp(&cfg.sources);
     let store = match Store::open(&cfg.server.state_dir)? {
         Opened::Clean(s) => s,
         Opened::Recreated {
@@ -208,7 +209,7 @@ pub async fn serve(
     tracing::info!(dns = %dns_list.join(","), control = %control_bound, "serving");
 
     let control_task = tokio::spawn(crate::admin::run(control, node.clone()));
-    let watcher = tokio::spawn(watch_files(node.clone()));
+    let watcher = tokio::spawn(watch_files(node.clone(), stamps));
     let hup = tokio::spawn(reload_on_sighup(node.clone()));
 
     shutdown.await;
@@ -218,6 +219,20 @@ pub async fn serve(
     hup.abort();
     dns.shutdown().await;
     Ok(())
+}
+
+/// A file's modification time and length; `None` when it cannot be read.
+type FileStamp = Option<(SystemTime, u64)>;
+
+fn stamp(files: &[PathBuf]) -> Vec<FileStamp> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
 }
 
 async fn reload_on_sighup(node: Arc<Node>) {
@@ -232,19 +247,9 @@ async fn reload_on_sighup(node: Arc<Node>) {
 
 /// Polls the config's files once a second; after a change, waits until they have been quiet
 /// for half a second (editors write in several steps), then reloads.
-async fn watch_files(node: Arc<Node>) {
-    let stamp = |files: &[PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
-        files
-            .iter()
-            .map(|f| {
-                std::fs::metadata(f)
-                    .ok()
-                    .and_then(|m| Some((m.modified().ok()?, m.len())))
-            })
-            .collect()
-    };
+/// `seen` is the files' state taken right after the running config was read.
+async fn watch_files(node: Arc<Node>, mut seen: Vec<FileStamp>) {
     let mut files = node.config().config.sources.clone();
-    let mut seen = stamp(&files);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = stamp(&files);

@@ -199,7 +199,10 @@ fn broken_configs_give_their_own_error_from_check_and_on_reload() {
         install(&cfg, file, text);
         let (ok, out) = srv.ctl(&["reload"]);
         assert!(!ok, "{what}: reload accepted it");
-        assert!(out.contains(want), "{what}: expected {want:?} in {out}");
+        let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(reply["result"], "rejected", "{what}");
+        let error = reply["error"].as_str().unwrap();
+        assert!(error.contains(want), "{what}: expected {want:?} in {error}");
         assert_eq!(
             answers(&srv.query("www.example.test.", RecordType::A)),
             vec!["192.0.2.1"],

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# End-to-end checks with dig against the real binary on an ephemeral port.
+# Usage: tests/e2e/dig.sh [path/to/meridian]   (default: target/debug/meridian)
+set -euo pipefail
+
+BIN=${1:-target/debug/meridian}
+[ -x "$BIN" ] || { echo "no meridian binary at $BIN (run cargo build first)"; exit 2; }
+command -v dig >/dev/null || { echo "dig is missing (apt-get install bind9-dnsutils)"; exit 2; }
+
+work=$(mktemp -d)
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+check() { # check NAME CONDITION-OUTPUT...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
+}
+
+{
+  echo '$TTL 300'
+  echo '@ IN SOA ns1.example.test. hostmaster.example.test. 1 7200 900 1209600 60'
+  echo '  IN NS ns1'
+  echo 'ns1 IN A 192.0.2.53'
+  echo 'static IN A 192.0.2.80'
+  for i in $(seq 1 60); do echo "big IN A 192.0.2.$i"; done
+} > "$work/example.test.zone"
+cat > "$work/example.test.gslb.toml" <<'TOML'
+[[name]]
+name = "www"
+policy = "all"
+pool = "web"
+
+[pool.web]
+check = "tcp"
+members = [
+  { site = "up", address = "192.0.2.10", probe = "127.0.0.1:1" },
+  { site = "down", address = "192.0.2.11", probe = "127.0.0.1:1" },
+]
+
+[check.tcp]
+kind = "tcp"
+interval = "200ms"
+timeout = "200ms"
+TOML
+# Every probe targets loopback. Port 1 is closed; the "up" member is pointed at the server's
+# own control port once that is known.
+cat > "$work/meridian.toml" <<'TOML'
+[server]
+listen = ["127.0.0.1:0"]
+control = "127.0.0.1:0"
+state_dir = "state"
+
+[[zone]]
+origin = "example.test"
+file = "example.test.zone"
+gslb = "example.test.gslb.toml"
+TOML
+
+"$BIN" serve --config "$work/meridian.toml" > "$work/out" 2> "$work/err" &
+pid=$!
+for _ in $(seq 1 300); do grep -q '^listening' "$work/out" 2>/dev/null && break; sleep 0.1; done
+line=$(grep '^listening' "$work/out") || { echo "server did not start:"; cat "$work/err"; exit 1; }
+dns=$(sed -E 's/.*dns=([^ ,]+).*/\1/' <<<"$line")
+control=$(sed -E 's/.*control=([^ ]+).*/\1/' <<<"$line")
+port=${dns##*:}
+echo "server: $line"
+
+# Point the "up" member's probe at the control endpoint and reload through ctl.
+sed -i "s/address = \"192.0.2.10\", probe = \"127.0.0.1:1\"/address = \"192.0.2.10\", probe = \"$control\"/" "$work/example.test.gslb.toml"
+"$BIN" ctl --control "$control" reload > /dev/null
+
+D=(dig @127.0.0.1 -p "$port" +norec +time=2 +tries=2)
+
+# Wait (bounded: 100 tries) until only the healthy member is answered.
+for _ in $(seq 1 100); do
+  out=$("${D[@]}" www.example.test A +short)
+  [ "$out" = "192.0.2.10" ] && break
+  sleep 0.1
+done
+
+out=$("${D[@]}" www.example.test A)
+check "load-balanced name: AA set" grep -q 'flags: qr aa' <<<"$out"
+check "load-balanced name: healthy address only" test "$("${D[@]}" www.example.test A +short)" = "192.0.2.10"
+check "static name from the zone file" test "$("${D[@]}" static.example.test A +short)" = "192.0.2.80"
+
+out=$("${D[@]}" missing.example.test A)
+check "missing name: NXDOMAIN" grep -q 'status: NXDOMAIN' <<<"$out"
+check "missing name: SOA at min(TTL, MINIMUM)=60" grep -qE '^example\.test\.\s+60\s+IN\s+SOA' <<<"$out"
+
+check "out-of-zone name: REFUSED" grep -q 'status: REFUSED' <<<"$("${D[@]}" www.example.org A)"
+
+out=$("${D[@]}" +noedns +ignore big.example.test A)
+check "large RRset over UDP without EDNS: TC set" grep -qE 'flags: qr( [a-z]+)* tc' <<<"$out"
+count=$("${D[@]}" +tcp big.example.test A +short | wc -l)
+check "large RRset over TCP: complete (60)" test "$count" -eq 60
+
+out=$("${D[@]}" +edns=1 +noednsnegotiation static.example.test A)
+check "EDNS version 1: BADVERS" grep -q 'status: BADVERS' <<<"$out"
+out=$("${D[@]}" +dnssec static.example.test A)
+check "DO bit echoed, our size advertised" grep -qE 'EDNS: version: 0, flags: do; udp: 1232' <<<"$out"
+
+echo "dig suite: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
