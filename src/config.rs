@@ -796,8 +796,17 @@ mod tests {
     #[test]
     fn demo_config_loads() {
         let cfg = load(&Source::demo()).expect("demo config is valid");
-        assert!(!cfg.bindings.is_empty());
-        assert!(!cfg.probes.is_empty());
+        assert_eq!(cfg.bindings.len(), 3);
+        // Identical probes are shared: fra's IPv4 and IPv6 members use one probe, and so do
+        // iad's two; the backup pool's TCP check is a third.
+        assert_eq!(cfg.probes.len(), 3);
+        assert!(
+            cfg.probes
+                .iter()
+                .filter(|(_, members)| members.len() == 2)
+                .count()
+                == 2
+        );
     }
 
     #[test]

@@ -494,7 +494,11 @@ fn udp_loop(sock: UdpSocket, responder: Arc<Responder>, stop: Arc<AtomicBool>, p
                 continue;
             }
         };
-        let Some(reply) = responder.answer(&buf[..n], src, Transport::Udp) else {
+        // A bug in one answer must not take a socket's worker down with it.
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            responder.answer(&buf[..n], src, Transport::Udp)
+        }));
+        let Ok(Some(reply)) = answered else {
             continue;
         };
         let sent = match dst {

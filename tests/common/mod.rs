@@ -54,7 +54,10 @@ impl ConfigDir {
 /// A running `meridian serve`; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Server {
     pub child: Child,
+    /// The first DNS address bound.
     pub dns: SocketAddr,
+    /// Every DNS address bound, in --listen order.
+    pub dns_all: Vec<SocketAddr>,
     pub control: SocketAddr,
     pub stderr_log: PathBuf,
 }
@@ -64,7 +67,13 @@ impl Server {
         Self::start_with(cfg, &[])
     }
 
+    /// Starts with extra arguments; `--listen 127.0.0.1:0` unless `extra` gives `--listen`.
     pub fn start_with(cfg: &ConfigDir, extra: &[&str]) -> Server {
+        let default_listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let log = cfg.path(&format!("stderr-{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -75,7 +84,8 @@ impl Server {
             .arg("serve")
             .arg("--config")
             .arg(cfg.config())
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(default_listen)
+            .args(["--admin", "127.0.0.1:0"])
             .args(extra)
             .env("MERIDIAN_LOG", "info")
             .stdout(Stdio::piped())
@@ -108,7 +118,13 @@ impl Server {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"))
         };
+        let dns_all = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("dns="))
+            .map(|v| v.split(',').filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default();
         Server {
+            dns_all,
             dns: field("dns="),
             control: field("control="),
             child,
@@ -223,7 +239,12 @@ pub fn query_udp(addr: SocketAddr, bytes: &[u8]) -> Message {
 }
 
 pub fn query_udp_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = if addr.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let sock = UdpSocket::bind(local).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = vec![0u8; 65535];
     for _ in 0..3 {
