@@ -221,40 +221,80 @@ fn broken_configs_give_their_own_error_from_check_and_on_reload() {
 }
 
 #[test]
-fn demo_config_checks_clean_and_bogus_keys_are_rejected_everywhere() {
+fn shipped_configs_check_clean_and_bogus_keys_are_rejected_everywhere() {
+    let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(BIN).arg("check").output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "demo: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // A bogus key added to each table of the demo gslb file is rejected.
-    let demo = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/zones/example.test.gslb.toml"
-    ))
-    .unwrap();
-    let zone = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/zones/example.test.zone"
-    ))
-    .unwrap();
+    let ops = format!("{root}/ops/meridian.toml");
+    let out = Command::new(BIN)
+        .args(["check", "--config", &ops])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ops: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A bogus key added to each table of every shipped TOML file is rejected, naming the key.
+    let sets = [
+        (
+            "zones",
+            "meridian.toml",
+            "example.test.zone",
+            "example.test.gslb.toml",
+        ),
+        (
+            "ops",
+            "meridian.toml",
+            "zones/gslb.example.com.zone",
+            "zones/gslb.example.com.gslb.toml",
+        ),
+    ];
     let mut rejected = 0;
-    for (i, line) in demo.lines().enumerate() {
-        let header = line.starts_with("[[name]]")
-            || line.starts_with("[pool.")
-            || line.starts_with("[check.");
-        if !header {
-            continue;
+    for (dir, server, zone, gslb) in sets {
+        let base = std::path::Path::new(root).join(dir);
+        for file in [server, gslb] {
+            let text = std::fs::read_to_string(base.join(file)).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                if !line.starts_with('[') {
+                    continue;
+                }
+                let mut lines: Vec<&str> = text.lines().collect();
+                lines.insert(i + 1, "bogus_key = 1");
+                let tmp = tempfile::tempdir().unwrap();
+                for f in [server, zone, gslb] {
+                    let to = tmp.path().join(f);
+                    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                    std::fs::copy(base.join(f), &to).unwrap();
+                }
+                std::fs::write(tmp.path().join(file), lines.join("\n")).unwrap();
+                let out = Command::new(BIN)
+                    .args(["check", "--config"])
+                    .arg(tmp.path().join(server))
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "{dir}/{file} line {}: {err}",
+                    i + 1
+                );
+                assert!(
+                    err.contains("bogus_key") && err.contains(file),
+                    "{dir}/{file} line {}: {err}",
+                    i + 1
+                );
+                rejected += 1;
+            }
         }
-        let mut lines: Vec<&str> = demo.lines().collect();
-        lines.insert(i + 1, "bogus_key = 1");
-        let cfg = ConfigDir::new(&zone, &lines.join("\n"));
-        let (ok, err) = check(&cfg);
-        assert!(!ok && err.contains("bogus_key"), "line {}: {err}", i + 1);
-        rejected += 1;
     }
-    assert!(rejected >= 5);
+    assert!(rejected >= 15, "{rejected}");
 }
 
 #[test]
