@@ -247,7 +247,8 @@ impl Ctx<'_> {
                     return;
                 };
                 let target = crate::zone::fqdn_lower(target);
-                if !zone.origin.zone_of(&target) {
+                let looped = resp.answers.iter().any(|r| r.name == target);
+                if !zone.origin.zone_of(&target) || looped {
                     return;
                 }
                 name = target;

@@ -218,6 +218,7 @@ pub async fn serve(
     watcher.abort();
     hup.abort();
     dns.shutdown().await;
+    node.store.flush();
     Ok(())
 }
 

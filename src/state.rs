@@ -98,6 +98,15 @@ impl Store {
         snap
     }
 
+    /// Writes everything to disk; called on clean shutdown.
+    pub fn flush(&self) {
+        for tree in [&self.health, &self.admin] {
+            if let Err(e) = tree.flush() {
+                tracing::warn!(error = %e, "cannot flush the state store");
+            }
+        }
+    }
+
     /// Members with an override, for reporting overrides of members that left the config.
     pub fn overrides(&self) -> Vec<(MemberId, Admin)> {
         self.load()

@@ -15,6 +15,8 @@ fn zone() -> String {
         "www IN A 192.0.2.80\n\
          a.b.c IN A 192.0.2.81\n\
          alias1 IN CNAME alias2\n\
+         loop1 IN CNAME loop2\n\
+         loop2 IN CNAME loop1\n\
          alias2 IN CNAME www\n\
          dangling IN CNAME nowhere\n\
          outside IN CNAME www.example.org.\n\
@@ -85,6 +87,10 @@ fn static_behaviours() {
     let r = srv.query("dangling.example.test.", RecordType::A);
     assert_eq!(r.response_code, ResponseCode::NXDomain);
     assert_eq!(r.answers[0].record_type(), RecordType::CNAME);
+    // A CNAME loop ends after each link once, without a server failure.
+    let r = srv.query("loop1.example.test.", RecordType::A);
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 2);
     // Out-of-zone target: the CNAME alone.
     let r = srv.query("outside.example.test.", RecordType::A);
     assert_eq!(r.response_code, ResponseCode::NoError);
