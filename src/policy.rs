@@ -303,6 +303,17 @@ mod tests {
         }
     }
 
+    /// Marks a member down, with the given admin state.
+    fn mark(snap: &mut HealthSnapshot, m: &Member, admin: Admin) {
+        snap.set(
+            m.id.clone(),
+            MemberState {
+                health: Health::Down,
+                admin,
+            },
+        );
+    }
+
     fn client() -> ClientInfo {
         ClientInfo {
             network: "198.51.100.7/32".parse().unwrap(),
@@ -353,13 +364,7 @@ mod tests {
             1,
         );
         assert_eq!(s[0].members, vec![(0, 1)]);
-        snap.set(
-            pools[0].members[1].id.clone(),
-            MemberState {
-                health: Health::Down,
-                ..Default::default()
-            },
-        );
+        mark(&mut snap, &pools[0].members[1], Admin::Normal);
         let s = run(
             &pools,
             PolicyKind::Failover,
@@ -375,21 +380,8 @@ mod tests {
     fn all_down_fails_open_but_never_answers_drained() {
         let pools = [pool(&[(1, 1), (1, 1)])];
         let mut snap = HealthSnapshot::default();
-        snap.set(
-            pools[0].members[0].id.clone(),
-            MemberState {
-                health: Health::Down,
-                ..Default::default()
-            },
-        );
-        snap.set(
-            pools[0].members[1].id.clone(),
-            MemberState {
-                health: Health::Down,
-                admin: Admin::Drained,
-                ..Default::default()
-            },
-        );
+        mark(&mut snap, &pools[0].members[0], Admin::Normal);
+        mark(&mut snap, &pools[0].members[1], Admin::Drained);
         let req = Request {
             pools: &pools,
             pool: 0,
@@ -407,13 +399,7 @@ mod tests {
     fn all_down_nodata_answers_nothing() {
         let pools = [pool(&[(1, 1)])];
         let mut snap = HealthSnapshot::default();
-        snap.set(
-            pools[0].members[0].id.clone(),
-            MemberState {
-                health: Health::Down,
-                ..Default::default()
-            },
-        );
+        mark(&mut snap, &pools[0].members[0], Admin::Normal);
         let s = run(&pools, PolicyKind::Weighted, WhenAllDown::NoData, &snap, 1);
         assert!(s[0].members.is_empty());
         assert_eq!(s[0].reason, Reason::AllDown);
@@ -425,13 +411,7 @@ mod tests {
         let mut pools = pools;
         pools[1].members[0].id = MemberId::new("b", "192.0.2.99");
         let mut snap = HealthSnapshot::default();
-        snap.set(
-            pools[0].members[0].id.clone(),
-            MemberState {
-                health: Health::Down,
-                ..Default::default()
-            },
-        );
+        mark(&mut snap, &pools[0].members[0], Admin::Normal);
         let s = run(
             &pools,
             PolicyKind::Weighted,
