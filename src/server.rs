@@ -181,6 +181,9 @@ pub async fn serve(
     let responder = Arc::new(Responder::new(Loaded::new(cfg, 1), health.clone()));
     let dns = DnsServer::bind(&listen, workers, responder.clone())
         .map_err(|e| ServeError::BindDns(format!("{listen:?}"), e))?;
+    if !control_addr.ip().is_loopback() {
+        tracing::warn!(%control_addr, "the control endpoint is not on loopback and has no authentication yet");
+    }
     let control = tokio::net::TcpListener::bind(control_addr)
         .await
         .map_err(|e| ServeError::BindControl(control_addr, e))?;
