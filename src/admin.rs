@@ -201,32 +201,6 @@ fn status(node: &Node) -> Value {
     })
 }
 
-/// Resolves `SITE/ADDRESS` (a member id) or `POOL/SITE` (every member of that site in the pool).
-fn resolve_target(node: &Node, target: &str) -> Vec<MemberId> {
-    let loaded = node.config();
-    let pools = &loaded.config.pools;
-    let by_id: Vec<MemberId> = pools
-        .iter()
-        .flat_map(|p| p.members.iter())
-        .filter(|m| m.id.0.eq_ignore_ascii_case(target))
-        .map(|m| m.id.clone())
-        .take(1)
-        .collect();
-    if !by_id.is_empty() {
-        return by_id;
-    }
-    let Some((pool, site)) = target.split_once('/') else {
-        return Vec::new();
-    };
-    pools
-        .iter()
-        .filter(|p| p.name == pool)
-        .flat_map(|p| p.members.iter())
-        .filter(|m| m.site == site)
-        .map(|m| m.id.clone())
-        .collect()
-}
-
 fn member_action(node: &Node, target: &str, action: &str) -> Response<Full<Bytes>> {
     let admin = match action {
         "drain" => Admin::Drained,
@@ -240,7 +214,7 @@ fn member_action(node: &Node, target: &str, action: &str) -> Response<Full<Bytes
             )
         }
     };
-    let mut ids = resolve_target(node, target);
+    let mut ids = node.config().config.resolve_members(target);
     if ids.is_empty() {
         // An override left over from an earlier config can still be cleared.
         let orphan = orphan_overrides(&node.config().config, &node.health)

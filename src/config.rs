@@ -18,9 +18,11 @@ use hickory_proto::rr::{Name, RecordType};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::geo::{Coords, GeoError, GeoLocator, Mmdb, NoGeo};
 use crate::health::{HttpCheck, MemberId, ProbeKind, ProbeSpec};
-use crate::policy::{Member, PolicyKind, Pool, Target, WhenAllDown};
+use crate::policy::{GeoMode, GeoPolicy, Member, PolicyKind, Pool, Target, WhenAllDown};
 use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
+use ipnet::IpNet;
 
 /// The demo server file, compiled in so `meridian serve` runs with no flags.
 pub const DEMO_CONFIG: &str = include_str!("../zones/meridian.toml");
@@ -50,6 +52,8 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Zone(#[from] ZoneError),
+    #[error(transparent)]
+    Geo(#[from] GeoError),
 }
 
 // ---------------------------------------------------------------- file structs
@@ -70,6 +74,8 @@ struct ServerSection {
     state_dir: Option<String>,
     udp_workers: Option<usize>,
     edns_udp_size: Option<u16>,
+    geo_database: Option<String>,
+    explain_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +84,7 @@ struct ZoneEntry {
     origin: String,
     file: String,
     gslb: Option<String>,
+    ecs: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -89,6 +96,15 @@ struct GslbFile {
     pool: BTreeMap<String, Spanned<FilePool>>,
     #[serde(default)]
     check: BTreeMap<String, Spanned<FileCheck>>,
+    #[serde(default)]
+    site: BTreeMap<String, Spanned<FileSite>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSite {
+    /// `[latitude, longitude]` in degrees.
+    location: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +118,11 @@ struct FileName {
     answers: Option<i64>,
     when_all_down: Option<String>,
     fallback: Option<String>,
+    limit: Option<i64>,
+    default_order: Option<Vec<String>>,
+    map: Option<BTreeMap<String, Vec<String>>>,
+    subnets: Option<BTreeMap<String, Vec<String>>>,
+    subnet_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +209,8 @@ pub struct ServerSettings {
     pub udp_workers: usize,
     /// Our EDNS UDP payload size: the cap on UDP answers and what our OPT advertises.
     pub edns_udp_size: u16,
+    /// Clients allowed to ask for explanations in-band (CHAOS TXT).
+    pub explain_from: Vec<IpNet>,
 }
 
 /// One load-balanced name.
@@ -207,16 +230,42 @@ pub struct Binding {
 }
 
 /// The validated, runtime configuration. Immutable; a reload builds a new one.
-#[derive(Debug)]
 pub struct Config {
     pub server: ServerSettings,
     pub zones: Vec<Arc<Zone>>,
+    /// Per zone (same order): whether EDNS Client Subnet is honoured.
+    pub zone_ecs: Vec<bool>,
+    /// The geo database (or a locator that knows nothing when none is configured).
+    pub geo: Arc<dyn GeoLocator>,
+    /// Its path, when one is configured.
+    pub geo_path: Option<PathBuf>,
     pub bindings: Vec<Binding>,
     pub pools: Vec<Pool>,
     /// Distinct probes and the members each one drives.
     pub probes: Vec<(ProbeSpec, Vec<MemberId>)>,
     /// Every file read, for change detection.
     pub sources: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Resolves an operator's member spec: a member identity `SITE/ADDRESS` (as `status`
+    /// lists it), or `POOL/SITE` for every member of that site in the pool.
+    pub fn resolve_members(&self, spec: &str) -> Vec<MemberId> {
+        let all = || self.pools.iter().flat_map(|p| p.members.iter());
+        if let Some(m) = all().find(|m| m.id.0.eq_ignore_ascii_case(spec)) {
+            return vec![m.id.clone()];
+        }
+        let Some((pool, site)) = spec.split_once('/') else {
+            return Vec::new();
+        };
+        self.pools
+            .iter()
+            .filter(|p| p.name == pool)
+            .flat_map(|p| p.members.iter())
+            .filter(|m| m.site == site)
+            .map(|m| m.id.clone())
+            .collect()
+    }
 }
 
 /// Where the server file comes from.
@@ -308,10 +357,37 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             })
             .max(1),
         edns_udp_size,
+        explain_from: match &section.explain_from {
+            None => vec![
+                "127.0.0.0/8".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ],
+            Some(list) => list
+                .iter()
+                .map(|n| {
+                    n.parse::<IpNet>()
+                        .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
+                        .map(|n| n.trunc())
+                        .map_err(|_| {
+                            invalid(
+                                span.clone(),
+                                "server.explain_from",
+                                format!("{n:?} is not a network"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        },
     };
 
     let mut builder = Builder::default();
     builder.sources.push(file.clone());
+    if let Some(db) = &section.geo_database {
+        let path = base.join(db);
+        builder.sources.push(path.clone());
+        builder.geo = Some(Arc::new(Mmdb::open(&path)?));
+        builder.geo_path = Some(path);
+    }
     if parsed.zone.is_empty() {
         return Err(invalid(0..0, "zone", "no [[zone]] configured".into()));
     }
@@ -332,6 +408,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         builder.sources.push(zone_file.clone());
         let zone = Zone::load(&zone_file, &origin)?;
         builder.zones.push(zone);
+        builder.zone_ecs.push(z.ecs.unwrap_or(true));
         if let Some(g) = &z.gslb {
             let gslb_file = base.join(g);
             builder.sources.push(gslb_file.clone());
@@ -380,6 +457,9 @@ fn column_of(text: &str, offset: usize) -> usize {
 #[derive(Default)]
 struct Builder {
     zones: Vec<Zone>,
+    zone_ecs: Vec<bool>,
+    geo: Option<Arc<Mmdb>>,
+    geo_path: Option<PathBuf>,
     bindings: Vec<Binding>,
     pools: Vec<Pool>,
     /// Pool name (per zone's gslb file, qualified as `zone/pool` internally) -> index.
@@ -398,6 +478,25 @@ impl Builder {
                 object,
                 message,
             };
+
+        // Sites: where members are, for geo policies.
+        let mut sites: BTreeMap<String, Option<Coords>> = BTreeMap::new();
+        for (name, site) in &parsed.site {
+            let location =
+                match site.get_ref().location {
+                    None => None,
+                    Some([lat, lon]) if lat.abs() <= 90.0 && lon.abs() <= 180.0 => {
+                        Some(Coords { lat, lon })
+                    }
+                    Some(_) => return Err(invalid(
+                        site.span(),
+                        format!("site {name:?}"),
+                        "location must be [latitude, longitude] within [-90, 90] and [-180, 180]"
+                            .into(),
+                    )),
+                };
+            sites.insert(name.clone(), location);
+        }
 
         // Checks first: pools refer to them.
         let mut checks: HashMap<&str, (Option<ProbeKind>, &Spanned<FileCheck>)> = HashMap::new();
@@ -517,16 +616,24 @@ impl Builder {
             let pool = *pool_index
                 .get(fname.pool.as_str())
                 .ok_or_else(|| err(format!("unknown pool {:?}", fname.pool)))?;
-            let policy = match fname.policy.as_deref().unwrap_or("weighted") {
-                "weighted" => PolicyKind::Weighted,
-                "failover" => PolicyKind::Failover,
-                "all" => PolicyKind::All,
-                other => {
-                    return Err(err(format!(
-                        "unknown policy {other:?} (weighted, failover or all)"
-                    )))
-                }
-            };
+            let fallback_pool = fname
+                .fallback
+                .as_ref()
+                .and_then(|f| pool_index.get(f.as_str()).copied());
+            let member_sites: Vec<&str> = [Some(pool), fallback_pool]
+                .into_iter()
+                .flatten()
+                .flat_map(|p| self.pools[p].members.iter().map(|m| m.site.as_str()))
+                .collect();
+            let policy = build_policy(
+                fname,
+                &sites,
+                &member_sites,
+                file,
+                self.geo.is_some(),
+                &mut self.sources,
+            )
+            .map_err(&err)?;
             let (mut a, mut aaaa) = (false, false);
             for t in fname
                 .types
@@ -630,10 +737,200 @@ impl Builder {
         }
         Ok(())
     }
+}
 
+/// Builds a name's policy; geo policies are checked against the declared sites. A subnet file
+/// it reads is added to `sources`.
+fn build_policy(
+    fname: &FileName,
+    sites: &BTreeMap<String, Option<Coords>>,
+    member_sites: &[&str],
+    file: &Path,
+    has_geo: bool,
+    sources: &mut Vec<PathBuf>,
+) -> Result<PolicyKind, String> {
+    let kind = fname.policy.as_deref().unwrap_or("weighted");
+    let geo_keys = fname.limit.is_some()
+        || fname.default_order.is_some()
+        || fname.map.is_some()
+        || fname.subnets.is_some()
+        || fname.subnet_file.is_some();
+    let simple = match kind {
+        "weighted" => Some(PolicyKind::Weighted),
+        "failover" => Some(PolicyKind::Failover),
+        "all" => Some(PolicyKind::All),
+        "geo-nearest" | "geo-map" | "subnet" => None,
+        other => {
+            return Err(format!(
+            "unknown policy {other:?} (weighted, failover, all, geo-nearest, geo-map or subnet)"
+        ))
+        }
+    };
+    if let Some(p) = simple {
+        if geo_keys {
+            return Err(format!(
+                    "limit, default_order, map, subnets and subnet_file apply to geo-nearest, geo-map and subnet, not {kind}"
+                ));
+        }
+        return Ok(p);
+    }
+    let known = |site: &String| -> Result<(), String> {
+        if sites.contains_key(site) {
+            Ok(())
+        } else {
+            Err(format!(
+                "unknown site {site:?} (declare it as [site.{site}])"
+            ))
+        }
+    };
+    for site in member_sites {
+        known(&site.to_string()).map_err(|e| format!("{e}: a member of its pool is there"))?;
+    }
+    if kind != "subnet" && !has_geo {
+        return Err(format!("policy {kind:?} needs server.geo_database"));
+    }
+    let default_order = match &fname.default_order {
+        Some(list) => {
+            list.iter().try_for_each(known)?;
+            list.clone()
+        }
+        // Unplaced clients get every site of the pool, in the order members list them.
+        None => {
+            let mut order: Vec<String> = Vec::new();
+            for s in member_sites {
+                if !order.iter().any(|o| o == s) {
+                    order.push(s.to_string());
+                }
+            }
+            order
+        }
+    };
+    let mut subnets: Vec<(IpNet, Vec<String>)> = Vec::new();
+    let mut add_subnet = |net: &str, list: Vec<String>, at: &str| -> Result<(), String> {
+        let parsed = net
+            .parse::<IpNet>()
+            .map_err(|_| format!("{at}subnet {net:?} is not a network (CIDR)"))?;
+        if parsed.trunc() != parsed {
+            return Err(format!(
+                "{at}subnet {net:?} has host bits set (did you mean {}?)",
+                parsed.trunc()
+            ));
+        }
+        if list.is_empty() {
+            return Err(format!("{at}subnet {net:?} lists no site"));
+        }
+        list.iter()
+            .try_for_each(known)
+            .map_err(|e| format!("{at}{e}"))?;
+        if subnets.iter().any(|(n, _)| *n == parsed) {
+            return Err(format!("{at}subnet {net:?} is listed twice"));
+        }
+        subnets.push((parsed, list));
+        Ok(())
+    };
+    for (net, list) in fname.subnets.clone().unwrap_or_default() {
+        add_subnet(&net, list, "")?;
+    }
+    if let Some(f) = &fname.subnet_file {
+        let path = file.parent().unwrap_or(Path::new(".")).join(f);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("subnet_file {}: {e}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let net = words.next().unwrap_or_default();
+            let list: Vec<String> = words
+                .flat_map(|w| w.split(','))
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+                .collect();
+            add_subnet(net, list, &format!("{}:{}: ", path.display(), i + 1))?;
+        }
+        sources.push(path);
+    }
+    subnets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+    let mode = match kind {
+        "geo-nearest" => {
+            if fname.map.is_some() {
+                return Err("map applies to geo-map, not geo-nearest".into());
+            }
+            let limit = match fname.limit {
+                None => None,
+                Some(n) if n >= 1 => Some(n as usize),
+                Some(_) => return Err("limit must be at least 1".into()),
+            };
+            let mut located = Vec::new();
+            for site in member_sites {
+                if located.iter().any(|(s, _): &(String, Coords)| s == site) {
+                    continue;
+                }
+                match sites.get(*site) {
+                    Some(Some(c)) => located.push((site.to_string(), *c)),
+                    _ => {
+                        return Err(format!(
+                            "site {site:?} has no location, which geo-nearest needs"
+                        ))
+                    }
+                }
+            }
+            GeoMode::Nearest {
+                sites: located,
+                limit,
+            }
+        }
+        "geo-map" => {
+            if fname.limit.is_some() {
+                return Err("limit applies to geo-nearest only".into());
+            }
+            let map = fname
+                .map
+                .clone()
+                .ok_or("geo-map needs map = { \"EU\" = [\"fra\"], ... }")?;
+            for (key, list) in &map {
+                let parts: Vec<&str> = key.split('/').collect();
+                if parts.len() > 3
+                    || parts
+                        .iter()
+                        .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric()))
+                {
+                    return Err(format!(
+                            "map key {key:?} must be CONTINENT, CONTINENT/COUNTRY or CONTINENT/COUNTRY/SUBDIVISION"
+                        ));
+                }
+                if list.is_empty() {
+                    return Err(format!("map key {key:?} lists no site"));
+                }
+                list.iter().try_for_each(known)?;
+            }
+            GeoMode::Map(map.into_iter().collect())
+        }
+        _ => {
+            if fname.limit.is_some() || fname.map.is_some() {
+                return Err("limit and map do not apply to the subnet policy".into());
+            }
+            if subnets.is_empty() {
+                return Err("the subnet policy needs subnets or subnet_file".into());
+            }
+            GeoMode::Subnet
+        }
+    };
+    Ok(PolicyKind::Geo(Arc::new(GeoPolicy {
+        mode,
+        subnets,
+        default_order,
+    })))
+}
+
+impl Builder {
     fn finish(self, server: ServerSettings) -> Result<Config, ConfigError> {
         let Builder {
             zones,
+            zone_ecs,
+            geo,
+            geo_path,
             bindings,
             pools,
             mut probes,
@@ -643,6 +940,12 @@ impl Builder {
         Ok(Config {
             server,
             zones: zones.into_iter().map(Arc::new).collect(),
+            zone_ecs,
+            geo: match geo {
+                Some(g) => g,
+                None => Arc::new(NoGeo),
+            },
+            geo_path,
             bindings,
             pools,
             probes: probe_order

@@ -141,6 +141,11 @@ impl HealthStore {
         self.current.load_full()
     }
 
+    /// A cheap read guard on the current snapshot, for the query path.
+    pub fn guard(&self) -> arc_swap::Guard<Arc<HealthSnapshot>> {
+        self.current.load()
+    }
+
     /// Applies one change; returns whether anything changed.
     pub fn apply(&self, change: Change) -> bool {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());

@@ -6,9 +6,11 @@
 //!   the same load path serves `check`, start-up and reload.
 //! - [`zone`]: static RFC 1035 zone data and the lookups an authoritative server needs
 //!   (exact, wildcard, empty non-terminal, zone cut).
-//! - [`dns`]: the query-to-response function and the UDP/TCP transports that call it.
-//! - [`policy`]: member selection (weighted, failover, all) and `when_all_down`; no DNS types,
-//!   so the site proxy can reuse it.
+//! - [`dns`]: the query-to-response function, EDNS Client Subnet, and the UDP/TCP transports.
+//! - [`geo`]: `.mmdb` lookups, great-circle distance, the demo database builder.
+//! - [`explain`]: why a name answered what it did, from the same code that answers it.
+//! - [`policy`]: member selection (weighted, failover, all, geo-nearest, geo-map, subnet) and
+//!   `when_all_down`; no DNS types, so the site proxy can reuse it.
 //! - [`health`]: probers (HTTP, HTTPS, TCP), the rise/fall tracker and the lock-free health
 //!   table; no DNS types either.
 //! - [`state`]: the sled store of last-known health and admin overrides; the only module that
@@ -19,6 +21,8 @@
 pub mod admin;
 pub mod config;
 pub mod dns;
+pub mod explain;
+pub mod geo;
 pub mod health;
 pub mod policy;
 pub mod server;

@@ -6,10 +6,14 @@
 //! ([`Reason`]). Round-robin position comes in as `cursor`: policies never read a clock or a
 //! random source, so the same inputs always give the same answer.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
+use serde::Serialize;
 
+use crate::geo::{distance_km, whole_space, Coords, GeoHit};
 use crate::health::{Admin, Health, HealthSnapshot, MemberId};
 
 /// What a member answers with.
@@ -56,15 +60,23 @@ pub struct Pool {
     pub members: Vec<Member>,
 }
 
-/// What a policy knows about the client. Filled from the source address (or, later, the ECS
-/// prefix and a geo lookup).
+/// What a policy knows about the client: its network (the ECS prefix, or the source address
+/// as a host network) and, for policies that need it, where the geo database places it.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub network: IpNet,
+    pub geo: Option<GeoHit>,
+}
+
+impl ClientInfo {
+    /// A client known only by its network.
+    pub fn from_network(network: IpNet) -> Self {
+        ClientInfo { network, geo: None }
+    }
 }
 
 /// How a load-balanced name picks among its pool's members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum PolicyKind {
     /// Weighted round-robin: each member's share of first answers follows its weight.
     Weighted,
@@ -72,6 +84,148 @@ pub enum PolicyKind {
     Failover,
     /// Every usable member, in configured order.
     All,
+    /// Sites ordered by the client (subnet table, then geography); the first site with a usable
+    /// member answers, weighted inside it; the next sites follow.
+    Geo(Arc<GeoPolicy>),
+}
+
+/// How a geo policy orders sites once no subnet entry matched.
+#[derive(Debug, Clone)]
+pub enum GeoMode {
+    /// By great-circle distance from the client; `limit` keeps only the nearest N sites.
+    Nearest {
+        sites: Vec<(String, Coords)>,
+        limit: Option<usize>,
+    },
+    /// By the most specific `continent`, `continent/country` or
+    /// `continent/country/subdivision` key that matches the client.
+    Map(HashMap<String, Vec<String>>),
+    /// The subnet table alone; clients it does not cover get the default order.
+    Subnet,
+}
+
+/// A client-dependent site ordering: subnet entries first (longest prefix wins), then the mode.
+#[derive(Debug, Clone)]
+pub struct GeoPolicy {
+    pub mode: GeoMode,
+    /// Entries sorted longest prefix first.
+    pub subnets: Vec<(IpNet, Vec<String>)>,
+    /// Order for clients nothing else places.
+    pub default_order: Vec<String>,
+}
+
+/// What decided a site order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "by", rename_all = "kebab-case")]
+pub enum Basis {
+    /// A subnet table entry.
+    Subnet { entry: IpNet },
+    /// Distance from the client's location.
+    Distance,
+    /// A geo map key.
+    Map { key: String },
+    /// Nothing placed the client: the default order.
+    Default,
+}
+
+/// One site in a ranking, with its distance when distance decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RankedSite {
+    pub site: String,
+    pub distance_km: Option<f64>,
+}
+
+/// The sites a geo policy chose for a client, and the network the choice holds for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteOrder {
+    pub sites: Vec<RankedSite>,
+    pub basis: Basis,
+    pub valid_for: IpNet,
+}
+
+impl GeoPolicy {
+    /// Orders sites for a client. Pure: the same client always gets the same order.
+    pub fn order(&self, client: &ClientInfo) -> SiteOrder {
+        let addr = client.network.network();
+        let named = |list: &[String]| -> Vec<RankedSite> {
+            list.iter()
+                .map(|s| RankedSite {
+                    site: s.clone(),
+                    distance_km: None,
+                })
+                .collect()
+        };
+        // Subnet entries override geography.
+        if let Some((entry, sites)) = self.subnets.iter().find(|(net, _)| net.contains(&addr)) {
+            return SiteOrder {
+                sites: named(sites),
+                basis: Basis::Subnet { entry: *entry },
+                valid_for: self.exclude_more_specific(*entry, addr),
+            };
+        }
+        let base = match (&self.mode, &client.geo) {
+            (GeoMode::Subnet, _) | (_, None) => whole_space(addr),
+            (_, Some(hit)) => hit.network,
+        };
+        let valid_for = self.exclude_more_specific(base, addr);
+        let location = client.geo.as_ref().and_then(|g| g.location.as_ref());
+        let (sites, basis) = match (&self.mode, location) {
+            (GeoMode::Nearest { sites, limit }, Some(loc)) if loc.coords.is_some() => {
+                let here = loc.coords.expect("checked");
+                let mut ranked: Vec<RankedSite> = sites
+                    .iter()
+                    .map(|(name, at)| RankedSite {
+                        site: name.clone(),
+                        distance_km: Some(distance_km(here, *at)),
+                    })
+                    .collect();
+                // Stable sort: equal distances keep configured order.
+                ranked.sort_by(|a, b| {
+                    a.distance_km
+                        .partial_cmp(&b.distance_km)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+                if let Some(n) = limit {
+                    ranked.truncate(*n);
+                }
+                (ranked, Basis::Distance)
+            }
+            (GeoMode::Map(map), Some(loc)) => {
+                match loc.path().into_iter().rev().find(|k| map.contains_key(k)) {
+                    Some(key) => (named(&map[&key]), Basis::Map { key }),
+                    None => (named(&self.default_order), Basis::Default),
+                }
+            }
+            _ => (named(&self.default_order), Basis::Default),
+        };
+        SiteOrder {
+            sites,
+            basis,
+            valid_for,
+        }
+    }
+
+    /// Narrows `base` (which holds `addr`) until it overlaps no more specific subnet entry
+    /// that does not hold `addr` (RFC 7871 section 7.2.1), so every address in the result is
+    /// decided the same way.
+    fn exclude_more_specific(&self, base: IpNet, addr: IpAddr) -> IpNet {
+        let mut len = base.prefix_len();
+        for (net, _) in &self.subnets {
+            if net.prefix_len() > base.prefix_len() && base.contains(net) && !net.contains(&addr) {
+                len = len.max(common_prefix_len(addr, net.network()) + 1);
+            }
+        }
+        IpNet::new(addr, len).map(|n| n.trunc()).unwrap_or(base)
+    }
+}
+
+/// How many leading bits two addresses of the same family share (0 across families).
+pub fn common_prefix_len(a: IpAddr, b: IpAddr) -> u8 {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros() as u8,
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros() as u8,
+        _ => 0,
+    }
 }
 
 /// What to answer when no member of the asked family is usable.
@@ -107,13 +261,33 @@ pub struct Selection {
     pub reason: Reason,
     /// The client network this decision holds for: every address in it gets the same answer.
     pub valid_for: IpNet,
+    /// For geo policies, the site order that was walked.
+    pub sites: Option<SiteOrder>,
+}
+
+/// A policy's ranking of one pool for one client.
+#[derive(Debug, Clone, Default)]
+pub struct Ranking {
+    /// Member indexes, best first.
+    pub members: Vec<usize>,
+    /// For geo policies: the site order behind the ranking (and the network it holds for).
+    pub sites: Option<SiteOrder>,
+}
+
+impl From<Vec<usize>> for Ranking {
+    fn from(members: Vec<usize>) -> Self {
+        Ranking {
+            members,
+            sites: None,
+        }
+    }
 }
 
 /// Ranks the usable candidates of a pool for a client.
 pub trait SelectionPolicy {
     /// `usable` lists member indexes that may be answered, in configured order. Returns them
     /// best first; the caller keeps as many as it needs.
-    fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo, cursor: u64) -> Vec<usize>;
+    fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo, cursor: u64) -> Ranking;
 }
 
 /// Weighted round-robin: position `cursor mod total weight` picks the first member, the rest
@@ -121,27 +295,32 @@ pub trait SelectionPolicy {
 pub struct Weighted;
 
 impl SelectionPolicy for Weighted {
-    fn rank(&self, pool: &Pool, usable: &[usize], _: &ClientInfo, cursor: u64) -> Vec<usize> {
-        let total: u64 = usable.iter().map(|&i| pool.members[i].weight as u64).sum();
-        if total == 0 {
-            return usable.to_vec();
-        }
-        let mut point = cursor % total;
-        let mut first = 0;
-        for (pos, &i) in usable.iter().enumerate() {
-            let w = pool.members[i].weight as u64;
-            if point < w {
-                first = pos;
-                break;
-            }
-            point -= w;
-        }
-        usable[first..]
-            .iter()
-            .chain(&usable[..first])
-            .copied()
-            .collect()
+    fn rank(&self, pool: &Pool, usable: &[usize], _: &ClientInfo, cursor: u64) -> Ranking {
+        weighted(pool, usable, cursor).into()
     }
+}
+
+/// Weighted round-robin over `usable`: the shared step of weighted, failover and geo.
+fn weighted(pool: &Pool, usable: &[usize], cursor: u64) -> Vec<usize> {
+    let total: u64 = usable.iter().map(|&i| pool.members[i].weight as u64).sum();
+    if total == 0 {
+        return usable.to_vec();
+    }
+    let mut point = cursor % total;
+    let mut first = 0;
+    for (pos, &i) in usable.iter().enumerate() {
+        let w = pool.members[i].weight as u64;
+        if point < w {
+            first = pos;
+            break;
+        }
+        point -= w;
+    }
+    usable[first..]
+        .iter()
+        .chain(&usable[..first])
+        .copied()
+        .collect()
 }
 
 /// Failover: the lowest priority group that has usable members, weighted inside it; the other
@@ -149,7 +328,7 @@ impl SelectionPolicy for Weighted {
 pub struct Failover;
 
 impl SelectionPolicy for Failover {
-    fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo, cursor: u64) -> Vec<usize> {
+    fn rank(&self, pool: &Pool, usable: &[usize], _: &ClientInfo, cursor: u64) -> Ranking {
         let mut priorities: Vec<u32> = usable.iter().map(|&i| pool.members[i].priority).collect();
         priorities.sort_unstable();
         priorities.dedup();
@@ -160,9 +339,9 @@ impl SelectionPolicy for Failover {
                 .copied()
                 .filter(|&i| pool.members[i].priority == p)
                 .collect();
-            out.extend(Weighted.rank(pool, &group, client, cursor));
+            out.extend(weighted(pool, &group, cursor));
         }
-        out
+        out.into()
     }
 }
 
@@ -170,23 +349,64 @@ impl SelectionPolicy for Failover {
 pub struct All;
 
 impl SelectionPolicy for All {
-    fn rank(&self, _: &Pool, usable: &[usize], _: &ClientInfo, _: u64) -> Vec<usize> {
-        usable.to_vec()
+    fn rank(&self, _: &Pool, usable: &[usize], _: &ClientInfo, _: u64) -> Ranking {
+        usable.to_vec().into()
+    }
+}
+
+/// Geo: walk the client's site order; inside each site, weighted round-robin. Members at
+/// sites outside the order (beyond `limit`, or not listed) are not answered.
+impl SelectionPolicy for GeoPolicy {
+    fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo, cursor: u64) -> Ranking {
+        let order = self.order(client);
+        let mut members = Vec::with_capacity(usable.len());
+        for site in &order.sites {
+            let here: Vec<usize> = usable
+                .iter()
+                .copied()
+                .filter(|&i| pool.members[i].site == site.site)
+                .collect();
+            members.extend(weighted(pool, &here, cursor));
+        }
+        Ranking {
+            members,
+            sites: Some(order),
+        }
     }
 }
 
 impl PolicyKind {
-    pub fn policy(self) -> &'static dyn SelectionPolicy {
+    pub fn policy(&self) -> &dyn SelectionPolicy {
         match self {
             PolicyKind::Weighted => &Weighted,
             PolicyKind::Failover => &Failover,
             PolicyKind::All => &All,
+            PolicyKind::Geo(g) => g.as_ref(),
         }
     }
 
     /// Whether every candidate is answered rather than `answers` of them.
-    pub fn answers_all(self) -> bool {
-        self == PolicyKind::All
+    pub fn answers_all(&self) -> bool {
+        matches!(self, PolicyKind::All)
+    }
+
+    /// Whether the client's location is needed (so callers look it up only then).
+    pub fn needs_location(&self) -> bool {
+        matches!(self, PolicyKind::Geo(g) if !matches!(g.mode, GeoMode::Subnet))
+    }
+
+    /// The name used in config files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PolicyKind::Weighted => "weighted",
+            PolicyKind::Failover => "failover",
+            PolicyKind::All => "all",
+            PolicyKind::Geo(g) => match g.mode {
+                GeoMode::Nearest { .. } => "geo-nearest",
+                GeoMode::Map(_) => "geo-map",
+                GeoMode::Subnet => "subnet",
+            },
+        }
     }
 }
 
@@ -205,7 +425,7 @@ pub fn usable(admin: Admin, health: Health) -> bool {
 pub struct Request<'a> {
     pub pools: &'a [Pool],
     pub pool: usize,
-    pub policy: PolicyKind,
+    pub policy: &'a PolicyKind,
     pub answers: usize,
     pub when_all_down: &'a WhenAllDown,
     pub family: Family,
@@ -218,11 +438,9 @@ pub fn select(
     client: &ClientInfo,
     cursor: u64,
 ) -> Selection {
-    let everyone = IpNet::from(match client.network {
-        IpNet::V4(_) => IpNet::V4(Default::default()),
-        IpNet::V6(_) => IpNet::V6(Default::default()),
-    });
-    let pick = |pool_idx: usize, only_usable: bool| -> Vec<(usize, usize)> {
+    let everyone = whole_space(client.network.network());
+    let mut sites: Option<SiteOrder> = None;
+    let mut pick = |pool_idx: usize, only_usable: bool| -> Vec<(usize, usize)> {
         let pool = &req.pools[pool_idx];
         let candidates: Vec<usize> = pool
             .members
@@ -239,10 +457,11 @@ pub fn select(
             })
             .map(|(i, _)| i)
             .collect();
-        if candidates.is_empty() {
-            return Vec::new();
+        let ranking = req.policy.policy().rank(pool, &candidates, client, cursor);
+        let mut ranked = ranking.members;
+        if ranking.sites.is_some() {
+            sites = ranking.sites;
         }
-        let mut ranked = req.policy.policy().rank(pool, &candidates, client, cursor);
         if !req.policy.answers_all() {
             ranked.truncate(req.answers.max(1));
         }
@@ -251,10 +470,12 @@ pub fn select(
 
     let chosen = pick(req.pool, true);
     if !chosen.is_empty() {
+        let valid_for = sites.as_ref().map_or(everyone, |s| s.valid_for);
         return Selection {
             members: chosen,
             reason: Reason::Healthy,
-            valid_for: everyone,
+            valid_for,
+            sites,
         };
     }
     let (members, reason) = match req.when_all_down {
@@ -274,10 +495,12 @@ pub fn select(
     } else {
         reason
     };
+    let valid_for = sites.as_ref().map_or(everyone, |s| s.valid_for);
     Selection {
         members,
         reason,
-        valid_for: everyone,
+        valid_for,
+        sites,
     }
 }
 
@@ -315,9 +538,7 @@ mod tests {
     }
 
     fn client() -> ClientInfo {
-        ClientInfo {
-            network: "198.51.100.7/32".parse().unwrap(),
-        }
+        ClientInfo::from_network("198.51.100.7/32".parse().unwrap())
     }
 
     fn run(
@@ -330,7 +551,7 @@ mod tests {
         let req = Request {
             pools,
             pool: 0,
-            policy,
+            policy: &policy,
             answers: 1,
             when_all_down: &wad,
             family: Family::V4,
@@ -385,7 +606,7 @@ mod tests {
         let req = Request {
             pools: &pools,
             pool: 0,
-            policy: PolicyKind::All,
+            policy: &PolicyKind::All,
             answers: 1,
             when_all_down: &WhenAllDown::FailOpen,
             family: Family::V4,

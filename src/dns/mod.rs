@@ -1,0 +1,513 @@
+//! The DNS side: one synchronous function that turns query bytes into response bytes
+//! ([`answer_with`], reached through [`Responder::answer`]), and the transports that call it.
+//!
+//! Query path: bytes -> header checks (QR=1 dropped, malformed -> FORMERR) -> EDNS (BADVERS,
+//! payload size, ECS) -> zone by longest suffix (none: REFUSED) -> [`Zone::find`] -> static
+//! RRset, CNAME chain, referral, NXDOMAIN/NODATA with the RFC 2308 SOA, or a load-balanced
+//! binding answered by [`policy::select`] over the health snapshot -> ECS scope -> encode,
+//! truncate for UDP.
+//!
+//! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
+//! and the in-band explanation, so every path gives the same answer.
+
+pub mod ecs;
+mod transport;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use ipnet::IpNet;
+
+use crate::config::{Binding, Config};
+use crate::geo::GeoHit;
+use crate::health::{HealthSnapshot, HealthStore};
+use crate::policy::{self, ClientInfo, Family, Reason, Selection, Target};
+use crate::zone::{Position, Zone};
+
+pub use transport::DnsServer;
+
+/// A config as served: the validated config plus per-name round-robin cursors.
+pub struct Loaded {
+    pub config: Config,
+    /// One cursor per binding; advanced once per answered query for that name.
+    cursors: Vec<AtomicU64>,
+    pub loaded_at: SystemTime,
+    /// Counts successful loads since start.
+    pub version: u64,
+}
+
+impl Loaded {
+    pub fn new(config: Config, version: u64) -> Self {
+        let cursors = (0..config.bindings.len())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Loaded {
+            config,
+            cursors,
+            loaded_at: SystemTime::now(),
+            version,
+        }
+    }
+}
+
+/// How the query arrived; decides the size cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Where health comes from for one answer.
+#[derive(Clone, Copy)]
+pub enum HealthView<'a> {
+    /// The live table (read without locking when a load-balanced name is asked).
+    Live(&'a HealthStore),
+    /// A fixed snapshot: `explain` with hypothetical health.
+    Fixed(&'a HealthSnapshot),
+}
+
+/// What `explain` wants to know about how an answer was reached. Filling it does not change
+/// the answer; asking with one does not advance round-robin cursors.
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    /// The client as the policy saw it (network, and location when the policy needed it).
+    pub client: Option<ClientInfo>,
+    /// Whether the client network came from an ECS option.
+    pub used_ecs: bool,
+    /// The load-balanced name that answered, if any.
+    pub binding: Option<usize>,
+    pub selection: Option<Selection>,
+}
+
+/// Answers queries from the current config and health. Shared by every transport.
+pub struct Responder {
+    /// Swapped whole on reload; a query in flight keeps the `Arc` it loaded.
+    pub current: ArcSwap<Loaded>,
+    pub health: Arc<HealthStore>,
+}
+
+const MAX_CNAME_HOPS: usize = 8;
+
+impl Responder {
+    pub fn new(loaded: Loaded, health: Arc<HealthStore>) -> Self {
+        Responder {
+            current: ArcSwap::from_pointee(loaded),
+            health,
+        }
+    }
+
+    /// Answers one query. `None` means send nothing (responses, runt packets).
+    pub fn answer(&self, query: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        let loaded = self.current.load();
+        answer_with(
+            &loaded,
+            HealthView::Live(&self.health),
+            query,
+            src,
+            transport,
+            None,
+        )
+    }
+}
+
+/// The one function that answers a query.
+pub fn answer_with(
+    loaded: &Loaded,
+    health: HealthView<'_>,
+    query: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    mut trace: Option<&mut Trace>,
+) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return None;
+    }
+    let request = match Message::from_vec(query) {
+        Ok(m) => m,
+        Err(_) => return Some(header_only(query, ResponseCode::FormErr)),
+    };
+    let ours = loaded.config.server.edns_udp_size;
+    let mut resp = Message::response(request.id, request.op_code);
+    resp.metadata.recursion_desired = request.recursion_desired;
+    resp.metadata.checking_disabled = request.checking_disabled;
+    resp.queries = request.queries.clone();
+    if let Some(req_edns) = &request.edns {
+        let mut e = Edns::new();
+        e.set_max_payload(ours);
+        e.set_version(0);
+        e.set_dnssec_ok(req_edns.flags().dnssec_ok);
+        resp.edns = Some(e);
+    }
+    let cap = match (transport, &request.edns) {
+        (Transport::Tcp, _) => u16::MAX as usize,
+        (Transport::Udp, None) => 512,
+        (Transport::Udp, Some(e)) => e.max_payload().clamp(512, ours.max(512)) as usize,
+    };
+
+    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        resp.metadata.response_code = ResponseCode::BADVERS;
+        return encode(&mut resp, cap);
+    }
+    let ecs = match ecs::find(query) {
+        ecs::Found::Malformed => {
+            resp.metadata.response_code = ResponseCode::FormErr;
+            return encode(&mut resp, cap);
+        }
+        ecs::Found::None => None,
+        ecs::Found::Subnet(e) => Some(e),
+    };
+    if request.op_code != OpCode::Query {
+        resp.metadata.response_code = ResponseCode::NotImp;
+        return encode(&mut resp, cap);
+    }
+    if request.queries.len() != 1 || !request.answers.is_empty() || !request.authorities.is_empty()
+    {
+        resp.metadata.response_code = ResponseCode::FormErr;
+        return encode(&mut resp, cap);
+    }
+    let q = &request.queries[0];
+    let qname = crate::zone::fqdn_lower(&q.name);
+    let cfg = &loaded.config;
+    let zone_index = cfg
+        .zones
+        .iter()
+        .enumerate()
+        .filter(|(_, z)| z.origin.zone_of(&qname))
+        .max_by_key(|(_, z)| z.origin.num_labels())
+        .map(|(i, _)| i);
+    let Some(zone_index) = zone_index else {
+        resp.metadata.response_code = ResponseCode::Refused;
+        return encode(&mut resp, cap);
+    };
+    let zone = &cfg.zones[zone_index];
+
+    // The client: the ECS prefix when the zone honours ECS and the prefix is not empty.
+    let zone_ecs = cfg.zone_ecs[zone_index];
+    let (network, used_ecs) = match &ecs {
+        Some(e) if zone_ecs && e.source > 0 => (e.network(), true),
+        _ => (IpNet::from(src.ip()), false),
+    };
+    let mut ctx = Ctx {
+        loaded,
+        health,
+        zone,
+        client: ClientInfo::from_network(network),
+        scope: None,
+        used_ecs,
+        peek: trace.is_some(),
+        trace: trace.as_deref_mut(),
+    };
+    if let Some(t) = ctx.trace.as_deref_mut() {
+        t.used_ecs = used_ecs;
+    }
+
+    if q.query_class == DNSClass::CH && q.query_type == RecordType::TXT {
+        ctx.explain_in_band(&qname, src.ip(), &mut resp);
+    } else if q.query_class == DNSClass::IN {
+        resp.metadata.authoritative = true;
+        ctx.resolve(qname, q.query_type, &mut resp);
+    } else {
+        resp.metadata.response_code = ResponseCode::Refused;
+    }
+
+    // ECS in the reply (RFC 7871): echo family, source and address; scope 0 unless the answer
+    // depended on the client, then the decision's network, never longer than the source.
+    if let (Some(e), true) = (&ecs, zone_ecs) {
+        let scope = match ctx.scope {
+            Some(valid_for) if used_ecs => valid_for.prefix_len().min(e.source),
+            _ => 0,
+        };
+        if let Some(edns) = resp.edns.as_mut() {
+            edns.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(
+                    e.addr, e.source, scope,
+                )));
+        }
+    }
+    encode(&mut resp, cap)
+}
+
+struct Ctx<'a, 't> {
+    loaded: &'a Loaded,
+    health: HealthView<'a>,
+    zone: &'a Zone,
+    client: ClientInfo,
+    /// The network the client-dependent part of the answer holds for, if any part was.
+    scope: Option<IpNet>,
+    /// Whether `client.network` came from ECS.
+    used_ecs: bool,
+    /// Read round-robin cursors without advancing them (explanations).
+    peek: bool,
+    trace: Option<&'t mut Trace>,
+}
+
+/// What a load-balanced binding answered.
+enum LbAnswer {
+    Records(Vec<Record>),
+    Alias(Name, u32),
+    /// Nothing to answer: NODATA with this negative TTL.
+    Empty(u32),
+}
+
+impl Ctx<'_, '_> {
+    fn resolve(&mut self, qname: Name, qtype: RecordType, resp: &mut Message) {
+        let zone = self.zone;
+        let mut name = qname;
+        for _ in 0..=MAX_CNAME_HOPS {
+            let node = match zone.find(&name, qtype) {
+                Position::Referral { cut, node } => {
+                    if resp.answers.is_empty() {
+                        self.referral(&cut, node, resp);
+                    }
+                    return;
+                }
+                Position::Missing => {
+                    resp.metadata.response_code = ResponseCode::NXDomain;
+                    resp.authorities.push(zone.negative_soa());
+                    return;
+                }
+                Position::Exact(node) | Position::Wildcard(node) => node,
+            };
+            if let Some(lb) = node.lb {
+                let wanted = if qtype == RecordType::ANY {
+                    Some(if lb.a {
+                        RecordType::A
+                    } else {
+                        RecordType::AAAA
+                    })
+                } else if lb.covers(qtype) {
+                    Some(qtype)
+                } else {
+                    None
+                };
+                if let Some(t) = wanted {
+                    match self.answer_lb(lb.binding, &name, t) {
+                        LbAnswer::Records(rs) => resp.answers.extend(rs),
+                        LbAnswer::Alias(target, ttl) => {
+                            resp.answers.push(Record::from_rdata(
+                                name.clone(),
+                                ttl,
+                                RData::CNAME(CNAME(target.clone())),
+                            ));
+                            let looped = resp.answers.iter().any(|r| r.name == target);
+                            if zone.origin.zone_of(&target) && qtype != RecordType::ANY && !looped {
+                                name = target;
+                                continue;
+                            }
+                        }
+                        LbAnswer::Empty(neg) => {
+                            let mut soa = zone.negative_soa();
+                            soa.ttl = soa.ttl.min(neg);
+                            resp.authorities.push(soa);
+                        }
+                    }
+                    return;
+                }
+            }
+            if qtype == RecordType::ANY {
+                // RFC 8482: answer one RRset rather than everything.
+                match node.rrsets.first() {
+                    Some(set) => resp.answers.extend(owned(&set.records, &name)),
+                    None => resp.authorities.push(zone.negative_soa()),
+                }
+                return;
+            }
+            if let Some(set) = node.rrset(qtype) {
+                resp.answers.extend(owned(&set.records, &name));
+                return;
+            }
+            if let Some(set) = node.rrset(RecordType::CNAME) {
+                resp.answers.extend(owned(&set.records, &name));
+                let RData::CNAME(CNAME(target)) = &set.records[0].data else {
+                    return;
+                };
+                let target = crate::zone::fqdn_lower(target);
+                let looped = resp.answers.iter().any(|r| r.name == target);
+                if !zone.origin.zone_of(&target) || looped {
+                    return;
+                }
+                name = target;
+                continue;
+            }
+            resp.authorities.push(zone.negative_soa());
+            return;
+        }
+    }
+
+    fn referral(&self, cut: &Name, node: &crate::zone::Node, resp: &mut Message) {
+        resp.metadata.authoritative = false;
+        let Some(ns) = node.rrset(RecordType::NS) else {
+            return;
+        };
+        resp.authorities.extend(ns.records.iter().cloned());
+        for r in &ns.records {
+            if let RData::NS(target) = &r.data {
+                // In-domain glue only: addresses of name servers below the cut.
+                if cut.zone_of(&target.0) {
+                    resp.additionals
+                        .extend(self.zone.addresses(&target.0).cloned());
+                }
+            }
+        }
+    }
+
+    /// Runs the binding's policy; shared by answers and explanations.
+    fn select(&mut self, index: usize, family: Family) -> Selection {
+        let b: &Binding = &self.loaded.config.bindings[index];
+        if b.policy.needs_location() && self.client.geo.is_none() {
+            let hit: GeoHit = self.loaded.config.geo.locate(self.client.network.network());
+            self.client.geo = Some(hit);
+        }
+        let cursor = if self.peek {
+            self.loaded.cursors[index].load(Ordering::Relaxed)
+        } else {
+            self.loaded.cursors[index].fetch_add(1, Ordering::Relaxed)
+        };
+        let req = policy::Request {
+            pools: &self.loaded.config.pools,
+            pool: b.pool,
+            policy: &b.policy,
+            answers: b.answers,
+            when_all_down: &b.when_all_down,
+            family,
+        };
+        let sel = match self.health {
+            HealthView::Live(store) => policy::select(&req, &store.guard(), &self.client, cursor),
+            HealthView::Fixed(snap) => policy::select(&req, snap, &self.client, cursor),
+        };
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.client = Some(self.client.clone());
+            t.binding = Some(index);
+            t.selection = Some(sel.clone());
+        }
+        sel
+    }
+
+    fn answer_lb(&mut self, index: usize, owner: &Name, qtype: RecordType) -> LbAnswer {
+        let family = if qtype == RecordType::A {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let sel = self.select(index, family);
+        // The part of the answer that depends on the client holds for this network.
+        self.scope = Some(match self.scope {
+            Some(s) if s.prefix_len() > sel.valid_for.prefix_len() => s,
+            _ => sel.valid_for,
+        });
+        let b = &self.loaded.config.bindings[index];
+        if sel.reason == Reason::AllDown || sel.members.is_empty() {
+            return LbAnswer::Empty(b.negative_ttl);
+        }
+        let pools = &self.loaded.config.pools;
+        let members = sel.members.iter().map(|&(p, m)| &pools[p].members[m]);
+        if let Some(Target::Alias(target)) = members.clone().next().map(|m| &m.target) {
+            if let Ok(n) = Name::from_ascii(target) {
+                return LbAnswer::Alias(n, b.ttl);
+            }
+        }
+        let records = members
+            .filter_map(|m| match m.target {
+                Target::Addr(IpAddr::V4(a)) if family == Family::V4 => Some(RData::A(A(a))),
+                Target::Addr(IpAddr::V6(a)) if family == Family::V6 => Some(RData::AAAA(AAAA(a))),
+                _ => None,
+            })
+            .map(|rd| Record::from_rdata(owner.clone(), b.ttl, rd))
+            .collect::<Vec<_>>();
+        if records.is_empty() {
+            LbAnswer::Empty(b.negative_ttl)
+        } else {
+            LbAnswer::Records(records)
+        }
+    }
+
+    /// CHAOS TXT for a load-balanced name: its explanation as TXT strings, for clients in
+    /// `server.explain_from` only.
+    fn explain_in_band(&mut self, qname: &Name, from: IpAddr, resp: &mut Message) {
+        let cfg = &self.loaded.config;
+        if !cfg.server.explain_from.iter().any(|n| n.contains(&from)) {
+            resp.metadata.response_code = ResponseCode::Refused;
+            return;
+        }
+        let Some(lb) = self.zone.nodes.get(qname).and_then(|n| n.lb) else {
+            resp.metadata.response_code = ResponseCode::Refused;
+            return;
+        };
+        self.peek = true;
+        let snapshot = match self.health {
+            HealthView::Live(store) => store.snapshot(),
+            HealthView::Fixed(snap) => Arc::new(snap.clone()),
+        };
+        let mut lines = Vec::new();
+        for (covered, family, label) in [(lb.a, Family::V4, "A"), (lb.aaaa, Family::V6, "AAAA")] {
+            if !covered {
+                continue;
+            }
+            let sel = self.select(lb.binding, family);
+            lines.push(format!("{label}:"));
+            lines.extend(crate::explain::describe(
+                self.loaded,
+                lb.binding,
+                &self.client,
+                self.used_ecs,
+                &sel,
+                &snapshot,
+            ));
+        }
+        for line in lines {
+            let mut r = Record::from_rdata(qname.clone(), 0, RData::TXT(TXT::new(vec![line])));
+            r.dns_class = DNSClass::CH;
+            resp.answers.push(r);
+        }
+    }
+}
+
+/// Copies records with their owner set to `name` (wildcard answers take the query name).
+fn owned<'a>(records: &'a [Record], name: &'a Name) -> impl Iterator<Item = Record> + 'a {
+    records.iter().map(move |r| {
+        let mut r = r.clone();
+        r.name = name.clone();
+        r
+    })
+}
+
+/// Encodes a response; a UDP answer over `cap` goes out empty with TC set.
+fn encode(resp: &mut Message, cap: usize) -> Option<Vec<u8>> {
+    resp.metadata.message_type = MessageType::Response;
+    let bytes = resp.to_vec().ok()?;
+    if bytes.len() <= cap {
+        return Some(bytes);
+    }
+    resp.answers.clear();
+    resp.authorities.clear();
+    resp.additionals.clear();
+    resp.metadata.truncation = true;
+    resp.to_vec().ok()
+}
+
+/// A bare header answer for packets too broken to parse: ID, opcode and RD copied.
+fn header_only(query: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut out = vec![0u8; 12];
+    out[0] = query[0];
+    out[1] = query[1];
+    out[2] = 0x80 | (query[2] & 0x79); // QR, opcode, RD
+    out[3] = rcode.low();
+    out
+}
+
+/// The ECS option of a reply, if any: (source prefix, scope prefix).
+pub fn reply_scope(m: &Message) -> Option<(u8, u8)> {
+    m.edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => Some((s.source_prefix(), s.scope_prefix())),
+            _ => None,
+        })
+}

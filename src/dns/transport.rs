@@ -1,0 +1,289 @@
+//! The transports: UDP on plain OS threads (one per `SO_REUSEPORT` socket) and TCP on tokio.
+//! Both call [`Responder::answer`]; nothing DNS-specific happens here.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    self as nixsock, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Responder, Transport};
+
+/// The running DNS listeners. Dropping without [`DnsServer::shutdown`] leaves threads running.
+pub struct DnsServer {
+    pub addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Binds every listen address (TCP first, then `workers` UDP sockets on the same port) and
+    /// starts serving. Port 0 picks one free port per address, shared by TCP and UDP.
+    pub fn bind(
+        listen: &[SocketAddr],
+        workers: usize,
+        responder: Arc<Responder>,
+    ) -> io::Result<DnsServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut server = DnsServer {
+            addrs: Vec::new(),
+            stop: stop.clone(),
+            threads: Vec::new(),
+            tcp_tasks: Vec::new(),
+        };
+        for &addr in listen {
+            let (tcp, udps) = bind_pair(addr, workers)?;
+            let bound = tcp.local_addr()?;
+            server.addrs.push(bound);
+            let wildcard = addr.ip().is_unspecified();
+            for (i, sock) in udps.into_iter().enumerate() {
+                let responder = responder.clone();
+                let stop = stop.clone();
+                let t = std::thread::Builder::new()
+                    .name(format!("dns-udp-{i}"))
+                    .spawn(move || udp_loop(sock, responder, stop, wildcard))?;
+                server.threads.push(t);
+            }
+            let listener = tokio::net::TcpListener::from_std(tcp)?;
+            server
+                .tcp_tasks
+                .push(tokio::spawn(tcp_accept(listener, responder.clone())));
+        }
+        Ok(server)
+    }
+
+    /// Stops every listener and waits for the UDP threads to finish.
+    pub async fn shutdown(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in &self.tcp_tasks {
+            t.abort();
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn bind_pair(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<(std::net::TcpListener, Vec<UdpSocket>)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let mut last_err = None;
+    // With port 0 the TCP port may already be taken for UDP: try a few ports.
+    for _ in 0..8 {
+        let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        tcp.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            tcp.set_only_v6(true)?;
+        }
+        tcp.bind(&addr.into())?;
+        tcp.listen(1024)?;
+        tcp.set_nonblocking(true)?;
+        let port_addr = tcp.local_addr()?.as_socket().expect("inet socket");
+        let mut udps = Vec::new();
+        let mut failed = None;
+        for _ in 0..workers.max(1) {
+            let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            udp.set_reuse_port(true)?;
+            if addr.is_ipv6() {
+                udp.set_only_v6(true)?;
+            }
+            if let Err(e) = udp.bind(&port_addr.into()) {
+                failed = Some(e);
+                break;
+            }
+            udp.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let udp: UdpSocket = udp.into();
+            if addr.ip().is_unspecified() {
+                if addr.is_ipv4() {
+                    nixsock::setsockopt(&udp, sockopt::Ipv4PacketInfo, &true)?;
+                } else {
+                    nixsock::setsockopt(&udp, sockopt::Ipv6RecvPacketInfo, &true)?;
+                }
+            }
+            udps.push(udp);
+        }
+        match failed {
+            None => return Ok((tcp.into(), udps)),
+            Some(e) if addr.port() == 0 => last_err = Some(e),
+            Some(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("no free port")))
+}
+
+fn udp_loop(sock: UdpSocket, responder: Arc<Responder>, stop: Arc<AtomicBool>, pktinfo: bool) {
+    let mut buf = vec![0u8; 65535];
+    while !stop.load(Ordering::Relaxed) {
+        let result = if pktinfo {
+            recv_with_dst(&sock, &mut buf)
+        } else {
+            sock.recv_from(&mut buf).map(|(n, src)| (n, src, None))
+        };
+        let (n, src, dst) = match result {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "udp receive failed");
+                continue;
+            }
+        };
+        // A bug in one answer must not take a socket's worker down with it.
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            responder.answer(&buf[..n], src, Transport::Udp)
+        }));
+        let Ok(Some(reply)) = answered else {
+            continue;
+        };
+        let sent = match dst {
+            Some(dst) => send_from(&sock, &reply, src, &dst),
+            None => sock.send_to(&reply, src).map(|_| ()),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, %src, "udp send failed");
+        }
+    }
+}
+
+/// The local address a datagram was sent to, for replying from the same address.
+enum Dst {
+    V4(nix::libc::in_pktinfo),
+    V6(nix::libc::in6_pktinfo),
+}
+
+fn recv_with_dst(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Dst>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
+    let msg = nixsock::recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )?;
+    let src = msg
+        .address
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|s| SocketAddr::from((s.ip(), s.port())))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|s| SocketAddr::from((s.ip(), s.port())))
+                })
+        })
+        .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+    let mut dst = None;
+    for c in msg.cmsgs()? {
+        match c {
+            ControlMessageOwned::Ipv4PacketInfo(pi) => dst = Some(Dst::V4(pi)),
+            ControlMessageOwned::Ipv6PacketInfo(pi) => dst = Some(Dst::V6(pi)),
+            _ => {}
+        }
+    }
+    Ok((msg.bytes, src, dst))
+}
+
+fn send_from(sock: &UdpSocket, reply: &[u8], to: SocketAddr, dst: &Dst) -> io::Result<()> {
+    let iov = [IoSlice::new(reply)];
+    let to = SockaddrStorage::from(to);
+    match dst {
+        Dst::V4(pi) => {
+            let mut out = *pi;
+            out.ipi_spec_dst = pi.ipi_addr;
+            out.ipi_ifindex = 0;
+            nixsock::sendmsg(
+                sock.as_raw_fd(),
+                &iov,
+                &[ControlMessage::Ipv4PacketInfo(&out)],
+                MsgFlags::empty(),
+                Some(&to),
+            )?;
+        }
+        Dst::V6(pi) => {
+            nixsock::sendmsg(
+                sock.as_raw_fd(),
+                &iov,
+                &[ControlMessage::Ipv6PacketInfo(pi)],
+                MsgFlags::empty(),
+                Some(&to),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+const TCP_IDLE: Duration = Duration::from_secs(10);
+const TCP_MAX_CONNECTIONS: usize = 512;
+
+async fn tcp_accept(listener: tokio::net::TcpListener, responder: Arc<Responder>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(TCP_MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            drop(stream); // over the connection limit
+            continue;
+        };
+        let responder = responder.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp_conn(stream, peer, responder).await;
+        });
+    }
+}
+
+async fn tcp_conn(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    responder: Arc<Responder>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(l)) => l as usize,
+            _ => return Ok(()),
+        };
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..len]))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        let Some(reply) = responder.answer(&buf[..len], peer, Transport::Tcp) else {
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(reply.len() + 2);
+        out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+        out.extend_from_slice(&reply);
+        stream.write_all(&out).await?;
+    }
+}
