@@ -7,6 +7,7 @@
 //! | `GET /status` | names, pools, members with health, overrides, last probe results |
 //! | `POST /members/{TARGET}/{ACTION}` | ACTION: `drain`, `undrain`, `force-up`, `force-down`; TARGET: `SITE/ADDRESS` or `POOL/SITE` (URL-encoded) |
 //! | `POST /reload` | reload the config files; a rejected config keeps the old one |
+//! | `POST /explain` | JSON `{"name", "qtype", "client", "ecs", "assume": []}`: the decision chain |
 //!
 //! Routing is one `match` on (method, path segments): new calls are one arm each.
 
@@ -58,8 +59,19 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    // Drain the body: no call takes one today, but clients may send one.
-    let _ = req.into_body().collect().await;
+    // Bodies are small JSON documents; anything over 64 KiB is refused.
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Ok(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ))
+        }
+    };
     let segments: Vec<String> = path
         .trim_matches('/')
         .split('/')
@@ -72,11 +84,12 @@ async fn handle(
             StatusCode::OK,
             json!({
                 "service": "meridian",
-                "calls": ["GET /healthz", "GET /status", "POST /members/{TARGET}/{drain|undrain|force-up|force-down}", "POST /reload"],
+                "calls": ["GET /healthz", "GET /status", "POST /members/{TARGET}/{drain|undrain|force-up|force-down}", "POST /reload", "POST /explain"],
             }),
         ),
         (&Method::GET, ["healthz"]) => healthz(&node),
         (&Method::GET, ["status"]) => reply(StatusCode::OK, status(&node)),
+        (&Method::POST, ["explain"]) => explain(&node, &body),
         (&Method::POST, ["reload"]) => match node.reload().await {
             ok @ ReloadOutcome::Applied { .. } => reply(StatusCode::OK, json!(ok)),
             bad @ ReloadOutcome::Rejected { .. } => {
@@ -86,7 +99,7 @@ async fn handle(
         (&Method::POST, ["members", target @ .., action]) if !target.is_empty() => {
             member_action(&node, &target.join("/"), action)
         }
-        (_, ["healthz" | "status" | "reload"]) => {
+        (_, ["healthz" | "status" | "reload" | "explain"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(
@@ -199,6 +212,17 @@ fn status(node: &Node) -> Value {
         "orphan_overrides": orphans,
         "unknown_health_means": "answered until the first probe result",
     })
+}
+
+fn explain(node: &Node, body: &[u8]) -> Response<Full<Bytes>> {
+    let req: crate::explain::Request = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("explain request: {e}")),
+    };
+    match crate::explain::explain(&node.config(), &node.health.snapshot(), &req) {
+        Ok(x) => reply(StatusCode::OK, json!(x)),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
 }
 
 fn member_action(node: &Node, target: &str, action: &str) -> Response<Full<Bytes>> {

@@ -225,8 +225,10 @@ pub struct Binding {
     pub pool: usize,
     pub answers: usize,
     pub when_all_down: WhenAllDown,
-    /// Where it was declared, for status and messages.
+    /// Where it was declared (`file:line`), for status and messages.
     pub source: String,
+    pub file: PathBuf,
+    pub line: usize,
 }
 
 /// The validated, runtime configuration. Immutable; a reload builds a new one.
@@ -287,6 +289,14 @@ impl Source {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("zones")
         };
         Source::Demo { base }
+    }
+}
+
+/// The demo geo database: `geo/demo-city.mmdb` beside the demo's `zones/`.
+pub fn demo_geo_database() -> PathBuf {
+    match Source::demo() {
+        Source::Demo { base } => base.join("..").join("geo").join("demo-city.mmdb"),
+        Source::File(p) => p,
     }
 }
 
@@ -733,6 +743,8 @@ impl Builder {
                 answers: answers as usize,
                 when_all_down,
                 source: format!("{}:{line}", file.display()),
+                file: file.to_path_buf(),
+                line,
             });
         }
         Ok(())
@@ -925,7 +937,82 @@ fn build_policy(
 }
 
 impl Builder {
+    /// Rejects load-balanced names whose CNAME members lead, directly or through static
+    /// CNAMEs, back to themselves.
+    fn check_alias_loops(&self) -> Result<(), ConfigError> {
+        // Where an alias lands: the binding at the end of its static CNAME chain, if any.
+        let lands_on = |target: &str| -> Option<usize> {
+            let mut name = Name::from_ascii(target).ok()?;
+            for _ in 0..=8 {
+                let zone = self
+                    .zones
+                    .iter()
+                    .filter(|z| z.origin.zone_of(&name))
+                    .max_by_key(|z| z.origin.num_labels())?;
+                let node = zone.nodes.get(&name)?;
+                if let Some(lb) = node.lb {
+                    return Some(lb.binding);
+                }
+                let cname = node.rrset(RecordType::CNAME)?;
+                match &cname.records[0].data {
+                    hickory_proto::rr::RData::CNAME(c) => name = fqdn_lower(&c.0),
+                    _ => return None,
+                }
+            }
+            None
+        };
+        let edges: Vec<Vec<usize>> = self
+            .bindings
+            .iter()
+            .map(|b| {
+                let mut pools = vec![b.pool];
+                if let WhenAllDown::Fallback(p) = b.when_all_down {
+                    pools.push(p);
+                }
+                pools
+                    .into_iter()
+                    .flat_map(|p| self.pools[p].members.iter())
+                    .filter_map(|m| match &m.target {
+                        Target::Alias(t) => lands_on(t),
+                        Target::Addr(_) => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        for start in 0..self.bindings.len() {
+            // Depth-first walk from each name, remembering the path.
+            let mut stack = vec![(start, vec![start])];
+            let mut seen = vec![false; self.bindings.len()];
+            while let Some((at, path)) = stack.pop() {
+                for &next in &edges[at] {
+                    if next == start {
+                        let b = &self.bindings[start];
+                        let chain: Vec<String> = path
+                            .iter()
+                            .chain(std::iter::once(&start))
+                            .map(|&i| self.bindings[i].name.to_string())
+                            .collect();
+                        return Err(ConfigError::Invalid {
+                            file: b.file.clone(),
+                            line: b.line,
+                            object: format!("name {:?}", b.name.to_string()),
+                            message: format!("CNAME members loop: {}", chain.join(" -> ")),
+                        });
+                    }
+                    if !seen[next] {
+                        seen[next] = true;
+                        let mut p = path.clone();
+                        p.push(next);
+                        stack.push((next, p));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn finish(self, server: ServerSettings) -> Result<Config, ConfigError> {
+        self.check_alias_loops()?;
         let Builder {
             zones,
             zone_ecs,

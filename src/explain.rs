@@ -138,6 +138,9 @@ pub fn explain(
         _ => return Err(ExplainError::NotLoadBalanced(name.to_string())),
     };
     let mut lines = vec![format!("question:  {name} {qtype}")];
+    for (id, state) in &assumed {
+        lines.push(format!("assumed:   {id} {state}"));
+    }
     lines.extend(describe(
         loaded,
         binding,
@@ -146,9 +149,6 @@ pub fn explain(
         sel,
         &snap,
     ));
-    for (id, state) in &assumed {
-        lines.push(format!("assumed:   {id} {state}"));
-    }
     let answer: Vec<String> = reply
         .as_ref()
         .map(|m| m.answers.iter().map(|r| r.data.to_string()).collect())
@@ -189,6 +189,14 @@ pub fn explain(
         ttl,
         reason: Some(sel.reason),
     })
+}
+
+/// The name a value has in JSON (`down`, `forced-up`), for text output.
+fn json_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn reason_text(r: Reason) -> &'static str {
@@ -296,13 +304,13 @@ pub fn describe(
                 Target::Alias(n) => format!("CNAME {n}"),
             };
             lines.push(format!(
-                "member:    {} in pool {:?}: {target}, weight {}, priority {}, health {:?}, admin {:?} -> {}",
+                "member:    {} in pool {:?}: {target}, weight {}, priority {}, health {}, admin {} -> {}",
                 m.id,
                 cfg.pools[p].name,
                 m.weight,
                 m.priority,
-                st.health,
-                st.admin,
+                json_name(&st.health),
+                json_name(&st.admin),
                 if policy::usable(st.admin, st.health) { "usable" } else { "not usable" }
             ));
         }

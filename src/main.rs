@@ -1,6 +1,6 @@
 //! The `meridian` command: `serve`, `check` and `ctl`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,6 +43,39 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Explain how a load-balanced name answers a client: location, ranked sites, health,
+    /// the answer, the ECS scope and the reason. Asks the running server unless --offline.
+    Explain {
+        /// The load-balanced name, e.g. geo.example.test
+        name: String,
+        /// A or AAAA
+        #[arg(default_value = "A")]
+        qtype: String,
+        /// The client (or resolver) address.
+        #[arg(long)]
+        client: IpAddr,
+        /// An ECS prefix the query carries, e.g. 10.3.0.0/24.
+        #[arg(long)]
+        ecs: Option<ipnet::IpNet>,
+        /// Hypothetical state: MEMBER=down|up|drained|forced-up|forced-down (repeatable).
+        #[arg(long)]
+        assume: Vec<String>,
+        /// Read the config files instead of asking the running server (no live health:
+        /// members are unknown, that is usable, unless assumed otherwise).
+        #[arg(long)]
+        offline: bool,
+        /// Server config file for --offline (default: the demo).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Control endpoint of the running server.
+        #[arg(long, default_value = "127.0.0.1:5380")]
+        control: SocketAddr,
+    },
+    /// Build or query MaxMind-format geo databases.
+    Geo {
+        #[command(subcommand)]
+        action: GeoAction,
+    },
     /// Talk to a running server's control endpoint.
     Ctl {
         /// Control endpoint (default: the demo's 127.0.0.1:5380).
@@ -50,6 +83,24 @@ enum Command {
         control: SocketAddr,
         #[command(subcommand)]
         action: CtlAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum GeoAction {
+    /// Build a City-style .mmdb from a CSV file
+    /// (network,latitude,longitude,continent,country,subdivision,city).
+    Build {
+        csv: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Print what a database says about an address.
+    Lookup {
+        ip: IpAddr,
+        /// The database (default: the demo's geo/demo-city.mmdb).
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
 }
 
@@ -129,6 +180,52 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ctl { control, action } => ctl(control, action),
+        Command::Geo { action } => geo(action),
+        Command::Explain {
+            name,
+            qtype,
+            client,
+            ecs,
+            assume,
+            offline,
+            config,
+            control,
+        } => {
+            let req = meridian::explain::Request {
+                name,
+                qtype: Some(qtype),
+                client,
+                ecs,
+                assume,
+            };
+            let lines: Vec<String> = if offline {
+                let cfg = meridian::config::load(&source(config))?;
+                let loaded = meridian::dns::Loaded::new(cfg, 0);
+                let health = meridian::health::HealthSnapshot::default();
+                meridian::explain::explain(&loaded, &health, &req)?.lines
+            } else {
+                let body = serde_json::to_string(&req)?;
+                let (status, text) = http(control, "POST", "/explain", Some(body))?;
+                let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+                    format!("unexpected reply from the control endpoint: {text}")
+                })?;
+                if !status.is_success() {
+                    bail!("{}", v["error"].as_str().unwrap_or(&text));
+                }
+                v["lines"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|l| l.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -162,30 +259,75 @@ fn ctl(control: SocketAddr, action: CtlAction) -> anyhow::Result<ExitCode> {
             ("POST", format!("/members/{}/force-down", encode(member)))
         }
     };
+    let (status, body) = http(control, method, &path, None)?;
+    print!("{body}");
+    if !status.is_success() {
+        bail!("control endpoint answered {status}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One request to the control endpoint; returns the status and body.
+fn http(
+    control: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (status, body) = rt.block_on(async {
+    rt.block_on(async {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
         let url = format!("http://{control}{path}");
-        let req = if method == "GET" {
+        let mut req = if method == "GET" {
             client.get(&url)
         } else {
             client.post(&url)
         };
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
         let resp = req.send().await.with_context(|| {
             format!("cannot reach the control endpoint at {control} (is `meridian serve` running?)")
         })?;
         let status = resp.status();
         anyhow::Ok((status, resp.text().await?))
-    })?;
-    print!("{body}");
-    if !status.is_success() {
-        bail!("control endpoint answered {status}");
+    })
+}
+
+fn geo(action: GeoAction) -> anyhow::Result<ExitCode> {
+    use meridian::geo::{GeoLocator, Mmdb};
+    match action {
+        GeoAction::Build { csv, output } => {
+            let n = meridian::geo::build(&csv, &output)?;
+            println!("wrote {} ({n} networks)", output.display());
+        }
+        GeoAction::Lookup { ip, db } => {
+            let db = db.unwrap_or_else(meridian::config::demo_geo_database);
+            let reader = Mmdb::open(&db)?;
+            let hit = reader.locate(ip);
+            println!("database:    {} {}", db.display(), reader.describe());
+            println!("network:     {}", hit.network);
+            match hit.location {
+                None => println!("location:    none (no record for this address)"),
+                Some(loc) => {
+                    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                    println!("continent:   {}", show(&loc.continent));
+                    println!("country:     {}", show(&loc.country));
+                    println!("subdivision: {}", show(&loc.subdivision));
+                    println!("city:        {}", show(&loc.city));
+                    match loc.coords {
+                        Some(c) => println!("coordinates: {:.4}, {:.4}", c.lat, c.lon),
+                        None => println!("coordinates: -"),
+                    }
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
