@@ -146,6 +146,33 @@ fn broken_inputs() -> Vec<(&'static str, &'static str, String, &'static str)> {
         ("bad record data", "example.test.zone", format!("{z}bad IN A not-an-address\n"), "example.test.zone:6: bad.example.test. A: bad record data"),
         ("missing zone file", "example.test.zone", String::new(), "cannot read"),
         ("member with no probe address", "example.test.gslb.toml", g("").replace("[pool.p]\n", "[pool.p]\ncheck = \"c\"\n") + "[check.c]\nkind = \"tcp\"\n", "no probe address"),
+        (
+            "CNAME members that loop",
+            "example.test.gslb.toml",
+            "[[name]]\nname = \"a\"\npool = \"pa\"\n[[name]]\nname = \"b\"\npool = \"pb\"\n\
+             [pool.pa]\nmembers = [ { site = \"s\", cname = \"b.example.test.\" } ]\n\
+             [pool.pb]\nmembers = [ { site = \"s\", cname = \"a.example.test.\" } ]\n"
+                .into(),
+            "CNAME members loop: a.example.test. -> b.example.test. -> a.example.test.",
+        ),
+        (
+            "unknown site",
+            "example.test.gslb.toml",
+            n("name = \"x\"\npool = \"p\"\npolicy = \"subnet\"\nsubnets = { \"10.0.0.0/8\" = [\"a\", \"nowhere\"] }\n[site.a]\n"),
+            "unknown site \"nowhere\"",
+        ),
+        (
+            "geo policy without a database",
+            "example.test.gslb.toml",
+            n("name = \"x\"\npool = \"p\"\npolicy = \"geo-nearest\"\n[site.a]\nlocation = [1.0, 2.0]\n"),
+            "needs server.geo_database",
+        ),
+        (
+            "subnet with host bits",
+            "example.test.gslb.toml",
+            n("name = \"x\"\npool = \"p\"\npolicy = \"subnet\"\nsubnets = { \"10.0.0.1/8\" = [\"a\"] }\n[site.a]\n"),
+            "has host bits set",
+        ),
     ]
 }
 

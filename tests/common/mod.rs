@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meridian");
@@ -23,10 +24,17 @@ pub struct ConfigDir {
 impl ConfigDir {
     /// Writes the server file for one zone `example.test` plus the given zone and gslb text.
     pub fn new(zone: &str, gslb: &str) -> ConfigDir {
+        Self::new_with(zone, gslb, "", "")
+    }
+
+    /// Like [`ConfigDir::new`], with extra lines for the `[server]` and `[[zone]]` tables.
+    pub fn new_with(zone: &str, gslb: &str, server_extra: &str, zone_extra: &str) -> ConfigDir {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("meridian.toml"),
-            "[server]\nlisten = [\"127.0.0.1:0\"]\ncontrol = \"127.0.0.1:0\"\nstate_dir = \"state\"\nudp_workers = 2\n\n[[zone]]\norigin = \"example.test\"\nfile = \"example.test.zone\"\ngslb = \"example.test.gslb.toml\"\n",
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\ncontrol = \"127.0.0.1:0\"\nstate_dir = \"state\"\nudp_workers = 2\n{server_extra}\n\n[[zone]]\norigin = \"example.test\"\nfile = \"example.test.zone\"\ngslb = \"example.test.gslb.toml\"\n{zone_extra}\n"
+            ),
         )
         .unwrap();
         let c = ConfigDir { dir };
@@ -149,6 +157,15 @@ impl Server {
         query_udp(self.dns, &build_query(name, rtype, None))
     }
 
+    /// Queries with an ECS option; returns (sorted answers, ECS scope in the reply).
+    pub fn query_ecs(&self, name: &str, rtype: RecordType, net: &str) -> (Vec<String>, Option<u8>) {
+        let m = query_udp(self.dns, &build_query(name, rtype, Some(&Opts::ecs(net))));
+        (
+            answers(&m),
+            meridian::dns::reply_scope(&m).map(|(_, scope)| scope),
+        )
+    }
+
     /// Runs `meridian ctl` against this server; returns (success, stdout).
     pub fn ctl(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(BIN)
@@ -209,17 +226,41 @@ pub struct Opts {
     pub edns: Option<u16>,
     pub edns_version: u8,
     pub dnssec_ok: bool,
+    /// An ECS option (implies EDNS 1232 when `edns` is not set).
+    pub ecs: Option<ipnet::IpNet>,
+    /// Raw ECS option bytes, for malformed options.
+    pub raw_ecs: Option<Vec<u8>>,
+}
+
+impl Opts {
+    pub fn ecs(net: &str) -> Opts {
+        Opts {
+            ecs: Some(net.parse().unwrap()),
+            ..Default::default()
+        }
+    }
 }
 
 pub fn build_query(name: &str, rtype: RecordType, opts: Option<&Opts>) -> Vec<u8> {
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
     if let Some(o) = opts {
-        if let Some(size) = o.edns {
+        let wants_edns = o.edns.is_some() || o.ecs.is_some() || o.raw_ecs.is_some();
+        if wants_edns {
             let mut e = Edns::new();
-            e.set_max_payload(size);
+            e.set_max_payload(o.edns.unwrap_or(1232));
             e.set_version(o.edns_version);
             e.set_dnssec_ok(o.dnssec_ok);
+            if let Some(net) = o.ecs {
+                e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+                    net.network(),
+                    net.prefix_len(),
+                    0,
+                )));
+            }
+            if let Some(raw) = &o.raw_ecs {
+                e.options_mut().insert(EdnsOption::Unknown(8, raw.clone()));
+            }
             m.set_edns(e);
         }
     }

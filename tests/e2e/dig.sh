@@ -4,6 +4,7 @@
 set -euo pipefail
 
 BIN=${1:-target/debug/meridian}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 [ -x "$BIN" ] || { echo "no meridian binary at $BIN (run cargo build first)"; exit 2; }
 command -v dig >/dev/null || { echo "dig is missing (apt-get install bind9-dnsutils)"; exit 2; }
 
@@ -47,6 +48,25 @@ members = [
 kind = "tcp"
 interval = "200ms"
 timeout = "200ms"
+
+[[name]]
+name = "geo"
+policy = "geo-nearest"
+pool = "global"
+
+[pool.global]
+members = [
+  { site = "fra", address = "192.0.2.20" },
+  { site = "iad", address = "198.51.100.20" },
+  { site = "sin", address = "203.0.113.20" },
+]
+
+[site.fra]
+location = [50.11, 8.68]
+[site.iad]
+location = [38.95, -77.45]
+[site.sin]
+location = [1.35, 103.82]
 TOML
 # Every probe targets loopback. Port 1 is closed; the "up" member is pointed at the server's
 # own control port once that is known.
@@ -55,12 +75,15 @@ cat > "$work/meridian.toml" <<'TOML'
 listen = ["127.0.0.1:0"]
 control = "127.0.0.1:0"
 state_dir = "state"
+geo_database = "demo-city.mmdb"
 
 [[zone]]
 origin = "example.test"
 file = "example.test.zone"
 gslb = "example.test.gslb.toml"
 TOML
+
+cp "$ROOT/geo/demo-city.mmdb" "$work/"
 
 "$BIN" serve --config "$work/meridian.toml" > "$work/out" 2> "$work/err" &
 pid=$!
@@ -104,6 +127,20 @@ out=$("${D[@]}" +edns=1 +noednsnegotiation static.example.test A)
 check "EDNS version 1: BADVERS" grep -q 'status: BADVERS' <<<"$out"
 out=$("${D[@]}" +dnssec static.example.test A)
 check "DO bit echoed, our size advertised" grep -qE 'EDNS: version: 0, flags: do; udp: 1232' <<<"$out"
+
+out=$("${D[@]}" +subnet=10.3.0.0/24 geo.example.test A)
+check "geo: ECS from Singapore gets sin" grep -qE '^geo\.example\.test\.\s+30\s+IN\s+A\s+203\.0\.113\.20' <<<"$out"
+check "geo: reply scope is the database network (/16)" grep -q 'CLIENT-SUBNET: 10.3.0.0/24/16' <<<"$out"
+out=$("${D[@]}" +subnet=10.1.0.0/24 geo.example.test A)
+check "geo: ECS from Frankfurt gets fra, scope /17" grep -q 'CLIENT-SUBNET: 10.1.0.0/24/17' <<<"$out"
+check "static data: ECS scope 0" grep -q 'CLIENT-SUBNET: 10.3.0.0/24/0' <<<"$("${D[@]}" +subnet=10.3.0.0/24 static.example.test A)"
+out=$("${D[@]}" -c CH -t TXT geo.example.test)
+check "in-band explanation (CHAOS TXT) from loopback" grep -q 'policy:    geo-nearest' <<<"$out"
+
+if command -v mmdblookup >/dev/null; then
+  out=$(mmdblookup --file "$ROOT/geo/demo-city.mmdb" --ip 10.3.0.1 country iso_code)
+  check "mmdblookup reads the demo database" grep -q '"SG"' <<<"$out"
+fi
 
 echo "dig suite: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
