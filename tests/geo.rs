@@ -453,3 +453,53 @@ fn demo_database_is_reproducible_from_its_csv() {
         "{text}"
     );
 }
+
+#[test]
+fn ecs_can_be_switched_off_per_zone_and_subnet_files_reload() {
+    let b = backends();
+    let names = r#"
+[[name]]
+name = "office"
+policy = "subnet"
+pool = "global"
+default_order = ["iad"]
+subnet_file = "offices.txt"
+"#;
+    let cfg = ConfigDir::new_with(
+        &zone_with(""),
+        &geo_gslb(&b, names),
+        "geo_database = \"geo.mmdb\"",
+        "",
+    );
+    std::fs::copy(DEMO_DB, cfg.path("geo.mmdb")).unwrap();
+    cfg.write("offices.txt", "# office networks\n10.77.0.0/16 sin\n");
+    let srv = Server::start(&cfg);
+    let q = |net: &str| srv.query_ecs("office.example.test.", RecordType::A, net);
+    assert_eq!(q("10.77.1.0/24"), (vec![SIN.to_string()], Some(16)));
+    // The file changes: picked up without a restart.
+    cfg.write("offices.txt", "10.77.0.0/16 fra\n");
+    assert!(wait_until(Duration::from_secs(10), || q("10.77.1.0/24").0 == vec![FRA]));
+    // A broken line is rejected with file and line; the old table keeps serving.
+    cfg.write("offices.txt", "10.77.0.0/16 fra\n10.78.0.0/33 sin\n");
+    assert!(wait_until(Duration::from_secs(10), || srv
+        .stderr()
+        .contains("offices.txt:2: subnet")));
+    assert_eq!(q("10.77.1.0/24").0, vec![FRA]);
+    drop(srv);
+
+    // With ecs = false the option is ignored (the resolver's address decides) and not echoed.
+    let cfg = ConfigDir::new_with(
+        &zone_with(""),
+        &geo_gslb(&b, ""),
+        "geo_database = \"geo.mmdb\"",
+        "ecs = false",
+    );
+    std::fs::copy(DEMO_DB, cfg.path("geo.mmdb")).unwrap();
+    let srv = Server::start(&cfg);
+    assert!(wait_until(Duration::from_secs(5), || srv
+        .member_health("iad/192.0.2.2")
+        == "up"));
+    let (ans, scope) = srv.query_ecs("geo.example.test.", RecordType::A, "10.3.0.0/24");
+    assert_eq!(ans, vec![IAD], "127.0.0.1 is unplaced: default order");
+    assert_eq!(scope, None);
+}
