@@ -17,6 +17,8 @@ pub enum StateError {
     Open(PathBuf, sled::Error),
     #[error("cannot move damaged state store {0} aside: {1}")]
     MoveAside(PathBuf, std::io::Error),
+    #[error("state store {0} is in use by another process (is another meridian running with this state_dir?)")]
+    Locked(PathBuf),
 }
 
 /// The sled database behind the health table.
@@ -43,8 +45,21 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Opened, StateError> {
         std::fs::create_dir_all(dir).map_err(|e| StateError::Dir(dir.to_path_buf(), e))?;
         let path = dir.join("store");
-        match Self::open_at(&path) {
+        // A store locked by another process is not damaged: wait a little (a previous instance
+        // may still be exiting), then refuse rather than move a live store aside.
+        let mut attempt = Self::open_at(&path);
+        for _ in 0..40 {
+            match &attempt {
+                Err(e) if is_lock_error(e) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    attempt = Self::open_at(&path);
+                }
+                _ => break,
+            }
+        }
+        match attempt {
             Ok(s) => Ok(Opened::Clean(s)),
+            Err(e) if is_lock_error(&e) => Err(StateError::Locked(path)),
             Err(e) => {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -117,6 +132,11 @@ impl Store {
     }
 }
 
+/// sled reports a held lock as an I/O error of kind `Other` naming the lock.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 impl Persist for Store {
     fn health_changed(&self, id: &MemberId, health: Health) {
         let value = serde_json::to_vec(&health).unwrap_or_default();
@@ -160,6 +180,25 @@ mod tests {
         let st = s.load().get(&id);
         assert_eq!(st.admin, Admin::Drained);
         assert_eq!(st.health, Health::Down);
+    }
+
+    #[test]
+    fn a_store_in_use_is_refused_not_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let Opened::Clean(_held) = Store::open(dir.path()).unwrap() else {
+            panic!("fresh store")
+        };
+        // A second opener (here: a second file handle in this process) finds the lock.
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StateError::Locked(_))
+        ));
+        let moved = dir
+            .path()
+            .read_dir()
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("damaged"));
+        assert!(!moved, "a live store is never moved aside");
     }
 
     #[test]

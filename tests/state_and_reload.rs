@@ -293,16 +293,24 @@ fn shipped_configs_check_clean_and_bogus_keys_are_rejected_everywhere() {
                 }
                 let mut lines: Vec<&str> = text.lines().collect();
                 lines.insert(i + 1, "bogus_key = 1");
-                let tmp = tempfile::tempdir().unwrap();
+                // The same layout as the repository: DIR/... beside geo/.
+                let root_tmp = tempfile::tempdir().unwrap();
+                let tmp = root_tmp.path().join(dir);
                 for f in [server, zone, gslb] {
-                    let to = tmp.path().join(f);
+                    let to = tmp.join(f);
                     std::fs::create_dir_all(to.parent().unwrap()).unwrap();
                     std::fs::copy(base.join(f), &to).unwrap();
                 }
-                std::fs::write(tmp.path().join(file), lines.join("\n")).unwrap();
+                std::fs::create_dir_all(root_tmp.path().join("geo")).unwrap();
+                std::fs::copy(
+                    std::path::Path::new(root).join("geo/demo-city.mmdb"),
+                    root_tmp.path().join("geo/demo-city.mmdb"),
+                )
+                .unwrap();
+                std::fs::write(tmp.join(file), lines.join("\n")).unwrap();
                 let out = Command::new(BIN)
                     .args(["check", "--config"])
-                    .arg(tmp.path().join(server))
+                    .arg(tmp.join(server))
                     .output()
                     .unwrap();
                 let err = String::from_utf8_lossy(&out.stderr);
