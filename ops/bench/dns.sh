@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# Side-by-side DNS benchmark: Meridian against gdnsd, NSD, Knot and PowerDNS on the same zone.
+#
+#   ops/bench/dns.sh [--rounds N] [--seconds S] [--servers "meridian gdnsd ..."] [--workloads "static ..."]
+#
+# Every server runs one worker pinned to CPU 0; dnsperf runs pinned to CPU 1. The comparable
+# figure is queries per second per *server core* (q/s divided by the server's CPU share over the
+# run, read from /proc for its whole process tree), because one dnsperf core saturates before the
+# fastest servers do. Rounds are interleaved (the server order rotates each round) and the table
+# shows medians. A fixed-rate phase gives p50/p99 latency. See ../../../shared/BENCHMARKING.md.
+#
+# Workloads (servers that cannot serve one are skipped for it):
+#   static    A queries for 1,000 static names                      all
+#   nxdomain  random names that do not exist                         all
+#   weighted  a weighted name over 4 addresses                       meridian gdnsd pdns
+#   geo       a geo-nearest name over 3 sites (source 127.0.0.1)     meridian gdnsd pdns
+#   geo-ecs   the same with an ECS option on every query             meridian gdnsd pdns
+#   mix       resolver-like: DO bit, a COOKIE option, 0x20 mixed case, static names   all
+# dnsperf advertises its own EDNS buffer size; every server caps answers at its own.
+#
+# Meridian runs with its health probes active against a local HTTP backend throughout.
+# The script installs what it needs (Debian packages), starts each daemon on its own free
+# loopback port, and stops exactly the processes it started.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROUNDS=3
+SECONDS_PER_RUN=8
+SERVERS="meridian gdnsd nsd knot pdns"
+WORKLOADS="static nxdomain weighted geo geo-ecs mix"
+LAT_QPS=20000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --servers) SERVERS=$2; shift 2 ;;
+    --workloads) WORKLOADS=$2; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "unknown option $1"; exit 2 ;;
+  esac
+done
+
+need=()
+for pair in dnsperf:dnsperf gdnsd:gdnsd nsd:nsd knotd:knot pdns_server:pdns-server; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+[ -e /usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so ] || need+=(pdns-backend-bind)
+[ -e /usr/lib/x86_64-linux-gnu/pdns/libgeoipbackend.so ] || need+=(pdns-backend-geoip)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+(cd "$ROOT" && cargo build --release --quiet)
+MERIDIAN="$ROOT/target/release/meridian"
+
+W=$(mktemp -d /tmp/meridian-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket
+while True:
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass'
+}
+
+# ---------------------------------------------------------------- data
+{
+  echo '$TTL 300'
+  echo '@ IN SOA ns1.bench.test. hostmaster.bench.test. 1 7200 900 1209600 300'
+  echo '@ IN NS ns1'
+  echo 'ns1 IN A 192.0.2.53'
+  for i in $(seq 0 999); do echo "h$i IN A 10.$((i / 250)).$((i % 250)).1"; done
+} > "$W/static.zone"
+cat > "$W/bench.csv" <<'EOF'
+network,latitude,longitude,continent,country,subdivision,city
+10.1.0.0/16,50.11,8.68,EU,DE,HE,Frankfurt
+10.2.0.0/16,38.95,-77.45,NA,US,VA,Ashburn
+10.3.0.0/16,1.35,103.82,AS,SG,01,Singapore
+127.0.0.0/8,48.85,2.35,EU,FR,IDF,Paris
+192.0.2.0/24,50.11,8.68,EU,DE,HE,Frankfurt
+198.51.100.0/24,38.95,-77.45,NA,US,VA,Ashburn
+203.0.113.0/24,1.35,103.82,AS,SG,01,Singapore
+EOF
+"$MERIDIAN" geo build "$W/bench.csv" -o "$W/bench.mmdb" >/dev/null
+
+for i in $(seq 0 999); do echo "h$i.bench.test A"; done > "$W/q-static"
+python3 -c 'import random, string
+r = random.Random(7)
+for _ in range(100000):
+    print("".join(r.choice(string.ascii_lowercase) for _ in range(12)) + ".bench.test A")' > "$W/q-nxdomain"
+echo "wrr.bench.test A" > "$W/q-weighted"
+echo "geo.bench.test A" > "$W/q-geo"
+cp "$W/q-geo" "$W/q-geo-ecs"
+python3 -c 'import random
+r = random.Random(9)
+for i in range(1000):
+    name = "h%d.bench.test" % i
+    print("".join(c.upper() if r.random() < 0.5 else c for c in name) + " A")' > "$W/q-mix"
+
+# ECS 10.3.0.0/24 (family 1, source 24, scope 0); a client cookie.
+ECS_OPT="8:000118000a0300"
+COOKIE_OPT="10:0102030405060708"
+
+# ---------------------------------------------------------------- servers
+declare -A PORT PID
+for s in $SERVERS; do PORT[$s]=$(free_port); done
+
+start_backend() {
+  mkdir -p "$W/www"
+  echo ok > "$W/www/index.html"
+  BACKEND_PORT=$(free_port)
+  python3 -m http.server "$BACKEND_PORT" --bind 127.0.0.1 --directory "$W/www" >/dev/null 2>&1 &
+  PIDS+=($!)
+}
+
+config_meridian() {
+  local d="$W/meridian"; mkdir -p "$d"
+  cp "$W/static.zone" "$d/bench.test.zone"
+  cp "$W/bench.mmdb" "$d/"
+  cat > "$d/meridian.toml" <<EOF
+[server]
+listen = ["127.0.0.1:${PORT[meridian]}"]
+control = "127.0.0.1:$(free_port)"
+state_dir = "state"
+udp_workers = 1
+geo_database = "bench.mmdb"
+
+[[zone]]
+origin = "bench.test"
+file = "bench.test.zone"
+gslb = "bench.test.gslb.toml"
+EOF
+  cat > "$d/bench.test.gslb.toml" <<EOF
+[[name]]
+name = "wrr"
+policy = "weighted"
+pool = "wrr"
+
+[[name]]
+name = "geo"
+policy = "geo-nearest"
+pool = "geo"
+
+[pool.wrr]
+check = "http"
+members = [
+  { site = "b1", address = "192.0.2.1", weight = 1, probe = "127.0.0.1:$BACKEND_PORT" },
+  { site = "b2", address = "192.0.2.2", weight = 2, probe = "127.0.0.1:$BACKEND_PORT" },
+  { site = "b3", address = "192.0.2.3", weight = 3, probe = "127.0.0.1:$BACKEND_PORT" },
+  { site = "b4", address = "192.0.2.4", weight = 4, probe = "127.0.0.1:$BACKEND_PORT" },
+]
+
+[pool.geo]
+check = "http"
+members = [
+  { site = "fra", address = "192.0.2.20", probe = "127.0.0.1:$BACKEND_PORT" },
+  { site = "iad", address = "198.51.100.20", probe = "127.0.0.1:$BACKEND_PORT" },
+  { site = "sin", address = "203.0.113.20", probe = "127.0.0.1:$BACKEND_PORT" },
+]
+
+[check.http]
+kind = "http"
+interval = "1s"
+
+[site.fra]
+location = [50.11, 8.68]
+[site.iad]
+location = [38.95, -77.45]
+[site.sin]
+location = [1.35, 103.82]
+EOF
+  MERIDIAN_LOG=warn taskset -c 0 "$MERIDIAN" serve --config "$d/meridian.toml" >"$d/out" 2>"$d/err" &
+}
+
+config_gdnsd() {
+  local d="$W/gdnsd"; mkdir -p "$d/zones" "$d/geoip" "$d/run" "$d/state"
+  cp "$W/bench.mmdb" "$d/geoip/"
+  { cat "$W/static.zone"; echo "wrr 30 DYNA weighted!wrr"; echo "geo 30 DYNA geoip!geo"; } > "$d/zones/bench.test"
+  cat > "$d/config" <<EOF
+options => {
+  listen => [ 127.0.0.1:${PORT[gdnsd]} ]
+  udp_threads => 1
+  tcp_threads => 1
+  run_dir => $d/run
+  state_dir => $d/state
+}
+plugins => {
+  weighted => {
+    service_types => up
+    wrr => {
+      b1 = [ 192.0.2.1, 1 ]
+      b2 = [ 192.0.2.2, 2 ]
+      b3 = [ 192.0.2.3, 3 ]
+      b4 = [ 192.0.2.4, 4 ]
+    }
+  }
+  geoip => {
+    maps => {
+      bench => {
+        geoip2_db => bench.mmdb
+        datacenters => [ fra, iad, sin ]
+        auto_dc_coords => { fra => [ 50.11, 8.68 ], iad => [ 38.95, -77.45 ], sin => [ 1.35, 103.82 ] }
+      }
+    }
+    resources => {
+      geo => {
+        map => bench
+        service_types => up
+        dcmap => { fra => 192.0.2.20, iad => 198.51.100.20, sin => 203.0.113.20 }
+      }
+    }
+  }
+}
+EOF
+  taskset -c 0 gdnsd -c "$d" start >"$d/out" 2>&1 &
+}
+
+config_nsd() {
+  local d="$W/nsd"; mkdir -p "$d"
+  cp "$W/static.zone" "$d/bench.test.zone"
+  cat > "$d/nsd.conf" <<EOF
+server:
+  ip-address: 127.0.0.1@${PORT[nsd]}
+  server-count: 1
+  reuseport: no
+  username: ""
+  chroot: ""
+  zonesdir: "$d"
+  database: ""
+  zonelistfile: "$d/zone.list"
+  pidfile: "$d/nsd.pid"
+  xfrdfile: "$d/xfrd.state"
+  xfrdir: "$d"
+  logfile: "$d/nsd.log"
+  rrl-ratelimit: 0
+  minimal-responses: yes
+remote-control:
+  control-enable: no
+zone:
+  name: bench.test
+  zonefile: bench.test.zone
+EOF
+  taskset -c 0 nsd -d -c "$d/nsd.conf" >"$d/out" 2>&1 &
+}
+
+config_knot() {
+  local d="$W/knot"; mkdir -p "$d/db"
+  cp "$W/static.zone" "$d/bench.test.zone"
+  cat > "$d/knot.conf" <<EOF
+server:
+    listen: 127.0.0.1@${PORT[knot]}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+    rundir: $d
+    pidfile: $d/knot.pid
+database:
+    storage: $d/db
+log:
+  - target: stderr
+    any: error
+zone:
+  - domain: bench.test
+    storage: $d
+    file: bench.test.zone
+EOF
+  taskset -c 0 knotd -c "$d/knot.conf" >"$d/out" 2>&1 &
+}
+
+config_pdns() {
+  local d="$W/pdns"; mkdir -p "$d"
+  {
+    cat "$W/static.zone"
+    echo "wrr 30 IN LUA A \"pickwrandom({{1,'192.0.2.1'},{2,'192.0.2.2'},{3,'192.0.2.3'},{4,'192.0.2.4'}})\""
+    echo "geo 30 IN LUA A \"pickclosest({'192.0.2.20','198.51.100.20','203.0.113.20'})\""
+  } > "$d/bench.test.zone"
+  echo "zone \"bench.test\" { type master; file \"$d/bench.test.zone\"; };" > "$d/named.conf"
+  echo "domains: []" > "$d/geo.yaml"
+  cat > "$d/pdns.conf" <<EOF
+launch=bind,geoip
+bind-config=$d/named.conf
+geoip-database-files=mmdb:$W/bench.mmdb
+geoip-zones-file=$d/geo.yaml
+enable-lua-records=yes
+edns-subnet-processing=yes
+local-address=127.0.0.1:${PORT[pdns]}
+receiver-threads=1
+distributor-threads=1
+security-poll-suffix=
+socket-dir=$d
+guardian=no
+daemon=no
+disable-syslog=yes
+loglevel=3
+EOF
+  taskset -c 0 pdns_server --config-dir="$d" >"$d/out" 2>&1 &
+}
+
+serves() { # serves SERVER WORKLOAD
+  case "$2" in
+    weighted|geo|geo-ecs) [[ "$1" == meridian || "$1" == gdnsd || "$1" == pdns ]] ;;
+    *) true ;;
+  esac
+}
+
+start_backend
+for s in $SERVERS; do
+  "config_$s"
+  PID[$s]=$!
+  PIDS+=("${PID[$s]}")
+done
+for s in $SERVERS; do
+  ok=""
+  for _ in $(seq 1 100); do
+    if dig @127.0.0.1 -p "${PORT[$s]}" +time=1 +tries=1 +short h1.bench.test A 2>/dev/null | grep -q '^10\.'; then ok=1; break; fi
+    sleep 0.1
+  done
+  [ -n "$ok" ] || { echo "$s did not start:"; cat "$W/$s/out" "$W/$s/err" 2>/dev/null | tail -20; exit 1; }
+  # Weighted and geo names answer where they exist.
+  if serves "$s" weighted; then
+    dig @127.0.0.1 -p "${PORT[$s]}" +short wrr.bench.test A | grep -q '^192\.0\.2\.' || { echo "$s: wrr does not answer"; exit 1; }
+  fi
+done
+echo "servers: $(for s in $SERVERS; do printf '%s=127.0.0.1:%s pid %s  ' "$s" "${PORT[$s]}" "${PID[$s]}"; done)"
+echo "backend for Meridian's probes: 127.0.0.1:$BACKEND_PORT"
+
+TCK=$(getconf CLK_TCK)
+run_one() { # run_one ROUND SERVER WORKLOAD
+  local r=$1 s=$2 w=$3 extra=()
+  case "$w" in
+    geo-ecs) extra=(-E "$ECS_OPT") ;;
+    mix) extra=(-D -E "$COOKIE_OPT") ;;
+  esac
+  local before after out
+  before=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
+  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l "$SECONDS_PER_RUN" -c 4 -q 200 -t 2 "${extra[@]}" 2>&1)
+  after=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
+  local qps run
+  qps=$(awk '/Queries per second:/ {print $4}' <<<"$out")
+  run=$(awk '/Run time \(s\):/ {print $4}' <<<"$out")
+  local lost
+  lost=$(awk '/Queries lost:/ {print $3}' <<<"$out")
+  echo "$r $s $w ${qps:-0} $(python3 -c "print(($after - $before) / $TCK)") ${run:-$SECONDS_PER_RUN}" >> "$W/results.tsv"
+  printf '  round %s %-9s %-9s %10.0f q/s  (lost %s)\n' "$r" "$s" "$w" "${qps:-0}" "${lost:-?}"
+}
+
+echo "== throughput: $ROUNDS interleaved rounds of ${SECONDS_PER_RUN}s runs"
+read -r -a order <<<"$SERVERS"
+for r in $(seq 1 "$ROUNDS"); do
+  for w in $WORKLOADS; do
+    for s in "${order[@]}"; do
+      serves "$s" "$w" && run_one "$r" "$s" "$w"
+    done
+  done
+  order=("${order[@]:1}" "${order[0]}")
+done
+
+echo "== latency at a fixed $LAT_QPS q/s"
+for w in $WORKLOADS; do
+  for s in $SERVERS; do
+    serves "$s" "$w" || continue
+    extra=()
+    case "$w" in
+      geo-ecs) extra=(-E "$ECS_OPT") ;;
+      mix) extra=(-D -E "$COOKIE_OPT") ;;
+    esac
+    rate=$LAT_QPS
+    [ "$s" = pdns ] && [[ "$w" == weighted || "$w" == geo* ]] && rate=1000
+    taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l 4 -Q "$rate" -c 4 -t 2 -v "${extra[@]}" 2>/dev/null \
+      | python3 -c 'import sys
+lat = sorted(float(l.split()[-1]) for l in sys.stdin if l.startswith(">") and len(l.split()) >= 5)
+if lat:
+    print("%s %s %.1f %.1f" % (sys.argv[1], sys.argv[2], lat[len(lat) // 2] * 1e6, lat[int(len(lat) * 0.99)] * 1e6))' "$s" "$w" >> "$W/latency.tsv"
+  done
+done
+
+echo
+echo "== results (medians over $ROUNDS rounds; per core = q/s / server CPU share)"
+python3 "$ROOT/ops/bench/summarize.py" "$W/results.tsv" "$W/latency.tsv"
