@@ -98,7 +98,8 @@ fn skip_name(p: &[u8], mut pos: usize) -> Option<usize> {
     None
 }
 
-fn parse(d: &[u8]) -> Found {
+/// Checks one ECS option's data (after the option code and length).
+pub fn parse(d: &[u8]) -> Found {
     if d.len() < 4 {
         return Found::Malformed;
     }

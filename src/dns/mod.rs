@@ -11,6 +11,7 @@
 //! and the in-band explanation, so every path gives the same answer.
 
 pub mod ecs;
+pub mod fast;
 mod transport;
 
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +42,8 @@ pub struct Loaded {
     pub loaded_at: SystemTime,
     /// Counts successful loads since start.
     pub version: u64,
+    /// Every static answer as bytes, for the fast path.
+    fast: Option<fast::FastIndex>,
 }
 
 impl Loaded {
@@ -48,12 +51,15 @@ impl Loaded {
         let cursors = (0..config.bindings.len())
             .map(|_| AtomicU64::new(0))
             .collect();
-        Loaded {
+        let mut loaded = Loaded {
             config,
             cursors,
             loaded_at: SystemTime::now(),
             version,
-        }
+            fast: None,
+        };
+        loaded.fast = Some(fast::FastIndex::build(&loaded));
+        loaded
     }
 }
 
@@ -105,15 +111,33 @@ impl Responder {
 
     /// Answers one query. `None` means send nothing (responses, runt packets).
     pub fn answer(&self, query: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.answer_into(query, src, transport, &mut out)
+            .then_some(out)
+    }
+
+    /// Answers one query into `out` (reused between queries); `false` means send nothing.
+    /// Ordinary queries take the fast path; the general path answers everything else.
+    pub fn answer_into(
+        &self,
+        query: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let loaded = self.current.load();
-        answer_with(
-            &loaded,
-            HealthView::Live(&self.health),
-            query,
-            src,
-            transport,
-            None,
-        )
+        let health = HealthView::Live(&self.health);
+        if fast::answer(&loaded, health, query, src, transport, out) {
+            return true;
+        }
+        match answer_with(&loaded, health, query, src, transport, None) {
+            Some(bytes) => {
+                out.clear();
+                out.extend_from_slice(&bytes);
+                true
+            }
+            None => false,
+        }
     }
 }
 

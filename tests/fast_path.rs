@@ -1,0 +1,223 @@
+//! The fast path and the general path give the same answers: a corpus of names, types, EDNS
+//! and ECS variants, over UDP and TCP, compared message by message.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+use meridian::config::{load, Source};
+use meridian::dns::{answer_with, fast, HealthView, Loaded, Transport};
+use meridian::health::{Health, HealthSnapshot, MemberId, MemberState};
+
+const ZONE_EXTRA: &str = "www IN A 192.0.2.80\n\
+www IN AAAA 2001:db8::80\n\
+www IN MX 10 mail\n\
+mail IN A 192.0.2.25\n\
+txt IN TXT \"hello world\" \"second\"\n\
+alias IN CNAME www\n\
+alias2 IN CNAME alias\n\
+toglobal IN CNAME geo\n\
+a.b.c IN A 192.0.2.81\n\
+sub IN NS ns.sub\n\
+ns.sub IN A 192.0.2.153\n\
+deep.wild IN A 192.0.2.1\n";
+
+const GSLB: &str = r#"
+[[name]]
+name = "all"
+policy = "all"
+pool = "p"
+
+[[name]]
+name = "down"
+policy = "all"
+pool = "q"
+when_all_down = "nodata"
+ttl = 10
+
+[[name]]
+name = "v4only"
+policy = "all"
+pool = "p"
+types = ["A"]
+
+[[name]]
+name = "geo"
+policy = "geo-nearest"
+pool = "g"
+
+[pool.p]
+members = [ { site = "fra", address = "192.0.2.1" }, { site = "iad", address = "192.0.2.2" }, { site = "iad", address = "2001:db8::2" } ]
+
+[pool.q]
+members = [ { site = "fra", address = "192.0.2.9" } ]
+
+[pool.g]
+members = [ { site = "fra", address = "192.0.2.20" }, { site = "iad", address = "198.51.100.20" }, { site = "sin", address = "203.0.113.20" } ]
+
+[site.fra]
+location = [50.11, 8.68]
+[site.iad]
+location = [38.95, -77.45]
+[site.sin]
+location = [1.35, 103.82]
+"#;
+
+fn ttls(m: &Message) -> Vec<u32> {
+    m.answers
+        .iter()
+        .chain(&m.authorities)
+        .chain(&m.additionals)
+        .map(|r| r.ttl)
+        .collect()
+}
+
+fn corpus() -> Vec<(String, Vec<u8>)> {
+    let names = [
+        "www.example.test.",
+        "WwW.ExAmPlE.TeSt.",
+        "mail.example.test.",
+        "txt.example.test.",
+        "alias.example.test.",
+        "alias2.example.test.",
+        "toglobal.example.test.",
+        "b.c.example.test.",
+        "c.example.test.",
+        "example.test.",
+        "sub.example.test.",
+        "host.sub.example.test.",
+        "nope.example.test.",
+        "a.nope.example.test.",
+        "x.wild.example.test.",
+        "all.example.test.",
+        "ALL.example.test.",
+        "down.example.test.",
+        "v4only.example.test.",
+        "geo.example.test.",
+        "outside.example.org.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::MX,
+        RecordType::TXT,
+        RecordType::NS,
+        RecordType::SOA,
+        RecordType::CNAME,
+        RecordType::DS,
+        RecordType::ANY,
+        RecordType::Unknown(65280),
+        RecordType::Unknown(99),
+    ];
+    let variants: Vec<(&str, Option<Opts>)> = vec![
+        ("plain", None),
+        (
+            "edns",
+            Some(Opts {
+                edns: Some(1232),
+                ..Default::default()
+            }),
+        ),
+        (
+            "edns+do",
+            Some(Opts {
+                edns: Some(4096),
+                dnssec_ok: true,
+                ..Default::default()
+            }),
+        ),
+        (
+            "edns512",
+            Some(Opts {
+                edns: Some(512),
+                ..Default::default()
+            }),
+        ),
+        ("ecs", Some(Opts::ecs("10.3.0.0/24"))),
+        ("ecs0", Some(Opts::ecs("0.0.0.0/0"))),
+        ("ecs6", Some(Opts::ecs("2001:db8:3::/56"))),
+        (
+            "ecs-bad",
+            Some(Opts {
+                raw_ecs: Some(vec![0, 1, 15, 0, 10, 3]),
+                ..Default::default()
+            }),
+        ),
+        (
+            "edns1",
+            Some(Opts {
+                edns: Some(1232),
+                edns_version: 1,
+                ..Default::default()
+            }),
+        ),
+    ];
+    let mut out = Vec::new();
+    for n in names {
+        for t in types {
+            for (label, o) in &variants {
+                out.push((format!("{n} {t} {label}"), build_query(n, t, o.as_ref())));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fast_and_general_paths_agree() {
+    let cfg = ConfigDir::new_with(
+        &zone_with(ZONE_EXTRA),
+        GSLB,
+        "geo_database = \"geo.mmdb\"",
+        "",
+    );
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/geo/demo-city.mmdb"),
+        cfg.path("geo.mmdb"),
+    )
+    .unwrap();
+    let loaded = Loaded::new(load(&Source::File(cfg.config())).unwrap(), 1);
+    let mut snap = HealthSnapshot::default();
+    snap.set(
+        MemberId::new("fra", "192.0.2.9"),
+        MemberState {
+            health: Health::Down,
+            ..Default::default()
+        },
+    );
+    let health = HealthView::Fixed(&snap);
+    let src = SocketAddr::from(([10, 1, 2, 3], 5300));
+
+    let (mut fast_taken, mut total) = (0, 0);
+    for (what, q) in corpus() {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            total += 1;
+            let general =
+                answer_with(&loaded, health, &q, src, transport, None).expect("an answer");
+            let mut out = Vec::new();
+            if !fast::answer(&loaded, health, &q, src, transport, &mut out) {
+                continue;
+            }
+            fast_taken += 1;
+            let a = Message::from_vec(&out).unwrap_or_else(|e| {
+                panic!("{what} {transport:?}: fast answer does not parse: {e}")
+            });
+            let b = Message::from_vec(&general).unwrap();
+            assert_eq!(a, b, "{what} over {transport:?}");
+            // Record equality ignores TTLs (RFC 2136): compare them too.
+            assert_eq!(ttls(&a), ttls(&b), "{what} over {transport:?}: TTLs");
+            assert_eq!(
+                out[2..4],
+                general[2..4],
+                "{what} over {transport:?}: header flags"
+            );
+        }
+    }
+    assert!(
+        fast_taken * 2 > total,
+        "the fast path answered only {fast_taken} of {total}"
+    );
+}
