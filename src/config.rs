@@ -20,7 +20,7 @@ use toml::Spanned;
 
 use crate::geo::{Coords, GeoError, GeoLocator, Mmdb, NoGeo};
 use crate::health::{HttpCheck, MemberId, ProbeKind, ProbeSpec};
-use crate::policy::{GeoMode, GeoPolicy, Member, PolicyKind, Pool, Target, WhenAllDown};
+use crate::policy::{GeoMode, GeoPolicy, Member, PolicyKind, Pool, SiteName, Target, WhenAllDown};
 use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
 use ipnet::IpNet;
 
@@ -889,7 +889,10 @@ fn build_policy(
                 }
             }
             GeoMode::Nearest {
-                sites: located,
+                sites: located
+                    .into_iter()
+                    .map(|(s, c)| (SiteName::from(s), c.unit()))
+                    .collect(),
                 limit,
             }
         }
@@ -917,7 +920,7 @@ fn build_policy(
                 }
                 list.iter().try_for_each(known)?;
             }
-            GeoMode::Map(map.into_iter().collect())
+            GeoMode::Map(map.into_iter().map(|(k, v)| (k, names(v))).collect())
         }
         _ => {
             if fname.limit.is_some() || fname.map.is_some() {
@@ -931,9 +934,13 @@ fn build_policy(
     };
     Ok(PolicyKind::Geo(Arc::new(GeoPolicy {
         mode,
-        subnets,
-        default_order,
+        subnets: subnets.into_iter().map(|(n, v)| (n, names(v))).collect(),
+        default_order: names(default_order),
     })))
+}
+
+fn names(list: Vec<String>) -> Vec<SiteName> {
+    list.into_iter().map(SiteName::from).collect()
 }
 
 impl Builder {

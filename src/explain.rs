@@ -281,7 +281,7 @@ pub fn describe(
             .iter()
             .map(|s| match s.distance_km {
                 Some(d) => format!("{} {:.0} km", s.site, d),
-                None => s.site.clone(),
+                None => s.site.to_string(),
             })
             .collect();
         let basis = match &order.basis {

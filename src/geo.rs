@@ -8,6 +8,8 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, RwLock};
+
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -36,10 +38,31 @@ pub struct Coords {
     pub lon: f64,
 }
 
+impl Coords {
+    /// The point as a unit vector from the Earth's centre: distances between unit vectors
+    /// need one `acos` instead of the four trigonometric calls of haversine, and a location
+    /// is converted once per database record.
+    pub fn unit(&self) -> [f64; 3] {
+        let (lat, lon) = (self.lat.to_radians(), self.lon.to_radians());
+        [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+    }
+}
+
+/// Great-circle distance in kilometres between two unit vectors.
+pub fn distance_between(a: [f64; 3], b: [f64; 3]) -> f64 {
+    let dot = (a[0] * b[0] + a[1] * b[1] + a[2] * b[2]).clamp(-1.0, 1.0);
+    EARTH_RADIUS_KM * dot.acos()
+}
+
+const EARTH_RADIUS_KM: f64 = 6371.0088;
+
 /// Where an address is, as far as the database says.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Location {
     pub coords: Option<Coords>,
+    /// `coords` as a unit vector, for distance ranking.
+    #[serde(skip)]
+    pub unit: Option<[f64; 3]>,
     /// Continent code (`EU`, `NA`, ...).
     pub continent: Option<String>,
     /// ISO 3166-1 country code.
@@ -47,20 +70,45 @@ pub struct Location {
     /// ISO 3166-2 subdivision code without the country (`HE` for Hesse).
     pub subdivision: Option<String>,
     pub city: Option<String>,
+    /// `continent`, `continent/country`, `continent/country/subdivision`, as far as known
+    /// (computed once per database record).
+    #[serde(skip)]
+    keys: Vec<String>,
 }
 
 impl Location {
-    /// The `continent/country/subdivision` path used by geo maps, as far as it is known.
-    pub fn path(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let Some(c) = &self.continent else { return out };
-        out.push(c.clone());
-        let Some(k) = &self.country else { return out };
-        out.push(format!("{c}/{k}"));
-        if let Some(s) = &self.subdivision {
-            out.push(format!("{c}/{k}/{s}"));
+    /// A location from its parts.
+    pub fn new(
+        coords: Option<Coords>,
+        continent: Option<String>,
+        country: Option<String>,
+        subdivision: Option<String>,
+        city: Option<String>,
+    ) -> Location {
+        let mut keys = Vec::new();
+        if let Some(c) = &continent {
+            keys.push(c.clone());
+            if let Some(k) = &country {
+                keys.push(format!("{c}/{k}"));
+                if let Some(s) = &subdivision {
+                    keys.push(format!("{c}/{k}/{s}"));
+                }
+            }
         }
-        out
+        Location {
+            coords,
+            unit: coords.map(|c| c.unit()),
+            continent,
+            country,
+            subdivision,
+            city,
+            keys,
+        }
+    }
+
+    /// The `continent/country/subdivision` path used by geo maps, least specific first.
+    pub fn path(&self) -> &[String] {
+        &self.keys
     }
 }
 
@@ -68,7 +116,7 @@ impl Location {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GeoHit {
     /// `None` when the database has no record for the address.
-    pub location: Option<Location>,
+    pub location: Option<Arc<Location>>,
     /// The database network that matched (or the empty network around a miss).
     pub network: IpNet,
 }
@@ -102,7 +150,13 @@ pub fn whole_space(ip: IpAddr) -> IpNet {
 pub struct Mmdb {
     reader: maxminddb::Reader<Vec<u8>>,
     pub path: PathBuf,
+    /// Decoded records by their offset in the data section: decoding allocates, and many
+    /// networks share one record, so each is decoded once.
+    cache: RwLock<crate::hash::FastMap<usize, Option<Arc<Location>>>>,
 }
+
+/// Records kept decoded at most; past that, lookups decode without caching.
+const CACHE_LIMIT: usize = 1 << 20;
 
 /// The subset of a City or Country record Meridian reads.
 #[derive(Deserialize, Default)]
@@ -151,6 +205,7 @@ impl Mmdb {
         Ok(Mmdb {
             reader,
             path: path.to_path_buf(),
+            cache: RwLock::new(Default::default()),
         })
     }
 
@@ -175,25 +230,42 @@ impl GeoLocator for Mmdb {
             .and_then(|n| IpNet::new(n.network(), n.prefix()).ok())
             .map(|n| n.trunc())
             .unwrap_or_else(|| whole_space(ip));
+        let Some(offset) = result.offset() else {
+            return GeoHit {
+                location: None,
+                network,
+            };
+        };
+        if let Some(hit) = self.cache.read().ok().and_then(|c| c.get(&offset).cloned()) {
+            return GeoHit {
+                location: hit,
+                network,
+            };
+        }
         let record: Option<Record> = result.decode().ok().flatten();
-        let location = record.map(|r| Location {
-            coords: r.location.and_then(|l| {
-                Some(Coords {
-                    lat: l.latitude?,
-                    lon: l.longitude?,
-                })
-            }),
-            continent: r.continent.and_then(|c| c.code),
-            country: r.country.and_then(|c| c.iso_code),
-            subdivision: r
-                .subdivisions
-                .and_then(|s| s.into_iter().next())
-                .and_then(|s| s.iso_code),
-            city: r
-                .city
-                .and_then(|c| c.names)
-                .and_then(|n| n.get("en").cloned()),
+        let location = record.map(|r| {
+            Arc::new(Location::new(
+                r.location.and_then(|l| {
+                    Some(Coords {
+                        lat: l.latitude?,
+                        lon: l.longitude?,
+                    })
+                }),
+                r.continent.and_then(|c| c.code),
+                r.country.and_then(|c| c.iso_code),
+                r.subdivisions
+                    .and_then(|s| s.into_iter().next())
+                    .and_then(|s| s.iso_code),
+                r.city
+                    .and_then(|c| c.names)
+                    .and_then(|n| n.get("en").cloned()),
+            ))
         });
+        if let Ok(mut c) = self.cache.write() {
+            if c.len() < CACHE_LIMIT {
+                c.insert(offset, location.clone());
+            }
+        }
         GeoHit { location, network }
     }
 }
@@ -204,7 +276,7 @@ pub fn distance_km(a: Coords, b: Coords) -> f64 {
     let dlat = la2 - la1;
     let dlon = (b.lon - a.lon).to_radians();
     let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * 6371.0088 * h.sqrt().min(1.0).asin()
+    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
 }
 
 /// City-style record layout written by [`build`], matching what GeoIP2 City readers expect.
@@ -340,6 +412,8 @@ mod tests {
         let d = distance_km(fra, iad);
         assert!((6500.0..6600.0).contains(&d), "{d}");
         assert_eq!(distance_km(fra, fra), 0.0);
+        let via_units = distance_between(fra.unit(), iad.unit());
+        assert!((via_units - d).abs() < 0.5, "{via_units} vs {d}");
     }
 
     #[test]

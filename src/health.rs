@@ -70,7 +70,7 @@ pub struct MemberState {
 /// An immutable view of every member's state, swapped as a whole on each change.
 #[derive(Debug, Clone, Default)]
 pub struct HealthSnapshot {
-    members: HashMap<MemberId, MemberState>,
+    members: crate::hash::FastMap<MemberId, MemberState>,
 }
 
 impl HealthSnapshot {

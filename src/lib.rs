@@ -9,6 +9,7 @@
 //! - [`dns`]: the query-to-response function, EDNS Client Subnet, and the UDP/TCP transports.
 //! - [`geo`]: `.mmdb` lookups, great-circle distance, the demo database builder.
 //! - [`explain`]: why a name answered what it did, from the same code that answers it.
+//! - [`hash`]: the fast hasher of the tables read on every query.
 //! - [`policy`]: member selection (weighted, failover, all, geo-nearest, geo-map, subnet) and
 //!   `when_all_down`; no DNS types, so the site proxy can reuse it.
 //! - [`health`]: probers (HTTP, HTTPS, TCP), the rise/fall tracker and the lock-free health
@@ -23,6 +24,7 @@ pub mod config;
 pub mod dns;
 pub mod explain;
 pub mod geo;
+pub mod hash;
 pub mod health;
 pub mod policy;
 pub mod server;

@@ -12,8 +12,14 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::Serialize;
+use smallvec::SmallVec;
 
-use crate::geo::{distance_km, whole_space, Coords, GeoHit};
+/// Member indexes, inline for small pools (the query path allocates nothing for them).
+pub type Indexes = SmallVec<[usize; 4]>;
+/// Sites in ranked order, inline for up to four.
+pub type Sites = SmallVec<[RankedSite; 4]>;
+
+use crate::geo::{distance_between, whole_space, GeoHit};
 use crate::health::{Admin, Health, HealthSnapshot, MemberId};
 
 /// What a member answers with.
@@ -94,24 +100,28 @@ pub enum PolicyKind {
 pub enum GeoMode {
     /// By great-circle distance from the client; `limit` keeps only the nearest N sites.
     Nearest {
-        sites: Vec<(String, Coords)>,
+        /// Each site with the unit vector of its location (see [`Coords::unit`]).
+        sites: Vec<(SiteName, [f64; 3])>,
         limit: Option<usize>,
     },
     /// By the most specific `continent`, `continent/country` or
     /// `continent/country/subdivision` key that matches the client.
-    Map(HashMap<String, Vec<String>>),
+    Map(HashMap<String, Vec<SiteName>>),
     /// The subnet table alone; clients it does not cover get the default order.
     Subnet,
 }
+
+/// A site's name, shared: rankings copy it per query, so it is cheap to clone.
+pub type SiteName = Arc<str>;
 
 /// A client-dependent site ordering: subnet entries first (longest prefix wins), then the mode.
 #[derive(Debug, Clone)]
 pub struct GeoPolicy {
     pub mode: GeoMode,
     /// Entries sorted longest prefix first.
-    pub subnets: Vec<(IpNet, Vec<String>)>,
+    pub subnets: Vec<(IpNet, Vec<SiteName>)>,
     /// Order for clients nothing else places.
-    pub default_order: Vec<String>,
+    pub default_order: Vec<SiteName>,
 }
 
 /// What decided a site order.
@@ -131,14 +141,14 @@ pub enum Basis {
 /// One site in a ranking, with its distance when distance decided.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RankedSite {
-    pub site: String,
+    pub site: SiteName,
     pub distance_km: Option<f64>,
 }
 
 /// The sites a geo policy chose for a client, and the network the choice holds for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SiteOrder {
-    pub sites: Vec<RankedSite>,
+    pub sites: Sites,
     pub basis: Basis,
     pub valid_for: IpNet,
 }
@@ -147,7 +157,7 @@ impl GeoPolicy {
     /// Orders sites for a client. Pure: the same client always gets the same order.
     pub fn order(&self, client: &ClientInfo) -> SiteOrder {
         let addr = client.network.network();
-        let named = |list: &[String]| -> Vec<RankedSite> {
+        let named = |list: &[SiteName]| -> Sites {
             list.iter()
                 .map(|s| RankedSite {
                     site: s.clone(),
@@ -170,13 +180,13 @@ impl GeoPolicy {
         let valid_for = self.exclude_more_specific(base, addr);
         let location = client.geo.as_ref().and_then(|g| g.location.as_ref());
         let (sites, basis) = match (&self.mode, location) {
-            (GeoMode::Nearest { sites, limit }, Some(loc)) if loc.coords.is_some() => {
-                let here = loc.coords.expect("checked");
-                let mut ranked: Vec<RankedSite> = sites
+            (GeoMode::Nearest { sites, limit }, Some(loc)) if loc.unit.is_some() => {
+                let here = loc.unit.expect("checked");
+                let mut ranked: Sites = sites
                     .iter()
                     .map(|(name, at)| RankedSite {
                         site: name.clone(),
-                        distance_km: Some(distance_km(here, *at)),
+                        distance_km: Some(distance_between(here, *at)),
                     })
                     .collect();
                 // Stable sort: equal distances keep configured order.
@@ -191,8 +201,13 @@ impl GeoPolicy {
                 (ranked, Basis::Distance)
             }
             (GeoMode::Map(map), Some(loc)) => {
-                match loc.path().into_iter().rev().find(|k| map.contains_key(k)) {
-                    Some(key) => (named(&map[&key]), Basis::Map { key }),
+                match loc
+                    .path()
+                    .iter()
+                    .rev()
+                    .find(|k| map.contains_key(k.as_str()))
+                {
+                    Some(key) => (named(&map[key.as_str()]), Basis::Map { key: key.clone() }),
                     None => (named(&self.default_order), Basis::Default),
                 }
             }
@@ -257,7 +272,7 @@ pub enum Reason {
 #[derive(Debug, Clone)]
 pub struct Selection {
     /// Chosen members, best first, as (pool index, member index).
-    pub members: Vec<(usize, usize)>,
+    pub members: SmallVec<[(usize, usize); 4]>,
     pub reason: Reason,
     /// The client network this decision holds for: every address in it gets the same answer.
     pub valid_for: IpNet,
@@ -269,13 +284,13 @@ pub struct Selection {
 #[derive(Debug, Clone, Default)]
 pub struct Ranking {
     /// Member indexes, best first.
-    pub members: Vec<usize>,
+    pub members: Indexes,
     /// For geo policies: the site order behind the ranking (and the network it holds for).
     pub sites: Option<SiteOrder>,
 }
 
-impl From<Vec<usize>> for Ranking {
-    fn from(members: Vec<usize>) -> Self {
+impl From<Indexes> for Ranking {
+    fn from(members: Indexes) -> Self {
         Ranking {
             members,
             sites: None,
@@ -301,10 +316,10 @@ impl SelectionPolicy for Weighted {
 }
 
 /// Weighted round-robin over `usable`: the shared step of weighted, failover and geo.
-fn weighted(pool: &Pool, usable: &[usize], cursor: u64) -> Vec<usize> {
+fn weighted(pool: &Pool, usable: &[usize], cursor: u64) -> Indexes {
     let total: u64 = usable.iter().map(|&i| pool.members[i].weight as u64).sum();
     if total == 0 {
-        return usable.to_vec();
+        return usable.iter().copied().collect();
     }
     let mut point = cursor % total;
     let mut first = 0;
@@ -329,12 +344,13 @@ pub struct Failover;
 
 impl SelectionPolicy for Failover {
     fn rank(&self, pool: &Pool, usable: &[usize], _: &ClientInfo, cursor: u64) -> Ranking {
-        let mut priorities: Vec<u32> = usable.iter().map(|&i| pool.members[i].priority).collect();
+        let mut priorities: SmallVec<[u32; 4]> =
+            usable.iter().map(|&i| pool.members[i].priority).collect();
         priorities.sort_unstable();
         priorities.dedup();
-        let mut out = Vec::with_capacity(usable.len());
+        let mut out = Indexes::new();
         for p in priorities {
-            let group: Vec<usize> = usable
+            let group: Indexes = usable
                 .iter()
                 .copied()
                 .filter(|&i| pool.members[i].priority == p)
@@ -350,7 +366,7 @@ pub struct All;
 
 impl SelectionPolicy for All {
     fn rank(&self, _: &Pool, usable: &[usize], _: &ClientInfo, _: u64) -> Ranking {
-        usable.to_vec().into()
+        usable.iter().copied().collect::<Indexes>().into()
     }
 }
 
@@ -359,12 +375,12 @@ impl SelectionPolicy for All {
 impl SelectionPolicy for GeoPolicy {
     fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo, cursor: u64) -> Ranking {
         let order = self.order(client);
-        let mut members = Vec::with_capacity(usable.len());
+        let mut members = Indexes::new();
         for site in &order.sites {
-            let here: Vec<usize> = usable
+            let here: Indexes = usable
                 .iter()
                 .copied()
-                .filter(|&i| pool.members[i].site == site.site)
+                .filter(|&i| *pool.members[i].site == *site.site)
                 .collect();
             members.extend(weighted(pool, &here, cursor));
         }
@@ -440,9 +456,9 @@ pub fn select(
 ) -> Selection {
     let everyone = whole_space(client.network.network());
     let mut sites: Option<SiteOrder> = None;
-    let mut pick = |pool_idx: usize, only_usable: bool| -> Vec<(usize, usize)> {
+    let mut pick = |pool_idx: usize, only_usable: bool| -> SmallVec<[(usize, usize); 4]> {
         let pool = &req.pools[pool_idx];
-        let candidates: Vec<usize> = pool
+        let candidates: Indexes = pool
             .members
             .iter()
             .enumerate()
@@ -479,7 +495,7 @@ pub fn select(
         };
     }
     let (members, reason) = match req.when_all_down {
-        WhenAllDown::NoData => (Vec::new(), Reason::AllDown),
+        WhenAllDown::NoData => (SmallVec::new(), Reason::AllDown),
         WhenAllDown::FailOpen => (pick(req.pool, false), Reason::FailOpen),
         WhenAllDown::Fallback(fb) => {
             let from_fallback = pick(*fb, true);
@@ -584,7 +600,7 @@ mod tests {
             &snap,
             1,
         );
-        assert_eq!(s[0].members, vec![(0, 1)]);
+        assert_eq!(s[0].members.to_vec(), vec![(0, 1)]);
         mark(&mut snap, &pools[0].members[1], Admin::Normal);
         let s = run(
             &pools,
@@ -593,7 +609,7 @@ mod tests {
             &snap,
             1,
         );
-        assert_eq!(s[0].members, vec![(0, 0)]);
+        assert_eq!(s[0].members.to_vec(), vec![(0, 0)]);
         assert_eq!(s[0].reason, Reason::Healthy);
     }
 
@@ -613,7 +629,7 @@ mod tests {
         };
         let s = select(&req, &snap, &client(), 0);
         assert_eq!(s.reason, Reason::FailOpen);
-        assert_eq!(s.members, vec![(0, 0)]);
+        assert_eq!(s.members.to_vec(), vec![(0, 0)]);
     }
 
     #[test]
@@ -640,7 +656,7 @@ mod tests {
             &snap,
             1,
         );
-        assert_eq!(s[0].members, vec![(1, 0)]);
+        assert_eq!(s[0].members.to_vec(), vec![(1, 0)]);
         assert_eq!(s[0].reason, Reason::Fallback);
     }
 }

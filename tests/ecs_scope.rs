@@ -88,7 +88,14 @@ fn ask(
         .selection
         .and_then(|s| s.sites)
         .expect("a geo decision");
-    (order.sites.into_iter().map(|s| s.site).collect(), scope)
+    (
+        order
+            .sites
+            .into_iter()
+            .map(|s| s.site.to_string())
+            .collect(),
+        scope,
+    )
 }
 
 fn random_inside(rng: &mut Rng, net: IpNet) -> IpAddr {

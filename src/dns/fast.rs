@@ -12,8 +12,6 @@
 //! wildcards, delegations, CNAME members, answers that need truncation) returns `None` and is
 //! answered by the general path, which stays the authority. A test compares both paths.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
@@ -25,29 +23,7 @@ use super::{answer_with, HealthView, Loaded, Trace, Transport};
 use crate::policy::{self, ClientInfo, Family, Reason, Target};
 use crate::zone::Position;
 
-/// FNV-1a: short keys, no DoS concern for a table built from our own zone data.
-#[derive(Default)]
-pub struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+type NameMap<K, V> = crate::hash::FastMap<K, V>;
 
 /// Precomputed sections of one response, valid for a question of the same length.
 #[derive(Debug, Clone)]
@@ -95,7 +71,7 @@ struct FastZone {
 
 /// Every static answer of a config, as bytes.
 pub struct FastIndex {
-    names: FnvMap<Box<[u8]>, Entry>,
+    names: NameMap<Box<[u8]>, Entry>,
     zones: Vec<FastZone>,
 }
 
@@ -116,7 +92,7 @@ impl FastIndex {
     /// Builds the index by asking the general path every static question once.
     pub fn build(loaded: &Loaded) -> FastIndex {
         let cfg = &loaded.config;
-        let mut names: FnvMap<Box<[u8]>, Entry> = FnvMap::default();
+        let mut names: NameMap<Box<[u8]>, Entry> = NameMap::default();
         let mut zones = Vec::new();
         let empty = crate::health::HealthSnapshot::default();
         for (zi, zone) in cfg.zones.iter().enumerate() {
