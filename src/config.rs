@@ -451,6 +451,25 @@ fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result
     })
 }
 
+/// Line numbers of byte offsets, for files with many objects (one scan, then binary search).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Lines {
+        Lines(
+            text.bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.0.partition_point(|&nl| nl < offset) + 1
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
@@ -481,10 +500,11 @@ struct Builder {
 impl Builder {
     fn add_gslb(&mut self, zone_idx: usize, text: &str, file: &Path) -> Result<(), ConfigError> {
         let parsed: GslbFile = parse_toml(text, file)?;
+        let lines = Lines::new(text);
         let invalid =
             |span: std::ops::Range<usize>, object: String, message: String| ConfigError::Invalid {
                 file: file.to_path_buf(),
-                line: line_of(text, span.start),
+                line: lines.line(span.start),
                 object,
                 message,
             };
@@ -729,8 +749,8 @@ impl Builder {
                     return Err(err(format!("at or below the delegation {anc}")));
                 }
             }
-            let line = line_of(text, n.span().start);
-            zone.ensure_node(&owner, 0);
+            let line = lines.line(n.span().start);
+            zone.ensure_node(&owner);
             let binding = self.bindings.len();
             zone.nodes.get_mut(&owner).expect("ensured").lb = Some(LbMark { binding, a, aaaa });
             self.bindings.push(Binding {
@@ -987,6 +1007,9 @@ impl Builder {
             })
             .collect();
         for start in 0..self.bindings.len() {
+            if edges[start].is_empty() {
+                continue;
+            }
             // Depth-first walk from each name, remembering the path.
             let mut stack = vec![(start, vec![start])];
             let mut seen = vec![false; self.bindings.len()];

@@ -281,7 +281,13 @@ fn http(
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .no_proxy()
-            .timeout(std::time::Duration::from_secs(10))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            // A reload of a large config validates every file before it answers.
+            .timeout(std::time::Duration::from_secs(if path == "/reload" {
+                600
+            } else {
+                30
+            }))
             .build()?;
         let url = format!("http://{control}{path}");
         let mut req = if method == "GET" {

@@ -111,8 +111,6 @@ pub struct Zone {
     pub origin: Name,
     pub file: PathBuf,
     pub nodes: HashMap<Name, Node>,
-    /// Lines where each owner first appears, for messages about names.
-    pub owner_lines: HashMap<Name, usize>,
 }
 
 impl Zone {
@@ -132,7 +130,6 @@ impl Zone {
             origin: origin.clone(),
             file: file.to_path_buf(),
             nodes: HashMap::new(),
-            owner_lines: HashMap::new(),
         };
         zone.nodes.insert(origin.clone(), Node::default());
         let syntax = |line: usize, message: String| ZoneError::Syntax {
@@ -256,7 +253,7 @@ impl Zone {
 
     fn insert(&mut self, record: Record, line: usize) {
         let owner = record.name.clone();
-        self.ensure_node(&owner, line);
+        self.ensure_node(&owner);
         let node = self.nodes.get_mut(&owner).expect("node just ensured");
         let rtype = record.record_type();
         match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
@@ -277,17 +274,16 @@ impl Zone {
     }
 
     /// Makes sure `name` and every ancestor down from the apex has a node.
-    pub fn ensure_node(&mut self, name: &Name, line: usize) {
+    pub fn ensure_node(&mut self, name: &Name) {
         let apex_labels = self.origin.num_labels();
         for n in (apex_labels..=name.num_labels()).rev() {
             let ancestor = name.trim_to(n as usize);
-            self.owner_lines.entry(ancestor.clone()).or_insert(line);
             if self.nodes.contains_key(&ancestor) {
                 break;
             }
             self.nodes.insert(ancestor, Node::default());
         }
-        // The loop above stops at the first existing ancestor; make sure the name itself exists.
+        // `num_labels` does not count a leading `*`: a wildcard owner is added here.
         self.nodes.entry(name.clone()).or_default();
     }
 

@@ -2,6 +2,7 @@
 # Side-by-side DNS benchmark: Meridian against gdnsd, NSD, Knot and PowerDNS on the same zone.
 #
 #   ops/bench/dns.sh [--rounds N] [--seconds S] [--servers "meridian gdnsd ..."] [--workloads "static ..."]
+#   ops/bench/dns.sh --scale    memory and load time at 1,000,000 records (see dns-scale.sh)
 #
 # Every server runs one worker pinned to CPU 0; dnsperf runs pinned to CPU 1. The comparable
 # figure is queries per second per *server core* (q/s divided by the server's CPU share over the
@@ -31,6 +32,7 @@ WORKLOADS="static nxdomain weighted geo geo-ecs mix"
 LAT_QPS=20000
 while [ $# -gt 0 ]; do
   case "$1" in
+    --scale) exec bash "$(dirname "$0")/dns-scale.sh" ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
@@ -55,25 +57,8 @@ fi
 (cd "$ROOT" && cargo build --release --quiet)
 MERIDIAN="$ROOT/target/release/meridian"
 
-W=$(mktemp -d /tmp/meridian-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket
-while True:
-    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass'
-}
+# shellcheck source=ops/bench/common.sh
+source "$ROOT/ops/bench/common.sh"
 
 # ---------------------------------------------------------------- data
 {
@@ -116,14 +101,6 @@ COOKIE_OPT="10:0102030405060708"
 # ---------------------------------------------------------------- servers
 declare -A PORT PID
 for s in $SERVERS; do PORT[$s]=$(free_port); done
-
-start_backend() {
-  mkdir -p "$W/www"
-  echo ok > "$W/www/index.html"
-  BACKEND_PORT=$(free_port)
-  python3 -m http.server "$BACKEND_PORT" --bind 127.0.0.1 --directory "$W/www" >/dev/null 2>&1 &
-  PIDS+=($!)
-}
 
 config_meridian() {
   local d="$W/meridian"; mkdir -p "$d"

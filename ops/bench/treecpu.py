@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prints the CPU time (user + system, in clock ticks) of a process and all its descendants,
-threads included, as /proc accounts it. Usage: treecpu.py PID"""
+threads included, as /proc accounts it; with --rss, their resident memory in MiB instead.
+Usage: treecpu.py [--rss] PID"""
 import os
 import sys
 
@@ -26,14 +27,28 @@ def ticks(pid):
         return 0
 
 
-def tree(pid):
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree(pid, measure):
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += ticks(p)
+        total += measure(p)
         todo += children(p)
     return total
 
 
 if __name__ == "__main__":
-    print(tree(int(sys.argv[1])))
+    if sys.argv[1] == "--rss":
+        print("%.0f" % (tree(int(sys.argv[2]), rss_kib) / 1024))
+    else:
+        print(tree(int(sys.argv[1]), ticks))
