@@ -51,27 +51,7 @@ for variant in meridian-gslb meridian-zone nsd; do
   cp "$W/scale.zone" "$d/bench.test.zone"
   port=$(free_port)
   if [ "$variant" = nsd ]; then
-    cat > "$d/nsd.conf" <<EOF
-server:
-  ip-address: 127.0.0.1@$port
-  server-count: 1
-  reuseport: no
-  username: ""
-  chroot: ""
-  zonesdir: "$d"
-  database: ""
-  zonelistfile: "$d/zone.list"
-  pidfile: "$d/nsd.pid"
-  xfrdfile: "$d/xfrd.state"
-  xfrdir: "$d"
-  logfile: "$d/nsd.log"
-  rrl-ratelimit: 0
-remote-control:
-  control-enable: no
-zone:
-  name: bench.test
-  zonefile: bench.test.zone
-EOF
+    write_nsd_conf "$d" "$port"
     t0=$(now)
     taskset -c 0 nsd -d -c "$d/nsd.conf" >"$d/out" 2>&1 &
   else

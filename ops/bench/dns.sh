@@ -207,28 +207,7 @@ EOF
 config_nsd() {
   local d="$W/nsd"; mkdir -p "$d"
   cp "$W/static.zone" "$d/bench.test.zone"
-  cat > "$d/nsd.conf" <<EOF
-server:
-  ip-address: 127.0.0.1@${PORT[nsd]}
-  server-count: 1
-  reuseport: no
-  username: ""
-  chroot: ""
-  zonesdir: "$d"
-  database: ""
-  zonelistfile: "$d/zone.list"
-  pidfile: "$d/nsd.pid"
-  xfrdfile: "$d/xfrd.state"
-  xfrdir: "$d"
-  logfile: "$d/nsd.log"
-  rrl-ratelimit: 0
-  minimal-responses: yes
-remote-control:
-  control-enable: no
-zone:
-  name: bench.test
-  zonefile: bench.test.zone
-EOF
+  write_nsd_conf "$d" "${PORT[nsd]}"
   taskset -c 0 nsd -d -c "$d/nsd.conf" >"$d/out" 2>&1 &
 }
 
