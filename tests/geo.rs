@@ -92,36 +92,16 @@ fn ecs_clients_get_their_nearest_site_with_minimal_scope() {
     let (_cfg, srv) = geo_server(&b, "", "");
     let geo = |net: &str| srv.query_ecs("geo.example.test.", RecordType::A, net);
     // Near each site, and scope = the database network (never longer than the source).
-    assert_eq!(
-        geo("10.1.0.0/24"),
-        (vec![FRA.to_string()], Some(17)),
-        "Frankfurt"
-    );
-    assert_eq!(
-        geo("10.2.0.0/24"),
-        (vec![IAD.to_string()], Some(16)),
-        "Ashburn"
-    );
-    assert_eq!(
-        geo("10.3.0.0/24"),
-        (vec![SIN.to_string()], Some(16)),
-        "Singapore"
-    );
-    assert_eq!(
-        geo("10.6.1.0/24"),
-        (vec![FRA.to_string()], Some(16)),
-        "London is nearest fra"
-    );
-    assert_eq!(
-        geo("10.4.0.0/24"),
-        (vec![IAD.to_string()], Some(16)),
-        "Sao Paulo is nearest iad"
-    );
-    assert_eq!(
-        geo("10.5.0.0/24"),
-        (vec![SIN.to_string()], Some(16)),
-        "Tokyo is nearest sin"
-    );
+    for (net, site, scope, what) in [
+        ("10.1.0.0/24", FRA, 17, "Frankfurt"),
+        ("10.2.0.0/24", IAD, 16, "Ashburn"),
+        ("10.3.0.0/24", SIN, 16, "Singapore"),
+        ("10.6.1.0/24", FRA, 16, "London is nearest fra"),
+        ("10.4.0.0/24", IAD, 16, "Sao Paulo is nearest iad"),
+        ("10.5.0.0/24", SIN, 16, "Tokyo is nearest sin"),
+    ] {
+        assert_eq!(geo(net), (vec![site.to_string()], Some(scope)), "{what}");
+    }
     assert_eq!(
         geo("10.3.0.0/12").1,
         Some(12),
