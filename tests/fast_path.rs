@@ -23,7 +23,8 @@ toglobal IN CNAME geo\n\
 a.b.c IN A 192.0.2.81\n\
 sub IN NS ns.sub\n\
 ns.sub IN A 192.0.2.153\n\
-deep.wild IN A 192.0.2.1\n";
+deep.wild IN A 192.0.2.1\n\
+x.child IN A 192.0.2.77\n";
 
 const GSLB: &str = r#"
 [[name]]
@@ -98,6 +99,11 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         "v4only.example.test.",
         "geo.example.test.",
         "outside.example.org.",
+        "x.child.example.test.",
+        "y.child.example.test.",
+        "z.child.example.test.",
+        "z.x.child.example.test.",
+        "child.example.test.",
     ];
     let types = [
         RecordType::A,
@@ -179,6 +185,15 @@ fn fast_and_general_paths_agree() {
         cfg.path("geo.mmdb"),
     )
     .unwrap();
+    // A zone nested inside the first without a delegation: its names are its own.
+    std::fs::write(
+        cfg.path("child.zone"),
+        "$TTL 60\n@ SOA ns1.child.example.test. h.child.example.test. 1 2 3 4 30\n NS ns1\nns1 A 192.0.2.1\ny A 192.0.2.78\n",
+    )
+    .unwrap();
+    let mut server = std::fs::read_to_string(cfg.config()).unwrap();
+    server.push_str("\n[[zone]]\norigin = \"child.example.test\"\nfile = \"child.zone\"\n");
+    std::fs::write(cfg.config(), server).unwrap();
     let loaded = Loaded::new(load(&Source::File(cfg.config())).unwrap(), 1);
     let mut snap = HealthSnapshot::default();
     snap.set(

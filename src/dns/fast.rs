@@ -124,16 +124,22 @@ impl FastIndex {
                 ecs: cfg.zone_ecs[zi],
             });
 
+            // Zones nested inside this one own their names (the general path picks the most
+            // specific zone): leave those names to them.
+            let nested: Vec<&Name> = cfg
+                .zones
+                .iter()
+                .filter(|o| {
+                    o.origin.num_labels() > zone.origin.num_labels()
+                        && zone.origin.zone_of(&o.origin)
+                })
+                .map(|o| &o.origin)
+                .collect();
             for (name, node) in &zone.nodes {
-                let key = wire(name).into_boxed_slice();
-                // The most specific zone wins when zones nest.
-                if let Some(Entry::Static { zone: z, .. } | Entry::Lb { zone: z, .. }) =
-                    names.get(&key)
-                {
-                    if cfg.zones[*z].origin.num_labels() > zone.origin.num_labels() {
-                        continue;
-                    }
+                if nested.iter().any(|o| o.zone_of(name)) {
+                    continue;
                 }
+                let key = wire(name).into_boxed_slice();
                 if !matches!(zone.find(name, RecordType::A), Position::Exact(_))
                     || name.is_wildcard()
                 {
