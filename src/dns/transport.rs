@@ -1,4 +1,5 @@
-//! The transports: UDP on plain OS threads (one per `SO_REUSEPORT` socket) and TCP on tokio.
+//! The transports: UDP on plain OS threads (one per `SO_REUSEPORT` socket, batched with
+//! `recvmmsg`/`sendmmsg`) and TCP on tokio.
 //! Both call [`Responder::answer`]; nothing DNS-specific happens here.
 
 use std::io::{self, IoSlice, IoSliceMut};
