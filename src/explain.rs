@@ -279,7 +279,7 @@ pub fn describe(
         let sites: Vec<String> = order
             .sites
             .iter()
-            .map(|s| match s.distance_km {
+            .map(|s| match s.distance_km() {
                 Some(d) => format!("{} {:.0} km", s.site, d),
                 None => s.site.to_string(),
             })

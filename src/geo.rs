@@ -50,8 +50,12 @@ impl Coords {
 
 /// Great-circle distance in kilometres between two unit vectors.
 pub fn distance_between(a: [f64; 3], b: [f64; 3]) -> f64 {
-    let dot = (a[0] * b[0] + a[1] * b[1] + a[2] * b[2]).clamp(-1.0, 1.0);
-    EARTH_RADIUS_KM * dot.acos()
+    cos_to_km(a[0] * b[0] + a[1] * b[1] + a[2] * b[2])
+}
+
+/// The great-circle distance for the cosine of the angle between two points.
+pub fn cos_to_km(cos: f64) -> f64 {
+    EARTH_RADIUS_KM * cos.clamp(-1.0, 1.0).acos()
 }
 
 const EARTH_RADIUS_KM: f64 = 6371.0088;

@@ -19,7 +19,7 @@ pub type Indexes = SmallVec<[usize; 4]>;
 /// Sites in ranked order, inline for up to four.
 pub type Sites = SmallVec<[RankedSite; 4]>;
 
-use crate::geo::{distance_between, whole_space, GeoHit};
+use crate::geo::{cos_to_km, whole_space, GeoHit};
 use crate::health::{Admin, Health, HealthSnapshot, MemberId};
 
 /// What a member answers with.
@@ -142,7 +142,16 @@ pub enum Basis {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RankedSite {
     pub site: SiteName,
-    pub distance_km: Option<f64>,
+    /// Cosine of the angle between the client and the site, when distance decided
+    /// (ranking compares these; [`RankedSite::distance_km`] turns one into kilometres).
+    pub cos_angle: Option<f64>,
+}
+
+impl RankedSite {
+    /// Great-circle distance from the client, when distance decided.
+    pub fn distance_km(&self) -> Option<f64> {
+        self.cos_angle.map(cos_to_km)
+    }
 }
 
 /// The sites a geo policy chose for a client, and the network the choice holds for.
@@ -161,7 +170,7 @@ impl GeoPolicy {
             list.iter()
                 .map(|s| RankedSite {
                     site: s.clone(),
-                    distance_km: None,
+                    cos_angle: None,
                 })
                 .collect()
         };
@@ -186,13 +195,14 @@ impl GeoPolicy {
                     .iter()
                     .map(|(name, at)| RankedSite {
                         site: name.clone(),
-                        distance_km: Some(distance_between(here, *at)),
+                        cos_angle: Some(here[0] * at[0] + here[1] * at[1] + here[2] * at[2]),
                     })
                     .collect();
                 // Stable sort: equal distances keep configured order.
                 ranked.sort_by(|a, b| {
-                    a.distance_km
-                        .partial_cmp(&b.distance_km)
+                    // Larger cosine, smaller angle: nearer first.
+                    b.cos_angle
+                        .partial_cmp(&a.cos_angle)
                         .unwrap_or(std::cmp::Ordering::Equal)
                 });
                 if let Some(n) = limit {

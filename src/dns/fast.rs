@@ -229,7 +229,7 @@ struct Parsed {
     cd: bool,
     /// End of the question section.
     question_end: usize,
-    name: [u8; 256],
+    /// Length of the lower-cased wire name written into the caller's buffer.
     name_len: usize,
     qtype: u16,
     edns: Option<Edns>,
@@ -241,7 +241,9 @@ struct Edns {
     ecs: Option<Ecs>,
 }
 
-fn parse(q: &[u8]) -> Option<Parsed> {
+/// Parses `q`, writing its lower-cased wire name into `name` (kept by the caller, so the
+/// parsed query stays small to move).
+fn parse(q: &[u8], name: &mut [u8; 256]) -> Option<Parsed> {
     if q.len() < 17 {
         return None;
     }
@@ -254,7 +256,6 @@ fn parse(q: &[u8]) -> Option<Parsed> {
         rd: q[2] & 0x01 != 0,
         cd: q[3] & 0x10 != 0,
         question_end: 0,
-        name: [0; 256],
         name_len: 0,
         qtype: 0,
         edns: None,
@@ -265,7 +266,7 @@ fn parse(q: &[u8]) -> Option<Parsed> {
         if len > 63 || p.name_len + len + 1 > 255 {
             return None;
         }
-        p.name[p.name_len] = len as u8;
+        name[p.name_len] = len as u8;
         p.name_len += 1;
         if len == 0 {
             pos += 1;
@@ -273,7 +274,7 @@ fn parse(q: &[u8]) -> Option<Parsed> {
         }
         let label = q.get(pos + 1..pos + 1 + len)?;
         for (i, b) in label.iter().enumerate() {
-            p.name[p.name_len + i] = b.to_ascii_lowercase();
+            name[p.name_len + i] = b.to_ascii_lowercase();
         }
         p.name_len += len;
         pos += 1 + len;
@@ -336,14 +337,17 @@ pub fn answer(
     let Some(index) = loaded.fast.as_ref() else {
         return false;
     };
-    let Some(p) = parse(query) else { return false };
+    let mut name = [0u8; 256];
+    let Some(p) = parse(query, &mut name) else {
+        return false;
+    };
     if p.qtype == u16::from(RecordType::ANY)
         || p.qtype == u16::from(RecordType::OPT)
         || p.qtype == 0
     {
         return false;
     }
-    let key = &p.name[..p.name_len];
+    let key = &name[..p.name_len];
     let ours = loaded.config.server.edns_udp_size;
     let cap = match (transport, &p.edns) {
         (Transport::Tcp, _) => u16::MAX as usize,
