@@ -264,7 +264,7 @@ impl Config {
             .iter()
             .filter(|p| p.name == pool)
             .flat_map(|p| p.members.iter())
-            .filter(|m| m.site == site)
+            .filter(|m| &*m.site == site)
             .map(|m| m.id.clone())
             .collect()
     }
@@ -537,6 +537,9 @@ impl Builder {
             checks.insert(name.as_str(), (kind, c));
         }
 
+        // Site names, shared by members and policies of this file.
+        let mut interned: HashMap<String, SiteName> = HashMap::new();
+
         // Pools: local name -> global index.
         let mut pool_index: HashMap<&str, usize> = HashMap::new();
         for (pname, p) in &parsed.pool {
@@ -610,7 +613,7 @@ impl Builder {
                 }
                 members.push(Member {
                     id,
-                    site: fm.site.clone(),
+                    site: intern(&mut interned, &fm.site),
                     target,
                     weight: weight as u32,
                     priority: fm.priority.unwrap_or(1),
@@ -653,7 +656,7 @@ impl Builder {
             let member_sites: Vec<&str> = [Some(pool), fallback_pool]
                 .into_iter()
                 .flatten()
-                .flat_map(|p| self.pools[p].members.iter().map(|m| m.site.as_str()))
+                .flat_map(|p| self.pools[p].members.iter().map(|m| &*m.site))
                 .collect();
             let policy = build_policy(
                 fname,
@@ -662,6 +665,7 @@ impl Builder {
                 file,
                 self.geo.is_some(),
                 &mut self.sources,
+                &mut interned,
             )
             .map_err(&err)?;
             let (mut a, mut aaaa) = (false, false);
@@ -780,6 +784,7 @@ fn build_policy(
     file: &Path,
     has_geo: bool,
     sources: &mut Vec<PathBuf>,
+    interned: &mut HashMap<String, SiteName>,
 ) -> Result<PolicyKind, String> {
     let kind = fname.policy.as_deref().unwrap_or("weighted");
     let geo_keys = fname.limit.is_some()
@@ -911,7 +916,7 @@ fn build_policy(
             GeoMode::Nearest {
                 sites: located
                     .into_iter()
-                    .map(|(s, c)| (SiteName::from(s), c.unit()))
+                    .map(|(s, c)| (intern(interned, &s), c.unit()))
                     .collect(),
                 limit,
             }
@@ -940,7 +945,11 @@ fn build_policy(
                 }
                 list.iter().try_for_each(known)?;
             }
-            GeoMode::Map(map.into_iter().map(|(k, v)| (k, names(v))).collect())
+            GeoMode::Map(
+                map.into_iter()
+                    .map(|(k, v)| (k, names(interned, v)))
+                    .collect(),
+            )
         }
         _ => {
             if fname.limit.is_some() || fname.map.is_some() {
@@ -954,13 +963,23 @@ fn build_policy(
     };
     Ok(PolicyKind::Geo(Arc::new(GeoPolicy {
         mode,
-        subnets: subnets.into_iter().map(|(n, v)| (n, names(v))).collect(),
-        default_order: names(default_order),
+        subnets: subnets
+            .into_iter()
+            .map(|(n, v)| (n, names(interned, v)))
+            .collect(),
+        default_order: names(interned, default_order),
     })))
 }
 
-fn names(list: Vec<String>) -> Vec<SiteName> {
-    list.into_iter().map(SiteName::from).collect()
+fn intern(table: &mut HashMap<String, SiteName>, site: &str) -> SiteName {
+    table
+        .entry(site.to_string())
+        .or_insert_with(|| SiteName::from(site))
+        .clone()
+}
+
+fn names(table: &mut HashMap<String, SiteName>, list: Vec<String>) -> Vec<SiteName> {
+    list.into_iter().map(|s| intern(table, &s)).collect()
 }
 
 impl Builder {

@@ -52,7 +52,9 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Member {
     pub id: MemberId,
-    pub site: String,
+    /// Interned per load-balancing file: members and geo policies of one file share the same
+    /// allocation for a site, so rankings compare pointers before bytes.
+    pub site: SiteName,
     pub target: Target,
     pub weight: u32,
     /// Failover group: lower numbers are tried first.
@@ -113,6 +115,10 @@ pub enum GeoMode {
 
 /// A site's name, shared: rankings copy it per query, so it is cheap to clone.
 pub type SiteName = Arc<str>;
+
+fn same_site(a: &SiteName, b: &SiteName) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
 
 /// A client-dependent site ordering: subnet entries first (longest prefix wins), then the mode.
 #[derive(Debug, Clone)]
@@ -390,7 +396,7 @@ impl SelectionPolicy for GeoPolicy {
             let here: Indexes = usable
                 .iter()
                 .copied()
-                .filter(|&i| *pool.members[i].site == *site.site)
+                .filter(|&i| same_site(&pool.members[i].site, &site.site))
                 .collect();
             members.extend(weighted(pool, &here, cursor));
         }
