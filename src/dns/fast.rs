@@ -1,7 +1,7 @@
 //! The fast path: ordinary queries answered without building a `Message`.
 //!
-//! When a config loads, every static (name, type) answer is computed once by the general path
-//! and kept as wire bytes ([`FastIndex`]). A query is then parsed in place (header, one
+//! When a config loads, every static (name, type) answer is encoded once from the zone's RRsets
+//! and kept as wire bytes ([`FastIndex`]); a test checks them against the general path. A query is then parsed in place (header, one
 //! question, at most one OPT), looked up by its lower-cased wire name, and answered by copying:
 //! the query's ID, RD and CD bits, the query's own question bytes (so 0x20 mixed case
 //! survives), the stored sections, and an OPT written per query (our size, DO, ECS).
@@ -14,12 +14,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use ipnet::IpNet;
 
 use super::ecs::{self, Ecs};
-use super::{answer_with, HealthView, Loaded, Trace, Transport};
+use super::{HealthView, Loaded, Transport};
 use crate::policy::{self, ClientInfo, Family, Reason, Target};
 use crate::zone::Position;
 
@@ -75,9 +75,6 @@ pub struct FastIndex {
     zones: Vec<FastZone>,
 }
 
-/// A type no zone holds: its precomputed answer is the answer for "any other type".
-const OTHER_TYPE: u16 = 65280;
-
 fn wire(name: &Name) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 2);
     for label in name.iter() {
@@ -89,12 +86,11 @@ fn wire(name: &Name) -> Vec<u8> {
 }
 
 impl FastIndex {
-    /// Builds the index by asking the general path every static question once.
+    /// Builds the index: every exact name's RRsets encoded, NODATA as the zone's SOA.
     pub fn build(loaded: &Loaded) -> FastIndex {
         let cfg = &loaded.config;
         let mut names: NameMap<Box<[u8]>, Entry> = NameMap::default();
         let mut zones = Vec::new();
-        let empty = crate::health::HealthSnapshot::default();
         for (zi, zone) in cfg.zones.iter().enumerate() {
             let soa = zone.negative_soa();
             let mut bytes = wire(&soa.name);
@@ -146,25 +142,20 @@ impl FastIndex {
                     names.insert(key, Entry::Slow);
                     continue;
                 }
-                let mut types: Vec<u16> = node.rrsets.iter().map(|s| u16::from(s.rtype)).collect();
-                // At a CNAME every other type follows the chain: no single answer fits them all.
-                if node.rrset(RecordType::CNAME).is_none() {
-                    types.push(OTHER_TYPE);
-                }
-                let mut by_type = Vec::new();
-                let mut other = None;
-                for t in types {
-                    let rtype = RecordType::from(t);
-                    if node.lb.is_some_and(|lb| lb.covers(rtype)) {
-                        continue;
-                    }
-                    let blob = precompute(loaded, &empty, name, rtype);
-                    if t == OTHER_TYPE {
-                        other = blob;
-                    } else {
-                        by_type.push((t, blob));
-                    }
-                }
+                // A type the node holds is answered with its RRset; any other type is NODATA,
+                // except at a CNAME, where every other type follows the chain (general path).
+                let by_type: Vec<(u16, Option<Blob>)> = node
+                    .rrsets
+                    .iter()
+                    .filter(|set| !node.lb.is_some_and(|lb| lb.covers(set.rtype)))
+                    .map(|set| (u16::from(set.rtype), rrset_blob(&set.records)))
+                    .collect();
+                let other = node.rrset(RecordType::CNAME).is_none().then(|| Blob {
+                    flags2: 0x84,
+                    rcode: 0,
+                    counts: [0, 1, 0],
+                    sections: zones[zi].soa.clone().into_boxed_slice(),
+                });
                 let entry = match node.lb {
                     Some(lb) => Entry::Lb {
                         zone: zi,
@@ -187,38 +178,28 @@ impl FastIndex {
     }
 }
 
-/// Asks the general path one question; keeps the answer if nothing in it was dynamic.
-fn precompute(
-    loaded: &Loaded,
-    health: &crate::health::HealthSnapshot,
-    name: &Name,
-    rtype: RecordType,
-) -> Option<Blob> {
-    let mut m = Message::new(0, MessageType::Query, OpCode::Query);
-    m.add_query(Query::query(name.clone(), rtype));
-    let q = m.to_vec().ok()?;
-    let mut trace = Trace::default();
-    let src = SocketAddr::from(([127, 0, 0, 1], 0));
-    let r = answer_with(
-        loaded,
-        HealthView::Fixed(health),
-        &q,
-        src,
-        Transport::Tcp,
-        Some(&mut trace),
-    )?;
-    if trace.binding.is_some() || r.len() < q.len() {
-        return None; // a CNAME into a load-balanced name: dynamic
+/// An authoritative answer holding one RRset, owners pointing at the question (offset 12),
+/// record data uncompressed so the bytes fit after any question.
+fn rrset_blob(records: &[Record]) -> Option<Blob> {
+    let mut sections = Vec::new();
+    let mut rdata = Vec::new();
+    for r in records {
+        rdata.clear();
+        let mut enc = BinEncoder::new(&mut rdata);
+        enc.set_name_encoding(NameEncoding::Uncompressed);
+        r.data.emit(&mut enc).ok()?;
+        sections.extend_from_slice(&[0xC0, 12]);
+        sections.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
+        sections.extend_from_slice(&[0, 1]);
+        sections.extend_from_slice(&r.ttl.to_be_bytes());
+        sections.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes());
+        sections.extend_from_slice(&rdata);
     }
     Some(Blob {
-        flags2: r[2] & !0x01,
-        rcode: r[3] & 0x0f,
-        counts: [
-            u16::from_be_bytes([r[6], r[7]]),
-            u16::from_be_bytes([r[8], r[9]]),
-            u16::from_be_bytes([r[10], r[11]]),
-        ],
-        sections: r[q.len()..].into(),
+        flags2: 0x84,
+        rcode: 0,
+        counts: [u16::try_from(records.len()).ok()?, 0, 0],
+        sections: sections.into_boxed_slice(),
     })
 }
 
