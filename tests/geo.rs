@@ -247,6 +247,16 @@ pool = "plain"
     assert_eq!(q("plain", "10.3.0.0/24").1, Some(0));
 }
 
+/// A CHAOS-class TXT query: the in-band explanation.
+fn chaos_txt(name: &str) -> Vec<u8> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    let mut query = Query::query(name.parse().unwrap(), RecordType::TXT);
+    query.set_query_class(hickory_proto::rr::DNSClass::CH);
+    m.add_query(query);
+    m.to_vec().unwrap()
+}
+
 fn explain(srv: &Server, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(["explain", "--control", &srv.control.to_string()])
@@ -318,18 +328,7 @@ fn explain_shows_the_decision_chain() {
     );
 
     // In-band from an allowed network (loopback by default).
-    let q = {
-        let mut m = hickory_proto::op::Message::new(
-            7,
-            hickory_proto::op::MessageType::Query,
-            hickory_proto::op::OpCode::Query,
-        );
-        let mut query =
-            hickory_proto::op::Query::query("geo.example.test.".parse().unwrap(), RecordType::TXT);
-        query.set_query_class(hickory_proto::rr::DNSClass::CH);
-        m.add_query(query);
-        m.to_vec().unwrap()
-    };
+    let q = chaos_txt("geo.example.test.");
     // Long: truncated over UDP without EDNS, complete over TCP.
     assert!(query_udp(srv.dns, &q).truncation);
     let r = query_tcp(srv.dns, &q);
@@ -345,16 +344,7 @@ fn explain_shows_the_decision_chain() {
 fn in_band_explanation_is_refused_outside_allowed_networks() {
     let b = backends();
     let (_cfg, srv) = geo_server(&b, "", "explain_from = [\"10.0.0.0/8\"]\n");
-    let mut m = hickory_proto::op::Message::new(
-        9,
-        hickory_proto::op::MessageType::Query,
-        hickory_proto::op::OpCode::Query,
-    );
-    let mut query =
-        hickory_proto::op::Query::query("geo.example.test.".parse().unwrap(), RecordType::TXT);
-    query.set_query_class(hickory_proto::rr::DNSClass::CH);
-    m.add_query(query);
-    let r = query_udp(srv.dns, &m.to_vec().unwrap());
+    let r = query_udp(srv.dns, &chaos_txt("geo.example.test."));
     assert_eq!(r.response_code, ResponseCode::Refused);
     assert!(r.answers.is_empty());
 }
