@@ -20,7 +20,7 @@ use ipnet::IpNet;
 
 use super::ecs::{self, Ecs};
 use super::{HealthView, Loaded, Transport};
-use crate::policy::{self, ClientInfo, Family, Reason, Target};
+use crate::policy::{ClientInfo, Family, Reason, Target};
 use crate::zone::Position;
 
 type NameMap<K, V> = crate::hash::FastMap<K, V>;
@@ -493,23 +493,8 @@ fn lb_answer(
         _ => IpNet::from(src.ip()),
     };
     let mut client = ClientInfo::from_network(network);
-    if b.policy.needs_location() {
-        client.geo = Some(cfg.geo.locate(network.network()));
-    }
     let family = if p.qtype == 1 { Family::V4 } else { Family::V6 };
-    let cursor = loaded.cursors[binding].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let req = policy::Request {
-        pools: &cfg.pools,
-        pool: b.pool,
-        policy: &b.policy,
-        answers: b.answers,
-        when_all_down: &b.when_all_down,
-        family,
-    };
-    let sel = match health {
-        HealthView::Live(store) => policy::select(&req, &store.guard(), &client, cursor),
-        HealthView::Fixed(snap) => policy::select(&req, snap, &client, cursor),
-    };
+    let sel = super::select_for(loaded, health, binding, &mut client, family, false);
     let members = sel
         .members
         .iter()

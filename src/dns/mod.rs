@@ -384,28 +384,14 @@ impl Ctx<'_, '_> {
 
     /// Runs the binding's policy; shared by answers and explanations.
     fn select(&mut self, index: usize, family: Family) -> Selection {
-        let b: &Binding = &self.loaded.config.bindings[index];
-        if b.policy.needs_location() && self.client.geo.is_none() {
-            let hit: GeoHit = self.loaded.config.geo.locate(self.client.network.network());
-            self.client.geo = Some(hit);
-        }
-        let cursor = if self.peek {
-            self.loaded.cursors[index].load(Ordering::Relaxed)
-        } else {
-            self.loaded.cursors[index].fetch_add(1, Ordering::Relaxed)
-        };
-        let req = policy::Request {
-            pools: &self.loaded.config.pools,
-            pool: b.pool,
-            policy: &b.policy,
-            answers: b.answers,
-            when_all_down: &b.when_all_down,
+        let sel = select_for(
+            self.loaded,
+            self.health,
+            index,
+            &mut self.client,
             family,
-        };
-        let sel = match self.health {
-            HealthView::Live(store) => policy::select(&req, &store.guard(), &self.client, cursor),
-            HealthView::Fixed(snap) => policy::select(&req, snap, &self.client, cursor),
-        };
+            self.peek,
+        );
         if let Some(t) = self.trace.as_deref_mut() {
             t.client = Some(self.client.clone());
             t.binding = Some(index);
@@ -490,6 +476,42 @@ impl Ctx<'_, '_> {
             r.dns_class = DNSClass::CH;
             resp.answers.push(r);
         }
+    }
+}
+
+/// Runs a binding's policy for a client: looks the client up in the geo database when the
+/// policy needs it (once), takes the round-robin cursor (advancing it unless `peek`), and
+/// selects over the health view. Shared by the general and the fast path.
+pub(crate) fn select_for(
+    loaded: &Loaded,
+    health: HealthView<'_>,
+    index: usize,
+    client: &mut ClientInfo,
+    family: Family,
+    peek: bool,
+) -> Selection {
+    let cfg = &loaded.config;
+    let b: &Binding = &cfg.bindings[index];
+    if b.policy.needs_location() && client.geo.is_none() {
+        let hit: GeoHit = cfg.geo.locate(client.network.network());
+        client.geo = Some(hit);
+    }
+    let cursor = if peek {
+        loaded.cursors[index].load(Ordering::Relaxed)
+    } else {
+        loaded.cursors[index].fetch_add(1, Ordering::Relaxed)
+    };
+    let req = policy::Request {
+        pools: &cfg.pools,
+        pool: b.pool,
+        policy: &b.policy,
+        answers: b.answers,
+        when_all_down: &b.when_all_down,
+        family,
+    };
+    match health {
+        HealthView::Live(store) => policy::select(&req, &store.guard(), client, cursor),
+        HealthView::Fixed(snap) => policy::select(&req, snap, client, cursor),
     }
 }
 
