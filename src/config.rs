@@ -724,7 +724,7 @@ impl Builder {
                 }
             };
             // Zone-node rules: no static A/AAAA/CNAME for the types the binding answers.
-            if let Some(node) = zone.nodes.get(&owner) {
+            if let Some(node) = zone.node(&owner) {
                 if node.lb.is_some() {
                     return Err(err("declared twice".into()));
                 }
@@ -737,7 +737,7 @@ impl Builder {
                             "clashes with the static {} record at {}:{}",
                             set.rtype,
                             zone.file.display(),
-                            set.line
+                            set.line()
                         )));
                     }
                 }
@@ -746,8 +746,7 @@ impl Builder {
             for k in zone.origin.num_labels() + 1..=owner.num_labels() {
                 let anc = owner.trim_to(k as usize);
                 if zone
-                    .nodes
-                    .get(&anc)
+                    .node(&anc)
                     .is_some_and(|nd| nd.rrset(RecordType::NS).is_some())
                 {
                     return Err(err(format!("at or below the delegation {anc}")));
@@ -756,7 +755,7 @@ impl Builder {
             let line = lines.line(n.span().start);
             zone.ensure_node(&owner);
             let binding = self.bindings.len();
-            zone.nodes.get_mut(&owner).expect("ensured").lb = Some(LbMark { binding, a, aaaa });
+            zone.node_mut(&owner).expect("ensured").lb = Some(LbMark { binding, a, aaaa });
             self.bindings.push(Binding {
                 zone: zone_idx,
                 name: owner,
@@ -995,12 +994,12 @@ impl Builder {
                     .iter()
                     .filter(|z| z.origin.zone_of(&name))
                     .max_by_key(|z| z.origin.num_labels())?;
-                let node = zone.nodes.get(&name)?;
+                let node = zone.node(&name)?;
                 if let Some(lb) = node.lb {
                     return Some(lb.binding);
                 }
                 let cname = node.rrset(RecordType::CNAME)?;
-                match &cname.records[0].data {
+                match cname.first() {
                     hickory_proto::rr::RData::CNAME(c) => name = fqdn_lower(&c.0),
                     _ => return None,
                 }

@@ -14,49 +14,18 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+use hickory_proto::rr::{Name, RData, RecordType};
+use std::hash::Hasher;
+
+use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use super::ecs::{self, Ecs};
 use super::{HealthView, Loaded, Transport};
 use crate::policy::{ClientInfo, Family, Reason, Target};
-use crate::zone::Position;
+use crate::hash::FastHasher;
+use crate::zone::{Position, RRset};
 
-type NameMap<K, V> = crate::hash::FastMap<K, V>;
-
-/// Precomputed sections of one response, valid for a question of the same length.
-#[derive(Debug, Clone)]
-struct Blob {
-    /// Header byte 2 without RD, and byte 3 (RA/Z/AD/CD cleared, RCODE kept).
-    flags2: u8,
-    rcode: u8,
-    counts: [u16; 3],
-    /// Everything after the question.
-    sections: Box<[u8]>,
-}
-
-#[derive(Debug, Clone)]
-enum Entry {
-    /// Static data: answers per query type (`None`: dynamic, ask the general path), and the
-    /// answer for any other type (`None` at a CNAME).
-    Static {
-        zone: usize,
-        by_type: Vec<(u16, Option<Blob>)>,
-        other: Option<Blob>,
-    },
-    /// A load-balanced name; other types are static.
-    Lb {
-        zone: usize,
-        binding: usize,
-        a: bool,
-        aaaa: bool,
-        by_type: Vec<(u16, Option<Blob>)>,
-        other: Option<Blob>,
-    },
-    /// At or below a delegation, or otherwise unusual: the general path answers.
-    Slow,
-}
 
 #[derive(Debug, Clone)]
 struct FastZone {
@@ -70,9 +39,81 @@ struct FastZone {
 }
 
 /// Every static answer of a config, as bytes.
+///
+/// All names and answers live in one byte arena, one record per name; the table holds only
+/// the offset of each record (four bytes a slot), hashed by the name. A million names cost
+/// about 60 MB this way, against several times that for a map of boxed keys and answers.
+///
+/// A record: the name's length and lower-cased wire form; kind (`KIND_*`), flags (`FLAG_*`),
+/// zone index (2 bytes), binding index (4 bytes), number of types; then per type the query
+/// type (2), answer count (2; [`GENERAL`] sends the type to the general path), length (2) and
+/// the answer section, owners pointing at the question.
 pub struct FastIndex {
-    names: NameMap<Box<[u8]>, Entry>,
+    table: HashTable<u32>,
+    arena: Vec<u8>,
     zones: Vec<FastZone>,
+}
+
+const KIND_STATIC: u8 = 0;
+const KIND_LB: u8 = 1;
+/// At or below a delegation, or otherwise unusual: the general path answers.
+const KIND_SLOW: u8 = 2;
+const FLAG_A: u8 = 1;
+const FLAG_AAAA: u8 = 2;
+/// Types the name does not hold are NODATA (not at a CNAME: the chain is the general path's).
+const FLAG_NODATA: u8 = 4;
+const GENERAL: u16 = u16::MAX;
+
+/// One name's record, read from the arena.
+struct Entry<'a> {
+    kind: u8,
+    flags: u8,
+    zone: usize,
+    binding: usize,
+    ntypes: u8,
+    /// The per-type answers, and the arena's further records after them.
+    types: &'a [u8],
+}
+
+/// What a static type answers.
+enum Pick<'a> {
+    Answer { count: u16, sections: &'a [u8] },
+    NoData,
+    General,
+}
+
+impl Entry<'_> {
+    fn pick(&self, qtype: u16) -> Pick<'_> {
+        let mut rest = self.types;
+        for _ in 0..self.ntypes {
+            let [t0, t1, c0, c1, l0, l1, tail @ ..] = rest else {
+                break;
+            };
+            let len = u16::from_be_bytes([*l0, *l1]) as usize;
+            if u16::from_be_bytes([*t0, *t1]) == qtype {
+                let count = u16::from_be_bytes([*c0, *c1]);
+                return match count {
+                    GENERAL => Pick::General,
+                    _ => Pick::Answer {
+                        count,
+                        sections: &tail[..len],
+                    },
+                };
+            }
+            rest = &tail[len..];
+        }
+        if self.flags & FLAG_NODATA != 0 {
+            Pick::NoData
+        } else {
+            Pick::General
+        }
+    }
+}
+
+fn hash_name(wire: &[u8]) -> u64 {
+    let mut h = FastHasher::default();
+    h.write(wire);
+    h.finish()
 }
 
 fn wire(name: &Name) -> Vec<u8> {
@@ -86,11 +127,15 @@ fn wire(name: &Name) -> Vec<u8> {
 }
 
 impl FastIndex {
-    /// Builds the index: every exact name's RRsets encoded, NODATA as the zone's SOA.
-    pub fn build(loaded: &Loaded) -> FastIndex {
+    /// Builds the index: every exact name's RRsets encoded, NODATA as the zone's SOA. `None`
+    /// when the data does not fit the index (over 4 GiB): the general path answers all.
+    pub fn build(loaded: &Loaded) -> Option<FastIndex> {
         let cfg = &loaded.config;
-        let mut names: NameMap<Box<[u8]>, Entry> = NameMap::default();
-        let mut zones = Vec::new();
+        let mut index = FastIndex {
+            table: HashTable::with_capacity(cfg.zones.iter().map(|z| z.node_count()).sum()),
+            arena: Vec::new(),
+            zones: Vec::new(),
+        };
         for (zi, zone) in cfg.zones.iter().enumerate() {
             let soa = zone.negative_soa();
             let mut bytes = wire(&soa.name);
@@ -112,11 +157,11 @@ impl FastIndex {
             }
             bytes.extend((rdata.len() as u16).to_be_bytes());
             bytes.extend(rdata);
-            zones.push(FastZone {
+            index.zones.push(FastZone {
                 soa: bytes,
                 soa_ttl_at,
                 soa_ttl: soa.ttl,
-                has_wildcard: zone.nodes.keys().any(|n| n.is_wildcard()),
+                has_wildcard: zone.has_wildcard(),
                 ecs: cfg.zone_ecs[zi],
             });
 
@@ -131,76 +176,108 @@ impl FastIndex {
                 })
                 .map(|o| &o.origin)
                 .collect();
-            for (name, node) in &zone.nodes {
+            let zone_index = u16::try_from(zi).ok()?;
+            for (name, node) in zone.nodes() {
+                let name = &name;
                 if nested.iter().any(|o| o.zone_of(name)) {
                     continue;
                 }
-                let key = wire(name).into_boxed_slice();
-                if !matches!(zone.find(name, RecordType::A), Position::Exact(_))
-                    || name.is_wildcard()
-                {
-                    names.insert(key, Entry::Slow);
-                    continue;
-                }
+                let key = wire(name);
+                let at = u32::try_from(index.arena.len()).ok()?;
+                let a = &mut index.arena;
+                a.push(key.len() as u8);
+                a.extend_from_slice(&key);
+                let slow = !matches!(zone.find(name, RecordType::A), Position::Exact(_))
+                    || name.is_wildcard();
+                let (kind, mut flags, binding) = match node.lb {
+                    _ if slow => (KIND_SLOW, 0, 0),
+                    Some(lb) => (
+                        KIND_LB,
+                        u8::from(lb.a) * FLAG_A | u8::from(lb.aaaa) * FLAG_AAAA,
+                        u32::try_from(lb.binding).ok()?,
+                    ),
+                    None => (KIND_STATIC, 0, 0),
+                };
                 // A type the node holds is answered with its RRset; any other type is NODATA,
                 // except at a CNAME, where every other type follows the chain (general path).
-                let by_type: Vec<(u16, Option<Blob>)> = node
-                    .rrsets
-                    .iter()
-                    .filter(|set| !node.lb.is_some_and(|lb| lb.covers(set.rtype)))
-                    .map(|set| (u16::from(set.rtype), rrset_blob(&set.records)))
-                    .collect();
-                let other = node.rrset(RecordType::CNAME).is_none().then(|| Blob {
-                    flags2: 0x84,
-                    rcode: 0,
-                    counts: [0, 1, 0],
-                    sections: zones[zi].soa.clone().into_boxed_slice(),
-                });
-                let entry = match node.lb {
-                    Some(lb) => Entry::Lb {
-                        zone: zi,
-                        binding: lb.binding,
-                        a: lb.a,
-                        aaaa: lb.aaaa,
-                        by_type,
-                        other,
-                    },
-                    None => Entry::Static {
-                        zone: zi,
-                        by_type,
-                        other,
-                    },
+                if node.rrset(RecordType::CNAME).is_none() {
+                    flags |= FLAG_NODATA;
+                }
+                let sets: Vec<&RRset> = match slow {
+                    true => Vec::new(),
+                    false => node
+                        .rrsets
+                        .iter()
+                        .filter(|set| !node.lb.is_some_and(|lb| lb.covers(set.rtype)))
+                        .collect(),
                 };
-                names.insert(key, entry);
+                a.extend_from_slice(&[kind, flags]);
+                a.extend_from_slice(&zone_index.to_be_bytes());
+                a.extend_from_slice(&binding.to_be_bytes());
+                a.push(u8::try_from(sets.len()).ok()?);
+                for set in sets {
+                    write_rrset(a, set);
+                }
+                let arena = &index.arena;
+                index.table.insert_unique(hash_name(&key), at, |&o| {
+                    hash_name(name_at(arena, o as usize))
+                });
             }
         }
-        FastIndex { names, zones }
+        index.arena.shrink_to_fit();
+        Some(index)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Entry<'_>> {
+        let arena = &self.arena;
+        let &at = self
+            .table
+            .find(hash_name(key), |&o| name_at(arena, o as usize) == key)?;
+        let at = at as usize;
+        let rest = &arena[at + 1 + arena[at] as usize..];
+        Some(Entry {
+            kind: rest[0],
+            flags: rest[1],
+            zone: u16::from_be_bytes([rest[2], rest[3]]) as usize,
+            binding: u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize,
+            ntypes: rest[8],
+            types: &rest[9..],
+        })
     }
 }
 
-/// An authoritative answer holding one RRset, owners pointing at the question (offset 12),
-/// record data uncompressed so the bytes fit after any question.
-fn rrset_blob(records: &[Record]) -> Option<Blob> {
-    let mut sections = Vec::new();
-    let mut rdata = Vec::new();
-    for r in records {
-        rdata.clear();
-        let mut enc = BinEncoder::new(&mut rdata);
-        enc.set_name_encoding(NameEncoding::Uncompressed);
-        r.data.emit(&mut enc).ok()?;
-        sections.extend_from_slice(&[0xC0, 12]);
-        sections.extend_from_slice(&u16::from(r.record_type()).to_be_bytes());
-        sections.extend_from_slice(&[0, 1]);
-        sections.extend_from_slice(&r.ttl.to_be_bytes());
-        sections.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes());
-        sections.extend_from_slice(&rdata);
+fn name_at(arena: &[u8], at: usize) -> &[u8] {
+    &arena[at + 1..at + 1 + arena[at] as usize]
+}
+
+/// Appends one type's answer: an authoritative answer holding the RRset, owners pointing at
+/// the question (offset 12), record data uncompressed so the bytes fit after any question.
+fn write_rrset(a: &mut Vec<u8>, set: &RRset) {
+    let rtype = u16::from(set.rtype).to_be_bytes();
+    a.extend_from_slice(&rtype);
+    let head = a.len();
+    a.extend_from_slice(&[0; 4]);
+    for rdata in set.wire_rdata() {
+        a.extend_from_slice(&[0xC0, 12]);
+        a.extend_from_slice(&rtype);
+        a.extend_from_slice(&[0, 1]);
+        a.extend_from_slice(&set.ttl.to_be_bytes());
+        a.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        a.extend_from_slice(rdata);
     }
-    Some(Blob {
-        flags2: 0x84,
-        rcode: 0,
-        counts: [u16::try_from(records.len()).ok()?, 0, 0],
-        sections: sections.into_boxed_slice(),
-    })
+    let len = u16::try_from(a.len() - head - 4);
+    let count = u16::try_from(set.len()).ok().filter(|&c| c != GENERAL);
+    match (len, count) {
+        (Ok(len), Some(count)) => {
+            a[head..head + 2].copy_from_slice(&count.to_be_bytes());
+            a[head + 2..head + 4].copy_from_slice(&len.to_be_bytes());
+        }
+        _ => {
+            a.truncate(head);
+            a.extend_from_slice(&GENERAL.to_be_bytes());
+            a.extend_from_slice(&[0, 0]);
+        }
+    }
 }
 
 /// A query parsed in place.
@@ -337,83 +414,56 @@ pub fn answer(
     };
     out.clear();
     let question = &query[12..p.question_end];
-    match index.names.get(key) {
-        Some(Entry::Slow) => false,
-        Some(Entry::Static {
-            zone,
-            by_type,
-            other,
-        }) => {
-            let Some(blob) = pick(by_type, other, p.qtype) else {
-                return false;
+    let Some(entry) = index.get(key) else {
+        // NXDOMAIN: the closest existing ancestor decides the zone; delegations and
+        // wildcards are left to the general path.
+        let mut at = 0;
+        while key[at] != 0 {
+            at += 1 + key[at] as usize;
+            let Some(up) = index.get(&key[at..]) else {
+                continue;
             };
-            write_blob(out, &p, question, blob, &index.zones[*zone], None, ours);
-            out.len() <= cap
-        }
-        Some(Entry::Lb {
-            zone,
-            binding,
-            a,
-            aaaa,
-            by_type,
-            other,
-        }) => {
-            let covered = (p.qtype == 1 && *a) || (p.qtype == 28 && *aaaa);
-            if !covered {
-                let Some(blob) = pick(by_type, other, p.qtype) else {
-                    return false;
-                };
-                write_blob(out, &p, question, blob, &index.zones[*zone], None, ours);
-                return out.len() <= cap;
+            if up.kind == KIND_SLOW {
+                return false;
             }
-            lb_answer(
-                loaded,
-                health,
-                &p,
-                question,
-                &index.zones[*zone],
-                *binding,
-                src,
-                out,
-                ours,
-            ) && out.len() <= cap
-        }
-        None => {
-            // NXDOMAIN: the closest existing ancestor decides the zone; delegations and
-            // wildcards are left to the general path.
-            let mut at = 0;
-            while key[at] != 0 {
-                at += 1 + key[at] as usize;
-                match index.names.get(&key[at..]) {
-                    None => continue,
-                    Some(Entry::Slow) => return false,
-                    Some(Entry::Static { zone, .. } | Entry::Lb { zone, .. }) => {
-                        let z = &index.zones[*zone];
-                        if z.has_wildcard {
-                            return false;
-                        }
-                        write_header(out, &p, 0x84, 3, [0, 1, 0]);
-                        out.extend_from_slice(question);
-                        out.extend_from_slice(&z.soa);
-                        finish_opt(out, &p, z, None, ours);
-                        return out.len() <= cap;
-                    }
-                }
+            let z = &index.zones[up.zone];
+            if z.has_wildcard {
+                return false;
             }
-            false
+            write_header(out, &p, 0x84, 3, [0, 1, 0]);
+            out.extend_from_slice(question);
+            out.extend_from_slice(&z.soa);
+            finish_opt(out, &p, z, None, ours);
+            return out.len() <= cap;
+        }
+        return false;
+    };
+    let z = &index.zones[entry.zone];
+    let covered = entry.kind == KIND_LB
+        && ((p.qtype == 1 && entry.flags & FLAG_A != 0)
+            || (p.qtype == 28 && entry.flags & FLAG_AAAA != 0));
+    if entry.kind == KIND_SLOW {
+        return false;
+    }
+    if covered {
+        return lb_answer(loaded, health, &p, question, z, entry.binding, src, out, ours)
+            && out.len() <= cap;
+    }
+    match entry.pick(p.qtype) {
+        Pick::General => return false,
+        Pick::Answer { count, sections } => {
+            write_header(out, &p, 0x84, 0, [count, 0, 0]);
+            out.extend_from_slice(question);
+            out.extend_from_slice(sections);
+        }
+        Pick::NoData => {
+            write_header(out, &p, 0x84, 0, [0, 1, 0]);
+            out.extend_from_slice(question);
+            out.extend_from_slice(&z.soa);
         }
     }
-}
-
-fn pick<'b>(
-    by_type: &'b [(u16, Option<Blob>)],
-    other: &'b Option<Blob>,
-    qtype: u16,
-) -> Option<&'b Blob> {
-    match by_type.iter().find(|(t, _)| *t == qtype) {
-        Some((_, blob)) => blob.as_ref(),
-        None => other.as_ref(),
-    }
+    finish_opt(out, &p, z, None, ours);
+    out.len() <= cap
 }
 
 fn write_header(out: &mut Vec<u8>, p: &Parsed, flags2: u8, rcode: u8, counts: [u16; 3]) {
@@ -424,21 +474,6 @@ fn write_header(out: &mut Vec<u8>, p: &Parsed, flags2: u8, rcode: u8, counts: [u
     for c in counts {
         out.extend_from_slice(&c.to_be_bytes());
     }
-}
-
-fn write_blob(
-    out: &mut Vec<u8>,
-    p: &Parsed,
-    question: &[u8],
-    blob: &Blob,
-    z: &FastZone,
-    scope: Option<IpNet>,
-    ours: u16,
-) {
-    write_header(out, p, blob.flags2, blob.rcode, blob.counts);
-    out.extend_from_slice(question);
-    out.extend_from_slice(&blob.sections);
-    finish_opt(out, p, z, scope, ours);
 }
 
 /// Appends our OPT when the query had one (raising ARCOUNT), echoing ECS with its scope.

@@ -58,7 +58,7 @@ impl Loaded {
             version,
             fast: None,
         };
-        loaded.fast = Some(fast::FastIndex::build(&loaded));
+        loaded.fast = fast::FastIndex::build(&loaded);
         loaded
     }
 }
@@ -338,21 +338,21 @@ impl Ctx<'_, '_> {
             if qtype == RecordType::ANY {
                 // RFC 8482: answer one RRset rather than everything.
                 match node.rrsets.first() {
-                    Some(set) => resp.answers.extend(owned(&set.records, &name)),
+                    Some(set) => resp.answers.extend(set.records(&name)),
                     None => resp.authorities.push(zone.negative_soa()),
                 }
                 return;
             }
             if let Some(set) = node.rrset(qtype) {
-                resp.answers.extend(owned(&set.records, &name));
+                resp.answers.extend(set.records(&name));
                 return;
             }
             if let Some(set) = node.rrset(RecordType::CNAME) {
-                resp.answers.extend(owned(&set.records, &name));
-                let RData::CNAME(CNAME(target)) = &set.records[0].data else {
+                resp.answers.extend(set.records(&name));
+                let RData::CNAME(CNAME(target)) = set.first() else {
                     return;
                 };
-                let target = crate::zone::fqdn_lower(target);
+                let target = crate::zone::fqdn_lower(&target);
                 let looped = resp.answers.iter().any(|r| r.name == target);
                 if !zone.origin.zone_of(&target) || looped {
                     return;
@@ -370,13 +370,12 @@ impl Ctx<'_, '_> {
         let Some(ns) = node.rrset(RecordType::NS) else {
             return;
         };
-        resp.authorities.extend(ns.records.iter().cloned());
-        for r in &ns.records {
-            if let RData::NS(target) = &r.data {
+        resp.authorities.extend(ns.records(cut));
+        for data in ns.rdata() {
+            if let RData::NS(target) = data {
                 // In-domain glue only: addresses of name servers below the cut.
                 if cut.zone_of(&target.0) {
-                    resp.additionals
-                        .extend(self.zone.addresses(&target.0).cloned());
+                    resp.additionals.extend(self.zone.addresses(&target.0));
                 }
             }
         }
@@ -446,7 +445,7 @@ impl Ctx<'_, '_> {
             resp.metadata.response_code = ResponseCode::Refused;
             return;
         }
-        let Some(lb) = self.zone.nodes.get(qname).and_then(|n| n.lb) else {
+        let Some(lb) = self.zone.node(qname).and_then(|n| n.lb) else {
             resp.metadata.response_code = ResponseCode::Refused;
             return;
         };
@@ -513,15 +512,6 @@ pub(crate) fn select_for(
         HealthView::Live(store) => policy::select(&req, &store.guard(), client, cursor),
         HealthView::Fixed(snap) => policy::select(&req, snap, client, cursor),
     }
-}
-
-/// Copies records with their owner set to `name` (wildcard answers take the query name).
-fn owned<'a>(records: &'a [Record], name: &'a Name) -> impl Iterator<Item = Record> + 'a {
-    records.iter().map(move |r| {
-        let mut r = r.clone();
-        r.name = name.clone();
-        r
-    })
 }
 
 /// Encodes a response; a UDP answer over `cap` goes out empty with TC set.
