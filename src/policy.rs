@@ -116,8 +116,13 @@ pub enum GeoMode {
 /// A site's name, shared: rankings copy it per query, so it is cheap to clone.
 pub type SiteName = Arc<str>;
 
-fn same_site(a: &SiteName, b: &SiteName) -> bool {
-    Arc::ptr_eq(a, b) || a == b
+/// Where `site` stands in `order`. Names are interned per load-balancing file, so a pointer
+/// match is the rule and comparing bytes only the fallback.
+fn site_position(order: &[RankedSite], site: &SiteName) -> Option<usize> {
+    order
+        .iter()
+        .position(|s| Arc::ptr_eq(&s.site, site))
+        .or_else(|| order.iter().position(|s| s.site == *site))
 }
 
 /// A client-dependent site ordering: subnet entries first (longest prefix wins), then the mode.
@@ -332,26 +337,32 @@ impl SelectionPolicy for Weighted {
 }
 
 /// Weighted round-robin over `usable`: the shared step of weighted, failover and geo.
+#[inline]
 fn weighted(pool: &Pool, usable: &[usize], cursor: u64) -> Indexes {
-    let total: u64 = usable.iter().map(|&i| pool.members[i].weight as u64).sum();
+    let first = weighted_first(pool, usable, cursor);
+    let mut ranked = Indexes::new();
+    for &i in usable[first..].iter().chain(&usable[..first]) {
+        ranked.push(i);
+    }
+    ranked
+}
+
+/// Position in `members` of the one the cursor's point falls on, by weight.
+#[inline]
+fn weighted_first(pool: &Pool, members: &[usize], cursor: u64) -> usize {
+    let total: u64 = members.iter().map(|&i| pool.members[i].weight as u64).sum();
     if total == 0 {
-        return usable.iter().copied().collect();
+        return 0;
     }
     let mut point = cursor % total;
-    let mut first = 0;
-    for (pos, &i) in usable.iter().enumerate() {
+    for (pos, &i) in members.iter().enumerate() {
         let w = pool.members[i].weight as u64;
         if point < w {
-            first = pos;
-            break;
+            return pos;
         }
         point -= w;
     }
-    usable[first..]
-        .iter()
-        .chain(&usable[..first])
-        .copied()
-        .collect()
+    0
 }
 
 /// Failover: the lowest priority group that has usable members, weighted inside it; the other
@@ -391,14 +402,20 @@ impl SelectionPolicy for All {
 impl SelectionPolicy for GeoPolicy {
     fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo, cursor: u64) -> Ranking {
         let order = self.order(client);
+        // Each usable member's place in the order, found once.
+        let at: SmallVec<[Option<usize>; 8]> = usable
+            .iter()
+            .map(|&i| site_position(&order.sites, &pool.members[i].site))
+            .collect();
         let mut members = Indexes::new();
-        for site in &order.sites {
-            let here: Indexes = usable
-                .iter()
-                .copied()
-                .filter(|&i| same_site(&pool.members[i].site, &site.site))
-                .collect();
-            members.extend(weighted(pool, &here, cursor));
+        for k in 0..order.sites.len() {
+            let start = members.len();
+            for (&i, _) in usable.iter().zip(&at).filter(|(_, &p)| p == Some(k)) {
+                members.push(i);
+            }
+            let here = &mut members[start..];
+            let first = weighted_first(pool, here, cursor);
+            here.rotate_left(first);
         }
         Ranking {
             members,
@@ -474,21 +491,21 @@ pub fn select(
     let mut sites: Option<SiteOrder> = None;
     let mut pick = |pool_idx: usize, only_usable: bool| -> SmallVec<[(usize, usize); 4]> {
         let pool = &req.pools[pool_idx];
-        let candidates: Indexes = pool
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.target.serves(req.family))
-            .filter(|(_, m)| {
-                let (admin, h) = health.state(&m.id);
-                if only_usable {
-                    usable(admin, h)
-                } else {
-                    !matches!(admin, Admin::Drained | Admin::ForcedDown)
-                }
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let mut candidates = Indexes::new();
+        for (i, m) in pool.members.iter().enumerate() {
+            if !m.target.serves(req.family) {
+                continue;
+            }
+            let (admin, h) = health.state(&m.id);
+            let candidate = if only_usable {
+                usable(admin, h)
+            } else {
+                !matches!(admin, Admin::Drained | Admin::ForcedDown)
+            };
+            if candidate {
+                candidates.push(i);
+            }
+        }
         let ranking = req.policy.policy().rank(pool, &candidates, client, cursor);
         let mut ranked = ranking.members;
         if ranking.sites.is_some() {
@@ -497,7 +514,11 @@ pub fn select(
         if !req.policy.answers_all() {
             ranked.truncate(req.answers.max(1));
         }
-        ranked.into_iter().map(|i| (pool_idx, i)).collect()
+        let mut chosen = SmallVec::new();
+        for i in ranked {
+            chosen.push((pool_idx, i));
+        }
+        chosen
     };
 
     let chosen = pick(req.pool, true);
