@@ -94,7 +94,10 @@ impl RRset {
         if self.wire_rdata().any(|w| w == bytes.as_slice()) {
             return Ok(());
         }
-        self.count = self.count.checked_add(1).ok_or("more than 65535 records in one set")?;
+        self.count = self
+            .count
+            .checked_add(1)
+            .ok_or("more than 65535 records in one set")?;
         let mut wire = std::mem::take(&mut self.wire).into_vec();
         wire.extend_from_slice(&len.to_be_bytes());
         wire.extend_from_slice(&bytes);
@@ -135,7 +138,9 @@ impl RRset {
 
     /// The first record's data (a set is never empty).
     pub fn first(&self) -> RData {
-        self.rdata().next().expect("an RRset holds at least one record")
+        self.rdata()
+            .next()
+            .expect("an RRset holds at least one record")
     }
 
     /// The records with `owner` as their name.
@@ -440,7 +445,11 @@ impl Zone {
         match apex.rrset(RecordType::SOA) {
             None => return Err(zone_err("missing SOA record at the apex".into())),
             Some(s) if s.len() > 1 => {
-                return Err(self.record_error(&self.origin, s, "more than one SOA record at the apex"))
+                return Err(self.record_error(
+                    &self.origin,
+                    s,
+                    "more than one SOA record at the apex",
+                ))
             }
             Some(_) => {}
         }
@@ -518,11 +527,7 @@ impl Zone {
     }
 
     fn wildcard(&self, encloser: &Name) -> Position<'_> {
-        match encloser
-            .prepend_label("*")
-            .ok()
-            .and_then(|w| self.node(&w))
-        {
+        match encloser.prepend_label("*").ok().and_then(|w| self.node(&w)) {
             Some(node) => Position::Wildcard(node),
             None => Position::Missing,
         }

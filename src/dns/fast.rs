@@ -22,10 +22,9 @@ use ipnet::IpNet;
 
 use super::ecs::{self, Ecs};
 use super::{HealthView, Loaded, Transport};
-use crate::policy::{ClientInfo, Family, Reason, Target};
 use crate::hash::FastHasher;
+use crate::policy::{ClientInfo, Family, Reason, Target};
 use crate::zone::{Position, RRset};
-
 
 #[derive(Debug, Clone)]
 struct FastZone {
@@ -193,7 +192,7 @@ impl FastIndex {
                     _ if slow => (KIND_SLOW, 0, 0),
                     Some(lb) => (
                         KIND_LB,
-                        u8::from(lb.a) * FLAG_A | u8::from(lb.aaaa) * FLAG_AAAA,
+                        (u8::from(lb.a) * FLAG_A) | (u8::from(lb.aaaa) * FLAG_AAAA),
                         u32::try_from(lb.binding).ok()?,
                     ),
                     None => (KIND_STATIC, 0, 0),
@@ -446,8 +445,17 @@ pub fn answer(
         return false;
     }
     if covered {
-        return lb_answer(loaded, health, &p, question, z, entry.binding, src, out, ours)
-            && out.len() <= cap;
+        return lb_answer(
+            loaded,
+            health,
+            &p,
+            question,
+            z,
+            entry.binding,
+            src,
+            out,
+            ours,
+        ) && out.len() <= cap;
     }
     match entry.pick(p.qtype) {
         Pick::General => return false,
