@@ -1,5 +1,6 @@
 //! A fast hasher for tables keyed by our own data (zone names, member identities), read on
-//! every query. It takes eight bytes a step (multiply and rotate, as rustc's FxHash does).
+//! every query. It takes eight bytes a step (multiply and rotate, as rustc's FxHash does) and
+//! mixes once more at the end.
 //! Keys never come from the network unchecked: a query name is only looked up, never inserted,
 //! so collision flooding cannot grow a table.
 
@@ -21,7 +22,11 @@ impl FastHasher {
 impl Hasher for FastHasher {
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply leaves the low bits weak, and the table takes its bucket from the low
+        // bits and its tag from the top seven: fold the high half down once more (keys that
+        // differ in one byte, like `h123456` and `h123457`, otherwise collide in long runs).
+        let h = (self.0 ^ (self.0 >> 32)).wrapping_mul(K);
+        h ^ (h >> 29)
     }
 
     #[inline]

@@ -456,19 +456,23 @@ impl Zone {
         if apex.rrset(RecordType::NS).is_none() {
             return Err(zone_err("no NS records at the apex".into()));
         }
-        for (name, node) in self.nodes() {
-            let name = &name;
-            if let Some(cname) = node.rrset(RecordType::CNAME) {
-                if cname.len() > 1 {
-                    return Err(self.record_error(name, cname, "more than one CNAME at one name"));
+        let apex_key = key(&self.origin, &mut [0; 256]).to_vec();
+        for (k, node) in &self.nodes {
+            let problem = match (node.rrset(RecordType::CNAME), node.rrset(RecordType::SOA)) {
+                (Some(cname), _) if cname.len() > 1 => {
+                    Some((cname, "more than one CNAME at one name"))
                 }
-                if node.rrsets.len() > 1 {
-                    return Err(self.record_error(name, cname, "CNAME beside other data"));
+                (Some(cname), _) if node.rrsets.len() > 1 => {
+                    Some((cname, "CNAME beside other data"))
                 }
-            }
-            if name != &self.origin && node.rrset(RecordType::SOA).is_some() {
-                let soa = node.rrset(RecordType::SOA).expect("checked");
-                return Err(self.record_error(name, soa, "SOA record outside the zone apex"));
+                (_, Some(soa)) if **k != *apex_key => {
+                    Some((soa, "SOA record outside the zone apex"))
+                }
+                _ => None,
+            };
+            if let Some((set, message)) = problem {
+                let name = Name::read(&mut BinDecoder::new(k)).unwrap_or_default();
+                return Err(self.record_error(&name, set, message));
             }
         }
         Ok(())
