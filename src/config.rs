@@ -436,7 +436,10 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let (line, column) = e
             .span()
@@ -470,7 +473,7 @@ impl Lines {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|&&b| b == b'\n')

@@ -18,8 +18,11 @@
 //!   sees sled.
 //! - [`admin`]: the loopback control endpoint (JSON) used by `meridian ctl`.
 //! - [`server`]: a running node: start-up, reload on SIGHUP and file change, shutdown.
+//! - [`anycast`]: the helper that announces the node's prefixes through ExaBGP or BIRD only
+//!   while the node answers as clients expect.
 
 pub mod admin;
+pub mod anycast;
 pub mod config;
 pub mod dns;
 pub mod explain;

@@ -1,4 +1,4 @@
-//! The `meridian` command: `serve`, `check` and `ctl`.
+//! The `meridian` command: `serve`, `check`, `ctl`, `explain`, `geo` and `anycast`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -76,6 +76,28 @@ enum Command {
         #[command(subcommand)]
         action: GeoAction,
     },
+    /// Announce this node's anycast prefixes through ExaBGP or BIRD only while it answers
+    /// as a client expects (see ops/anycast/). Under ExaBGP, run it as a `process`.
+    Anycast {
+        /// The helper's config file (prefixes, checks, timers).
+        #[arg(long)]
+        config: PathBuf,
+        /// The BGP daemon that carries the routes.
+        #[arg(long, value_enum, default_value = "exabgp")]
+        driver: DriverArg,
+        /// Withdraw every prefix once and exit (for the service's ExecStopPost).
+        #[arg(long, conflicts_with_all = ["drain", "undrain", "status"])]
+        withdraw_all: bool,
+        /// Withdraw every prefix until --undrain, across restarts (writes the drain file).
+        #[arg(long, conflicts_with_all = ["undrain", "status"])]
+        drain: bool,
+        /// Let the checks decide again.
+        #[arg(long, conflicts_with = "status")]
+        undrain: bool,
+        /// Print the running helper's routes and last check results.
+        #[arg(long)]
+        status: bool,
+    },
     /// Talk to a running server's control endpoint.
     Ctl {
         /// Control endpoint (default: the demo's 127.0.0.1:5380).
@@ -84,6 +106,12 @@ enum Command {
         #[command(subcommand)]
         action: CtlAction,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DriverArg {
+    Exabgp,
+    Bird,
 }
 
 #[derive(Subcommand)]
@@ -180,6 +208,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ctl { control, action } => ctl(control, action),
+        Command::Anycast {
+            config,
+            driver,
+            withdraw_all,
+            drain,
+            undrain,
+            status,
+        } => {
+            use meridian::anycast::{self, AnycastConfig, DriverKind};
+            let cfg = AnycastConfig::load(&config)?;
+            let kind = match driver {
+                DriverArg::Exabgp => DriverKind::ExaBgp,
+                DriverArg::Bird => DriverKind::Bird,
+            };
+            if drain {
+                anycast::drain(&cfg)?;
+                println!(
+                    "drained: every prefix is withdrawn within one check interval, until --undrain"
+                );
+            } else if undrain {
+                anycast::undrain(&cfg)?;
+                println!(
+                    "undrained: prefixes are announced again after {} good checks",
+                    cfg.rise
+                );
+            } else if status {
+                let text = std::fs::read_to_string(&cfg.status_file).with_context(|| {
+                    format!(
+                        "no status at {} (is the helper running?)",
+                        cfg.status_file.display()
+                    )
+                })?;
+                println!("{}", text.trim_end());
+            } else if withdraw_all {
+                init_logging();
+                anycast::withdraw_all(&cfg, kind)?;
+            } else {
+                init_logging();
+                anycast::run(cfg, kind)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Geo { action } => geo(action),
         Command::Explain {
             name,
