@@ -301,19 +301,29 @@ pub struct Selection {
     pub sites: Option<SiteOrder>,
 }
 
-/// A policy's ranking of one pool for one client.
+/// A policy's ranking of one pool for one client: groups in answer order. Independent of the
+/// round-robin position, so a ranking can be kept and reused while config and health stand.
 #[derive(Debug, Clone, Default)]
 pub struct Ranking {
-    /// Member indexes, best first.
-    pub members: Indexes,
+    pub groups: SmallVec<[Group; 4]>,
     /// For geo policies: the site order behind the ranking (and the network it holds for).
     pub sites: Option<SiteOrder>,
 }
 
-impl From<Indexes> for Ranking {
-    fn from(members: Indexes) -> Self {
+/// Members answered together, in configured order; a weighted group starts where the
+/// round-robin position falls (by weight) and wraps around.
+#[derive(Debug, Clone, Default)]
+pub struct Group {
+    pub members: Indexes,
+    pub weighted: bool,
+}
+
+impl Ranking {
+    fn one(members: Indexes, weighted: bool) -> Ranking {
+        let mut groups = SmallVec::new();
+        groups.push(Group { members, weighted });
         Ranking {
-            members,
+            groups,
             sites: None,
         }
     }
@@ -322,8 +332,9 @@ impl From<Indexes> for Ranking {
 /// Ranks the usable candidates of a pool for a client.
 pub trait SelectionPolicy {
     /// `usable` lists member indexes that may be answered, in configured order. Returns them
-    /// best first; the caller keeps as many as it needs.
-    fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo, cursor: u64) -> Ranking;
+    /// grouped best first; the shared step applies the round-robin position and keeps as many
+    /// as it needs.
+    fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo) -> Ranking;
 }
 
 /// Weighted round-robin: position `cursor mod total weight` picks the first member, the rest
@@ -331,20 +342,9 @@ pub trait SelectionPolicy {
 pub struct Weighted;
 
 impl SelectionPolicy for Weighted {
-    fn rank(&self, pool: &Pool, usable: &[usize], _: &ClientInfo, cursor: u64) -> Ranking {
-        weighted(pool, usable, cursor).into()
+    fn rank(&self, _: &Pool, usable: &[usize], _: &ClientInfo) -> Ranking {
+        Ranking::one(Indexes::from_slice(usable), true)
     }
-}
-
-/// Weighted round-robin over `usable`: the shared step of weighted, failover and geo.
-#[inline]
-fn weighted(pool: &Pool, usable: &[usize], cursor: u64) -> Indexes {
-    let first = weighted_first(pool, usable, cursor);
-    let mut ranked = Indexes::new();
-    for &i in usable[first..].iter().chain(&usable[..first]) {
-        ranked.push(i);
-    }
-    ranked
 }
 
 /// Position in `members` of the one the cursor's point falls on, by weight.
@@ -370,21 +370,24 @@ fn weighted_first(pool: &Pool, members: &[usize], cursor: u64) -> usize {
 pub struct Failover;
 
 impl SelectionPolicy for Failover {
-    fn rank(&self, pool: &Pool, usable: &[usize], _: &ClientInfo, cursor: u64) -> Ranking {
+    fn rank(&self, pool: &Pool, usable: &[usize], _: &ClientInfo) -> Ranking {
         let mut priorities: SmallVec<[u32; 4]> =
             usable.iter().map(|&i| pool.members[i].priority).collect();
         priorities.sort_unstable();
         priorities.dedup();
-        let mut out = Indexes::new();
+        let mut ranking = Ranking::default();
         for p in priorities {
-            let group: Indexes = usable
+            let members: Indexes = usable
                 .iter()
                 .copied()
                 .filter(|&i| pool.members[i].priority == p)
                 .collect();
-            out.extend(weighted(pool, &group, cursor));
+            ranking.groups.push(Group {
+                members,
+                weighted: true,
+            });
         }
-        out.into()
+        ranking
     }
 }
 
@@ -392,33 +395,36 @@ impl SelectionPolicy for Failover {
 pub struct All;
 
 impl SelectionPolicy for All {
-    fn rank(&self, _: &Pool, usable: &[usize], _: &ClientInfo, _: u64) -> Ranking {
-        usable.iter().copied().collect::<Indexes>().into()
+    fn rank(&self, _: &Pool, usable: &[usize], _: &ClientInfo) -> Ranking {
+        Ranking::one(Indexes::from_slice(usable), false)
     }
 }
 
 /// Geo: walk the client's site order; inside each site, weighted round-robin. Members at
 /// sites outside the order (beyond `limit`, or not listed) are not answered.
 impl SelectionPolicy for GeoPolicy {
-    fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo, cursor: u64) -> Ranking {
+    fn rank(&self, pool: &Pool, usable: &[usize], client: &ClientInfo) -> Ranking {
         let order = self.order(client);
         // Each usable member's place in the order, found once.
         let at: SmallVec<[Option<usize>; 8]> = usable
             .iter()
             .map(|&i| site_position(&order.sites, &pool.members[i].site))
             .collect();
-        let mut members = Indexes::new();
+        let mut groups = SmallVec::new();
         for k in 0..order.sites.len() {
-            let start = members.len();
+            let mut members = Indexes::new();
             for (&i, _) in usable.iter().zip(&at).filter(|(_, &p)| p == Some(k)) {
                 members.push(i);
             }
-            let here = &mut members[start..];
-            let first = weighted_first(pool, here, cursor);
-            here.rotate_left(first);
+            if !members.is_empty() {
+                groups.push(Group {
+                    members,
+                    weighted: true,
+                });
+            }
         }
         Ranking {
-            members,
+            groups,
             sites: Some(order),
         }
     }
@@ -480,16 +486,46 @@ pub struct Request<'a> {
     pub family: Family,
 }
 
+/// A selection before the round-robin position is applied: which groups answer, why, and for
+/// which client network. It depends only on config, health and the client, so the fast path
+/// keeps plans for geo names and reuses them until config or health change.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// (pool index, group) in answer order.
+    pub groups: SmallVec<[(usize, Group); 4]>,
+    pub reason: Reason,
+    pub valid_for: IpNet,
+    pub sites: Option<SiteOrder>,
+    /// How many members an answer holds at most.
+    pub limit: usize,
+}
+
+impl Plan {
+    /// The members to answer at round-robin position `cursor`, best first.
+    pub fn pick(&self, pools: &[Pool], cursor: u64) -> SmallVec<[(usize, usize); 4]> {
+        let mut out = SmallVec::new();
+        for (pool, g) in &self.groups {
+            let first = if g.weighted {
+                weighted_first(&pools[*pool], &g.members, cursor)
+            } else {
+                0
+            };
+            for &i in g.members[first..].iter().chain(&g.members[..first]) {
+                if out.len() == self.limit {
+                    return out;
+                }
+                out.push((*pool, i));
+            }
+        }
+        out
+    }
+}
+
 /// Applies health and admin state, ranks with the policy, and falls back as configured.
-pub fn select(
-    req: &Request<'_>,
-    health: &HealthSnapshot,
-    client: &ClientInfo,
-    cursor: u64,
-) -> Selection {
+pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> Plan {
     let everyone = whole_space(client.network.network());
     let mut sites: Option<SiteOrder> = None;
-    let mut pick = |pool_idx: usize, only_usable: bool| -> SmallVec<[(usize, usize); 4]> {
+    let mut rank = |pool_idx: usize, only_usable: bool| -> SmallVec<[(usize, Group); 4]> {
         let pool = &req.pools[pool_idx];
         let mut candidates = Indexes::new();
         for (i, m) in pool.members.iter().enumerate() {
@@ -506,54 +542,68 @@ pub fn select(
                 candidates.push(i);
             }
         }
-        let ranking = req.policy.policy().rank(pool, &candidates, client, cursor);
-        let mut ranked = ranking.members;
+        let ranking = req.policy.policy().rank(pool, &candidates, client);
         if ranking.sites.is_some() {
             sites = ranking.sites;
         }
-        if !req.policy.answers_all() {
-            ranked.truncate(req.answers.max(1));
-        }
-        let mut chosen = SmallVec::new();
-        for i in ranked {
-            chosen.push((pool_idx, i));
-        }
-        chosen
+        ranking
+            .groups
+            .into_iter()
+            .filter(|g| !g.members.is_empty())
+            .map(|g| (pool_idx, g))
+            .collect()
     };
 
-    let chosen = pick(req.pool, true);
-    if !chosen.is_empty() {
-        let valid_for = sites.as_ref().map_or(everyone, |s| s.valid_for);
-        return Selection {
-            members: chosen,
-            reason: Reason::Healthy,
-            valid_for,
-            sites,
-        };
-    }
-    let (members, reason) = match req.when_all_down {
-        WhenAllDown::NoData => (SmallVec::new(), Reason::AllDown),
-        WhenAllDown::FailOpen => (pick(req.pool, false), Reason::FailOpen),
-        WhenAllDown::Fallback(fb) => {
-            let from_fallback = pick(*fb, true);
-            if from_fallback.is_empty() {
-                (pick(req.pool, false), Reason::FailOpen)
-            } else {
-                (from_fallback, Reason::Fallback)
+    let limit = if req.policy.answers_all() {
+        usize::MAX
+    } else {
+        req.answers.max(1)
+    };
+    let chosen = rank(req.pool, true);
+    let (groups, reason) = if !chosen.is_empty() {
+        (chosen, Reason::Healthy)
+    } else {
+        match req.when_all_down {
+            WhenAllDown::NoData => (SmallVec::new(), Reason::AllDown),
+            WhenAllDown::FailOpen => (rank(req.pool, false), Reason::FailOpen),
+            WhenAllDown::Fallback(fb) => {
+                let from_fallback = rank(*fb, true);
+                if from_fallback.is_empty() {
+                    (rank(req.pool, false), Reason::FailOpen)
+                } else {
+                    (from_fallback, Reason::Fallback)
+                }
             }
         }
     };
-    let reason = if members.is_empty() {
+    let reason = if groups.is_empty() {
         Reason::AllDown
     } else {
         reason
     };
     let valid_for = sites.as_ref().map_or(everyone, |s| s.valid_for);
-    Selection {
-        members,
+    Plan {
+        groups,
         reason,
         valid_for,
         sites,
+        limit,
+    }
+}
+
+/// [`plan`], then the members at round-robin position `cursor`.
+pub fn select(
+    req: &Request<'_>,
+    health: &HealthSnapshot,
+    client: &ClientInfo,
+    cursor: u64,
+) -> Selection {
+    let plan = plan(req, health, client);
+    Selection {
+        members: plan.pick(req.pools, cursor),
+        reason: plan.reason,
+        valid_for: plan.valid_for,
+        sites: plan.sites,
     }
 }
 
