@@ -71,9 +71,24 @@ pub struct MemberState {
 #[derive(Debug, Clone, Default)]
 pub struct HealthSnapshot {
     members: crate::hash::FastMap<MemberId, MemberState>,
+    /// Unique per snapshot a store publishes (0 for one built elsewhere), so a cache of
+    /// decisions can tell it still holds for the current health.
+    id: u64,
+}
+
+/// Snapshot ids, unique in the process.
+static SNAPSHOT_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn fresh_snapshot_id() -> u64 {
+    SNAPSHOT_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl HealthSnapshot {
+    /// The snapshot's id: unique for each one a [`HealthStore`] published, 0 otherwise.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The admin state and health of a member; members never seen are Normal/Unknown.
     pub fn state(&self, id: &MemberId) -> (Admin, Health) {
         self.members
@@ -123,7 +138,8 @@ pub struct HealthStore {
 }
 
 impl HealthStore {
-    pub fn new(initial: HealthSnapshot, persist: Option<Box<dyn Persist>>) -> Self {
+    pub fn new(mut initial: HealthSnapshot, persist: Option<Box<dyn Persist>>) -> Self {
+        initial.id = fresh_snapshot_id();
         HealthStore {
             current: ArcSwap::from_pointee(initial),
             write: Mutex::new(()),
@@ -164,6 +180,7 @@ impl HealthStore {
         }
         let mut next = (**old).clone();
         next.set(id.clone(), after);
+        next.id = fresh_snapshot_id();
         self.current.store(Arc::new(next));
         if let Some(p) = &self.persist {
             if after.health != before.health {

@@ -15,7 +15,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::rr::{Name, RData, RecordType};
+use std::cell::RefCell;
 use std::hash::Hasher;
+use std::sync::atomic::Ordering;
 
 use hashbrown::HashTable;
 use ipnet::IpNet;
@@ -23,7 +25,8 @@ use ipnet::IpNet;
 use super::ecs::{self, Ecs};
 use super::{HealthView, Loaded, Transport};
 use crate::hash::FastHasher;
-use crate::policy::{ClientInfo, Family, Reason, Target};
+use crate::health::HealthSnapshot;
+use crate::policy::{ClientInfo, Family, Plan, PolicyKind, Reason, Target};
 use crate::zone::{Position, RRset};
 
 #[derive(Debug, Clone)]
@@ -517,6 +520,46 @@ fn finish_opt(out: &mut Vec<u8>, p: &Parsed, z: &FastZone, scope: Option<IpNet>,
     }
 }
 
+/// Geo plans by (binding, family, client network), one cache per UDP thread. A plan is
+/// everything of a geo decision but the round-robin position (database lookup, site order,
+/// health filtering, fallbacks), so a hit costs a hash lookup instead of the tree walk and the
+/// ranking. The cache empties itself when the config or the health snapshot it was filled from
+/// is no longer current, and when it reaches [`PLAN_LIMIT`] entries.
+#[derive(Default)]
+struct PlanCache {
+    loaded: u64,
+    health: u64,
+    plans: crate::hash::FastMap<(usize, bool, IpNet), Plan>,
+}
+
+const PLAN_LIMIT: usize = 16_384;
+
+thread_local! {
+    static PLANS: RefCell<PlanCache> = RefCell::new(PlanCache::default());
+}
+
+impl PlanCache {
+    fn plan(
+        &mut self,
+        loaded: &Loaded,
+        health: &HealthSnapshot,
+        binding: usize,
+        client: &mut ClientInfo,
+        family: Family,
+    ) -> &Plan {
+        if self.loaded != loaded.id || self.health != health.id() || self.plans.len() >= PLAN_LIMIT
+        {
+            self.plans.clear();
+            self.loaded = loaded.id;
+            self.health = health.id();
+        }
+        let key = (binding, family == Family::V6, client.network);
+        self.plans
+            .entry(key)
+            .or_insert_with(|| super::plan_for(loaded, health, binding, client, family))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn lb_answer(
     loaded: &Loaded,
@@ -537,19 +580,30 @@ fn lb_answer(
     };
     let mut client = ClientInfo::from_network(network);
     let family = if p.qtype == 1 { Family::V4 } else { Family::V6 };
-    let sel = super::select_for(loaded, health, binding, &mut client, family, false);
-    let members = sel
-        .members
-        .iter()
-        .map(|&(pi, mi)| &cfg.pools[pi].members[mi]);
+    let (chosen, reason, valid_for) = match health {
+        HealthView::Live(store) if matches!(b.policy, PolicyKind::Geo(_)) => {
+            let cursor = loaded.cursors[binding].fetch_add(1, Ordering::Relaxed);
+            let snap = store.guard();
+            PLANS.with(|cache| {
+                let mut cache = cache.borrow_mut();
+                let plan = cache.plan(loaded, &snap, binding, &mut client, family);
+                (plan.pick(&cfg.pools, cursor), plan.reason, plan.valid_for)
+            })
+        }
+        _ => {
+            let sel = super::select_for(loaded, health, binding, &mut client, family, false);
+            (sel.members, sel.reason, sel.valid_for)
+        }
+    };
+    let members = chosen.iter().map(|&(pi, mi)| &cfg.pools[pi].members[mi]);
     if members
         .clone()
         .any(|m| matches!(m.target, Target::Alias(_)))
     {
         return false; // CNAME answers: the general path
     }
-    let scope = Some(sel.valid_for);
-    if sel.reason == Reason::AllDown || sel.members.is_empty() {
+    let scope = Some(valid_for);
+    if reason == Reason::AllDown || chosen.is_empty() {
         write_header(out, p, 0x84, 0, [0, 1, 0]);
         out.extend_from_slice(question);
         let at = out.len() + z.soa_ttl_at;

@@ -42,9 +42,13 @@ pub struct Loaded {
     pub loaded_at: SystemTime,
     /// Counts successful loads since start.
     pub version: u64,
+    /// Unique in the process (versions repeat across servers in one process, as in tests).
+    pub(crate) id: u64,
     /// Every static answer as bytes, for the fast path.
     fast: Option<fast::FastIndex>,
 }
+
+static LOADED_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Loaded {
     pub fn new(config: Config, version: u64) -> Self {
@@ -56,6 +60,7 @@ impl Loaded {
             cursors,
             loaded_at: SystemTime::now(),
             version,
+            id: LOADED_IDS.fetch_add(1, Ordering::Relaxed),
             fast: None,
         };
         loaded.fast = fast::FastIndex::build(&loaded);
@@ -489,17 +494,38 @@ pub(crate) fn select_for(
     family: Family,
     peek: bool,
 ) -> Selection {
+    let cursor = if peek {
+        loaded.cursors[index].load(Ordering::Relaxed)
+    } else {
+        loaded.cursors[index].fetch_add(1, Ordering::Relaxed)
+    };
+    let plan = match health {
+        HealthView::Live(store) => plan_for(loaded, &store.guard(), index, client, family),
+        HealthView::Fixed(snap) => plan_for(loaded, snap, index, client, family),
+    };
+    Selection {
+        members: plan.pick(&loaded.config.pools, cursor),
+        reason: plan.reason,
+        valid_for: plan.valid_for,
+        sites: plan.sites,
+    }
+}
+
+/// The binding's plan for a client (looking the client up in the geo database first when the
+/// policy needs it): everything of a selection but the round-robin position.
+pub(crate) fn plan_for(
+    loaded: &Loaded,
+    health: &HealthSnapshot,
+    index: usize,
+    client: &mut ClientInfo,
+    family: Family,
+) -> policy::Plan {
     let cfg = &loaded.config;
     let b: &Binding = &cfg.bindings[index];
     if b.policy.needs_location() && client.geo.is_none() {
         let hit: GeoHit = cfg.geo.locate(client.network.network());
         client.geo = Some(hit);
     }
-    let cursor = if peek {
-        loaded.cursors[index].load(Ordering::Relaxed)
-    } else {
-        loaded.cursors[index].fetch_add(1, Ordering::Relaxed)
-    };
     let req = policy::Request {
         pools: &cfg.pools,
         pool: b.pool,
@@ -508,10 +534,7 @@ pub(crate) fn select_for(
         when_all_down: &b.when_all_down,
         family,
     };
-    match health {
-        HealthView::Live(store) => policy::select(&req, &store.guard(), client, cursor),
-        HealthView::Fixed(snap) => policy::select(&req, snap, client, cursor),
-    }
+    policy::plan(&req, health, client)
 }
 
 /// Encodes a response; a UDP answer over `cap` goes out empty with TC set.
