@@ -24,6 +24,7 @@ use ipnet::IpNet;
 
 use super::ecs::{self, Ecs};
 use super::{HealthView, Loaded, Transport};
+use crate::geo::whole_space;
 use crate::hash::FastHasher;
 use crate::health::HealthSnapshot;
 use crate::policy::{ClientInfo, Family, Plan, PolicyKind, Reason, Target};
@@ -520,10 +521,11 @@ fn finish_opt(out: &mut Vec<u8>, p: &Parsed, z: &FastZone, scope: Option<IpNet>,
     }
 }
 
-/// Geo plans by (binding, family, client network), one cache per UDP thread. A plan is
-/// everything of a geo decision but the round-robin position (database lookup, site order,
-/// health filtering, fallbacks), so a hit costs a hash lookup instead of the tree walk and the
-/// ranking. The cache empties itself when the config or the health snapshot it was filled from
+/// Plans of load-balanced names by (binding, family, client network), one cache per UDP
+/// thread. A plan is everything of a decision but the round-robin position (database lookup,
+/// site order, health filtering, fallbacks), so a hit costs a hash lookup instead of the tree
+/// walk and the ranking. Only geo plans are kept per client network; the others hold for the
+/// whole address family. The cache empties itself when the config or the health snapshot it was filled from
 /// is no longer current, and when it reaches [`PLAN_LIMIT`] entries.
 #[derive(Default)]
 struct PlanCache {
@@ -553,7 +555,12 @@ impl PlanCache {
             self.loaded = loaded.id;
             self.health = health.id();
         }
-        let key = (binding, family == Family::V6, client.network);
+        // Only geo decisions depend on the client; the others hold for its whole family.
+        let network = match loaded.config.bindings[binding].policy {
+            PolicyKind::Geo(_) => client.network,
+            _ => whole_space(client.network.network()),
+        };
+        let key = (binding, family == Family::V6, network);
         self.plans
             .entry(key)
             .or_insert_with(|| super::plan_for(loaded, health, binding, client, family))
@@ -581,7 +588,7 @@ fn lb_answer(
     let mut client = ClientInfo::from_network(network);
     let family = if p.qtype == 1 { Family::V4 } else { Family::V6 };
     let (chosen, reason, valid_for) = match health {
-        HealthView::Live(store) if matches!(b.policy, PolicyKind::Geo(_)) => {
+        HealthView::Live(store) => {
             let cursor = loaded.cursors[binding].fetch_add(1, Ordering::Relaxed);
             let snap = store.guard();
             PLANS.with(|cache| {
