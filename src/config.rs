@@ -76,6 +76,7 @@ struct ServerSection {
     edns_udp_size: Option<u16>,
     geo_database: Option<String>,
     explain_from: Option<Vec<String>>,
+    identity: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +212,9 @@ pub struct ServerSettings {
     pub edns_udp_size: u16,
     /// Clients allowed to ask for explanations in-band (CHAOS TXT).
     pub explain_from: Vec<IpNet>,
+    /// This node's name, answered as NSID (RFC 5001) and to CHAOS TXT `id.server` and
+    /// `hostname.bind`, so an operator can tell which anycast node answered. None: neither.
+    pub identity: Option<String>,
 }
 
 /// One load-balanced name.
@@ -354,7 +358,18 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             "must be at least 512".into(),
         ));
     }
+    if let Some(id) = &section.identity {
+        if id.is_empty() || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
+            return Err(invalid(
+                span.clone(),
+                "server.identity",
+                "1 to 255 printable ASCII characters".into(),
+            ));
+        }
+    }
     let server = ServerSettings {
+        identity: section.identity.clone(),
         listen,
         control,
         state_dir: base.join(section.state_dir.as_deref().unwrap_or("state")),

@@ -294,3 +294,97 @@ timeout = "150ms"
     let r = srv.query("dual.example.test.", RecordType::AAAA);
     assert_eq!(answers(&r), vec!["2001:db8::1"]);
 }
+
+#[test]
+fn apex_names_and_delegations_inside_a_load_balanced_zone() {
+    let zone = zone_with(
+        "@ IN MX 10 mail\n\
+         mail IN A 192.0.2.25\n\
+         sub IN NS ns1.sub\n\
+         ns1.sub IN A 192.0.2.60\n",
+    );
+    let gslb = r#"
+[[name]]
+name = "@"
+pool = "p"
+
+[[name]]
+name = "www"
+pool = "p"
+
+[pool.p]
+members = [ { site = "a", address = "192.0.2.10" }, { site = "b", address = "2001:db8::10" } ]
+"#;
+    let cfg = ConfigDir::new(&zone, gslb);
+    let srv = Server::start(&cfg);
+
+    // The apex answers its addresses from the pool (what Route 53 calls an alias at the apex),
+    // and keeps SOA, NS and MX as static data.
+    let r = srv.query("example.test.", RecordType::A);
+    assert!(r.authoritative);
+    assert_eq!(answers(&r), vec!["192.0.2.10"]);
+    assert_eq!(
+        answers(&srv.query("example.test.", RecordType::AAAA)),
+        vec!["2001:db8::10"]
+    );
+    assert_eq!(
+        srv.query("example.test.", RecordType::SOA).answers[0].record_type(),
+        RecordType::SOA
+    );
+    assert_eq!(
+        answers(&srv.query("example.test.", RecordType::NS)),
+        vec!["ns1.example.test."]
+    );
+    assert_eq!(
+        answers(&srv.query("example.test.", RecordType::MX)),
+        vec!["10 mail.example.test."]
+    );
+    let r = srv.query("example.test.", RecordType::TXT);
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert!(r.answers.is_empty());
+
+    // Below a delegation the child answers: a referral with glue, not the apex's pool, not
+    // NXDOMAIN; over TCP the same.
+    for name in [
+        "sub.example.test.",
+        "www.sub.example.test.",
+        "a.b.sub.example.test.",
+    ] {
+        let r = srv.query(name, RecordType::A);
+        assert_eq!(r.response_code, ResponseCode::NoError, "{name}");
+        assert!(!r.authoritative, "{name}");
+        assert!(r.answers.is_empty(), "{name}");
+        assert_eq!(r.authorities[0].record_type(), RecordType::NS, "{name}");
+        assert_eq!(r.additionals[0].data.to_string(), "192.0.2.60", "{name}");
+    }
+    // Load-balanced names beside the delegation are untouched by it.
+    assert_eq!(
+        answers(&srv.query("www.example.test.", RecordType::A)),
+        vec!["192.0.2.10"]
+    );
+}
+
+#[test]
+fn a_load_balanced_name_under_a_delegation_is_refused() {
+    let zone = zone_with("sub IN NS ns1.sub\nns1.sub IN A 192.0.2.60\n");
+    let gslb = r#"
+[[name]]
+name = "www.sub"
+pool = "p"
+[pool.p]
+members = [ { site = "a", address = "192.0.2.10" } ]
+"#;
+    let cfg = ConfigDir::new(&zone, gslb);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["check", "--config"])
+        .arg(cfg.config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("at or below the delegation sub.example.test."),
+        "{err}"
+    );
+    assert!(err.contains("example.test.gslb.toml:"), "{err}");
+}

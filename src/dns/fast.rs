@@ -368,6 +368,9 @@ fn parse(q: &[u8], name: &mut [u8; 256]) -> Option<Parsed> {
             let len = u16::from_be_bytes([head[2], head[3]]) as usize;
             let data = rdata.get(o + 4..o + 4 + len)?;
             o += 4 + len;
+            if code == 3 {
+                return None; // NSID: the general path adds the node's identity
+            }
             if code == 8 {
                 match (ecs, ecs::parse(data)) {
                     (None, ecs::Found::Subnet(e)) => ecs = Some(e),

@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
@@ -192,6 +192,15 @@ pub fn answer_with(
         ecs::Found::None => None,
         ecs::Found::Subnet(e) => Some(e),
     };
+    // NSID (RFC 5001): the node's identity when the query asks for it.
+    let identity = loaded.config.server.identity.as_deref();
+    if let (Some(req_edns), Some(id), Some(edns)) = (&request.edns, identity, resp.edns.as_mut()) {
+        if req_edns.option(EdnsCode::NSID).is_some() {
+            if let Ok(payload) = NSIDPayload::new(id.as_bytes()) {
+                edns.options_mut().insert(EdnsOption::NSID(payload));
+            }
+        }
+    }
     if request.op_code != OpCode::Query {
         resp.metadata.response_code = ResponseCode::NotImp;
         return encode(&mut resp, cap);
@@ -203,6 +212,21 @@ pub fn answer_with(
     }
     let q = &request.queries[0];
     let qname = crate::zone::fqdn_lower(&q.name);
+    if q.query_class == DNSClass::CH && is_identity_name(&qname) {
+        // The node's identity, as NSD and BIND answer it; refused when none is configured.
+        match (identity, q.query_type) {
+            (Some(id), RecordType::TXT | RecordType::ANY) => {
+                resp.metadata.authoritative = true;
+                let mut r =
+                    Record::from_rdata(qname, 0, RData::TXT(TXT::new(vec![id.to_string()])));
+                r.dns_class = DNSClass::CH;
+                resp.answers.push(r);
+            }
+            (Some(_), _) => resp.metadata.authoritative = true,
+            (None, _) => resp.metadata.response_code = ResponseCode::Refused,
+        }
+        return encode(&mut resp, cap);
+    }
     let cfg = &loaded.config;
     let zone_index = cfg
         .zones
@@ -535,6 +559,12 @@ pub(crate) fn plan_for(
         family,
     };
     policy::plan(&req, health, client)
+}
+
+/// `id.server.` and `hostname.bind.`: the CHAOS names that ask a server who it is.
+fn is_identity_name(name: &Name) -> bool {
+    let text = name.to_ascii();
+    text.eq_ignore_ascii_case("id.server.") || text.eq_ignore_ascii_case("hostname.bind.")
 }
 
 /// Encodes a response; a UDP answer over `cap` goes out empty with TC set.

@@ -230,6 +230,8 @@ pub struct Opts {
     pub ecs: Option<ipnet::IpNet>,
     /// Raw ECS option bytes, for malformed options.
     pub raw_ecs: Option<Vec<u8>>,
+    /// Ask for the server's NSID.
+    pub nsid: bool,
 }
 
 impl Opts {
@@ -245,7 +247,7 @@ pub fn build_query(name: &str, rtype: RecordType, opts: Option<&Opts>) -> Vec<u8
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
     if let Some(o) = opts {
-        let wants_edns = o.edns.is_some() || o.ecs.is_some() || o.raw_ecs.is_some();
+        let wants_edns = o.edns.is_some() || o.ecs.is_some() || o.raw_ecs.is_some() || o.nsid;
         if wants_edns {
             let mut e = Edns::new();
             e.set_max_payload(o.edns.unwrap_or(1232));
@@ -260,6 +262,9 @@ pub fn build_query(name: &str, rtype: RecordType, opts: Option<&Opts>) -> Vec<u8
             }
             if let Some(raw) = &o.raw_ecs {
                 e.options_mut().insert(EdnsOption::Unknown(8, raw.clone()));
+            }
+            if o.nsid {
+                e.options_mut().insert(EdnsOption::Unknown(3, Vec::new()));
             }
             m.set_edns(e);
         }

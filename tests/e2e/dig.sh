@@ -76,6 +76,7 @@ listen = ["127.0.0.1:0"]
 control = "127.0.0.1:0"
 state_dir = "state"
 geo_database = "demo-city.mmdb"
+identity = "meridian-demo"
 
 [[zone]]
 origin = "example.test"
@@ -134,6 +135,8 @@ check "geo: reply scope is the database network (/16)" grep -q 'CLIENT-SUBNET: 1
 out=$("${D[@]}" +subnet=10.1.0.0/24 geo.example.test A)
 check "geo: ECS from Frankfurt gets fra, scope /17" grep -q 'CLIENT-SUBNET: 10.1.0.0/24/17' <<<"$out"
 check "static data: ECS scope 0" grep -q 'CLIENT-SUBNET: 10.3.0.0/24/0' <<<"$("${D[@]}" +subnet=10.3.0.0/24 static.example.test A)"
+check "NSID names the node" grep -q 'NSID: .*("meridian-demo")' <<<"$("${D[@]}" +nsid static.example.test A)"
+check "CHAOS TXT id.server names the node" test "$("${D[@]}" -c CH -t TXT id.server +short)" = '"meridian-demo"'
 out=$("${D[@]}" -c CH -t TXT geo.example.test)
 check "in-band explanation (CHAOS TXT) from loopback" grep -q 'policy:    geo-nearest' <<<"$out"
 
