@@ -77,6 +77,8 @@ struct ServerSection {
     geo_database: Option<String>,
     explain_from: Option<Vec<String>>,
     identity: Option<String>,
+    cookies: Option<bool>,
+    cookie_secret_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +217,11 @@ pub struct ServerSettings {
     /// This node's name, answered as NSID (RFC 5001) and to CHAOS TXT `id.server` and
     /// `hostname.bind`, so an operator can tell which anycast node answered. None: neither.
     pub identity: Option<String>,
+    /// Whether DNS cookies (RFC 7873/9018) are answered.
+    pub cookies: bool,
+    /// The server cookie secrets: from `cookie_secret_file` (shared by anycast nodes), or
+    /// filled in by `serve` from its state directory.
+    pub cookie_secrets: Option<Arc<crate::dns::cookie::Secrets>>,
 }
 
 /// One load-balanced name.
@@ -368,8 +375,28 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             ));
         }
     }
+    let cookie_secrets = match &section.cookie_secret_file {
+        None => None,
+        Some(f) => {
+            let path = base.join(f);
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                file: path.clone(),
+                source,
+            })?;
+            let secrets = crate::dns::cookie::Secrets::parse(&text).map_err(|m| {
+                invalid(
+                    span.clone(),
+                    "server.cookie_secret_file",
+                    format!("{}: {m}", path.display()),
+                )
+            })?;
+            Some(Arc::new(secrets))
+        }
+    };
     let server = ServerSettings {
         identity: section.identity.clone(),
+        cookies: section.cookies.unwrap_or(true),
+        cookie_secrets,
         listen,
         control,
         state_dir: base.join(section.state_dir.as_deref().unwrap_or("state")),

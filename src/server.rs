@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{self, Config, ConfigError, Source};
+use crate::dns::cookie::Secrets;
 use crate::dns::{DnsServer, Loaded, Responder};
 use crate::health::{Admin, HealthStore, MemberId, ProbeError, ProbeSet};
 use crate::state::{Opened, StateError, Store};
@@ -57,7 +58,45 @@ impl Overrides {
 pub fn load(source: &Source, overrides: &Overrides) -> Result<Config, ConfigError> {
     let mut cfg = config::load(source)?;
     overrides.apply(&mut cfg);
+    if cfg.server.cookies && cfg.server.cookie_secrets.is_none() {
+        cfg.server.cookie_secrets = Some(Arc::new(state_cookie_secret(&cfg.server.state_dir)?));
+    }
     Ok(cfg)
+}
+
+/// This node's own cookie secret, kept in the state directory (created on first start, readable
+/// by the service only). Nodes that must validate each other's cookies share a
+/// `cookie_secret_file` instead.
+fn state_cookie_secret(dir: &std::path::Path) -> Result<Secrets, ConfigError> {
+    let path = dir.join("cookie.secret");
+    let io = |source| ConfigError::Read {
+        file: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Secrets::parse(&text).map_err(|m| ConfigError::Invalid {
+            file: path.clone(),
+            line: 1,
+            object: "cookie secret".into(),
+            message: format!("{m} (delete the file to make a new one)"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(dir).map_err(io)?;
+            let secrets = Secrets::random();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io)?;
+            f.write_all(secrets.to_text().as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok(secrets)
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// The shared state of a running node, used by the control endpoint and the reloader.

@@ -40,10 +40,41 @@ const ECS: u16 = 8;
 /// Finds and checks the ECS option of a query. A packet whose framing cannot be walked is
 /// reported as carrying none: the general parser decides what to do with it.
 pub fn find(packet: &[u8]) -> Found {
-    walk(packet).unwrap_or(Found::None)
+    let mut found = Found::None;
+    let walked = each_option(packet, |code, data| {
+        if code == ECS {
+            found = match found {
+                Found::None => parse(data),
+                _ => Found::Malformed,
+            };
+        }
+    });
+    match walked {
+        Some(()) => found,
+        None => Found::None,
+    }
 }
 
-fn walk(p: &[u8]) -> Option<Found> {
+/// The raw data of option `code` in a query's OPT: `Ok(None)` when absent, `Err(())` when it
+/// appears twice. A packet whose framing cannot be walked counts as carrying none.
+pub fn find_raw(packet: &[u8], code: u16) -> Result<Option<&[u8]>, ()> {
+    let mut found: Result<Option<&[u8]>, ()> = Ok(None);
+    let walked = each_option(packet, |c, data| {
+        if c == code {
+            found = match found {
+                Ok(None) => Ok(Some(data)),
+                _ => Err(()),
+            };
+        }
+    });
+    match walked {
+        Some(()) => found,
+        None => Ok(None),
+    }
+}
+
+/// Calls `f` with each option of each OPT record; `None` when the framing cannot be walked.
+fn each_option<'p>(p: &'p [u8], mut f: impl FnMut(u16, &'p [u8])) -> Option<()> {
     let count = |at: usize| -> Option<usize> {
         Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]) as usize)
     };
@@ -57,7 +88,6 @@ fn walk(p: &[u8]) -> Option<Found> {
         let rdlen = count(pos + 8)?;
         pos += 10 + rdlen;
     }
-    let mut found = Found::None;
     for _ in 0..ar {
         pos = skip_name(p, pos)?;
         let rtype = count(pos)? as u16;
@@ -73,16 +103,10 @@ fn walk(p: &[u8]) -> Option<Found> {
             let len = u16::from_be_bytes([rdata[o + 2], rdata[o + 3]]) as usize;
             let data = rdata.get(o + 4..o + 4 + len)?;
             o += 4 + len;
-            if code != ECS {
-                continue;
-            }
-            if found != Found::None {
-                return Some(Found::Malformed);
-            }
-            found = parse(data);
+            f(code, data);
         }
     }
-    Some(found)
+    Some(())
 }
 
 fn skip_name(p: &[u8], mut pos: usize) -> Option<usize> {

@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use hashbrown::HashTable;
 use ipnet::IpNet;
 
+use super::cookie;
 use super::ecs::{self, Ecs};
 use super::{HealthView, Loaded, Transport};
 use crate::geo::whole_space;
@@ -300,6 +301,10 @@ struct Edns {
     payload: u16,
     dnssec_ok: bool,
     ecs: Option<Ecs>,
+    /// The COOKIE option's data, as a range of the query.
+    cookie: Option<(usize, usize)>,
+    /// The cookie to send back, when cookies are on.
+    cookie_reply: Option<cookie::Reply>,
 }
 
 /// Parses `q`, writing its lower-cased wire name into `name` (kept by the caller, so the
@@ -361,6 +366,7 @@ fn parse(q: &[u8], name: &mut [u8; 256]) -> Option<Parsed> {
             return None;
         }
         let mut ecs = None;
+        let mut cookie_at = None;
         let mut o = 0;
         while o < rdata.len() {
             let head = rdata.get(o..o + 4)?;
@@ -370,6 +376,13 @@ fn parse(q: &[u8], name: &mut [u8; 256]) -> Option<Parsed> {
             o += 4 + len;
             if code == 3 {
                 return None; // NSID: the general path adds the node's identity
+            }
+            if code == cookie::CODE {
+                if cookie_at.is_some() || !cookie::well_formed(data) {
+                    return None; // the general path says FORMERR
+                }
+                let start = pos + 11 + o - len;
+                cookie_at = Some((start, start + len));
             }
             if code == 8 {
                 match (ecs, ecs::parse(data)) {
@@ -382,6 +395,8 @@ fn parse(q: &[u8], name: &mut [u8; 256]) -> Option<Parsed> {
             payload,
             dnssec_ok,
             ecs,
+            cookie: cookie_at,
+            cookie_reply: None,
         });
     } else if pos != q.len() {
         return None;
@@ -402,9 +417,14 @@ pub fn answer(
         return false;
     };
     let mut name = [0u8; 256];
-    let Some(p) = parse(query, &mut name) else {
+    let Some(mut p) = parse(query, &mut name) else {
         return false;
     };
+    if let (Some(e), Some(secrets)) = (p.edns.as_mut(), &loaded.config.server.cookie_secrets) {
+        if let Some((from, to)) = e.cookie {
+            e.cookie_reply = Some(secrets.reply(&query[from..to], src.ip(), cookie::now()));
+        }
+    }
     if p.qtype == u16::from(RecordType::ANY)
         || p.qtype == u16::from(RecordType::OPT)
         || p.qtype == 0
@@ -499,29 +519,34 @@ fn finish_opt(out: &mut Vec<u8>, p: &Parsed, z: &FastZone, scope: Option<IpNet>,
     out.extend_from_slice(&[0, 0, 41]);
     out.extend_from_slice(&ours.to_be_bytes());
     out.extend_from_slice(&[0, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0]);
-    match (&e.ecs, z.ecs) {
-        (Some(ecs), true) => {
-            let used = ecs.source > 0;
-            let scope = match scope {
-                Some(valid_for) if used => valid_for.prefix_len().min(ecs.source),
-                _ => 0,
-            };
-            let addr_len = (ecs.source as usize).div_ceil(8);
-            let opt_len = 4 + addr_len;
-            out.extend_from_slice(&((4 + opt_len) as u16).to_be_bytes());
-            out.extend_from_slice(&[0, 8]);
-            out.extend_from_slice(&(opt_len as u16).to_be_bytes());
-            let family: u16 = if ecs.addr.is_ipv4() { 1 } else { 2 };
-            out.extend_from_slice(&family.to_be_bytes());
-            out.push(ecs.source);
-            out.push(scope);
-            match ecs.addr {
-                IpAddr::V4(a) => out.extend_from_slice(&a.octets()[..addr_len]),
-                IpAddr::V6(a) => out.extend_from_slice(&a.octets()[..addr_len]),
-            }
-        }
-        _ => out.extend_from_slice(&[0, 0]),
+    let rdlen_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    if let Some(c) = &e.cookie_reply {
+        out.extend_from_slice(&cookie::CODE.to_be_bytes());
+        out.extend_from_slice(&(c.len() as u16).to_be_bytes());
+        out.extend_from_slice(c);
     }
+    if let (Some(ecs), true) = (&e.ecs, z.ecs) {
+        let used = ecs.source > 0;
+        let scope = match scope {
+            Some(valid_for) if used => valid_for.prefix_len().min(ecs.source),
+            _ => 0,
+        };
+        let addr_len = (ecs.source as usize).div_ceil(8);
+        let opt_len = 4 + addr_len;
+        out.extend_from_slice(&[0, 8]);
+        out.extend_from_slice(&(opt_len as u16).to_be_bytes());
+        let family: u16 = if ecs.addr.is_ipv4() { 1 } else { 2 };
+        out.extend_from_slice(&family.to_be_bytes());
+        out.push(ecs.source);
+        out.push(scope);
+        match ecs.addr {
+            IpAddr::V4(a) => out.extend_from_slice(&a.octets()[..addr_len]),
+            IpAddr::V6(a) => out.extend_from_slice(&a.octets()[..addr_len]),
+        }
+    }
+    let rdlen = (out.len() - rdlen_at - 2) as u16;
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
 }
 
 /// Plans of load-balanced names by (binding, family, client network), one cache per UDP

@@ -10,6 +10,7 @@
 //! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
 //! and the in-band explanation, so every path gives the same answer.
 
+pub mod cookie;
 pub mod ecs;
 pub mod fast;
 mod transport;
@@ -192,6 +193,24 @@ pub fn answer_with(
         ecs::Found::None => None,
         ecs::Found::Subnet(e) => Some(e),
     };
+    // DNS cookies: a malformed option is FORMERR; a good one gets a fresh server cookie.
+    let cookie = match ecs::find_raw(query, cookie::CODE) {
+        Ok(None) => None,
+        Ok(Some(data)) if cookie::well_formed(data) => Some(data),
+        _ => {
+            resp.metadata.response_code = ResponseCode::FormErr;
+            return encode(&mut resp, cap);
+        }
+    };
+    if let (Some(data), Some(secrets), Some(edns)) = (
+        cookie,
+        loaded.config.server.cookie_secrets.as_deref(),
+        resp.edns.as_mut(),
+    ) {
+        let reply = secrets.reply(data, src.ip(), cookie::now());
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(cookie::CODE, reply.to_vec()));
+    }
     // NSID (RFC 5001): the node's identity when the query asks for it.
     let identity = loaded.config.server.identity.as_deref();
     if let (Some(req_edns), Some(id), Some(edns)) = (&request.edns, identity, resp.edns.as_mut()) {
@@ -203,6 +222,10 @@ pub fn answer_with(
     }
     if request.op_code != OpCode::Query {
         resp.metadata.response_code = ResponseCode::NotImp;
+        return encode(&mut resp, cap);
+    }
+    // A cookie-only query (no question) learns a server cookie (RFC 7873 section 5.4).
+    if request.queries.is_empty() && cookie.is_some() && request.answers.is_empty() {
         return encode(&mut resp, cap);
     }
     if request.queries.len() != 1 || !request.answers.is_empty() || !request.authorities.is_empty()

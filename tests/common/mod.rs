@@ -232,6 +232,8 @@ pub struct Opts {
     pub raw_ecs: Option<Vec<u8>>,
     /// Ask for the server's NSID.
     pub nsid: bool,
+    /// A COOKIE option with these bytes.
+    pub cookie: Option<Vec<u8>>,
 }
 
 impl Opts {
@@ -247,7 +249,11 @@ pub fn build_query(name: &str, rtype: RecordType, opts: Option<&Opts>) -> Vec<u8
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
     if let Some(o) = opts {
-        let wants_edns = o.edns.is_some() || o.ecs.is_some() || o.raw_ecs.is_some() || o.nsid;
+        let wants_edns = o.edns.is_some()
+            || o.ecs.is_some()
+            || o.raw_ecs.is_some()
+            || o.nsid
+            || o.cookie.is_some();
         if wants_edns {
             let mut e = Edns::new();
             e.set_max_payload(o.edns.unwrap_or(1232));
@@ -265,6 +271,9 @@ pub fn build_query(name: &str, rtype: RecordType, opts: Option<&Opts>) -> Vec<u8
             }
             if o.nsid {
                 e.options_mut().insert(EdnsOption::Unknown(3, Vec::new()));
+            }
+            if let Some(c) = &o.cookie {
+                e.options_mut().insert(EdnsOption::Unknown(10, c.clone()));
             }
             m.set_edns(e);
         }

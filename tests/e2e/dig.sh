@@ -136,6 +136,7 @@ out=$("${D[@]}" +subnet=10.1.0.0/24 geo.example.test A)
 check "geo: ECS from Frankfurt gets fra, scope /17" grep -q 'CLIENT-SUBNET: 10.1.0.0/24/17' <<<"$out"
 check "static data: ECS scope 0" grep -q 'CLIENT-SUBNET: 10.3.0.0/24/0' <<<"$("${D[@]}" +subnet=10.3.0.0/24 static.example.test A)"
 check "NSID names the node" grep -q 'NSID: .*("meridian-demo")' <<<"$("${D[@]}" +nsid static.example.test A)"
+check "dig +cookie: a server cookie that dig accepts" grep -qE '^; COOKIE: [0-9a-f]{16}[0-9a-f]{32} \(good\)' <<<"$("${D[@]}" +cookie static.example.test A)"
 check "CHAOS TXT id.server names the node" test "$("${D[@]}" -c CH -t TXT id.server +short)" = '"meridian-demo"'
 out=$("${D[@]}" -c CH -t TXT geo.example.test)
 check "in-band explanation (CHAOS TXT) from loopback" grep -q 'policy:    geo-nearest' <<<"$out"
