@@ -158,8 +158,17 @@ fn decode_rdata(rtype: RecordType, wire: &[u8]) -> RData {
         Ok(d) if dec.is_empty() => d,
         _ => RData::Unknown {
             code: rtype,
-            rdata: hickory_proto::rr::rdata::NULL::with(wire.to_vec()),
+            rdata: null(wire.to_vec()),
         },
+    }
+}
+
+/// Opaque record data; empty data (`\# 0`, RFC 3597) is allowed.
+fn null(bytes: Vec<u8>) -> hickory_proto::rr::rdata::NULL {
+    if bytes.is_empty() {
+        hickory_proto::rr::rdata::NULL::new()
+    } else {
+        hickory_proto::rr::rdata::NULL::with(bytes)
     }
 }
 
@@ -583,7 +592,7 @@ fn parse_name(text: &str, origin: &Name) -> Result<Name, String> {
 fn parse_rdata(rtype: RecordType, text: &str) -> Result<RData, String> {
     let opaque = |bytes: Vec<u8>| RData::Unknown {
         code: rtype,
-        rdata: hickory_proto::rr::rdata::NULL::with(bytes),
+        rdata: null(bytes),
     };
     let mut words = text.split_whitespace();
     if text.starts_with("\\#") {

@@ -167,7 +167,11 @@ pub fn answer_with(
     let mut resp = Message::response(request.id, request.op_code);
     resp.metadata.recursion_desired = request.recursion_desired;
     resp.metadata.checking_disabled = request.checking_disabled;
-    resp.queries = request.queries.clone();
+    // The question is echoed only when there is exactly one (anything else is FORMERR or
+    // NOTIMP, and echoing a dozen questions would make the error larger than the query).
+    if request.queries.len() == 1 {
+        resp.queries = request.queries.clone();
+    }
     if let Some(req_edns) = &request.edns {
         let mut e = Edns::new();
         e.set_max_payload(ours);
@@ -601,6 +605,12 @@ fn encode(resp: &mut Message, cap: usize) -> Option<Vec<u8>> {
     resp.authorities.clear();
     resp.additionals.clear();
     resp.metadata.truncation = true;
+    let bytes = resp.to_vec().ok()?;
+    if bytes.len() <= cap {
+        return Some(bytes);
+    }
+    // Still too large (a very long question with a large OPT): header and OPT only.
+    resp.queries.clear();
     resp.to_vec().ok()
 }
 

@@ -1,0 +1,62 @@
+//! What each fuzz target does with one input, shared with `tests/fuzz_corpus.rs`, which replays
+//! the seed corpus under `cargo test`. Every function must return for any input: a panic or a
+//! hang is the bug the fuzzer looks for.
+
+#![allow(dead_code)] // each target uses one of these
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use meridian::config::{self, Source};
+use meridian::dns::cookie::Secrets;
+use meridian::dns::{Loaded, Responder, Transport};
+use meridian::health::HealthStore;
+
+/// The demo config, with cookies on, answering over both transports.
+pub fn packet(data: &[u8]) {
+    static RESPONDER: OnceLock<Responder> = OnceLock::new();
+    let responder = RESPONDER.get_or_init(|| {
+        let mut cfg = config::load(&Source::demo()).expect("the demo config loads");
+        cfg.server.cookie_secrets = Some(Arc::new(Secrets::new([7; 16], None)));
+        Responder::new(Loaded::new(cfg, 1), Arc::new(HealthStore::in_memory()))
+    });
+    let client: SocketAddr = "192.0.2.7:5353".parse().expect("literal");
+    let mut out = Vec::new();
+    for transport in [Transport::Udp, Transport::Tcp] {
+        if responder.answer_into(data, client, transport, &mut out) {
+            assert!(out.len() >= 12, "a reply shorter than a header");
+            assert_eq!(out[..2], data[..2], "a reply with another ID");
+            if transport == Transport::Udp {
+                assert!(out.len() <= 1232, "a UDP reply over our EDNS size");
+            }
+        }
+    }
+}
+
+/// A zone file for `example.test.`.
+pub fn zone(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let origin = hickory_proto::rr::Name::from_ascii("example.test.").expect("literal");
+    let _ = meridian::zone::Zone::parse(&text, Path::new("fuzz.zone"), &origin);
+}
+
+/// A load-balancing file beside a fixed server file and zone, through the whole config load;
+/// and the same bytes as an anycast helper config.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = meridian::anycast::AnycastConfig::parse(&text, Path::new("anycast.toml"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write =
+        |name: &str, body: &str| std::fs::write(dir.path().join(name), body).expect("write");
+    write(
+        "meridian.toml",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[[zone]]\norigin = \"example.test\"\nfile = \"example.test.zone\"\ngslb = \"example.test.gslb.toml\"\n",
+    );
+    write(
+        "example.test.zone",
+        "$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 900 1209600 60\n@ IN NS ns1\nns1 IN A 192.0.2.53\n",
+    );
+    write("example.test.gslb.toml", &text);
+    let _ = config::load(&Source::File(dir.path().join("meridian.toml")));
+}
