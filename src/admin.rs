@@ -210,6 +210,12 @@ fn status(node: &Node) -> Value {
         "names": names,
         "pools": pools,
         "orphan_overrides": orphans,
+        "rate_limit": {
+            "responses_per_second": loaded.limiter.settings().responses_per_second,
+            "slip": loaded.limiter.settings().slip,
+            "dropped_since_load": loaded.limiter.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            "slipped_since_load": loaded.limiter.slipped.load(std::sync::atomic::Ordering::Relaxed),
+        },
         "unknown_health_means": "answered until the first probe result",
     })
 }

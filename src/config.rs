@@ -79,6 +79,17 @@ struct ServerSection {
     identity: Option<String>,
     cookies: Option<bool>,
     cookie_secret_file: Option<String>,
+    rate_limit: Option<RateLimitSection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RateLimitSection {
+    responses_per_second: Option<u32>,
+    slip: Option<u32>,
+    ipv4_prefix: Option<u8>,
+    ipv6_prefix: Option<u8>,
+    exempt: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +233,8 @@ pub struct ServerSettings {
     /// The server cookie secrets: from `cookie_secret_file` (shared by anycast nodes), or
     /// filled in by `serve` from its state directory.
     pub cookie_secrets: Option<Arc<crate::dns::cookie::Secrets>>,
+    /// Response rate limiting for UDP.
+    pub rate_limit: crate::dns::rrl::Settings,
 }
 
 /// One load-balanced name.
@@ -393,7 +406,46 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             Some(Arc::new(secrets))
         }
     };
+    let rate_limit = {
+        let d = crate::dns::rrl::Settings::default();
+        let r = section.rate_limit.as_ref();
+        let s = crate::dns::rrl::Settings {
+            responses_per_second: r
+                .and_then(|r| r.responses_per_second)
+                .unwrap_or(d.responses_per_second),
+            slip: r.and_then(|r| r.slip).unwrap_or(d.slip),
+            ipv4_prefix: r.and_then(|r| r.ipv4_prefix).unwrap_or(d.ipv4_prefix),
+            ipv6_prefix: r.and_then(|r| r.ipv6_prefix).unwrap_or(d.ipv6_prefix),
+            exempt: match r.and_then(|r| r.exempt.as_ref()) {
+                None => d.exempt,
+                Some(list) => list
+                    .iter()
+                    .map(|n| {
+                        n.parse::<IpNet>()
+                            .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
+                            .map(|n| n.trunc())
+                            .map_err(|_| {
+                                invalid(
+                                    span.clone(),
+                                    "server.rate_limit.exempt",
+                                    format!("{n:?} is not a network"),
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+        };
+        if s.ipv4_prefix > 32 || s.ipv6_prefix > 128 {
+            return Err(invalid(
+                span.clone(),
+                "server.rate_limit",
+                "ipv4_prefix is at most 32 and ipv6_prefix at most 128".into(),
+            ));
+        }
+        s
+    };
     let server = ServerSettings {
+        rate_limit,
         identity: section.identity.clone(),
         cookies: section.cookies.unwrap_or(true),
         cookie_secrets,

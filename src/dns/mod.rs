@@ -13,6 +13,7 @@
 pub mod cookie;
 pub mod ecs;
 pub mod fast;
+pub mod rrl;
 mod transport;
 
 use std::net::{IpAddr, SocketAddr};
@@ -47,12 +48,15 @@ pub struct Loaded {
     pub(crate) id: u64,
     /// Every static answer as bytes, for the fast path.
     fast: Option<fast::FastIndex>,
+    /// UDP response rate limiting; accounts and counts start afresh with each load.
+    pub limiter: rrl::Limiter,
 }
 
 static LOADED_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Loaded {
     pub fn new(config: Config, version: u64) -> Self {
+        let limiter = rrl::Limiter::new(config.server.rate_limit.clone());
         let cursors = (0..config.bindings.len())
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -63,6 +67,7 @@ impl Loaded {
             version,
             id: LOADED_IDS.fetch_add(1, Ordering::Relaxed),
             fast: None,
+            limiter,
         };
         loaded.fast = fast::FastIndex::build(&loaded);
         loaded
@@ -133,16 +138,38 @@ impl Responder {
     ) -> bool {
         let loaded = self.current.load();
         let health = HealthView::Live(&self.health);
-        if fast::answer(&loaded, health, query, src, transport, out) {
+        if !fast::answer(&loaded, health, query, src, transport, out) {
+            match answer_with(&loaded, health, query, src, transport, None) {
+                Some(bytes) => {
+                    out.clear();
+                    out.extend_from_slice(&bytes);
+                }
+                None => return false,
+            }
+        }
+        if transport == Transport::Tcp || !loaded.limiter.enabled() {
             return true;
         }
-        match answer_with(&loaded, health, query, src, transport, None) {
-            Some(bytes) => {
-                out.clear();
-                out.extend_from_slice(&bytes);
+        let now = cookie::now();
+        let verdict = loaded.limiter.charge(src.ip(), rrl::response_key(out), now);
+        if verdict == rrl::Verdict::Send {
+            return true;
+        }
+        // A valid server cookie proves the source address: never limited.
+        let proven = match (
+            ecs::find_raw(query, cookie::CODE),
+            &loaded.config.server.cookie_secrets,
+        ) {
+            (Ok(Some(data)), Some(secrets)) => secrets.validates(data, src.ip(), now),
+            _ => false,
+        };
+        match verdict {
+            _ if proven => true,
+            rrl::Verdict::Slip => {
+                rrl::slip(out);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }
