@@ -210,6 +210,7 @@ fn status(node: &Node) -> Value {
         "names": names,
         "pools": pools,
         "orphan_overrides": orphans,
+        "tcp_refused": node.responder.tcp_refused.load(std::sync::atomic::Ordering::Relaxed),
         "rate_limit": {
             "responses_per_second": loaded.limiter.settings().responses_per_second,
             "slip": loaded.limiter.settings().slip,

@@ -80,6 +80,15 @@ struct ServerSection {
     cookies: Option<bool>,
     cookie_secret_file: Option<String>,
     rate_limit: Option<RateLimitSection>,
+    tcp: Option<TcpSection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TcpSection {
+    max_connections: Option<usize>,
+    max_per_client: Option<usize>,
+    idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -235,6 +244,17 @@ pub struct ServerSettings {
     pub cookie_secrets: Option<Arc<crate::dns::cookie::Secrets>>,
     /// Response rate limiting for UDP.
     pub rate_limit: crate::dns::rrl::Settings,
+    /// TCP connection limits (read when the sockets are bound: a change needs a restart).
+    pub tcp: TcpSettings,
+}
+
+/// Limits on DNS over TCP. A connection serves one query at a time, so these also bound the
+/// queries in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpSettings {
+    pub max_connections: usize,
+    pub max_per_client: usize,
+    pub idle_timeout: Duration,
 }
 
 /// One load-balanced name.
@@ -444,7 +464,29 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         }
         s
     };
+    let tcp = {
+        let t = section.tcp.as_ref();
+        let idle_timeout = match t.and_then(|t| t.idle_timeout.as_deref()) {
+            None => Duration::from_secs(10),
+            Some(d) => parse_duration(d)
+                .map_err(|m| invalid(span.clone(), "server.tcp.idle_timeout", m))?,
+        };
+        let s = TcpSettings {
+            max_connections: t.and_then(|t| t.max_connections).unwrap_or(512),
+            max_per_client: t.and_then(|t| t.max_per_client).unwrap_or(16),
+            idle_timeout,
+        };
+        if s.max_connections == 0 || s.max_per_client == 0 || s.idle_timeout.is_zero() {
+            return Err(invalid(
+                span.clone(),
+                "server.tcp",
+                "max_connections, max_per_client and idle_timeout must be above zero".into(),
+            ));
+        }
+        s
+    };
     let server = ServerSettings {
+        tcp,
         rate_limit,
         identity: section.identity.clone(),
         cookies: section.cookies.unwrap_or(true),

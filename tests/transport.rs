@@ -92,3 +92,56 @@ fn random_garbage_never_stops_the_server() {
     assert_eq!(answers(&r), vec!["192.0.2.80"]);
     assert_eq!(answers(&query_tcp(srv.dns, &valid)), vec!["192.0.2.80"]);
 }
+
+/// Sends one query on an open TCP connection; `None` when the server closed it.
+fn tcp_ask(stream: &mut std::net::TcpStream, query: &[u8]) -> Option<Message> {
+    use std::io::{Read, Write};
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).ok()?;
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).ok()?;
+    Message::from_vec(&reply).ok()
+}
+
+#[test]
+fn tcp_connections_are_limited_per_client_and_idle_ones_closed() {
+    let cfg = ConfigDir::new_with(
+        &zone_with("www IN A 192.0.2.80\n"),
+        "",
+        "[server.tcp]\nmax_per_client = 2\nidle_timeout = \"1s\"",
+        "",
+    );
+    let srv = Server::start(&cfg);
+    let q = build_query("www.example.test.", RecordType::A, None);
+    let connect = || {
+        let s = std::net::TcpStream::connect(srv.dns).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    let mut first = connect();
+    let mut second = connect();
+    assert!(tcp_ask(&mut first, &q).is_some());
+    assert!(tcp_ask(&mut second, &q).is_some());
+    // A third connection from the same client is closed without an answer.
+    let mut third = connect();
+    assert!(tcp_ask(&mut third, &q).is_none());
+    assert!(srv.status()["tcp_refused"].as_u64().unwrap() >= 1);
+    // Closing one frees its slot.
+    drop(first);
+    assert!(wait_until(Duration::from_secs(5), || tcp_ask(
+        &mut connect(),
+        &q
+    )
+    .is_some()));
+    // An idle connection is closed by the server (idle_timeout 1 s): a read sees the end of
+    // the stream rather than its own 5 s timeout.
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut second, &mut byte);
+    assert!(
+        matches!(read, Ok(0)),
+        "idle connection still open: {read:?}"
+    );
+}

@@ -108,6 +108,8 @@ pub struct Responder {
     /// Swapped whole on reload; a query in flight keeps the `Arc` it loaded.
     pub current: ArcSwap<Loaded>,
     pub health: Arc<HealthStore>,
+    /// TCP connections refused over the connection limits, since start.
+    pub tcp_refused: AtomicU64,
 }
 
 const MAX_CNAME_HOPS: usize = 8;
@@ -117,6 +119,7 @@ impl Responder {
         Responder {
             current: ArcSwap::from_pointee(loaded),
             health,
+            tcp_refused: AtomicU64::new(0),
         }
     }
 

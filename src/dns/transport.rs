@@ -373,11 +373,52 @@ fn send_from(sock: &UdpSocket, reply: &[u8], to: SocketAddr, dst: &Dst) -> io::R
     Ok(())
 }
 
-const TCP_IDLE: Duration = Duration::from_secs(10);
-const TCP_MAX_CONNECTIONS: usize = 512;
+/// Open connections per client address; the guard gives its slot back when dropped.
+struct PerClient {
+    open: std::sync::Mutex<crate::hash::FastMap<std::net::IpAddr, usize>>,
+    limit: usize,
+}
+
+struct ClientSlot {
+    table: Arc<PerClient>,
+    ip: std::net::IpAddr,
+}
+
+impl PerClient {
+    fn take(table: &Arc<PerClient>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        let mut open = table.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= table.limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
 
 async fn tcp_accept(listener: tokio::net::TcpListener, responder: Arc<Responder>) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(TCP_MAX_CONNECTIONS));
+    let settings = responder.current.load().config.server.tcp.clone();
+    let limit = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let per_client = Arc::new(PerClient {
+        open: Default::default(),
+        limit: settings.max_per_client,
+    });
+    let idle = settings.idle_timeout;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -387,14 +428,17 @@ async fn tcp_accept(listener: tokio::net::TcpListener, responder: Arc<Responder>
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            drop(stream); // over the connection limit
+        let slot = PerClient::take(&per_client, peer.ip());
+        let (Ok(permit), Some(slot)) = (limit.clone().try_acquire_owned(), slot) else {
+            // Over the connection limit, or this client's share of it.
+            responder.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
             continue;
         };
         let responder = responder.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tcp_conn(stream, peer, responder).await;
+            let _held = (permit, slot);
+            let _ = tcp_conn(stream, peer, responder, idle).await;
         });
     }
 }
@@ -403,14 +447,15 @@ async fn tcp_conn(
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     responder: Arc<Responder>,
+    idle: Duration,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
     loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+        let len = match tokio::time::timeout(idle, stream.read_u16()).await {
             Ok(Ok(l)) => l as usize,
             _ => return Ok(()),
         };
-        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf[..len]))
+        tokio::time::timeout(idle, stream.read_exact(&mut buf[..len]))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         let Some(reply) = responder.answer(&buf[..len], peer, Transport::Tcp) else {
