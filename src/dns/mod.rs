@@ -150,7 +150,7 @@ impl Responder {
                 None => return false,
             }
         }
-        if transport == Transport::Tcp || !loaded.limiter.enabled() {
+        if transport == Transport::Tcp || !loaded.limiter.applies_to(src.ip()) {
             return true;
         }
         let now = cookie::now();

@@ -92,13 +92,18 @@ impl Limiter {
         self.settings.responses_per_second > 0
     }
 
+    /// Whether responses to `client` are counted at all (checked before anything costlier).
+    pub fn applies_to(&self, client: IpAddr) -> bool {
+        self.enabled() && !self.settings.exempt.iter().any(|n| n.contains(&client))
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
 
     /// Charges one response to its account at second `now`.
     pub fn charge(&self, client: IpAddr, response: u64, now: u32) -> Verdict {
-        if !self.enabled() || self.settings.exempt.iter().any(|n| n.contains(&client)) {
+        if !self.applies_to(client) {
             return Verdict::Send;
         }
         let mut h = FastHasher::default();
