@@ -202,6 +202,18 @@ impl DurationValue {
     }
 }
 
+/// Parses a list of networks (`192.0.2.0/24`) or single addresses.
+fn networks(list: &[String]) -> Result<Vec<IpNet>, String> {
+    list.iter()
+        .map(|n| {
+            n.parse::<IpNet>()
+                .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| format!("{n:?} is not a network"))
+        })
+        .collect()
+}
+
 /// Parses `"250ms"`, `"2s"`, `"5m"`, `"1h"` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -438,21 +450,8 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             ipv6_prefix: r.and_then(|r| r.ipv6_prefix).unwrap_or(d.ipv6_prefix),
             exempt: match r.and_then(|r| r.exempt.as_ref()) {
                 None => d.exempt,
-                Some(list) => list
-                    .iter()
-                    .map(|n| {
-                        n.parse::<IpNet>()
-                            .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
-                            .map(|n| n.trunc())
-                            .map_err(|_| {
-                                invalid(
-                                    span.clone(),
-                                    "server.rate_limit.exempt",
-                                    format!("{n:?} is not a network"),
-                                )
-                            })
-                    })
-                    .collect::<Result<_, _>>()?,
+                Some(list) => networks(list)
+                    .map_err(|m| invalid(span.clone(), "server.rate_limit.exempt", m))?,
             },
         };
         if s.ipv4_prefix > 32 || s.ipv6_prefix > 128 {
@@ -508,21 +507,9 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
                 "127.0.0.0/8".parse().expect("literal"),
                 "::1/128".parse().expect("literal"),
             ],
-            Some(list) => list
-                .iter()
-                .map(|n| {
-                    n.parse::<IpNet>()
-                        .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
-                        .map(|n| n.trunc())
-                        .map_err(|_| {
-                            invalid(
-                                span.clone(),
-                                "server.explain_from",
-                                format!("{n:?} is not a network"),
-                            )
-                        })
-                })
-                .collect::<Result<_, _>>()?,
+            Some(list) => {
+                networks(list).map_err(|m| invalid(span.clone(), "server.explain_from", m))?
+            }
         },
     };
 

@@ -166,13 +166,8 @@ fn cookies_can_be_switched_off_and_a_bad_secret_file_is_a_config_error() {
 
     let cfg = ConfigDir::new_with(&zone(), "", "cookie_secret_file = \"cookie.key\"", "");
     cfg.write("cookie.key", "not hex\n");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["check", "--config"])
-        .arg(cfg.config())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, err) = check_config(&cfg);
+    assert!(!ok);
     assert!(
         err.contains("server.cookie_secret_file") && err.contains("cookie.key"),
         "{err}"

@@ -375,13 +375,8 @@ pool = "p"
 members = [ { site = "a", address = "192.0.2.10" } ]
 "#;
     let cfg = ConfigDir::new(&zone, gslb);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["check", "--config"])
-        .arg(cfg.config())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, err) = check_config(&cfg);
+    assert!(!ok);
     assert!(
         err.contains("at or below the delegation sub.example.test."),
         "{err}"

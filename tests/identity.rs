@@ -104,13 +104,8 @@ fn without_an_identity_nothing_is_revealed() {
 #[test]
 fn a_bad_identity_is_a_config_error() {
     let cfg = ConfigDir::new_with(&zone_with(""), "", "identity = \"\"", "");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["check", "--config"])
-        .arg(cfg.config())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, err) = check_config(&cfg);
+    assert!(!ok);
     assert!(
         err.contains("server.identity") && err.contains("meridian.toml:"),
         "{err}"

@@ -405,3 +405,16 @@ pub fn zone_with(extra: &str) -> String {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Runs `meridian check` on a config; returns (success, stderr).
+pub fn check_config(cfg: &ConfigDir) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["check", "--config"])
+        .arg(cfg.config())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
