@@ -196,7 +196,7 @@ fn status(node: &Node) -> Value {
                     crate::policy::WhenAllDown::NoData => "nodata".to_string(),
                     crate::policy::WhenAllDown::Fallback(i) => format!("fallback:{}", cfg.pools[i].name),
                 },
-                "declared_at": b.source,
+                "declared_at": b.declared_at(),
             })
         })
         .collect();

@@ -281,10 +281,16 @@ pub struct Binding {
     pub pool: usize,
     pub answers: usize,
     pub when_all_down: WhenAllDown,
-    /// Where it was declared (`file:line`), for status and messages.
-    pub source: String,
-    pub file: PathBuf,
+    /// Where it was declared, for status and messages.
+    pub file: Arc<Path>,
     pub line: usize,
+}
+
+impl Binding {
+    /// `file:line` of the declaration.
+    pub fn declared_at(&self) -> String {
+        format!("{}:{}", self.file.display(), self.line)
+    }
 }
 
 /// The validated, runtime configuration. Immutable; a reload builds a new one.
@@ -755,6 +761,8 @@ impl Builder {
         // Names.
         let zone = &mut self.zones[zone_idx];
         let zone_neg_ttl = zone.negative_soa().ttl;
+        // One copy of the path for every name of the file (a file may declare 100,000).
+        let shared_file: Arc<Path> = Arc::from(file);
         for n in &parsed.name {
             let fname = n.get_ref();
             let object = format!("name {:?}", fname.name);
@@ -891,8 +899,7 @@ impl Builder {
                 pool,
                 answers: answers as usize,
                 when_all_down,
-                source: format!("{}:{line}", file.display()),
-                file: file.to_path_buf(),
+                file: shared_file.clone(),
                 line,
             });
         }
@@ -1167,7 +1174,7 @@ impl Builder {
                             .map(|&i| self.bindings[i].name.to_string())
                             .collect();
                         return Err(ConfigError::Invalid {
-                            file: b.file.clone(),
+                            file: b.file.to_path_buf(),
                             line: b.line,
                             object: format!("name {:?}", b.name.to_string()),
                             message: format!("CNAME members loop: {}", chain.join(" -> ")),

@@ -249,7 +249,7 @@ pub fn describe(
             policy::WhenAllDown::Fallback(p) =>
                 format!("fallback to {:?} when all down", cfg.pools[p].name),
         },
-        b.source
+        b.declared_at()
     )];
     lines.push(if used_ecs {
         format!("client:    {} from ECS", client.network)
