@@ -6,7 +6,9 @@
 //!   the same load path serves `check`, start-up and reload.
 //! - [`zone`]: static RFC 1035 zone data and the lookups an authoritative server needs
 //!   (exact, wildcard, empty non-terminal, zone cut).
-//! - [`dns`]: the query-to-response function, EDNS Client Subnet, and the UDP/TCP transports.
+//! - [`dns`]: the query-to-response function (a fast path for ordinary queries, the general
+//!   path for the rest), EDNS Client Subnet, cookies, NSID, rate limiting, and the UDP/TCP
+//!   transports.
 //! - [`geo`]: `.mmdb` lookups, great-circle distance, the demo database builder.
 //! - [`explain`]: why a name answered what it did, from the same code that answers it.
 //! - [`hash`]: the fast hasher of the tables read on every query.

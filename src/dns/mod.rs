@@ -2,13 +2,16 @@
 //! ([`answer_with`], reached through [`Responder::answer`]), and the transports that call it.
 //!
 //! Query path: bytes -> header checks (QR=1 dropped, malformed -> FORMERR) -> EDNS (BADVERS,
-//! payload size, ECS) -> zone by longest suffix (none: REFUSED) -> [`Zone::find`] -> static
+//! payload size, ECS, cookie, NSID) -> CHAOS identity names -> zone by longest suffix (none:
+//! REFUSED) -> [`Zone::find`] -> static
 //! RRset, CNAME chain, referral, NXDOMAIN/NODATA with the RFC 2308 SOA, or a load-balanced
 //! binding answered by [`policy::select`] over the health snapshot -> ECS scope -> encode,
 //! truncate for UDP.
 //!
 //! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
-//! and the in-band explanation, so every path gives the same answer.
+//! and the in-band explanation, so every path gives the same answer. [`Responder::answer_into`]
+//! tries the fast path ([`fast`]) first and applies UDP rate limiting ([`rrl`]) to whichever
+//! answered.
 
 pub mod cookie;
 pub mod ecs;
