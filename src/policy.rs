@@ -102,7 +102,7 @@ pub enum PolicyKind {
 pub enum GeoMode {
     /// By great-circle distance from the client; `limit` keeps only the nearest N sites.
     Nearest {
-        /// Each site with the unit vector of its location (see [`Coords::unit`]).
+        /// Each site with the unit vector of its location (see [`crate::geo::Coords::unit`]).
         sites: Vec<(SiteName, [f64; 3])>,
         limit: Option<usize>,
     },

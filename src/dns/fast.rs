@@ -5,7 +5,7 @@
 //! question, at most one OPT), looked up by its lower-cased wire name, and answered by copying:
 //! the query's ID, RD and CD bits, the query's own question bytes (so 0x20 mixed case
 //! survives), the stored sections, and an OPT written per query (our size, DO, ECS).
-//! Load-balanced names run the same [`policy::select`] as the general path and write their
+//! Load-balanced names run the same [`crate::policy::plan`] as the general path and write their
 //! address records directly; names that do not exist get the zone's SOA written directly.
 //!
 //! Anything unusual (other opcodes or classes, EDNS versions above 0, malformed options, ANY,
@@ -50,7 +50,7 @@ struct FastZone {
 ///
 /// A record: the name's length and lower-cased wire form; kind (`KIND_*`), flags (`FLAG_*`),
 /// zone index (2 bytes), binding index (4 bytes), number of types; then per type the query
-/// type (2), answer count (2; [`GENERAL`] sends the type to the general path), length (2) and
+/// type (2), answer count (2; `GENERAL` sends the type to the general path), length (2) and
 /// the answer section, owners pointing at the question.
 pub struct FastIndex {
     table: HashTable<u32>,

@@ -5,7 +5,7 @@
 //! payload size, ECS, cookie, NSID) -> CHAOS identity names -> zone by longest suffix (none:
 //! REFUSED) -> [`Zone::find`] -> static
 //! RRset, CNAME chain, referral, NXDOMAIN/NODATA with the RFC 2308 SOA, or a load-balanced
-//! binding answered by [`policy::select`] over the health snapshot -> ECS scope -> encode,
+//! binding answered by [`crate::policy::select`] over the health snapshot -> ECS scope -> encode,
 //! truncate for UDP.
 //!
 //! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
