@@ -93,19 +93,6 @@ fn random_garbage_never_stops_the_server() {
     assert_eq!(answers(&query_tcp(srv.dns, &valid)), vec!["192.0.2.80"]);
 }
 
-/// Sends one query on an open TCP connection; `None` when the server closed it.
-fn tcp_ask(stream: &mut std::net::TcpStream, query: &[u8]) -> Option<Message> {
-    use std::io::{Read, Write};
-    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(query);
-    stream.write_all(&framed).ok()?;
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).ok()?;
-    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
-    stream.read_exact(&mut reply).ok()?;
-    Message::from_vec(&reply).ok()
-}
-
 #[test]
 fn tcp_connections_are_limited_per_client_and_idle_ones_closed() {
     let cfg = ConfigDir::new_with(
@@ -123,15 +110,15 @@ fn tcp_connections_are_limited_per_client_and_idle_ones_closed() {
     };
     let mut first = connect();
     let mut second = connect();
-    assert!(tcp_ask(&mut first, &q).is_some());
-    assert!(tcp_ask(&mut second, &q).is_some());
+    assert!(tcp_exchange(&mut first, &q).is_some());
+    assert!(tcp_exchange(&mut second, &q).is_some());
     // A third connection from the same client is closed without an answer.
     let mut third = connect();
-    assert!(tcp_ask(&mut third, &q).is_none());
+    assert!(tcp_exchange(&mut third, &q).is_none());
     assert!(srv.status()["tcp_refused"].as_u64().unwrap() >= 1);
     // Closing one frees its slot.
     drop(first);
-    assert!(wait_until(Duration::from_secs(5), || tcp_ask(
+    assert!(wait_until(Duration::from_secs(5), || tcp_exchange(
         &mut connect(),
         &q
     )

@@ -109,7 +109,8 @@ fn each_option<'p>(p: &'p [u8], mut f: impl FnMut(u16, &'p [u8])) -> Option<()> 
     Some(())
 }
 
-fn skip_name(p: &[u8], mut pos: usize) -> Option<usize> {
+/// The position after the wire name that starts at `pos` (a compression pointer ends it).
+pub(crate) fn skip_name(p: &[u8], mut pos: usize) -> Option<usize> {
     for _ in 0..128 {
         let len = *p.get(pos)? as usize;
         match len {

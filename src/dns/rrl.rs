@@ -19,6 +19,7 @@ use std::sync::Mutex;
 
 use ipnet::IpNet;
 
+use super::ecs;
 use crate::hash::{FastHasher, FastMap};
 
 /// Settings, from `[server.rate_limit]`.
@@ -175,18 +176,13 @@ pub fn response_key(reply: &[u8]) -> u64 {
     let rcode = reply.get(3).map_or(0, |b| b & 0x0F);
     h.write_u8(rcode);
     if rcode != 3 {
-        let mut at = 12;
-        while let Some(&len) = reply.get(at) {
-            if len == 0 || len & 0xC0 != 0 {
-                break;
-            }
-            for b in reply.get(at + 1..at + 1 + len as usize).unwrap_or_default() {
+        if let Some(end) = ecs::skip_name(reply, 12) {
+            for b in &reply[12..end] {
                 h.write_u8(b.to_ascii_lowercase());
             }
-            at += 1 + len as usize;
-        }
-        if let Some(t) = reply.get(at + 1..at + 3) {
-            h.write(t);
+            if let Some(t) = reply.get(end..end + 2) {
+                h.write(t);
+            }
         }
     }
     h.finish()
@@ -200,13 +196,7 @@ pub fn slip(reply: &mut Vec<u8>) {
     }
     let mut end = 12;
     if reply[4..6] == [0, 1] {
-        while let Some(&len) = reply.get(end) {
-            if len == 0 || len & 0xC0 != 0 {
-                break;
-            }
-            end += 1 + len as usize;
-        }
-        end = (end + 5).min(reply.len());
+        end = ecs::skip_name(reply, 12).map_or(reply.len(), |e| (e + 4).min(reply.len()));
     } else {
         reply[4..6].copy_from_slice(&[0, 0]);
     }

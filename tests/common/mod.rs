@@ -315,14 +315,19 @@ pub fn query_udp_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
 pub fn query_tcp(addr: SocketAddr, bytes: &[u8]) -> Message {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp_exchange(&mut s, bytes).expect("a TCP reply")
+}
+
+/// One query on an open TCP connection; `None` when the server closed it instead.
+pub fn tcp_exchange(stream: &mut TcpStream, bytes: &[u8]) -> Option<Message> {
     let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(bytes);
-    s.write_all(&out).unwrap();
+    stream.write_all(&out).ok()?;
     let mut len = [0u8; 2];
-    s.read_exact(&mut len).unwrap();
+    stream.read_exact(&mut len).ok()?;
     let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).unwrap();
-    Message::from_vec(&buf).unwrap()
+    stream.read_exact(&mut buf).ok()?;
+    Message::from_vec(&buf).ok()
 }
 
 /// The answer section's data as sorted strings.

@@ -102,7 +102,7 @@ EOF
   cat > "$d/meridian.toml" <<EOF
 [server]
 listen = ["192.0.2.53:53"]
-control = "127.0.0.1:5380"
+control = "127.0.0.1:0"
 state_dir = "state"
 udp_workers = 1
 
