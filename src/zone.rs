@@ -327,10 +327,13 @@ impl Zone {
                     );
                     continue;
                 }
-                rtype = Some(
-                    RecordType::from_str(&upper)
+                // A mnemonic, or TYPEnnn for any type (RFC 3597 section 5).
+                let generic = upper.strip_prefix("TYPE").and_then(|n| n.parse::<u16>().ok());
+                rtype = Some(match generic {
+                    Some(code) => RecordType::from(code),
+                    None => RecordType::from_str(&upper)
                         .map_err(|_| syntax(line, format!("unknown record type {tok}")))?,
-                );
+                });
                 break;
             }
             let rtype = rtype.ok_or_else(|| syntax(line, "record type missing".into()))?;
@@ -665,6 +668,18 @@ fn absolutize(rdata: RData, origin: &Name) -> Result<RData, String> {
             soa.mname = abs(soa.mname)?;
             soa.rname = abs(soa.rname)?;
             RData::SOA(soa)
+        }
+        RData::NAPTR(mut naptr) => {
+            naptr.replacement = abs(naptr.replacement)?;
+            RData::NAPTR(naptr)
+        }
+        RData::SVCB(mut svcb) => {
+            svcb.target_name = abs(svcb.target_name)?;
+            RData::SVCB(svcb)
+        }
+        RData::HTTPS(mut https) => {
+            https.0.target_name = abs(https.0.target_name)?;
+            RData::HTTPS(https)
         }
         other => other,
     })

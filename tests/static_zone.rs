@@ -31,6 +31,9 @@ fn zone() -> String {
          multi IN A 192.0.2.1\n\
          multi IN TXT \"t\"\n\
          multi IN MX 10 www\n\
+         sib IN NS ns.nods\n\
+         naptr IN NAPTR 100 10 \"S\" \"SIP+D2U\" \"\" _sip._tcp\n\
+         unknown IN TYPE65300 \\# 2 abcd\n\
          {big}"
     ))
 }
@@ -284,4 +287,75 @@ fn several_zones_at_once() {
     );
     let r = srv.query("nope.other.test.", RecordType::A);
     assert_eq!(r.authorities[0].ttl, 30);
+}
+
+/// Details settled against NSD and Knot (ops/conformance/dns-diff.sh runs the full comparison).
+#[test]
+fn answers_as_the_reference_servers_do() {
+    let (_cfg, srv) = server();
+
+    // NS answers carry the in-zone servers' addresses.
+    let r = srv.query("example.test.", RecordType::NS);
+    assert!(r.authoritative);
+    let extra: Vec<String> = r.additionals.iter().map(|a| a.data.to_string()).collect();
+    assert_eq!(extra, vec!["192.0.2.53"]);
+    // A referral carries sibling glue: ns.nods lies under another delegation.
+    let r = srv.query("host.sib.example.test.", RecordType::A);
+    assert!(!r.authoritative);
+    let glue: Vec<String> = r.additionals.iter().map(|a| a.data.to_string()).collect();
+    assert_eq!(glue, vec!["192.0.2.154"]);
+
+    // Relative names inside record data take the origin; TYPEnnn and generic data load.
+    let r = srv.query("naptr.example.test.", RecordType::NAPTR);
+    assert!(r.answers[0].data.to_string().ends_with("_sip._tcp.example.test."), "{r:?}");
+    let r = srv.query("unknown.example.test.", RecordType::Unknown(65300));
+    assert_eq!(r.answers.len(), 1);
+
+    // CD is not copied into an authoritative answer; RD is.
+    let mut q = build_query("www.example.test.", RecordType::A, None);
+    q[2] |= 0x01;
+    q[3] |= 0x10;
+    let r = query_udp(srv.dns, &q);
+    assert!(!r.checking_disabled);
+    assert!(r.recursion_desired);
+    assert_eq!(answers(&r), vec!["192.0.2.80"]);
+
+    // QCLASS * gets the IN data, not authoritative.
+    let mut q = build_query("www.example.test.", RecordType::A, None);
+    let n = q.len();
+    q[n - 2..].copy_from_slice(&255u16.to_be_bytes());
+    let r = query_udp(srv.dns, &q);
+    assert_eq!(answers(&r), vec!["192.0.2.80"]);
+    assert!(!r.authoritative);
+
+    // Transfers over UDP: AXFR not implemented, IXFR refused.
+    let r = srv.query("example.test.", RecordType::AXFR);
+    assert_eq!(r.response_code, ResponseCode::NotImp);
+    let r = srv.query("example.test.", RecordType::IXFR);
+    assert_eq!(r.response_code, ResponseCode::Refused);
+
+    // NOTIFY to a primary-only server: refused.
+    let mut q = build_query("example.test.", RecordType::SOA, None);
+    q[2] = (q[2] & 0x87) | (4 << 3);
+    let r = query_udp(srv.dns, &q);
+    assert_eq!(r.response_code, ResponseCode::Refused);
+
+    // A refused name outside every zone says why (Extended DNS Error 20, Not Authoritative).
+    let opts = Opts {
+        edns: Some(1232),
+        ..Default::default()
+    };
+    let r = query_udp(srv.dns, &build_query("www.example.org.", RecordType::A, Some(&opts)));
+    assert_eq!(r.response_code, ResponseCode::Refused);
+    let ede = r.edns.as_ref().and_then(|e| {
+        e.options().as_ref().iter().find_map(|(code, o)| match o {
+            hickory_proto::rr::rdata::opt::EdnsOption::Unknown(15, data)
+                if u16::from(*code) == 15 =>
+            {
+                Some(data.clone())
+            }
+            _ => None,
+        })
+    });
+    assert_eq!(ede, Some(vec![0, 20]));
 }

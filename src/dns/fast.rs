@@ -3,7 +3,7 @@
 //! When a config loads, every static (name, type) answer is encoded once from the zone's RRsets
 //! and kept as wire bytes ([`FastIndex`]); a test checks them against the general path. A query is then parsed in place (header, one
 //! question, at most one OPT), looked up by its lower-cased wire name, and answered by copying:
-//! the query's ID, RD and CD bits, the query's own question bytes (so 0x20 mixed case
+//! the query's ID and RD bit, the query's own question bytes (so 0x20 mixed case
 //! survives), the stored sections, and an OPT written per query (our size, DO, ECS).
 //! Load-balanced names run the same [`crate::policy::plan`] as the general path and write their
 //! address records directly; names that do not exist get the zone's SOA written directly.
@@ -259,6 +259,12 @@ fn name_at(arena: &[u8], at: usize) -> &[u8] {
 fn write_rrset(a: &mut Vec<u8>, set: &RRset) {
     let rtype = u16::from(set.rtype).to_be_bytes();
     a.extend_from_slice(&rtype);
+    if set.rtype == RecordType::NS {
+        // NS answers carry the servers' addresses: the general path adds them.
+        a.extend_from_slice(&GENERAL.to_be_bytes());
+        a.extend_from_slice(&[0, 0]);
+        return;
+    }
     let head = a.len();
     a.extend_from_slice(&[0; 4]);
     for rdata in set.wire_rdata() {
@@ -288,7 +294,6 @@ fn write_rrset(a: &mut Vec<u8>, set: &RRset) {
 struct Parsed {
     id: [u8; 2],
     rd: bool,
-    cd: bool,
     /// End of the question section.
     question_end: usize,
     /// Length of the lower-cased wire name written into the caller's buffer.
@@ -320,7 +325,6 @@ fn parse(q: &[u8], name: &mut [u8; 256]) -> Option<Parsed> {
     let mut p = Parsed {
         id: [q[0], q[1]],
         rd: q[2] & 0x01 != 0,
-        cd: q[3] & 0x10 != 0,
         question_end: 0,
         name_len: 0,
         qtype: 0,
@@ -425,10 +429,9 @@ pub fn answer(
             e.cookie_reply = Some(secrets.reply(&query[from..to], src.ip(), cookie::now()));
         }
     }
-    if p.qtype == u16::from(RecordType::ANY)
-        || p.qtype == u16::from(RecordType::OPT)
-        || p.qtype == 0
-    {
+    // ANY, transfers and the other query-only types (128-255, RFC 6895 section 3.1), OPT
+    // and type 0 are the general path's.
+    if (128..=255).contains(&p.qtype) || p.qtype == u16::from(RecordType::OPT) || p.qtype == 0 {
         return false;
     }
     let key = &name[..p.name_len];
@@ -504,7 +507,7 @@ pub fn answer(
 fn write_header(out: &mut Vec<u8>, p: &Parsed, flags2: u8, rcode: u8, counts: [u16; 3]) {
     out.extend_from_slice(&p.id);
     out.push(flags2 | u8::from(p.rd));
-    out.push(if p.cd { 0x10 } else { 0 } | rcode);
+    out.push(rcode);
     out.extend_from_slice(&[0, 1]);
     for c in counts {
         out.extend_from_slice(&c.to_be_bytes());

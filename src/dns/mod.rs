@@ -198,8 +198,8 @@ pub fn answer_with(
     };
     let ours = loaded.config.server.edns_udp_size;
     let mut resp = Message::response(request.id, request.op_code);
+    // RD is copied; CD is not (NSD and Knot clear it in authoritative answers too).
     resp.metadata.recursion_desired = request.recursion_desired;
-    resp.metadata.checking_disabled = request.checking_disabled;
     // The question is echoed only when there is exactly one (anything else is FORMERR or
     // NOTIMP, and echoing a dozen questions would make the error larger than the query).
     if request.queries.len() == 1 {
@@ -257,9 +257,19 @@ pub fn answer_with(
             }
         }
     }
-    if request.op_code != OpCode::Query {
-        resp.metadata.response_code = ResponseCode::NotImp;
-        return encode(&mut resp, cap);
+    match request.op_code {
+        OpCode::Query => {}
+        // NOTIFY is for secondaries; this server is a primary only. Refused with AA set, as
+        // NSD answers it.
+        OpCode::Notify => {
+            resp.metadata.response_code = ResponseCode::Refused;
+            resp.metadata.authoritative = true;
+            return encode(&mut resp, cap);
+        }
+        _ => {
+            resp.metadata.response_code = ResponseCode::NotImp;
+            return encode(&mut resp, cap);
+        }
     }
     // A cookie-only query (no question) learns a server cookie (RFC 7873 section 5.4).
     if request.queries.is_empty() && cookie.is_some() && request.answers.is_empty() {
@@ -274,16 +284,15 @@ pub fn answer_with(
     let qname = crate::zone::fqdn_lower(&q.name);
     if q.query_class == DNSClass::CH && is_identity_name(&qname) {
         // The node's identity, as NSD and BIND answer it; refused when none is configured.
+        // Not authoritative (there is no CH zone), as NSD and Knot answer it.
         match (identity, q.query_type) {
-            (Some(id), RecordType::TXT | RecordType::ANY) => {
-                resp.metadata.authoritative = true;
+            (Some(id), RecordType::TXT) => {
                 let mut r =
                     Record::from_rdata(qname, 0, RData::TXT(TXT::new(vec![id.to_string()])));
                 r.dns_class = DNSClass::CH;
                 resp.answers.push(r);
             }
-            (Some(_), _) => resp.metadata.authoritative = true,
-            (None, _) => resp.metadata.response_code = ResponseCode::Refused,
+            _ => resp.metadata.response_code = ResponseCode::Refused,
         }
         return encode(&mut resp, cap);
     }
@@ -297,6 +306,7 @@ pub fn answer_with(
         .map(|(i, _)| i);
     let Some(zone_index) = zone_index else {
         resp.metadata.response_code = ResponseCode::Refused;
+        extended_error(&mut resp, EDE_NOT_AUTHORITATIVE);
         return encode(&mut resp, cap);
     };
     let zone = &cfg.zones[zone_index];
@@ -321,13 +331,25 @@ pub fn answer_with(
         t.used_ecs = used_ecs;
     }
 
-    if q.query_class == DNSClass::CH && q.query_type == RecordType::TXT {
-        ctx.explain_in_band(&qname, src.ip(), &mut resp);
-    } else if q.query_class == DNSClass::IN {
-        resp.metadata.authoritative = true;
-        ctx.resolve(qname, q.query_type, &mut resp);
-    } else {
-        resp.metadata.response_code = ResponseCode::Refused;
+    match (q.query_class, q.query_type) {
+        (DNSClass::CH, RecordType::TXT) => ctx.explain_in_band(&qname, src.ip(), &mut resp),
+        // Transfers run over TCP (RFC 5936 section 4.2); over UDP, AXFR is not implemented
+        // and IXFR refused, as NSD answers both.
+        (_, RecordType::AXFR) if transport == Transport::Udp => {
+            resp.metadata.response_code = ResponseCode::NotImp;
+        }
+        (_, RecordType::IXFR) if transport == Transport::Udp => {
+            resp.metadata.response_code = ResponseCode::Refused;
+            extended_error(&mut resp, EDE_PROHIBITED);
+        }
+        (DNSClass::IN, _) => {
+            resp.metadata.authoritative = true;
+            ctx.resolve(qname, q.query_type, &mut resp);
+        }
+        // QCLASS * (RFC 1035 section 3.2.5): the IN data, never authoritative (RFC 6895
+        // section 3.2).
+        (DNSClass::ANY, _) => ctx.resolve(qname, q.query_type, &mut resp),
+        _ => resp.metadata.response_code = ResponseCode::Refused,
     }
 
     // ECS in the reply (RFC 7871): echo family, source and address; scope 0 unless the answer
@@ -434,6 +456,10 @@ impl Ctx<'_, '_> {
             }
             if let Some(set) = node.rrset(qtype) {
                 resp.answers.extend(set.records(&name));
+                if qtype == RecordType::NS {
+                    // The servers' addresses, where this zone holds them (RFC 1034 4.3.2).
+                    self.glue(set, resp);
+                }
                 return;
             }
             if let Some(set) = node.rrset(RecordType::CNAME) {
@@ -460,10 +486,15 @@ impl Ctx<'_, '_> {
             return;
         };
         resp.authorities.extend(ns.records(cut));
+        self.glue(ns, resp);
+    }
+
+    /// Addresses of the name servers in `ns` that this zone holds: glue below this cut or a
+    /// sibling one, and ordinary in-zone data (RFC 9471 calls both in-domain and sibling glue).
+    fn glue(&self, ns: &crate::zone::RRset, resp: &mut Message) {
         for data in ns.rdata() {
             if let RData::NS(target) = data {
-                // In-domain glue only: addresses of name servers below the cut.
-                if cut.zone_of(&target.0) {
+                if self.zone.origin.zone_of(&target.0) {
                     resp.additionals.extend(self.zone.addresses(&target.0));
                 }
             }
@@ -625,6 +656,19 @@ pub(crate) fn plan_for(
 fn is_identity_name(name: &Name) -> bool {
     let text = name.to_ascii();
     text.eq_ignore_ascii_case("id.server.") || text.eq_ignore_ascii_case("hostname.bind.")
+}
+
+/// Extended DNS Error codes (RFC 8914) this server gives.
+const EDE: u16 = 15;
+const EDE_PROHIBITED: u16 = 18;
+const EDE_NOT_AUTHORITATIVE: u16 = 20;
+
+/// Adds an Extended DNS Error option, when the query had EDNS.
+fn extended_error(resp: &mut Message, code: u16) {
+    if let Some(edns) = resp.edns.as_mut() {
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(EDE, code.to_be_bytes().to_vec()));
+    }
 }
 
 /// Encodes a response; a UDP answer over `cap` goes out empty with TC set.

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Differential conformance: Meridian, NSD and Knot serve the same zone (conf.test.zone beside
+# this script); every query of a corpus generated from the zone plus edge cases goes to all
+# three, and their replies are compared (rcode, flags, each section as a set, EDNS).
+#
+#   ops/conformance/dns-diff.sh [path/to/meridian]    (default: target/debug/meridian, built if missing)
+#
+# Exits non-zero on any difference from NSD that is not documented in deliberate.toml, or that
+# touches what no documented difference may (see dns_diff.py). The report lists the documented
+# differences met. Installs nsd, knot and python3-dnspython (Debian) when missing; starts each
+# daemon on its own free loopback port and stops exactly the processes it started.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+MERIDIAN=${1:-$ROOT/target/debug/meridian}
+[ -x "$MERIDIAN" ] || (cd "$ROOT" && cargo build --quiet)
+
+need=()
+command -v nsd >/dev/null || need+=(nsd)
+command -v knotd >/dev/null || need+=(knot)
+/usr/bin/python3 -c 'import dns.message' 2>/dev/null || need+=(python3-dnspython)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+  # The packages start their own daemons on the host; this script runs its own.
+  systemctl disable --now nsd knot >/dev/null 2>&1 || true
+fi
+
+W=$(mktemp -d /tmp/meridian-conformance.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() {
+  /usr/bin/python3 -c 'import socket
+while True:
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass'
+}
+
+IDENTITY=conformance-node
+ZONE=conf.test
+cp "$HERE/conf.test.zone" "$W/$ZONE.zone"
+
+# ---- NSD: rate limiting off, answers capped at 1232 bytes, identity as NSID and id.server.
+NSD_PORT=$(free_port)
+mkdir -p "$W/nsd"
+NSID_HEX=$(printf '%s' "$IDENTITY" | od -An -tx1 | tr -d ' \n')
+cat > "$W/nsd/nsd.conf" <<CONF
+server:
+  ip-address: 127.0.0.1@$NSD_PORT
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$W"
+  database: ""
+  zonelistfile: "$W/nsd/zone.list"
+  pidfile: "$W/nsd/nsd.pid"
+  xfrdfile: "$W/nsd/xfrd.state"
+  xfrdir: "$W/nsd"
+  logfile: "$W/nsd/nsd.log"
+  identity: "$IDENTITY"
+  nsid: "$NSID_HEX"
+  hide-version: yes
+  ipv4-edns-size: 1232
+  rrl-ratelimit: 0
+  minimal-responses: yes
+remote-control:
+  control-enable: no
+zone:
+  name: $ZONE
+  zonefile: $ZONE.zone
+CONF
+nsd -d -c "$W/nsd/nsd.conf" 2>"$W/nsd/stderr" &
+PIDS+=($!)
+
+# ---- Knot: no RRL module, answers capped at 1232 bytes, the same identity.
+KNOT_PORT=$(free_port)
+mkdir -p "$W/knot"
+cat > "$W/knot/knot.conf" <<CONF
+server:
+  listen: 127.0.0.1@$KNOT_PORT
+  rundir: "$W/knot"
+  identity: "$IDENTITY"
+  nsid: "$IDENTITY"
+  version: ""
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+  udp-max-payload: 1232
+log:
+  - target: "$W/knot/knot.log"
+    any: info
+database:
+  storage: "$W/knot"
+template:
+  - id: default
+    storage: "$W"
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: $ZONE
+    file: "$W/$ZONE.zone"
+CONF
+knotd -c "$W/knot/knot.conf" 2>"$W/knot/stderr" &
+PIDS+=($!)
+
+# ---- Meridian: the zone file alone, no load-balanced names.
+MERIDIAN_PORT=$(free_port)
+mkdir -p "$W/meridian"
+cat > "$W/meridian/meridian.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$MERIDIAN_PORT"]
+control = "127.0.0.1:0"
+state_dir = "$W/meridian/state"
+edns_udp_size = 1232
+identity = "$IDENTITY"
+
+[[zone]]
+origin = "$ZONE"
+file = "$W/$ZONE.zone"
+CONF
+"$MERIDIAN" serve --config "$W/meridian/meridian.toml" >"$W/meridian/stdout" 2>"$W/meridian/stderr" &
+PIDS+=($!)
+
+/usr/bin/python3 "$HERE/dns_diff.py" --zone "$W/$ZONE.zone" --origin "$ZONE" \
+  --deliberate "$HERE/deliberate.toml" \
+  --meridian "127.0.0.1:$MERIDIAN_PORT" --nsd "127.0.0.1:$NSD_PORT" --knot "127.0.0.1:$KNOT_PORT" \
+  || { status=$?; for d in nsd knot meridian; do echo "--- $d stderr"; tail -n 5 "$W/$d/stderr"; done; exit $status; }

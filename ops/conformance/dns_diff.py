@@ -1,0 +1,348 @@
+#!/usr/bin/python3
+"""Differential conformance: the same queries to Meridian, NSD and Knot, replies compared.
+
+Run by dns-diff.sh, which starts the three servers. Each reply is reduced to aspects (rcode,
+each header flag, the question, each section as a set of records with TTLs, and the EDNS
+parts); Meridian's aspects are compared with NSD's. A difference passes only when
+deliberate.toml documents it for that case, the aspect is not a protected one (rcode, AA, TC,
+answer, authority, and the TTLs of zone data), and NSD and Knot themselves differ there.
+Malformed packets must get FORMERR or silence, and the server must keep answering.
+"""
+
+import argparse
+import fnmatch
+import random
+import socket
+import struct
+import textwrap
+import sys
+import tomllib
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.zone
+
+PROTECTED = {"rcode", "flag.AA", "flag.TC", "answer", "authority", "additional.ttl"}
+TIMEOUT = 0.6
+# Prefix of the TCP copies of the UDP cases; deliberate.toml's patterns match either copy.
+TCP_COPY = "over TCP: "
+
+
+class Case:
+    def __init__(self, name, wire, tcp=False, malformed=False):
+        self.name, self.wire, self.tcp, self.malformed = name, wire, tcp, malformed
+
+
+def query(qname, qtype, qclass="IN", *, edns=0, payload=1232, do=False, options=None,
+          flags=dns.flags.RD, opcode=dns.opcode.QUERY, ednsflags=0):
+    q = dns.message.make_query(qname, qtype, qclass, use_edns=edns, payload=payload,
+                               want_dnssec=do, options=options or [])
+    q.flags = flags | dns.opcode.to_flags(opcode)
+    if edns is not False:
+        q.ednsflags |= ednsflags
+    q.id = random.randrange(65536)
+    return q.to_wire()
+
+
+def mixed_case(text, rng):
+    return "".join(c.upper() if rng.random() < 0.5 else c.lower() for c in text)
+
+
+def corpus(zone_file, origin):
+    rng = random.Random(20261123)
+    zone = dns.zone.from_file(zone_file, origin=origin, relativize=False)
+    cases = []
+    add = lambda name, wire, **kw: cases.append(Case(name, wire, **kw))
+
+    common = ["A", "AAAA", "NS", "SOA", "MX", "TXT", "CNAME", "SRV", "PTR", "DS", "CAA", "ANY",
+              "TYPE65400"]
+    for node_name, node in sorted(zone.nodes.items()):
+        present = {dns.rdatatype.to_text(r.rdtype) for r in node.rdatasets}
+        name = node_name.to_text()
+        for t in sorted(set(common) | present):
+            add(f"{name} {t}", query(name, t))
+        add(f"{name} A no-edns", query(name, "A", edns=False))
+        add(f"{name} A do", query(name, "A", do=True))
+        if not name.startswith("*"):
+            add(f"below {name}", query("zz." + name, "A"))
+        add(f"{name} A 0x20", query(mixed_case(name, rng), "A"))
+
+    # Empty non-terminals, wildcards and what blocks them.
+    for name in ["c.ent", "b.c.ent", "y.wild", "any.wild", "a.b.wild", "z.y.wild", "\\*.wild",
+                 "host.wild", "q.cwild", "q.ewild", "deep.a.b.c.ent", "zz.c.ent"]:
+        for t in ["A", "TXT", "AAAA", "ANY"]:
+            add(f"{name} {t}", query(f"{name}.{origin}.", t))
+    # Delegations: at, below, and the parent-side DS.
+    for name in ["sub", "ns.sub", "deep.x.sub", "sub2", "ns.sub2", "far", "x.far", "wide"]:
+        for t in ["A", "NS", "DS", "SOA", "ANY"]:
+            add(f"{name} {t}", query(f"{name}.{origin}.", t))
+    # Out of zone and above it.
+    for name in ["example.com.", "test.", ".", "outside.example.", "conf.test.example."]:
+        add(f"out-of-zone {name}", query(name, "A"))
+    # EDNS: sizes, DO, version, unknown options and flags, NSID, a client cookie.
+    for size in [0, 511, 512, 1231, 1232, 4096, 65535]:
+        add(f"edns size {size} big TXT", query(f"big.{origin}.", "TXT", payload=size))
+        add(f"edns size {size} many A", query(f"many.{origin}.", "A", payload=size))
+    add("edns version 1", query(f"www.{origin}.", "A", edns=1))
+    add("edns version 1 nxdomain", query(f"nothing.{origin}.", "A", edns=1))
+    add("edns unknown option", query(f"www.{origin}.", "A",
+                                     options=[dns.edns.GenericOption(65001, b"\x01\x02")]))
+    add("edns unknown flag", query(f"www.{origin}.", "A", ednsflags=0x4000))
+    add("edns nsid", query(f"www.{origin}.", "A", options=[dns.edns.GenericOption(3, b"")]))
+    add("edns nsid nxdomain", query(f"nothing.{origin}.", "A",
+                                    options=[dns.edns.GenericOption(3, b"")]))
+    # Truncation without EDNS, and glue that does not fit.
+    for name, t in [("big", "TXT"), ("many", "A"), ("wide", "A"), ("x.wide", "AAAA"),
+                    ("@", "ANY"), ("@", "NS"), ("@", "MX")]:
+        qn = origin + "." if name == "@" else f"{name}.{origin}."
+        add(f"no-edns {name} {t}", query(qn, t, edns=False))
+        add(f"tcp {name} {t}", query(qn, t), tcp=True)
+    # Header bits and opcodes.
+    www = f"www.{origin}."
+    add("flags none", query(www, "A", flags=0))
+    add("flags CD", query(www, "A", flags=dns.flags.RD | dns.flags.CD))
+    add("flags AD", query(www, "A", flags=dns.flags.RD | dns.flags.AD))
+    add("flags AA in query", query(www, "A", flags=dns.flags.AA))
+    add("flags TC in query", query(www, "A", flags=dns.flags.TC))
+    add("flags RA in query", query(www, "A", flags=dns.flags.RA))
+    for op in [1, 2, 3, 5, 6, 15]:
+        add(f"opcode {op}", query(www, "A", opcode=op))
+    add("opcode NOTIFY from a stranger", query(origin + ".", "SOA", opcode=dns.opcode.NOTIFY,
+                                              flags=dns.flags.AA))
+    # Classes and meta types.
+    for name in ["id.server.", "hostname.bind.", "version.bind.", "version.server.",
+                 "authors.bind.", "ID.SERVER."]:
+        add(f"CH TXT {name}", query(name, "TXT", "CH"))
+    add("CH A id.server", query("id.server.", "A", "CH"))
+    add("CH TXT in zone", query(www, "TXT", "CH"))
+    add("HS A in zone", query(www, "A", "HS"))
+    add("class ANY", query(www, "A", "ANY"))
+    add("class NONE", query(www, "A", "NONE"))
+    add("class 42", query(www, "A", 42))
+    for t in ["AXFR", "IXFR", "MAILA", "MAILB", "OPT", "TSIG", "TKEY", "TYPE0", "NULL"]:
+        add(f"type {t}", query(origin + ".", t))
+
+    # Everything so far again over TCP, where nothing is truncated.
+    cases += [Case(TCP_COPY + c.name, c.wire, tcp=True) for c in cases if not c.tcp]
+
+    # Malformed packets: FORMERR or silence, never a crash.
+    good = bytearray(query(www, "A"))
+    add("malformed empty", b"", malformed=True)
+    add("malformed short header", bytes(good[:7]), malformed=True)
+    add("malformed header only", bytes(good[:12]), malformed=True)
+    add("malformed cut question", bytes(good[:20]), malformed=True)
+    two = bytearray(good)
+    two[5] = 2
+    add("malformed qdcount 2", bytes(two), malformed=True)
+    zero = bytearray(good[:12])
+    zero[4:6] = b"\x00\x00"
+    add("malformed qdcount 0 no edns", bytes(zero), malformed=True)
+    loop = bytearray(good[:12]) + b"\xc0\x0c\x00\x01\x00\x01"
+    add("malformed pointer loop", bytes(loop), malformed=True)
+    forward = bytearray(good[:12]) + b"\xc0\x40\x00\x01\x00\x01"
+    add("malformed forward pointer", bytes(forward), malformed=True)
+    long_label = bytearray(good[:12]) + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01"
+    add("malformed label 64", bytes(long_label), malformed=True)
+    an = bytearray(good)
+    an[7] = 1
+    add("malformed ancount without data", bytes(an), malformed=True)
+    opt = bytearray(query(www, "A"))
+    opt[-2] = 0xff  # OPT RDLENGTH says more than follows
+    add("malformed OPT rdlength", bytes(opt), malformed=True)
+    twice = bytearray(query(www, "A", edns=False))
+    rr = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    twice[11] = 2
+    add("malformed two OPT", bytes(twice) + rr + rr, malformed=True)
+    qr = bytearray(good)
+    qr[2] |= 0x80
+    add("malformed QR set", bytes(qr), malformed=True)
+    add("malformed garbage", bytes(rng.randrange(256) for _ in range(64)), malformed=True)
+    add("malformed trailing bytes", bytes(good) + b"\x00\x00\x00", malformed=True)
+    return cases
+
+
+def exchange(server, case):
+    host, port = server.rsplit(":", 1)
+    addr = (host, int(port))
+    try:
+        if case.tcp:
+            with socket.create_connection(addr, timeout=TIMEOUT * 3) as s:
+                s.sendall(struct.pack("!H", len(case.wire)) + case.wire)
+                head = recv_exact(s, 2)
+                return recv_exact(s, struct.unpack("!H", head)[0])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(TIMEOUT)
+            s.sendto(case.wire, addr)
+            return s.recv(65535)
+    except (socket.timeout, ConnectionError, OSError):
+        return None
+
+
+def recv_exact(s, n):
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("closed")
+        out += chunk
+    return out
+
+
+def rrset_key(rrset):
+    # Names compare without case; rdata in canonical text.
+    items = set()
+    for rd in rrset:
+        items.add((rrset.name.to_text().lower(), dns.rdataclass.to_text(rrset.rdclass),
+                   dns.rdatatype.to_text(rrset.rdtype), rrset.ttl, rd.to_text().lower()))
+    return items
+
+
+def aspects(wire):
+    """The comparable parts of one reply."""
+    if wire is None:
+        return {"reply": "silence"}
+    opcode = dns.opcode.to_text((wire[2] >> 3) & 0xF) if len(wire) > 2 else None
+    try:
+        # Parsed as a plain message whatever the opcode (dnspython reads UPDATE replies as
+        # updates, whose zone section must hold an SOA question).
+        plain = bytearray(wire)
+        plain[2] &= 0x87
+        m = dns.message.from_wire(bytes(plain), ignore_trailing=True)
+    except Exception as e:  # an unparsable reply is itself a finding
+        return {"reply": f"unparsable ({type(e).__name__})"}
+    out = {"reply": "message", "rcode": dns.rcode.to_text(m.rcode()), "opcode": opcode}
+    for f in ["AA", "TC", "RD", "RA", "AD", "CD"]:
+        out["flag." + f] = bool(m.flags & dns.flags.from_text(f))
+    out["flag.Z"] = bool(m.flags & 0x40)
+    out["question"] = tuple(f"{r.name.to_text()} {dns.rdataclass.to_text(r.rdclass)} "
+                            f"{dns.rdatatype.to_text(r.rdtype)}" for r in m.question)
+    for section, rrsets in [("answer", m.answer), ("authority", m.authority),
+                            ("additional", m.additional)]:
+        s = set()
+        for rrset in rrsets:
+            s |= rrset_key(rrset)
+        out[section] = frozenset(s)
+    out["edns.present"] = m.edns >= 0
+    if m.edns >= 0:
+        out["edns.version"] = m.edns
+        out["edns.payload"] = m.payload
+        out["edns.do"] = bool(m.ednsflags & dns.flags.DO)
+        out["edns.flags"] = m.ednsflags & ~dns.flags.DO & 0xFFFF
+        out["edns.options"] = frozenset(option_text(o) for o in m.options)
+    return out
+
+
+def option_text(o):
+    code = int(o.otype)
+    data = o.to_wire() if hasattr(o, "to_wire") else b""
+    if code == 3:
+        return f"NSID {data!r}"
+    if code == 10:
+        return "COOKIE"  # server cookies differ by design; presence is what compares
+    return f"option {code} {data.hex()}"
+
+
+def differing(a, b):
+    keys = set(a) | set(b)
+    diff = {k for k in keys if a.get(k) != b.get(k)}
+    # TTLs of zone data present on both sides must match even where the sections differ.
+    if "additional" in diff:
+        ttl = {(r[0], r[2], r[4]): r[3] for r in a.get("additional", ())}
+        for r in b.get("additional", ()):
+            if (r[0], r[2], r[4]) in ttl and ttl[(r[0], r[2], r[4])] != r[3]:
+                diff.add("additional.ttl")
+    return diff
+
+
+def show(value):
+    if isinstance(value, frozenset):
+        return "{" + "; ".join(" ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+                               for v in sorted(value)) + "}"
+    return repr(value)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--zone", required=True)
+    p.add_argument("--origin", required=True)
+    p.add_argument("--deliberate", required=True)
+    p.add_argument("--meridian", required=True)
+    p.add_argument("--nsd", required=True)
+    p.add_argument("--knot", required=True)
+    args = p.parse_args()
+    with open(args.deliberate, "rb") as f:
+        documented = tomllib.load(f).get("difference", [])
+    for d in documented:
+        if PROTECTED & set(d["aspects"]):
+            sys.exit(f"deliberate.toml: '{d['id']}' documents a protected aspect")
+
+    servers = {"meridian": args.meridian, "nsd": args.nsd, "knot": args.knot}
+    probe = Case("probe", query(f"{args.origin}.", "SOA"))
+    for name, addr in servers.items():
+        for _ in range(50):
+            if exchange(addr, probe) is not None:
+                break
+        else:
+            sys.exit(f"{name} on {addr} does not answer")
+
+    cases = corpus(args.zone, args.origin)
+    failures, tolerated, used = [], {}, set()
+    knot_vs_nsd = 0
+    for case in cases:
+        got = {n: aspects(exchange(a, case)) for n, a in servers.items()}
+        m, n, k = got["meridian"], got["nsd"], got["knot"]
+        if case.malformed:
+            ok = m["reply"] == "silence" or m.get("rcode") == "FORMERR" or m == n
+            if not ok:
+                failures.append((case, "reply", f"{m.get('rcode', m['reply'])} "
+                                 "(a malformed query gets FORMERR or silence)", n, k))
+            continue
+        if differing(k, n):
+            knot_vs_nsd += 1
+        peers_differ = differing(n, k)
+        for aspect in sorted(differing(m, n)):
+            entry = next((d for d in documented if aspect in d["aspects"] and any(
+                fnmatch.fnmatchcase(case.name.removeprefix(TCP_COPY), pat)
+                for pat in d["cases"])), None)
+            if aspect not in PROTECTED and entry and aspect in peers_differ:
+                tolerated.setdefault(entry["id"], []).append(case.name)
+                used.add(entry["id"])
+                continue
+            why = ("protected" if aspect in PROTECTED else
+                   "undocumented" if not entry else "documented, but NSD and Knot agree")
+            failures.append((case, aspect, f"{show(m.get(aspect))} [{why}]",
+                             n.get(aspect), k.get(aspect)))
+
+    alive = exchange(args.meridian, probe) is not None
+    print(f"{len(cases)} queries; Knot differs from NSD on {knot_vs_nsd} of them")
+    if tolerated:
+        print("\ndocumented differences met:")
+        for d in documented:
+            if d["id"] in tolerated:
+                names = tolerated[d["id"]]
+                print(f"  {d['id']} ({len(set(names))} queries, e.g. {names[0]!r}):")
+                reason = " ".join(d["reason"].split())
+                print(textwrap.indent(textwrap.fill(f"{reason} [{d['rfc']}]", 92), "    "))
+    unused = [d["id"] for d in documented if d["id"] not in used]
+    if unused:
+        print(f"\ndocumented differences not met in this run: {', '.join(unused)}")
+    if failures:
+        print(f"\n{len(failures)} undocumented differences:")
+        for case, aspect, mine, nsd, knot in failures:
+            print(f"  {case.name!r} {aspect}:\n    meridian {mine}\n    nsd      {show(nsd)}\n"
+                  f"    knot     {show(knot)}")
+    if not alive:
+        print("\nmeridian stopped answering")
+    if failures or not alive:
+        sys.exit(1)
+    print("\nno undocumented differences")
+
+
+if __name__ == "__main__":
+    main()
