@@ -108,6 +108,17 @@ struct ZoneEntry {
     file: String,
     gslb: Option<String>,
     ecs: Option<bool>,
+    transfer: Option<TransferSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferSection {
+    allow: Vec<String>,
+    #[serde(default)]
+    notify: Vec<String>,
+    load_balanced: Option<String>,
+    snapshot_ttl: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -260,6 +271,26 @@ pub struct ServerSettings {
     pub tcp: TcpSettings,
 }
 
+/// Zone transfer out (AXFR, and IXFR answered in full) for one zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// Secondaries allowed to transfer the zone.
+    pub allow: Vec<IpNet>,
+    /// Where a NOTIFY goes when the zone's data changes (and at start).
+    pub notify: Vec<SocketAddr>,
+    pub load_balanced: LbInTransfer,
+}
+
+/// How load-balanced names appear in a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbInTransfer {
+    /// Their current answers, as a client nobody can place would get them, with the TTL
+    /// capped (so a public secondary never answers NXDOMAIN for them).
+    Snapshot { ttl: u32 },
+    /// Left out (hidden secondaries only: they would answer NXDOMAIN for those names).
+    Omit,
+}
+
 /// Limits on DNS over TCP. A connection serves one query at a time, so these also bound the
 /// queries in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +330,8 @@ pub struct Config {
     pub zones: Vec<Arc<Zone>>,
     /// Per zone (same order): whether EDNS Client Subnet is honoured.
     pub zone_ecs: Vec<bool>,
+    /// Per zone (same order): who may transfer it, and whom to notify.
+    pub zone_transfer: Vec<Option<Transfer>>,
     /// The geo database (or a locator that knows nothing when none is configured).
     pub geo: Arc<dyn GeoLocator>,
     /// Its path, when one is configured.
@@ -548,6 +581,11 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         let zone = Zone::load(&zone_file, &origin)?;
         builder.zones.push(zone);
         builder.zone_ecs.push(z.ecs.unwrap_or(true));
+        let transfer = match &z.transfer {
+            None => None,
+            Some(t) => Some(transfer(t).map_err(|m| invalid(entry.span(), &object, m))?),
+        };
+        builder.zone_transfer.push(transfer);
         if let Some(g) = &z.gslb {
             let gslb_file = base.join(g);
             builder.sources.push(gslb_file.clone());
@@ -556,6 +594,34 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         }
     }
     builder.finish(server)
+}
+
+fn transfer(t: &TransferSection) -> Result<Transfer, String> {
+    let allow = networks(&t.allow).map_err(|m| format!("transfer.allow: {m}"))?;
+    let notify = t
+        .notify
+        .iter()
+        .map(|n| {
+            n.parse::<SocketAddr>()
+                .or_else(|_| n.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| format!("transfer.notify: {n:?} is not an address or address:port"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ttl = t.snapshot_ttl.unwrap_or(30);
+    let load_balanced = match t.load_balanced.as_deref() {
+        None | Some("snapshot") => LbInTransfer::Snapshot { ttl },
+        Some("omit") => LbInTransfer::Omit,
+        Some(other) => {
+            return Err(format!(
+                "transfer.load_balanced: {other:?} is not \"snapshot\" or \"omit\""
+            ))
+        }
+    };
+    Ok(Transfer {
+        allow,
+        notify,
+        load_balanced,
+    })
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -619,6 +685,7 @@ fn column_of(text: &str, offset: usize) -> usize {
 struct Builder {
     zones: Vec<Zone>,
     zone_ecs: Vec<bool>,
+    zone_transfer: Vec<Option<Transfer>>,
     geo: Option<Arc<Mmdb>>,
     geo_path: Option<PathBuf>,
     bindings: Vec<Binding>,
@@ -1197,6 +1264,7 @@ impl Builder {
         let Builder {
             zones,
             zone_ecs,
+            zone_transfer,
             geo,
             geo_path,
             bindings,
@@ -1209,6 +1277,7 @@ impl Builder {
             server,
             zones: zones.into_iter().map(Arc::new).collect(),
             zone_ecs,
+            zone_transfer,
             geo: match geo {
                 Some(g) => g,
                 None => Arc::new(NoGeo),

@@ -99,6 +99,69 @@ fn state_cookie_secret(dir: &std::path::Path) -> Result<Secrets, ConfigError> {
     }
 }
 
+/// The serial rule for zones with secondaries: a zone's SOA serial never goes backwards
+/// (RFC 1982 arithmetic) against the one last served, kept in the state store across restarts,
+/// and data that changed comes with a higher serial (else secondaries would keep the old
+/// data). Returns the zones whose serial or data differ from what was last served.
+pub fn check_serials(cfg: &Config, store: &Store) -> Result<Vec<usize>, ConfigError> {
+    let mut changed = Vec::new();
+    for (i, zone) in cfg.zones.iter().enumerate() {
+        if cfg.zone_transfer[i].is_none() {
+            continue;
+        }
+        let (serial, digest) = (zone.serial(), zone.digest());
+        let origin = zone.origin.to_ascii();
+        let problem = match store.served_serial(&origin) {
+            None => {
+                changed.push(i);
+                None
+            }
+            Some((last, _)) if crate::dns::xfr::serial_lt(serial, last) => Some(format!(
+                "SOA serial {serial} is below {last}, the serial already served to secondaries \
+                 (a serial never goes backwards)"
+            )),
+            Some((last, old)) if last == serial && old != digest => Some(format!(
+                "the zone's data changed but its SOA serial {serial} did not: raise it so \
+                 secondaries pick the change up"
+            )),
+            Some((last, old)) => {
+                if last != serial || old != digest {
+                    changed.push(i);
+                }
+                None
+            }
+        };
+        if let Some(message) = problem {
+            return Err(ConfigError::Invalid {
+                file: zone.file.clone(),
+                line: zone.soa_line(),
+                object: format!("zone {origin} SOA"),
+                message,
+            });
+        }
+    }
+    Ok(changed)
+}
+
+/// Records what is now served for the zones with secondaries, and sends NOTIFY for `zones`
+/// to their secondaries (in the background).
+fn announce(cfg: &Config, store: &Store, zones: &[usize]) {
+    for (i, zone) in cfg.zones.iter().enumerate() {
+        let Some(t) = &cfg.zone_transfer[i] else {
+            continue;
+        };
+        store.record_served(&zone.origin.to_ascii(), zone.serial(), zone.digest());
+        if zones.contains(&i) && !t.notify.is_empty() {
+            tokio::spawn(crate::dns::xfr::notify(
+                zone.origin.clone(),
+                zone.serial(),
+                zone.soa().clone(),
+                t.notify.clone(),
+            ));
+        }
+    }
+}
+
 /// The shared state of a running node, used by the control endpoint and the reloader.
 pub struct Node {
     pub source: Source,
@@ -136,6 +199,15 @@ impl Node {
                 };
             }
         };
+        let changed = match check_serials(&cfg, &self.store) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; the running config keeps serving");
+                return ReloadOutcome::Rejected {
+                    error: e.to_string(),
+                };
+            }
+        };
         let probes = match ProbeSet::start(cfg.probes.clone(), self.health.clone()) {
             Ok(p) => p,
             Err(e) => {
@@ -147,9 +219,9 @@ impl Node {
         };
         let version = self.responder.current.load().version + 1;
         report_orphans(&cfg, &self.health);
-        self.responder
-            .current
-            .store(Arc::new(Loaded::new(cfg, version)));
+        let loaded = Arc::new(Loaded::new(cfg, version));
+        self.responder.current.store(loaded.clone());
+        announce(&loaded.config, &self.store, &changed);
         *self.probes.lock().unwrap_or_else(|p| p.into_inner()) = probes;
         tracing::info!(version, "config reloaded");
         ReloadOutcome::Applied { version }
@@ -213,6 +285,7 @@ pub async fn serve(
         Some(Box::new(store.clone())),
     ));
     report_orphans(&cfg, &health);
+    check_serials(&cfg, &store)?;
     let probe_specs = cfg.probes.clone();
     let listen = cfg.server.listen.clone();
     let workers = cfg.server.udp_workers;
@@ -242,6 +315,10 @@ pub async fn serve(
         store,
         started: SystemTime::now(),
     });
+    // Secondaries hear of every zone at start: the data may have changed while this node was
+    // down.
+    let all: Vec<usize> = (0..node.config().config.zones.len()).collect();
+    announce(&node.config().config, &node.store, &all);
     let dns_list: Vec<String> = dns.addrs.iter().map(|a| a.to_string()).collect();
     println!(
         "listening dns={} control={}",

@@ -26,6 +26,8 @@ pub enum StateError {
 pub struct Store {
     health: sled::Tree,
     admin: sled::Tree,
+    /// Per zone with secondaries: the SOA serial and data digest last served.
+    serials: sled::Tree,
 }
 
 /// What opening found.
@@ -86,6 +88,7 @@ impl Store {
         Ok(Store {
             health: db.open_tree("health")?,
             admin: db.open_tree("admin")?,
+            serials: db.open_tree("serials")?,
         })
     }
 
@@ -119,6 +122,28 @@ impl Store {
             if let Err(e) = tree.flush() {
                 tracing::warn!(error = %e, "cannot flush the state store");
             }
+        }
+    }
+
+    /// The SOA serial and data digest last served for the zone `origin`, if any.
+    pub fn served_serial(&self, origin: &str) -> Option<(u32, u64)> {
+        let v = self.serials.get(origin.as_bytes()).ok()??;
+        let serial = u32::from_be_bytes(v.get(..4)?.try_into().ok()?);
+        let digest = u64::from_be_bytes(v.get(4..12)?.try_into().ok()?);
+        Some((serial, digest))
+    }
+
+    /// Remembers what is served for `origin` now (flushed: the serial must never go back,
+    /// even after a crash).
+    pub fn record_served(&self, origin: &str, serial: u32, digest: u64) {
+        let mut v = serial.to_be_bytes().to_vec();
+        v.extend(digest.to_be_bytes());
+        let result = self
+            .serials
+            .insert(origin.as_bytes(), v)
+            .and_then(|_| self.serials.flush().map(|_| ()));
+        if let Err(e) = result {
+            tracing::error!(zone = origin, error = %e, "cannot persist the served serial");
         }
     }
 

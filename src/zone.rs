@@ -328,7 +328,9 @@ impl Zone {
                     continue;
                 }
                 // A mnemonic, or TYPEnnn for any type (RFC 3597 section 5).
-                let generic = upper.strip_prefix("TYPE").and_then(|n| n.parse::<u16>().ok());
+                let generic = upper
+                    .strip_prefix("TYPE")
+                    .and_then(|n| n.parse::<u16>().ok());
                 rtype = Some(match generic {
                     Some(code) => RecordType::from(code),
                     None => RecordType::from_str(&upper)
@@ -503,6 +505,43 @@ impl Zone {
     /// The apex SOA record.
     pub fn soa(&self) -> &Record {
         self.soa.as_ref().expect("validated zone has a SOA")
+    }
+
+    /// The SOA serial.
+    pub fn serial(&self) -> u32 {
+        match &self.soa().data {
+            RData::SOA(soa) => soa.serial,
+            _ => 0,
+        }
+    }
+
+    /// The line of the SOA record in the zone file.
+    pub fn soa_line(&self) -> usize {
+        self.apex()
+            .rrset(RecordType::SOA)
+            .map_or(0, |s| s.line as usize)
+    }
+
+    /// A digest of every record (owner, type, TTL, data), independent of order: the same
+    /// files give the same digest on every node, and any change to the data changes it.
+    /// Keeps the serial honest for secondaries.
+    pub fn digest(&self) -> u64 {
+        use std::hash::Hasher;
+        let mut sum = 0u64;
+        for (key, node) in &self.nodes {
+            for set in &node.rrsets {
+                for rdata in set.wire_rdata() {
+                    let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
+                    h.write(key);
+                    h.write(&u16::from(set.rtype).to_be_bytes());
+                    h.write(&set.ttl.to_be_bytes());
+                    h.write(&(rdata.len() as u16).to_be_bytes());
+                    h.write(rdata);
+                    sum = sum.wrapping_add(h.finish());
+                }
+            }
+        }
+        sum
     }
 
     /// The SOA to put in a negative answer, with TTL = min(SOA TTL, SOA MINIMUM) (RFC 2308).

@@ -307,7 +307,13 @@ fn answers_as_the_reference_servers_do() {
 
     // Relative names inside record data take the origin; TYPEnnn and generic data load.
     let r = srv.query("naptr.example.test.", RecordType::NAPTR);
-    assert!(r.answers[0].data.to_string().ends_with("_sip._tcp.example.test."), "{r:?}");
+    assert!(
+        r.answers[0]
+            .data
+            .to_string()
+            .ends_with("_sip._tcp.example.test."),
+        "{r:?}"
+    );
     let r = srv.query("unknown.example.test.", RecordType::Unknown(65300));
     assert_eq!(r.answers.len(), 1);
 
@@ -345,7 +351,10 @@ fn answers_as_the_reference_servers_do() {
         edns: Some(1232),
         ..Default::default()
     };
-    let r = query_udp(srv.dns, &build_query("www.example.org.", RecordType::A, Some(&opts)));
+    let r = query_udp(
+        srv.dns,
+        &build_query("www.example.org.", RecordType::A, Some(&opts)),
+    );
     assert_eq!(r.response_code, ResponseCode::Refused);
     let ede = r.edns.as_ref().and_then(|e| {
         e.options().as_ref().iter().find_map(|(code, o)| match o {

@@ -11,13 +11,15 @@
 //! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
 //! and the in-band explanation, so every path gives the same answer. [`Responder::answer_into`]
 //! tries the fast path ([`fast`]) first and applies UDP rate limiting ([`rrl`]) to whichever
-//! answered.
+//! answered. Zone transfers ([`xfr`]) are the one multi-message exchange: TCP hands them to
+//! [`Responder::transfer`] before the one-answer path.
 
 pub mod cookie;
 pub mod ecs;
 pub mod fast;
 pub mod rrl;
 mod transport;
+pub mod xfr;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,6 +126,13 @@ impl Responder {
             health,
             tcp_refused: AtomicU64::new(0),
         }
+    }
+
+    /// Answers a zone transfer request (TCP only): the messages to send, or `None` when the
+    /// query is not one.
+    pub fn transfer(&self, query: &[u8], peer: SocketAddr) -> Option<Vec<Vec<u8>>> {
+        let loaded = self.current.load();
+        xfr::answer(&loaded, HealthView::Live(&self.health), query, peer)
     }
 
     /// Answers one query. `None` means send nothing (responses, runt packets).

@@ -458,7 +458,19 @@ async fn tcp_conn(
         tokio::time::timeout(idle, stream.read_exact(&mut buf[..len]))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        let Some(reply) = responder.answer(&buf[..len], peer, Transport::Tcp) else {
+        let query = &buf[..len];
+        if super::xfr::is_transfer(query) {
+            if let Some(messages) = responder.transfer(query, peer) {
+                for m in messages {
+                    let mut framed = Vec::with_capacity(m.len() + 2);
+                    framed.extend_from_slice(&(m.len() as u16).to_be_bytes());
+                    framed.extend_from_slice(&m);
+                    stream.write_all(&framed).await?;
+                }
+                continue;
+            }
+        }
+        let Some(reply) = responder.answer(query, peer, Transport::Tcp) else {
             return Ok(());
         };
         let mut out = Vec::with_capacity(reply.len() + 2);

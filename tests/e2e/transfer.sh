@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Zone transfer to a real secondary: NSD pulls example.test from Meridian, gets NOTIFY after a
+# reload that changed the zone and transfers the new serial; load-balanced names arrive as a
+# snapshot; a stranger is refused; a serial going backwards is refused on reload and at start.
+# Usage: tests/e2e/transfer.sh [path/to/meridian]   (needs nsd and dig; root not required)
+set -euo pipefail
+
+BIN=$(realpath "${1:-target/debug/meridian}")
+[ -x "$BIN" ] || { echo "no meridian binary at $BIN (run cargo build first)"; exit 2; }
+for tool in nsd dig; do
+  command -v $tool >/dev/null || { echo "$tool is missing (apt-get install nsd bind9-dnsutils)"; exit 2; }
+done
+
+W=$(mktemp -d /tmp/meridian-transfer.XXXXXX)
+MPID=""
+NPID=""
+cleanup() {
+  for p in $MPID $NPID; do kill "$p" 2>/dev/null || true; done
+  for p in $MPID $NPID; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+check() { # check NAME COMMAND...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
+}
+# eventually SECONDS COMMAND...: polls COMMAND every 0.2 s for at most SECONDS.
+eventually() {
+  local limit=$1; shift
+  local tries=$((limit * 5))
+  for _ in $(seq 1 "$tries"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+free_port() {
+  /usr/bin/python3 -c 'import socket
+while True:
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass'
+}
+
+MPORT=$(free_port)
+NPORT=$(free_port)
+write_zone() { # write_zone SERIAL [EXTRA-LINE]
+  {
+    echo '$TTL 300'
+    echo "@ IN SOA ns1.example.test. hostmaster.example.test. $1 7200 900 1209600 60"
+    echo '  IN NS ns1'
+    echo 'ns1 IN A 192.0.2.53'
+    echo 'static IN A 192.0.2.80'
+    echo 'sub IN NS ns.sub'
+    echo 'ns.sub IN A 192.0.2.153'
+    [ $# -gt 1 ] && echo "$2"
+    true
+  } > "$W/example.test.zone.new"
+  mv "$W/example.test.zone.new" "$W/example.test.zone"
+}
+write_zone 1
+cat > "$W/example.test.gslb.toml" <<'TOML'
+[[name]]
+name = "www"
+types = ["A", "AAAA"]
+ttl = "300s"
+policy = "all"
+pool = "web"
+
+[[name]]
+name = "app"
+policy = "failover"
+pool = "aliases"
+
+[pool.web]
+members = [
+  { site = "fra", address = "192.0.2.10" },
+  { site = "iad", address = "192.0.2.11" },
+  { site = "iad", address = "2001:db8::11" },
+]
+
+[pool.aliases]
+members = [{ site = "cdn", cname = "edge.cdn.example." }]
+TOML
+cat > "$W/meridian.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$MPORT"]
+control = "127.0.0.1:0"
+state_dir = "$W/state"
+
+[[zone]]
+origin = "example.test"
+file = "example.test.zone"
+gslb = "example.test.gslb.toml"
+
+[zone.transfer]
+allow = ["127.0.0.1"]
+notify = ["127.0.0.1:$NPORT"]
+TOML
+
+start_meridian() {
+  "$BIN" serve --config "$W/meridian.toml" >>"$W/meridian.out" 2>>"$W/meridian.log" &
+  MPID=$!
+  eventually 10 dig +short +time=1 +tries=1 @127.0.0.1 -p "$MPORT" example.test SOA
+}
+start_meridian
+
+mkdir -p "$W/nsd"
+cat > "$W/nsd/nsd.conf" <<CONF
+server:
+  ip-address: 127.0.0.1@$NPORT
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$W/nsd"
+  database: ""
+  zonelistfile: "$W/nsd/zone.list"
+  pidfile: "$W/nsd/nsd.pid"
+  xfrdfile: "$W/nsd/xfrd.state"
+  xfrdir: "$W/nsd"
+  logfile: "$W/nsd/nsd.log"
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: example.test
+  zonefile: example.test.zone
+  request-xfr: AXFR 127.0.0.1@$MPORT NOKEY
+  allow-notify: 127.0.0.1 NOKEY
+CONF
+nsd -d -c "$W/nsd/nsd.conf" 2>"$W/nsd/stderr" &
+NPID=$!
+
+secondary() { dig +short +time=1 +tries=1 @127.0.0.1 -p "$NPORT" "$@"; }
+primary() { dig +short +time=1 +tries=1 @127.0.0.1 -p "$MPORT" "$@"; }
+serial_is() { [ "$(secondary example.test SOA | awk '{print $3}')" = "$1" ]; }
+answers() { [ "$(secondary "$1" "$2" | sort | tr '\n' ' ')" = "$3" ]; }
+
+check "NSD transfers the zone (serial 1)" eventually 20 serial_is 1
+check "static data on the secondary" answers static.example.test A "192.0.2.80 "
+check "delegation and glue on the secondary" \
+  eval '[ "$(dig +norec +time=1 +tries=1 @127.0.0.1 -p $NPORT host.sub.example.test A | grep -c "ns.sub.example.test.*192.0.2.153")" = 1 ]'
+check "load-balanced A snapshot on the secondary" answers www.example.test A "192.0.2.10 192.0.2.11 "
+check "load-balanced AAAA snapshot on the secondary" answers www.example.test AAAA "2001:db8::11 "
+check "load-balanced alias snapshot on the secondary" answers app.example.test CNAME "edge.cdn.example. "
+check "snapshot TTL capped at 30 s" \
+  eval '[ "$(dig +noall +answer +time=1 +tries=1 @127.0.0.1 -p $NPORT www.example.test A | awk "{print \$2}" | sort -u)" = 30 ]'
+
+axfr=$(dig +noall +answer +time=2 +tries=1 @127.0.0.1 -p "$MPORT" example.test AXFR)
+check "AXFR opens and closes with the SOA" \
+  eval '[ "$(echo "$axfr" | head -1 | awk "{print \$4}")" = SOA ] && [ "$(echo "$axfr" | tail -1 | awk "{print \$4}")" = SOA ]'
+check "AXFR holds every record (2 SOA + 2 NS/ns1 + static + 2 delegation + 4 lb)" \
+  eval '[ "$(echo "$axfr" | wc -l)" = 11 ]'
+check "a stranger (127.0.0.2) is refused" \
+  eval 'dig +time=2 +tries=1 -b 127.0.0.2 @127.0.0.1 -p $MPORT example.test AXFR | grep -q "Transfer failed"'
+check "IXFR from a current secondary: the SOA alone" \
+  eval '[ "$(dig +noall +answer +time=2 +tries=1 @127.0.0.1 -p $MPORT example.test IXFR=1 | wc -l)" = 1 ]'
+
+write_zone 2 "new IN A 192.0.2.99"
+kill -HUP "$MPID"
+check "after a reload, NOTIFY brings serial 2 to the secondary" eventually 15 serial_is 2
+check "the new record on the secondary" answers new.example.test A "192.0.2.99 "
+check "Meridian logged the acknowledged NOTIFY" grep -q "notify acknowledged" "$W/meridian.log"
+
+write_zone 1 "new IN A 192.0.2.100"
+kill -HUP "$MPID"
+check "a serial going backwards is refused on reload" \
+  eventually 10 grep -q "SOA serial 1 is below 2" "$W/meridian.log"
+check "the primary keeps serving serial 2" eval '[ "$(primary example.test SOA | awk "{print \$3}")" = 2 ]'
+
+write_zone 2 "new IN A 192.0.2.101"
+kill -HUP "$MPID"
+check "changed data without a new serial is refused on reload" \
+  eventually 10 grep -q "data changed but its SOA serial 2 did not" "$W/meridian.log"
+
+kill "$MPID"; wait "$MPID" 2>/dev/null || true; MPID=""
+write_zone 1 "new IN A 192.0.2.99"
+if "$BIN" serve --config "$W/meridian.toml" >/dev/null 2>"$W/refused.log"; then started=yes; else started=no; fi
+check "a serial below the one served before the restart stops the start" \
+  eval '[ $started = no ] && grep -q "example.test.zone:2: zone example.test. SOA: SOA serial 1 is below 2" "$W/refused.log"'
+
+write_zone 3 "new IN A 192.0.2.103"
+start_meridian
+check "after a restart, NOTIFY brings serial 3 to the secondary" eventually 15 serial_is 3
+check "the changed record on the secondary" answers new.example.test A "192.0.2.103 "
+
+echo "transfer suite: $passed passed, $failed failed"
+if [ "$failed" -gt 0 ]; then
+  echo "--- meridian log"; tail -n 20 "$W/meridian.log"
+  echo "--- nsd log"; tail -n 20 "$W/nsd/nsd.log" "$W/nsd/stderr" 2>/dev/null
+  exit 1
+fi
