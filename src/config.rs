@@ -64,6 +64,18 @@ struct ServerFile {
     server: Option<Spanned<ServerSection>>,
     #[serde(default)]
     zone: Vec<Spanned<ZoneEntry>>,
+    #[serde(default)]
+    key: Vec<Spanned<KeyEntry>>,
+}
+
+/// A TSIG key, `[[key]]` in the server file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    name: String,
+    algorithm: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -119,6 +131,7 @@ struct TransferSection {
     notify: Vec<String>,
     load_balanced: Option<String>,
     snapshot_ttl: Option<u32>,
+    key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -279,6 +292,8 @@ pub struct Transfer {
     /// Where a NOTIFY goes when the zone's data changes (and at start).
     pub notify: Vec<SocketAddr>,
     pub load_balanced: LbInTransfer,
+    /// When set, transfers must be signed with this TSIG key, and NOTIFY is signed with it.
+    pub key: Option<crate::dns::tsig::Key>,
 }
 
 /// How load-balanced names appear in a transfer.
@@ -332,6 +347,8 @@ pub struct Config {
     pub zone_ecs: Vec<bool>,
     /// Per zone (same order): who may transfer it, and whom to notify.
     pub zone_transfer: Vec<Option<Transfer>>,
+    /// TSIG keys (`[[key]]`), for signed transfers.
+    pub keys: Vec<crate::dns::tsig::Key>,
     /// The geo database (or a locator that knows nothing when none is configured).
     pub geo: Arc<dyn GeoLocator>,
     /// Its path, when one is configured.
@@ -563,6 +580,31 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     if parsed.zone.is_empty() {
         return Err(invalid(0..0, "zone", "no [[zone]] configured".into()));
     }
+    for entry in &parsed.key {
+        let k = entry.get_ref();
+        let object = format!("key {:?}", k.name);
+        let fail = |m: String| invalid(entry.span(), &object, m);
+        let algorithm = k.algorithm.as_deref().unwrap_or("hmac-sha256");
+        let algorithm = crate::dns::tsig::Algorithm::from_name(algorithm).ok_or_else(|| {
+            fail(format!(
+                "algorithm {algorithm:?} is not hmac-sha256, hmac-sha384, hmac-sha512 or hmac-sha1"
+            ))
+        })?;
+        let secret = match (&k.secret, &k.secret_file) {
+            (Some(s), None) => s.clone(),
+            (None, Some(f)) => {
+                let path = base.join(f);
+                builder.sources.push(path.clone());
+                read(&path)?
+            }
+            _ => return Err(fail("give exactly one of secret and secret_file".into())),
+        };
+        let key = crate::dns::tsig::Key::new(&k.name, algorithm, &secret).map_err(fail)?;
+        if builder.keys.iter().any(|other| other.name == key.name) {
+            return Err(fail("key listed twice".into()));
+        }
+        builder.keys.push(key);
+    }
     for entry in &parsed.zone {
         let z = entry.get_ref();
         let object = format!("zone {:?}", z.origin);
@@ -583,7 +625,9 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         builder.zone_ecs.push(z.ecs.unwrap_or(true));
         let transfer = match &z.transfer {
             None => None,
-            Some(t) => Some(transfer(t).map_err(|m| invalid(entry.span(), &object, m))?),
+            Some(t) => {
+                Some(transfer(t, &builder.keys).map_err(|m| invalid(entry.span(), &object, m))?)
+            }
         };
         builder.zone_transfer.push(transfer);
         if let Some(g) = &z.gslb {
@@ -596,7 +640,17 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     builder.finish(server)
 }
 
-fn transfer(t: &TransferSection) -> Result<Transfer, String> {
+fn transfer(t: &TransferSection, keys: &[crate::dns::tsig::Key]) -> Result<Transfer, String> {
+    let key = match &t.key {
+        None => None,
+        Some(name) => {
+            let wanted = name.trim_end_matches('.').to_ascii_lowercase();
+            let key = keys.iter().find(|k| k.name == wanted);
+            Some(key.cloned().ok_or_else(|| {
+                format!("transfer.key: no [[key]] named {name:?} in the server file")
+            })?)
+        }
+    };
     let allow = networks(&t.allow).map_err(|m| format!("transfer.allow: {m}"))?;
     let notify = t
         .notify
@@ -621,6 +675,7 @@ fn transfer(t: &TransferSection) -> Result<Transfer, String> {
         allow,
         notify,
         load_balanced,
+        key,
     })
 }
 
@@ -686,6 +741,7 @@ struct Builder {
     zones: Vec<Zone>,
     zone_ecs: Vec<bool>,
     zone_transfer: Vec<Option<Transfer>>,
+    keys: Vec<crate::dns::tsig::Key>,
     geo: Option<Arc<Mmdb>>,
     geo_path: Option<PathBuf>,
     bindings: Vec<Binding>,
@@ -1265,6 +1321,7 @@ impl Builder {
             zones,
             zone_ecs,
             zone_transfer,
+            keys,
             geo,
             geo_path,
             bindings,
@@ -1278,6 +1335,7 @@ impl Builder {
             zones: zones.into_iter().map(Arc::new).collect(),
             zone_ecs,
             zone_transfer,
+            keys,
             geo: match geo {
                 Some(g) => g,
                 None => Arc::new(NoGeo),

@@ -157,6 +157,7 @@ fn announce(cfg: &Config, store: &Store, zones: &[usize]) {
                 zone.serial(),
                 zone.soa().clone(),
                 t.notify.clone(),
+                t.key.clone(),
             ));
         }
     }

@@ -52,6 +52,13 @@ fn transfer_query(rtype: RecordType, their_serial: Option<u32>) -> Vec<u8> {
 /// Sends a transfer request from `from` (a loopback address) and reads messages until the
 /// closing SOA, a refusal, or the bound on messages.
 fn transfer(server: SocketAddr, from: &str, query: &[u8]) -> Vec<Message> {
+    transfer_raw(server, from, query)
+        .iter()
+        .map(|b| Message::from_vec(b).unwrap())
+        .collect()
+}
+
+fn transfer_raw(server: SocketAddr, from: &str, query: &[u8]) -> Vec<Vec<u8>> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let local: SocketAddr = format!("{from}:0").parse().unwrap();
     sock.bind(&local.into()).unwrap();
@@ -79,7 +86,7 @@ fn transfer(server: SocketAddr, from: &str, query: &[u8]) -> Vec<Message> {
         let done = m.metadata.response_code != ResponseCode::NoError
             || soas >= 2
             || (soas == 1 && m.answers.len() == 1 && out.is_empty());
-        out.push(m);
+        out.push(buf);
         if done {
             break;
         }
@@ -243,4 +250,53 @@ fn the_serial_never_goes_backwards_across_reloads_and_restarts() {
     cfg.write("example.test.zone", &zone(6, "a IN A 192.0.2.2\n"));
     let srv = Server::start(&cfg);
     assert_eq!(serial(&srv), 6);
+}
+
+#[test]
+fn a_zone_with_a_key_transfers_only_to_signed_requests_and_signs_every_message() {
+    use meridian::dns::tsig::{self, Algorithm, Key, Signer};
+    let secret = "bWVyaWRpYW4gdGVzdCBzZWNyZXQgZm9yIHRzaWc=";
+    let mut extra = String::new();
+    for i in 0..2000 {
+        extra.push_str(&format!(
+            "h{i} IN TXT \"record number {i} with some text to fill\"\n"
+        ));
+    }
+    let cfg = ConfigDir::new_with(
+        &zone(3, &extra),
+        GSLB,
+        "",
+        &format!(
+            "{TRANSFER}key = \"xfr-key\"\n\n[[key]]\nname = \"xfr-key\"\nsecret = \"{secret}\"\n"
+        ),
+    );
+    let srv = Server::start(&cfg);
+    let axfr = transfer_query(RecordType::AXFR, None);
+
+    let unsigned = transfer(srv.dns, "127.0.0.1", &axfr);
+    assert_eq!(unsigned[0].metadata.response_code, ResponseCode::Refused);
+
+    let key = Key::new("xfr-key", Algorithm::HmacSha256, secret).unwrap();
+    let mut signed = axfr.clone();
+    Signer::request(&key, tsig::now()).sign(&mut signed, None);
+    let msgs = transfer_raw(srv.dns, "127.0.0.1", &signed);
+    assert!(msgs.len() > 1);
+    for m in &msgs {
+        assert!(
+            tsig::find(m).unwrap().is_some(),
+            "every message carries a TSIG"
+        );
+    }
+    let records: usize = msgs
+        .iter()
+        .map(|b| Message::from_vec(b).unwrap().answers.len())
+        .sum();
+    assert_eq!(records, 2006, "2 SOA, NS, ns1, 2000 TXT, 2 load-balanced");
+
+    let wrong = Key::new("xfr-key", Algorithm::HmacSha256, "b3RoZXIgc2VjcmV0").unwrap();
+    let mut forged = axfr.clone();
+    Signer::request(&wrong, tsig::now()).sign(&mut forged, None);
+    let refused = transfer(srv.dns, "127.0.0.1", &forged);
+    assert_eq!(refused[0].metadata.response_code, ResponseCode::NotAuth);
+    assert!(srv.stderr().contains("BadSig"), "{}", srv.stderr());
 }

@@ -19,6 +19,7 @@ pub mod ecs;
 pub mod fast;
 pub mod rrl;
 mod transport;
+pub mod tsig;
 pub mod xfr;
 
 use std::net::{IpAddr, SocketAddr};
@@ -161,6 +162,10 @@ impl Responder {
                 }
                 None => return false,
             }
+            // The fast path takes no signed query: TSIG is handled here only.
+            if query[10..12] != [0, 0] {
+                sign_reply(&loaded, query, out);
+            }
         }
         if transport == Transport::Tcp || !loaded.limiter.applies_to(src.ip()) {
             return true;
@@ -185,6 +190,33 @@ impl Responder {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+/// Signs the reply to a TSIG-signed query (RFC 8945 section 5.3), or replaces it with a
+/// NOTAUTH carrying the TSIG error when the signature does not verify.
+fn sign_reply(loaded: &Loaded, query: &[u8], out: &mut Vec<u8>) {
+    let Ok(Some(found)) = tsig::find(query) else {
+        return;
+    };
+    let now = tsig::now();
+    match tsig::verify(query, &found, &loaded.config.keys, now) {
+        Ok((_, mut signer)) => signer.sign(out, None),
+        Err((error, signer)) => {
+            let mut m = Message::response(u16::from_be_bytes([query[0], query[1]]), OpCode::Query);
+            m.metadata.message_type = MessageType::Response;
+            m.metadata.response_code = ResponseCode::NotAuth;
+            if let Ok(request) = Message::from_vec(query) {
+                m.metadata.op_code = request.op_code;
+                m.queries = request.queries;
+            }
+            let Ok(bytes) = m.to_vec() else { return };
+            *out = bytes;
+            match signer {
+                Some(mut s) => s.sign(out, Some(error)),
+                None => tsig::append_error(out, &found, error, now),
+            }
         }
     }
 }

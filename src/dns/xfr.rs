@@ -14,7 +14,7 @@ use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
-use super::{ecs, extended_error, Ctx, HealthView, LbAnswer, Loaded, EDE_PROHIBITED};
+use super::{ecs, extended_error, tsig, Ctx, HealthView, LbAnswer, Loaded, EDE_PROHIBITED};
 use crate::config::LbInTransfer;
 use crate::policy::ClientInfo;
 use crate::zone::Zone;
@@ -56,25 +56,57 @@ pub fn answer(
         e.set_max_payload(loaded.config.server.edns_udp_size);
         head.edns = Some(e);
     }
-    let refuse = |mut m: Message, rcode: ResponseCode| {
+    let cfg = &loaded.config;
+
+    // TSIG first (RFC 8945 section 5.2): a signed request is verified whatever the zone, and
+    // every reply to a verified one is signed.
+    let now = tsig::now();
+    let (signed_with, mut signer) = match tsig::find(query) {
+        Err(()) => {
+            head.metadata.response_code = ResponseCode::FormErr;
+            return head.to_vec().ok().map(|b| vec![b]);
+        }
+        Ok(None) => (None, None),
+        Ok(Some(found)) => match tsig::verify(query, &found, &cfg.keys, now) {
+            Ok((key, signer)) => (Some(key.clone()), Some(signer)),
+            Err((error, signer)) => {
+                tracing::info!(%peer, ?error, "transfer with a bad TSIG");
+                head.metadata.response_code = ResponseCode::NotAuth;
+                let mut bytes = head.to_vec().ok()?;
+                match signer {
+                    Some(mut s) => s.sign(&mut bytes, Some(error)),
+                    None => tsig::append_error(&mut bytes, &found, error, now),
+                }
+                return Some(vec![bytes]);
+            }
+        },
+    };
+    let mut refuse = |mut m: Message, rcode: ResponseCode| {
         m.metadata.response_code = rcode;
         if rcode == ResponseCode::Refused {
             extended_error(&mut m, EDE_PROHIBITED);
         }
-        m.to_vec().ok().map(|b| vec![b])
+        let mut bytes = m.to_vec().ok()?;
+        if let Some(s) = signer.as_mut() {
+            s.sign(&mut bytes, None);
+        }
+        Some(vec![bytes])
     };
     let qname = crate::zone::fqdn_lower(&q.name);
-    let cfg = &loaded.config;
     let Some(index) = cfg.zones.iter().position(|z| z.origin == qname) else {
         // Not the apex of a zone served here.
         return refuse(head, ResponseCode::NotAuth);
     };
     let zone = &cfg.zones[index];
-    let allowed = cfg.zone_transfer[index]
-        .as_ref()
-        .filter(|t| t.allow.iter().any(|n| n.contains(&peer.ip())));
+    // Allowed: from a listed address and, when the zone names a key, signed with it.
+    let allowed = cfg.zone_transfer[index].as_ref().filter(|t| {
+        t.allow.iter().any(|n| n.contains(&peer.ip()))
+            && t.key
+                .as_ref()
+                .is_none_or(|k| signed_with.as_ref() == Some(k))
+    });
     let (Some(settings), DNSClass::IN) = (allowed, q.query_class) else {
-        tracing::info!(zone = %zone.origin, %peer, "transfer refused");
+        tracing::info!(zone = %zone.origin, %peer, signed = signed_with.is_some(), "transfer refused");
         return refuse(head, ResponseCode::Refused);
     };
     head.metadata.authoritative = true;
@@ -88,7 +120,11 @@ pub fn answer(
         });
         if theirs.is_some_and(|s| !serial_lt(s, zone.serial())) {
             head.answers.push(soa);
-            return head.to_vec().ok().map(|b| vec![b]);
+            let mut bytes = head.to_vec().ok()?;
+            if let Some(s) = signer.as_mut() {
+                s.sign(&mut bytes, None);
+            }
+            return Some(vec![bytes]);
         }
     }
 
@@ -112,7 +148,12 @@ pub fn answer(
         count += chunk.len();
         encode_chunk(&head, &chunk, &mut first, &mut out)?;
     }
-    tracing::info!(zone = %zone.origin, %peer, serial = zone.serial(), records = count, "transfer");
+    if let Some(s) = signer.as_mut() {
+        for m in &mut out {
+            s.sign(m, None);
+        }
+    }
+    tracing::info!(zone = %zone.origin, %peer, serial = zone.serial(), records = count, signed = signed_with.is_some(), "transfer");
     Some(out)
 }
 
@@ -130,7 +171,8 @@ fn encode_chunk(
     }
     m.answers = records.to_vec();
     match m.to_vec() {
-        Ok(bytes) if bytes.len() <= u16::MAX as usize => {
+        // Room left for a TSIG record.
+        Ok(bytes) if bytes.len() <= u16::MAX as usize - 512 => {
             *first = false;
             out.push(bytes);
             Some(())
@@ -209,15 +251,22 @@ pub fn serial_lt(a: u32, b: u32) -> bool {
     a != b && b.wrapping_sub(a) < 0x8000_0000
 }
 
-/// Sends NOTIFY for `zone` (serial `serial`) to each target over UDP, retrying with backoff
-/// (1, 2, 4, 8, 16 s) until the target acknowledges; logs the outcome. Runs until done.
-pub async fn notify(zone: Name, serial: u32, soa: Record, targets: Vec<SocketAddr>) {
+/// Sends NOTIFY for `zone` (serial `serial`) to each target over UDP, signed with `key` when
+/// given, retrying with backoff (1, 2, 4, 8, 16 s) until the target acknowledges; logs the
+/// outcome. Runs until done.
+pub async fn notify(
+    zone: Name,
+    serial: u32,
+    soa: Record,
+    targets: Vec<SocketAddr>,
+    key: Option<tsig::Key>,
+) {
     let tasks: Vec<_> = targets
         .into_iter()
         .map(|target| {
-            let (zone, soa) = (zone.clone(), soa.clone());
+            let (zone, soa, key) = (zone.clone(), soa.clone(), key.clone());
             tokio::spawn(async move {
-                match notify_one(&zone, &soa, target).await {
+                match notify_one(&zone, &soa, target, key.as_ref()).await {
                     Ok(rcode) => tracing::info!(%zone, serial, %target, %rcode, "notify acknowledged"),
                     Err(e) => tracing::warn!(%zone, serial, %target, error = %e, "notify not acknowledged"),
                 }
@@ -233,6 +282,7 @@ async fn notify_one(
     zone: &Name,
     soa: &Record,
     target: SocketAddr,
+    key: Option<&tsig::Key>,
 ) -> std::io::Result<ResponseCode> {
     let local: SocketAddr = match target {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -245,7 +295,10 @@ async fn notify_one(
     m.metadata.authoritative = true;
     m.queries.push(Query::query(zone.clone(), RecordType::SOA));
     m.answers.push(soa.clone());
-    let bytes = m.to_vec().map_err(std::io::Error::other)?;
+    let mut bytes = m.to_vec().map_err(std::io::Error::other)?;
+    if let Some(key) = key {
+        tsig::Signer::request(key, tsig::now()).sign(&mut bytes, None);
+    }
     let mut buf = [0u8; 512];
     for attempt in 0..5 {
         sock.send(&bytes).await?;

@@ -2,6 +2,7 @@
 # Zone transfer to a real secondary: NSD pulls example.test from Meridian, gets NOTIFY after a
 # reload that changed the zone and transfers the new serial; load-balanced names arrive as a
 # snapshot; a stranger is refused; a serial going backwards is refused on reload and at start.
+# A second zone is transferred and notified with TSIG (hmac-sha256), checked by NSD and dig.
 # Usage: tests/e2e/transfer.sh [path/to/meridian]   (needs nsd and dig; root not required)
 set -euo pipefail
 
@@ -65,6 +66,12 @@ write_zone() { # write_zone SERIAL [EXTRA-LINE]
   mv "$W/example.test.zone.new" "$W/example.test.zone"
 }
 write_zone 1
+SECRET=$(head -c 32 /dev/urandom | base64)
+write_signed() { # write_signed SERIAL
+  printf '$TTL 300\n@ IN SOA ns1.signed.test. hostmaster.signed.test. %s 7200 900 1209600 60\n  IN NS ns1\nns1 IN A 192.0.2.54\n' "$1" > "$W/signed.test.zone.new"
+  mv "$W/signed.test.zone.new" "$W/signed.test.zone"
+}
+write_signed 1
 cat > "$W/example.test.gslb.toml" <<'TOML'
 [[name]]
 name = "www"
@@ -102,6 +109,20 @@ gslb = "example.test.gslb.toml"
 [zone.transfer]
 allow = ["127.0.0.1"]
 notify = ["127.0.0.1:$NPORT"]
+
+[[zone]]
+origin = "signed.test"
+file = "signed.test.zone"
+
+[zone.transfer]
+allow = ["127.0.0.0/8"]
+notify = ["127.0.0.1:$NPORT"]
+key = "xfr-key"
+
+[[key]]
+name = "xfr-key"
+algorithm = "hmac-sha256"
+secret = "$SECRET"
 TOML
 
 start_meridian() {
@@ -133,6 +154,15 @@ zone:
   zonefile: example.test.zone
   request-xfr: AXFR 127.0.0.1@$MPORT NOKEY
   allow-notify: 127.0.0.1 NOKEY
+key:
+  name: xfr-key
+  algorithm: hmac-sha256
+  secret: "$SECRET"
+zone:
+  name: signed.test
+  zonefile: signed.test.zone
+  request-xfr: AXFR 127.0.0.1@$MPORT xfr-key
+  allow-notify: 127.0.0.1 xfr-key
 CONF
 nsd -d -c "$W/nsd/nsd.conf" 2>"$W/nsd/stderr" &
 NPID=$!
@@ -162,10 +192,21 @@ check "a stranger (127.0.0.2) is refused" \
 check "IXFR from a current secondary: the SOA alone" \
   eval '[ "$(dig +noall +answer +time=2 +tries=1 @127.0.0.1 -p $MPORT example.test IXFR=1 | wc -l)" = 1 ]'
 
+signed_serial_is() { [ "$(secondary signed.test SOA | awk '{print $3}')" = "$1" ]; }
+check "NSD transfers the TSIG zone (serial 1)" eventually 20 signed_serial_is 1
+check "dig verifies the signed AXFR" \
+  eval 'dig +time=2 +tries=1 -y "hmac-sha256:xfr-key:$SECRET" @127.0.0.1 -p $MPORT signed.test AXFR | grep -q "^ns1.signed.test.*192.0.2.54"'
+check "an unsigned AXFR of the TSIG zone is refused" \
+  eval 'dig +time=2 +tries=1 @127.0.0.1 -p $MPORT signed.test AXFR | grep -q "Transfer failed"'
+check "a wrong secret gets NOTAUTH (BADSIG)" \
+  eval 'dig +time=2 +tries=1 -y "hmac-sha256:xfr-key:c2VjcmV0IG5vdCBzaGFyZWQ=" @127.0.0.1 -p $MPORT signed.test AXFR 2>&1 | grep -qi "NOTAUTH\|BADSIG\|tsig"'
+
+write_signed 2
 write_zone 2 "new IN A 192.0.2.99"
 kill -HUP "$MPID"
 check "after a reload, NOTIFY brings serial 2 to the secondary" eventually 15 serial_is 2
 check "the new record on the secondary" answers new.example.test A "192.0.2.99 "
+check "a signed NOTIFY brings serial 2 of the TSIG zone" eventually 15 signed_serial_is 2
 check "Meridian logged the acknowledged NOTIFY" grep -q "notify acknowledged" "$W/meridian.log"
 
 write_zone 1 "new IN A 192.0.2.100"

@@ -1,0 +1,477 @@
+//! TSIG (RFC 8945): HMAC signatures on zone transfers and NOTIFY, worked on message bytes.
+//!
+//! A signed request is verified against the configured keys (BADKEY, BADSIG, BADTIME and
+//! BADTRUNC as the RFC says); the reply to a valid one is signed, each message of a
+//! multi-message transfer chained to the MAC before it. HMAC comes from aws-lc-rs, the
+//! library rustls already uses here.
+
+use std::fmt;
+
+use aws_lc_rs::{constant_time, hmac};
+
+use super::ecs::skip_name;
+
+/// The TSIG record type and the class it travels in.
+const TYPE_TSIG: u16 = 250;
+const CLASS_ANY: u16 = 255;
+/// The fudge this server signs with, in seconds (RFC 8945 recommends 300).
+const FUDGE: u16 = 300;
+
+/// A TSIG algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    HmacSha1,
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl Algorithm {
+    /// From its name as written in configs (`hmac-sha256`) or on the wire.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        match name.trim_end_matches('.').to_ascii_lowercase().as_str() {
+            "hmac-sha1" => Some(Algorithm::HmacSha1),
+            "hmac-sha256" => Some(Algorithm::HmacSha256),
+            "hmac-sha384" => Some(Algorithm::HmacSha384),
+            "hmac-sha512" => Some(Algorithm::HmacSha512),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::HmacSha1 => "hmac-sha1",
+            Algorithm::HmacSha256 => "hmac-sha256",
+            Algorithm::HmacSha384 => "hmac-sha384",
+            Algorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
+
+    fn hmac(self) -> hmac::Algorithm {
+        match self {
+            Algorithm::HmacSha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            Algorithm::HmacSha256 => hmac::HMAC_SHA256,
+            Algorithm::HmacSha384 => hmac::HMAC_SHA384,
+            Algorithm::HmacSha512 => hmac::HMAC_SHA512,
+        }
+    }
+
+    fn wire_name(self) -> Vec<u8> {
+        wire(self.name())
+    }
+}
+
+/// A shared secret key.
+#[derive(Clone)]
+pub struct Key {
+    /// The key's name, lower case, without the trailing dot.
+    pub name: String,
+    pub algorithm: Algorithm,
+    key: hmac::Key,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({} {})", self.name, self.algorithm.name())
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.name == other.name && self.algorithm == other.algorithm
+    }
+}
+
+impl Eq for Key {}
+
+impl Key {
+    /// A key from its name, algorithm and base64 secret (as `tsig-keygen` and `keymgr` print).
+    pub fn new(name: &str, algorithm: Algorithm, secret_base64: &str) -> Result<Key, String> {
+        let secret = data_encoding::BASE64
+            .decode(secret_base64.trim().as_bytes())
+            .map_err(|e| format!("the secret is not base64: {e}"))?;
+        if secret.is_empty() {
+            return Err("the secret is empty".into());
+        }
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() || name.split('.').any(|l| l.is_empty() || l.len() > 63) {
+            return Err(format!("{name:?} is not a key name"));
+        }
+        Ok(Key {
+            name,
+            algorithm,
+            key: hmac::Key::new(algorithm.hmac(), &secret),
+        })
+    }
+
+    fn wire_name(&self) -> Vec<u8> {
+        wire(&self.name)
+    }
+}
+
+/// A TSIG error (RFC 8945 section 5.2); each makes the reply NOTAUTH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TsigError {
+    BadSig = 16,
+    BadKey = 17,
+    BadTime = 18,
+    BadTrunc = 22,
+}
+
+/// The TSIG record found at the end of a message.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Offset of the record: the message without it ends here.
+    start: usize,
+    key_name: Vec<u8>,
+    algorithm: Vec<u8>,
+    time: u64,
+    fudge: u16,
+    mac: Vec<u8>,
+    original_id: u16,
+    other: Vec<u8>,
+}
+
+/// Finds the TSIG record of `msg`: `Ok(None)` for an unsigned message, `Err(())` when a
+/// TSIG is present but misplaced or malformed (FORMERR).
+pub fn find(msg: &[u8]) -> Result<Option<Found>, ()> {
+    let count = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]) as usize;
+    if msg.len() < 12 {
+        return Err(());
+    }
+    let (qd, rrs) = (count(4), count(6) + count(8) + count(10));
+    let mut pos = 12;
+    for _ in 0..qd {
+        pos = skip_name(msg, pos).ok_or(())? + 4;
+    }
+    let mut last = None;
+    for i in 0..rrs {
+        let start = pos;
+        let after_name = skip_name(msg, pos).ok_or(())?;
+        let fixed = msg.get(after_name..after_name + 10).ok_or(())?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdlen = u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
+        pos = after_name + 10 + rdlen;
+        if pos > msg.len() {
+            return Err(());
+        }
+        if rtype == TYPE_TSIG {
+            // Only the very last record may be a TSIG.
+            if i + 1 != rrs {
+                return Err(());
+            }
+            last = Some((start, after_name));
+        }
+    }
+    let Some((start, after_name)) = last else {
+        return Ok(None);
+    };
+    let key_name = plain_name(msg, start).ok_or(())?;
+    let class = u16::from_be_bytes([msg[after_name + 2], msg[after_name + 3]]);
+    if class != CLASS_ANY {
+        return Err(());
+    }
+    let rdata = &msg[after_name + 10..pos];
+    let algorithm = plain_name(rdata, 0).ok_or(())?;
+    let mut at = algorithm.len();
+    let mut take = |n: usize| -> Result<&[u8], ()> {
+        let s = rdata.get(at..at + n).ok_or(())?;
+        at += n;
+        Ok(s)
+    };
+    let time = take(6)?.iter().fold(0u64, |t, &b| t << 8 | b as u64);
+    let fudge = u16::from_be_bytes(take(2)?.try_into().map_err(|_| ())?);
+    let mac_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| ())?) as usize;
+    let mac = take(mac_len)?.to_vec();
+    let original_id = u16::from_be_bytes(take(2)?.try_into().map_err(|_| ())?);
+    let _error = take(2)?;
+    let other_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| ())?) as usize;
+    let other = take(other_len)?.to_vec();
+    Ok(Some(Found {
+        start,
+        key_name: lower(&key_name),
+        algorithm: lower(&algorithm),
+        time,
+        fudge,
+        mac,
+        original_id,
+        other,
+    }))
+}
+
+/// Verifies a signed request against `keys` at time `now` (seconds since the epoch).
+/// On success returns the key and a [`Signer`] for the reply.
+pub fn verify<'k>(
+    msg: &[u8],
+    found: &Found,
+    keys: &'k [Key],
+    now: u64,
+) -> Result<(&'k Key, Signer), (TsigError, Option<Signer>)> {
+    let key = keys
+        .iter()
+        .find(|k| k.wire_name() == found.key_name && k.algorithm.wire_name() == found.algorithm)
+        .ok_or((TsigError::BadKey, None))?;
+    let full = key.algorithm.hmac().digest_algorithm().output_len;
+    // Truncated MACs: at least 10 bytes and half the hash (RFC 8945 section 5.2.2.1).
+    if found.mac.len() > full {
+        return Err((TsigError::BadSig, None));
+    }
+    if found.mac.len() < 10.max(full / 2) {
+        return Err((TsigError::BadTrunc, None));
+    }
+    let mut ctx = hmac::Context::with_key(&key.key);
+    ctx.update(&stripped(msg, found));
+    ctx.update(&key.wire_name());
+    ctx.update(&CLASS_ANY.to_be_bytes());
+    ctx.update(&0u32.to_be_bytes());
+    ctx.update(&key.algorithm.wire_name());
+    ctx.update(&time48(found.time));
+    ctx.update(&found.fudge.to_be_bytes());
+    ctx.update(&0u16.to_be_bytes());
+    ctx.update(&(found.other.len() as u16).to_be_bytes());
+    ctx.update(&found.other);
+    let tag = ctx.sign();
+    if constant_time::verify_slices_are_equal(&tag.as_ref()[..found.mac.len()], &found.mac).is_err()
+    {
+        return Err((TsigError::BadSig, None));
+    }
+    let signer = Signer {
+        key: key.clone(),
+        prior: found.mac.clone(),
+        first: true,
+        time: now,
+    };
+    if now.abs_diff(found.time) > found.fudge as u64 {
+        return Err((TsigError::BadTime, Some(signer)));
+    }
+    Ok((key, signer))
+}
+
+/// Signs the messages of one reply (or one request) in order.
+#[derive(Debug)]
+pub struct Signer {
+    key: Key,
+    /// The MAC the next signature chains to: the request's, then each message's own.
+    prior: Vec<u8>,
+    first: bool,
+    time: u64,
+}
+
+impl Signer {
+    /// A signer for a request this server sends (NOTIFY): nothing to chain to.
+    pub fn request(key: &Key, now: u64) -> Signer {
+        Signer {
+            key: key.clone(),
+            prior: Vec::new(),
+            first: true,
+            time: now,
+        }
+    }
+
+    /// Appends a TSIG record to `msg` (an encoded message), with `error` and, for BADTIME,
+    /// this server's time as other data.
+    pub fn sign(&mut self, msg: &mut Vec<u8>, error: Option<TsigError>) {
+        let other = match error {
+            Some(TsigError::BadTime) => time48(self.time).to_vec(),
+            _ => Vec::new(),
+        };
+        let error = error.map_or(0u16, |e| e as u16);
+        let mut ctx = hmac::Context::with_key(&self.key.key);
+        if !self.prior.is_empty() {
+            ctx.update(&(self.prior.len() as u16).to_be_bytes());
+            ctx.update(&self.prior);
+        }
+        ctx.update(msg);
+        if self.first {
+            ctx.update(&self.key.wire_name());
+            ctx.update(&CLASS_ANY.to_be_bytes());
+            ctx.update(&0u32.to_be_bytes());
+            ctx.update(&self.key.algorithm.wire_name());
+            ctx.update(&time48(self.time));
+            ctx.update(&FUDGE.to_be_bytes());
+            ctx.update(&error.to_be_bytes());
+            ctx.update(&(other.len() as u16).to_be_bytes());
+            ctx.update(&other);
+        } else {
+            // Later messages of a transfer cover the timers only (RFC 8945 section 5.3.1).
+            ctx.update(&time48(self.time));
+            ctx.update(&FUDGE.to_be_bytes());
+        }
+        let mac = ctx.sign().as_ref().to_vec();
+        let id = u16::from_be_bytes([msg[0], msg[1]]);
+        append(msg, &self.key, self.time, &mac, id, error, &other);
+        self.prior = mac;
+        self.first = false;
+    }
+}
+
+/// Appends an unsigned TSIG record carrying `error` (BADKEY, BADSIG: RFC 8945 section 5.3.2).
+pub fn append_error(msg: &mut Vec<u8>, found: &Found, error: TsigError, now: u64) {
+    let mut rr = found.key_name.clone();
+    rr.extend(TYPE_TSIG.to_be_bytes());
+    rr.extend(CLASS_ANY.to_be_bytes());
+    rr.extend(0u32.to_be_bytes());
+    let mut rdata = found.algorithm.clone();
+    rdata.extend(time48(now));
+    rdata.extend(FUDGE.to_be_bytes());
+    rdata.extend(0u16.to_be_bytes());
+    rdata.extend(found.original_id.to_be_bytes());
+    rdata.extend((error as u16).to_be_bytes());
+    rdata.extend(0u16.to_be_bytes());
+    rr.extend((rdata.len() as u16).to_be_bytes());
+    rr.extend(rdata);
+    msg.extend(rr);
+    bump_arcount(msg);
+}
+
+fn append(msg: &mut Vec<u8>, key: &Key, time: u64, mac: &[u8], id: u16, error: u16, other: &[u8]) {
+    msg.extend(key.wire_name());
+    msg.extend(TYPE_TSIG.to_be_bytes());
+    msg.extend(CLASS_ANY.to_be_bytes());
+    msg.extend(0u32.to_be_bytes());
+    let mut rdata = key.algorithm.wire_name();
+    rdata.extend(time48(time));
+    rdata.extend(FUDGE.to_be_bytes());
+    rdata.extend((mac.len() as u16).to_be_bytes());
+    rdata.extend(mac);
+    rdata.extend(id.to_be_bytes());
+    rdata.extend(error.to_be_bytes());
+    rdata.extend((other.len() as u16).to_be_bytes());
+    rdata.extend(other);
+    msg.extend((rdata.len() as u16).to_be_bytes());
+    msg.extend(rdata);
+    bump_arcount(msg);
+}
+
+fn bump_arcount(msg: &mut [u8]) {
+    let ar = u16::from_be_bytes([msg[10], msg[11]]).wrapping_add(1);
+    msg[10..12].copy_from_slice(&ar.to_be_bytes());
+}
+
+/// The request as it was signed: without its TSIG, ARCOUNT one less, the original ID.
+fn stripped(msg: &[u8], found: &Found) -> Vec<u8> {
+    let mut m = msg[..found.start].to_vec();
+    m[0..2].copy_from_slice(&found.original_id.to_be_bytes());
+    let ar = u16::from_be_bytes([m[10], m[11]]).wrapping_sub(1);
+    m[10..12].copy_from_slice(&ar.to_be_bytes());
+    m
+}
+
+fn time48(t: u64) -> [u8; 6] {
+    let b = t.to_be_bytes();
+    [b[2], b[3], b[4], b[5], b[6], b[7]]
+}
+
+/// A name in wire form from text.
+fn wire(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        out.push(label.len() as u8);
+        out.extend(label.to_ascii_lowercase().bytes());
+    }
+    out.push(0);
+    out
+}
+
+/// An uncompressed name at `at` (TSIG names are never compressed), as its wire bytes.
+fn plain_name(buf: &[u8], mut at: usize) -> Option<Vec<u8>> {
+    let start = at;
+    loop {
+        let len = *buf.get(at)? as usize;
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        at += 1 + len;
+        if len == 0 {
+            return buf.get(start..at).map(<[u8]>::to_vec);
+        }
+        if at - start > 255 {
+            return None;
+        }
+    }
+}
+
+fn lower(name: &[u8]) -> Vec<u8> {
+    name.iter().map(u8::to_ascii_lowercase).collect()
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::new(
+            "xfr.example.",
+            Algorithm::HmacSha256,
+            "c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
+        )
+        .unwrap()
+    }
+
+    fn query() -> Vec<u8> {
+        // ID 0x1234, one question: example.test AXFR IN.
+        let mut q = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend(wire("example.test"));
+        q.extend([0, 252, 0, 1]);
+        q
+    }
+
+    #[test]
+    fn a_signed_request_verifies_and_a_changed_one_does_not() {
+        let k = key();
+        let mut q = query();
+        Signer::request(&k, 1_000_000).sign(&mut q, None);
+        let found = find(&q).unwrap().expect("TSIG present");
+        assert!(verify(&q, &found, std::slice::from_ref(&k), 1_000_100).is_ok());
+        // Outside the fudge: BADTIME, with a signer for the error reply.
+        let e = verify(&q, &found, std::slice::from_ref(&k), 1_000_000 + 301).unwrap_err();
+        assert_eq!(e.0, TsigError::BadTime);
+        assert!(e.1.is_some());
+        // Another secret: BADSIG; another name: BADKEY.
+        let other = Key::new("xfr.example", Algorithm::HmacSha256, "b3RoZXI=").unwrap();
+        let e = verify(&q, &found, &[other], 1_000_000).unwrap_err();
+        assert_eq!(e.0, TsigError::BadSig);
+        let stranger = Key::new("other.example", Algorithm::HmacSha256, "b3RoZXI=").unwrap();
+        assert_eq!(
+            verify(&q, &found, &[stranger], 1_000_000).unwrap_err().0,
+            TsigError::BadKey
+        );
+        // One changed byte of the question: BADSIG.
+        let mut changed = q.clone();
+        changed[13] ^= 0x20;
+        let found = find(&changed).unwrap().unwrap();
+        let e = verify(&changed, &found, std::slice::from_ref(&k), 1_000_000).unwrap_err();
+        assert_eq!(e.0, TsigError::BadSig);
+    }
+
+    #[test]
+    fn misplaced_or_broken_records_are_errors() {
+        assert!(find(&query()).unwrap().is_none());
+        let mut q = query();
+        Signer::request(&key(), 5).sign(&mut q, None);
+        let n = q.len();
+        assert!(find(&q[..n - 3]).is_err(), "cut short");
+    }
+
+    #[test]
+    fn keys_need_a_base64_secret_and_a_name() {
+        assert!(Key::new("k", Algorithm::HmacSha256, "not base64!").is_err());
+        assert!(Key::new("", Algorithm::HmacSha256, "c2VjcmV0").is_err());
+        assert_eq!(
+            Algorithm::from_name("HMAC-SHA512."),
+            Some(Algorithm::HmacSha512)
+        );
+        assert_eq!(Algorithm::from_name("hmac-md5"), None);
+    }
+}
