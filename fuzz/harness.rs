@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use meridian::config::{self, Source};
+use meridian::config::{self, LbInTransfer, Source, Transfer};
 use meridian::dns::cookie::Secrets;
+use meridian::dns::tsig::{Algorithm, Key};
 use meridian::dns::{Loaded, Responder, Transport};
 use meridian::health::HealthStore;
 
@@ -19,6 +20,14 @@ pub fn packet(data: &[u8]) {
     let responder = RESPONDER.get_or_init(|| {
         let mut cfg = config::load(&Source::demo()).expect("the demo config loads");
         cfg.server.cookie_secrets = Some(Arc::new(Secrets::new([7; 16], None)));
+        // Transfers open to everyone, and one TSIG key, so both paths see every input.
+        cfg.keys.push(Key::new("fuzz-key", Algorithm::HmacSha256, "ZnV6eg==").expect("key"));
+        cfg.zone_transfer[0] = Some(Transfer {
+            allow: vec!["0.0.0.0/0".parse().expect("literal")],
+            notify: Vec::new(),
+            load_balanced: LbInTransfer::Snapshot { ttl: 30 },
+            key: None,
+        });
         Responder::new(Loaded::new(cfg, 1), Arc::new(HealthStore::in_memory()))
     });
     let client: SocketAddr = "192.0.2.7:5353".parse().expect("literal");
@@ -31,6 +40,9 @@ pub fn packet(data: &[u8]) {
                 assert!(out.len() <= 1232, "a UDP reply over our EDNS size");
             }
         }
+    }
+    for message in responder.transfer(data, client).unwrap_or_default() {
+        assert!(message.len() <= u16::MAX as usize, "a transfer message over 64 KiB");
     }
 }
 
