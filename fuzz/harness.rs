@@ -21,7 +21,8 @@ pub fn packet(data: &[u8]) {
         let mut cfg = config::load(&Source::demo()).expect("the demo config loads");
         cfg.server.cookie_secrets = Some(Arc::new(Secrets::new([7; 16], None)));
         // Transfers open to everyone, and one TSIG key, so both paths see every input.
-        cfg.keys.push(Key::new("fuzz-key", Algorithm::HmacSha256, "ZnV6eg==").expect("key"));
+        cfg.keys
+            .push(Key::new("fuzz-key", Algorithm::HmacSha256, "ZnV6eg==").expect("key"));
         cfg.zone_transfer[0] = Some(Transfer {
             allow: vec!["0.0.0.0/0".parse().expect("literal")],
             notify: Vec::new(),
@@ -42,7 +43,10 @@ pub fn packet(data: &[u8]) {
         }
     }
     for message in responder.transfer(data, client).unwrap_or_default() {
-        assert!(message.len() <= u16::MAX as usize, "a transfer message over 64 KiB");
+        assert!(
+            message.len() <= u16::MAX as usize,
+            "a transfer message over 64 KiB"
+        );
     }
 }
 

@@ -1,17 +1,27 @@
-//! The control endpoint: a small JSON API over HTTP/1.1, loopback by default.
+//! The control endpoint: a JSON API over HTTP/1.1 (loopback by default), the status page,
+//! and Prometheus metrics.
 //!
 //! | call | what it does |
 //! |---|---|
-//! | `GET /` | index of the calls below |
+//! | `GET /` | the status page (HTML; live health, answer shares, recent changes, explain form) |
+//! | `GET /api` | index of the calls below |
 //! | `GET /healthz` | the node's own health: zones loaded, probes running (200 or 503) |
-//! | `GET /status` | names, pools, members with health, overrides, last probe results |
-//! | `POST /members/{TARGET}/{ACTION}` | ACTION: `drain`, `undrain`, `force-up`, `force-down`; TARGET: `SITE/ADDRESS` or `POOL/SITE` (URL-encoded) |
+//! | `GET /status` | everything below in one document |
+//! | `GET /zones`, `/names`, `/pools`, `/members` | one part of it each |
+//! | `GET /events` | recent health and override changes |
+//! | `GET /audit?limit=N` | the audit log of mutating calls, newest first |
+//! | `GET /metrics` | Prometheus text format |
+//! | `POST /members/{TARGET}/{ACTION}` | ACTION: `drain`, `undrain`, `force-up`, `force-down`; TARGET: `SITE/ADDRESS` or `POOL/SITE` (URL-encoded). Query: `force=true` past the pool's drain safety, `dry_run=true` to see the effect only, `expires=30m` to clear it later |
 //! | `POST /reload` | reload the config files; a rejected config keeps the old one |
 //! | `POST /explain` | JSON `{"name", "qtype", "client", "ecs", "assume": []}`: the decision chain |
 //!
+//! With `server.control_token_file` set (required when the endpoint is not on loopback),
+//! every call but the page itself needs `Authorization: Bearer TOKEN`. Every mutating call is
+//! written to the audit log in the state store, refused ones included.
 //! Routing is one `match` on (method, path segments): new calls are one arm each.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
@@ -22,15 +32,18 @@ use serde_json::{json, Value};
 use crate::health::{Admin, Change, MemberId};
 use crate::server::{orphan_overrides, Node, ReloadOutcome};
 
+/// The status page: one self-contained file (no external assets).
+const PAGE: &str = include_str!("status.html");
+
 /// Serves the control API on `listener` until the task is aborted.
 pub async fn run(listener: tokio::net::TcpListener, node: Arc<Node>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let node = node.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(req, node.clone()));
+            let service = hyper::service::service_fn(move |req| handle(req, node.clone(), peer));
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
@@ -49,16 +62,66 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         .expect("static response parts")
 }
 
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts")
+}
+
 fn error(status: StatusCode, reason: impl Into<String>) -> Response<Full<Bytes>> {
-    reply(status, json!({ "error": reason.into() }))
+    reply(
+        status,
+        json!({ "error": reason.into(), "status": status.as_u16() }),
+    )
+}
+
+/// Whether the request carries the configured bearer token (compared in constant time).
+fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), token.as_bytes()).is_ok()
+}
+
+/// `key=value` pairs of the query string.
+fn query_params(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, "true"));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
 }
 
 async fn handle(
     req: Request<Incoming>,
     node: Arc<Node>,
+    peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let params = query_params(&req);
+    let token = node.config().config.server.control_token.clone();
+    let is_page = method == Method::GET && path == "/";
+    if !is_page && !authorized(&req, token.as_deref()) {
+        return Ok(error(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs Authorization: Bearer TOKEN (server.control_token_file)",
+        ));
+    }
     // Bodies are small JSON documents; anything over 64 KiB is refused.
     let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
         .collect()
@@ -79,34 +142,95 @@ async fn handle(
         .map(percent_decode)
         .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     Ok(match (&method, segs.as_slice()) {
-        (&Method::GET, []) => reply(
+        (&Method::GET, []) => text(StatusCode::OK, "text/html; charset=utf-8", PAGE.to_string()),
+        (&Method::GET, ["api"]) => reply(
             StatusCode::OK,
             json!({
                 "service": "meridian",
-                "calls": ["GET /healthz", "GET /status", "POST /members/{TARGET}/{drain|undrain|force-up|force-down}", "POST /reload", "POST /explain"],
+                "calls": [
+                    "GET /healthz", "GET /status", "GET /zones", "GET /names", "GET /pools",
+                    "GET /members", "GET /events", "GET /audit?limit=N", "GET /metrics",
+                    "POST /members/{TARGET}/{drain|undrain|force-up|force-down}?force=true&dry_run=true&expires=30m",
+                    "POST /reload", "POST /explain",
+                ],
             }),
         ),
         (&Method::GET, ["healthz"]) => healthz(&node),
         (&Method::GET, ["status"]) => reply(StatusCode::OK, status(&node)),
+        (&Method::GET, [part @ ("zones" | "names" | "pools" | "members" | "events")]) => {
+            reply(StatusCode::OK, status(&node)[*part].clone())
+        }
+        (&Method::GET, ["audit"]) => {
+            let limit = param("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+            reply(StatusCode::OK, json!(node.store.audit_log(limit)))
+        }
+        (&Method::GET, ["metrics"]) => {
+            let loaded = node.config();
+            let body = crate::metrics::render(&crate::metrics::Scrape {
+                loaded: &loaded,
+                health: &node.health,
+                tcp_refused: node
+                    .responder
+                    .tcp_refused
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            });
+            text(StatusCode::OK, "text/plain; version=0.0.4", body)
+        }
         (&Method::POST, ["explain"]) => explain(&node, &body),
-        (&Method::POST, ["reload"]) => match node.reload().await {
-            ok @ ReloadOutcome::Applied { .. } => reply(StatusCode::OK, json!(ok)),
-            bad @ ReloadOutcome::Rejected { .. } => {
-                reply(StatusCode::UNPROCESSABLE_ENTITY, json!(bad))
+        (&Method::POST, ["reload"]) => {
+            let outcome = node.reload().await;
+            audit(&node, peer, "reload", None, json!(outcome));
+            match outcome {
+                ok @ ReloadOutcome::Applied { .. } => reply(StatusCode::OK, json!(ok)),
+                bad @ ReloadOutcome::Rejected { .. } => {
+                    reply(StatusCode::UNPROCESSABLE_ENTITY, json!(bad))
+                }
             }
-        },
+        }
         (&Method::POST, ["members", target @ .., action]) if !target.is_empty() => {
-            member_action(&node, &target.join("/"), action)
+            let options = ActionOptions {
+                force: param("force").is_some_and(truthy),
+                dry_run: param("dry_run").is_some_and(truthy),
+                expires: param("expires").map(str::to_string),
+            };
+            member_action(&node, peer, &target.join("/"), action, &options)
         }
-        (_, ["healthz" | "status" | "reload" | "explain"]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            ["healthz" | "status" | "zones" | "names" | "pools" | "members" | "events" | "audit"
+            | "metrics" | "api"],
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (_, ["reload" | "explain"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(
             StatusCode::NOT_FOUND,
             format!("no such call: {method} {path}"),
         ),
     })
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v, "true" | "1" | "yes")
+}
+
+/// Writes one mutating call to the audit log (and the log).
+fn audit(node: &Node, peer: SocketAddr, call: &str, target: Option<&str>, outcome: Value) {
+    let entry = json!({
+        "at": unix_now(),
+        "peer": peer.to_string(),
+        "call": call,
+        "target": target,
+        "outcome": outcome,
+    });
+    tracing::info!(%peer, call, target, outcome = %entry["outcome"], "control call");
+    node.store.audit(&entry);
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn healthz(node: &Node) -> Response<Full<Bytes>> {
@@ -151,6 +275,10 @@ fn status(node: &Node) -> Value {
             .find(|(_, ms)| ms.contains(id))
             .map(|(spec, _)| spec.addr)
     };
+    let expiries: std::collections::HashMap<MemberId, u64> =
+        node.store.expiries().into_iter().collect();
+    let shares = node.answer_shares();
+    let mut flat = Vec::new();
     let pools: Vec<Value> = cfg
         .pools
         .iter()
@@ -161,8 +289,10 @@ fn status(node: &Node) -> Value {
                 .map(|m| {
                     let st = snap.get(&m.id);
                     let probe = probe_of(&m.id);
-                    json!({
+                    let last_probe = probe.and_then(|a| last.get(&a));
+                    let member = json!({
                         "id": m.id,
+                        "pool": p.name,
                         "site": m.site,
                         "target": match &m.target {
                             crate::policy::Target::Addr(a) => a.to_string(),
@@ -172,13 +302,25 @@ fn status(node: &Node) -> Value {
                         "priority": m.priority,
                         "health": st.health,
                         "admin": st.admin,
+                        "admin_expires_at": expiries.get(&m.id),
                         "usable": crate::policy::usable(st.admin, st.health),
+                        "flaps": node.health.transitions(&m.id),
+                        "answer_share_last_minute": shares.get(&(p.name.clone(), m.id.0.clone())),
                         "probe": probe.map(|a| a.to_string()),
-                        "last_probe": probe.and_then(|a| last.get(&a)).map(|l| json!({"up": l.up, "detail": l.detail})),
-                    })
+                        "last_probe": last_probe.map(|l| json!({
+                            "up": l.up, "detail": l.detail, "latency_ms": l.latency_ms, "at": l.at,
+                        })),
+                    });
+                    flat.push(member.clone());
+                    member
                 })
                 .collect();
-            json!({ "name": p.name, "members": members })
+            json!({
+                "name": p.name,
+                "min_usable": p.safety.min_usable,
+                "min_weight_percent": p.safety.min_weight_percent,
+                "members": members,
+            })
         })
         .collect();
     let names: Vec<Value> = cfg
@@ -187,7 +329,8 @@ fn status(node: &Node) -> Value {
         .map(|b| {
             json!({
                 "name": b.name.to_string(),
-                "policy": format!("{:?}", b.policy).to_lowercase(),
+                "zone": cfg.zones[b.zone].origin.to_string(),
+                "policy": crate::metrics::POLICIES[crate::metrics::policy_index(&b.policy)],
                 "pool": cfg.pools[b.pool].name,
                 "ttl": b.ttl,
                 "answers": b.answers,
@@ -200,15 +343,42 @@ fn status(node: &Node) -> Value {
             })
         })
         .collect();
+    let zones: Vec<Value> = cfg
+        .zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| {
+            json!({
+                "origin": z.origin.to_string(),
+                "file": z.file.display().to_string(),
+                "serial": z.serial(),
+                "names": z.node_count(),
+                "load_balanced": cfg.bindings.iter().filter(|b| b.zone == i).count(),
+                "ecs": cfg.zone_ecs[i],
+                "transfer": cfg.zone_transfer[i].as_ref().map(|t| json!({
+                    "allow": t.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "notify": t.notify.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "key": t.key.as_ref().map(|k| k.name.clone()),
+                })),
+            })
+        })
+        .collect();
     let orphans: Vec<Value> = orphan_overrides(cfg, &node.health)
         .into_iter()
         .map(|(id, admin)| json!({ "id": id, "admin": admin }))
         .collect();
+    let mut events = node.health.events();
+    events.reverse();
     json!({
         "config_version": loaded.version,
-        "zones": cfg.zones.iter().map(|z| z.origin.to_string()).collect::<Vec<_>>(),
+        "config_loaded_at": loaded.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "started_at": node.started.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "identity": cfg.server.identity,
+        "zones": zones,
         "names": names,
         "pools": pools,
+        "members": flat,
+        "events": events,
         "orphan_overrides": orphans,
         "tcp_refused": node.responder.tcp_refused.load(std::sync::atomic::Ordering::Relaxed),
         "rate_limit": {
@@ -232,7 +402,20 @@ fn explain(node: &Node, body: &[u8]) -> Response<Full<Bytes>> {
     }
 }
 
-fn member_action(node: &Node, target: &str, action: &str) -> Response<Full<Bytes>> {
+/// Options of a member action, from the query string.
+struct ActionOptions {
+    force: bool,
+    dry_run: bool,
+    expires: Option<String>,
+}
+
+fn member_action(
+    node: &Node,
+    peer: SocketAddr,
+    target: &str,
+    action: &str,
+    options: &ActionOptions,
+) -> Response<Full<Bytes>> {
     let admin = match action {
         "drain" => Admin::Drained,
         "undrain" => Admin::Normal,
@@ -245,10 +428,23 @@ fn member_action(node: &Node, target: &str, action: &str) -> Response<Full<Bytes
             )
         }
     };
-    let mut ids = node.config().config.resolve_members(target);
+    let expires_in = match (&options.expires, admin) {
+        (None, _) => None,
+        (Some(_), Admin::Normal) => {
+            return error(StatusCode::BAD_REQUEST, "undrain takes no expiry")
+        }
+        (Some(text), _) => match crate::config::parse_duration(text) {
+            Ok(d) if d.as_secs() > 0 => Some(d.as_secs()),
+            Ok(_) => return error(StatusCode::BAD_REQUEST, "expires must be at least 1s"),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("expires: {e}")),
+        },
+    };
+    let loaded = node.config();
+    let cfg = &loaded.config;
+    let mut ids = cfg.resolve_members(target);
     if ids.is_empty() {
         // An override left over from an earlier config can still be cleared.
-        let orphan = orphan_overrides(&node.config().config, &node.health)
+        let orphan = orphan_overrides(cfg, &node.health)
             .into_iter()
             .find(|(id, _)| id.0.eq_ignore_ascii_case(target));
         match (orphan, admin) {
@@ -263,11 +459,131 @@ fn member_action(node: &Node, target: &str, action: &str) -> Response<Full<Bytes
             }
         }
     }
+    let snap = node.health.snapshot();
+    let impact = crate::policy::drain_impact(&cfg.pools, &snap, &ids, admin);
+    let refusals: Vec<&String> = impact.iter().filter_map(|i| i.refused.as_ref()).collect();
+    let call = format!("{action} {target}");
+    if options.dry_run {
+        let mut after = (*snap).clone();
+        for id in &ids {
+            let mut st = after.get(id);
+            st.admin = admin;
+            after.set(id.clone(), st);
+        }
+        return reply(
+            StatusCode::OK,
+            json!({
+                "dry_run": true,
+                "members": ids,
+                "admin": admin,
+                "would_be_refused": !refusals.is_empty() && !options.force,
+                "pools": impact,
+                "answers": answer_changes(&loaded, &snap, &after, &ids),
+            }),
+        );
+    }
+    if !refusals.is_empty() && !options.force {
+        let reason = refusals
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        audit(
+            node,
+            peer,
+            &call,
+            Some(target),
+            json!({ "refused": reason }),
+        );
+        return reply(
+            StatusCode::CONFLICT,
+            json!({
+                "error": format!("{reason}: add force=true (ctl --force) to do it anyway"),
+                "status": 409,
+                "pools": impact,
+            }),
+        );
+    }
+    let expires_at = expires_in.map(|s| unix_now() + s);
     for id in &ids {
         node.health.apply(Change::Admin(id.clone(), admin));
-        tracing::info!(member = %id, ?admin, "override set");
+        node.store.set_expiry(id, expires_at);
     }
-    reply(StatusCode::OK, json!({ "members": ids, "admin": admin }))
+    audit(
+        node,
+        peer,
+        &call,
+        Some(target),
+        json!({ "applied": admin, "members": ids, "forced": options.force && !refusals.is_empty(), "expires_at": expires_at }),
+    );
+    reply(
+        StatusCode::OK,
+        json!({ "members": ids, "admin": admin, "expires_at": expires_at, "pools": impact }),
+    )
+}
+
+/// How the answers of the load-balanced names that use `ids` would change, for a client no
+/// database places (geo policies answer in their default order).
+fn answer_changes(
+    loaded: &crate::dns::Loaded,
+    before: &crate::health::HealthSnapshot,
+    after: &crate::health::HealthSnapshot,
+    ids: &[MemberId],
+) -> Vec<Value> {
+    use crate::dns::HealthView;
+    use crate::policy::{ClientInfo, Family};
+    let cfg = &loaded.config;
+    let mut out = Vec::new();
+    for (index, b) in cfg.bindings.iter().enumerate() {
+        let mut pools = vec![b.pool];
+        if let crate::policy::WhenAllDown::Fallback(f) = b.when_all_down {
+            pools.push(f);
+        }
+        let touched = pools
+            .iter()
+            .any(|&p| cfg.pools[p].members.iter().any(|m| ids.contains(&m.id)));
+        if !touched {
+            continue;
+        }
+        for (family, nowhere) in [(Family::V4, "0.0.0.0/0"), (Family::V6, "::/0")] {
+            let answer = |snap: &crate::health::HealthSnapshot| {
+                let mut client = ClientInfo::from_network(nowhere.parse().expect("literal"));
+                let sel = crate::dns::select_for(
+                    loaded,
+                    HealthView::Fixed(snap),
+                    index,
+                    &mut client,
+                    family,
+                    true,
+                );
+                // Selections hold only members that serve the family.
+                let targets: Vec<String> = sel
+                    .members
+                    .iter()
+                    .map(|&(p, m)| match &cfg.pools[p].members[m].target {
+                        crate::policy::Target::Addr(a) => a.to_string(),
+                        crate::policy::Target::Alias(n) => n.clone(),
+                    })
+                    .collect();
+                (targets, format!("{:?}", sel.reason).to_lowercase())
+            };
+            let (was, was_reason) = answer(before);
+            let (will, will_reason) = answer(after);
+            if was.is_empty() && will.is_empty() {
+                continue;
+            }
+            out.push(json!({
+                "name": b.name.to_string(),
+                "family": if family == Family::V4 { "A" } else { "AAAA" },
+                "before": was,
+                "after": will,
+                "reason_before": was_reason,
+                "reason_after": will_reason,
+                "changes": was != will,
+            }));
+        }
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> String {

@@ -20,7 +20,9 @@ use toml::Spanned;
 
 use crate::geo::{Coords, GeoError, GeoLocator, Mmdb, NoGeo};
 use crate::health::{HttpCheck, MemberId, ProbeKind, ProbeSpec};
-use crate::policy::{GeoMode, GeoPolicy, Member, PolicyKind, Pool, SiteName, Target, WhenAllDown};
+use crate::policy::{
+    DrainSafety, GeoMode, GeoPolicy, Member, PolicyKind, Pool, SiteName, Target, WhenAllDown,
+};
 use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
 use ipnet::IpNet;
 
@@ -93,6 +95,8 @@ struct ServerSection {
     cookie_secret_file: Option<String>,
     rate_limit: Option<RateLimitSection>,
     tcp: Option<TcpSection>,
+    control_token_file: Option<String>,
+    metrics_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -177,6 +181,8 @@ struct FileName {
 struct FilePool {
     check: Option<String>,
     members: Vec<Spanned<FileMember>>,
+    min_usable: Option<usize>,
+    min_weight_percent: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +288,10 @@ pub struct ServerSettings {
     pub rate_limit: crate::dns::rrl::Settings,
     /// TCP connection limits (read when the sockets are bound: a change needs a restart).
     pub tcp: TcpSettings,
+    /// The bearer token the control endpoint requires (required off loopback).
+    pub control_token: Option<Arc<str>>,
+    /// Load-balanced names (lower case, with the final dot) given per-name metric series.
+    pub metrics_names: Vec<String>,
 }
 
 /// Zone transfer out (AXFR, and IXFR answered in full) for one zone.
@@ -540,7 +550,40 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         }
         s
     };
+    let control_token = match &section.control_token_file {
+        None => None,
+        Some(f) => {
+            let path = base.join(f);
+            let token = read(&path)?.trim().to_string();
+            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    span.clone(),
+                    "server.control_token_file",
+                    format!(
+                        "{}: the token must be one line of at least 16 characters without spaces",
+                        path.display()
+                    ),
+                ));
+            }
+            Some(Arc::from(token))
+        }
+    };
+    let metrics_names = section
+        .metrics_names
+        .iter()
+        .flatten()
+        .map(|n| format!("{}.", n.trim_end_matches('.').to_ascii_lowercase()))
+        .collect::<Vec<_>>();
+    if metrics_names.len() > crate::metrics::MAX_NAMES {
+        return Err(invalid(
+            span.clone(),
+            "server.metrics_names",
+            format!("at most {} names", crate::metrics::MAX_NAMES),
+        ));
+    }
     let server = ServerSettings {
+        control_token,
+        metrics_names,
         tcp,
         rate_limit,
         identity: section.identity.clone(),
@@ -874,10 +917,22 @@ impl Builder {
                     priority: fm.priority.unwrap_or(1),
                 });
             }
+            let safety = DrainSafety {
+                min_usable: p.get_ref().min_usable.unwrap_or(1),
+                min_weight_percent: p.get_ref().min_weight_percent.unwrap_or(0),
+            };
+            if safety.min_weight_percent > 100 {
+                return Err(invalid(
+                    p.span(),
+                    pobject,
+                    "min_weight_percent is at most 100".into(),
+                ));
+            }
             pool_index.insert(pname.as_str(), self.pools.len());
             self.pools.push(Pool {
                 name: pname.clone(),
                 members,
+                safety,
             });
         }
 

@@ -135,6 +135,29 @@ pub struct HealthStore {
     persist: Option<Box<dyn Persist>>,
     /// Bumped on every change; subscribers (status, logs) watch it.
     generation: tokio::sync::watch::Sender<u64>,
+    /// Recent changes (newest last) and health transitions per member, since start.
+    history: Mutex<History>,
+}
+
+/// How many recent changes the store keeps for status.
+const HISTORY: usize = 200;
+
+#[derive(Default)]
+struct History {
+    events: std::collections::VecDeque<Event>,
+    transitions: HashMap<MemberId, u64>,
+}
+
+/// One change to a member's state, as status and the status page list them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub member: MemberId,
+    /// `health` or `admin`.
+    pub kind: &'static str,
+    pub from: String,
+    pub to: String,
 }
 
 impl HealthStore {
@@ -145,6 +168,53 @@ impl HealthStore {
             write: Mutex::new(()),
             persist,
             generation: tokio::sync::watch::channel(0).0,
+            history: Mutex::new(History::default()),
+        }
+    }
+
+    /// The most recent changes, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.events.iter().cloned().collect()
+    }
+
+    /// Health transitions of `id` since start (its flap count).
+    pub fn transitions(&self, id: &MemberId) -> u64 {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.transitions.get(id).copied().unwrap_or(0)
+    }
+
+    /// Health transitions of every member since start.
+    pub fn total_transitions(&self) -> u64 {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.transitions.values().sum()
+    }
+
+    fn record(&self, id: &MemberId, before: MemberState, after: MemberState) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut push = |kind, from: String, to: String| {
+            if h.events.len() == HISTORY {
+                h.events.pop_front();
+            }
+            h.events.push_back(Event {
+                at,
+                member: id.clone(),
+                kind,
+                from,
+                to,
+            });
+        };
+        if before.health != after.health {
+            push("health", label(&before.health), label(&after.health));
+        }
+        if before.admin != after.admin {
+            push("admin", label(&before.admin), label(&after.admin));
+        }
+        if before.health != after.health && before.health != Health::Unknown {
+            *h.transitions.entry(id.clone()).or_default() += 1;
         }
     }
 
@@ -182,6 +252,7 @@ impl HealthStore {
         next.set(id.clone(), after);
         next.id = fresh_snapshot_id();
         self.current.store(Arc::new(next));
+        self.record(id, before, after);
         if let Some(p) = &self.persist {
             if after.health != before.health {
                 p.health_changed(id, after.health);
@@ -198,6 +269,14 @@ impl HealthStore {
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()
     }
+}
+
+/// A state as the API writes it (`up`, `drained`, ...).
+fn label<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// What a single probe saw.
@@ -476,6 +555,10 @@ pub fn prober_for(spec: &ProbeSpec) -> Result<Box<dyn Prober>, ProbeError> {
 pub struct LastProbe {
     pub up: bool,
     pub detail: String,
+    /// How long a passing check took.
+    pub latency_ms: Option<f64>,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
 }
 
 /// The running probe tasks of one config. Dropping it stops them.
@@ -533,10 +616,14 @@ async fn run_probe(
     loop {
         let outcome = prober.probe().await;
         let up = matches!(outcome, ProbeOutcome::Up { .. });
-        let detail = match &outcome {
-            ProbeOutcome::Up { latency } => format!("up in {} ms", latency.as_millis()),
-            ProbeOutcome::Down { reason } => reason.clone(),
+        let (detail, latency_ms) = match &outcome {
+            ProbeOutcome::Up { latency } => (
+                format!("up in {} ms", latency.as_millis()),
+                Some(latency.as_secs_f64() * 1000.0),
+            ),
+            ProbeOutcome::Down { reason } => (reason.clone(), None),
         };
+        crate::metrics::probe_observed(spec.addr, latency_ms);
         if let Some(t) = tracker.observe(up) {
             tracing::info!(probe = %spec.addr, from = ?t.from, to = ?t.to, %detail, "health changed");
         }
@@ -547,9 +634,17 @@ async fn run_probe(
                 store.apply(Change::Health(m.clone(), tracker.state));
             }
         }
-        last.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(spec.addr, LastProbe { up, detail });
+        last.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            spec.addr,
+            LastProbe {
+                up,
+                detail,
+                latency_ms,
+                at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            },
+        );
         tokio::time::sleep(jittered(spec.interval, spec.jitter_percent)).await;
     }
 }

@@ -12,6 +12,8 @@
 //! - [`geo`]: `.mmdb` lookups, great-circle distance, the demo database builder.
 //! - [`explain`]: why a name answered what it did, from the same code that answers it.
 //! - [`hash`]: the fast hasher of the tables read on every query.
+//! - [`metrics`]: Prometheus metrics, every name defined there; per-thread counters the query
+//!   path increments without hashing labels.
 //! - [`policy`]: member selection (weighted, failover, all, geo-nearest, geo-map, subnet) and
 //!   `when_all_down`; no DNS types, so the site proxy can reuse it.
 //! - [`health`]: probers (HTTP, HTTPS, TCP), the rise/fall tracker and the lock-free health
@@ -31,6 +33,7 @@ pub mod explain;
 pub mod geo;
 pub mod hash;
 pub mod health;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod state;

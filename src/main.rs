@@ -103,6 +103,10 @@ enum Command {
         /// Control endpoint (default: the demo's 127.0.0.1:5380).
         #[arg(long, default_value = "127.0.0.1:5380")]
         control: SocketAddr,
+        /// A file holding the endpoint's bearer token (server.control_token_file); default:
+        /// the file named by $MERIDIAN_TOKEN_FILE, if set.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         action: CtlAction,
     },
@@ -134,18 +138,75 @@ enum GeoAction {
 
 #[derive(Subcommand)]
 enum CtlAction {
-    /// Show names, pools and members with health and overrides.
+    /// Show zones, names, pools and members with health, overrides and recent changes.
     Status,
     /// Take a member out of the answers: SITE/ADDRESS or POOL/SITE.
-    Drain { member: String },
+    Drain {
+        member: String,
+        #[command(flatten)]
+        options: OverrideOptions,
+    },
     /// Clear an override.
-    Undrain { member: String },
+    Undrain {
+        member: String,
+        /// Show what would change without doing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Answer the member whatever its probes say.
-    ForceUp { member: String },
+    ForceUp {
+        member: String,
+        #[command(flatten)]
+        options: OverrideOptions,
+    },
     /// Never answer the member.
-    ForceDown { member: String },
+    ForceDown {
+        member: String,
+        #[command(flatten)]
+        options: OverrideOptions,
+    },
     /// Reload the config files now.
     Reload,
+    /// The audit log of control calls, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// The Prometheus metrics as the endpoint serves them.
+    Metrics,
+}
+
+#[derive(clap::Args)]
+struct OverrideOptions {
+    /// Apply it even when the pool would fall below its drain safety minimum.
+    #[arg(long)]
+    force: bool,
+    /// Show which pools and answers would change, without doing it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Clear the override after this long (e.g. 30m, 2h).
+    #[arg(long)]
+    expires: Option<String>,
+}
+
+impl OverrideOptions {
+    fn query(&self) -> String {
+        let mut q = Vec::new();
+        if self.force {
+            q.push("force=true".to_string());
+        }
+        if self.dry_run {
+            q.push("dry_run=true".to_string());
+        }
+        if let Some(e) = &self.expires {
+            q.push(format!("expires={}", encode(e)));
+        }
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        }
+    }
 }
 
 fn source(config: Option<PathBuf>) -> Source {
@@ -207,7 +268,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(server::serve(source(config), overrides, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ctl { control, action } => ctl(control, action),
+        Command::Ctl {
+            control,
+            token_file,
+            action,
+        } => ctl(control, token(token_file)?, action),
         Command::Anycast {
             config,
             driver,
@@ -275,7 +340,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 meridian::explain::explain(&loaded, &health, &req)?.lines
             } else {
                 let body = serde_json::to_string(&req)?;
-                let (status, text) = http(control, "POST", "/explain", Some(body))?;
+                let token = token(None)?;
+                let (status, text) =
+                    http(control, token.as_deref(), "POST", "/explain", Some(body))?;
                 let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
                     format!("unexpected reply from the control endpoint: {text}")
                 })?;
@@ -318,18 +385,29 @@ fn init_logging() {
         .init();
 }
 
-fn ctl(control: SocketAddr, action: CtlAction) -> anyhow::Result<ExitCode> {
+fn ctl(control: SocketAddr, token: Option<String>, action: CtlAction) -> anyhow::Result<ExitCode> {
+    let member = |m: &str, action: &str, query: String| {
+        ("POST", format!("/members/{}/{action}{query}", encode(m)))
+    };
     let (method, path) = match &action {
         CtlAction::Status => ("GET", "/status".to_string()),
         CtlAction::Reload => ("POST", "/reload".to_string()),
-        CtlAction::Drain { member } => ("POST", format!("/members/{}/drain", encode(member))),
-        CtlAction::Undrain { member } => ("POST", format!("/members/{}/undrain", encode(member))),
-        CtlAction::ForceUp { member } => ("POST", format!("/members/{}/force-up", encode(member))),
-        CtlAction::ForceDown { member } => {
-            ("POST", format!("/members/{}/force-down", encode(member)))
-        }
+        CtlAction::Audit { limit } => ("GET", format!("/audit?limit={limit}")),
+        CtlAction::Metrics => ("GET", "/metrics".to_string()),
+        CtlAction::Drain { member: m, options } => member(m, "drain", options.query()),
+        CtlAction::Undrain { member: m, dry_run } => member(
+            m,
+            "undrain",
+            if *dry_run {
+                "?dry_run=true".into()
+            } else {
+                String::new()
+            },
+        ),
+        CtlAction::ForceUp { member: m, options } => member(m, "force-up", options.query()),
+        CtlAction::ForceDown { member: m, options } => member(m, "force-down", options.query()),
     };
-    let (status, body) = http(control, method, &path, None)?;
+    let (status, body) = http(control, token.as_deref(), method, &path, None)?;
     print!("{body}");
     if !status.is_success() {
         bail!("control endpoint answered {status}");
@@ -337,9 +415,21 @@ fn ctl(control: SocketAddr, action: CtlAction) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The control endpoint's bearer token: from `file`, else from $MERIDIAN_TOKEN_FILE.
+fn token(file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    let Some(f) = file.or_else(|| std::env::var_os("MERIDIAN_TOKEN_FILE").map(PathBuf::from))
+    else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&f)
+        .with_context(|| format!("cannot read the token file {}", f.display()))?;
+    Ok(Some(text.trim().to_string()))
+}
+
 /// One request to the control endpoint; returns the status and body.
 fn http(
     control: SocketAddr,
+    token: Option<&str>,
     method: &str,
     path: &str,
     body: Option<String>,
@@ -367,6 +457,9 @@ fn http(
         };
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
         }
         let resp = req.send().await.with_context(|| {
             format!("cannot reach the control endpoint at {control} (is `meridian serve` running?)")

@@ -66,6 +66,101 @@ pub struct Member {
 pub struct Pool {
     pub name: String,
     pub members: Vec<Member>,
+    pub safety: DrainSafety,
+}
+
+/// How far operators may take a pool out of service without forcing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainSafety {
+    /// Usable members the pool keeps at least (default 1: never drain the last one).
+    pub min_usable: usize,
+    /// Share of the pool's total weight its usable members keep at least, in percent.
+    pub min_weight_percent: u8,
+}
+
+impl Default for DrainSafety {
+    fn default() -> Self {
+        DrainSafety {
+            min_usable: 1,
+            min_weight_percent: 0,
+        }
+    }
+}
+
+/// What an override would do to one pool's capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolImpact {
+    pub pool: String,
+    pub usable_before: usize,
+    pub usable_after: usize,
+    pub weight_percent_before: u32,
+    pub weight_percent_after: u32,
+    /// Why the change breaks the pool's drain safety rule; `None` when it does not.
+    pub refused: Option<String>,
+}
+
+/// The impact on every pool of setting `admin` on `targets` over health `snap`. A change
+/// that lowers a pool's capacity below its [`DrainSafety`] is marked refused (one that does
+/// not lower capacity never is, even in a pool already below it).
+pub fn drain_impact(
+    pools: &[Pool],
+    snap: &HealthSnapshot,
+    targets: &[MemberId],
+    admin: Admin,
+) -> Vec<PoolImpact> {
+    let mut out = Vec::new();
+    for pool in pools {
+        if !pool.members.iter().any(|m| targets.contains(&m.id)) {
+            continue;
+        }
+        let total: u64 = pool.members.iter().map(|m| m.weight as u64).sum();
+        let (mut before, mut after, mut w_before, mut w_after) = (0, 0, 0u64, 0u64);
+        for m in &pool.members {
+            let st = snap.get(&m.id);
+            if usable(st.admin, st.health) {
+                before += 1;
+                w_before += m.weight as u64;
+            }
+            let admin_after = if targets.contains(&m.id) {
+                admin
+            } else {
+                st.admin
+            };
+            if usable(admin_after, st.health) {
+                after += 1;
+                w_after += m.weight as u64;
+            }
+        }
+        let percent = |w: u64| (w * 100 / total.max(1)) as u32;
+        let lowers = after < before || w_after < w_before;
+        let rule = pool.safety;
+        let refused = if !lowers {
+            None
+        } else if after < rule.min_usable {
+            Some(format!(
+                "pool {:?} would keep {after} usable member(s), below its minimum of {}",
+                pool.name, rule.min_usable
+            ))
+        } else if percent(w_after) < rule.min_weight_percent as u32 {
+            Some(format!(
+                "pool {:?} would keep {}% of its weight usable, below its minimum of {}%",
+                pool.name,
+                percent(w_after),
+                rule.min_weight_percent
+            ))
+        } else {
+            None
+        };
+        out.push(PoolImpact {
+            pool: pool.name.clone(),
+            usable_before: before,
+            usable_after: after,
+            weight_percent_before: percent(w_before),
+            weight_percent_after: percent(w_after),
+            refused,
+        });
+    }
+    out
 }
 
 /// What a policy knows about the client: its network (the ECS prefix, or the source address
@@ -295,6 +390,8 @@ pub struct Selection {
     /// Chosen members, best first, as (pool index, member index).
     pub members: SmallVec<[(usize, usize); 4]>,
     pub reason: Reason,
+    /// Whether a member forced up by an operator (and down by its probes) was a candidate.
+    pub forced: bool,
     /// The client network this decision holds for: every address in it gets the same answer.
     pub valid_for: IpNet,
     /// For geo policies, the site order that was walked.
@@ -494,6 +591,8 @@ pub struct Plan {
     /// (pool index, group) in answer order.
     pub groups: SmallVec<[(usize, Group); 4]>,
     pub reason: Reason,
+    /// Whether a member forced up by an operator (and down by its probes) was a candidate.
+    pub forced: bool,
     pub valid_for: IpNet,
     pub sites: Option<SiteOrder>,
     /// How many members an answer holds at most.
@@ -525,6 +624,7 @@ impl Plan {
 pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> Plan {
     let everyone = whole_space(client.network.network());
     let mut sites: Option<SiteOrder> = None;
+    let mut forced = false;
     let mut rank = |pool_idx: usize, only_usable: bool| -> SmallVec<[(usize, Group); 4]> {
         let pool = &req.pools[pool_idx];
         let mut candidates = Indexes::new();
@@ -540,6 +640,7 @@ pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> 
             };
             if candidate {
                 candidates.push(i);
+                forced |= admin == Admin::ForcedUp && h == Health::Down;
             }
         }
         let ranking = req.policy.policy().rank(pool, &candidates, client);
@@ -585,6 +686,7 @@ pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> 
     Plan {
         groups,
         reason,
+        forced,
         valid_for,
         sites,
         limit,
@@ -602,6 +704,7 @@ pub fn select(
     Selection {
         members: plan.pick(req.pools, cursor),
         reason: plan.reason,
+        forced: plan.forced,
         valid_for: plan.valid_for,
         sites: plan.sites,
     }
@@ -614,6 +717,7 @@ mod tests {
 
     fn pool(weights: &[(u32, u32)]) -> Pool {
         Pool {
+            safety: DrainSafety::default(),
             name: "p".into(),
             members: weights
                 .iter()

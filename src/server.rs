@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::{self, Config, ConfigError, Source};
 use crate::dns::cookie::Secrets;
 use crate::dns::{DnsServer, Loaded, Responder};
-use crate::health::{Admin, HealthStore, MemberId, ProbeError, ProbeSet};
+use crate::health::{Admin, Change, HealthStore, MemberId, ProbeError, ProbeSet};
 use crate::state::{Opened, StateError, Store};
 
 /// Start-up failures.
@@ -30,6 +30,8 @@ pub enum ServeError {
     BindDns(String, std::io::Error),
     #[error("cannot bind the control endpoint on {0}: {1}")]
     BindControl(SocketAddr, std::io::Error),
+    #[error("the control endpoint {0} is not on loopback: set server.control_token_file so callers must authenticate")]
+    ControlUnprotected(SocketAddr),
 }
 
 /// Command-line settings that win over the config file.
@@ -175,7 +177,16 @@ pub struct Node {
     reload_lock: tokio::sync::Mutex<()>,
     pub store: Store,
     pub started: SystemTime,
+    /// Answers per member, sampled every few seconds over the last minute (newest last).
+    answer_samples: Mutex<std::collections::VecDeque<(std::time::Instant, AnswerCounts)>>,
 }
+
+/// Answers given per (pool, member id) since start.
+type AnswerCounts = std::collections::HashMap<(String, String), u64>;
+
+/// How often member answer counts are sampled, and how far back shares look.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const SHARE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Result of a reload request.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -188,8 +199,83 @@ pub enum ReloadOutcome {
 }
 
 impl Node {
+    /// Each member's share of its pool's answers over about the last minute (from the oldest
+    /// sample in the window to now).
+    pub fn answer_shares(&self) -> std::collections::HashMap<(String, String), f64> {
+        let now: AnswerCounts = crate::metrics::member_answers().into_iter().collect();
+        let samples = self
+            .answer_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let empty = AnswerCounts::new();
+        let base = samples.front().map_or(&empty, |(_, c)| c);
+        let delta = |k: &(String, String)| now[k].saturating_sub(base.get(k).copied().unwrap_or(0));
+        let mut per_pool: std::collections::HashMap<&str, u64> = Default::default();
+        for k in now.keys() {
+            *per_pool.entry(k.0.as_str()).or_default() += delta(k);
+        }
+        now.keys()
+            .map(|k| {
+                let pool = per_pool[k.0.as_str()];
+                let share = if pool == 0 {
+                    0.0
+                } else {
+                    delta(k) as f64 / pool as f64
+                };
+                (k.clone(), share)
+            })
+            .collect()
+    }
+
+    /// Samples answer counts (for [`Node::answer_shares`]) and clears expired overrides, until
+    /// the task is aborted.
+    async fn housekeeping(self: Arc<Node>) {
+        let mut last_sample = std::time::Instant::now() - SAMPLE_EVERY;
+        loop {
+            if last_sample.elapsed() >= SAMPLE_EVERY {
+                last_sample = std::time::Instant::now();
+                let counts = crate::metrics::member_answers().into_iter().collect();
+                let mut samples = self
+                    .answer_samples
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                samples.push_back((last_sample, counts));
+                while samples
+                    .front()
+                    .is_some_and(|(at, _)| at.elapsed() > SHARE_WINDOW)
+                {
+                    samples.pop_front();
+                }
+            }
+            let now = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            for (id, at) in self.store.expiries() {
+                if at <= now {
+                    self.health.apply(Change::Admin(id.clone(), Admin::Normal));
+                    self.store.set_expiry(&id, None);
+                    tracing::info!(member = %id, "override expired");
+                    self.store.audit(&serde_json::json!({
+                        "at": now, "peer": null, "call": "expire", "target": id,
+                        "outcome": {"applied": Admin::Normal},
+                    }));
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Validates and swaps in the config on disk.
     pub async fn reload(&self) -> ReloadOutcome {
+        let outcome = self.try_reload().await;
+        crate::metrics::reload(match outcome {
+            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Rejected { .. } => "rejected",
+        });
+        outcome
+    }
+
+    async fn try_reload(&self) -> ReloadOutcome {
         let _guard = self.reload_lock.lock().await;
         let cfg = match load(&self.source, &self.overrides) {
             Ok(c) => c,
@@ -200,6 +286,11 @@ impl Node {
                 };
             }
         };
+        if !cfg.server.control.ip().is_loopback() && cfg.server.control_token.is_none() {
+            let error = ServeError::ControlUnprotected(cfg.server.control).to_string();
+            tracing::error!(%error, "reload rejected; the running config keeps serving");
+            return ReloadOutcome::Rejected { error };
+        }
         let changed = match check_serials(&cfg, &self.store) {
             Ok(c) => c,
             Err(e) => {
@@ -258,6 +349,16 @@ fn report_orphans(cfg: &Config, health: &HealthStore) {
     }
 }
 
+fn node_token_missing(responder: &Responder) -> bool {
+    responder
+        .current
+        .load()
+        .config
+        .server
+        .control_token
+        .is_none()
+}
+
 /// Runs `serve` until `shutdown` completes. Prints `listening dns=... control=...` once bound.
 pub async fn serve(
     source: Source,
@@ -294,8 +395,8 @@ pub async fn serve(
     let responder = Arc::new(Responder::new(Loaded::new(cfg, 1), health.clone()));
     let dns = DnsServer::bind(&listen, workers, responder.clone())
         .map_err(|e| ServeError::BindDns(format!("{listen:?}"), e))?;
-    if !control_addr.ip().is_loopback() {
-        tracing::warn!(%control_addr, "the control endpoint is not on loopback and has no authentication yet");
+    if !control_addr.ip().is_loopback() && node_token_missing(&responder) {
+        return Err(ServeError::ControlUnprotected(control_addr));
     }
     let control = tokio::net::TcpListener::bind(control_addr)
         .await
@@ -315,6 +416,7 @@ pub async fn serve(
         reload_lock: tokio::sync::Mutex::new(()),
         store,
         started: SystemTime::now(),
+        answer_samples: Mutex::new(Default::default()),
     });
     // Secondaries hear of every zone at start: the data may have changed while this node was
     // down.
@@ -331,12 +433,14 @@ pub async fn serve(
     let control_task = tokio::spawn(crate::admin::run(control, node.clone()));
     let watcher = tokio::spawn(watch_files(node.clone(), stamps));
     let hup = tokio::spawn(reload_on_sighup(node.clone()));
+    let housekeeping = tokio::spawn(node.clone().housekeeping());
 
     shutdown.await;
     tracing::info!("shutting down");
     control_task.abort();
     watcher.abort();
     hup.abort();
+    housekeeping.abort();
     dns.shutdown().await;
     node.store.flush();
     Ok(())

@@ -28,6 +28,11 @@ pub struct Store {
     admin: sled::Tree,
     /// Per zone with secondaries: the SOA serial and data digest last served.
     serials: sled::Tree,
+    /// The audit log of mutating control calls, keyed by a rising sequence number.
+    audit: sled::Tree,
+    /// Override expiry times (seconds since the epoch) per member.
+    expiry: sled::Tree,
+    db: sled::Db,
 }
 
 /// What opening found.
@@ -89,6 +94,9 @@ impl Store {
             health: db.open_tree("health")?,
             admin: db.open_tree("admin")?,
             serials: db.open_tree("serials")?,
+            audit: db.open_tree("audit")?,
+            expiry: db.open_tree("expiry")?,
+            db,
         })
     }
 
@@ -145,6 +153,60 @@ impl Store {
         if let Err(e) = result {
             tracing::error!(zone = origin, error = %e, "cannot persist the served serial");
         }
+    }
+
+    /// Appends an entry to the audit log and flushes it before returning.
+    pub fn audit(&self, entry: &serde_json::Value) {
+        let result = self
+            .db
+            .generate_id()
+            .and_then(|id| {
+                self.audit.insert(
+                    id.to_be_bytes(),
+                    serde_json::to_vec(entry).unwrap_or_default(),
+                )
+            })
+            .and_then(|_| self.audit.flush().map(|_| ()));
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub fn audit_log(&self, limit: usize) -> Vec<serde_json::Value> {
+        self.audit
+            .iter()
+            .rev()
+            .flatten()
+            .take(limit)
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect()
+    }
+
+    /// Sets (or with `None` clears) when a member's override expires.
+    pub fn set_expiry(&self, id: &MemberId, at: Option<u64>) {
+        let result = match at {
+            Some(t) => self
+                .expiry
+                .insert(id.0.as_bytes(), &t.to_be_bytes())
+                .map(|_| ()),
+            None => self.expiry.remove(id.0.as_bytes()).map(|_| ()),
+        };
+        if let Err(e) = result.and_then(|_| self.expiry.flush().map(|_| ())) {
+            tracing::error!(member = %id, error = %e, "cannot persist an override expiry");
+        }
+    }
+
+    /// Every override expiry: (member, seconds since the epoch).
+    pub fn expiries(&self) -> Vec<(MemberId, u64)> {
+        self.expiry
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let at = u64::from_be_bytes(v.as_ref().try_into().ok()?);
+                Some((MemberId(String::from_utf8_lossy(&k).into_owned()), at))
+            })
+            .collect()
     }
 
     /// Members with an override, for reporting overrides of members that left the config.

@@ -248,8 +248,11 @@ fn failover_follows_probes_and_all_down_behaves_as_configured() {
         .member_health("one/192.0.2.1")
         == "up"));
     assert_eq!(fo(), vec!["192.0.2.1"]);
-    // Forced down beats healthy; forced up beats down.
-    assert!(srv.ctl(&["force-down", "one/192.0.2.1"]).0);
+    // Forced down beats healthy; forced up beats down. Taking the last usable member out
+    // needs --force (the pool's drain safety).
+    let (ok, out) = srv.ctl(&["force-down", "one/192.0.2.1"]);
+    assert!(!ok && out.contains("below its minimum of 1"), "{out}");
+    assert!(srv.ctl(&["force-down", "one/192.0.2.1", "--force"]).0);
     assert_eq!(fo(), vec!["192.0.2.2"]);
     assert!(srv.ctl(&["force-up", "two/192.0.2.2"]).0);
     assert!(srv.ctl(&["undrain", "one/192.0.2.1"]).0);

@@ -535,6 +535,7 @@ fn finish_opt(out: &mut Vec<u8>, p: &Parsed, z: &FastZone, scope: Option<IpNet>,
             Some(valid_for) if used => valid_for.prefix_len().min(ecs.source),
             _ => 0,
         };
+        crate::metrics::ecs(scope);
         let addr_len = (ecs.source as usize).div_ceil(8);
         let opt_len = 4 + addr_len;
         out.extend_from_slice(&[0, 8]);
@@ -618,19 +619,24 @@ fn lb_answer(
     };
     let mut client = ClientInfo::from_network(network);
     let family = if p.qtype == 1 { Family::V4 } else { Family::V6 };
-    let (chosen, reason, valid_for) = match health {
+    let (chosen, reason, forced, valid_for) = match health {
         HealthView::Live(store) => {
             let cursor = loaded.cursors[binding].fetch_add(1, Ordering::Relaxed);
             let snap = store.guard();
             PLANS.with(|cache| {
                 let mut cache = cache.borrow_mut();
                 let plan = cache.plan(loaded, &snap, binding, &mut client, family);
-                (plan.pick(&cfg.pools, cursor), plan.reason, plan.valid_for)
+                (
+                    plan.pick(&cfg.pools, cursor),
+                    plan.reason,
+                    plan.forced,
+                    plan.valid_for,
+                )
             })
         }
         _ => {
             let sel = super::select_for(loaded, health, binding, &mut client, family, false);
-            (sel.members, sel.reason, sel.valid_for)
+            (sel.members, sel.reason, sel.forced, sel.valid_for)
         }
     };
     let members = chosen.iter().map(|&(pi, mi)| &cfg.pools[pi].members[mi]);
@@ -642,6 +648,7 @@ fn lb_answer(
     }
     let scope = Some(valid_for);
     if reason == Reason::AllDown || chosen.is_empty() {
+        crate::metrics::answer(&loaded.slots, binding, reason, forced, &[]);
         write_header(out, p, 0x84, 0, [0, 1, 0]);
         out.extend_from_slice(question);
         let at = out.len() + z.soa_ttl_at;
@@ -675,6 +682,7 @@ fn lb_answer(
     if count == 0 {
         return false;
     }
+    crate::metrics::answer(&loaded.slots, binding, reason, forced, &chosen);
     out[6..8].copy_from_slice(&count.to_be_bytes());
     finish_opt(out, p, z, scope, ours);
     true

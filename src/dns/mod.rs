@@ -56,6 +56,8 @@ pub struct Loaded {
     fast: Option<fast::FastIndex>,
     /// UDP response rate limiting; accounts and counts start afresh with each load.
     pub limiter: rrl::Limiter,
+    /// Metric slots of this config's zones, names and members.
+    pub(crate) slots: crate::metrics::Slots,
 }
 
 static LOADED_IDS: AtomicU64 = AtomicU64::new(1);
@@ -74,7 +76,9 @@ impl Loaded {
             id: LOADED_IDS.fetch_add(1, Ordering::Relaxed),
             fast: None,
             limiter,
+            slots: crate::metrics::Slots::default(),
         };
+        loaded.slots = crate::metrics::Slots::new(&loaded.config);
         loaded.fast = fast::FastIndex::build(&loaded);
         loaded
     }
@@ -167,6 +171,7 @@ impl Responder {
                 sign_reply(&loaded, query, out);
             }
         }
+        crate::metrics::query(&loaded.slots, query, out, transport == Transport::Tcp);
         if transport == Transport::Tcp || !loaded.limiter.applies_to(src.ip()) {
             return true;
         }
@@ -400,6 +405,9 @@ pub fn answer_with(
             Some(valid_for) if used_ecs => valid_for.prefix_len().min(e.source),
             _ => 0,
         };
+        if !ctx.peek {
+            crate::metrics::ecs(scope);
+        }
         if let Some(edns) = resp.edns.as_mut() {
             edns.options_mut()
                 .insert(EdnsOption::Subnet(ClientSubnet::new(
@@ -573,6 +581,15 @@ impl Ctx<'_, '_> {
             _ => sel.valid_for,
         });
         let b = &self.loaded.config.bindings[index];
+        if !self.peek {
+            crate::metrics::answer(
+                &self.loaded.slots,
+                index,
+                sel.reason,
+                sel.forced,
+                &sel.members,
+            );
+        }
         if sel.reason == Reason::AllDown || sel.members.is_empty() {
             return LbAnswer::Empty(b.negative_ttl);
         }
@@ -662,6 +679,7 @@ pub(crate) fn select_for(
     Selection {
         members: plan.pick(&loaded.config.pools, cursor),
         reason: plan.reason,
+        forced: plan.forced,
         valid_for: plan.valid_for,
         sites: plan.sites,
     }

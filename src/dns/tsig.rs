@@ -67,7 +67,7 @@ pub struct Key {
     /// The key's name, lower case, without the trailing dot.
     pub name: String,
     pub algorithm: Algorithm,
-    key: hmac::Key,
+    key: std::sync::Arc<hmac::Key>,
 }
 
 impl fmt::Debug for Key {
@@ -100,7 +100,7 @@ impl Key {
         Ok(Key {
             name,
             algorithm,
-            key: hmac::Key::new(algorithm.hmac(), &secret),
+            key: std::sync::Arc::new(hmac::Key::new(algorithm.hmac(), &secret)),
         })
     }
 
@@ -132,33 +132,37 @@ pub struct Found {
     other: Vec<u8>,
 }
 
-/// Finds the TSIG record of `msg`: `Ok(None)` for an unsigned message, `Err(())` when a
-/// TSIG is present but misplaced or malformed (FORMERR).
-pub fn find(msg: &[u8]) -> Result<Option<Found>, ()> {
+/// A TSIG record that is misplaced or malformed (the reply is FORMERR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+/// Finds the TSIG record of `msg`: `Ok(None)` for an unsigned message, `Err(Malformed)` when a
+/// TSIG is present but misplaced or malformed.
+pub fn find(msg: &[u8]) -> Result<Option<Found>, Malformed> {
     let count = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]) as usize;
     if msg.len() < 12 {
-        return Err(());
+        return Err(Malformed);
     }
     let (qd, rrs) = (count(4), count(6) + count(8) + count(10));
     let mut pos = 12;
     for _ in 0..qd {
-        pos = skip_name(msg, pos).ok_or(())? + 4;
+        pos = skip_name(msg, pos).ok_or(Malformed)? + 4;
     }
     let mut last = None;
     for i in 0..rrs {
         let start = pos;
-        let after_name = skip_name(msg, pos).ok_or(())?;
-        let fixed = msg.get(after_name..after_name + 10).ok_or(())?;
+        let after_name = skip_name(msg, pos).ok_or(Malformed)?;
+        let fixed = msg.get(after_name..after_name + 10).ok_or(Malformed)?;
         let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
         let rdlen = u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
         pos = after_name + 10 + rdlen;
         if pos > msg.len() {
-            return Err(());
+            return Err(Malformed);
         }
         if rtype == TYPE_TSIG {
             // Only the very last record may be a TSIG.
             if i + 1 != rrs {
-                return Err(());
+                return Err(Malformed);
             }
             last = Some((start, after_name));
         }
@@ -166,26 +170,26 @@ pub fn find(msg: &[u8]) -> Result<Option<Found>, ()> {
     let Some((start, after_name)) = last else {
         return Ok(None);
     };
-    let key_name = plain_name(msg, start).ok_or(())?;
+    let key_name = plain_name(msg, start).ok_or(Malformed)?;
     let class = u16::from_be_bytes([msg[after_name + 2], msg[after_name + 3]]);
     if class != CLASS_ANY {
-        return Err(());
+        return Err(Malformed);
     }
     let rdata = &msg[after_name + 10..pos];
-    let algorithm = plain_name(rdata, 0).ok_or(())?;
+    let algorithm = plain_name(rdata, 0).ok_or(Malformed)?;
     let mut at = algorithm.len();
-    let mut take = |n: usize| -> Result<&[u8], ()> {
-        let s = rdata.get(at..at + n).ok_or(())?;
+    let mut take = |n: usize| -> Result<&[u8], Malformed> {
+        let s = rdata.get(at..at + n).ok_or(Malformed)?;
         at += n;
         Ok(s)
     };
     let time = take(6)?.iter().fold(0u64, |t, &b| t << 8 | b as u64);
-    let fudge = u16::from_be_bytes(take(2)?.try_into().map_err(|_| ())?);
-    let mac_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| ())?) as usize;
+    let fudge = u16::from_be_bytes(take(2)?.try_into().map_err(|_| Malformed)?);
+    let mac_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| Malformed)?) as usize;
     let mac = take(mac_len)?.to_vec();
-    let original_id = u16::from_be_bytes(take(2)?.try_into().map_err(|_| ())?);
+    let original_id = u16::from_be_bytes(take(2)?.try_into().map_err(|_| Malformed)?);
     let _error = take(2)?;
-    let other_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| ())?) as usize;
+    let other_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| Malformed)?) as usize;
     let other = take(other_len)?.to_vec();
     Ok(Some(Found {
         start,

@@ -62,7 +62,7 @@ pub fn answer(
     // every reply to a verified one is signed.
     let now = tsig::now();
     let (signed_with, mut signer) = match tsig::find(query) {
-        Err(()) => {
+        Err(tsig::Malformed) => {
             head.metadata.response_code = ResponseCode::FormErr;
             return head.to_vec().ok().map(|b| vec![b]);
         }
@@ -71,6 +71,7 @@ pub fn answer(
             Ok((key, signer)) => (Some(key.clone()), Some(signer)),
             Err((error, signer)) => {
                 tracing::info!(%peer, ?error, "transfer with a bad TSIG");
+                crate::metrics::transfer("bad-tsig");
                 head.metadata.response_code = ResponseCode::NotAuth;
                 let mut bytes = head.to_vec().ok()?;
                 match signer {
@@ -107,6 +108,7 @@ pub fn answer(
     });
     let (Some(settings), DNSClass::IN) = (allowed, q.query_class) else {
         tracing::info!(zone = %zone.origin, %peer, signed = signed_with.is_some(), "transfer refused");
+        crate::metrics::transfer("refused");
         return refuse(head, ResponseCode::Refused);
     };
     head.metadata.authoritative = true;
@@ -154,6 +156,7 @@ pub fn answer(
         }
     }
     tracing::info!(zone = %zone.origin, %peer, serial = zone.serial(), records = count, signed = signed_with.is_some(), "transfer");
+    crate::metrics::transfer("sent");
     Some(out)
 }
 
@@ -267,8 +270,14 @@ pub async fn notify(
             let (zone, soa, key) = (zone.clone(), soa.clone(), key.clone());
             tokio::spawn(async move {
                 match notify_one(&zone, &soa, target, key.as_ref()).await {
-                    Ok(rcode) => tracing::info!(%zone, serial, %target, %rcode, "notify acknowledged"),
-                    Err(e) => tracing::warn!(%zone, serial, %target, error = %e, "notify not acknowledged"),
+                    Ok(rcode) => {
+                        crate::metrics::notify("acknowledged");
+                        tracing::info!(%zone, serial, %target, %rcode, "notify acknowledged")
+                    }
+                    Err(e) => {
+                        crate::metrics::notify("unanswered");
+                        tracing::warn!(%zone, serial, %target, error = %e, "notify not acknowledged")
+                    }
                 }
             })
         })

@@ -75,7 +75,8 @@ impl Server {
         Self::start_with(cfg, &[])
     }
 
-    /// Starts with extra arguments; `--listen 127.0.0.1:0` unless `extra` gives `--listen`.
+    /// Starts with extra arguments; `--listen 127.0.0.1:0` and `--admin 127.0.0.1:0` unless
+    /// `extra` gives them.
     pub fn start_with(cfg: &ConfigDir, extra: &[&str]) -> Server {
         let default_listen: &[&str] = if extra.contains(&"--listen") {
             &[]
@@ -93,7 +94,11 @@ impl Server {
             .arg("--config")
             .arg(cfg.config())
             .args(default_listen)
-            .args(["--admin", "127.0.0.1:0"])
+            .args(if extra.contains(&"--admin") {
+                &[][..]
+            } else {
+                &["--admin", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env("MERIDIAN_LOG", "info")
             .stdout(Stdio::piped())
@@ -422,4 +427,54 @@ pub fn check_config(cfg: &ConfigDir) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// One HTTP/1.1 request to the control endpoint (connection closed after it); returns the
+/// status code and the body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the control endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.unwrap_or("");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    // hyper answers fixed-size bodies with Content-Length; chunked ones are joined here.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (status, body)
 }

@@ -1,0 +1,727 @@
+//! Prometheus metrics: every name is defined in this module, and the text format is written
+//! here.
+//!
+//! The query path counts into per-thread arrays of relaxed atomics, indexed by slots resolved
+//! when a config loads (zone, member, and the names switched on for per-name series): a count
+//! is one thread-local lookup and one uncontended increment, with no label hashing. A scrape
+//! sums the threads' arrays. Labels are interned process-wide, so a series keeps its slot
+//! across reloads and counters never go backwards.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Query types counted by name; the rest share `other`.
+pub const QTYPES: [(&str, u16); 14] = [
+    ("A", 1),
+    ("NS", 2),
+    ("CNAME", 5),
+    ("SOA", 6),
+    ("PTR", 12),
+    ("MX", 15),
+    ("TXT", 16),
+    ("AAAA", 28),
+    ("SRV", 33),
+    ("DS", 43),
+    ("HTTPS", 65),
+    ("CAA", 257),
+    ("ANY", 255),
+    ("AXFR", 252),
+];
+const QTYPE_SLOTS: usize = QTYPES.len() + 1;
+/// Response codes counted by name; the rest share `other`.
+pub const RCODES: [(&str, u8); 7] = [
+    ("NOERROR", 0),
+    ("FORMERR", 1),
+    ("SERVFAIL", 2),
+    ("NXDOMAIN", 3),
+    ("NOTIMP", 4),
+    ("REFUSED", 5),
+    ("NOTAUTH", 9),
+];
+const RCODE_SLOTS: usize = RCODES.len() + 1;
+pub const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
+/// Zones with their own series; further zones (and queries outside every zone) share `other`.
+pub const MAX_ZONES: usize = 32;
+const ZONE_SLOTS: usize = MAX_ZONES + 1;
+pub const POLICIES: [&str; 6] = [
+    "weighted",
+    "failover",
+    "all",
+    "geo-nearest",
+    "geo-map",
+    "subnet",
+];
+pub const REASONS: [&str; 5] = ["healthy", "fail-open", "fallback", "all-down", "forced"];
+/// Names with per-name series (switched on by `server.metrics_names`).
+pub const MAX_NAMES: usize = 64;
+/// Members whose answers are counted (for the status page's share of answers).
+pub const MAX_MEMBERS: usize = 4096;
+/// ECS scope prefix lengths 0..=128.
+const SCOPES: usize = 129;
+
+const Q_LEN: usize = ZONE_SLOTS * QTYPE_SLOTS * RCODE_SLOTS * 2;
+const A_OFF: usize = Q_LEN;
+const A_LEN: usize = POLICIES.len() * REASONS.len();
+const N_OFF: usize = A_OFF + A_LEN;
+const N_LEN: usize = MAX_NAMES * REASONS.len();
+const M_OFF: usize = N_OFF + N_LEN;
+const ECS_OFF: usize = M_OFF + MAX_MEMBERS;
+const SCOPE_OFF: usize = ECS_OFF + 1;
+const CELLS: usize = SCOPE_OFF + SCOPES;
+
+/// One thread's counters.
+struct Cells(Box<[AtomicU64]>);
+
+fn threads() -> &'static Mutex<Vec<Arc<Cells>>> {
+    static THREADS: OnceLock<Mutex<Vec<Arc<Cells>>>> = OnceLock::new();
+    THREADS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+thread_local! {
+    static MINE: Arc<Cells> = {
+        let cells = Arc::new(Cells((0..CELLS).map(|_| AtomicU64::new(0)).collect()));
+        threads().lock().unwrap_or_else(|p| p.into_inner()).push(cells.clone());
+        cells
+    };
+}
+
+fn bump(index: usize) {
+    MINE.with(|c| c.0[index].fetch_add(1, Ordering::Relaxed));
+}
+
+/// The sum of one cell over every thread.
+fn total(index: usize) -> u64 {
+    let threads = threads().lock().unwrap_or_else(|p| p.into_inner());
+    threads
+        .iter()
+        .map(|c| c.0[index].load(Ordering::Relaxed))
+        .sum()
+}
+
+fn totals() -> Vec<u64> {
+    let threads = threads().lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = vec![0u64; CELLS];
+    for c in threads.iter() {
+        for (o, cell) in out.iter_mut().zip(c.0.iter()) {
+            *o += cell.load(Ordering::Relaxed);
+        }
+    }
+    out
+}
+
+/// Process-wide label interning: a label keeps its slot for the life of the process.
+#[derive(Default)]
+struct Interned {
+    zones: Vec<String>,
+    names: Vec<String>,
+    members: HashMap<String, usize>,
+    member_labels: Vec<(String, String)>,
+}
+
+fn interned() -> &'static Mutex<Interned> {
+    static I: OnceLock<Mutex<Interned>> = OnceLock::new();
+    I.get_or_init(|| Mutex::new(Interned::default()))
+}
+
+fn intern(list: &mut Vec<String>, label: &str, max: usize) -> Option<usize> {
+    if let Some(i) = list.iter().position(|l| l == label) {
+        return Some(i);
+    }
+    (list.len() < max).then(|| {
+        list.push(label.to_string());
+        list.len() - 1
+    })
+}
+
+/// Slots resolved for one loaded config, read on the query path.
+#[derive(Debug, Default)]
+pub struct Slots {
+    /// Per zone (config order): its slot, and its origin in lower-case wire form.
+    zones: Vec<(usize, Vec<u8>)>,
+    /// Per binding: its per-name slot, when switched on.
+    names: Vec<Option<usize>>,
+    /// Per binding: its policy's index in [`POLICIES`].
+    policies: Vec<usize>,
+    /// Per pool, per member: its slot.
+    members: Vec<Vec<Option<usize>>>,
+}
+
+impl Slots {
+    pub fn new(cfg: &crate::config::Config) -> Slots {
+        let mut i = interned().lock().unwrap_or_else(|p| p.into_inner());
+        let zones = cfg
+            .zones
+            .iter()
+            .map(|z| {
+                let text = z.origin.to_ascii().to_ascii_lowercase();
+                let slot = intern(&mut i.zones, &text, MAX_ZONES).unwrap_or(MAX_ZONES);
+                (slot, wire(&text))
+            })
+            .collect();
+        let names = cfg
+            .bindings
+            .iter()
+            .map(|b| {
+                let text = b.name.to_ascii().to_ascii_lowercase();
+                let wanted = cfg.server.metrics_names.contains(&text);
+                if wanted {
+                    intern(&mut i.names, &text, MAX_NAMES)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let policies = cfg
+            .bindings
+            .iter()
+            .map(|b| policy_index(&b.policy))
+            .collect();
+        let members = cfg
+            .pools
+            .iter()
+            .map(|p| {
+                p.members
+                    .iter()
+                    .map(|m| {
+                        let key = format!("{}\u{0}{}", p.name, m.id);
+                        if let Some(&s) = i.members.get(&key) {
+                            return Some(s);
+                        }
+                        if i.member_labels.len() >= MAX_MEMBERS {
+                            return None;
+                        }
+                        let s = i.member_labels.len();
+                        i.member_labels.push((p.name.clone(), m.id.0.clone()));
+                        i.members.insert(key, s);
+                        Some(s)
+                    })
+                    .collect()
+            })
+            .collect();
+        Slots {
+            zones,
+            names,
+            policies,
+            members,
+        }
+    }
+
+    /// The slot of the zone `query`'s name falls in (the longest origin that is a suffix).
+    fn zone_of(&self, query: &[u8]) -> usize {
+        let Some(end) = crate::dns::ecs::skip_name(query, 12) else {
+            return MAX_ZONES;
+        };
+        let name = &query[12..end];
+        let mut best: Option<(usize, usize)> = None;
+        for (slot, origin) in &self.zones {
+            if origin.len() <= name.len()
+                && name[name.len() - origin.len()..].eq_ignore_ascii_case(origin)
+                && label_boundary(name, name.len() - origin.len())
+                && best.is_none_or(|(len, _)| origin.len() > len)
+            {
+                best = Some((origin.len(), *slot));
+            }
+        }
+        best.map_or(MAX_ZONES, |(_, s)| s)
+    }
+}
+
+/// Whether `at` is where a label starts in the uncompressed wire name `name`.
+fn label_boundary(name: &[u8], at: usize) -> bool {
+    let mut pos = 0;
+    while pos < at {
+        pos += 1 + name[pos] as usize;
+    }
+    pos == at
+}
+
+fn wire(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in text
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        out.push(label.len() as u8);
+        out.extend(label.bytes());
+    }
+    out.push(0);
+    out
+}
+
+/// A policy's index in [`POLICIES`].
+pub fn policy_index(p: &crate::policy::PolicyKind) -> usize {
+    use crate::policy::{GeoMode, PolicyKind};
+    match p {
+        PolicyKind::Weighted => 0,
+        PolicyKind::Failover => 1,
+        PolicyKind::All => 2,
+        PolicyKind::Geo(g) => match g.mode {
+            GeoMode::Nearest { .. } => 3,
+            GeoMode::Map(_) => 4,
+            GeoMode::Subnet => 5,
+        },
+    }
+}
+
+/// Counts one answered query: its zone, type, the reply's rcode, and the transport.
+pub fn query(slots: &Slots, query: &[u8], reply: &[u8], tcp: bool) {
+    if query.len() < 12 || reply.len() < 4 {
+        return;
+    }
+    let zone = slots.zone_of(query);
+    let qtype = crate::dns::ecs::skip_name(query, 12)
+        .and_then(|end| query.get(end..end + 2))
+        .map_or(0, |t| u16::from_be_bytes([t[0], t[1]]));
+    let t = QTYPES
+        .iter()
+        .position(|&(_, code)| code == qtype)
+        .unwrap_or(QTYPES.len());
+    let rcode = reply[3] & 0x0F;
+    let r = RCODES
+        .iter()
+        .position(|&(_, code)| code == rcode)
+        .unwrap_or(RCODES.len());
+    bump(((zone * QTYPE_SLOTS + t) * RCODE_SLOTS + r) * 2 + usize::from(tcp));
+}
+
+/// Counts one load-balanced answer: the binding's policy and why, per name when switched on,
+/// and each member answered.
+pub fn answer(
+    slots: &Slots,
+    binding: usize,
+    reason: crate::policy::Reason,
+    forced: bool,
+    members: &[(usize, usize)],
+) {
+    use crate::policy::Reason;
+    let r = match reason {
+        _ if forced => 4,
+        Reason::Healthy => 0,
+        Reason::FailOpen => 1,
+        Reason::Fallback => 2,
+        Reason::AllDown => 3,
+    };
+    let Some(&p) = slots.policies.get(binding) else {
+        return;
+    };
+    bump(A_OFF + p * REASONS.len() + r);
+    if let Some(Some(n)) = slots.names.get(binding) {
+        bump(N_OFF + n * REASONS.len() + r);
+    }
+    for &(pool, member) in members {
+        if let Some(Some(m)) = slots.members.get(pool).and_then(|p| p.get(member)) {
+            bump(M_OFF + m);
+        }
+    }
+}
+
+/// Counts a query that carried ECS, with the scope the reply returned.
+pub fn ecs(scope: u8) {
+    bump(ECS_OFF);
+    bump(SCOPE_OFF + (scope as usize).min(SCOPES - 1));
+}
+
+/// Answers given per member so far, as ((pool, member id), count).
+pub fn member_answers() -> Vec<((String, String), u64)> {
+    let labels = interned()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .member_labels
+        .clone();
+    labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (l, total(M_OFF + i)))
+        .collect()
+}
+
+// ------------------------------------------------------------------ rare events
+
+/// Counters for rare events, kept in one place.
+#[derive(Default)]
+struct Events {
+    reloads: HashMap<&'static str, u64>,
+    transfers: HashMap<&'static str, u64>,
+    notifies: HashMap<&'static str, u64>,
+    probes: HashMap<SocketAddr, Histogram>,
+}
+
+fn events() -> &'static Mutex<Events> {
+    static E: OnceLock<Mutex<Events>> = OnceLock::new();
+    E.get_or_init(|| Mutex::new(Events::default()))
+}
+
+/// Probe latency buckets, in seconds.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+    failures: u64,
+}
+
+/// A reload's outcome: `applied` or `rejected`.
+pub fn reload(result: &'static str) {
+    *events()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .reloads
+        .entry(result)
+        .or_default() += 1;
+}
+
+/// A zone transfer's outcome: `sent`, `refused` or `bad-tsig`.
+pub fn transfer(result: &'static str) {
+    *events()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .transfers
+        .entry(result)
+        .or_default() += 1;
+}
+
+/// A NOTIFY's outcome: `acknowledged` or `unanswered`.
+pub fn notify(result: &'static str) {
+    *events()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .notifies
+        .entry(result)
+        .or_default() += 1;
+}
+
+/// One probe round: its latency when it passed.
+pub fn probe_observed(probe: SocketAddr, latency_ms: Option<f64>) {
+    let mut e = events().lock().unwrap_or_else(|p| p.into_inner());
+    let h = e.probes.entry(probe).or_default();
+    match latency_ms {
+        Some(ms) => {
+            let secs = ms / 1000.0;
+            h.count += 1;
+            h.sum += secs;
+            for (b, le) in h.buckets.iter_mut().zip(BUCKETS) {
+                if secs <= le {
+                    *b += 1;
+                }
+            }
+        }
+        None => h.failures += 1,
+    }
+}
+
+// ------------------------------------------------------------------ exposition
+
+/// Node facts a scrape needs beyond the counters.
+pub struct Scrape<'a> {
+    pub loaded: &'a crate::dns::Loaded,
+    pub health: &'a crate::health::HealthStore,
+    pub tcp_refused: u64,
+}
+
+/// Writes every metric in the Prometheus text format (version 0.0.4).
+pub fn render(s: &Scrape<'_>) -> String {
+    let cells = totals();
+    let mut out = String::new();
+
+    let i = interned().lock().unwrap_or_else(|p| p.into_inner());
+    let zone_label = |z: usize| {
+        if z < i.zones.len() {
+            i.zones[z].clone()
+        } else {
+            "other".to_string()
+        }
+    };
+    head(
+        &mut out,
+        "queries_total",
+        "counter",
+        "DNS queries answered, by zone, query type, response code and transport.",
+    );
+    for z in 0..ZONE_SLOTS {
+        for t in 0..QTYPE_SLOTS {
+            for r in 0..RCODE_SLOTS {
+                for (tr, transport) in TRANSPORTS.iter().enumerate() {
+                    let v = cells[((z * QTYPE_SLOTS + t) * RCODE_SLOTS + r) * 2 + tr];
+                    if v == 0 {
+                        continue;
+                    }
+                    let qtype = QTYPES.get(t).map_or("other", |q| q.0);
+                    let rcode = RCODES.get(r).map_or("other", |q| q.0);
+                    let _ = writeln!(
+                        out,
+                        "meridian_queries_total{{zone=\"{}\",qtype=\"{qtype}\",rcode=\"{rcode}\",transport=\"{transport}\"}} {v}",
+                        escape(&zone_label(z))
+                    );
+                }
+            }
+        }
+    }
+    head(
+        &mut out,
+        "answers_total",
+        "counter",
+        "Load-balanced answers, by policy and reason (forced: a forced-up member answered).",
+    );
+    for (p, policy) in POLICIES.iter().enumerate() {
+        for (r, reason) in REASONS.iter().enumerate() {
+            let v = cells[A_OFF + p * REASONS.len() + r];
+            let _ = writeln!(
+                out,
+                "meridian_answers_total{{policy=\"{policy}\",reason=\"{reason}\"}} {v}"
+            );
+        }
+    }
+    head(
+        &mut out,
+        "name_answers_total",
+        "counter",
+        "Load-balanced answers per name, for the names listed in server.metrics_names.",
+    );
+    for (n, name) in i.names.iter().enumerate() {
+        for (r, reason) in REASONS.iter().enumerate() {
+            let v = cells[N_OFF + n * REASONS.len() + r];
+            let _ = writeln!(
+                out,
+                "meridian_name_answers_total{{name=\"{}\",reason=\"{reason}\"}} {v}",
+                escape(name)
+            );
+        }
+    }
+    head(
+        &mut out,
+        "member_answers_total",
+        "counter",
+        "Times each member was in a load-balanced answer.",
+    );
+    for (m, (pool, member)) in i.member_labels.iter().enumerate() {
+        let v = cells[M_OFF + m];
+        let _ = writeln!(
+            out,
+            "meridian_member_answers_total{{pool=\"{}\",member=\"{}\"}} {v}",
+            escape(pool),
+            escape(member)
+        );
+    }
+    drop(i);
+    head(
+        &mut out,
+        "ecs_queries_total",
+        "counter",
+        "Queries that carried an EDNS Client Subnet option the zone honours.",
+    );
+    let _ = writeln!(out, "meridian_ecs_queries_total {}", cells[ECS_OFF]);
+    head(
+        &mut out,
+        "ecs_scope_total",
+        "counter",
+        "ECS replies by the scope prefix length returned.",
+    );
+    for scope in 0..SCOPES {
+        let v = cells[SCOPE_OFF + scope];
+        if v > 0 || scope == 0 {
+            let _ = writeln!(out, "meridian_ecs_scope_total{{scope=\"{scope}\"}} {v}");
+        }
+    }
+
+    let cfg = &s.loaded.config;
+    let snap = s.health.snapshot();
+    head(
+        &mut out,
+        "member_up",
+        "gauge",
+        "Member health from its probes: 1 up, 0 down, -1 not yet known.",
+    );
+    let mut usable_lines = String::new();
+    let mut transitions = String::new();
+    for p in &cfg.pools {
+        for m in &p.members {
+            let st = snap.get(&m.id);
+            let up = match st.health {
+                crate::health::Health::Up => 1,
+                crate::health::Health::Down => 0,
+                crate::health::Health::Unknown => -1,
+            };
+            let labels = format!(
+                "pool=\"{}\",member=\"{}\"",
+                escape(&p.name),
+                escape(&m.id.0)
+            );
+            let _ = writeln!(out, "meridian_member_up{{{labels}}} {up}");
+            let usable = crate::policy::usable(st.admin, st.health);
+            let _ = writeln!(
+                usable_lines,
+                "meridian_member_usable{{{labels}}} {}",
+                u8::from(usable)
+            );
+            let _ = writeln!(
+                transitions,
+                "meridian_member_transitions_total{{{labels}}} {}",
+                s.health.transitions(&m.id)
+            );
+        }
+    }
+    head(
+        &mut out,
+        "member_usable",
+        "gauge",
+        "Whether a member may be answered: health with overrides applied.",
+    );
+    out.push_str(&usable_lines);
+    head(
+        &mut out,
+        "member_transitions_total",
+        "counter",
+        "Health state transitions (flaps) per member since start.",
+    );
+    out.push_str(&transitions);
+
+    let e = events().lock().unwrap_or_else(|p| p.into_inner());
+    head(
+        &mut out,
+        "probe_duration_seconds",
+        "histogram",
+        "Latency of passing health probes.",
+    );
+    let mut failures = String::new();
+    let mut probes: Vec<_> = e.probes.iter().collect();
+    probes.sort_by_key(|(a, _)| **a);
+    for (addr, h) in probes {
+        for (b, le) in h.buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "meridian_probe_duration_seconds_bucket{{probe=\"{addr}\",le=\"{le}\"}} {b}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "meridian_probe_duration_seconds_bucket{{probe=\"{addr}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "meridian_probe_duration_seconds_sum{{probe=\"{addr}\"}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "meridian_probe_duration_seconds_count{{probe=\"{addr}\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            failures,
+            "meridian_probe_failures_total{{probe=\"{addr}\"}} {}",
+            h.failures
+        );
+    }
+    head(
+        &mut out,
+        "probe_failures_total",
+        "counter",
+        "Health probes that failed.",
+    );
+    out.push_str(&failures);
+    for (name, help, map, keys) in [
+        (
+            "reloads_total",
+            "Config loads after start, by result.",
+            &e.reloads,
+            &["applied", "rejected"][..],
+        ),
+        (
+            "transfers_total",
+            "Zone transfer requests, by result.",
+            &e.transfers,
+            &["sent", "refused", "bad-tsig"][..],
+        ),
+        (
+            "notifies_total",
+            "NOTIFY messages, by result.",
+            &e.notifies,
+            &["acknowledged", "unanswered"][..],
+        ),
+    ] {
+        head(&mut out, name, "counter", help);
+        for k in keys {
+            let _ = writeln!(
+                out,
+                "meridian_{name}{{result=\"{k}\"}} {}",
+                map.get(k).copied().unwrap_or(0)
+            );
+        }
+    }
+    drop(e);
+    head(
+        &mut out,
+        "config_version",
+        "gauge",
+        "Successful config loads since start.",
+    );
+    let _ = writeln!(out, "meridian_config_version {}", s.loaded.version);
+    head(
+        &mut out,
+        "config_loaded_timestamp_seconds",
+        "gauge",
+        "When the running config was loaded.",
+    );
+    let at = s
+        .loaded
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let _ = writeln!(out, "meridian_config_loaded_timestamp_seconds {at}");
+    head(
+        &mut out,
+        "tcp_refused_total",
+        "counter",
+        "DNS-over-TCP connections refused over the connection limits.",
+    );
+    let _ = writeln!(out, "meridian_tcp_refused_total {}", s.tcp_refused);
+    head(
+        &mut out,
+        "rate_limited_total",
+        "counter",
+        "UDP responses dropped or slipped by rate limiting since the config loaded.",
+    );
+    let _ = writeln!(
+        out,
+        "meridian_rate_limited_total{{action=\"dropped\"}} {}",
+        s.loaded.limiter.dropped.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "meridian_rate_limited_total{{action=\"slipped\"}} {}",
+        s.loaded.limiter.slipped.load(Ordering::Relaxed)
+    );
+    out
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP meridian_{name} {help}");
+    let _ = writeln!(out, "# TYPE meridian_{name} {kind}");
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_boundaries_in_wire_names() {
+        let name = wire("www.example.test");
+        assert!(label_boundary(&name, 0));
+        assert!(label_boundary(&name, 4));
+        assert!(!label_boundary(&name, 5));
+        assert_eq!(wire("example.test."), wire("example.test"));
+    }
+}
