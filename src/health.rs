@@ -196,6 +196,7 @@ impl HealthStore {
             .map_or(0, |d| d.as_secs());
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut push = |kind, from: String, to: String| {
+            tracing::info!(member = %id, kind, from, to, "member state changed");
             if h.events.len() == HISTORY {
                 h.events.pop_front();
             }

@@ -17,8 +17,17 @@ use meridian::server::{self, Overrides};
     about = "Authoritative DNS global server load balancer"
 )]
 struct Cli {
+    /// Log lines as text or as JSON objects, one per line (for log shippers).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -228,6 +237,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let log_format = cli.log_format;
     match cli.command {
         Command::Check { config } => {
             let src = source(config);
@@ -254,7 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin,
             state_dir,
         } => {
-            init_logging();
+            init_logging(log_format);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -307,10 +317,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })?;
                 println!("{}", text.trim_end());
             } else if withdraw_all {
-                init_logging();
+                init_logging(log_format);
                 anycast::withdraw_all(&cfg, kind)?;
             } else {
-                init_logging();
+                init_logging(log_format);
                 anycast::run(cfg, kind)?;
             }
             Ok(ExitCode::SUCCESS)
@@ -375,14 +385,19 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // One JSON object per line: time, level, target, and the event's fields flattened.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 fn ctl(control: SocketAddr, token: Option<String>, action: CtlAction) -> anyhow::Result<ExitCode> {

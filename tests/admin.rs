@@ -437,3 +437,25 @@ fn metrics_parse_and_move_with_queries() {
     );
     assert_eq!(value(&reloaded, "meridian_config_version", &[]), 2.0);
 }
+
+#[test]
+fn json_logs_carry_state_changes_reloads_and_admin_actions() {
+    let cfg = ConfigDir::new_with(&zone_with(""), GSLB, "", "");
+    let srv = Server::start_with(&cfg, &["--log-format", "json"]);
+    let (code, _) = post(&srv, "/members/c%2F192.0.2.3/drain");
+    assert_eq!(code, 200);
+    assert!(srv.ctl(&["reload"]).0);
+    let lines: Vec<Value> = srv
+        .stderr()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let find = |message: &str| lines.iter().find(|l| l["message"] == message).cloned();
+    let changed = find("member state changed").expect("a state change line");
+    assert_eq!(changed["member"], "c/192.0.2.3");
+    assert_eq!(changed["to"], "drained");
+    let call = find("control call").expect("an admin action line");
+    assert_eq!(call["call"], "drain c/192.0.2.3");
+    assert!(find("config reloaded").is_some());
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+}
