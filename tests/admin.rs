@@ -457,5 +457,7 @@ fn json_logs_carry_state_changes_reloads_and_admin_actions() {
     let call = find("control call").expect("an admin action line");
     assert_eq!(call["call"], "drain c/192.0.2.3");
     assert!(find("config reloaded").is_some());
-    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+    assert!(lines
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string()));
 }
