@@ -115,6 +115,14 @@ fn every_read_call_answers_json() {
     assert_eq!(code, 400, "{body}");
     let (code, body) = http(srv.control, "POST", "/explain", None, Some("{\"name\": 5}"));
     assert_eq!(code, 400, "{body}");
+    let ask = r#"{"name": "heavy.example.test", "qtype": "A", "client": "192.0.2.1"}"#;
+    let (code, body) = http(srv.control, "POST", "/explain", None, Some(ask));
+    assert_eq!(code, 200, "{body}");
+    let x: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(x["reason"], "healthy");
+    assert_eq!(x["answer"].as_array().unwrap().len(), 1);
+    let (code, _) = http(srv.control, "GET", "/reload", None, None);
+    assert_eq!(code, 405);
 }
 
 #[test]
