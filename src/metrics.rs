@@ -211,10 +211,11 @@ impl Slots {
 
     /// The slot of the zone `query`'s name falls in (the longest origin that is a suffix).
     fn zone_of(&self, query: &[u8]) -> usize {
-        let Some(end) = crate::dns::ecs::skip_name(query, 12) else {
+        // A malformed or compressed question name belongs to no zone.
+        let Some(name) = crate::dns::ecs::skip_name(query, 12).and_then(|end| query.get(12..end))
+        else {
             return MAX_ZONES;
         };
-        let name = &query[12..end];
         let mut best: Option<(usize, usize)> = None;
         for (slot, origin) in &self.zones {
             if origin.len() <= name.len()
@@ -233,7 +234,10 @@ impl Slots {
 fn label_boundary(name: &[u8], at: usize) -> bool {
     let mut pos = 0;
     while pos < at {
-        pos += 1 + name[pos] as usize;
+        match name.get(pos) {
+            Some(&len) if len < 64 => pos += 1 + len as usize,
+            _ => return false,
+        }
     }
     pos == at
 }
@@ -723,5 +727,22 @@ mod tests {
         assert!(label_boundary(&name, 4));
         assert!(!label_boundary(&name, 5));
         assert_eq!(wire("example.test."), wire("example.test"));
+        assert!(!label_boundary(&[0xC0, 12], 1), "a pointer is no label");
+    }
+
+    #[test]
+    fn broken_question_names_belong_to_no_zone() {
+        let slots = Slots {
+            zones: vec![(0, wire("example.test"))],
+            ..Slots::default()
+        };
+        // Found by fuzzing: a pointer where the name starts, in a 13-byte packet.
+        let packet = [18, 52, 1, 0, 0, 253, 47, 255, 255, 127, 255, 255, 255];
+        assert_eq!(slots.zone_of(&packet), MAX_ZONES);
+        let mut q = vec![0u8; 12];
+        q.extend(wire("www.example.test"));
+        assert_eq!(slots.zone_of(&q), 0);
+        q[12] = 0xC0;
+        assert_eq!(slots.zone_of(&q), MAX_ZONES);
     }
 }
