@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::zone::text_to_wire as wire;
+
 /// Query types counted by name; the rest share `other`.
 pub const QTYPES: [(&str, u16); 14] = [
     ("A", 1),
@@ -240,20 +242,6 @@ fn label_boundary(name: &[u8], at: usize) -> bool {
         }
     }
     pos == at
-}
-
-fn wire(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in text
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        out.push(label.len() as u8);
-        out.extend(label.bytes());
-    }
-    out.push(0);
-    out
 }
 
 /// A policy's index in [`POLICIES`].

@@ -612,6 +612,22 @@ fn key<'b>(name: &Name, buf: &'b mut [u8; 256]) -> &'b [u8] {
     &buf[..=at]
 }
 
+/// A domain name written as text (`www.example.test`, the final dot optional) in lower-case
+/// wire form.
+pub fn text_to_wire(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        out.push(label.len() as u8);
+        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    out.push(0);
+    out
+}
+
 /// A name made fully qualified and lower case.
 pub fn fqdn_lower(name: &Name) -> Name {
     let mut n = name.to_lowercase();

@@ -266,20 +266,8 @@ fn the_audit_log_survives_a_restart() {
 fn off_loopback_the_endpoint_needs_its_token() {
     // Without a token file, a non-loopback endpoint does not start.
     let cfg = ConfigDir::new_with(&zone_with(""), GSLB, "", "");
-    let out = std::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "0.0.0.0:0",
-            "--config",
-        ])
-        .arg(cfg.config())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not on loopback"));
+    let err = serve_fails(&cfg, "0.0.0.0:0");
+    assert!(err.contains("not on loopback"), "{err}");
 
     let token = "s3cret-token-for-tests-0123456789";
     let cfg = ConfigDir::new_with(&zone_with(""), GSLB, "control_token_file = \"token\"", "");

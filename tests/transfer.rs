@@ -231,20 +231,7 @@ fn the_serial_never_goes_backwards_across_reloads_and_restarts() {
 
     // After a restart the served serial is remembered: an older file stops the start.
     cfg.write("example.test.zone", &zone(5, "a IN A 192.0.2.1\n"));
-    let out = std::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(cfg.config())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&cfg, "127.0.0.1:0");
     assert!(err.contains("SOA serial 5 is below 6"), "{err}");
 
     cfg.write("example.test.zone", &zone(6, "a IN A 192.0.2.2\n"));

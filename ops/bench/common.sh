@@ -1,26 +1,9 @@
-# Shared by the benchmark scripts (sourced, not run): a work directory, the processes started
-# (stopped, and only they, on exit), free loopback ports, and the probe backend.
+# Shared by the benchmark scripts (sourced, not run): the work directory, process and port
+# helpers of tests/e2e/lib.sh, the probe backend and the peers' configs.
 
-W=$(mktemp -d /tmp/meridian-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-# A loopback port free for both TCP and UDP.
-free_port() {
-  python3 -c 'import socket
-while True:
-    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass'
-}
+# shellcheck source=tests/e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../tests/e2e/lib.sh"
+work_dir bench
 
 # A local HTTP server for Meridian's health probes; sets BACKEND_PORT.
 start_backend() {

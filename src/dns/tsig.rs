@@ -10,6 +10,7 @@ use std::fmt;
 use aws_lc_rs::{constant_time, hmac};
 
 use super::ecs::skip_name;
+use crate::zone::text_to_wire as wire;
 
 /// The TSIG record type and the class it travels in.
 const TYPE_TSIG: u16 = 250;
@@ -364,21 +365,6 @@ fn stripped(msg: &[u8], found: &Found) -> Vec<u8> {
 fn time48(t: u64) -> [u8; 6] {
     let b = t.to_be_bytes();
     [b[2], b[3], b[4], b[5], b[6], b[7]]
-}
-
-/// A name in wire form from text.
-fn wire(name: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        out.push(label.len() as u8);
-        out.extend(label.to_ascii_lowercase().bytes());
-    }
-    out.push(0);
-    out
 }
 
 /// An uncompressed name at `at` (TSIG names are never compressed), as its wire bytes.

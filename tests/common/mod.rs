@@ -416,6 +416,25 @@ pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Runs `meridian serve` on a config that must not start (control endpoint at `admin`);
+/// returns its stderr.
+pub fn serve_fails(cfg: &ConfigDir, admin: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            admin,
+            "--config",
+        ])
+        .arg(cfg.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs `meridian check` on a config; returns (success, stderr).
 pub fn check_config(cfg: &ConfigDir) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))

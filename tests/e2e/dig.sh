@@ -8,20 +8,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 [ -x "$BIN" ] || { echo "no meridian binary at $BIN (run cargo build first)"; exit 2; }
 command -v dig >/dev/null || { echo "dig is missing (apt-get install bind9-dnsutils)"; exit 2; }
 
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-passed=0
-failed=0
-check() { # check NAME CONDITION-OUTPUT...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
+# shellcheck source=tests/e2e/lib.sh
+source "$ROOT/tests/e2e/lib.sh"
+work_dir dig
+work=$W
 
 {
   echo '$TTL 300'
@@ -86,14 +76,10 @@ TOML
 
 cp "$ROOT/geo/demo-city.mmdb" "$work/"
 
-"$BIN" serve --config "$work/meridian.toml" > "$work/out" 2> "$work/err" &
-pid=$!
-for _ in $(seq 1 300); do grep -q '^listening' "$work/out" 2>/dev/null && break; sleep 0.1; done
-line=$(grep '^listening' "$work/out") || { echo "server did not start:"; cat "$work/err"; exit 1; }
-dns=$(sed -E 's/.*dns=([^ ,]+).*/\1/' <<<"$line")
-control=$(sed -E 's/.*control=([^ ]+).*/\1/' <<<"$line")
-port=${dns##*:}
-echo "server: $line"
+start_serve "$BIN" "$work/meridian.toml"
+control=$CONTROL
+port=${DNS##*:}
+echo "server: dns=$DNS control=$CONTROL"
 
 # Point the "up" member's probe at the control endpoint and reload through ctl.
 sed -i "s/address = \"192.0.2.10\", probe = \"127.0.0.1:1\"/address = \"192.0.2.10\", probe = \"$control\"/" "$work/example.test.gslb.toml"
@@ -146,5 +132,4 @@ if command -v mmdblookup >/dev/null; then
   check "mmdblookup reads the demo database" grep -q '"SG"' <<<"$out"
 fi
 
-echo "dig suite: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish "dig suite"

@@ -10,32 +10,16 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 [ -x "$BIN" ] || { echo "no meridian binary at $BIN (run cargo build first)"; exit 2; }
 command -v promtool >/dev/null || { echo "promtool is missing (apt-get install prometheus)"; exit 2; }
 
-W=$(mktemp -d /tmp/meridian-operator.XXXXXX)
-PID=""
-cleanup() {
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-passed=0
-failed=0
-check() { # check NAME COMMAND...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
+# shellcheck source=tests/e2e/lib.sh
+source "$ROOT/tests/e2e/lib.sh"
+work_dir operator
 
 cp "$ROOT/zones/example.test.zone" "$ROOT/zones/example.test.gslb.toml" "$W/"
 cp -r "$ROOT/geo" "$W/geo"
 sed -e 's|^state_dir = .*|state_dir = "state"|' -e 's|"../geo/|"geo/|' \
   -e 's|^listen = .*|listen = ["127.0.0.1:0"]|' -e 's|^control = .*|control = "127.0.0.1:0"|' \
   "$ROOT/zones/meridian.toml" > "$W/meridian.toml"
-"$BIN" serve --config "$W/meridian.toml" > "$W/out" 2> "$W/log" &
-PID=$!
-for _ in $(seq 1 100); do grep -q listening "$W/out" && break; sleep 0.1; done
-CONTROL=$(grep -o 'control=[0-9.:]*' "$W/out" | cut -d= -f2)
-DNS=$(grep -o 'dns=[0-9.:]*' "$W/out" | cut -d= -f2)
-[ -n "$CONTROL" ] || { echo "meridian did not start"; cat "$W/log"; exit 1; }
+start_serve "$BIN" "$W/meridian.toml"
 
 # Some traffic, so counters and histograms have samples.
 /usr/bin/python3 - "$DNS" <<'PY'
@@ -68,5 +52,4 @@ check "every metric the rules and dashboard use is exported ($(echo "$used" | wc
 check "every exported sample belongs to a declared family" test -z "$(comm -23 <(echo "$exported") <(echo "$declared"))"
 check "queries were counted" grep -q 'meridian_queries_total{zone="example.test.",qtype="A",rcode="NXDOMAIN",transport="udp"} 20' "$W/metrics.txt"
 
-echo "operator suite: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish "operator suite"

@@ -13,17 +13,9 @@ for tool in chromium chromedriver; do
   command -v $tool >/dev/null || { echo "$tool is missing (apt-get install chromium chromium-driver)"; exit 2; }
 done
 
-W=$(mktemp -d /tmp/meridian-browser.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-free_port() {
-  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=tests/e2e/lib.sh
+source "$ROOT/tests/e2e/lib.sh"
+work_dir browser
 
 BACKEND=$(free_port)
 mkdir -p "$W/www" && echo ok > "$W/www/index.html"
@@ -64,12 +56,7 @@ origin = "example.test"
 file = "example.test.zone"
 gslb = "example.test.gslb.toml"
 TOML
-"$BIN" serve --config "$W/meridian.toml" > "$W/out" 2> "$W/log" &
-PIDS+=($!)
-for _ in $(seq 1 100); do grep -q listening "$W/out" && break; sleep 0.1; done
-CONTROL=$(grep -o 'control=[0-9.:]*' "$W/out" | cut -d= -f2)
-DNS=$(grep -o 'dns=[0-9.:]*' "$W/out" | cut -d= -f2)
-[ -n "$CONTROL" ] || { echo "meridian did not start"; cat "$W/log"; exit 1; }
+start_serve "$BIN" "$W/meridian.toml"
 # 60 answers for www (weights 1:2), for the page's answer shares.
 /usr/bin/python3 - "$DNS" <<'PY'
 import socket, struct, sys
@@ -84,11 +71,8 @@ PY
 DRIVER_PORT=$(free_port)
 chromedriver --port="$DRIVER_PORT" --allowed-ips=127.0.0.1 > "$W/chromedriver.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do
-  /usr/bin/python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
-    "http://127.0.0.1:$DRIVER_PORT/status" 2>/dev/null && break
-  sleep 0.1
-done
+eventually 10 /usr/bin/python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+  "http://127.0.0.1:$DRIVER_PORT/status"
 
 mkdir -p "$ROOT/target" "$W/shots"
 coproc DRIVE { /usr/bin/python3 "$ROOT/tests/e2e/status_page.py" "http://127.0.0.1:$DRIVER_PORT" \
@@ -106,7 +90,7 @@ done
 wait "$driver_pid" && status=0
 cp "$W"/shots/*.png "$ROOT/target/" 2>/dev/null || true
 if [ $status -ne 0 ]; then
-  echo "--- meridian log"; tail -n 20 "$W/log"
+  echo "--- meridian log"; tail -n 20 "$W/serve.log"
   echo "--- chromedriver log"; tail -n 20 "$W/chromedriver.log"
 fi
 echo "browser suite: $([ $status -eq 0 ] && echo passed || echo FAILED)"

@@ -12,42 +12,9 @@ for tool in nsd dig; do
   command -v $tool >/dev/null || { echo "$tool is missing (apt-get install nsd bind9-dnsutils)"; exit 2; }
 done
 
-W=$(mktemp -d /tmp/meridian-transfer.XXXXXX)
-MPID=""
-NPID=""
-cleanup() {
-  for p in $MPID $NPID; do kill "$p" 2>/dev/null || true; done
-  for p in $MPID $NPID; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-passed=0
-failed=0
-check() { # check NAME COMMAND...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
-# eventually SECONDS COMMAND...: polls COMMAND every 0.2 s for at most SECONDS.
-eventually() {
-  local limit=$1; shift
-  local tries=$((limit * 5))
-  for _ in $(seq 1 "$tries"); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.2
-  done
-  return 1
-}
-free_port() {
-  /usr/bin/python3 -c 'import socket
-while True:
-    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass'
-}
+# shellcheck source=tests/e2e/lib.sh
+source "$(dirname "$0")/lib.sh"
+work_dir transfer
 
 MPORT=$(free_port)
 NPORT=$(free_port)
@@ -128,6 +95,7 @@ TOML
 start_meridian() {
   "$BIN" serve --config "$W/meridian.toml" >>"$W/meridian.out" 2>>"$W/meridian.log" &
   MPID=$!
+  PIDS+=($MPID)
   eventually 10 dig +short +time=1 +tries=1 @127.0.0.1 -p "$MPORT" example.test SOA
 }
 start_meridian
@@ -165,7 +133,7 @@ zone:
   allow-notify: 127.0.0.1 xfr-key
 CONF
 nsd -d -c "$W/nsd/nsd.conf" 2>"$W/nsd/stderr" &
-NPID=$!
+PIDS+=($!)
 
 secondary() { dig +short +time=1 +tries=1 @127.0.0.1 -p "$NPORT" "$@"; }
 primary() { dig +short +time=1 +tries=1 @127.0.0.1 -p "$MPORT" "$@"; }
@@ -220,7 +188,7 @@ kill -HUP "$MPID"
 check "changed data without a new serial is refused on reload" \
   eventually 10 grep -q "data changed but its SOA serial 2 did not" "$W/meridian.log"
 
-kill "$MPID"; wait "$MPID" 2>/dev/null || true; MPID=""
+kill "$MPID"; wait "$MPID" 2>/dev/null || true
 write_zone 1 "new IN A 192.0.2.99"
 if "$BIN" serve --config "$W/meridian.toml" >/dev/null 2>"$W/refused.log"; then started=yes; else started=no; fi
 check "a serial below the one served before the restart stops the start" \
@@ -231,9 +199,8 @@ start_meridian
 check "after a restart, NOTIFY brings serial 3 to the secondary" eventually 15 serial_is 3
 check "the changed record on the secondary" answers new.example.test A "192.0.2.103 "
 
-echo "transfer suite: $passed passed, $failed failed"
 if [ "$failed" -gt 0 ]; then
   echo "--- meridian log"; tail -n 20 "$W/meridian.log"
   echo "--- nsd log"; tail -n 20 "$W/nsd/nsd.log" "$W/nsd/stderr" 2>/dev/null
-  exit 1
 fi
+finish "transfer suite"

@@ -1,0 +1,67 @@
+# Shared by the end-to-end and conformance scripts (sourced, not run): a work directory that
+# is removed on exit with exactly the processes the script started, free loopback ports, and
+# bounded checks.
+#
+#   source tests/e2e/lib.sh; work_dir NAME      sets W, and the exit trap
+#   PIDS+=($!)                                  after starting a process it must stop
+#   free_port                                   a loopback port free for TCP and UDP
+#   check "what" COMMAND...                     runs and counts one check
+#   eventually SECONDS COMMAND...               polls COMMAND every 0.2 s, at most SECONDS
+#   finish NAME                                 prints the tally; fails if any check did
+
+PIDS=()
+passed=0
+failed=0
+
+work_dir() { # work_dir NAME
+  W=$(mktemp -d "/tmp/meridian-$1.XXXXXX")
+  trap stop_all EXIT
+}
+
+stop_all() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "${W:-}" ] && rm -rf "$W"
+  return 0
+}
+
+free_port() {
+  /usr/bin/python3 -c 'import socket
+while True:
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass'
+}
+
+check() { # check NAME COMMAND...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
+}
+
+eventually() { # eventually SECONDS COMMAND...
+  local tries=$(($1 * 5)); shift
+  for _ in $(seq 1 "$tries"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+# Starts `meridian serve --config FILE` in the background (added to PIDS) and waits until it
+# prints its addresses; sets DNS and CONTROL. Output goes to $W/serve.out and $W/serve.log.
+start_serve() { # start_serve BINARY CONFIG
+  "$1" serve --config "$2" >>"$W/serve.out" 2>>"$W/serve.log" &
+  PIDS+=($!)
+  SERVE_PID=$!
+  eventually 10 grep -q listening "$W/serve.out" || { echo "meridian did not start"; cat "$W/serve.log"; return 1; }
+  DNS=$(grep -o 'dns=[0-9.:]*' "$W/serve.out" | tail -n 1 | cut -d= -f2)
+  CONTROL=$(grep -o 'control=[0-9.:]*' "$W/serve.out" | tail -n 1 | cut -d= -f2)
+}
+
+finish() { # finish NAME
+  echo "$1: $passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+}
