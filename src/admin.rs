@@ -384,8 +384,8 @@ fn status(node: &Node) -> Value {
         "rate_limit": {
             "responses_per_second": loaded.limiter.settings().responses_per_second,
             "slip": loaded.limiter.settings().slip,
-            "dropped_since_load": loaded.limiter.dropped.load(std::sync::atomic::Ordering::Relaxed),
-            "slipped_since_load": loaded.limiter.slipped.load(std::sync::atomic::Ordering::Relaxed),
+            "dropped": loaded.limiter.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            "slipped": loaded.limiter.slipped.load(std::sync::atomic::Ordering::Relaxed),
         },
         "unknown_health_means": "answered until the first probe result",
     })

@@ -678,7 +678,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         &mut out,
         "rate_limited_total",
         "counter",
-        "UDP responses dropped or slipped by rate limiting since the config loaded.",
+        "UDP responses dropped or slipped by rate limiting since start.",
     );
     let _ = writeln!(
         out,

@@ -311,7 +311,11 @@ impl Node {
         };
         let version = self.responder.current.load().version + 1;
         report_orphans(&cfg, &self.health);
-        let loaded = Arc::new(Loaded::new(cfg, version));
+        let loaded = Arc::new(Loaded::replacing(
+            cfg,
+            version,
+            &self.responder.current.load(),
+        ));
         self.responder.current.store(loaded.clone());
         announce(&loaded.config, &self.store, &changed);
         *self.probes.lock().unwrap_or_else(|p| p.into_inner()) = probes;

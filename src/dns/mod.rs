@@ -54,8 +54,8 @@ pub struct Loaded {
     pub(crate) id: u64,
     /// Every static answer as bytes, for the fast path.
     fast: Option<fast::FastIndex>,
-    /// UDP response rate limiting; accounts and counts start afresh with each load.
-    pub limiter: rrl::Limiter,
+    /// UDP response rate limiting; kept across reloads that leave its settings alone.
+    pub limiter: Arc<rrl::Limiter>,
     /// Metric slots of this config's zones, names and members.
     pub(crate) slots: crate::metrics::Slots,
 }
@@ -63,8 +63,23 @@ pub struct Loaded {
 static LOADED_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Loaded {
+    /// A config loaded to replace `previous`: rate-limit accounts carry over when their
+    /// settings did not change, and the limiter's counts always do.
+    pub fn replacing(config: Config, version: u64, previous: &Loaded) -> Self {
+        let mut loaded = Loaded::new(config, version);
+        loaded.limiter = if *previous.limiter.settings() == loaded.config.server.rate_limit {
+            previous.limiter.clone()
+        } else {
+            Arc::new(rrl::Limiter::continuing(
+                loaded.config.server.rate_limit.clone(),
+                &previous.limiter,
+            ))
+        };
+        loaded
+    }
+
     pub fn new(config: Config, version: u64) -> Self {
-        let limiter = rrl::Limiter::new(config.server.rate_limit.clone());
+        let limiter = Arc::new(rrl::Limiter::new(config.server.rate_limit.clone()));
         let cursors = (0..config.bindings.len())
             .map(|_| AtomicU64::new(0))
             .collect();

@@ -89,6 +89,16 @@ impl Limiter {
         }
     }
 
+    /// A limiter with new settings that keeps counting where `previous` left off.
+    pub fn continuing(settings: Settings, previous: &Limiter) -> Limiter {
+        let l = Limiter::new(settings);
+        l.dropped
+            .store(previous.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+        l.slipped
+            .store(previous.slipped.load(Ordering::Relaxed), Ordering::Relaxed);
+        l
+    }
+
     pub fn enabled(&self) -> bool {
         self.settings.responses_per_second > 0
     }
