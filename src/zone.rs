@@ -231,6 +231,8 @@ pub struct Zone {
     nodes: FastMap<Box<[u8]>, Node>,
     /// The apex SOA, decoded once when the zone is validated.
     soa: Option<Record>,
+    /// [`Zone::digest`], computed on first use (only zones with secondaries need it).
+    digest: std::sync::OnceLock<u64>,
 }
 
 impl Zone {
@@ -251,6 +253,7 @@ impl Zone {
             file: file.to_path_buf(),
             nodes: FastMap::default(),
             soa: None,
+            digest: std::sync::OnceLock::new(),
         };
         zone.ensure_node(&origin);
         let syntax = |line: usize, message: String| ZoneError::Syntax {
@@ -526,6 +529,10 @@ impl Zone {
     /// files give the same digest on every node, and any change to the data changes it.
     /// Keeps the serial honest for secondaries.
     pub fn digest(&self) -> u64 {
+        *self.digest.get_or_init(|| self.compute_digest())
+    }
+
+    fn compute_digest(&self) -> u64 {
         use std::hash::Hasher;
         let mut sum = 0u64;
         for (key, node) in &self.nodes {

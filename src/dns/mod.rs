@@ -344,8 +344,8 @@ pub fn answer_with(
     let q = &request.queries[0];
     let qname = crate::zone::fqdn_lower(&q.name);
     if q.query_class == DNSClass::CH && is_identity_name(&qname) {
-        // The node's identity, as NSD and BIND answer it; refused when none is configured.
-        // Not authoritative (there is no CH zone), as NSD and Knot answer it.
+        // The node's identity, as NSD and Knot answer it: TXT only, not authoritative (there
+        // is no CH zone), and refused when no identity is configured.
         match (identity, q.query_type) {
             (Some(id), RecordType::TXT) => {
                 let mut r =
