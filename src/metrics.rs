@@ -259,25 +259,78 @@ pub fn policy_index(p: &crate::policy::PolicyKind) -> usize {
     }
 }
 
-/// Counts one answered query: its zone, type, the reply's rcode, and the transport.
-pub fn query(slots: &Slots, query: &[u8], reply: &[u8], tcp: bool) {
+/// What the answering path already knew of a query: its zone (index in the config) and type.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    zone: usize,
+    qtype: u16,
+}
+
+impl Default for Seen {
+    /// Nothing known: [`query`] reads the question itself.
+    fn default() -> Self {
+        Seen {
+            zone: usize::MAX,
+            qtype: 0,
+        }
+    }
+}
+
+impl Seen {
+    pub fn new(zone: usize, qtype: u16) -> Seen {
+        Seen { zone, qtype }
+    }
+}
+
+/// The slot of a query type in [`QTYPES`] (`other` past the end).
+fn qtype_slot(qtype: u16) -> usize {
+    match qtype {
+        1 => 0,
+        2 => 1,
+        5 => 2,
+        6 => 3,
+        12 => 4,
+        15 => 5,
+        16 => 6,
+        28 => 7,
+        33 => 8,
+        43 => 9,
+        65 => 10,
+        257 => 11,
+        255 => 12,
+        252 => 13,
+        _ => QTYPES.len(),
+    }
+}
+
+/// The slot of each 4-bit rcode in [`RCODES`] (`other` past the end).
+const RCODE_SLOT: [usize; 16] = {
+    let mut table = [RCODES.len(); 16];
+    let mut i = 0;
+    while i < RCODES.len() {
+        table[RCODES[i].1 as usize] = i;
+        i += 1;
+    }
+    table
+};
+
+/// Counts one answered query: its zone, type, the reply's rcode, and the transport. `seen`
+/// carries what the fast path already knew; otherwise the question is read here.
+pub fn query(slots: &Slots, seen: Seen, query: &[u8], reply: &[u8], tcp: bool) {
     if query.len() < 12 || reply.len() < 4 {
         return;
     }
-    let zone = slots.zone_of(query);
-    let qtype = crate::dns::ecs::skip_name(query, 12)
-        .and_then(|end| query.get(end..end + 2))
-        .map_or(0, |t| u16::from_be_bytes([t[0], t[1]]));
-    let t = QTYPES
-        .iter()
-        .position(|&(_, code)| code == qtype)
-        .unwrap_or(QTYPES.len());
-    let rcode = reply[3] & 0x0F;
-    let r = RCODES
-        .iter()
-        .position(|&(_, code)| code == rcode)
-        .unwrap_or(RCODES.len());
-    bump(((zone * QTYPE_SLOTS + t) * RCODE_SLOTS + r) * 2 + usize::from(tcp));
+    let (zone, qtype) = match slots.zones.get(seen.zone) {
+        Some(&(slot, _)) => (slot, seen.qtype),
+        None => (
+            slots.zone_of(query),
+            crate::dns::ecs::skip_name(query, 12)
+                .and_then(|end| query.get(end..end + 2))
+                .map_or(0, |t| u16::from_be_bytes([t[0], t[1]])),
+        ),
+    };
+    let r = RCODE_SLOT[(reply[3] & 0x0F) as usize];
+    bump(((zone * QTYPE_SLOTS + qtype_slot(qtype)) * RCODE_SLOTS + r) * 2 + usize::from(tcp));
 }
 
 /// Counts one load-balanced answer: the binding's policy and why, per name when switched on,
@@ -716,6 +769,18 @@ mod tests {
         assert!(!label_boundary(&name, 5));
         assert_eq!(wire("example.test."), wire("example.test"));
         assert!(!label_boundary(&[0xC0, 12], 1), "a pointer is no label");
+    }
+
+    #[test]
+    fn slot_tables_match_the_label_lists() {
+        for (i, &(_, code)) in QTYPES.iter().enumerate() {
+            assert_eq!(qtype_slot(code), i);
+        }
+        assert_eq!(qtype_slot(99), QTYPES.len());
+        for (i, &(_, code)) in RCODES.iter().enumerate() {
+            assert_eq!(RCODE_SLOT[code as usize], i);
+        }
+        assert_eq!(RCODE_SLOT[15], RCODES.len());
     }
 
     #[test]

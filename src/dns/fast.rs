@@ -417,6 +417,20 @@ pub fn answer(
     transport: Transport,
     out: &mut Vec<u8>,
 ) -> bool {
+    let mut seen = crate::metrics::Seen::default();
+    answer_noting(loaded, health, query, src, transport, out, &mut seen)
+}
+
+/// [`answer`], noting the zone and type for metrics (so they need not be parsed again).
+pub(crate) fn answer_noting(
+    loaded: &Loaded,
+    health: HealthView<'_>,
+    query: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+    seen: &mut crate::metrics::Seen,
+) -> bool {
     let Some(index) = loaded.fast.as_ref() else {
         return false;
     };
@@ -459,6 +473,7 @@ pub fn answer(
             if z.has_wildcard {
                 return false;
             }
+            *seen = crate::metrics::Seen::new(up.zone, p.qtype);
             write_header(out, &p, 0x84, 3, [0, 1, 0]);
             out.extend_from_slice(question);
             out.extend_from_slice(&z.soa);
@@ -468,6 +483,7 @@ pub fn answer(
         return false;
     };
     let z = &index.zones[entry.zone];
+    *seen = crate::metrics::Seen::new(entry.zone, p.qtype);
     let covered = entry.kind == KIND_LB
         && ((p.qtype == 1 && entry.flags & FLAG_A != 0)
             || (p.qtype == 28 && entry.flags & FLAG_AAAA != 0));

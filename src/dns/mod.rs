@@ -173,7 +173,9 @@ impl Responder {
     ) -> bool {
         let loaded = self.current.load();
         let health = HealthView::Live(&self.health);
-        if !fast::answer(&loaded, health, query, src, transport, out) {
+        let mut seen = crate::metrics::Seen::default();
+        if !fast::answer_noting(&loaded, health, query, src, transport, out, &mut seen) {
+            seen = crate::metrics::Seen::default();
             match answer_with(&loaded, health, query, src, transport, None) {
                 Some(bytes) => {
                     out.clear();
@@ -186,7 +188,7 @@ impl Responder {
                 sign_reply(&loaded, query, out);
             }
         }
-        crate::metrics::query(&loaded.slots, query, out, transport == Transport::Tcp);
+        crate::metrics::query(&loaded.slots, seen, query, out, transport == Transport::Tcp);
         if transport == Transport::Tcp || !loaded.limiter.applies_to(src.ip()) {
             return true;
         }
