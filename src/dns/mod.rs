@@ -222,7 +222,7 @@ fn sign_reply(loaded: &Loaded, query: &[u8], out: &mut Vec<u8>) {
     let Ok(Some(found)) = tsig::find(query) else {
         return;
     };
-    let now = tsig::now();
+    let now = crate::health::unix_now();
     match tsig::verify(query, &found, &loaded.config.keys, now) {
         Ok((_, mut signer)) => signer.sign(out, None),
         Err((error, signer)) => {
@@ -235,10 +235,7 @@ fn sign_reply(loaded: &Loaded, query: &[u8], out: &mut Vec<u8>) {
             }
             let Ok(bytes) = m.to_vec() else { return };
             *out = bytes;
-            match signer {
-                Some(mut s) => s.sign(out, Some(error)),
-                None => tsig::append_error(out, &found, error, now),
-            }
+            tsig::seal_error(out, &found, error, signer, now);
         }
     }
 }

@@ -459,16 +459,15 @@ async fn tcp_conn(
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         let query = &buf[..len];
-        if super::xfr::is_transfer(query) {
-            if let Some(messages) = responder.transfer(query, peer) {
-                for m in messages {
-                    let mut framed = Vec::with_capacity(m.len() + 2);
-                    framed.extend_from_slice(&(m.len() as u16).to_be_bytes());
-                    framed.extend_from_slice(&m);
-                    stream.write_all(&framed).await?;
-                }
-                continue;
+        // Transfers answer with several messages; anything else with one.
+        if let Some(messages) = responder.transfer(query, peer) {
+            for m in messages {
+                let mut framed = Vec::with_capacity(m.len() + 2);
+                framed.extend_from_slice(&(m.len() as u16).to_be_bytes());
+                framed.extend_from_slice(&m);
+                stream.write_all(&framed).await?;
             }
+            continue;
         }
         let Some(reply) = responder.answer(query, peer, Transport::Tcp) else {
             return Ok(());

@@ -226,15 +226,15 @@ pub fn verify<'k>(
     }
     let mut ctx = hmac::Context::with_key(&key.key);
     ctx.update(&stripped(msg, found));
-    ctx.update(&key.wire_name());
-    ctx.update(&CLASS_ANY.to_be_bytes());
-    ctx.update(&0u32.to_be_bytes());
-    ctx.update(&key.algorithm.wire_name());
-    ctx.update(&time48(found.time));
-    ctx.update(&found.fudge.to_be_bytes());
-    ctx.update(&0u16.to_be_bytes());
-    ctx.update(&(found.other.len() as u16).to_be_bytes());
-    ctx.update(&found.other);
+    Variables {
+        key_name: &found.key_name,
+        algorithm: &found.algorithm,
+        time: found.time,
+        fudge: found.fudge,
+        error: 0,
+        other: &found.other,
+    }
+    .digest(&mut ctx);
     let tag = ctx.sign();
     if constant_time::verify_slices_are_equal(&tag.as_ref()[..found.mac.len()], &found.mac).is_err()
     {
@@ -280,7 +280,15 @@ impl Signer {
             Some(TsigError::BadTime) => time48(self.time).to_vec(),
             _ => Vec::new(),
         };
-        let error = error.map_or(0u16, |e| e as u16);
+        let (key_name, algorithm) = (self.key.wire_name(), self.key.algorithm.wire_name());
+        let fields = Variables {
+            key_name: &key_name,
+            algorithm: &algorithm,
+            time: self.time,
+            fudge: FUDGE,
+            error: error.map_or(0, |e| e as u16),
+            other: &other,
+        };
         let mut ctx = hmac::Context::with_key(&self.key.key);
         if !self.prior.is_empty() {
             ctx.update(&(self.prior.len() as u16).to_be_bytes());
@@ -288,15 +296,7 @@ impl Signer {
         }
         ctx.update(msg);
         if self.first {
-            ctx.update(&self.key.wire_name());
-            ctx.update(&CLASS_ANY.to_be_bytes());
-            ctx.update(&0u32.to_be_bytes());
-            ctx.update(&self.key.algorithm.wire_name());
-            ctx.update(&time48(self.time));
-            ctx.update(&FUDGE.to_be_bytes());
-            ctx.update(&error.to_be_bytes());
-            ctx.update(&(other.len() as u16).to_be_bytes());
-            ctx.update(&other);
+            fields.digest(&mut ctx);
         } else {
             // Later messages of a transfer cover the timers only (RFC 8945 section 5.3.1).
             ctx.update(&time48(self.time));
@@ -304,53 +304,81 @@ impl Signer {
         }
         let mac = ctx.sign().as_ref().to_vec();
         let id = u16::from_be_bytes([msg[0], msg[1]]);
-        append(msg, &self.key, self.time, &mac, id, error, &other);
+        fields.append(msg, &mac, id);
         self.prior = mac;
         self.first = false;
     }
 }
 
-/// Appends an unsigned TSIG record carrying `error` (BADKEY, BADSIG: RFC 8945 section 5.3.2).
-pub fn append_error(msg: &mut Vec<u8>, found: &Found, error: TsigError, now: u64) {
-    let mut rr = found.key_name.clone();
-    rr.extend(TYPE_TSIG.to_be_bytes());
-    rr.extend(CLASS_ANY.to_be_bytes());
-    rr.extend(0u32.to_be_bytes());
-    let mut rdata = found.algorithm.clone();
-    rdata.extend(time48(now));
-    rdata.extend(FUDGE.to_be_bytes());
-    rdata.extend(0u16.to_be_bytes());
-    rdata.extend(found.original_id.to_be_bytes());
-    rdata.extend((error as u16).to_be_bytes());
-    rdata.extend(0u16.to_be_bytes());
-    rr.extend((rdata.len() as u16).to_be_bytes());
-    rr.extend(rdata);
-    msg.extend(rr);
-    bump_arcount(msg);
+/// Completes the reply to a request whose TSIG failed: signed when only the time was wrong
+/// (BADTIME, `signer` given), else with an unsigned TSIG carrying the error (RFC 8945
+/// section 5.3.2).
+pub fn seal_error(
+    msg: &mut Vec<u8>,
+    found: &Found,
+    error: TsigError,
+    signer: Option<Signer>,
+    now: u64,
+) {
+    match signer {
+        Some(mut s) => s.sign(msg, Some(error)),
+        None => Variables {
+            key_name: &found.key_name,
+            algorithm: &found.algorithm,
+            time: now,
+            fudge: FUDGE,
+            error: error as u16,
+            other: &[],
+        }
+        .append(msg, &[], found.original_id),
+    }
 }
 
-fn append(msg: &mut Vec<u8>, key: &Key, time: u64, mac: &[u8], id: u16, error: u16, other: &[u8]) {
-    msg.extend(key.wire_name());
-    msg.extend(TYPE_TSIG.to_be_bytes());
-    msg.extend(CLASS_ANY.to_be_bytes());
-    msg.extend(0u32.to_be_bytes());
-    let mut rdata = key.algorithm.wire_name();
-    rdata.extend(time48(time));
-    rdata.extend(FUDGE.to_be_bytes());
-    rdata.extend((mac.len() as u16).to_be_bytes());
-    rdata.extend(mac);
-    rdata.extend(id.to_be_bytes());
-    rdata.extend(error.to_be_bytes());
-    rdata.extend((other.len() as u16).to_be_bytes());
-    rdata.extend(other);
-    msg.extend((rdata.len() as u16).to_be_bytes());
-    msg.extend(rdata);
-    bump_arcount(msg);
+/// The TSIG fields a MAC covers after the message (RFC 8945 section 4.3.3), and which the
+/// record carries besides the MAC.
+struct Variables<'a> {
+    /// Wire form, lower case.
+    key_name: &'a [u8],
+    algorithm: &'a [u8],
+    time: u64,
+    fudge: u16,
+    error: u16,
+    other: &'a [u8],
 }
 
-fn bump_arcount(msg: &mut [u8]) {
-    let ar = u16::from_be_bytes([msg[10], msg[11]]).wrapping_add(1);
-    msg[10..12].copy_from_slice(&ar.to_be_bytes());
+impl Variables<'_> {
+    fn digest(&self, ctx: &mut hmac::Context) {
+        ctx.update(self.key_name);
+        ctx.update(&CLASS_ANY.to_be_bytes());
+        ctx.update(&0u32.to_be_bytes());
+        ctx.update(self.algorithm);
+        ctx.update(&time48(self.time));
+        ctx.update(&self.fudge.to_be_bytes());
+        ctx.update(&self.error.to_be_bytes());
+        ctx.update(&(self.other.len() as u16).to_be_bytes());
+        ctx.update(self.other);
+    }
+
+    /// Appends the TSIG record with `mac` to `msg`, counting it in ARCOUNT.
+    fn append(&self, msg: &mut Vec<u8>, mac: &[u8], original_id: u16) {
+        msg.extend(self.key_name);
+        msg.extend(TYPE_TSIG.to_be_bytes());
+        msg.extend(CLASS_ANY.to_be_bytes());
+        msg.extend(0u32.to_be_bytes());
+        let mut rdata = self.algorithm.to_vec();
+        rdata.extend(time48(self.time));
+        rdata.extend(self.fudge.to_be_bytes());
+        rdata.extend((mac.len() as u16).to_be_bytes());
+        rdata.extend(mac);
+        rdata.extend(original_id.to_be_bytes());
+        rdata.extend(self.error.to_be_bytes());
+        rdata.extend((self.other.len() as u16).to_be_bytes());
+        rdata.extend(self.other);
+        msg.extend((rdata.len() as u16).to_be_bytes());
+        msg.extend(rdata);
+        let ar = u16::from_be_bytes([msg[10], msg[11]]).wrapping_add(1);
+        msg[10..12].copy_from_slice(&ar.to_be_bytes());
+    }
 }
 
 /// The request as it was signed: without its TSIG, ARCOUNT one less, the original ID.
@@ -387,13 +415,6 @@ fn plain_name(buf: &[u8], mut at: usize) -> Option<Vec<u8>> {
 
 fn lower(name: &[u8]) -> Vec<u8> {
     name.iter().map(u8::to_ascii_lowercase).collect()
-}
-
-/// Seconds since the epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

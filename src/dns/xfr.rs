@@ -60,7 +60,7 @@ pub fn answer(
 
     // TSIG first (RFC 8945 section 5.2): a signed request is verified whatever the zone, and
     // every reply to a verified one is signed.
-    let now = tsig::now();
+    let now = crate::health::unix_now();
     let (signed_with, mut signer) = match tsig::find(query) {
         Err(tsig::Malformed) => {
             head.metadata.response_code = ResponseCode::FormErr;
@@ -74,10 +74,7 @@ pub fn answer(
                 crate::metrics::transfer("bad-tsig");
                 head.metadata.response_code = ResponseCode::NotAuth;
                 let mut bytes = head.to_vec().ok()?;
-                match signer {
-                    Some(mut s) => s.sign(&mut bytes, Some(error)),
-                    None => tsig::append_error(&mut bytes, &found, error, now),
-                }
+                tsig::seal_error(&mut bytes, &found, error, signer, now);
                 return Some(vec![bytes]);
             }
         },
@@ -87,11 +84,7 @@ pub fn answer(
         if rcode == ResponseCode::Refused {
             extended_error(&mut m, EDE_PROHIBITED);
         }
-        let mut bytes = m.to_vec().ok()?;
-        if let Some(s) = signer.as_mut() {
-            s.sign(&mut bytes, None);
-        }
-        Some(vec![bytes])
+        single(&m, signer.as_mut())
     };
     let qname = crate::zone::fqdn_lower(&q.name);
     let Some(index) = cfg.zones.iter().position(|z| z.origin == qname) else {
@@ -122,11 +115,7 @@ pub fn answer(
         });
         if theirs.is_some_and(|s| !serial_lt(s, zone.serial())) {
             head.answers.push(soa);
-            let mut bytes = head.to_vec().ok()?;
-            if let Some(s) = signer.as_mut() {
-                s.sign(&mut bytes, None);
-            }
-            return Some(vec![bytes]);
+            return single(&head, signer.as_mut());
         }
     }
 
@@ -158,6 +147,15 @@ pub fn answer(
     tracing::info!(zone = %zone.origin, %peer, serial = zone.serial(), records = count, signed = signed_with.is_some(), "transfer");
     crate::metrics::transfer("sent");
     Some(out)
+}
+
+/// A reply of one message, signed when the request was.
+fn single(m: &Message, signer: Option<&mut tsig::Signer>) -> Option<Vec<Vec<u8>>> {
+    let mut bytes = m.to_vec().ok()?;
+    if let Some(s) = signer {
+        s.sign(&mut bytes, None);
+    }
+    Some(vec![bytes])
 }
 
 /// Encodes `records` as one message, or as several when one would exceed 64 KiB. Only the
@@ -306,7 +304,7 @@ async fn notify_one(
     m.answers.push(soa.clone());
     let mut bytes = m.to_vec().map_err(std::io::Error::other)?;
     if let Some(key) = key {
-        tsig::Signer::request(key, tsig::now()).sign(&mut bytes, None);
+        tsig::Signer::request(key, crate::health::unix_now()).sign(&mut bytes, None);
     }
     let mut buf = [0u8; 512];
     for attempt in 0..5 {
