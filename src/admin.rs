@@ -29,7 +29,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::health::{Admin, Change, MemberId};
+use crate::health::{unix_now, unix_seconds, Admin, Change, MemberId};
 use crate::server::{orphan_overrides, Node, ReloadOutcome};
 
 /// The status page: one self-contained file (no external assets).
@@ -227,12 +227,6 @@ fn audit(node: &Node, peer: SocketAddr, call: &str, target: Option<&str>, outcom
     node.store.audit(&entry);
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn healthz(node: &Node) -> Response<Full<Bytes>> {
     let loaded = node.config();
     let zones = loaded.config.zones.len();
@@ -371,8 +365,8 @@ fn status(node: &Node) -> Value {
     events.reverse();
     json!({
         "config_version": loaded.version,
-        "config_loaded_at": loaded.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        "started_at": node.started.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "config_loaded_at": unix_seconds(loaded.loaded_at),
+        "started_at": unix_seconds(node.started),
         "identity": cfg.server.identity,
         "zones": zones,
         "names": names,

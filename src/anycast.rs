@@ -182,10 +182,7 @@ pub enum Check {
 
 impl AnycastConfig {
     pub fn load(path: &Path) -> Result<AnycastConfig, AnycastError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::config::read(path)?;
         Ok(AnycastConfig::parse(&text, path)?)
     }
 
@@ -807,10 +804,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AnycastError> {
 
 /// Withdraws every prefix until [`undrain`]: creates the drain file.
 pub fn drain(cfg: &AnycastConfig) -> Result<(), AnycastError> {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let stamp = crate::health::unix_now();
     write_atomically(
         &cfg.drain_file,
         format!("drained at unix time {stamp}\n").as_bytes(),

@@ -490,10 +490,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         None => None,
         Some(f) => {
             let path = base.join(f);
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                file: path.clone(),
-                source,
-            })?;
+            let text = read(&path)?;
             let secrets = crate::dns::cookie::Secrets::parse(&text).map_err(|m| {
                 invalid(
                     span.clone(),
@@ -722,7 +719,8 @@ fn transfer(t: &TransferSection, keys: &[crate::dns::tsig::Key]) -> Result<Trans
     })
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
+/// Reads a file named by the config; the error names it.
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_path_buf(),
         source,

@@ -191,9 +191,7 @@ impl HealthStore {
     }
 
     fn record(&self, id: &MemberId, before: MemberState, after: MemberState) {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let at = unix_now();
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut push = |kind, from: String, to: String| {
             tracing::info!(member = %id, kind, from, to, "member state changed");
@@ -270,6 +268,18 @@ impl HealthStore {
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()
     }
+}
+
+/// Seconds since the Unix epoch (0 for a time before it), as status, logs, files and
+/// protocols (TSIG, cookies) record times.
+pub fn unix_seconds(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The time now, in [`unix_seconds`].
+pub fn unix_now() -> u64 {
+    unix_seconds(std::time::SystemTime::now())
 }
 
 /// A state as the API writes it (`up`, `drained`, ...).
@@ -641,9 +651,7 @@ async fn run_probe(
                 up,
                 detail,
                 latency_ms,
-                at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
+                at: unix_now(),
             },
         );
         tokio::time::sleep(jittered(spec.interval, spec.jitter_percent)).await;

@@ -94,20 +94,12 @@ fn bump(index: usize) {
     MINE.with(|c| c.0[index].fetch_add(1, Ordering::Relaxed));
 }
 
-/// The sum of one cell over every thread.
-fn total(index: usize) -> u64 {
+/// The sums over every thread of the cells in `range`, in one pass under one lock.
+fn totals(range: std::ops::Range<usize>) -> Vec<u64> {
     let threads = threads().lock().unwrap_or_else(|p| p.into_inner());
-    threads
-        .iter()
-        .map(|c| c.0[index].load(Ordering::Relaxed))
-        .sum()
-}
-
-fn totals() -> Vec<u64> {
-    let threads = threads().lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = vec![0u64; CELLS];
+    let mut out = vec![0u64; range.len()];
     for c in threads.iter() {
-        for (o, cell) in out.iter_mut().zip(c.0.iter()) {
+        for (o, cell) in out.iter_mut().zip(&c.0[range.clone()]) {
             *o += cell.load(Ordering::Relaxed);
         }
     }
@@ -377,11 +369,8 @@ pub fn member_answers() -> Vec<((String, String), u64)> {
         .unwrap_or_else(|p| p.into_inner())
         .member_labels
         .clone();
-    labels
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| (l, total(M_OFF + i)))
-        .collect()
+    let counts = totals(M_OFF..M_OFF + labels.len());
+    labels.into_iter().zip(counts).collect()
 }
 
 // ------------------------------------------------------------------ rare events
@@ -471,7 +460,7 @@ pub struct Scrape<'a> {
 
 /// Writes every metric in the Prometheus text format (version 0.0.4).
 pub fn render(s: &Scrape<'_>) -> String {
-    let cells = totals();
+    let cells = totals(0..CELLS);
     let mut out = String::new();
 
     let i = interned().lock().unwrap_or_else(|p| p.into_inner());
@@ -714,11 +703,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         "gauge",
         "When the running config was loaded.",
     );
-    let at = s
-        .loaded
-        .loaded_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let at = crate::health::unix_seconds(s.loaded.loaded_at);
     let _ = writeln!(out, "meridian_config_loaded_timestamp_seconds {at}");
     head(
         &mut out,

@@ -145,15 +145,15 @@ pub fn check_serials(cfg: &Config, store: &Store) -> Result<Vec<usize>, ConfigEr
     Ok(changed)
 }
 
-/// Records what is now served for the zones with secondaries, and sends NOTIFY for `zones`
-/// to their secondaries (in the background).
+/// For each of `zones` that has secondaries: records what is now served, and sends NOTIFY
+/// to them (in the background). Zones left out are served as they were recorded.
 fn announce(cfg: &Config, store: &Store, zones: &[usize]) {
-    for (i, zone) in cfg.zones.iter().enumerate() {
-        let Some(t) = &cfg.zone_transfer[i] else {
+    for &i in zones {
+        let (zone, Some(t)) = (&cfg.zones[i], &cfg.zone_transfer[i]) else {
             continue;
         };
         store.record_served(&zone.origin.to_ascii(), zone.serial(), zone.digest());
-        if zones.contains(&i) && !t.notify.is_empty() {
+        if !t.notify.is_empty() {
             tokio::spawn(crate::dns::xfr::notify(
                 zone.origin.clone(),
                 zone.serial(),
@@ -247,9 +247,7 @@ impl Node {
                     samples.pop_front();
                 }
             }
-            let now = SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = crate::health::unix_now();
             for (id, at) in self.store.expiries() {
                 if at <= now {
                     self.health.apply(Change::Admin(id.clone(), Admin::Normal));

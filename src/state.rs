@@ -68,10 +68,7 @@ impl Store {
             Ok(s) => Ok(Opened::Clean(s)),
             Err(e) if is_lock_error(&e) => Err(StateError::Locked(path)),
             Err(e) => {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
+                let stamp = crate::health::unix_now();
                 let moved_to = dir.join(format!("store.damaged-{stamp}"));
                 std::fs::rename(&path, &moved_to)
                     .map_err(|e| StateError::MoveAside(path.clone(), e))?;

@@ -265,7 +265,7 @@ fn a_zone_with_a_key_transfers_only_to_signed_requests_and_signs_every_message()
 
     let key = Key::new("xfr-key", Algorithm::HmacSha256, secret).unwrap();
     let mut signed = axfr.clone();
-    Signer::request(&key, tsig::now()).sign(&mut signed, None);
+    Signer::request(&key, meridian::health::unix_now()).sign(&mut signed, None);
     let msgs = transfer_raw(srv.dns, "127.0.0.1", &signed);
     assert!(msgs.len() > 1);
     for m in &msgs {
@@ -282,7 +282,7 @@ fn a_zone_with_a_key_transfers_only_to_signed_requests_and_signs_every_message()
 
     let wrong = Key::new("xfr-key", Algorithm::HmacSha256, "b3RoZXIgc2VjcmV0").unwrap();
     let mut forged = axfr.clone();
-    Signer::request(&wrong, tsig::now()).sign(&mut forged, None);
+    Signer::request(&wrong, meridian::health::unix_now()).sign(&mut forged, None);
     let refused = transfer(srv.dns, "127.0.0.1", &forged);
     assert_eq!(refused[0].metadata.response_code, ResponseCode::NotAuth);
     assert!(srv.stderr().contains("BadSig"), "{}", srv.stderr());

@@ -13,7 +13,6 @@
 //! a query has one.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use siphasher::sip::SipHasher24;
 
@@ -113,10 +112,7 @@ pub fn well_formed(data: &[u8]) -> bool {
 
 /// Seconds since the epoch, as cookies count them.
 pub fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
+    crate::health::unix_now() as u32
 }
 
 /// SipHash-2-4 over client cookie | version | reserved | timestamp | client address.
