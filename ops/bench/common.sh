@@ -17,26 +17,8 @@ start_backend() {
 # An NSD config for one zone `bench.test` in DIR, answering on 127.0.0.1:PORT, one worker,
 # rate limiting off and minimal responses (the shape of the other servers' answers).
 write_nsd_conf() { # write_nsd_conf DIR PORT
-  cat > "$1/nsd.conf" <<EOF
-server:
-  ip-address: 127.0.0.1@$2
-  server-count: 1
-  reuseport: no
-  username: ""
-  chroot: ""
-  zonesdir: "$1"
-  database: ""
-  zonelistfile: "$1/zone.list"
-  pidfile: "$1/nsd.pid"
-  xfrdfile: "$1/xfrd.state"
-  xfrdir: "$1"
-  logfile: "$1/nsd.log"
-  rrl-ratelimit: 0
-  minimal-responses: yes
-remote-control:
-  control-enable: no
-zone:
-  name: bench.test
-  zonefile: bench.test.zone
-EOF
+  {
+    nsd_conf "$1" "$1" "$2" "reuseport: no" "minimal-responses: yes"
+    printf 'zone:\n  name: bench.test\n  zonefile: bench.test.zone\n'
+  } > "$1/nsd.conf"
 }

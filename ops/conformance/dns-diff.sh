@@ -40,31 +40,11 @@ cp "$HERE/conf.test.zone" "$W/$ZONE.zone"
 NSD_PORT=$(free_port)
 mkdir -p "$W/nsd"
 NSID_HEX=$(printf '%s' "$IDENTITY" | od -An -tx1 | tr -d ' \n')
-cat > "$W/nsd/nsd.conf" <<CONF
-server:
-  ip-address: 127.0.0.1@$NSD_PORT
-  server-count: 1
-  username: ""
-  chroot: ""
-  zonesdir: "$W"
-  database: ""
-  zonelistfile: "$W/nsd/zone.list"
-  pidfile: "$W/nsd/nsd.pid"
-  xfrdfile: "$W/nsd/xfrd.state"
-  xfrdir: "$W/nsd"
-  logfile: "$W/nsd/nsd.log"
-  identity: "$IDENTITY"
-  nsid: "$NSID_HEX"
-  hide-version: yes
-  ipv4-edns-size: 1232
-  rrl-ratelimit: 0
-  minimal-responses: yes
-remote-control:
-  control-enable: no
-zone:
-  name: $ZONE
-  zonefile: $ZONE.zone
-CONF
+{
+  nsd_conf "$W/nsd" "$W" "$NSD_PORT" "identity: \"$IDENTITY\"" "nsid: \"$NSID_HEX\"" \
+    "hide-version: yes" "ipv4-edns-size: 1232" "minimal-responses: yes"
+  printf 'zone:\n  name: %s\n  zonefile: %s.zone\n' "$ZONE" "$ZONE"
+} > "$W/nsd/nsd.conf"
 nsd -d -c "$W/nsd/nsd.conf" 2>"$W/nsd/stderr" &
 PIDS+=($!)
 

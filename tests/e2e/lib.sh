@@ -8,6 +8,7 @@
 #   check "what" COMMAND...                     runs and counts one check
 #   eventually SECONDS COMMAND...               polls COMMAND every 0.2 s, at most SECONDS
 #   finish NAME                                 prints the tally; fails if any check did
+#   nsd_conf STATE ZONES PORT [LINE...]          an unprivileged NSD's server section
 
 PIDS=()
 passed=0
@@ -59,6 +60,30 @@ start_serve() { # start_serve BINARY CONFIG
   eventually 10 grep -q listening "$W/serve.out" || { echo "meridian did not start"; cat "$W/serve.log"; return 1; }
   DNS=$(grep -o 'dns=[0-9.:]*' "$W/serve.out" | tail -n 1 | cut -d= -f2)
   CONTROL=$(grep -o 'control=[0-9.:]*' "$W/serve.out" | tail -n 1 | cut -d= -f2)
+}
+
+# The server section of an NSD config for a daemon this script runs: on 127.0.0.1:PORT, one
+# worker, no privilege drop, its files in STATE, zone files in ZONES, rate limiting off and
+# remote control off; each LINE is one more server setting. Zone sections follow it.
+nsd_conf() { # nsd_conf STATE ZONES PORT [LINE...]
+  local state=$1 zones=$2 port=$3; shift 3
+  cat <<CONF
+server:
+  ip-address: 127.0.0.1@$port
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$zones"
+  database: ""
+  zonelistfile: "$state/zone.list"
+  pidfile: "$state/nsd.pid"
+  xfrdfile: "$state/xfrd.state"
+  xfrdir: "$state"
+  logfile: "$state/nsd.log"
+  rrl-ratelimit: 0
+CONF
+  for line in "$@"; do echo "  $line"; done
+  printf 'remote-control:\n  control-enable: no\n'
 }
 
 finish() { # finish NAME

@@ -101,22 +101,8 @@ start_meridian() {
 start_meridian
 
 mkdir -p "$W/nsd"
-cat > "$W/nsd/nsd.conf" <<CONF
-server:
-  ip-address: 127.0.0.1@$NPORT
-  server-count: 1
-  username: ""
-  chroot: ""
-  zonesdir: "$W/nsd"
-  database: ""
-  zonelistfile: "$W/nsd/zone.list"
-  pidfile: "$W/nsd/nsd.pid"
-  xfrdfile: "$W/nsd/xfrd.state"
-  xfrdir: "$W/nsd"
-  logfile: "$W/nsd/nsd.log"
-  rrl-ratelimit: 0
-remote-control:
-  control-enable: no
+nsd_conf "$W/nsd" "$W/nsd" "$NPORT" > "$W/nsd/nsd.conf"
+cat >> "$W/nsd/nsd.conf" <<CONF
 zone:
   name: example.test
   zonefile: example.test.zone
