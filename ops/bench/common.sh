@@ -5,12 +5,13 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../../tests/e2e/lib.sh"
 work_dir bench
 
-# A local HTTP server for Meridian's health probes; sets BACKEND_PORT.
+# A local HTTP server for Meridian's health probes; sets BACKEND_PORT. It stands for the remote
+# sites' servers, so it runs beside the load generator on CPU 1, never on the server's core.
 start_backend() {
   mkdir -p "$W/www"
   echo ok > "$W/www/index.html"
   BACKEND_PORT=$(free_port)
-  python3 -m http.server "$BACKEND_PORT" --bind 127.0.0.1 --directory "$W/www" >/dev/null 2>&1 &
+  taskset -c 1 python3 -m http.server "$BACKEND_PORT" --bind 127.0.0.1 --directory "$W/www" >/dev/null 2>&1 &
   PIDS+=($!)
 }
 

@@ -2,13 +2,23 @@
 # Side-by-side DNS benchmark: Meridian against gdnsd, NSD, Knot and PowerDNS on the same zone.
 #
 #   ops/bench/dns.sh [--rounds N] [--seconds S] [--servers "meridian gdnsd ..."] [--workloads "static ..."]
+#                    [--profile]
 #   ops/bench/dns.sh --scale    memory and load time at 1,000,000 records (see dns-scale.sh)
 #
 # Every server runs one worker pinned to CPU 0; dnsperf runs pinned to CPU 1. The comparable
 # figure is queries per second per *server core* (q/s divided by the server's CPU share over the
 # run, read from /proc for its whole process tree), because one dnsperf core saturates before the
 # fastest servers do. Rounds are interleaved (the server order rotates each round) and the table
-# shows medians. A fixed-rate phase gives p50/p99 latency. See ../../../shared/BENCHMARKING.md.
+# shows medians. Each throughput run is followed by a fixed-rate phase for p50/p99 latency, so
+# latency too is measured once per round and reported as a median: single fixed-rate phases on
+# a shared machine swing by several times at p99 (stalls of a few milliseconds that hit every
+# server alike). Ratios to Meridian are taken within each round (the runs minutes apart share
+# the machine's state) and the table shows their median and range.
+#
+# --profile adds a phase that samples each server with `perf` during one run per workload and
+# prints how its CPU time per query splits between the kernel and the server's own code, with
+# Meridian's busiest functions: where the time goes that the ratios cannot show.
+# See ../../../shared/BENCHMARKING.md.
 #
 # Workloads (servers that cannot serve one are skipped for it):
 #   static    A queries for 1,000 static names                      all
@@ -30,6 +40,8 @@ SECONDS_PER_RUN=8
 SERVERS="meridian gdnsd nsd knot pdns"
 WORKLOADS="static nxdomain weighted geo geo-ecs mix"
 LAT_QPS=20000
+LAT_SECONDS=4
+PROFILE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) exec bash "$(dirname "$0")/dns-scale.sh" ;;
@@ -37,7 +49,8 @@ while [ $# -gt 0 ]; do
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
     --workloads) WORKLOADS=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --profile) PROFILE=1; shift ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
 done
@@ -48,6 +61,7 @@ for pair in dnsperf:dnsperf gdnsd:gdnsd nsd:nsd knotd:knot pdns_server:pdns-serv
 done
 [ -e /usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so ] || need+=(pdns-backend-bind)
 [ -e /usr/lib/x86_64-linux-gnu/pdns/libgeoipbackend.so ] || need+=(pdns-backend-geoip)
+[ -z "$PROFILE" ] || command -v perf >/dev/null || need+=(linux-perf)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -293,26 +307,38 @@ echo "servers: $(for s in $SERVERS; do printf '%s=127.0.0.1:%s pid %s  ' "$s" "$
 echo "backend for Meridian's probes: 127.0.0.1:$BACKEND_PORT"
 
 TCK=$(getconf CLK_TCK)
-run_one() { # run_one ROUND SERVER WORKLOAD
-  local r=$1 s=$2 w=$3 extra=()
-  case "$w" in
-    geo-ecs) extra=(-E "$ECS_OPT") ;;
-    mix) extra=(-D -E "$COOKIE_OPT") ;;
+extra_for() { # extra_for WORKLOAD: dnsperf's EDNS options for it, in EXTRA
+  EXTRA=()
+  case "$1" in
+    geo-ecs) EXTRA=(-E "$ECS_OPT") ;;
+    mix) EXTRA=(-D -E "$COOKIE_OPT") ;;
   esac
-  local before after out
-  before=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
-  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l "$SECONDS_PER_RUN" -c 4 -q 200 -t 2 "${extra[@]}" 2>&1)
-  after=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
-  local qps run
-  qps=$(awk '/Queries per second:/ {print $4}' <<<"$out")
-  run=$(awk '/Run time \(s\):/ {print $4}' <<<"$out")
-  local lost
-  lost=$(awk '/Queries lost:/ {print $3}' <<<"$out")
-  echo "$r $s $w ${qps:-0} $(python3 -c "print(($after - $before) / $TCK)") ${run:-$SECONDS_PER_RUN}" >> "$W/results.tsv"
-  printf '  round %s %-9s %-9s %10.0f q/s  (lost %s)\n' "$r" "$s" "$w" "${qps:-0}" "${lost:-?}"
 }
 
-echo "== throughput: $ROUNDS interleaved rounds of ${SECONDS_PER_RUN}s runs"
+run_one() { # run_one ROUND SERVER WORKLOAD: throughput, then latency at a fixed rate
+  local r=$1 s=$2 w=$3
+  extra_for "$w"
+  local before after out
+  before=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
+  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l "$SECONDS_PER_RUN" -c 4 -q 200 -t 2 "${EXTRA[@]}" 2>&1)
+  after=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
+  local qps run lost
+  qps=$(awk '/Queries per second:/ {print $4}' <<<"$out")
+  run=$(awk '/Run time \(s\):/ {print $4}' <<<"$out")
+  lost=$(awk '/Queries lost:/ {print $3}' <<<"$out")
+  echo "$r $s $w ${qps:-0} $(python3 -c "print(($after - $before) / $TCK)") ${run:-$SECONDS_PER_RUN}" >> "$W/results.tsv"
+
+  local rate=$LAT_QPS lat
+  [ "$s" = pdns ] && [[ "$w" == weighted || "$w" == geo* ]] && rate=1000
+  lat=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l "$LAT_SECONDS" -Q "$rate" -c 4 -t 2 -v "${EXTRA[@]}" 2>/dev/null \
+    | python3 -c 'import sys
+lat = sorted(float(l.split()[-1]) for l in sys.stdin if l.startswith(">") and len(l.split()) >= 5)
+print("%.1f %.1f" % (lat[len(lat) // 2] * 1e6, lat[int(len(lat) * 0.99)] * 1e6) if lat else "nan nan")')
+  echo "$r $s $w $lat" >> "$W/latency.tsv"
+  printf '  round %s %-9s %-9s %10.0f q/s  (lost %s)  p50/p99 %s us\n' "$r" "$s" "$w" "${qps:-0}" "${lost:-?}" "${lat/ //}"
+}
+
+echo "== $ROUNDS interleaved rounds: ${SECONDS_PER_RUN}s at full load, then ${LAT_SECONDS}s at $LAT_QPS q/s"
 read -r -a order <<<"$SERVERS"
 for r in $(seq 1 "$ROUNDS"); do
   for w in $WORKLOADS; do
@@ -323,25 +349,39 @@ for r in $(seq 1 "$ROUNDS"); do
   order=("${order[@]:1}" "${order[0]}")
 done
 
-echo "== latency at a fixed $LAT_QPS q/s"
-for w in $WORKLOADS; do
-  for s in $SERVERS; do
-    serves "$s" "$w" || continue
-    extra=()
-    case "$w" in
-      geo-ecs) extra=(-E "$ECS_OPT") ;;
-      mix) extra=(-D -E "$COOKIE_OPT") ;;
-    esac
-    rate=$LAT_QPS
-    [ "$s" = pdns ] && [[ "$w" == weighted || "$w" == geo* ]] && rate=1000
-    taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l 4 -Q "$rate" -c 4 -t 2 -v "${extra[@]}" 2>/dev/null \
-      | python3 -c 'import sys
-lat = sorted(float(l.split()[-1]) for l in sys.stdin if l.startswith(">") and len(l.split()) >= 5)
-if lat:
-    print("%s %s %.1f %.1f" % (sys.argv[1], sys.argv[2], lat[len(lat) // 2] * 1e6, lat[int(len(lat) * 0.99)] * 1e6))' "$s" "$w" >> "$W/latency.tsv"
+profile_one() { # profile_one SERVER WORKLOAD: perf samples over part of a full-load run
+  local s=$1 w=$2 d="$W/profile/$1-$2"
+  mkdir -p "$d"
+  extra_for "$w"
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l "$SECONDS_PER_RUN" -c 4 -q 200 -t 2 "${EXTRA[@]}" >"$d/dnsperf" 2>&1 &
+  local client=$! pids before after t0 t1
+  pids=$(python3 "$ROOT/ops/bench/treecpu.py" --pids "${PID[$s]}")
+  t0=$(date +%s.%N)
+  before=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
+  perf record -q -F 1000 -p "$pids" -o "$d/perf.data" -- sleep $((SECONDS_PER_RUN / 2)) >/dev/null 2>&1
+  after=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
+  t1=$(date +%s.%N)
+  wait "$client"
+  perf report -i "$d/perf.data" --no-children --sort dso -F overhead,dso -t '|' 2>/dev/null | grep -v '^#' | grep . > "$d/dso" || true
+  perf report -i "$d/perf.data" --no-children --sort sym -F overhead,sym -t '|' 2>/dev/null | grep -v '^#' | grep -F '[.]' > "$d/sym" || true
+  python3 "$ROOT/ops/bench/profile.py" "$s" "$w" "$d" "$(python3 -c "print(($after - $before) / $TCK)")" "$(python3 -c "print($t1 - $t0)")" >> "$W/profile.tsv"
+}
+
+if [ -n "$PROFILE" ]; then
+  echo "== profile: perf samples for $((SECONDS_PER_RUN / 2))s of a full-load run per server and workload"
+  for w in $WORKLOADS; do
+    for s in $SERVERS; do
+      serves "$s" "$w" && profile_one "$s" "$w"
+    done
   done
-done
+fi
 
 echo
 echo "== results (medians over $ROUNDS rounds; per core = q/s / server CPU share)"
 python3 "$ROOT/ops/bench/summarize.py" "$W/results.tsv" "$W/latency.tsv"
+if [ -n "$PROFILE" ]; then
+  echo
+  echo "== where the CPU time goes (perf samples; kernel: socket calls, loopback path, scheduling)"
+  printf '%-10s %-9s %9s %9s %9s %9s  %s\n' workload server "us CPU/q" "kernel" "user" "kernel" "busiest user-space functions (share of all samples)"
+  cat "$W/profile.tsv"
+fi

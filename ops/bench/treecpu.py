@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Prints the CPU time (user + system, in clock ticks) of a process and all its descendants,
-threads included, as /proc accounts it; with --rss, their resident memory in MiB instead.
-Usage: treecpu.py [--rss] PID"""
+threads included, as /proc accounts it; with --rss, their resident memory in MiB instead;
+with --pids, their process IDs (comma-separated, for `perf record -p`).
+Usage: treecpu.py [--rss | --pids] PID"""
 import os
 import sys
 
@@ -38,17 +39,23 @@ def rss_kib(pid):
     return 0
 
 
-def tree(pid, measure):
-    total, todo = 0, [pid]
+def processes(pid):
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
-        total += measure(p)
+        found.append(p)
         todo += children(p)
-    return total
+    return found
+
+
+def tree(pid, measure):
+    return sum(measure(p) for p in processes(pid))
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--rss":
         print("%.0f" % (tree(int(sys.argv[2]), rss_kib) / 1024))
+    elif sys.argv[1] == "--pids":
+        print(",".join(str(p) for p in processes(int(sys.argv[2]))))
     else:
         print(tree(int(sys.argv[1]), ticks))
