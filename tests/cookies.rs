@@ -93,10 +93,7 @@ fn every_path_returns_a_server_cookie_that_validates_with_the_node_secret() {
         &build_query(
             "www.example.test.",
             RecordType::A,
-            Some(&Opts {
-                edns: Some(1232),
-                ..Default::default()
-            }),
+            Some(&Opts::edns(1232)),
         ),
     );
     assert!(reply_cookie(&plain).is_none());

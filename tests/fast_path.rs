@@ -122,10 +122,7 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         ("plain", None),
         (
             "edns",
-            Some(Opts {
-                edns: Some(1232),
-                ..Default::default()
-            }),
+            Some(Opts::edns(1232)),
         ),
         (
             "edns+do",
@@ -155,9 +152,8 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         (
             "edns1",
             Some(Opts {
-                edns: Some(1232),
                 edns_version: 1,
-                ..Default::default()
+                ..Opts::edns(1232)
             }),
         ),
     ];

@@ -65,10 +65,7 @@ fn nsid_and_chaos_names_tell_which_node_answered() {
         &build_query(
             "www.example.test.",
             RecordType::A,
-            Some(&Opts {
-                edns: Some(1232),
-                ..Default::default()
-            }),
+            Some(&Opts::edns(1232)),
         ),
     );
     assert_eq!(nsid(&m), None);

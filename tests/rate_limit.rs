@@ -39,8 +39,7 @@ fn burst(srv: &Server, queries: &[Vec<u8>]) -> HashMap<u16, Message> {
 fn query(id: u16, cookie: Option<&[u8]>) -> Vec<u8> {
     let opts = Opts {
         cookie: cookie.map(<[u8]>::to_vec),
-        edns: Some(1232),
-        ..Default::default()
+        ..Opts::edns(1232)
     };
     let mut q = build_query("www.example.test.", RecordType::A, Some(&opts));
     q[..2].copy_from_slice(&id.to_be_bytes());

@@ -181,9 +181,8 @@ fn edns_rules() {
 
     // EDNS version 1: BADVERS.
     let opts = Opts {
-        edns: Some(1232),
         edns_version: 1,
-        ..Default::default()
+        ..Opts::edns(1232)
     };
     let r = query_udp(
         srv.dns,
@@ -210,10 +209,7 @@ fn truncation_and_payload_cap() {
     assert_eq!(r.answers.len(), 60);
 
     // With EDNS 1232 it fits; with EDNS 4096 we still cap at ours (1232): fits too.
-    let opts = Opts {
-        edns: Some(1232),
-        ..Default::default()
-    };
+    let opts = Opts::edns(1232);
     let raw = query_udp_raw(
         srv.dns,
         &build_query("big.example.test.", RecordType::A, Some(&opts)),
@@ -347,10 +343,7 @@ fn answers_as_the_reference_servers_do() {
     assert_eq!(r.response_code, ResponseCode::Refused);
 
     // A refused name outside every zone says why (Extended DNS Error 20, Not Authoritative).
-    let opts = Opts {
-        edns: Some(1232),
-        ..Default::default()
-    };
+    let opts = Opts::edns(1232);
     let r = query_udp(
         srv.dns,
         &build_query("www.example.org.", RecordType::A, Some(&opts)),

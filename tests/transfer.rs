@@ -1,6 +1,6 @@
 //! Zone transfer out over real TCP: AXFR content and framing, load-balanced snapshots, who may
-//! transfer, IXFR from a current secondary, and the serial rule across reloads and restarts.
-//! `tests/e2e/transfer.sh` does the same with a real NSD secondary and NOTIFY.
+//! transfer, IXFR from a current secondary, the serial rule across reloads and restarts, and
+//! TSIG on transfers and ordinary queries. `tests/e2e/transfer.sh` does the same with a real NSD secondary and NOTIFY.
 
 mod common;
 
@@ -286,4 +286,54 @@ fn a_zone_with_a_key_transfers_only_to_signed_requests_and_signs_every_message()
     let refused = transfer(srv.dns, "127.0.0.1", &forged);
     assert_eq!(refused[0].metadata.response_code, ResponseCode::NotAuth);
     assert!(srv.stderr().contains("BadSig"), "{}", srv.stderr());
+}
+
+#[test]
+fn a_signed_query_is_verified_first_and_a_signed_udp_reply_truncates_to_fit() {
+    use meridian::dns::tsig::{self, Algorithm, Key, Signer};
+    let secret = "bWVyaWRpYW4gdGVzdCBzZWNyZXQgZm9yIHRzaWc=";
+    // Four 100-byte strings: about 485 bytes unsigned (fits 512), about 565 signed (does not).
+    let text = "x".repeat(100);
+    let mut extra = String::new();
+    for i in 0..4 {
+        extra.push_str(&format!("big IN TXT \"{i}{}\"\n", &text[1..]));
+    }
+    let cfg = ConfigDir::new_with(
+        &zone(1, &extra),
+        GSLB,
+        "",
+        &format!("{TRANSFER}\n[[key]]\nname = \"q-key\"\nsecret = \"{secret}\"\n"),
+    );
+    let srv = Server::start(&cfg);
+    let key = Key::new("q-key", Algorithm::HmacSha256, secret).unwrap();
+    let query = build_query("big.example.test.", RecordType::TXT, None);
+
+    let plain = query_udp_raw(srv.dns, &query).unwrap();
+    assert!(plain.len() <= 512 && plain.len() + 79 > 512, "{}", plain.len());
+    assert_eq!(Message::from_vec(&plain).unwrap().answers.len(), 4);
+
+    let mut signed = query.clone();
+    Signer::request(&key, meridian::health::unix_now()).sign(&mut signed, None);
+    let reply = query_udp_raw(srv.dns, &signed).unwrap();
+    assert!(reply.len() <= 512, "{} bytes for a 512-byte client", reply.len());
+    assert!(tsig::find(&reply).unwrap().is_some(), "the truncated reply is signed");
+    let m = Message::from_vec(&reply).unwrap();
+    assert!(m.metadata.truncation);
+    assert_eq!(m.queries.len(), 1);
+    assert!(m.answers.is_empty());
+
+    // Over TCP the whole answer, signed.
+    let mut signed = query.clone();
+    Signer::request(&key, meridian::health::unix_now()).sign(&mut signed, None);
+    let whole = transfer_raw(srv.dns, "127.0.0.1", &signed);
+    assert!(tsig::find(&whole[0]).unwrap().is_some());
+    assert_eq!(Message::from_vec(&whole[0]).unwrap().answers.len(), 4);
+
+    // A wrong secret: NOTAUTH and no answer records, over UDP too.
+    let wrong = Key::new("q-key", Algorithm::HmacSha256, "b3RoZXIgc2VjcmV0").unwrap();
+    let mut forged = query.clone();
+    Signer::request(&wrong, meridian::health::unix_now()).sign(&mut forged, None);
+    let refused = Message::from_vec(&query_udp_raw(srv.dns, &forged).unwrap()).unwrap();
+    assert_eq!(refused.metadata.response_code, ResponseCode::NotAuth);
+    assert!(refused.answers.is_empty());
 }

@@ -176,16 +176,21 @@ impl Responder {
         let mut seen = crate::metrics::Seen::default();
         if !fast::answer_noting(&loaded, health, query, src, transport, out, &mut seen) {
             seen = crate::metrics::Seen::default();
-            match answer_with(&loaded, health, query, src, transport, None) {
+            // The fast path takes no signed query: TSIG is handled here only.
+            let signed = match query.get(10..12) {
+                Some([0, 0]) | None => None,
+                Some(_) => tsig::find(query).ok().flatten(),
+            };
+            let answered = match signed {
+                Some(found) => answer_signed(&loaded, health, query, src, transport, &found),
+                None => answer_with(&loaded, health, query, src, transport, None),
+            };
+            match answered {
                 Some(bytes) => {
                     out.clear();
                     out.extend_from_slice(&bytes);
                 }
                 None => return false,
-            }
-            // The fast path takes no signed query: TSIG is handled here only.
-            if query[10..12] != [0, 0] {
-                sign_reply(&loaded, query, out);
             }
         }
         crate::metrics::query(&loaded.slots, seen, query, out, transport == Transport::Tcp);
@@ -216,28 +221,64 @@ impl Responder {
     }
 }
 
-/// Signs the reply to a TSIG-signed query (RFC 8945 section 5.3), or replaces it with a
-/// NOTAUTH carrying the TSIG error when the signature does not verify.
-fn sign_reply(loaded: &Loaded, query: &[u8], out: &mut Vec<u8>) {
-    let Ok(Some(found)) = tsig::find(query) else {
-        return;
-    };
+/// Answers a TSIG-signed query (RFC 8945 section 5.3). The signature is checked first: a query
+/// that fails gets NOTAUTH with the TSIG error and is not answered. A UDP reply that would not
+/// fit the client's size once signed goes out truncated (TC, question only), still signed, so
+/// the client retries over TCP knowing the answer came from the key holder.
+fn answer_signed(
+    loaded: &Loaded,
+    health: HealthView<'_>,
+    query: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    found: &tsig::Found,
+) -> Option<Vec<u8>> {
     let now = crate::health::unix_now();
-    match tsig::verify(query, &found, &loaded.config.keys, now) {
-        Ok((_, mut signer)) => signer.sign(out, None),
-        Err((error, signer)) => {
-            let mut m = Message::response(u16::from_be_bytes([query[0], query[1]]), OpCode::Query);
-            m.metadata.message_type = MessageType::Response;
-            m.metadata.response_code = ResponseCode::NotAuth;
-            if let Ok(request) = Message::from_vec(query) {
-                m.metadata.op_code = request.op_code;
-                m.queries = request.queries;
+    let (error, signer) = match tsig::verify(query, found, &loaded.config.keys, now) {
+        Ok((_, mut signer)) => {
+            let mut out = answer_with(loaded, health, query, src, transport, None)?;
+            if transport == Transport::Udp {
+                let cap = Message::from_vec(query).map_or(512, |request| {
+                    udp_cap(request.edns.as_ref(), loaded.config.server.edns_udp_size)
+                });
+                if out.len() + signer.record_len() > cap {
+                    out = truncated(&out)?;
+                }
             }
-            let Ok(bytes) = m.to_vec() else { return };
-            *out = bytes;
-            tsig::seal_error(out, &found, error, signer, now);
+            signer.sign(&mut out, None);
+            return Some(out);
         }
+        Err(failed) => failed,
+    };
+    let mut m = Message::response(u16::from_be_bytes([query[0], query[1]]), OpCode::Query);
+    m.metadata.message_type = MessageType::Response;
+    m.metadata.response_code = ResponseCode::NotAuth;
+    if let Ok(request) = Message::from_vec(query) {
+        m.metadata.op_code = request.op_code;
+        m.queries = request.queries;
     }
+    let mut out = m.to_vec().ok()?;
+    tsig::seal_error(&mut out, found, error, signer, now);
+    Some(out)
+}
+
+/// The largest UDP reply a client takes: 512 bytes without EDNS, else its advertised size
+/// capped at ours (never below 512).
+fn udp_cap(request_edns: Option<&Edns>, ours: u16) -> usize {
+    match request_edns {
+        None => 512,
+        Some(e) => e.max_payload().clamp(512, ours.max(512)) as usize,
+    }
+}
+
+/// `reply` emptied to its header, question and OPT, with TC set.
+fn truncated(reply: &[u8]) -> Option<Vec<u8>> {
+    let mut m = Message::from_vec(reply).ok()?;
+    m.answers.clear();
+    m.authorities.clear();
+    m.additionals.clear();
+    m.metadata.truncation = true;
+    m.to_vec().ok()
 }
 
 /// The one function that answers a query.
@@ -272,10 +313,9 @@ pub fn answer_with(
         e.set_dnssec_ok(req_edns.flags().dnssec_ok);
         resp.edns = Some(e);
     }
-    let cap = match (transport, &request.edns) {
-        (Transport::Tcp, _) => u16::MAX as usize,
-        (Transport::Udp, None) => 512,
-        (Transport::Udp, Some(e)) => e.max_payload().clamp(512, ours.max(512)) as usize,
+    let cap = match transport {
+        Transport::Tcp => u16::MAX as usize,
+        Transport::Udp => udp_cap(request.edns.as_ref(), ours),
     };
 
     if request.edns.as_ref().is_some_and(|e| e.version() > 0) {

@@ -273,6 +273,14 @@ impl Signer {
         }
     }
 
+    /// The size of the record [`Signer::sign`] appends when there is no error.
+    pub fn record_len(&self) -> usize {
+        let mac = self.key.algorithm.hmac().digest_algorithm().output_len;
+        // Owner, type, class, TTL, RDLENGTH; algorithm, time, fudge, MAC size, MAC,
+        // original ID, error, other length.
+        self.key.wire_name().len() + 10 + self.key.algorithm.wire_name().len() + 16 + mac
+    }
+
     /// Appends a TSIG record to `msg` (an encoded message), with `error` and, for BADTIME,
     /// this server's time as other data.
     pub fn sign(&mut self, msg: &mut Vec<u8>, error: Option<TsigError>) {
@@ -445,6 +453,13 @@ mod tests {
         Signer::request(&k, 1_000_000).sign(&mut q, None);
         let found = find(&q).unwrap().expect("TSIG present");
         assert!(verify(&q, &found, std::slice::from_ref(&k), 1_000_100).is_ok());
+        // The reply's signer knows the size of what it appends.
+        let (_, mut signer) = verify(&q, &found, std::slice::from_ref(&k), 1_000_100).unwrap();
+        let mut reply = q[..found.start].to_vec();
+        let before = reply.len();
+        let expected = signer.record_len();
+        signer.sign(&mut reply, None);
+        assert_eq!(reply.len() - before, expected);
         // Outside the fudge: BADTIME, with a signer for the error reply.
         let e = verify(&q, &found, std::slice::from_ref(&k), 1_000_000 + 301).unwrap_err();
         assert_eq!(e.0, TsigError::BadTime);

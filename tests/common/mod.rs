@@ -242,6 +242,14 @@ pub struct Opts {
 }
 
 impl Opts {
+    /// An OPT with this payload size and nothing else.
+    pub fn edns(size: u16) -> Opts {
+        Opts {
+            edns: Some(size),
+            ..Default::default()
+        }
+    }
+
     pub fn ecs(net: &str) -> Opts {
         Opts {
             ecs: Some(net.parse().unwrap()),
