@@ -33,13 +33,32 @@ use crate::zone::{Position, RRset};
 
 #[derive(Debug, Clone)]
 struct FastZone {
-    /// The SOA record for negative answers, position independent (no compression).
+    /// The SOA record for negative answers. Its owner, and its server and mailbox names when
+    /// they end in the apex, are compressed against the apex inside the question: the
+    /// pointers at `soa_pointers` are written per query (see [`FastZone::write_soa`]).
     soa: Vec<u8>,
+    soa_pointers: Vec<usize>,
+    /// Wire length of the apex, root label included.
+    apex_len: usize,
     /// Offset of the TTL inside `soa`, to lower it for load-balanced NODATA.
     soa_ttl_at: usize,
     soa_ttl: u32,
     has_wildcard: bool,
     ecs: bool,
+}
+
+impl FastZone {
+    /// Appends the SOA record after a question whose name (`name_len` bytes of wire form,
+    /// starting at offset 12) lies in this zone; returns where the record starts.
+    fn write_soa(&self, out: &mut Vec<u8>, name_len: usize) -> usize {
+        let at = out.len();
+        out.extend_from_slice(&self.soa);
+        let apex = (0xC000 | (12 + name_len - self.apex_len) as u16).to_be_bytes();
+        for &p in &self.soa_pointers {
+            out[at + p..at + p + 2].copy_from_slice(&apex);
+        }
+        at
+    }
 }
 
 /// Every static answer of a config, as bytes.
@@ -142,14 +161,27 @@ impl FastIndex {
         };
         for (zi, zone) in cfg.zones.iter().enumerate() {
             let soa = zone.negative_soa();
-            let mut bytes = wire(&soa.name);
+            let apex = wire(&soa.name);
+            // The owner is the apex: a pointer, like the names below that end in it.
+            let mut bytes = vec![0, 0];
+            let mut soa_pointers = vec![0];
             bytes.extend(6u16.to_be_bytes());
             bytes.extend(1u16.to_be_bytes());
             let soa_ttl_at = bytes.len();
             bytes.extend(soa.ttl.to_be_bytes());
             let RData::SOA(s) = &soa.data else { continue };
-            let mut rdata = wire(&s.mname);
-            rdata.extend(wire(&s.rname));
+            let rdlen_at = bytes.len();
+            bytes.extend([0, 0]);
+            for name in [&s.mname, &s.rname] {
+                let full = wire(name);
+                if soa.name.zone_of(name) {
+                    bytes.extend(&full[..full.len() - apex.len()]);
+                    soa_pointers.push(bytes.len());
+                    bytes.extend([0, 0]);
+                } else {
+                    bytes.extend(full);
+                }
+            }
             for v in [
                 s.serial,
                 s.refresh as u32,
@@ -157,12 +189,14 @@ impl FastIndex {
                 s.expire as u32,
                 s.minimum,
             ] {
-                rdata.extend(v.to_be_bytes());
+                bytes.extend(v.to_be_bytes());
             }
-            bytes.extend((rdata.len() as u16).to_be_bytes());
-            bytes.extend(rdata);
+            let rdlen = (bytes.len() - rdlen_at - 2) as u16;
+            bytes[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
             index.zones.push(FastZone {
                 soa: bytes,
+                soa_pointers,
+                apex_len: apex.len(),
                 soa_ttl_at,
                 soa_ttl: soa.ttl,
                 has_wildcard: zone.has_wildcard(),
@@ -476,7 +510,7 @@ pub(crate) fn answer_noting(
             *seen = crate::metrics::Seen::new(up.zone, p.qtype);
             write_header(out, &p, 0x84, 3, [0, 1, 0]);
             out.extend_from_slice(question);
-            out.extend_from_slice(&z.soa);
+            z.write_soa(out, p.name_len);
             finish_opt(out, &p, z, None, ours);
             return out.len() <= cap;
         }
@@ -513,7 +547,7 @@ pub(crate) fn answer_noting(
         Pick::NoData => {
             write_header(out, &p, 0x84, 0, [0, 1, 0]);
             out.extend_from_slice(question);
-            out.extend_from_slice(&z.soa);
+            z.write_soa(out, p.name_len);
         }
     }
     finish_opt(out, &p, z, None, ours);
@@ -667,8 +701,7 @@ fn lb_answer(
         crate::metrics::answer(&loaded.slots, binding, reason, forced, &[]);
         write_header(out, p, 0x84, 0, [0, 1, 0]);
         out.extend_from_slice(question);
-        let at = out.len() + z.soa_ttl_at;
-        out.extend_from_slice(&z.soa);
+        let at = z.write_soa(out, p.name_len) + z.soa_ttl_at;
         out[at..at + 4].copy_from_slice(&z.soa_ttl.min(b.negative_ttl).to_be_bytes());
         finish_opt(out, p, z, scope, ours);
         return true;
