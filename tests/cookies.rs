@@ -90,11 +90,7 @@ fn every_path_returns_a_server_cookie_that_validates_with_the_node_secret() {
     // No cookie asked, none sent.
     let plain = query_udp(
         srv.dns,
-        &build_query(
-            "www.example.test.",
-            RecordType::A,
-            Some(&Opts::edns(1232)),
-        ),
+        &build_query("www.example.test.", RecordType::A, Some(&Opts::edns(1232))),
     );
     assert!(reply_cookie(&plain).is_none());
 

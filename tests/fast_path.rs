@@ -120,10 +120,7 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     ];
     let variants: Vec<(&str, Option<Opts>)> = vec![
         ("plain", None),
-        (
-            "edns",
-            Some(Opts::edns(1232)),
-        ),
+        ("edns", Some(Opts::edns(1232))),
         (
             "edns+do",
             Some(Opts {

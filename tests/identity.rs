@@ -62,11 +62,7 @@ fn nsid_and_chaos_names_tell_which_node_answered() {
     // Not asked, not sent.
     let m = query_udp(
         srv.dns,
-        &build_query(
-            "www.example.test.",
-            RecordType::A,
-            Some(&Opts::edns(1232)),
-        ),
+        &build_query("www.example.test.", RecordType::A, Some(&Opts::edns(1232))),
     );
     assert_eq!(nsid(&m), None);
 

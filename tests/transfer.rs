@@ -309,14 +309,25 @@ fn a_signed_query_is_verified_first_and_a_signed_udp_reply_truncates_to_fit() {
     let query = build_query("big.example.test.", RecordType::TXT, None);
 
     let plain = query_udp_raw(srv.dns, &query).unwrap();
-    assert!(plain.len() <= 512 && plain.len() + 79 > 512, "{}", plain.len());
+    assert!(
+        plain.len() <= 512 && plain.len() + 79 > 512,
+        "{}",
+        plain.len()
+    );
     assert_eq!(Message::from_vec(&plain).unwrap().answers.len(), 4);
 
     let mut signed = query.clone();
     Signer::request(&key, meridian::health::unix_now()).sign(&mut signed, None);
     let reply = query_udp_raw(srv.dns, &signed).unwrap();
-    assert!(reply.len() <= 512, "{} bytes for a 512-byte client", reply.len());
-    assert!(tsig::find(&reply).unwrap().is_some(), "the truncated reply is signed");
+    assert!(
+        reply.len() <= 512,
+        "{} bytes for a 512-byte client",
+        reply.len()
+    );
+    assert!(
+        tsig::find(&reply).unwrap().is_some(),
+        "the truncated reply is signed"
+    );
     let m = Message::from_vec(&reply).unwrap();
     assert!(m.metadata.truncation);
     assert_eq!(m.queries.len(), 1);
