@@ -16,8 +16,8 @@
 # the machine's state) and the table shows their median and range.
 #
 # --profile adds a phase that samples each server with `perf` during one run per workload and
-# prints how its CPU time per query splits between the kernel and the server's own code, with
-# Meridian's busiest functions: where the time goes that the ratios cannot show.
+# prints how its CPU time per query splits between the kernel and user space, with each
+# server's busiest user-space functions: where the time goes that the ratios cannot show.
 # See ../../../shared/BENCHMARKING.md.
 #
 # Workloads (servers that cannot serve one are skipped for it):
@@ -315,12 +315,16 @@ extra_for() { # extra_for WORKLOAD: dnsperf's EDNS options for it, in EXTRA
   esac
 }
 
+full_load() { # full_load SERVER WORKLOAD: dnsperf on CPU 1 for SECONDS_PER_RUN, unthrottled
+  extra_for "$2"
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$1]}" -d "$W/q-$2" -l "$SECONDS_PER_RUN" -c 4 -q 200 -t 2 "${EXTRA[@]}"
+}
+
 run_one() { # run_one ROUND SERVER WORKLOAD: throughput, then latency at a fixed rate
   local r=$1 s=$2 w=$3
-  extra_for "$w"
   local before after out
   before=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
-  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l "$SECONDS_PER_RUN" -c 4 -q 200 -t 2 "${EXTRA[@]}" 2>&1)
+  out=$(full_load "$s" "$w" 2>&1)
   after=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
   local qps run lost
   qps=$(awk '/Queries per second:/ {print $4}' <<<"$out")
@@ -329,6 +333,7 @@ run_one() { # run_one ROUND SERVER WORKLOAD: throughput, then latency at a fixed
   echo "$r $s $w ${qps:-0} $(python3 -c "print(($after - $before) / $TCK)") ${run:-$SECONDS_PER_RUN}" >> "$W/results.tsv"
 
   local rate=$LAT_QPS lat
+  extra_for "$w"
   [ "$s" = pdns ] && [[ "$w" == weighted || "$w" == geo* ]] && rate=1000
   lat=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l "$LAT_SECONDS" -Q "$rate" -c 4 -t 2 -v "${EXTRA[@]}" 2>/dev/null \
     | python3 -c 'import sys
@@ -352,8 +357,7 @@ done
 profile_one() { # profile_one SERVER WORKLOAD: perf samples over part of a full-load run
   local s=$1 w=$2 d="$W/profile/$1-$2"
   mkdir -p "$d"
-  extra_for "$w"
-  taskset -c 1 dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$W/q-$w" -l "$SECONDS_PER_RUN" -c 4 -q 200 -t 2 "${EXTRA[@]}" >"$d/dnsperf" 2>&1 &
+  full_load "$s" "$w" >"$d/dnsperf" 2>&1 &
   local client=$! pids before after t0 t1
   pids=$(python3 "$ROOT/ops/bench/treecpu.py" --pids "${PID[$s]}")
   t0=$(date +%s.%N)
