@@ -894,8 +894,8 @@ impl Builder {
                 }
                 if let Some((kind, c)) = check {
                     if let Some(kind) = kind {
-                        let spec = probe_spec(kind.clone(), c.get_ref(), fm, &target)
-                            .map_err(|m| err(m))?;
+                        let spec =
+                            probe_spec(kind.clone(), c.get_ref(), fm, &target).map_err(&err)?;
                         if !self.probes.contains_key(&spec) {
                             self.probe_order.push(spec.clone());
                         }
@@ -999,7 +999,7 @@ impl Builder {
                 Some(v) => v.get().map_err(&err)?.as_secs() as u32,
             };
             let answers = fname.answers.unwrap_or(1);
-            if answers < 1 || answers > 64 {
+            if !(1..=64).contains(&answers) {
                 return Err(err("answers must be between 1 and 64".into()));
             }
             let when_all_down = match (

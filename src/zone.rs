@@ -695,7 +695,7 @@ fn parse_rdata(rtype: RecordType, text: &str) -> Result<RData, String> {
 }
 
 fn hex(text: &str) -> Result<Vec<u8>, String> {
-    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("{text:?} is not an even run of hex digits"));
     }
     (0..text.len())

@@ -13,11 +13,14 @@ use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// The (SNI, Host) pairs a backend saw, in order.
+type Seen = Arc<Mutex<Vec<(Option<String>, String)>>>;
+
 /// A TLS backend for `backend.test`, signed by a throwaway CA; records SNI and Host it saw.
 struct TlsBackend {
     addr: SocketAddr,
     ca_pem: String,
-    seen: Arc<Mutex<Vec<(Option<String>, String)>>>,
+    seen: Seen,
     requests: Arc<AtomicUsize>,
 }
 

@@ -55,15 +55,19 @@ pub fn find(packet: &[u8]) -> Found {
     }
 }
 
-/// The raw data of option `code` in a query's OPT: `Ok(None)` when absent, `Err(())` when it
-/// appears twice. A packet whose framing cannot be walked counts as carrying none.
-pub fn find_raw(packet: &[u8], code: u16) -> Result<Option<&[u8]>, ()> {
-    let mut found: Result<Option<&[u8]>, ()> = Ok(None);
+/// An EDNS option that may appear once appeared more than once (the query is malformed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
+
+/// The raw data of option `code` in a query's OPT: `Ok(None)` when absent, `Err(Repeated)` when
+/// it appears twice. A packet whose framing cannot be walked counts as carrying none.
+pub fn find_raw(packet: &[u8], code: u16) -> Result<Option<&[u8]>, Repeated> {
+    let mut found: Result<Option<&[u8]>, Repeated> = Ok(None);
     let walked = each_option(packet, |c, data| {
         if c == code {
             found = match found {
                 Ok(None) => Ok(Some(data)),
-                _ => Err(()),
+                _ => Err(Repeated),
             };
         }
     });
@@ -139,7 +143,7 @@ pub fn parse(d: &[u8]) -> Found {
     if source > max || addr.len() != (source as usize).div_ceil(8) {
         return Found::Malformed;
     }
-    if source % 8 != 0 {
+    if !source.is_multiple_of(8) {
         let last = addr[addr.len() - 1];
         if last & (0xFFu8 >> (source % 8)) != 0 {
             return Found::Malformed;

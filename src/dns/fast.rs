@@ -484,11 +484,7 @@ pub(crate) fn answer_noting(
     }
     let key = &name[..p.name_len];
     let ours = loaded.config.server.edns_udp_size;
-    let cap = match (transport, &p.edns) {
-        (Transport::Tcp, _) => u16::MAX as usize,
-        (Transport::Udp, None) => 512,
-        (Transport::Udp, Some(e)) => e.payload.clamp(512, ours.max(512)) as usize,
-    };
+    let cap = super::reply_cap(transport, p.edns.as_ref().map(|e| e.payload), ours);
     out.clear();
     let question = &query[12..p.question_end];
     let Some(entry) = index.get(key) else {

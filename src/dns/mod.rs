@@ -239,7 +239,8 @@ fn answer_signed(
             let mut out = answer_with(loaded, health, query, src, transport, None)?;
             if transport == Transport::Udp {
                 let cap = Message::from_vec(query).map_or(512, |request| {
-                    udp_cap(request.edns.as_ref(), loaded.config.server.edns_udp_size)
+                    let advertised = request.edns.as_ref().map(Edns::max_payload);
+                    reply_cap(transport, advertised, loaded.config.server.edns_udp_size)
                 });
                 if out.len() + signer.record_len() > cap {
                     out = truncated(&out)?;
@@ -262,12 +263,14 @@ fn answer_signed(
     Some(out)
 }
 
-/// The largest UDP reply a client takes: 512 bytes without EDNS, else its advertised size
-/// capped at ours (never below 512).
-fn udp_cap(request_edns: Option<&Edns>, ours: u16) -> usize {
-    match request_edns {
-        None => 512,
-        Some(e) => e.max_payload().clamp(512, ours.max(512)) as usize,
+/// The largest reply a client takes: over UDP 512 bytes without EDNS, else the size it
+/// advertises capped at ours (never below 512); over TCP a whole message. The fast path and
+/// the general one both size their answers here.
+pub(crate) fn reply_cap(transport: Transport, advertised: Option<u16>, ours: u16) -> usize {
+    match (transport, advertised) {
+        (Transport::Tcp, _) => u16::MAX as usize,
+        (Transport::Udp, None) => 512,
+        (Transport::Udp, Some(size)) => size.clamp(512, ours.max(512)) as usize,
     }
 }
 
@@ -288,7 +291,7 @@ pub fn answer_with(
     query: &[u8],
     src: SocketAddr,
     transport: Transport,
-    mut trace: Option<&mut Trace>,
+    trace: Option<&mut Trace>,
 ) -> Option<Vec<u8>> {
     if query.len() < 12 || query[2] & 0x80 != 0 {
         return None;
@@ -313,10 +316,11 @@ pub fn answer_with(
         e.set_dnssec_ok(req_edns.flags().dnssec_ok);
         resp.edns = Some(e);
     }
-    let cap = match transport {
-        Transport::Tcp => u16::MAX as usize,
-        Transport::Udp => udp_cap(request.edns.as_ref(), ours),
-    };
+    let cap = reply_cap(
+        transport,
+        request.edns.as_ref().map(Edns::max_payload),
+        ours,
+    );
 
     if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
         resp.metadata.response_code = ResponseCode::BADVERS;
@@ -425,7 +429,7 @@ pub fn answer_with(
         scope: None,
         used_ecs,
         peek: trace.is_some(),
-        trace: trace.as_deref_mut(),
+        trace,
     };
     if let Some(t) = ctx.trace.as_deref_mut() {
         t.used_ecs = used_ecs;
