@@ -9,7 +9,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 MERIDIAN="$ROOT/target/release/meridian"
 [ -x "$MERIDIAN" ] || (cd "$ROOT" && cargo build --release --quiet)
-command -v nsd >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq nsd >/dev/null; }
+need=()
+command -v nsd >/dev/null || need+=(nsd)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 
 # shellcheck source=ops/bench/common.sh
 source "$ROOT/ops/bench/common.sh"

@@ -56,7 +56,7 @@ while [ $# -gt 0 ]; do
 done
 
 need=()
-for pair in dnsperf:dnsperf gdnsd:gdnsd nsd:nsd knotd:knot pdns_server:pdns-server; do
+for pair in dig:bind9-dnsutils dnsperf:dnsperf gdnsd:gdnsd nsd:nsd knotd:knot pdns_server:pdns-server; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 [ -e /usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so ] || need+=(pdns-backend-bind)
