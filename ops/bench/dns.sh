@@ -16,8 +16,10 @@
 # the machine's state) and the table shows their median and range.
 #
 # --profile adds a phase that samples each server with `perf` during one run per workload and
-# prints how its CPU time per query splits between the kernel and user space, with each
-# server's busiest user-space functions: where the time goes that the ratios cannot show.
+# prints how its CPU time per query splits between the kernel and user space, its system calls
+# per query and context switches per 1,000 queries (how it batches and how often it sleeps),
+# with each server's busiest user-space functions: where the time goes that the ratios cannot
+# show.
 # See ../../../shared/BENCHMARKING.md.
 #
 # Workloads (servers that cannot serve one are skipped for it):
@@ -362,13 +364,18 @@ profile_one() { # profile_one SERVER WORKLOAD: perf samples over part of a full-
   pids=$(python3 "$ROOT/ops/bench/treecpu.py" --pids "${PID[$s]}")
   t0=$(date +%s.%N)
   before=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
+  # Counted over the same window: system calls and context switches, to compare how each
+  # server talks to the kernel (batch sizes, wake-ups).
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pids" -o "$d/stat" -- sleep $((SECONDS_PER_RUN / 2)) >/dev/null 2>&1 &
+  local counting=$!
   perf record -q -F 1000 -p "$pids" -o "$d/perf.data" -- sleep $((SECONDS_PER_RUN / 2)) >/dev/null 2>&1
+  wait "$counting" || true
   after=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
   t1=$(date +%s.%N)
   wait "$client"
   perf report -i "$d/perf.data" --no-children --sort dso -F overhead,dso -t '|' 2>/dev/null | grep -v '^#' | grep . > "$d/dso" || true
   perf report -i "$d/perf.data" --no-children --sort sym -F overhead,sym -t '|' 2>/dev/null | grep -v '^#' | grep -F '[.]' > "$d/sym" || true
-  python3 "$ROOT/ops/bench/profile.py" "$s" "$w" "$d" "$(python3 -c "print(($after - $before) / $TCK)")" "$(python3 -c "print($t1 - $t0)")" >> "$W/profile.tsv"
+  python3 "$ROOT/ops/bench/profile.py" "$s" "$w" "$d" "$(python3 -c "print(($after - $before) / $TCK)")" "$(python3 -c "print($t1 - $t0)")" $((SECONDS_PER_RUN / 2)) >> "$W/profile.tsv"
 }
 
 if [ -n "$PROFILE" ]; then
@@ -386,6 +393,6 @@ python3 "$ROOT/ops/bench/summarize.py" "$W/results.tsv" "$W/latency.tsv"
 if [ -n "$PROFILE" ]; then
   echo
   echo "== where the CPU time goes (perf samples; kernel: socket calls, loopback path, scheduling)"
-  printf '%-10s %-9s %9s %9s %9s %9s  %s\n' workload server "us CPU/q" "kernel" "user" "kernel" "busiest user-space functions (share of all samples)"
+  printf '%-10s %-9s %9s %9s %9s %9s %7s %7s  %s\n' workload server "us CPU/q" "kernel" "user" "kernel" "calls/q" "csw/kq" "busiest user-space functions (share of all samples)"
   cat "$W/profile.tsv"
 fi

@@ -2,12 +2,14 @@
 """One row of the benchmark's profile table, from a `perf record` of one server over part of
 a full-load run.
 
-Usage: profile.py SERVER WORKLOAD DIR CPU_SECONDS WINDOW_SECONDS
+Usage: profile.py SERVER WORKLOAD DIR CPU_SECONDS WINDOW_SECONDS [COUNT_SECONDS]
 DIR holds `dnsperf` (the client's report: q/s), `dso` (perf report by shared object,
 "overhead|object" lines) and `sym` (the busiest user-space symbols, "overhead|[.] name").
 CPU_SECONDS is the server's CPU time over the WINDOW_SECONDS that perf sampled. The row splits
 the CPU time per query into the kernel's part (socket calls, the loopback path, scheduling) and
-user space (the server's binary and its libraries)."""
+user space (the server's binary and its libraries). When DIR also holds `stat` (`perf stat -x,`
+counts of raw_syscalls:sys_enter and context-switches over COUNT_SECONDS of the same run), the
+row gives system calls per query and context switches per 1,000 queries."""
 import re
 import sys
 
@@ -29,7 +31,7 @@ def short(symbol):
     return "::".join(parts[-2:]) if parts else symbol
 
 
-def main(server, workload, folder, cpu_seconds, window):
+def main(server, workload, folder, cpu_seconds, window, counted=None):
     qps = 0.0
     for line in open(f"{folder}/dnsperf"):
         if "Queries per second:" in line:
@@ -55,12 +57,30 @@ def main(server, workload, folder, cpu_seconds, window):
             continue  # a stripped binary: addresses say nothing
         name = short(sym)
         symbols[name] = symbols.get(name, 0.0) + percent(share)
+    counts = {}
+    try:
+        for line in open(f"{folder}/stat"):
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[0].isdigit():
+                counts[fields[2]] = int(fields[0])
+    except OSError:
+        pass
+    queries = qps * float(counted or window)
+
+    def per(event, scale):
+        if event not in counts or queries <= 0:
+            return "-"
+        return f"{counts[event] * scale / queries:.2f}"
+
+    calls = per("raw_syscalls:sys_enter", 1)
+    switches = per("context-switches", 1000)
     top = [f"{name} {share:.1f}%" for name, share in sorted(symbols.items(), key=lambda s: -s[1])]
     print(
-        f"{workload:<10} {server:<9} {us_per_q:>9.2f} {kernel_us:>9.2f} {user_us:>9.2f} {kernel / total * 100 if total else 0:>8.1f}%  "
+        f"{workload:<10} {server:<9} {us_per_q:>9.2f} {kernel_us:>9.2f} {user_us:>9.2f} "
+        f"{kernel / total * 100 if total else 0:>8.1f}% {calls:>7} {switches:>7}  "
         + ", ".join(top[:3])
     )
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])
