@@ -8,7 +8,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 MERIDIAN="$ROOT/target/release/meridian"
-[ -x "$MERIDIAN" ] || (cd "$ROOT" && cargo build --release --quiet)
+(cd "$ROOT" && cargo build --release --quiet) # a no-op when the binary is current
 need=()
 command -v nsd >/dev/null || need+=(nsd)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
