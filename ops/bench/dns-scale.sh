@@ -8,18 +8,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 MERIDIAN="$ROOT/target/release/meridian"
+# shellcheck source=ops/bench/common.sh
+source "$ROOT/ops/bench/common.sh"
+
 (cd "$ROOT" && cargo build --release --quiet) # a no-op when the binary is current
 need=()
 command -v nsd >/dev/null || need+=(nsd)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
-if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-
-# shellcheck source=ops/bench/common.sh
-source "$ROOT/ops/bench/common.sh"
+install_missing "${need[@]}"
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "print('%.2f' % ($2 - $1))"; }

@@ -57,6 +57,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# shellcheck source=ops/bench/common.sh
+source "$ROOT/ops/bench/common.sh"
+
 need=()
 for pair in dig:bind9-dnsutils dnsperf:dnsperf gdnsd:gdnsd nsd:nsd knotd:knot pdns_server:pdns-server; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
@@ -64,17 +67,9 @@ done
 [ -e /usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so ] || need+=(pdns-backend-bind)
 [ -e /usr/lib/x86_64-linux-gnu/pdns/libgeoipbackend.so ] || need+=(pdns-backend-geoip)
 [ -z "$PROFILE" ] || command -v perf >/dev/null || need+=(linux-perf)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+install_missing "${need[@]}"
 (cd "$ROOT" && cargo build --release --quiet)
 MERIDIAN="$ROOT/target/release/meridian"
-
-# shellcheck source=ops/bench/common.sh
-source "$ROOT/ops/bench/common.sh"
 
 # ---------------------------------------------------------------- data
 {
@@ -357,7 +352,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 profile_one() { # profile_one SERVER WORKLOAD: perf samples over part of a full-load run
-  local s=$1 w=$2 d="$W/profile/$1-$2"
+  local s=$1 w=$2 d="$W/profile/$1-$2" window=$((SECONDS_PER_RUN / 2))
   mkdir -p "$d"
   full_load "$s" "$w" >"$d/dnsperf" 2>&1 &
   local client=$! pids before after t0 t1
@@ -366,16 +361,16 @@ profile_one() { # profile_one SERVER WORKLOAD: perf samples over part of a full-
   before=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
   # Counted over the same window: system calls and context switches, to compare how each
   # server talks to the kernel (batch sizes, wake-ups).
-  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pids" -o "$d/stat" -- sleep $((SECONDS_PER_RUN / 2)) >/dev/null 2>&1 &
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pids" -o "$d/stat" -- sleep "$window" >/dev/null 2>&1 &
   local counting=$!
-  perf record -q -F 1000 -p "$pids" -o "$d/perf.data" -- sleep $((SECONDS_PER_RUN / 2)) >/dev/null 2>&1
+  perf record -q -F 1000 -p "$pids" -o "$d/perf.data" -- sleep "$window" >/dev/null 2>&1
   wait "$counting" || true
   after=$(python3 "$ROOT/ops/bench/treecpu.py" "${PID[$s]}")
   t1=$(date +%s.%N)
   wait "$client"
   perf report -i "$d/perf.data" --no-children --sort dso -F overhead,dso -t '|' 2>/dev/null | grep -v '^#' | grep . > "$d/dso" || true
   perf report -i "$d/perf.data" --no-children --sort sym -F overhead,sym -t '|' 2>/dev/null | grep -v '^#' | grep -F '[.]' > "$d/sym" || true
-  python3 "$ROOT/ops/bench/profile.py" "$s" "$w" "$d" "$(python3 -c "print(($after - $before) / $TCK)")" "$(python3 -c "print($t1 - $t0)")" $((SECONDS_PER_RUN / 2)) >> "$W/profile.tsv"
+  python3 "$ROOT/ops/bench/profile.py" "$s" "$w" "$d" "$(python3 -c "print(($after - $before) / $TCK)")" "$(python3 -c "print($t1 - $t0)")" "$window" >> "$W/profile.tsv"
 }
 
 if [ -n "$PROFILE" ]; then

@@ -16,20 +16,18 @@ ROOT=$(cd "$HERE/../.." && pwd)
 MERIDIAN=${1:-$ROOT/target/debug/meridian}
 [ -x "$MERIDIAN" ] || (cd "$ROOT" && cargo build --quiet)
 
+# shellcheck source=tests/e2e/lib.sh
+source "$ROOT/tests/e2e/lib.sh"
+
 need=()
 command -v nsd >/dev/null || need+=(nsd)
 command -v knotd >/dev/null || need+=(knot)
 /usr/bin/python3 -c 'import dns.message' 2>/dev/null || need+=(python3-dnspython)
 if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  install_missing "${need[@]}"
   # The packages start their own daemons on the host; this script runs its own.
   systemctl disable --now nsd knot >/dev/null 2>&1 || true
 fi
-
-# shellcheck source=tests/e2e/lib.sh
-source "$ROOT/tests/e2e/lib.sh"
 work_dir conformance
 
 IDENTITY=conformance-node

@@ -9,10 +9,19 @@
 #   eventually SECONDS COMMAND...               polls COMMAND every 0.2 s, at most SECONDS
 #   finish NAME                                 prints the tally; fails if any check did
 #   nsd_conf STATE ZONES PORT [LINE...]          an unprivileged NSD's server section
+#   install_missing PACKAGE...                  installs Debian packages (none given: nothing)
 
 PIDS=()
 passed=0
 failed=0
+
+install_missing() { # install_missing PACKAGE...: the ones a script found missing
+  [ $# -gt 0 ] || return 0
+  echo "installing: $*"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "$@" >/dev/null
+}
 
 work_dir() { # work_dir NAME
   W=$(mktemp -d "/tmp/meridian-$1.XXXXXX")
