@@ -88,6 +88,7 @@ struct ServerSection {
     state_dir: Option<String>,
     udp_workers: Option<usize>,
     edns_udp_size: Option<u16>,
+    minimal_responses: Option<bool>,
     geo_database: Option<String>,
     explain_from: Option<Vec<String>>,
     identity: Option<String>,
@@ -274,6 +275,9 @@ pub struct ServerSettings {
     pub udp_workers: usize,
     /// Our EDNS UDP payload size: the cap on UDP answers and what our OPT advertises.
     pub edns_udp_size: u16,
+    /// Leave out optional additional data (the addresses of MX, SRV and NS targets in
+    /// positive answers), as `minimal-responses` does in NSD and BIND. Referral glue stays.
+    pub minimal_responses: bool,
     /// Clients allowed to ask for explanations in-band (CHAOS TXT).
     pub explain_from: Vec<IpNet>,
     /// This node's name, answered as NSID (RFC 5001) and to CHAOS TXT `id.server` and
@@ -598,6 +602,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             })
             .max(1),
         edns_udp_size,
+        minimal_responses: section.minimal_responses.unwrap_or(false),
         explain_from: match &section.explain_from {
             None => vec![
                 "127.0.0.0/8".parse().expect("literal"),

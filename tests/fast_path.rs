@@ -16,6 +16,13 @@ const ZONE_EXTRA: &str = "www IN A 192.0.2.80\n\
 www IN AAAA 2001:db8::80\n\
 www IN MX 10 mail\n\
 mail IN A 192.0.2.25\n\
+mail IN AAAA 2001:db8::25\n\
+_sip._tcp IN SRV 10 5 5060 www\n\
+_sip._tcp IN SRV 20 5 5060 mail\n\
+mxcut IN MX 10 ns.sub\n\
+mxlb IN MX 10 all\n\
+bigmx IN MX 10 many\n\
+{many}\
 txt IN TXT \"hello world\" \"second\"\n\
 alias IN CNAME www\n\
 alias2 IN CNAME alias\n\
@@ -104,11 +111,18 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         "z.child.example.test.",
         "z.x.child.example.test.",
         "child.example.test.",
+        "_sip._tcp.example.test.",
+        "_SIP._Tcp.example.test.",
+        "mxcut.example.test.",
+        "mxlb.example.test.",
+        "bigmx.example.test.",
+        "BigMX.example.test.",
     ];
     let types = [
         RecordType::A,
         RecordType::AAAA,
         RecordType::MX,
+        RecordType::SRV,
         RecordType::TXT,
         RecordType::NS,
         RecordType::SOA,
@@ -167,8 +181,11 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn fast_and_general_paths_agree() {
+    let many: String = (1..=40)
+        .map(|i| format!("many IN A 192.0.2.{i}\n"))
+        .collect();
     let cfg = ConfigDir::new_with(
-        &zone_with(ZONE_EXTRA),
+        &zone_with(&ZONE_EXTRA.replace("{many}", &many)),
         GSLB,
         "geo_database = \"geo.mmdb\"",
         "",
@@ -232,6 +249,21 @@ fn fast_and_general_paths_agree() {
                 );
             }
         }
+    }
+    // MX and SRV answers with their targets' addresses come from the fast path.
+    for (name, rtype, extra) in [
+        ("www.example.test.", RecordType::MX, 2),
+        ("_SIP._tcp.example.test.", RecordType::SRV, 4),
+        ("BigMX.example.test.", RecordType::MX, 40),
+    ] {
+        let q = build_query(name, rtype, Some(&Opts::edns(1232)));
+        let mut out = Vec::new();
+        assert!(
+            fast::answer(&loaded, health, &q, src, Transport::Udp, &mut out),
+            "{name} {rtype}"
+        );
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.additionals.len(), extra, "{name} {rtype}");
     }
     assert!(
         fast_taken * 2 > total,

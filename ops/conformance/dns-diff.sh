@@ -3,7 +3,8 @@
 # this script); every query of a corpus generated from the zone plus edge cases goes to all
 # three, and their replies are compared (rcode, flags, each section as a set, EDNS).
 #
-#   ops/conformance/dns-diff.sh [path/to/meridian]    (default: target/debug/meridian, built if missing)
+#   ops/conformance/dns-diff.sh [path/to/meridian [CASE-GLOB...]]
+#     (default: target/debug/meridian, built if missing; each CASE-GLOB prints those cases' replies)
 #
 # Exits non-zero on any difference from NSD that is not documented in deliberate.toml, or that
 # touches what no documented difference may (see dns_diff.py). The report lists the documented
@@ -14,6 +15,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 MERIDIAN=${1:-$ROOT/target/debug/meridian}
+# Further arguments are glob patterns of case names whose three replies are printed.
+SHOW=()
+for pattern in "${@:2}"; do SHOW+=(--show "$pattern"); done
 [ -x "$MERIDIAN" ] || (cd "$ROOT" && cargo build --quiet)
 
 # shellcheck source=tests/e2e/lib.sh
@@ -40,7 +44,7 @@ mkdir -p "$W/nsd"
 NSID_HEX=$(printf '%s' "$IDENTITY" | od -An -tx1 | tr -d ' \n')
 {
   nsd_conf "$W/nsd" "$W" "$NSD_PORT" "identity: \"$IDENTITY\"" "nsid: \"$NSID_HEX\"" \
-    "hide-version: yes" "ipv4-edns-size: 1232" "minimal-responses: yes"
+    "hide-version: yes" "ipv4-edns-size: 1232" "minimal-responses: no"
   printf 'zone:\n  name: %s\n  zonefile: %s.zone\n' "$ZONE" "$ZONE"
 } > "$W/nsd/nsd.conf"
 nsd -d -c "$W/nsd/nsd.conf" 2>"$W/nsd/stderr" &
@@ -98,4 +102,5 @@ PIDS+=($!)
 /usr/bin/python3 "$HERE/dns_diff.py" --zone "$W/$ZONE.zone" --origin "$ZONE" \
   --deliberate "$HERE/deliberate.toml" \
   --meridian "127.0.0.1:$MERIDIAN_PORT" --nsd "127.0.0.1:$NSD_PORT" --knot "127.0.0.1:$KNOT_PORT" \
+  "${SHOW[@]}" \
   || { status=$?; for d in nsd knot meridian; do echo "--- $d stderr"; tail -n 5 "$W/$d/stderr"; done; exit $status; }

@@ -7,6 +7,14 @@ parts); Meridian's aspects are compared with NSD's. A difference passes only whe
 deliberate.toml documents it for that case, the aspect is not a protected one (rcode, AA, TC,
 answer, authority, and the TTLs of zone data), and NSD and Knot themselves differ there.
 Malformed packets must get FORMERR or silence, and the server must keep answering.
+
+The references run in their default response mode: Knot as it comes, NSD with
+`minimal-responses: no`. NSD then adds the apex NS RRset to the authority section of every
+positive answer, with its servers' addresses in the additional section; RFC 1034 section 4.3.2
+makes that optional and Knot does not do it. One rule, applied to NSD's replies only: in an
+answer with records in the answer section, the apex NS RRset is dropped from the authority
+section, and so are the additional addresses of its servers, unless a record of the answer
+section names that server (an MX, SRV or NS target) and so asks for them.
 """
 
 import argparse
@@ -82,6 +90,11 @@ def corpus(zone_file, origin):
     for name in ["sub", "ns.sub", "deep.x.sub", "sub2", "ns.sub2", "far", "x.far", "wide"]:
         for t in ["A", "NS", "DS", "SOA", "ANY"]:
             add(f"{name} {t}", query(f"{name}.{origin}.", t))
+    # Additional data (wildcard MX, mixed case) and aliases into delegations.
+    for name, t in [("x.wmx", "MX"), ("A.b.WMX", "MX"), ("Mx2", "MX"), ("_LDAP._tcp", "SRV"),
+                    ("TO-sub", "A"), ("to-CHAIN", "AAAA"), ("to-cut", "NS"), ("to-wide", "A")]:
+        add(f"{name} {t}", query(f"{name}.{origin}.", t))
+        add(f"no-edns {name} {t}", query(f"{name}.{origin}.", t, edns=False))
     # Out of zone and above it.
     for name in ["example.com.", "test.", ".", "outside.example.", "conf.test.example."]:
         add(f"out-of-zone {name}", query(name, "A"))
@@ -99,7 +112,7 @@ def corpus(zone_file, origin):
                                     options=[dns.edns.GenericOption(3, b"")]))
     # Truncation without EDNS, and glue that does not fit.
     for name, t in [("big", "TXT"), ("many", "A"), ("wide", "A"), ("x.wide", "AAAA"),
-                    ("@", "ANY"), ("@", "NS"), ("@", "MX")]:
+                    ("@", "ANY"), ("@", "NS"), ("@", "MX"), ("bigmx", "MX"), ("to-wide", "A")]:
         qn = origin + "." if name == "@" else f"{name}.{origin}."
         add(f"no-edns {name} {t}", query(qn, t, edns=False))
         add(f"tcp {name} {t}", query(qn, t), tcp=True)
@@ -203,8 +216,25 @@ def rrset_key(rrset):
     return items
 
 
-def aspects(wire):
-    """The comparable parts of one reply."""
+def without_apex_ns(m, origin):
+    """`m` less the apex NS RRset NSD adds to the authority of a positive answer, and its
+    servers' additional addresses that no answer record asks for (see the module's text)."""
+    apex = dns.name.from_text(origin)
+    ns = [r for r in m.authority if r.name == apex and r.rdtype == dns.rdatatype.NS]
+    if not m.answer or not ns:
+        return m
+    asked = {rd.target for rrset in m.answer for rd in rrset
+             if rrset.rdtype in (dns.rdatatype.NS, dns.rdatatype.SRV)}
+    asked |= {rd.exchange for rrset in m.answer for rd in rrset if rrset.rdtype == dns.rdatatype.MX}
+    servers = {rd.target for rd in ns[0]} - asked
+    m.authority = [r for r in m.authority if r is not ns[0]]
+    m.additional = [r for r in m.additional if not (
+        r.name in servers and r.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA))]
+    return m
+
+
+def aspects(wire, origin=None):
+    """The comparable parts of one reply; with `origin`, NSD's apex NS rule applied."""
     if wire is None:
         return {"reply": "silence"}
     opcode = dns.opcode.to_text((wire[2] >> 3) & 0xF) if len(wire) > 2 else None
@@ -216,6 +246,8 @@ def aspects(wire):
         m = dns.message.from_wire(bytes(plain), ignore_trailing=True)
     except Exception as e:  # an unparsable reply is itself a finding
         return {"reply": f"unparsable ({type(e).__name__})"}
+    if origin is not None:
+        m = without_apex_ns(m, origin)
     out = {"reply": "message", "rcode": dns.rcode.to_text(m.rcode()), "opcode": opcode}
     for f in ["AA", "TC", "RD", "RA", "AD", "CD"]:
         out["flag." + f] = bool(m.flags & dns.flags.from_text(f))
@@ -275,6 +307,8 @@ def main():
     p.add_argument("--meridian", required=True)
     p.add_argument("--nsd", required=True)
     p.add_argument("--knot", required=True)
+    p.add_argument("--show", action="append", default=[],
+                   help="print the three replies of the cases matching this glob")
     args = p.parse_args()
     with open(args.deliberate, "rb") as f:
         documented = tomllib.load(f).get("difference", [])
@@ -295,8 +329,16 @@ def main():
     failures, tolerated, used = [], {}, set()
     knot_vs_nsd = 0
     for case in cases:
-        got = {n: aspects(exchange(a, case)) for n, a in servers.items()}
+        got = {n: aspects(exchange(a, case), args.origin + "." if n == "nsd" else None)
+               for n, a in servers.items()}
         m, n, k = got["meridian"], got["nsd"], got["knot"]
+        if any(fnmatch.fnmatchcase(case.name, pat) for pat in args.show):
+            print(f"{case.name!r}:")
+            for server, reply in got.items():
+                print(f"  {server:8} {reply.get('rcode')} AA={reply.get('flag.AA')} "
+                      f"TC={reply.get('flag.TC')}")
+                for section in ["answer", "authority", "additional"]:
+                    print(f"    {section:10} {show(reply.get(section))}")
         if case.malformed:
             ok = m["reply"] == "silence" or m.get("rcode") == "FORMERR" or m == n
             if not ok:

@@ -15,6 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::cell::RefCell;
 use std::hash::Hasher;
 use std::sync::atomic::Ordering;
@@ -69,8 +70,9 @@ impl FastZone {
 ///
 /// A record: the name's length and lower-cased wire form; kind (`KIND_*`), flags (`FLAG_*`),
 /// zone index (2 bytes), binding index (4 bytes), number of types; then per type the query
-/// type (2), answer count (2; `GENERAL` sends the type to the general path), length (2) and
-/// the answer section, owners pointing at the question.
+/// type (2), answer count (2; `GENERAL` sends the type to the general path), additional
+/// count (2), length (2) and the answer and additional sections, owners pointing at the
+/// question (answers) or at the target names in the answers' data (additional data).
 pub struct FastIndex {
     table: HashTable<u32>,
     arena: Vec<u8>,
@@ -100,7 +102,11 @@ struct Entry<'a> {
 
 /// What a static type answers.
 enum Pick<'a> {
-    Answer { count: u16, sections: &'a [u8] },
+    Answer {
+        count: u16,
+        extra: u16,
+        sections: &'a [u8],
+    },
     NoData,
     General,
 }
@@ -109,7 +115,7 @@ impl Entry<'_> {
     fn pick(&self, qtype: u16) -> Pick<'_> {
         let mut rest = self.types;
         for _ in 0..self.ntypes {
-            let [t0, t1, c0, c1, l0, l1, tail @ ..] = rest else {
+            let [t0, t1, c0, c1, e0, e1, l0, l1, tail @ ..] = rest else {
                 break;
             };
             let len = u16::from_be_bytes([*l0, *l1]) as usize;
@@ -119,6 +125,7 @@ impl Entry<'_> {
                     GENERAL => Pick::General,
                     _ => Pick::Answer {
                         count,
+                        extra: u16::from_be_bytes([*e0, *e1]),
                         sections: &tail[..len],
                     },
                 };
@@ -254,7 +261,13 @@ impl FastIndex {
                 a.extend_from_slice(&binding.to_be_bytes());
                 a.push(u8::try_from(sets.len()).ok()?);
                 for set in sets {
-                    write_rrset(a, set);
+                    let additional = Additional {
+                        zones: &cfg.zones,
+                        zone,
+                        question_len: key.len() + 4,
+                        off: cfg.server.minimal_responses,
+                    };
+                    write_rrset(a, set, &additional);
                 }
                 let arena = &index.arena;
                 index.table.insert_unique(hash_name(&key), at, |&o| {
@@ -288,38 +301,96 @@ fn name_at(arena: &[u8], at: usize) -> &[u8] {
     &arena[at + 1..at + 1 + arena[at] as usize]
 }
 
+/// What a name's MX and SRV answers carry as additional data (see
+/// [`super::target_addresses`]).
+struct Additional<'a> {
+    zones: &'a [std::sync::Arc<crate::zone::Zone>],
+    zone: &'a crate::zone::Zone,
+    /// The question's length in the packet (name and type and class), fixed per name.
+    question_len: usize,
+    /// `minimal_responses`: no additional data.
+    off: bool,
+}
+
+/// Where the target name starts in the data of an MX or SRV record.
+fn target_at(rtype: RecordType) -> Option<usize> {
+    match rtype {
+        RecordType::MX => Some(2),
+        RecordType::SRV => Some(6),
+        _ => None,
+    }
+}
+
 /// Appends one type's answer: an authoritative answer holding the RRset, owners pointing at
-/// the question (offset 12), record data uncompressed so the bytes fit after any question.
-fn write_rrset(a: &mut Vec<u8>, set: &RRset) {
+/// the question (offset 12), record data uncompressed so the bytes fit after any question of
+/// this name; then, for MX and SRV, the addresses of their targets, owners pointing at the
+/// target names in the answer (the question's length is the same for every query of a name).
+fn write_rrset(a: &mut Vec<u8>, set: &RRset, additional: &Additional<'_>) {
     let rtype = u16::from(set.rtype).to_be_bytes();
     a.extend_from_slice(&rtype);
     if set.rtype == RecordType::NS {
         // NS answers carry the servers' addresses: the general path adds them.
         a.extend_from_slice(&GENERAL.to_be_bytes());
-        a.extend_from_slice(&[0, 0]);
+        a.extend_from_slice(&[0; 4]);
         return;
     }
     let head = a.len();
-    a.extend_from_slice(&[0; 4]);
+    a.extend_from_slice(&[0; 6]);
+    let sections = a.len();
+    // Each target name: its offset in the reply and the name.
+    let mut targets: Vec<(usize, Name)> = Vec::new();
+    let target_at = target_at(set.rtype).filter(|_| !additional.off);
     for rdata in set.wire_rdata() {
         a.extend_from_slice(&[0xC0, 12]);
         a.extend_from_slice(&rtype);
         a.extend_from_slice(&[0, 1]);
         a.extend_from_slice(&set.ttl.to_be_bytes());
         a.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        if let Some(at) = target_at {
+            let name = rdata
+                .get(at..)
+                .and_then(|w| Name::read(&mut BinDecoder::new(w)).ok());
+            if let Some(name) = name {
+                let offset = 12 + additional.question_len + (a.len() - sections) + at;
+                targets.push((offset, name));
+            }
+        }
         a.extend_from_slice(rdata);
     }
-    let len = u16::try_from(a.len() - head - 4);
+    let mut extra: usize = 0;
+    let mut written: Vec<(&Name, RecordType)> = Vec::new();
+    for (offset, target) in &targets {
+        for addrs in super::target_addresses(additional.zones, additional.zone, target) {
+            if written.contains(&(target, addrs.rtype)) {
+                continue;
+            }
+            written.push((target, addrs.rtype));
+            for data in addrs.wire_rdata() {
+                match u16::try_from(*offset).ok().filter(|&o| o < 0x4000) {
+                    Some(o) => a.extend_from_slice(&(0xC000 | o).to_be_bytes()),
+                    None => a.extend_from_slice(&wire(target)),
+                }
+                a.extend_from_slice(&u16::from(addrs.rtype).to_be_bytes());
+                a.extend_from_slice(&[0, 1]);
+                a.extend_from_slice(&addrs.ttl.to_be_bytes());
+                a.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                a.extend_from_slice(data);
+                extra += 1;
+            }
+        }
+    }
+    let len = u16::try_from(a.len() - sections);
     let count = u16::try_from(set.len()).ok().filter(|&c| c != GENERAL);
-    match (len, count) {
-        (Ok(len), Some(count)) => {
+    match (len, count, u16::try_from(extra)) {
+        (Ok(len), Some(count), Ok(extra)) => {
             a[head..head + 2].copy_from_slice(&count.to_be_bytes());
-            a[head + 2..head + 4].copy_from_slice(&len.to_be_bytes());
+            a[head + 2..head + 4].copy_from_slice(&extra.to_be_bytes());
+            a[head + 4..head + 6].copy_from_slice(&len.to_be_bytes());
         }
         _ => {
             a.truncate(head);
             a.extend_from_slice(&GENERAL.to_be_bytes());
-            a.extend_from_slice(&[0, 0]);
+            a.extend_from_slice(&[0; 4]);
         }
     }
 }
@@ -535,8 +606,12 @@ pub(crate) fn answer_noting(
     }
     match entry.pick(p.qtype) {
         Pick::General => return false,
-        Pick::Answer { count, sections } => {
-            write_header(out, &p, 0x84, 0, [count, 0, 0]);
+        Pick::Answer {
+            count,
+            extra,
+            sections,
+        } => {
+            write_header(out, &p, 0x84, 0, [count, 0, extra]);
             out.extend_from_slice(question);
             out.extend_from_slice(sections);
         }

@@ -427,6 +427,7 @@ pub fn answer_with(
         zone,
         client: ClientInfo::from_network(network),
         scope: None,
+        required_glue: 0,
         used_ecs,
         peek: trace.is_some(),
         trace,
@@ -456,6 +457,9 @@ pub fn answer_with(
         _ => resp.metadata.response_code = ResponseCode::Refused,
     }
 
+    if resp.metadata.response_code == ResponseCode::NoError {
+        ctx.additional_data(&mut resp);
+    }
     // ECS in the reply (RFC 7871): echo family, source and address; scope 0 unless the answer
     // depended on the client, then the decision's network, never longer than the source.
     if let (Some(e), true) = (&ecs, zone_ecs) {
@@ -473,7 +477,7 @@ pub fn answer_with(
                 )));
         }
     }
-    encode(&mut resp, cap)
+    encode_keeping(&mut resp, cap, ctx.required_glue)
 }
 
 struct Ctx<'a, 't> {
@@ -483,6 +487,9 @@ struct Ctx<'a, 't> {
     client: ClientInfo,
     /// The network the client-dependent part of the answer holds for, if any part was.
     scope: Option<IpNet>,
+    /// How many of the first additional records must be sent or the reply truncated: the
+    /// in-domain glue of a referral (RFC 9471). The rest is optional and dropped to fit.
+    required_glue: usize,
     /// Whether `client.network` came from ECS.
     used_ecs: bool,
     /// Read round-robin cursors without advancing them (explanations).
@@ -505,9 +512,8 @@ impl Ctx<'_, '_> {
         for _ in 0..=MAX_CNAME_HOPS {
             let node = match zone.find(&name, qtype) {
                 Position::Referral { cut, node } => {
-                    if resp.answers.is_empty() {
-                        self.referral(&cut, node, resp);
-                    }
+                    // Also at the end of a CNAME chain (RFC 1034 section 4.3.2 step 3b).
+                    self.referral(&cut, node, resp);
                     return;
                 }
                 Position::Missing => {
@@ -563,10 +569,6 @@ impl Ctx<'_, '_> {
             }
             if let Some(set) = node.rrset(qtype) {
                 resp.answers.extend(set.records(&name));
-                if qtype == RecordType::NS {
-                    // The servers' addresses, where this zone holds them (RFC 1034 4.3.2).
-                    self.glue(set, resp);
-                }
                 return;
             }
             if let Some(set) = node.rrset(RecordType::CNAME) {
@@ -587,23 +589,64 @@ impl Ctx<'_, '_> {
         }
     }
 
-    fn referral(&self, cut: &Name, node: &crate::zone::Node, resp: &mut Message) {
-        resp.metadata.authoritative = false;
+    /// Refers to the child's name servers. After a CNAME the answer keeps AA (the alias is
+    /// this zone's data), as NSD answers; a plain referral is not authoritative.
+    fn referral(&mut self, cut: &Name, node: &crate::zone::Node, resp: &mut Message) {
+        if resp.answers.is_empty() {
+            resp.metadata.authoritative = false;
+        }
         let Some(ns) = node.rrset(RecordType::NS) else {
             return;
         };
         resp.authorities.extend(ns.records(cut));
-        self.glue(ns, resp);
+        // Glue: the addresses this zone holds for the servers. In-domain glue (below this
+        // cut) is required and goes first; sibling glue (below another cut) and ordinary
+        // in-zone addresses are optional (RFC 9471).
+        let targets: Vec<Name> = ns
+            .rdata()
+            .filter_map(|d| match d {
+                RData::NS(target) => Some(target.0),
+                _ => None,
+            })
+            .collect();
+        let (in_domain, other): (Vec<&Name>, Vec<&Name>) =
+            targets.iter().partition(|t| cut.zone_of(t));
+        for target in in_domain {
+            resp.additionals.extend(self.zone.addresses(target));
+        }
+        self.required_glue = resp.additionals.len();
+        for target in other {
+            if self.zone.origin.zone_of(target) {
+                resp.additionals.extend(self.zone.addresses(target));
+            }
+        }
     }
 
-    /// Addresses of the name servers in `ns` that this zone holds: glue below this cut or a
-    /// sibling one, and ordinary in-zone data (RFC 9471 calls both in-domain and sibling glue).
-    fn glue(&self, ns: &crate::zone::RRset, resp: &mut Message) {
-        for data in ns.rdata() {
-            if let RData::NS(target) = data {
-                if self.zone.origin.zone_of(&target.0) {
-                    resp.additionals.extend(self.zone.addresses(&target.0));
+    /// Additional-section data for a positive answer (RFC 1034 section 4.3.2 step 6, RFC 1035
+    /// section 3.3.9, RFC 2782): the addresses of the MX, SRV and NS targets in the answer
+    /// that are this zone's authoritative data ([`target_addresses`]), each set once and not
+    /// when the answer holds it already. Off with `minimal_responses`.
+    fn additional_data(&self, resp: &mut Message) {
+        if self.loaded.config.server.minimal_responses {
+            return;
+        }
+        let targets: Vec<Name> = resp
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::MX(mx) => Some(mx.exchange.clone()),
+                RData::SRV(srv) => Some(srv.target.clone()),
+                RData::NS(ns) => Some(ns.0.clone()),
+                _ => None,
+            })
+            .collect();
+        for target in targets {
+            for set in target_addresses(&self.loaded.config.zones, self.zone, &target) {
+                let held = |r: &Record| r.record_type() == set.rtype && r.name == target;
+                if resp.answers.iter().chain(&resp.additionals).any(held) {
+                    continue;
                 }
+                resp.additionals.extend(set.records(&target));
             }
         }
     }
@@ -769,6 +812,41 @@ pub(crate) fn plan_for(
     policy::plan(&req, health, client)
 }
 
+/// The address RRsets sent as additional data for `target` (an MX exchange, SRV target or NS
+/// host named in an answer from `zone`): its A and AAAA sets when the name is authoritative
+/// data of that zone, found as a query would find it (wildcards included), and not below a
+/// cut, out of zone, in a zone nested inside this one, at a CNAME, or load-balanced (a
+/// load-balanced address depends on the client and its health: the client asks for it).
+/// The general and the fast path both use it.
+pub(crate) fn target_addresses<'z>(
+    zones: &[Arc<Zone>],
+    zone: &'z Zone,
+    target: &Name,
+) -> impl Iterator<Item = &'z crate::zone::RRset> {
+    let nested = || {
+        zones
+            .iter()
+            .any(|o| o.origin.num_labels() > zone.origin.num_labels() && o.origin.zone_of(target))
+    };
+    let node = match zone.find(target, RecordType::A) {
+        Position::Exact(node) | Position::Wildcard(node)
+            if zone.origin.zone_of(target) && !nested() =>
+        {
+            Some(node)
+        }
+        _ => None,
+    };
+    [RecordType::A, RecordType::AAAA]
+        .into_iter()
+        .filter_map(move |t| {
+            let node = node?;
+            match node.lb {
+                Some(lb) if lb.covers(t) => None,
+                _ => node.rrset(t),
+            }
+        })
+}
+
 /// `id.server.` and `hostname.bind.`: the CHAOS names that ask a server who it is.
 fn is_identity_name(name: &Name) -> bool {
     let text = name.to_ascii();
@@ -790,8 +868,31 @@ fn extended_error(resp: &mut Message, code: u16) {
 
 /// Encodes a response; a UDP answer over `cap` goes out empty with TC set.
 fn encode(resp: &mut Message, cap: usize) -> Option<Vec<u8>> {
+    encode_keeping(resp, cap, 0)
+}
+
+/// Encodes a response within `cap`: additional data past the first `required` records is
+/// dropped first, a whole RRset at a time from the end, without setting TC (RFC 2181 section
+/// 9); if the answer still does not fit it goes out empty with TC set.
+fn encode_keeping(resp: &mut Message, cap: usize, required: usize) -> Option<Vec<u8>> {
     resp.metadata.message_type = MessageType::Response;
-    let bytes = resp.to_vec().ok()?;
+    let mut bytes = resp.to_vec().ok()?;
+    while bytes.len() > cap && resp.additionals.len() > required {
+        let last = resp
+            .additionals
+            .last()
+            .map(|r| (r.name.clone(), r.record_type()));
+        while resp.additionals.len() > required
+            && resp
+                .additionals
+                .last()
+                .map(|r| (r.name.clone(), r.record_type()))
+                == last
+        {
+            resp.additionals.pop();
+        }
+        bytes = resp.to_vec().ok()?;
+    }
     if bytes.len() <= cap {
         return Some(bytes);
     }

@@ -218,6 +218,7 @@ fn snapshot(loaded: &Loaded, health: HealthView<'_>, zone: &Zone, cap: u32) -> V
                 zone,
                 client: ClientInfo::from_network(nowhere),
                 scope: None,
+                required_glue: 0,
                 used_ecs: false,
                 // The snapshot must not move the round-robin rotation clients see.
                 peek: true,

@@ -19,6 +19,12 @@ work=$W
   echo '  IN NS ns1'
   echo 'ns1 IN A 192.0.2.53'
   echo 'static IN A 192.0.2.80'
+  echo '@ IN MX 10 mail'
+  echo 'mail IN A 192.0.2.25'
+  echo 'mail IN AAAA 2001:db8::25'
+  echo 'sub IN NS ns.sub'
+  echo 'ns.sub IN A 192.0.2.153'
+  echo 'to-sub IN CNAME host.sub'
   for i in $(seq 1 60); do echo "big IN A 192.0.2.$i"; done
 } > "$work/example.test.zone"
 cat > "$work/example.test.gslb.toml" <<'TOML'
@@ -109,6 +115,17 @@ out=$("${D[@]}" +noedns +ignore big.example.test A)
 check "large RRset over UDP without EDNS: TC set" grep -qE 'flags: qr( [a-z]+)* tc' <<<"$out"
 count=$("${D[@]}" +tcp big.example.test A +short | wc -l)
 check "large RRset over TCP: complete (60)" test "$count" -eq 60
+
+out=$("${D[@]}" example.test MX)
+check "MX: the target's A in ADDITIONAL" grep -qE '^mail\.example\.test\.\s+300\s+IN\s+A\s+192\.0\.2\.25' <<<"$out"
+check "MX: the target's AAAA in ADDITIONAL" grep -qE '^mail\.example\.test\.\s+300\s+IN\s+AAAA\s+2001:db8::25' <<<"$out"
+out=$("${D[@]}" +noedns ExAmPlE.TeSt MX)
+check "MX without EDNS, mixed case: ADDITIONAL: 2" grep -q 'ADDITIONAL: 2' <<<"$out"
+out=$("${D[@]}" to-sub.example.test A)
+check "CNAME into a delegation: NOERROR" grep -q 'status: NOERROR' <<<"$out"
+check "CNAME into a delegation: AA set" grep -q 'flags: qr aa;' <<<"$out"
+check "CNAME into a delegation: the referral's NS" grep -qE '^sub\.example\.test\.\s+300\s+IN\s+NS\s+ns\.sub\.example\.test\.' <<<"$out"
+check "CNAME into a delegation: in-domain glue" grep -qE '^ns\.sub\.example\.test\.\s+300\s+IN\s+A\s+192\.0\.2\.153' <<<"$out"
 
 out=$("${D[@]}" +edns=1 +noednsnegotiation static.example.test A)
 check "EDNS version 1: BADVERS" grep -q 'status: BADVERS' <<<"$out"
