@@ -18,11 +18,18 @@
 //! With `server.control_token_file` set (required when the endpoint is not on loopback),
 //! every call but the page itself needs `Authorization: Bearer TOKEN`. Every mutating call is
 //! written to the audit log in the state store, refused ones included.
+//!
+//! What a web page could make a browser send is refused ([`cross_site`]): a `Host` that is
+//! neither the endpoint's own address nor a loopback name gets 421 (DNS rebinding), and a POST
+//! with a foreign `Origin`, or with neither a JSON content type nor the `X-Meridian-Control`
+//! header (a form cannot send either), gets 403. Headers must arrive within
+//! [`HEADER_TIMEOUT`], and at most [`MAX_CONNECTIONS`] connections are served at once.
 //! Routing is one `match` on (method, path segments): new calls are one arm each.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -35,20 +42,99 @@ use crate::server::{orphan_overrides, Node, ReloadOutcome};
 /// The status page: one self-contained file (no external assets).
 const PAGE: &str = include_str!("status.html");
 
+/// Connections served at once; further ones are closed as they are accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request's headers (and, on a kept-alive connection, the next request's) must arrive
+/// within this time, or the connection is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves the control API on `listener` until the task is aborted.
 pub async fn run(listener: tokio::net::TcpListener, node: Arc<Node>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "control endpoint: {MAX_CONNECTIONS} connections open, one more closed");
+            continue;
+        };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let node = node.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(req, node.clone(), peer));
+            let service =
+                hyper::service::service_fn(move |req| handle(req, node.clone(), peer, local));
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(io, service)
                 .await;
+            drop(slot);
         });
+    }
+}
+
+/// Refuses a request a web page could have made a browser send: to a name that is not this
+/// endpoint's (DNS rebinding: 421), or a state-changing one from another origin or in a form a
+/// cross-site page can send without asking (403). `local` is the address the connection
+/// reached.
+fn cross_site(req: &Request<Incoming>, local: SocketAddr) -> Option<Response<Full<Bytes>>> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = header("host").unwrap_or("");
+    if !host_allowed(host, local) {
+        return Some(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("Host {host:?} is not this endpoint: use its address ({local}) or localhost"),
+        ));
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    if let Some(origin) = header("origin") {
+        let host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or("");
+        if !host_allowed(host, local) {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                format!("requests from origin {origin:?} are refused"),
+            ));
+        }
+    }
+    let json = header("content-type").is_some_and(|t| {
+        t.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if !json && header("x-meridian-control").is_none() {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "a state-changing call needs Content-Type: application/json or an X-Meridian-Control header",
+        ));
+    }
+    None
+}
+
+/// Whether `host` (a `Host` header: a name or address, perhaps with a port) names this
+/// endpoint: its own address, a loopback address, or `localhost`. The port is not compared
+/// (a forwarded port is fine); a name that only resolves here, as in DNS rebinding, is not.
+fn host_allowed(host: &str, local: SocketAddr) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None if host.matches(':').count() == 1 => host.split(':').next().unwrap_or(""),
+        None => host,
+    };
+    let name = name.trim_end_matches('.');
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip == local.ip(),
+        Err(_) => false,
     }
 }
 
@@ -110,7 +196,11 @@ async fn handle(
     req: Request<Incoming>,
     node: Arc<Node>,
     peer: SocketAddr,
+    local: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(refused) = cross_site(&req, local) {
+        return Ok(refused);
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let params = query_params(&req);

@@ -470,8 +470,13 @@ fn http(
         } else {
             client.post(&url)
         };
+        if method != "GET" {
+            // The control endpoint takes state-changing calls only in a form no web page
+            // can send cross-site.
+            req = req.header("content-type", "application/json");
+        }
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
+            req = req.body(b);
         }
         if let Some(t) = token {
             req = req.bearer_auth(t);
