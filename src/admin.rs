@@ -37,7 +37,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::health::{unix_now, unix_seconds, Admin, Change, MemberId};
+use crate::policy::Reason;
 use crate::server::{orphan_overrides, Node, ReloadOutcome};
+use hickory_proto::rr::RecordType;
 
 /// The status page: one self-contained file (no external assets).
 const PAGE: &str = include_str!("status.html");
@@ -545,15 +547,22 @@ fn member_action(
     }
     let snap = node.health.snapshot();
     let impact = crate::policy::drain_impact(&cfg.pools, &snap, &ids, admin);
-    let refusals: Vec<&String> = impact.iter().filter_map(|i| i.refused.as_ref()).collect();
+    let mut after = (*snap).clone();
+    for id in &ids {
+        let mut st = after.get(id);
+        st.admin = admin;
+        after.set(id.clone(), st);
+    }
+    let answers = answer_changes(&loaded, &snap, &after, &ids);
+    // Refused: a pool below its safety rule in a family, or any name and family that would
+    // stop answering from healthy members (fail open, fall back, or go all-down).
+    let refusals: Vec<String> = impact
+        .iter()
+        .filter_map(|i| i.refused.clone())
+        .chain(answers.iter().filter_map(AnswerChange::degradation))
+        .collect();
     let call = format!("{action} {target}");
     if options.dry_run {
-        let mut after = (*snap).clone();
-        for id in &ids {
-            let mut st = after.get(id);
-            st.admin = admin;
-            after.set(id.clone(), st);
-        }
         return reply(
             StatusCode::OK,
             json!({
@@ -561,17 +570,14 @@ fn member_action(
                 "members": ids,
                 "admin": admin,
                 "would_be_refused": !refusals.is_empty() && !options.force,
+                "refusals": refusals,
                 "pools": impact,
-                "answers": answer_changes(&loaded, &snap, &after, &ids),
+                "answers": answers,
             }),
         );
     }
     if !refusals.is_empty() && !options.force {
-        let reason = refusals
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let reason = refusals.join("; ");
         audit(
             node,
             peer,
@@ -602,23 +608,70 @@ fn member_action(
     );
     reply(
         StatusCode::OK,
-        json!({ "members": ids, "admin": admin, "expires_at": expires_at, "pools": impact }),
+        json!({
+            "members": ids, "admin": admin, "expires_at": expires_at, "pools": impact,
+            "answers": answers,
+        }),
     )
 }
 
+/// How one load-balanced name's answer for one family would change, for a client no database
+/// places.
+#[derive(Debug, serde::Serialize)]
+struct AnswerChange {
+    name: String,
+    /// `A` or `AAAA`.
+    family: &'static str,
+    before: Vec<String>,
+    after: Vec<String>,
+    reason_before: Reason,
+    reason_after: Reason,
+    changes: bool,
+}
+
+impl AnswerChange {
+    /// Why the change is refused without force: the name would stop answering from healthy
+    /// members (fail open, fall back, or go all-down).
+    fn degradation(&self) -> Option<String> {
+        (self.reason_after != self.reason_before && self.reason_after != Reason::Healthy).then(
+            || {
+                format!(
+                    "{} {} would go from {} to {}",
+                    self.name,
+                    self.family,
+                    reason_text(self.reason_before),
+                    reason_text(self.reason_after)
+                )
+            },
+        )
+    }
+}
+
+/// A selection's reason as the API spells it (`fail-open`, `all-down`, ...).
+fn reason_text(reason: Reason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// How the answers of the load-balanced names that use `ids` would change, for a client no
-/// database places (geo policies answer in their default order).
+/// database places (geo policies answer in their default order), for each family the name
+/// answers.
 fn answer_changes(
     loaded: &crate::dns::Loaded,
     before: &crate::health::HealthSnapshot,
     after: &crate::health::HealthSnapshot,
     ids: &[MemberId],
-) -> Vec<Value> {
+) -> Vec<AnswerChange> {
     use crate::dns::HealthView;
     use crate::policy::{ClientInfo, Family};
     let cfg = &loaded.config;
     let mut out = Vec::new();
     for (index, b) in cfg.bindings.iter().enumerate() {
+        let Some(mark) = cfg.zones[b.zone].node(&b.name).and_then(|n| n.lb) else {
+            continue;
+        };
         let mut pools = vec![b.pool];
         if let crate::policy::WhenAllDown::Fallback(f) = b.when_all_down {
             pools.push(f);
@@ -629,7 +682,13 @@ fn answer_changes(
         if !touched {
             continue;
         }
-        for (family, nowhere) in [(Family::V4, "0.0.0.0/0"), (Family::V6, "::/0")] {
+        for (family, nowhere, rtype) in [
+            (Family::V4, "0.0.0.0/0", RecordType::A),
+            (Family::V6, "::/0", RecordType::AAAA),
+        ] {
+            if !mark.covers(rtype) {
+                continue;
+            }
             let answer = |snap: &crate::health::HealthSnapshot| {
                 let mut client = ClientInfo::from_network(nowhere.parse().expect("literal"));
                 let sel = crate::dns::select_for(
@@ -649,22 +708,22 @@ fn answer_changes(
                         crate::policy::Target::Alias(n) => n.clone(),
                     })
                     .collect();
-                (targets, format!("{:?}", sel.reason).to_lowercase())
+                (targets, sel.reason)
             };
             let (was, was_reason) = answer(before);
             let (will, will_reason) = answer(after);
             if was.is_empty() && will.is_empty() {
                 continue;
             }
-            out.push(json!({
-                "name": b.name.to_string(),
-                "family": if family == Family::V4 { "A" } else { "AAAA" },
-                "before": was,
-                "after": will,
-                "reason_before": was_reason,
-                "reason_after": will_reason,
-                "changes": was != will,
-            }));
+            out.push(AnswerChange {
+                name: b.name.to_string(),
+                family: if family == Family::V4 { "A" } else { "AAAA" },
+                changes: was != will || was_reason != will_reason,
+                before: was,
+                after: will,
+                reason_before: was_reason,
+                reason_after: will_reason,
+            });
         }
     }
     out

@@ -572,3 +572,84 @@ fn unfinished_requests_time_out_and_connections_are_capped() {
         request
     ) == 200));
 }
+
+#[test]
+fn a_drain_that_would_fail_a_name_open_is_refused_per_family() {
+    // The demo's shape: fra is down (its probe port is closed), iad is up; each site has one
+    // member per family.
+    let backend = Backend::start(200);
+    let gslb = r#"
+[[name]]
+name = "www"
+types = ["A", "AAAA"]
+policy = "weighted"
+pool = "web"
+when_all_down = "fail-open"
+
+[pool.web]
+check = "tcp"
+members = [
+  { site = "fra", address = "192.0.2.10", probe = "127.0.0.1:1", weight = 3 },
+  { site = "fra", address = "2001:db8:10::10", probe = "127.0.0.1:1", weight = 3 },
+  { site = "iad", address = "198.51.100.10", probe = "BACKEND", weight = 1 },
+  { site = "iad", address = "2001:db8:20::10", probe = "BACKEND", weight = 1 },
+]
+
+[check.tcp]
+kind = "tcp"
+interval = "200ms"
+timeout = "200ms"
+fall = 1
+"#
+    .replace("BACKEND", &backend.addr.to_string());
+    let cfg = ConfigDir::new(&zone_with(""), &gslb);
+    let srv = Server::start(&cfg);
+    assert!(wait_until(Duration::from_secs(20), || {
+        srv.member_health("fra/192.0.2.10") == "down"
+            && srv.member_health("fra/2001:db8:10::10") == "down"
+    }));
+    let www = |t| answers(&srv.query("www.example.test.", t));
+    assert_eq!(www(RecordType::A), ["198.51.100.10"]);
+
+    // The pool keeps 3 of 4 members usable, but www A would have none: refused, and the
+    // dry run says so, naming the name and family.
+    let (code, dry) = post(&srv, "/members/iad%2F198.51.100.10/drain?dry_run=true");
+    assert_eq!(code, 200, "{dry}");
+    assert_eq!(dry["would_be_refused"], true, "{dry}");
+    let change = dry["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["family"] == "A")
+        .unwrap_or_else(|| panic!("{dry}"));
+    assert_eq!(change["reason_before"], "healthy");
+    assert_eq!(change["reason_after"], "fail-open");
+    assert_eq!(change["after"], serde_json::json!(["192.0.2.10"]));
+    for (member, family) in [
+        ("iad%2F198.51.100.10", "www.example.test. A"),
+        ("iad%2F2001%3Adb8%3A20%3A%3A10", "www.example.test. AAAA"),
+    ] {
+        let (code, body) = post(&srv, &format!("/members/{member}/drain"));
+        assert_eq!(code, 409, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("{family} would go from healthy to fail-open")),
+            "{error}"
+        );
+        // The pool rule holds per family too: the last usable member of a family.
+        assert!(error.contains("usable IPv"), "{error}");
+    }
+    assert_eq!(www(RecordType::A), ["198.51.100.10"]);
+    assert_eq!(www(RecordType::AAAA), ["2001:db8:20::10"]);
+
+    // ctl: refused without --force, applied with it.
+    let (ok, out) = srv.ctl(&["drain", "iad/198.51.100.10"]);
+    assert!(
+        !ok && out.contains("www.example.test. A would go from healthy to fail-open"),
+        "{out}"
+    );
+    let (ok, out) = srv.ctl(&["drain", "iad/198.51.100.10", "--force"]);
+    assert!(ok, "{out}");
+    assert_eq!(www(RecordType::A), ["192.0.2.10"]);
+    assert_eq!(www(RecordType::AAAA), ["2001:db8:20::10"]);
+}
