@@ -460,6 +460,9 @@ fn status(node: &Node) -> Value {
         "config_loaded_at": unix_seconds(loaded.loaded_at),
         "started_at": unix_seconds(node.started),
         "identity": cfg.server.identity,
+        "last_reload": *node.last_reload.lock().unwrap_or_else(|p| p.into_inner()),
+        "restart_needed": *node.restart_needed.lock().unwrap_or_else(|p| p.into_inner()),
+        "state_lost": node.state_lost,
         "zones": zones,
         "names": names,
         "pools": pools,
@@ -631,19 +634,22 @@ struct AnswerChange {
 
 impl AnswerChange {
     /// Why the change is refused without force: the name would stop answering from healthy
-    /// members (fail open, fall back, or go all-down).
+    /// members (fail open, fall back), or from any (all-down). Moves the other way never are.
     fn degradation(&self) -> Option<String> {
-        (self.reason_after != self.reason_before && self.reason_after != Reason::Healthy).then(
-            || {
-                format!(
-                    "{} {} would go from {} to {}",
-                    self.name,
-                    self.family,
-                    reason_text(self.reason_before),
-                    reason_text(self.reason_after)
-                )
-            },
-        )
+        let rank = |r: Reason| match r {
+            Reason::Healthy => 0,
+            Reason::Fallback | Reason::FailOpen => 1,
+            Reason::AllDown => 2,
+        };
+        (rank(self.reason_after) > rank(self.reason_before)).then(|| {
+            format!(
+                "{} {} would go from {} to {}",
+                self.name,
+                self.family,
+                reason_text(self.reason_before),
+                reason_text(self.reason_after)
+            )
+        })
     }
 }
 

@@ -56,6 +56,19 @@ pub enum ConfigError {
     Zone(#[from] ZoneError),
     #[error(transparent)]
     Geo(#[from] GeoError),
+    /// Several zones (or their load-balancing files) failed: every error, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Each single error ([`ConfigError::Several`] taken apart).
+    pub fn each(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Several(all) => all.iter().flat_map(ConfigError::each).collect(),
+            one => vec![one],
+        }
+    }
 }
 
 // ---------------------------------------------------------------- file structs
@@ -373,6 +386,9 @@ pub struct Config {
     pub probes: Vec<(ProbeSpec, Vec<MemberId>)>,
     /// Every file read, for change detection.
     pub sources: Vec<PathBuf>,
+    /// What is served but probably not meant (`file:line: object: message` each): printed by
+    /// `check`, logged at start and reload.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -466,7 +482,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             })
             .collect::<Result<_, _>>()?,
     };
-    let control = match &section.control {
+    let control: SocketAddr = match &section.control {
         None => "127.0.0.1:5380".parse().expect("literal"),
         Some(s) => s
             .parse()
@@ -569,6 +585,17 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             Some(Arc::from(token))
         }
     };
+    // The endpoint can drain members and reload: off loopback only behind a token.
+    if !control.ip().is_loopback() && control_token.is_none() {
+        return Err(invalid(
+            span.clone(),
+            "server.control",
+            format!(
+                "{control} is not on loopback: set server.control_token_file so callers must \
+                 authenticate"
+            ),
+        ));
+    }
     let metrics_names = section
         .metrics_names
         .iter()
@@ -650,39 +677,58 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         }
         builder.keys.push(key);
     }
+    // Every zone is read even after one fails, so one run reports every broken file.
+    let mut errors = Vec::new();
+    let mut origins: Vec<Name> = Vec::new();
     for entry in &parsed.zone {
         let z = entry.get_ref();
         let object = format!("zone {:?}", z.origin);
-        let origin = Name::from_ascii(&z.origin)
-            .map(|n| fqdn_lower(&n))
-            .map_err(|e| invalid(entry.span(), &object, format!("bad origin: {e}")))?;
-        if builder
-            .zones
-            .iter()
-            .any(|existing| existing.origin == origin)
-        {
-            return Err(invalid(entry.span(), &object, "zone listed twice".into()));
-        }
-        let zone_file = base.join(&z.file);
-        builder.sources.push(zone_file.clone());
-        let zone = Zone::load(&zone_file, &origin)?;
-        builder.zones.push(zone);
-        builder.zone_ecs.push(z.ecs.unwrap_or(true));
-        let transfer = match &z.transfer {
-            None => None,
-            Some(t) => {
-                Some(transfer(t, &builder.keys).map_err(|m| invalid(entry.span(), &object, m))?)
+        let origin = match Name::from_ascii(&z.origin).map(|n| fqdn_lower(&n)) {
+            Ok(origin) => origin,
+            Err(e) => {
+                errors.push(invalid(entry.span(), &object, format!("bad origin: {e}")));
+                continue;
             }
         };
-        builder.zone_transfer.push(transfer);
-        if let Some(g) = &z.gslb {
-            let gslb_file = base.join(g);
-            builder.sources.push(gslb_file.clone());
-            let gtext = read(&gslb_file)?;
-            builder.add_gslb(builder.zones.len() - 1, &gtext, &gslb_file)?;
+        if origins.contains(&origin) {
+            errors.push(invalid(entry.span(), &object, "zone listed twice".into()));
+            continue;
+        }
+        origins.push(origin.clone());
+        let zone_file = base.join(&z.file);
+        builder.sources.push(zone_file.clone());
+        let gslb_file = z.gslb.as_ref().map(|g| base.join(g));
+        builder.sources.extend(gslb_file.clone());
+        let transfer = match &z.transfer {
+            None => Ok(None),
+            Some(t) => transfer(t, &builder.keys)
+                .map(Some)
+                .map_err(|m| invalid(entry.span(), &object, m)),
+        };
+        let zone = match (Zone::load(&zone_file, &origin), transfer) {
+            (Ok(zone), Ok(transfer)) => {
+                builder.zone_transfer.push(transfer);
+                zone
+            }
+            (zone, transfer) => {
+                errors.extend(zone.err().map(ConfigError::from));
+                errors.extend(transfer.err());
+                continue;
+            }
+        };
+        builder.zones.push(zone);
+        builder.zone_ecs.push(z.ecs.unwrap_or(true));
+        if let Some(gslb_file) = gslb_file {
+            let added = read(&gslb_file)
+                .and_then(|gtext| builder.add_gslb(builder.zones.len() - 1, &gtext, &gslb_file));
+            errors.extend(added.err());
         }
     }
-    builder.finish(server)
+    match errors.len() {
+        0 => builder.finish(server),
+        1 => Err(errors.remove(0)),
+        _ => Err(ConfigError::Several(errors)),
+    }
 }
 
 fn transfer(t: &TransferSection, keys: &[crate::dns::tsig::Key]) -> Result<Transfer, String> {
@@ -796,6 +842,7 @@ struct Builder {
     probes: HashMap<ProbeSpec, Vec<MemberId>>,
     probe_order: Vec<ProbeSpec>,
     sources: Vec<PathBuf>,
+    warnings: Vec<String>,
 }
 
 impl Builder {
@@ -830,12 +877,23 @@ impl Builder {
         }
 
         // Checks first: pools refer to them.
-        let mut checks: HashMap<&str, (Option<ProbeKind>, &Spanned<FileCheck>)> = HashMap::new();
+        let mut checks: HashMap<&str, (Option<ProbeKind>, Timing)> = HashMap::new();
         for (name, c) in &parsed.check {
             let object = format!("check {name:?}");
             let kind =
                 check_kind(c.get_ref(), file).map_err(|m| invalid(c.span(), object.clone(), m))?;
-            checks.insert(name.as_str(), (kind, c));
+            let timing =
+                Timing::of(c.get_ref()).map_err(|m| invalid(c.span(), object.clone(), m))?;
+            if timing.timeout > timing.interval {
+                self.warnings.push(format!(
+                    "{}:{}: {object}: timeout {:?} is longer than the interval {:?}: probes overlap",
+                    file.display(),
+                    lines.line(c.span().start),
+                    timing.timeout,
+                    timing.interval
+                ));
+            }
+            checks.insert(name.as_str(), (kind, timing));
         }
 
         // Site names, shared by members and policies of this file.
@@ -897,10 +955,9 @@ impl Builder {
                 if members.iter().any(|o| o.id == id) {
                     return Err(err(format!("duplicate member {id}")));
                 }
-                if let Some((kind, c)) = check {
+                if let Some((kind, timing)) = check {
                     if let Some(kind) = kind {
-                        let spec =
-                            probe_spec(kind.clone(), c.get_ref(), fm, &target).map_err(&err)?;
+                        let spec = probe_spec(kind.clone(), timing, fm, &target).map_err(&err)?;
                         if !self.probes.contains_key(&spec) {
                             self.probe_order.push(spec.clone());
                         }
@@ -1387,7 +1444,13 @@ impl Builder {
             mut probes,
             probe_order,
             sources,
+            mut warnings,
         } = self;
+        warnings.extend(
+            zones
+                .iter()
+                .flat_map(|z| z.warnings.iter().map(ToString::to_string)),
+        );
         Ok(Config {
             server,
             zones: zones.into_iter().map(Arc::new).collect(),
@@ -1409,6 +1472,7 @@ impl Builder {
                 })
                 .collect(),
             sources,
+            warnings,
         })
     }
 }
@@ -1485,9 +1549,59 @@ fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {
     Ok(out)
 }
 
+/// A check's schedule and thresholds, validated where the check is declared.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    port: Option<u16>,
+    interval: Duration,
+    timeout: Duration,
+    rise: u32,
+    fall: u32,
+    jitter_percent: u8,
+}
+
+impl Timing {
+    fn of(c: &FileCheck) -> Result<Timing, String> {
+        let interval = c
+            .interval
+            .as_ref()
+            .map(DurationValue::get)
+            .transpose()
+            .map_err(|m| format!("interval: {m}"))?
+            .unwrap_or(Duration::from_secs(5));
+        let timeout = c
+            .timeout
+            .as_ref()
+            .map(DurationValue::get)
+            .transpose()
+            .map_err(|m| format!("timeout: {m}"))?
+            .unwrap_or(Duration::from_secs(2));
+        if interval.is_zero() || timeout.is_zero() {
+            return Err("interval and timeout must be greater than 0".into());
+        }
+        let jitter_percent = match &c.jitter {
+            None => 10,
+            Some(j) => j
+                .trim_end_matches('%')
+                .parse::<u8>()
+                .ok()
+                .filter(|v| *v <= 50)
+                .ok_or_else(|| format!("jitter {j:?} must be a percentage from 0% to 50%"))?,
+        };
+        Ok(Timing {
+            port: c.port,
+            interval,
+            timeout,
+            rise: c.rise.unwrap_or(2),
+            fall: c.fall.unwrap_or(3),
+            jitter_percent,
+        })
+    }
+}
+
 fn probe_spec(
     kind: ProbeKind,
-    c: &FileCheck,
+    c: &Timing,
     m: &FileMember,
     target: &Target,
 ) -> Result<ProbeSpec, String> {
@@ -1510,38 +1624,14 @@ fn probe_spec(
             return Err("a cname member needs probe = \"ADDRESS:PORT\"".into())
         }
     };
-    let interval = c
-        .interval
-        .as_ref()
-        .map(DurationValue::get)
-        .transpose()?
-        .unwrap_or(Duration::from_secs(5));
-    let timeout = c
-        .timeout
-        .as_ref()
-        .map(DurationValue::get)
-        .transpose()?
-        .unwrap_or(Duration::from_secs(2));
-    if interval.is_zero() || timeout.is_zero() {
-        return Err("interval and timeout must be greater than 0".into());
-    }
-    let jitter_percent = match &c.jitter {
-        None => 10,
-        Some(j) => j
-            .trim_end_matches('%')
-            .parse::<u8>()
-            .ok()
-            .filter(|v| *v <= 50)
-            .ok_or_else(|| format!("jitter {j:?} must be a percentage from 0% to 50%"))?,
-    };
     Ok(ProbeSpec {
         kind,
         addr,
-        interval,
-        timeout,
-        rise: c.rise.unwrap_or(2),
-        fall: c.fall.unwrap_or(3),
-        jitter_percent,
+        interval: c.interval,
+        timeout: c.timeout,
+        rise: c.rise,
+        fall: c.fall,
+        jitter_percent: c.jitter_percent,
     })
 }
 

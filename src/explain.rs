@@ -262,7 +262,7 @@ pub fn describe(
     match &client.geo {
         None => lines.push("location:  not needed by this policy".into()),
         Some(hit) => lines.push(match &hit.location {
-            None => format!("location:  unknown (database network {})", hit.network),
+            None => "location:  not in database".to_string(),
             Some(loc) => {
                 let mut place = loc.path().last().cloned().unwrap_or_else(|| "?".into());
                 if let Some(city) = &loc.city {

@@ -21,6 +21,7 @@
 //! - [`state`]: the sled store of last-known health and admin overrides; the only module that
 //!   sees sled.
 //! - [`admin`]: the loopback control endpoint (JSON) used by `meridian ctl`.
+//! - [`render`]: the control endpoint's documents as `ctl` prints them for a person.
 //! - [`server`]: a running node: start-up, reload on SIGHUP and file change, shutdown.
 //! - [`anycast`]: the helper that announces the node's prefixes through ExaBGP or BIRD only
 //!   while the node answers as clients expect.
@@ -35,6 +36,7 @@ pub mod hash;
 pub mod health;
 pub mod metrics;
 pub mod policy;
+pub mod render;
 pub mod server;
 pub mod state;
 pub mod zone;

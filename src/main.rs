@@ -79,6 +79,10 @@ enum Command {
         /// Control endpoint of the running server.
         #[arg(long, default_value = "127.0.0.1:5380")]
         control: SocketAddr,
+        /// A file holding the endpoint's bearer token (as for `ctl`); default: the file named
+        /// by $MERIDIAN_TOKEN_FILE, if set.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Build or query MaxMind-format geo databases.
     Geo {
@@ -116,6 +120,9 @@ enum Command {
         /// the file named by $MERIDIAN_TOKEN_FILE, if set.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Print the endpoint's JSON documents instead of tables and summaries.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         action: CtlAction,
     },
@@ -225,13 +232,21 @@ fn source(config: Option<PathBuf>) -> Source {
     }
 }
 
+/// Exit status when a config is rejected: by `check`, by `serve` at start, and by
+/// `ctl reload`. Any other failure exits with 2.
+const EXIT_CONFIG: u8 = 1;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("meridian: {e:#}");
-            ExitCode::from(2)
+            let config = matches!(
+                e.downcast_ref::<server::ServeError>(),
+                Some(server::ServeError::Config(_) | server::ServeError::ControlUnprotected(_))
+            ) || e.downcast_ref::<meridian::config::ConfigError>().is_some();
+            ExitCode::from(if config { EXIT_CONFIG } else { 2 })
         }
     }
 }
@@ -241,20 +256,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => {
             let src = source(config);
-            match meridian::config::load(&src) {
+            match server::check(&src) {
                 Ok(cfg) => {
+                    for (i, zone) in cfg.zones.iter().enumerate() {
+                        println!(
+                            "zone {}: serial {}, {} records, {} load-balanced name(s) ({})",
+                            zone.origin,
+                            zone.serial(),
+                            zone.record_count(),
+                            cfg.bindings.iter().filter(|b| b.zone == i).count(),
+                            zone.file.display()
+                        );
+                    }
+                    for warning in &cfg.warnings {
+                        eprintln!("warning: {warning}");
+                    }
                     println!(
-                        "ok: {} zone(s), {} load-balanced name(s), {} pool(s), {} distinct probe(s)",
+                        "ok: {} zone(s), {} load-balanced name(s), {} pool(s), {} distinct probe(s), {} warning(s)",
                         cfg.zones.len(),
                         cfg.bindings.len(),
                         cfg.pools.len(),
-                        cfg.probes.len()
+                        cfg.probes.len(),
+                        cfg.warnings.len()
                     );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("{e}");
-                    Ok(ExitCode::from(1))
+                    let all = e.each();
+                    for one in &all {
+                        eprintln!("{one}");
+                    }
+                    eprintln!("check failed: {} error(s)", all.len());
+                    Ok(ExitCode::from(EXIT_CONFIG))
                 }
             }
         }
@@ -281,8 +314,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ctl {
             control,
             token_file,
+            json,
             action,
-        } => ctl(control, token(token_file)?, action),
+        } => ctl(control, token(token_file)?, action, json),
         Command::Anycast {
             config,
             driver,
@@ -335,6 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             offline,
             config,
             control,
+            token_file,
         } => {
             let req = meridian::explain::Request {
                 name,
@@ -350,7 +385,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 meridian::explain::explain(&loaded, &health, &req)?.lines
             } else {
                 let body = serde_json::to_string(&req)?;
-                let token = token(None)?;
+                let token = token(token_file)?;
                 let (status, text) =
                     http(control, token.as_deref(), "POST", "/explain", Some(body))?;
                 let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
@@ -400,7 +435,12 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn ctl(control: SocketAddr, token: Option<String>, action: CtlAction) -> anyhow::Result<ExitCode> {
+fn ctl(
+    control: SocketAddr,
+    token: Option<String>,
+    action: CtlAction,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let member = |m: &str, action: &str, query: String| {
         ("POST", format!("/members/{}/{action}{query}", encode(m)))
     };
@@ -423,7 +463,35 @@ fn ctl(control: SocketAddr, token: Option<String>, action: CtlAction) -> anyhow:
         CtlAction::ForceDown { member: m, options } => member(m, "force-down", options.query()),
     };
     let (status, body) = http(control, token.as_deref(), method, &path, None)?;
-    print!("{body}");
+    let now = std::time::SystemTime::now();
+    let doc = || -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&body)
+            .with_context(|| format!("unexpected reply from the control endpoint: {body}"))
+    };
+    let member_call = match &action {
+        CtlAction::Drain { member, .. } => Some(("drain", member)),
+        CtlAction::Undrain { member, .. } => Some(("undrain", member)),
+        CtlAction::ForceUp { member, .. } => Some(("force-up", member)),
+        CtlAction::ForceDown { member, .. } => Some(("force-down", member)),
+        _ => None,
+    };
+    match (&action, member_call) {
+        (_, _) if json => print!("{body}"),
+        (CtlAction::Status, _) if status.is_success() => {
+            print!("{}", meridian::render::status(&doc()?, now))
+        }
+        (_, Some((name, target))) => {
+            println!("{}", meridian::render::action(name, target, &doc()?, now));
+            if !status.is_success() {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        _ => print!("{body}"),
+    }
+    if matches!(action, CtlAction::Reload) && status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+        eprintln!("meridian: the config was rejected; the running one keeps serving");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     if !status.is_success() {
         bail!("control endpoint answered {status}");
     }

@@ -66,6 +66,35 @@ pub fn load(source: &Source, overrides: &Overrides) -> Result<Config, ConfigErro
     Ok(cfg)
 }
 
+/// What `meridian check` runs: the config as `serve` loads it (the same validation, with
+/// every zone's errors), and the rules `serve` adds from the state directory, read but never
+/// written: a node's own cookie secret must parse. (The serial rule for zones with
+/// secondaries needs the state store, which a running node holds: it is checked at start and
+/// reload.)
+pub fn check(source: &Source) -> Result<Config, ConfigError> {
+    let cfg = config::load(source)?;
+    if cfg.server.cookies && cfg.server.cookie_secrets.is_none() {
+        let path = cfg.server.state_dir.join("cookie.secret");
+        if path.exists() {
+            read_cookie_secret(&path)?;
+        }
+    }
+    Ok(cfg)
+}
+
+fn read_cookie_secret(path: &std::path::Path) -> Result<Secrets, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    Secrets::parse(&text).map_err(|m| ConfigError::Invalid {
+        file: path.to_path_buf(),
+        line: 1,
+        object: "cookie secret".into(),
+        message: format!("{m} (delete the file to make a new one)"),
+    })
+}
+
 /// This node's own cookie secret, kept in the state directory (created on first start, readable
 /// by the service only). Nodes that must validate each other's cookies share a
 /// `cookie_secret_file` instead.
@@ -76,12 +105,7 @@ fn state_cookie_secret(dir: &std::path::Path) -> Result<Secrets, ConfigError> {
         source,
     };
     match std::fs::read_to_string(&path) {
-        Ok(text) => Secrets::parse(&text).map_err(|m| ConfigError::Invalid {
-            file: path.clone(),
-            line: 1,
-            object: "cookie secret".into(),
-            message: format!("{m} (delete the file to make a new one)"),
-        }),
+        Ok(_) => read_cookie_secret(&path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
@@ -179,6 +203,22 @@ pub struct Node {
     pub started: SystemTime,
     /// Answers per member, sampled every few seconds over the last minute (newest last).
     answer_samples: Mutex<std::collections::VecDeque<(std::time::Instant, AnswerCounts)>>,
+    /// The last reload, however it was asked for (SIGHUP, file change, control call).
+    pub last_reload: Mutex<Option<ReloadRecord>>,
+    /// Settings changed by a reload that only a restart applies (sockets are bound once).
+    pub restart_needed: Mutex<Vec<String>>,
+    /// Why the state store started empty, when it did (damaged and moved aside, or missing
+    /// after an earlier run): drains and remembered health were lost.
+    pub state_lost: Option<String>,
+}
+
+/// What the last reload did, and when.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadRecord {
+    /// Unix seconds.
+    pub at: u64,
+    #[serde(flatten)]
+    pub outcome: ReloadOutcome,
 }
 
 /// Answers given per (pool, member id) since start.
@@ -270,6 +310,10 @@ impl Node {
             ReloadOutcome::Applied { .. } => "applied",
             ReloadOutcome::Rejected { .. } => "rejected",
         });
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReloadRecord {
+            at: crate::health::unix_now(),
+            outcome: outcome.clone(),
+        });
         outcome
     }
 
@@ -307,13 +351,30 @@ impl Node {
                 };
             }
         };
-        let version = self.responder.current.load().version + 1;
+        let previous = self.responder.current.load_full();
+        let version = previous.version + 1;
         report_orphans(&cfg, &self.health);
-        let loaded = Arc::new(Loaded::replacing(
-            cfg,
-            version,
-            &self.responder.current.load(),
-        ));
+        report_warnings(&cfg);
+        report_zones(&cfg, Some(&previous.config));
+        let unapplied = needs_restart(&previous.config, &cfg);
+        for setting in &unapplied {
+            tracing::warn!(
+                setting,
+                "reload: {setting} changed; sockets are bound at start, so it applies after a restart"
+            );
+        }
+        {
+            let mut pending = self
+                .restart_needed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for setting in unapplied {
+                if !pending.contains(&setting) {
+                    pending.push(setting);
+                }
+            }
+        }
+        let loaded = Arc::new(Loaded::replacing(cfg, version, &previous));
         self.responder.current.store(loaded.clone());
         announce(&loaded.config, &self.store, &changed);
         *self.probes.lock().unwrap_or_else(|p| p.into_inner()) = probes;
@@ -325,6 +386,62 @@ impl Node {
     pub fn config(&self) -> arc_swap::Guard<Arc<Loaded>> {
         self.responder.current.load()
     }
+}
+
+/// Logs each config warning (also printed by `check`).
+fn report_warnings(cfg: &Config) {
+    for warning in &cfg.warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// Logs `zone NAME loaded, serial N` for each zone that is new or whose serial changed
+/// since `previous` (every zone at start), and warns of zones whose data changed while their
+/// serial did not (secondaries and caches keyed on the serial would miss the change).
+fn report_zones(cfg: &Config, previous: Option<&Config>) {
+    for zone in &cfg.zones {
+        let before = previous.and_then(|p| p.zones.iter().find(|z| z.origin == zone.origin));
+        match before {
+            Some(old) if old.serial() == zone.serial() => {
+                if old.digest() != zone.digest() {
+                    tracing::warn!(
+                        zone = %zone.origin,
+                        serial = zone.serial(),
+                        "zone {} data changed but its SOA serial {} did not: raise it",
+                        zone.origin,
+                        zone.serial()
+                    );
+                }
+            }
+            _ => tracing::info!(
+                zone = %zone.origin,
+                serial = zone.serial(),
+                "zone {} loaded, serial {}",
+                zone.origin,
+                zone.serial()
+            ),
+        }
+    }
+}
+
+/// The settings that differ between `old` and `new` that a reload cannot apply: the DNS and
+/// control sockets and their TCP limits are bound once, at start.
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let (a, b) = (&old.server, &new.server);
+    let mut out = Vec::new();
+    if a.listen != b.listen {
+        out.push("server.listen".to_string());
+    }
+    if a.udp_workers != b.udp_workers {
+        out.push("server.udp_workers".to_string());
+    }
+    if a.control != b.control {
+        out.push("server.control".to_string());
+    }
+    if a.tcp != b.tcp {
+        out.push("server.tcp".to_string());
+    }
+    out
 }
 
 /// Overrides for members no longer in the config are kept (they apply again if the member
@@ -369,8 +486,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let cfg = load(&source, &overrides)?;
     let stamps = stamp(&cfg.sources);
-    let store = match Store::open(&cfg.server.state_dir)? {
-        Opened::Clean(s) => s,
+    report_warnings(&cfg);
+    report_zones(&cfg, None);
+    let (store, state_lost) = match Store::open(&cfg.server.state_dir)? {
+        Opened::Clean(s) => (s, None),
         Opened::Recreated {
             store,
             moved_to,
@@ -381,7 +500,22 @@ pub async fn serve(
                 moved_to = %moved_to.display(),
                 "STATE STORE COULD NOT BE OPENED: moved aside, starting with no remembered health or overrides"
             );
-            store
+            let lost = format!(
+                "the state store could not be opened ({error}) and was moved aside to {}: drains, overrides and remembered health were lost",
+                moved_to.display()
+            );
+            (store, Some(lost))
+        }
+        Opened::Emptied { store, path } => {
+            tracing::error!(
+                store = %path.display(),
+                "STATE STORE OPENED EMPTY although this node wrote it before (its files were removed or damaged, or its snapshot is missing): starting with no remembered health or overrides"
+            );
+            let lost = format!(
+                "the state store at {} opened empty although this node wrote it before: drains, overrides and remembered health were lost",
+                path.display()
+            );
+            (store, Some(lost))
         }
     };
     let health = Arc::new(HealthStore::new(
@@ -419,6 +553,9 @@ pub async fn serve(
         store,
         started: SystemTime::now(),
         answer_samples: Mutex::new(Default::default()),
+        last_reload: Mutex::new(None),
+        restart_needed: Mutex::new(Vec::new()),
+        state_lost,
     });
     // Secondaries hear of every zone at start: the data may have changed while this node was
     // down.

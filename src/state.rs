@@ -32,6 +32,8 @@ pub struct Store {
     audit: sled::Tree,
     /// Override expiry times (seconds since the epoch) per member.
     expiry: sled::Tree,
+    /// The store's marker (see [`MARKER_FILE`]).
+    meta: sled::Tree,
     db: sled::Db,
 }
 
@@ -45,7 +47,16 @@ pub enum Opened {
         moved_to: PathBuf,
         error: String,
     },
+    /// The store opened, but empty, although this node had written it before (its marker
+    /// file says so): its files were removed or damaged, or its snapshot is missing.
+    Emptied { store: Store, path: PathBuf },
 }
+
+/// The file beside the store that holds the store's marker: a random value also written
+/// inside the store when it is created. A store that opens without the marker it should hold
+/// lost its data.
+const MARKER_FILE: &str = "store.marker";
+const MARKER_KEY: &[u8] = b"marker";
 
 impl Store {
     /// Opens `dir/store`, or moves a damaged one aside and starts clean (never a crash loop).
@@ -65,7 +76,19 @@ impl Store {
             }
         }
         match attempt {
-            Ok(s) => Ok(Opened::Clean(s)),
+            Ok(s) => {
+                let found = s.meta.get(MARKER_KEY).ok().flatten();
+                let expected = std::fs::read(dir.join(MARKER_FILE)).ok();
+                let lost = found.is_none() && expected.is_some();
+                if found.is_none() || found.as_deref() != expected.as_deref() {
+                    s.mark(dir)?;
+                }
+                Ok(if lost {
+                    Opened::Emptied { store: s, path }
+                } else {
+                    Opened::Clean(s)
+                })
+            }
             Err(e) if is_lock_error(&e) => Err(StateError::Locked(path)),
             Err(e) => {
                 let stamp = crate::health::unix_now();
@@ -73,6 +96,7 @@ impl Store {
                 std::fs::rename(&path, &moved_to)
                     .map_err(|e| StateError::MoveAside(path.clone(), e))?;
                 let store = Self::open_at(&path).map_err(|e| StateError::Open(path.clone(), e))?;
+                store.mark(dir)?;
                 Ok(Opened::Recreated {
                     store,
                     moved_to,
@@ -93,8 +117,23 @@ impl Store {
             serials: db.open_tree("serials")?,
             audit: db.open_tree("audit")?,
             expiry: db.open_tree("expiry")?,
+            meta: db.open_tree("meta")?,
             db,
         })
+    }
+
+    /// Gives the store a new marker, inside it and in the file beside it (the store first,
+    /// so a crash in between leaves a file that does not match, never a false alarm).
+    fn mark(&self, dir: &Path) -> Result<(), StateError> {
+        let marker = format!("{:016x}", rand::random::<u64>());
+        let failed = |e: std::io::Error| StateError::Dir(dir.to_path_buf(), e);
+        self.meta
+            .insert(MARKER_KEY, marker.as_bytes())
+            .and_then(|_| self.meta.flush())
+            .map_err(|e| failed(std::io::Error::other(e)))?;
+        let tmp = dir.join(format!("{MARKER_FILE}.tmp"));
+        std::fs::write(&tmp, &marker).map_err(failed)?;
+        std::fs::rename(&tmp, dir.join(MARKER_FILE)).map_err(failed)
     }
 
     /// Everything remembered, as a starting snapshot.
@@ -291,7 +330,53 @@ mod tests {
         std::fs::write(dir.path().join("store"), b"not a directory").unwrap();
         match Store::open(dir.path()).unwrap() {
             Opened::Recreated { moved_to, .. } => assert!(moved_to.exists()),
-            Opened::Clean(_) => panic!("expected recreation"),
+            _ => panic!("expected recreation"),
+        }
+        // The new store is marked: opened again, it is clean.
+        assert!(matches!(Store::open(dir.path()), Ok(Opened::Clean(_))));
+    }
+
+    /// Writes an override into a fresh store in `dir` and closes it.
+    fn written(dir: &Path) {
+        let Opened::Clean(s) = Store::open(dir).unwrap() else {
+            panic!("fresh store")
+        };
+        s.admin_changed(&MemberId::new("fra", "192.0.2.10"), Admin::Drained);
+        s.db.flush().unwrap();
+    }
+
+    #[test]
+    fn a_store_whose_files_are_gone_is_reported_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        written(dir.path());
+        std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+        assert!(matches!(
+            Store::open(dir.path()),
+            Ok(Opened::Emptied { .. })
+        ));
+        // Reported once: the store is marked anew.
+        assert!(matches!(Store::open(dir.path()), Ok(Opened::Clean(_))));
+    }
+
+    #[test]
+    fn a_store_without_its_snapshot_is_never_silently_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        written(dir.path());
+        for entry in std::fs::read_dir(dir.path().join("store")).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snap.")
+            {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        match Store::open(dir.path()).unwrap() {
+            // Recovered from the log: the override is there.
+            Opened::Clean(s) => assert_eq!(s.overrides().len(), 1),
+            Opened::Emptied { .. } | Opened::Recreated { .. } => {}
         }
     }
 }

@@ -233,6 +233,8 @@ pub struct Zone {
     soa: Option<Record>,
     /// [`Zone::digest`], computed on first use (only zones with secondaries need it).
     digest: std::sync::OnceLock<u64>,
+    /// Data served as written but probably not meant: `file:line: owner type: message`.
+    pub warnings: Vec<String>,
 }
 
 impl Zone {
@@ -247,6 +249,8 @@ impl Zone {
 
     /// Parses and validates master-file text; `file` is used only in messages.
     pub fn parse(text: &str, file: &Path, origin: &Name) -> Result<Zone, ZoneError> {
+        // A UTF-8 byte-order mark, as some editors write one, is not part of the data.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let origin = fqdn_lower(origin);
         let mut zone = Zone {
             origin: origin.clone(),
@@ -254,6 +258,7 @@ impl Zone {
             nodes: FastMap::default(),
             soa: None,
             digest: std::sync::OnceLock::new(),
+            warnings: Vec::new(),
         };
         zone.ensure_node(&origin);
         let syntax = |line: usize, message: String| ZoneError::Syntax {
@@ -266,6 +271,8 @@ impl Zone {
         let mut default_ttl: Option<u32> = None;
         let mut last_ttl: Option<u32> = None;
         let mut last_owner: Option<Name> = None;
+        // RRsets already warned of for mixed TTLs.
+        let mut mixed = std::collections::HashSet::new();
 
         for entry in Entries::new(text) {
             let entry = entry.map_err(|(line, m)| syntax(line, m))?;
@@ -369,6 +376,26 @@ impl Zone {
                 })?,
             };
             last_ttl = Some(ttl);
+            let mut notes = Vec::new();
+            if ttl > i32::MAX as u32 {
+                notes.push(format!(
+                    "TTL {ttl} is over 2147483647 (RFC 2181 section 8): resolvers treat it as 0"
+                ));
+            }
+            if let Some(set) = zone.node(&owner).and_then(|n| n.rrset(rtype)) {
+                if set.ttl != ttl && mixed.insert((owner.clone(), rtype)) {
+                    notes.push(format!(
+                        "TTL {ttl} differs from the set's {}: every record of the set is served \
+                         with {} (RFC 2181 section 5.2)",
+                        set.ttl,
+                        set.ttl.min(ttl)
+                    ));
+                }
+            }
+            for note in notes {
+                let place = format!("{}:{line}: {owner} {rtype}", file.display());
+                zone.warnings.push(format!("{place}: {note}"));
+            }
             if !origin.zone_of(&owner) {
                 return Err(record_err(format!(
                     "out-of-zone data: not in zone {origin}"
@@ -432,6 +459,15 @@ impl Zone {
 
     fn apex(&self) -> &Node {
         self.node(&self.origin).expect("the apex always has a node")
+    }
+
+    /// How many records the zone holds (load-balanced names not counted).
+    pub fn record_count(&self) -> usize {
+        self.nodes
+            .values()
+            .flat_map(|n| n.rrsets.iter())
+            .map(RRset::len)
+            .sum()
     }
 
     /// How many names exist in the zone, empty non-terminals included.

@@ -189,7 +189,7 @@ fn drains_keep_pools_above_their_minimum_unless_forced() {
     let (ok, out) = srv.ctl(&["force-down", "b/192.0.2.2"]);
     assert!(!ok && out.contains("below its minimum"), "{out}");
     let (ok, out) = srv.ctl(&["force-down", "b/192.0.2.2", "--dry-run"]);
-    assert!(ok && out.contains("would_be_refused"), "{out}");
+    assert!(ok && out.contains("would be refused"), "{out}");
     let (ok, out) = srv.ctl(&["force-up", "a/192.0.2.1"]);
     assert!(ok, "{out}");
 

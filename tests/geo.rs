@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::RecordType;
 
 const DEMO_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/geo/demo-city.mmdb");
@@ -345,6 +346,49 @@ fn explain_shows_the_decision_chain() {
         txt.iter().any(|t| t.contains("policy:    geo-nearest")),
         "{txt:?}"
     );
+    // Asked for the same client (its ECS prefix), the in-band lines are the CLI's lines:
+    // answer, scope, TTL and reason included.
+    let cli = explain(&srv, &args);
+    let mut q = hickory_proto::op::Message::from_vec(&q).unwrap();
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.options_mut()
+        .insert(EdnsOption::Subnet(ClientSubnet::new(
+            "10.5.0.0".parse().unwrap(),
+            24,
+            0,
+        )));
+    q.set_edns(edns);
+    let r = query_tcp(srv.dns, &q.to_vec().unwrap());
+    let txt: Vec<String> = r
+        .answers
+        .iter()
+        .map(|a| match &a.data {
+            hickory_proto::rr::RData::TXT(t) => t.to_string(),
+            other => other.to_string(),
+        })
+        .collect();
+    for line in cli.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            txt.iter().any(|t| t == line),
+            "in-band lacks {line:?}: {txt:?}"
+        );
+    }
+    for want in ["answer:    ", "ecs scope: /", "ttl:       ", "reason:    "] {
+        assert!(txt.iter().any(|t| t.starts_with(want)), "{want:?}: {txt:?}");
+    }
+
+    // A client the database does not place.
+    let text = explain(
+        &srv,
+        &[
+            "geo.example.test",
+            "--client",
+            "192.0.2.77",
+            "--ecs",
+            "10.200.0.0/24",
+        ],
+    );
+    assert!(text.contains("location:  not in database"), "{text}");
 }
 
 #[test]

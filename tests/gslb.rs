@@ -231,7 +231,13 @@ fn failover_follows_probes_and_all_down_behaves_as_configured() {
     let (ok, out) = srv.ctl(&["drain", "one/192.0.2.1"]);
     assert!(ok, "{out}");
     assert_eq!(fo(), vec!["192.0.2.2"]);
-    let (ok, _) = srv.ctl(&["drain", "web/two"]); // POOL/SITE form
+    // Taking the last member out would make fo go all-down: refused without --force.
+    let (ok, out) = srv.ctl(&["drain", "web/two"]); // POOL/SITE form
+    assert!(
+        !ok && out.contains("fo.example.test. A would go from fail-open to all-down"),
+        "{out}"
+    );
+    let (ok, _) = srv.ctl(&["drain", "web/two", "--force"]);
     assert!(ok);
     let r = srv.query("fo.example.test.", RecordType::A);
     assert_eq!(

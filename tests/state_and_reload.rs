@@ -441,3 +441,247 @@ fn sighup_and_file_changes_reload() {
         vec!["192.0.2.3"]
     );
 }
+
+/// The server file `ConfigDir` writes, with `control` and `listen` as given.
+fn server_file(listen: &str, control: &str) -> String {
+    format!(
+        "[server]\nlisten = {listen}\ncontrol = \"{control}\"\nstate_dir = \"state\"\nudp_workers = 2\n\n[[zone]]\norigin = \"example.test\"\nfile = \"example.test.zone\"\ngslb = \"example.test.gslb.toml\"\n"
+    )
+}
+
+#[test]
+fn check_enforces_what_serve_enforces_with_one_exit_code() {
+    let gslb = "[[name]]\nname = \"www\"\npool = \"p\"\n[pool.p]\nmembers = [ { site = \"a\", address = \"192.0.2.1\" } ]\n";
+    let cfg = ConfigDir::new(&zone_with("static IN A 192.0.2.80\n"), gslb);
+
+    // Clean: each zone with its serial and record count.
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(cfg.config())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("zone example.test.: serial 1, 4 records, 1 load-balanced name(s)"),
+        "{stdout}"
+    );
+
+    // A control endpoint off loopback without a token: check, serve and a reload all refuse
+    // it, naming file and line, with exit status 1.
+    let srv = Server::start(&cfg);
+    cfg.write(
+        "meridian.toml",
+        &server_file("[\"127.0.0.1:0\"]", "0.0.0.0:0"),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(cfg.config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("meridian.toml:1: server.control: 0.0.0.0:0 is not on loopback"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(cfg.config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not on loopback"), "{err}");
+    let ctl = Command::new(BIN)
+        .args(["ctl", "--control", &srv.control.to_string(), "reload"])
+        .output()
+        .unwrap();
+    assert_eq!(ctl.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&ctl.stdout).contains("not on loopback"));
+    cfg.write(
+        "meridian.toml",
+        &server_file("[\"127.0.0.1:0\"]", "127.0.0.1:0"),
+    );
+
+    // A damaged cookie secret in the state directory stops serve: check says so too.
+    std::fs::write(cfg.path("state/cookie.secret"), "not hex\n").unwrap();
+    let (ok, err) = check(&cfg);
+    assert!(
+        !ok && err.contains("cookie.secret:1: cookie secret"),
+        "{err}"
+    );
+    std::fs::remove_file(cfg.path("state/cookie.secret")).unwrap();
+
+    // Every broken zone is reported in one run, not only the first.
+    let mut server = server_file("[\"127.0.0.1:0\"]", "127.0.0.1:0");
+    server.push_str("\n[[zone]]\norigin = \"two.test\"\nfile = \"two.zone\"\n");
+    server.push_str("\n[[zone]]\norigin = \"three.test\"\nfile = \"three.zone\"\n");
+    cfg.write("meridian.toml", &server);
+    cfg.write(
+        "two.zone",
+        "$TTL 60\n@ SOA ns h 1 2 3 4 5\n NS ns\nns A 192.0.2.1\nbad A 300.1.1.1\n",
+    );
+    cfg.write("three.zone", "$TTL 60\n@ NS ns\n");
+    let (ok, err) = check(&cfg);
+    assert!(!ok);
+    assert!(err.contains("two.zone:5: bad.two.test. A"), "{err}");
+    assert!(
+        err.contains("three.zone: zone three.test.: missing SOA"),
+        "{err}"
+    );
+    assert!(err.contains("check failed: 2 error(s)"), "{err}");
+}
+
+#[test]
+fn check_and_serve_warn_of_what_mature_servers_warn_of() {
+    let zone = "\u{feff}$TTL 300\n@ IN SOA ns1.example.test. h.example.test. 1 7200 900 1209600 60\n  IN NS ns1\nns1 IN A 192.0.2.53\nw 60 A 192.0.2.1\nw 300 A 192.0.2.2\nbig 4294967295 A 192.0.2.3\n";
+    let gslb = "[[name]]\nname = \"www\"\npool = \"p\"\n[pool.p]\ncheck = \"c\"\nmembers = [ { site = \"a\", address = \"192.0.2.1\", probe = \"127.0.0.1:1\" } ]\n\n[check.c]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"3s\"\n";
+    let cfg = ConfigDir::new(zone, gslb);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(cfg.config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a byte-order mark is accepted: {err}");
+    for want in [
+        "example.test.zone:6: w.example.test. A: TTL 300 differs from the set's 60",
+        "example.test.zone:7: big.example.test. A: TTL 4294967295 is over 2147483647",
+        "example.test.gslb.toml:8: check \"c\": timeout 3s is longer than the interval 1s",
+    ] {
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
+    // A bad duration is named at the check's own line, not at a member's.
+    cfg.write("example.test.gslb.toml", &gslb.replace("\"1s\"", "\"1x\""));
+    let (ok, err) = check(&cfg);
+    assert!(
+        !ok && err.contains("example.test.gslb.toml:8: check \"c\": interval: bad duration"),
+        "{err}"
+    );
+    // serve logs the same warnings.
+    cfg.write("example.test.gslb.toml", gslb);
+    let srv = Server::start(&cfg);
+    assert!(wait_until(Duration::from_secs(5), || srv
+        .stderr()
+        .contains("TTL 300 differs from the set's 60")));
+}
+
+#[test]
+fn reload_says_what_it_cannot_apply_and_what_it_rejected() {
+    let gslb = "[[name]]\nname = \"www\"\npool = \"p\"\n[pool.p]\nmembers = [ { site = \"a\", address = \"192.0.2.1\" } ]\n";
+    let zone = |serial: u32, extra: &str| {
+        format!(
+            "$TTL 300\n@ IN SOA ns1.example.test. h.example.test. {serial} 7200 900 1209600 60\n  IN NS ns1\nns1 IN A 192.0.2.53\n{extra}"
+        )
+    };
+    let cfg = ConfigDir::new(&zone(1, ""), gslb);
+    cfg.write(
+        "meridian.toml",
+        &server_file("[\"127.0.0.1:0\"]", "127.0.0.1:0"),
+    );
+    // The config's own listen address (no --listen override), so a change to it is real.
+    let srv = Server::launch(&cfg, &[]);
+    assert!(srv.stderr().contains("zone example.test. loaded, serial 1"));
+
+    cfg.write(
+        "meridian.toml",
+        &server_file("[\"127.0.0.1:0\", \"127.0.0.2:0\"]", "127.0.0.1:0"),
+    );
+    let (ok, out) = srv.ctl(&["reload"]);
+    assert!(ok, "{out}");
+    assert!(srv.stderr().contains("server.listen changed"));
+    let st = srv.status();
+    assert_eq!(st["restart_needed"], serde_json::json!(["server.listen"]));
+    assert_eq!(st["last_reload"]["result"], "applied");
+    let (ok, table) = srv.ctl(&["status"]);
+    assert!(ok && table.contains("RESTART NEEDED"), "{table}");
+    // The old sockets still answer.
+    assert_eq!(
+        answers(&srv.query("www.example.test.", RecordType::A)),
+        vec!["192.0.2.1"]
+    );
+
+    // A new serial is logged; changed data without one is warned of.
+    cfg.write("example.test.zone", &zone(2, ""));
+    assert!(srv.ctl(&["reload"]).0);
+    assert!(srv.stderr().contains("zone example.test. loaded, serial 2"));
+    cfg.write("example.test.zone", &zone(2, "x IN A 192.0.2.9\n"));
+    assert!(srv.ctl(&["reload"]).0);
+    assert!(srv
+        .stderr()
+        .contains("zone example.test. data changed but its SOA serial 2 did not"));
+
+    // An automatic reload (file change) that is rejected shows in status.
+    cfg.write("example.test.zone", &zone(3, "bad IN A 300.1.1.1\n"));
+    assert!(wait_until(Duration::from_secs(10), || srv.status()
+        ["last_reload"]["result"]
+        == "rejected"));
+    let st = srv.status();
+    let error = st["last_reload"]["error"].as_str().unwrap();
+    assert!(error.contains("example.test.zone:5"), "{error}");
+    assert!(st["last_reload"]["at"].as_u64().is_some());
+    let (_, table) = srv.ctl(&["status"]);
+    assert!(table.contains("last reload: REJECTED"), "{table}");
+}
+
+#[test]
+fn a_state_store_that_opens_empty_is_loud() {
+    let gslb = "[[name]]\nname = \"www\"\npool = \"p\"\npolicy = \"all\"\n[pool.p]\nmembers = [ { site = \"a\", address = \"192.0.2.1\" }, { site = \"b\", address = \"192.0.2.2\" } ]\n";
+    let cfg = ConfigDir::new(&zone_with(""), gslb);
+    let srv = Server::start(&cfg);
+    // ctl prints one line for the action.
+    let (ok, out) = srv.ctl(&["drain", "a/192.0.2.1"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim_end().lines().count(), 1, "{out}");
+    assert!(
+        out.contains("drain a/192.0.2.1: applied to a/192.0.2.1; answers: www.example.test. A 192.0.2.1 192.0.2.2 -> 192.0.2.2"),
+        "{out}"
+    );
+    assert_eq!(
+        answers(&srv.query("www.example.test.", RecordType::A)),
+        vec!["192.0.2.2"]
+    );
+    assert!(srv.status()["state_lost"].is_null());
+    // ctl status: tables, no epoch seconds.
+    let (ok, table) = srv.ctl(&["status"]);
+    assert!(ok, "{table}");
+    for header in [
+        "ZONE",
+        "SERIAL",
+        "POOL",
+        "USABLE",
+        "MEMBER",
+        "HEALTH",
+        "OVERRIDE",
+        "LAST PROBE",
+    ] {
+        assert!(table.contains(header), "{header} in {table}");
+    }
+    assert!(
+        table.contains("a/192.0.2.1") && table.contains("drained"),
+        "{table}"
+    );
+    assert!(!table.contains("\"config_loaded_at\""), "{table}");
+    drop(srv);
+    // The store's files are gone (as after a restore that missed them, or a lost snapshot).
+    std::fs::remove_dir_all(cfg.path("state/store")).unwrap();
+    let srv = Server::start(&cfg);
+    assert!(
+        srv.stderr().contains("STATE STORE OPENED EMPTY"),
+        "{}",
+        srv.stderr()
+    );
+    let lost = srv.status()["state_lost"].as_str().unwrap().to_string();
+    assert!(
+        lost.contains("drains, overrides and remembered health were lost"),
+        "{lost}"
+    );
+    let (_, table) = srv.ctl(&["status"]);
+    assert!(table.contains("STATE LOST at start"), "{table}");
+    // The drain is gone, as the message says.
+    assert_eq!(
+        answers(&srv.query("www.example.test.", RecordType::A)),
+        vec!["192.0.2.1", "192.0.2.2"]
+    );
+}

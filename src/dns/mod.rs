@@ -717,7 +717,8 @@ impl Ctx<'_, '_> {
     }
 
     /// CHAOS TXT for a load-balanced name: its explanation as TXT strings, for clients in
-    /// `server.explain_from` only.
+    /// `server.explain_from` only. The lines are those `meridian explain` prints for the same
+    /// client (the query's ECS prefix, or its source address), for each type the name answers.
     fn explain_in_band(&mut self, qname: &Name, from: IpAddr, resp: &mut Message) {
         let cfg = &self.loaded.config;
         if !cfg.server.explain_from.iter().any(|n| n.contains(&from)) {
@@ -728,26 +729,26 @@ impl Ctx<'_, '_> {
             resp.metadata.response_code = ResponseCode::Refused;
             return;
         };
-        self.peek = true;
         let snapshot = match self.health {
             HealthView::Live(store) => store.snapshot(),
             HealthView::Fixed(snap) => Arc::new(snap.clone()),
         };
         let mut lines = Vec::new();
-        for (covered, family, label) in [(lb.a, Family::V4, "A"), (lb.aaaa, Family::V6, "AAAA")] {
+        for (covered, qtype) in [(lb.a, "A"), (lb.aaaa, "AAAA")] {
             if !covered {
                 continue;
             }
-            let sel = self.select(lb.binding, family);
-            lines.push(format!("{label}:"));
-            lines.extend(crate::explain::describe(
-                self.loaded,
-                lb.binding,
-                &self.client,
-                self.used_ecs,
-                &sel,
-                &snapshot,
-            ));
+            let request = crate::explain::Request {
+                name: qname.to_string(),
+                qtype: Some(qtype.into()),
+                client: from,
+                ecs: self.used_ecs.then_some(self.client.network),
+                assume: Vec::new(),
+            };
+            match crate::explain::explain(self.loaded, &snapshot, &request) {
+                Ok(x) => lines.extend(x.lines),
+                Err(e) => lines.push(format!("{qtype}: {e}")),
+            }
         }
         for line in lines {
             let mut r = Record::from_rdata(qname.clone(), 0, RData::TXT(TXT::new(vec![line])));

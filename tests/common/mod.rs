@@ -78,11 +78,20 @@ impl Server {
     /// Starts with extra arguments; `--listen 127.0.0.1:0` and `--admin 127.0.0.1:0` unless
     /// `extra` gives them.
     pub fn start_with(cfg: &ConfigDir, extra: &[&str]) -> Server {
-        let default_listen: &[&str] = if extra.contains(&"--listen") {
-            &[]
-        } else {
-            &["--listen", "127.0.0.1:0"]
-        };
+        let mut args: Vec<&str> = Vec::new();
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        if !extra.contains(&"--admin") {
+            args.extend(["--admin", "127.0.0.1:0"]);
+        }
+        args.extend(extra);
+        Self::launch(cfg, &args)
+    }
+
+    /// Starts `meridian serve --config FILE` with exactly `args` after it (the config's own
+    /// listen and control addresses serve unless `args` override them).
+    pub fn launch(cfg: &ConfigDir, args: &[&str]) -> Server {
         let log = cfg.path(&format!("stderr-{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -93,13 +102,7 @@ impl Server {
             .arg("serve")
             .arg("--config")
             .arg(cfg.config())
-            .args(default_listen)
-            .args(if extra.contains(&"--admin") {
-                &[][..]
-            } else {
-                &["--admin", "127.0.0.1:0"][..]
-            })
-            .args(extra)
+            .args(args)
             .env("MERIDIAN_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -185,7 +188,7 @@ impl Server {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let (ok, out) = self.ctl(&["status"]);
+        let (ok, out) = self.ctl(&["status", "--json"]);
         assert!(ok, "status failed: {out}");
         serde_json::from_str(&out).unwrap()
     }
