@@ -62,11 +62,15 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// Each single error ([`ConfigError::Several`] taken apart).
-    pub fn each(&self) -> Vec<&ConfigError> {
+    /// Each single error's message (several errors, of several files or of one zone file,
+    /// taken apart).
+    pub fn messages(&self) -> Vec<String> {
         match self {
-            ConfigError::Several(all) => all.iter().flat_map(ConfigError::each).collect(),
-            one => vec![one],
+            ConfigError::Several(all) => all.iter().flat_map(ConfigError::messages).collect(),
+            ConfigError::Zone(ZoneError::Several(all)) => {
+                all.iter().map(ToString::to_string).collect()
+            }
+            one => vec![one.to_string()],
         }
     }
 }

@@ -282,7 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    let all = e.each();
+                    let all = e.messages();
                     for one in &all {
                         eprintln!("{one}");
                     }

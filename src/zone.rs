@@ -52,7 +52,13 @@ pub enum ZoneError {
         origin: String,
         message: String,
     },
+    /// Several records failed (at most [`MAX_ERRORS`]): each error, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ZoneError>),
 }
+
+/// How many errors one zone file reports before reading stops.
+pub const MAX_ERRORS: usize = 100;
 
 /// One RRset of static data, in file order.
 ///
@@ -274,134 +280,154 @@ impl Zone {
         // RRsets already warned of for mixed TTLs.
         let mut mixed = std::collections::HashSet::new();
 
+        // Each entry is read on its own: one run reports every broken record (up to
+        // MAX_ERRORS), not only the first.
+        let mut errors: Vec<ZoneError> = Vec::new();
         for entry in Entries::new(text) {
-            let entry = entry.map_err(|(line, m)| syntax(line, m))?;
-            let line = entry.line;
-            let mut toks = entry.tokens.iter().copied().peekable();
-            let Some(first) = toks.peek().copied() else {
-                continue;
-            };
-            if !entry.owner_omitted && first.starts_with('$') {
-                toks.next();
-                let arg = toks.next();
-                match (first.to_ascii_uppercase().as_str(), arg) {
-                    ("$ORIGIN", Some(o)) => {
-                        current_origin = parse_name(o, &current_origin)
-                            .map_err(|m| syntax(line, format!("$ORIGIN {o}: {m}")))?;
+            let read = || -> Result<(), ZoneError> {
+                let entry = entry.map_err(|(line, m)| syntax(line, m))?;
+                let line = entry.line;
+                let mut toks = entry.tokens.iter().copied().peekable();
+                let Some(first) = toks.peek().copied() else {
+                    return Ok(());
+                };
+                if !entry.owner_omitted && first.starts_with('$') {
+                    toks.next();
+                    let arg = toks.next();
+                    match (first.to_ascii_uppercase().as_str(), arg) {
+                        ("$ORIGIN", Some(o)) => {
+                            current_origin = parse_name(o, &current_origin)
+                                .map_err(|m| syntax(line, format!("$ORIGIN {o}: {m}")))?;
+                        }
+                        ("$TTL", Some(t)) => {
+                            default_ttl = Some(
+                                hickory_proto::serialize::txt::parse_ttl(t)
+                                    .map_err(|e| syntax(line, format!("$TTL {t}: {e}")))?,
+                            );
+                        }
+                        ("$INCLUDE", _) => {
+                            return Err(syntax(line, "$INCLUDE is not supported".into()));
+                        }
+                        (d, _) => {
+                            return Err(syntax(
+                                line,
+                                format!("unknown or incomplete directive {d}"),
+                            ))
+                        }
                     }
-                    ("$TTL", Some(t)) => {
-                        default_ttl = Some(
-                            hickory_proto::serialize::txt::parse_ttl(t)
-                                .map_err(|e| syntax(line, format!("$TTL {t}: {e}")))?,
+                    return Ok(());
+                }
+
+                let owner = if entry.owner_omitted {
+                    last_owner
+                        .clone()
+                        .ok_or_else(|| syntax(line, "record without an owner name".into()))?
+                } else {
+                    let o = toks.next().unwrap_or_default();
+                    parse_name(o, &current_origin)
+                        .map_err(|m| syntax(line, format!("owner {o}: {m}")))?
+                };
+                last_owner = Some(owner.clone());
+
+                let mut ttl = None;
+                let mut rtype = None;
+                for tok in toks.by_ref() {
+                    let upper = tok.to_ascii_uppercase();
+                    match upper.as_str() {
+                        "IN" => continue,
+                        "CH" | "CS" | "HS" => {
+                            return Err(syntax(
+                                line,
+                                format!("class {tok} is not supported, only IN"),
+                            ))
+                        }
+                        _ => {}
+                    }
+                    if tok.as_bytes()[0].is_ascii_digit() {
+                        ttl = Some(
+                            hickory_proto::serialize::txt::parse_ttl(tok)
+                                .map_err(|e| syntax(line, format!("TTL {tok}: {e}")))?,
                         );
+                        continue;
                     }
-                    ("$INCLUDE", _) => {
-                        return Err(syntax(line, "$INCLUDE is not supported".into()));
-                    }
-                    (d, _) => {
-                        return Err(syntax(line, format!("unknown or incomplete directive {d}")))
-                    }
+                    // A mnemonic, or TYPEnnn for any type (RFC 3597 section 5).
+                    let generic = upper
+                        .strip_prefix("TYPE")
+                        .and_then(|n| n.parse::<u16>().ok());
+                    rtype = Some(match generic {
+                        Some(code) => RecordType::from(code),
+                        None => RecordType::from_str(&upper)
+                            .map_err(|_| syntax(line, format!("unknown record type {tok}")))?,
+                    });
+                    break;
                 }
-                continue;
-            }
-
-            let owner = if entry.owner_omitted {
-                last_owner
-                    .clone()
-                    .ok_or_else(|| syntax(line, "record without an owner name".into()))?
-            } else {
-                let o = toks.next().unwrap_or_default();
-                parse_name(o, &current_origin)
-                    .map_err(|m| syntax(line, format!("owner {o}: {m}")))?
-            };
-            last_owner = Some(owner.clone());
-
-            let mut ttl = None;
-            let mut rtype = None;
-            for tok in toks.by_ref() {
-                let upper = tok.to_ascii_uppercase();
-                match upper.as_str() {
-                    "IN" => continue,
-                    "CH" | "CS" | "HS" => {
-                        return Err(syntax(
-                            line,
-                            format!("class {tok} is not supported, only IN"),
-                        ))
-                    }
-                    _ => {}
+                let rtype = rtype.ok_or_else(|| syntax(line, "record type missing".into()))?;
+                let origin_text = current_origin.to_string();
+                let rdata_text = toks
+                    .map(|t| if t == "@" { origin_text.as_str() } else { t })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let record_err = |message: String| ZoneError::Record {
+                    file: file.to_path_buf(),
+                    line,
+                    owner: owner.to_string(),
+                    rtype: rtype.to_string(),
+                    message,
+                };
+                if rdata_text.is_empty() {
+                    return Err(record_err("record data missing".into()));
                 }
-                if tok.as_bytes()[0].is_ascii_digit() {
-                    ttl = Some(
-                        hickory_proto::serialize::txt::parse_ttl(tok)
-                            .map_err(|e| syntax(line, format!("TTL {tok}: {e}")))?,
-                    );
-                    continue;
-                }
-                // A mnemonic, or TYPEnnn for any type (RFC 3597 section 5).
-                let generic = upper
-                    .strip_prefix("TYPE")
-                    .and_then(|n| n.parse::<u16>().ok());
-                rtype = Some(match generic {
-                    Some(code) => RecordType::from(code),
-                    None => RecordType::from_str(&upper)
-                        .map_err(|_| syntax(line, format!("unknown record type {tok}")))?,
-                });
-                break;
-            }
-            let rtype = rtype.ok_or_else(|| syntax(line, "record type missing".into()))?;
-            let origin_text = current_origin.to_string();
-            let rdata_text = toks
-                .map(|t| if t == "@" { origin_text.as_str() } else { t })
-                .collect::<Vec<_>>()
-                .join(" ");
-            let record_err = |message: String| ZoneError::Record {
-                file: file.to_path_buf(),
-                line,
-                owner: owner.to_string(),
-                rtype: rtype.to_string(),
-                message,
-            };
-            if rdata_text.is_empty() {
-                return Err(record_err("record data missing".into()));
-            }
-            let rdata = parse_rdata(rtype, &rdata_text)
-                .map_err(|e| record_err(format!("bad record data \"{rdata_text}\": {e}")))?;
-            let rdata = absolutize(rdata, &current_origin).map_err(record_err)?;
-            let ttl = match (ttl, &rdata) {
-                (Some(t), _) => t,
-                (None, _) if default_ttl.is_some() => default_ttl.unwrap_or_default(),
-                (None, RData::SOA(soa)) => soa.minimum,
-                (None, _) => last_ttl.ok_or_else(|| {
-                    record_err("no TTL given and no $TTL or earlier TTL to default to".into())
-                })?,
-            };
-            last_ttl = Some(ttl);
-            let mut notes = Vec::new();
-            if ttl > i32::MAX as u32 {
-                notes.push(format!(
-                    "TTL {ttl} is over 2147483647 (RFC 2181 section 8): resolvers treat it as 0"
-                ));
-            }
-            if let Some(set) = zone.node(&owner).and_then(|n| n.rrset(rtype)) {
-                if set.ttl != ttl && mixed.insert((owner.clone(), rtype)) {
+                let rdata = parse_rdata(rtype, &rdata_text)
+                    .map_err(|e| record_err(format!("bad record data \"{rdata_text}\": {e}")))?;
+                let rdata = absolutize(rdata, &current_origin).map_err(record_err)?;
+                let ttl = match (ttl, &rdata) {
+                    (Some(t), _) => t,
+                    (None, _) if default_ttl.is_some() => default_ttl.unwrap_or_default(),
+                    (None, RData::SOA(soa)) => soa.minimum,
+                    (None, _) => last_ttl.ok_or_else(|| {
+                        record_err("no TTL given and no $TTL or earlier TTL to default to".into())
+                    })?,
+                };
+                last_ttl = Some(ttl);
+                let mut notes = Vec::new();
+                if ttl > i32::MAX as u32 {
                     notes.push(format!(
-                        "TTL {ttl} differs from the set's {}: every record of the set is served \
-                         with {} (RFC 2181 section 5.2)",
-                        set.ttl,
-                        set.ttl.min(ttl)
+                        "TTL {ttl} is over 2147483647 (RFC 2181 section 8): resolvers treat it as 0"
                     ));
                 }
+                if let Some(set) = zone.node(&owner).and_then(|n| n.rrset(rtype)) {
+                    if set.ttl != ttl && mixed.insert((owner.clone(), rtype)) {
+                        notes.push(format!(
+                            "TTL {ttl} differs from the set's {}: every record of the set is served \
+                             with {} (RFC 2181 section 5.2)",
+                            set.ttl,
+                            set.ttl.min(ttl)
+                        ));
+                    }
+                }
+                for note in notes {
+                    let place = format!("{}:{line}: {owner} {rtype}", file.display());
+                    zone.warnings.push(format!("{place}: {note}"));
+                }
+                if !origin.zone_of(&owner) {
+                    return Err(record_err(format!(
+                        "out-of-zone data: not in zone {origin}"
+                    )));
+                }
+                zone.insert(&owner, ttl, &rdata, line).map_err(record_err)?;
+                Ok(())
+            };
+            if let Err(e) = read() {
+                errors.push(e);
+                if errors.len() == MAX_ERRORS {
+                    break;
+                }
             }
-            for note in notes {
-                let place = format!("{}:{line}: {owner} {rtype}", file.display());
-                zone.warnings.push(format!("{place}: {note}"));
-            }
-            if !origin.zone_of(&owner) {
-                return Err(record_err(format!(
-                    "out-of-zone data: not in zone {origin}"
-                )));
-            }
-            zone.insert(&owner, ttl, &rdata, line).map_err(record_err)?;
+        }
+        match errors.len() {
+            0 => {}
+            1 => return Err(errors.remove(0)),
+            _ => return Err(ZoneError::Several(errors)),
         }
         zone.validate()?;
         let soa = zone

@@ -520,17 +520,19 @@ fn check_enforces_what_serve_enforces_with_one_exit_code() {
     cfg.write("meridian.toml", &server);
     cfg.write(
         "two.zone",
-        "$TTL 60\n@ SOA ns h 1 2 3 4 5\n NS ns\nns A 192.0.2.1\nbad A 300.1.1.1\n",
+        "$TTL 60\n@ SOA ns h 1 2 3 4 5\n NS ns\nns A 192.0.2.1\nbad A 300.1.1.1\nok A 192.0.2.2\nworse MX ten mail\n",
     );
     cfg.write("three.zone", "$TTL 60\n@ NS ns\n");
     let (ok, err) = check(&cfg);
     assert!(!ok);
+    // Every broken record of a file, and every broken file.
     assert!(err.contains("two.zone:5: bad.two.test. A"), "{err}");
+    assert!(err.contains("two.zone:7: worse.two.test. MX"), "{err}");
     assert!(
         err.contains("three.zone: zone three.test.: missing SOA"),
         "{err}"
     );
-    assert!(err.contains("check failed: 2 error(s)"), "{err}");
+    assert!(err.contains("check failed: 3 error(s)"), "{err}");
 }
 
 #[test]
