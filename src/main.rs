@@ -480,6 +480,10 @@ fn ctl(
         (CtlAction::Status, _) if status.is_success() => {
             print!("{}", meridian::render::status(&doc()?, now))
         }
+        (CtlAction::Audit { .. }, _) if status.is_success() => {
+            print!("{}", meridian::render::audit(&doc()?, now))
+        }
+        (CtlAction::Reload, _) => println!("{}", meridian::render::reload(&doc()?)),
         (_, Some((name, target))) => {
             println!("{}", meridian::render::action(name, target, &doc()?, now));
             if !status.is_success() {

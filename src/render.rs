@@ -284,6 +284,48 @@ pub fn action(action: &str, target: &str, doc: &Value, now: SystemTime) -> Strin
     )
 }
 
+/// One line for a reload's reply.
+pub fn reload(doc: &Value) -> String {
+    match doc["result"].as_str() {
+        Some("applied") => format!("reload: applied, config version {}", text(&doc["version"])),
+        _ => format!(
+            "reload: REJECTED, the running config keeps serving:\n{}",
+            text(&doc["error"])
+        ),
+    }
+}
+
+/// The audit log, newest first, one row a call.
+pub fn audit(doc: &Value, now: SystemTime) -> String {
+    let rows: Vec<Vec<String>> = doc
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let outcome = &e["outcome"];
+            let what = if let Some(refused) = outcome["refused"].as_str() {
+                format!("refused: {refused}")
+            } else if let Some(result) = outcome["result"].as_str() {
+                match outcome["error"].as_str() {
+                    Some(error) => format!("{result}: {error}"),
+                    None => result.to_string(),
+                }
+            } else if outcome["forced"] == true {
+                format!("{} (forced)", text(&outcome["applied"]))
+            } else {
+                text(&outcome["applied"])
+            };
+            vec![
+                e["at"].as_u64().map_or("-".to_string(), |at| when(at, now)),
+                text(&e["peer"]),
+                text(&e["call"]),
+                what,
+            ]
+        })
+        .collect();
+    table(&["AT", "PEER", "CALL", "OUTCOME"], &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

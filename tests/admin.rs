@@ -219,6 +219,12 @@ fn drains_keep_pools_above_their_minimum_unless_forced() {
     assert!(audit[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
     let (ok, out) = srv.ctl(&["audit", "--limit", "2"]);
     assert!(ok && out.contains("force-up a/192.0.2.1"), "{out}");
+    assert!(
+        out.starts_with("AT ") && out.contains("Z ("),
+        "a table with ISO times: {out}"
+    );
+    let (ok, out) = srv.ctl(&["audit", "--limit", "2", "--json"]);
+    assert!(ok && serde_json::from_str::<Value>(&out).is_ok(), "{out}");
 }
 
 #[test]

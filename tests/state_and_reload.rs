@@ -224,7 +224,7 @@ fn broken_configs_give_their_own_error_from_check_and_on_reload() {
     let srv = Server::start(&cfg);
     for (what, file, text, want) in &cases {
         install(&cfg, file, text);
-        let (ok, out) = srv.ctl(&["reload"]);
+        let (ok, out) = srv.ctl(&["reload", "--json"]);
         assert!(!ok, "{what}: reload accepted it");
         let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(reply["result"], "rejected", "{what}");
@@ -243,7 +243,11 @@ fn broken_configs_give_their_own_error_from_check_and_on_reload() {
         cfg.write("example.test.zone", &good_zone);
         cfg.write("example.test.gslb.toml", good_gslb);
     }
-    assert!(srv.ctl(&["reload"]).0);
+    let (ok, out) = srv.ctl(&["reload"]);
+    assert!(
+        ok && out.trim_end() == "reload: applied, config version 2",
+        "{out}"
+    );
     assert!(srv.stderr().contains("reload rejected"));
 }
 
