@@ -68,15 +68,26 @@ pub fn load(source: &Source, overrides: &Overrides) -> Result<Config, ConfigErro
 
 /// What `meridian check` runs: the config as `serve` loads it (the same validation, with
 /// every zone's errors), and the rules `serve` adds from the state directory, read but never
-/// written: a node's own cookie secret must parse. (The serial rule for zones with
-/// secondaries needs the state store, which a running node holds: it is checked at start and
-/// reload.)
+/// written: a node's own cookie secret must parse, and zones with secondaries keep the serial
+/// rule against the serials last served. A running node holds the state store: then the
+/// serial rule is left to its reload, and a warning says so.
 pub fn check(source: &Source) -> Result<Config, ConfigError> {
-    let cfg = config::load(source)?;
+    let mut cfg = config::load(source)?;
     if cfg.server.cookies && cfg.server.cookie_secrets.is_none() {
         let path = cfg.server.state_dir.join("cookie.secret");
         if path.exists() {
             read_cookie_secret(&path)?;
+        }
+    }
+    if cfg.zone_transfer.iter().any(Option::is_some) {
+        match Store::open_existing(&cfg.server.state_dir) {
+            Ok(Some(store)) => {
+                check_serials(&cfg, &store)?;
+            }
+            Ok(None) => {}
+            Err(e) => cfg.warnings.push(format!(
+                "serial rule for zones with secondaries not checked: {e}; the node checks it at reload"
+            )),
         }
     }
     Ok(cfg)

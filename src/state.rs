@@ -106,6 +106,21 @@ impl Store {
         }
     }
 
+    /// Opens `dir/store` as it is, for reading: `None` when there is none. Never moves a
+    /// damaged store aside nor marks it (that is for the node that serves from it); a store
+    /// held by a running node is [`StateError::Locked`].
+    pub fn open_existing(dir: &Path) -> Result<Option<Store>, StateError> {
+        let path = dir.join("store");
+        if !path.exists() {
+            return Ok(None);
+        }
+        match Self::open_at(&path) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if is_lock_error(&e) => Err(StateError::Locked(path)),
+            Err(e) => Err(StateError::Open(path, e)),
+        }
+    }
+
     fn open_at(path: &Path) -> Result<Store, sled::Error> {
         let db = sled::Config::new()
             .path(path)
