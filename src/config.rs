@@ -1566,20 +1566,16 @@ struct Timing {
 
 impl Timing {
     fn of(c: &FileCheck) -> Result<Timing, String> {
-        let interval = c
-            .interval
-            .as_ref()
-            .map(DurationValue::get)
-            .transpose()
-            .map_err(|m| format!("interval: {m}"))?
-            .unwrap_or(Duration::from_secs(5));
-        let timeout = c
-            .timeout
-            .as_ref()
-            .map(DurationValue::get)
-            .transpose()
-            .map_err(|m| format!("timeout: {m}"))?
-            .unwrap_or(Duration::from_secs(2));
+        let duration = |value: &Option<DurationValue>, key: &str, default: u64| {
+            value
+                .as_ref()
+                .map(DurationValue::get)
+                .transpose()
+                .map(|d| d.unwrap_or(Duration::from_secs(default)))
+                .map_err(|m| format!("{key}: {m}"))
+        };
+        let interval = duration(&c.interval, "interval", 5)?;
+        let timeout = duration(&c.timeout, "timeout", 2)?;
         if interval.is_zero() || timeout.is_zero() {
             return Err("interval and timeout must be greater than 0".into());
         }

@@ -176,18 +176,6 @@ fn broken_inputs() -> Vec<(&'static str, &'static str, String, &'static str)> {
     ]
 }
 
-fn check(cfg: &ConfigDir) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(cfg.config())
-        .output()
-        .unwrap();
-    (
-        out.status.code() == Some(0),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn install(cfg: &ConfigDir, file: &str, text: &str) {
     if text.is_empty() && file.ends_with(".zone") {
         std::fs::remove_file(cfg.path(file)).unwrap();
@@ -207,9 +195,9 @@ fn broken_configs_give_their_own_error_from_check_and_on_reload() {
     let mut seen = std::collections::HashSet::new();
     for (what, file, text, want) in &cases {
         let cfg = ConfigDir::new(&good_zone, good_gslb);
-        assert!(check(&cfg).0, "the good config passes");
+        assert!(check_config(&cfg).0, "the good config passes");
         install(&cfg, file, text);
-        let (ok, err) = check(&cfg);
+        let (ok, err) = check_config(&cfg);
         assert!(!ok, "{what}: check accepted it");
         assert!(err.contains(want), "{what}: expected {want:?} in {err:?}");
         assert!(err.contains(file), "{what}: error names the file: {err}");
@@ -459,11 +447,7 @@ fn check_enforces_what_serve_enforces_with_one_exit_code() {
     let cfg = ConfigDir::new(&zone_with("static IN A 192.0.2.80\n"), gslb);
 
     // Clean: each zone with its serial and record count.
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(cfg.config())
-        .output()
-        .unwrap();
+    let out = check_output(&cfg);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -478,11 +462,7 @@ fn check_enforces_what_serve_enforces_with_one_exit_code() {
         "meridian.toml",
         &server_file("[\"127.0.0.1:0\"]", "0.0.0.0:0"),
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(cfg.config())
-        .output()
-        .unwrap();
+    let out = check_output(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -510,7 +490,7 @@ fn check_enforces_what_serve_enforces_with_one_exit_code() {
 
     // A damaged cookie secret in the state directory stops serve: check says so too.
     std::fs::write(cfg.path("state/cookie.secret"), "not hex\n").unwrap();
-    let (ok, err) = check(&cfg);
+    let (ok, err) = check_config(&cfg);
     assert!(
         !ok && err.contains("cookie.secret:1: cookie secret"),
         "{err}"
@@ -527,7 +507,7 @@ fn check_enforces_what_serve_enforces_with_one_exit_code() {
         "$TTL 60\n@ SOA ns h 1 2 3 4 5\n NS ns\nns A 192.0.2.1\nbad A 300.1.1.1\nok A 192.0.2.2\nworse MX ten mail\n",
     );
     cfg.write("three.zone", "$TTL 60\n@ NS ns\n");
-    let (ok, err) = check(&cfg);
+    let (ok, err) = check_config(&cfg);
     assert!(!ok);
     // Every broken record of a file, and every broken file.
     assert!(err.contains("two.zone:5: bad.two.test. A"), "{err}");
@@ -544,11 +524,7 @@ fn check_and_serve_warn_of_what_mature_servers_warn_of() {
     let zone = "\u{feff}$TTL 300\n@ IN SOA ns1.example.test. h.example.test. 1 7200 900 1209600 60\n  IN NS ns1\nns1 IN A 192.0.2.53\nw 60 A 192.0.2.1\nw 300 A 192.0.2.2\nbig 4294967295 A 192.0.2.3\n";
     let gslb = "[[name]]\nname = \"www\"\npool = \"p\"\n[pool.p]\ncheck = \"c\"\nmembers = [ { site = \"a\", address = \"192.0.2.1\", probe = \"127.0.0.1:1\" } ]\n\n[check.c]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"3s\"\n";
     let cfg = ConfigDir::new(zone, gslb);
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(cfg.config())
-        .output()
-        .unwrap();
+    let out = check_output(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "a byte-order mark is accepted: {err}");
     for want in [
@@ -560,7 +536,7 @@ fn check_and_serve_warn_of_what_mature_servers_warn_of() {
     }
     // A bad duration is named at the check's own line, not at a member's.
     cfg.write("example.test.gslb.toml", &gslb.replace("\"1s\"", "\"1x\""));
-    let (ok, err) = check(&cfg);
+    let (ok, err) = check_config(&cfg);
     assert!(
         !ok && err.contains("example.test.gslb.toml:8: check \"c\": interval: bad duration"),
         "{err}"

@@ -230,11 +230,7 @@ fn the_serial_never_goes_backwards_across_reloads_and_restarts() {
 
     // While the node runs it holds the store: check says the rule is left to it.
     let check = || {
-        let out = std::process::Command::new(BIN)
-            .args(["check", "--config"])
-            .arg(cfg.config())
-            .output()
-            .unwrap();
+        let out = check_output(&cfg);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),

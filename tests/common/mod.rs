@@ -446,13 +446,18 @@ pub fn serve_fails(cfg: &ConfigDir, admin: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Runs `meridian check` on a config; returns (success, stderr).
-pub fn check_config(cfg: &ConfigDir) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+/// Runs `meridian check` on a config; returns its whole output.
+pub fn check_output(cfg: &ConfigDir) -> std::process::Output {
+    std::process::Command::new(BIN)
         .args(["check", "--config"])
         .arg(cfg.config())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `meridian check` on a config; returns (success, stderr).
+pub fn check_config(cfg: &ConfigDir) -> (bool, String) {
+    let out = check_output(cfg);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
