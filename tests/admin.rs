@@ -311,6 +311,23 @@ fn off_loopback_the_endpoint_needs_its_token() {
     };
     assert!(!ctl(&[]));
     assert!(ctl(&["--token-file", cfg.path("token").to_str().unwrap()]));
+    // explain takes the token file the same way.
+    let explain = |extra: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(["explain", "www.example.test", "--client", "192.0.2.1"])
+            .args(["--control", &control.to_string()])
+            .args(extra)
+            .env_remove("MERIDIAN_TOKEN_FILE")
+            .output()
+            .unwrap()
+    };
+    assert!(!explain(&[]).status.success());
+    let out = explain(&["--token-file", cfg.path("token").to_str().unwrap()]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("reason:    healthy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn scrape(srv: &Server) -> prometheus_parse::Scrape {
