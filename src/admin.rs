@@ -36,9 +36,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::health::{unix_now, unix_seconds, Admin, Change, MemberId};
+use crate::clock::{unix_now, unix_seconds};
+use crate::health::{Admin, Change, MemberId};
+use crate::node::{orphan_overrides, Node, ReloadOutcome};
 use crate::policy::Reason;
-use crate::server::{orphan_overrides, Node, ReloadOutcome};
 use hickory_proto::rr::RecordType;
 
 /// The status page: one self-contained file (no external assets).

@@ -804,7 +804,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AnycastError> {
 
 /// Withdraws every prefix until [`undrain`]: creates the drain file.
 pub fn drain(cfg: &AnycastConfig) -> Result<(), AnycastError> {
-    let stamp = crate::health::unix_now();
+    let stamp = crate::clock::unix_now();
     write_atomically(
         &cfg.drain_file,
         format!("drained at unix time {stamp}\n").as_bytes(),

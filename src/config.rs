@@ -29,6 +29,10 @@ use ipnet::IpNet;
 /// The demo server file, compiled in so `meridian serve` runs with no flags.
 pub const DEMO_CONFIG: &str = include_str!("../zones/meridian.toml");
 
+/// How many load-balanced names `server.metrics_names` may give series of their own (each
+/// costs a fixed block of counters on every query thread).
+pub const MAX_METRICS_NAMES: usize = 64;
+
 /// A configuration problem; each variant says where.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -606,11 +610,11 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         .flatten()
         .map(|n| format!("{}.", n.trim_end_matches('.').to_ascii_lowercase()))
         .collect::<Vec<_>>();
-    if metrics_names.len() > crate::metrics::MAX_NAMES {
+    if metrics_names.len() > MAX_METRICS_NAMES {
         return Err(invalid(
             span.clone(),
             "server.metrics_names",
-            format!("at most {} names", crate::metrics::MAX_NAMES),
+            format!("at most {MAX_METRICS_NAMES} names"),
         ));
     }
     let server = ServerSettings {

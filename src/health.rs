@@ -6,6 +6,7 @@
 //! member that shares the spec -> new snapshot swapped in, and the change handed to the
 //! [`Persist`] hook (the `state` module's sled store when serving).
 
+use crate::clock::unix_now;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -137,6 +138,25 @@ pub struct HealthStore {
     generation: tokio::sync::watch::Sender<u64>,
     /// Recent changes (newest last) and health transitions per member, since start.
     history: Mutex<History>,
+    /// Probe rounds per probe address since start (kept across reloads, which replace the
+    /// probe tasks but not this store).
+    rounds: Mutex<HashMap<SocketAddr, ProbeRounds>>,
+}
+
+/// Upper bounds of the probe latency buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// The rounds of one probe since start: the latency of each passing round, counted into
+/// [`LATENCY_BUCKETS`] (cumulative, as a histogram is read), and the failed rounds.
+#[derive(Debug, Default, Clone)]
+pub struct ProbeRounds {
+    pub buckets: [u64; LATENCY_BUCKETS.len()],
+    /// Passing rounds.
+    pub count: u64,
+    /// Their latencies added up, in seconds.
+    pub sum_seconds: f64,
+    pub failures: u64,
 }
 
 /// How many recent changes the store keeps for status.
@@ -169,7 +189,35 @@ impl HealthStore {
             persist,
             generation: tokio::sync::watch::channel(0).0,
             history: Mutex::new(History::default()),
+            rounds: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts one probe round: its latency when it passed, `None` when it failed.
+    pub fn probe_observed(&self, probe: SocketAddr, latency: Option<Duration>) {
+        let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let r = rounds.entry(probe).or_default();
+        match latency {
+            Some(l) => {
+                let secs = l.as_secs_f64();
+                r.count += 1;
+                r.sum_seconds += secs;
+                for (b, le) in r.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+                    if secs <= le {
+                        *b += 1;
+                    }
+                }
+            }
+            None => r.failures += 1,
+        }
+    }
+
+    /// Every probe's rounds since start, by probe address.
+    pub fn probe_rounds(&self) -> Vec<(SocketAddr, ProbeRounds)> {
+        let rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = rounds.iter().map(|(a, r)| (*a, r.clone())).collect();
+        out.sort_by_key(|(a, _)| *a);
+        out
     }
 
     /// The most recent changes, oldest first.
@@ -268,18 +316,6 @@ impl HealthStore {
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()
     }
-}
-
-/// Seconds since the Unix epoch (0 for a time before it), as status, logs, files and
-/// protocols (TSIG, cookies) record times.
-pub fn unix_seconds(at: std::time::SystemTime) -> u64 {
-    at.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The time now, in [`unix_seconds`].
-pub fn unix_now() -> u64 {
-    unix_seconds(std::time::SystemTime::now())
 }
 
 /// A state as the API writes it (`up`, `drained`, ...).
@@ -634,7 +670,13 @@ async fn run_probe(
             ),
             ProbeOutcome::Down { reason } => (reason.clone(), None),
         };
-        crate::metrics::probe_observed(spec.addr, latency_ms);
+        store.probe_observed(
+            spec.addr,
+            match &outcome {
+                ProbeOutcome::Up { latency } => Some(*latency),
+                ProbeOutcome::Down { .. } => None,
+            },
+        );
         if let Some(t) = tracker.observe(up) {
             tracing::info!(probe = %spec.addr, from = ?t.from, to = ?t.to, %detail, "health changed");
         }

@@ -12,6 +12,8 @@
 //! - [`geo`]: `.mmdb` lookups, great-circle distance, the demo database builder.
 //! - [`explain`]: why a name answered what it did, from the same code that answers it.
 //! - [`hash`]: the fast hasher of the tables read on every query.
+//! - [`clock`]: wall-clock seconds since the epoch, as status, logs, the store and TSIG use
+//!   them; depends on nothing.
 //! - [`metrics`]: Prometheus metrics, every name defined there; per-thread counters the query
 //!   path increments without hashing labels.
 //! - [`policy`]: member selection (weighted, failover, all, geo-nearest, geo-map, subnet) and
@@ -22,12 +24,15 @@
 //!   sees sled.
 //! - [`admin`]: the loopback control endpoint (JSON) used by `meridian ctl`.
 //! - [`render`]: the control endpoint's documents as `ctl` prints them for a person.
-//! - [`server`]: a running node: start-up, reload on SIGHUP and file change, shutdown.
+//! - [`node`]: a running node's config lifecycle (load with overrides, `check`, reload, the
+//!   serial rule), shared by `server` and `admin`.
+//! - [`server`]: start-up, reload on SIGHUP and file change, shutdown.
 //! - [`anycast`]: the helper that announces the node's prefixes through ExaBGP or BIRD only
 //!   while the node answers as clients expect.
 
 pub mod admin;
 pub mod anycast;
+pub mod clock;
 pub mod config;
 pub mod dns;
 pub mod explain;
@@ -35,6 +40,7 @@ pub mod geo;
 pub mod hash;
 pub mod health;
 pub mod metrics;
+pub mod node;
 pub mod policy;
 pub mod render;
 pub mod server;

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -58,7 +57,7 @@ pub const POLICIES: [&str; 6] = [
 ];
 pub const REASONS: [&str; 5] = ["healthy", "fail-open", "fallback", "all-down", "forced"];
 /// Names with per-name series (switched on by `server.metrics_names`).
-pub const MAX_NAMES: usize = 64;
+pub const MAX_NAMES: usize = crate::config::MAX_METRICS_NAMES;
 /// Members whose answers are counted (for the status page's share of answers).
 pub const MAX_MEMBERS: usize = 4096;
 /// ECS scope prefix lengths 0..=128.
@@ -381,23 +380,11 @@ struct Events {
     reloads: HashMap<&'static str, u64>,
     transfers: HashMap<&'static str, u64>,
     notifies: HashMap<&'static str, u64>,
-    probes: HashMap<SocketAddr, Histogram>,
 }
 
 fn events() -> &'static Mutex<Events> {
     static E: OnceLock<Mutex<Events>> = OnceLock::new();
     E.get_or_init(|| Mutex::new(Events::default()))
-}
-
-/// Probe latency buckets, in seconds.
-const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
-
-#[derive(Default, Clone)]
-struct Histogram {
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-    failures: u64,
 }
 
 /// A reload's outcome: `applied` or `rejected`.
@@ -428,25 +415,6 @@ pub fn notify(result: &'static str) {
         .notifies
         .entry(result)
         .or_default() += 1;
-}
-
-/// One probe round: its latency when it passed.
-pub fn probe_observed(probe: SocketAddr, latency_ms: Option<f64>) {
-    let mut e = events().lock().unwrap_or_else(|p| p.into_inner());
-    let h = e.probes.entry(probe).or_default();
-    match latency_ms {
-        Some(ms) => {
-            let secs = ms / 1000.0;
-            h.count += 1;
-            h.sum += secs;
-            for (b, le) in h.buckets.iter_mut().zip(BUCKETS) {
-                if secs <= le {
-                    *b += 1;
-                }
-            }
-        }
-        None => h.failures += 1,
-    }
 }
 
 // ------------------------------------------------------------------ exposition
@@ -623,10 +591,8 @@ pub fn render(s: &Scrape<'_>) -> String {
         "Latency of passing health probes.",
     );
     let mut failures = String::new();
-    let mut probes: Vec<_> = e.probes.iter().collect();
-    probes.sort_by_key(|(a, _)| **a);
-    for (addr, h) in probes {
-        for (b, le) in h.buckets.iter().zip(BUCKETS) {
+    for (addr, h) in s.health.probe_rounds() {
+        for (b, le) in h.buckets.iter().zip(crate::health::LATENCY_BUCKETS) {
             let _ = writeln!(
                 out,
                 "meridian_probe_duration_seconds_bucket{{probe=\"{addr}\",le=\"{le}\"}} {b}"
@@ -640,7 +606,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         let _ = writeln!(
             out,
             "meridian_probe_duration_seconds_sum{{probe=\"{addr}\"}} {}",
-            h.sum
+            h.sum_seconds
         );
         let _ = writeln!(
             out,
@@ -703,7 +669,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         "gauge",
         "When the running config was loaded.",
     );
-    let at = crate::health::unix_seconds(s.loaded.loaded_at);
+    let at = crate::clock::unix_seconds(s.loaded.loaded_at);
     let _ = writeln!(out, "meridian_config_loaded_timestamp_seconds {at}");
     head(
         &mut out,

@@ -91,7 +91,7 @@ impl Store {
             }
             Err(e) if is_lock_error(&e) => Err(StateError::Locked(path)),
             Err(e) => {
-                let stamp = crate::health::unix_now();
+                let stamp = crate::clock::unix_now();
                 let moved_to = dir.join(format!("store.damaged-{stamp}"));
                 std::fs::rename(&path, &moved_to)
                     .map_err(|e| StateError::MoveAside(path.clone(), e))?;

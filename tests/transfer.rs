@@ -292,7 +292,7 @@ fn a_zone_with_a_key_transfers_only_to_signed_requests_and_signs_every_message()
 
     let key = Key::new("xfr-key", Algorithm::HmacSha256, secret).unwrap();
     let mut signed = axfr.clone();
-    Signer::request(&key, meridian::health::unix_now()).sign(&mut signed, None);
+    Signer::request(&key, meridian::clock::unix_now()).sign(&mut signed, None);
     let msgs = transfer_raw(srv.dns, "127.0.0.1", &signed);
     assert!(msgs.len() > 1);
     for m in &msgs {
@@ -309,7 +309,7 @@ fn a_zone_with_a_key_transfers_only_to_signed_requests_and_signs_every_message()
 
     let wrong = Key::new("xfr-key", Algorithm::HmacSha256, "b3RoZXIgc2VjcmV0").unwrap();
     let mut forged = axfr.clone();
-    Signer::request(&wrong, meridian::health::unix_now()).sign(&mut forged, None);
+    Signer::request(&wrong, meridian::clock::unix_now()).sign(&mut forged, None);
     let refused = transfer(srv.dns, "127.0.0.1", &forged);
     assert_eq!(refused[0].metadata.response_code, ResponseCode::NotAuth);
     assert!(srv.stderr().contains("BadSig"), "{}", srv.stderr());
@@ -344,7 +344,7 @@ fn a_signed_query_is_verified_first_and_a_signed_udp_reply_truncates_to_fit() {
     assert_eq!(Message::from_vec(&plain).unwrap().answers.len(), 4);
 
     let mut signed = query.clone();
-    Signer::request(&key, meridian::health::unix_now()).sign(&mut signed, None);
+    Signer::request(&key, meridian::clock::unix_now()).sign(&mut signed, None);
     let reply = query_udp_raw(srv.dns, &signed).unwrap();
     assert!(
         reply.len() <= 512,
@@ -362,7 +362,7 @@ fn a_signed_query_is_verified_first_and_a_signed_udp_reply_truncates_to_fit() {
 
     // Over TCP the whole answer, signed.
     let mut signed = query.clone();
-    Signer::request(&key, meridian::health::unix_now()).sign(&mut signed, None);
+    Signer::request(&key, meridian::clock::unix_now()).sign(&mut signed, None);
     let whole = transfer_raw(srv.dns, "127.0.0.1", &signed);
     assert!(tsig::find(&whole[0]).unwrap().is_some());
     assert_eq!(Message::from_vec(&whole[0]).unwrap().answers.len(), 4);
@@ -370,7 +370,7 @@ fn a_signed_query_is_verified_first_and_a_signed_udp_reply_truncates_to_fit() {
     // A wrong secret: NOTAUTH and no answer records, over UDP too.
     let wrong = Key::new("q-key", Algorithm::HmacSha256, "b3RoZXIgc2VjcmV0").unwrap();
     let mut forged = query.clone();
-    Signer::request(&wrong, meridian::health::unix_now()).sign(&mut forged, None);
+    Signer::request(&wrong, meridian::clock::unix_now()).sign(&mut forged, None);
     let refused = Message::from_vec(&query_udp_raw(srv.dns, &forged).unwrap()).unwrap();
     assert_eq!(refused.metadata.response_code, ResponseCode::NotAuth);
     assert!(refused.answers.is_empty());

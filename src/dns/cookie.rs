@@ -112,7 +112,7 @@ pub fn well_formed(data: &[u8]) -> bool {
 
 /// Seconds since the epoch, as cookies count them.
 pub fn now() -> u32 {
-    crate::health::unix_now() as u32
+    crate::clock::unix_now() as u32
 }
 
 /// SipHash-2-4 over client cookie | version | reserved | timestamp | client address.

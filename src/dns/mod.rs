@@ -233,7 +233,7 @@ fn answer_signed(
     transport: Transport,
     found: &tsig::Found,
 ) -> Option<Vec<u8>> {
-    let now = crate::health::unix_now();
+    let now = crate::clock::unix_now();
     let (error, signer) = match tsig::verify(query, found, &loaded.config.keys, now) {
         Ok((_, mut signer)) => {
             let mut out = answer_with(loaded, health, query, src, transport, None)?;

@@ -60,7 +60,7 @@ pub fn answer(
 
     // TSIG first (RFC 8945 section 5.2): a signed request is verified whatever the zone, and
     // every reply to a verified one is signed.
-    let now = crate::health::unix_now();
+    let now = crate::clock::unix_now();
     let (signed_with, mut signer) = match tsig::find(query) {
         Err(tsig::Malformed) => {
             head.metadata.response_code = ResponseCode::FormErr;
@@ -305,7 +305,7 @@ async fn notify_one(
     m.answers.push(soa.clone());
     let mut bytes = m.to_vec().map_err(std::io::Error::other)?;
     if let Some(key) = key {
-        tsig::Signer::request(key, crate::health::unix_now()).sign(&mut bytes, None);
+        tsig::Signer::request(key, crate::clock::unix_now()).sign(&mut bytes, None);
     }
     let mut buf = [0u8; 512];
     for attempt in 0..5 {
