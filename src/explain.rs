@@ -191,6 +191,27 @@ pub fn explain(
     })
 }
 
+/// [`explain`] as the in-band CHAOS TXT answer asks it (a [`dns::Explainer`]): its lines.
+pub fn in_band(
+    loaded: &Loaded,
+    health: &HealthSnapshot,
+    name: &Name,
+    qtype: RecordType,
+    client: IpAddr,
+    ecs: Option<IpNet>,
+) -> Result<Vec<String>, String> {
+    let request = Request {
+        name: name.to_string(),
+        qtype: Some(qtype.to_string()),
+        client,
+        ecs,
+        assume: Vec::new(),
+    };
+    explain(loaded, health, &request)
+        .map(|x| x.lines)
+        .map_err(|e| e.to_string())
+}
+
 /// The name a value has in JSON (`down`, `forced-up`), for text output.
 fn json_name<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)

@@ -94,7 +94,10 @@ pub async fn serve(
     let listen = cfg.server.listen.clone();
     let workers = cfg.server.udp_workers;
     let control_addr = cfg.server.control;
-    let responder = Arc::new(Responder::new(Loaded::new(cfg, 1), health.clone()));
+    let responder = Arc::new(Responder::new(
+        Loaded::new(cfg, 1).with_explainer(crate::explain::in_band),
+        health.clone(),
+    ));
     let dns = DnsServer::bind(&listen, workers, responder.clone())
         .map_err(|e| ServeError::BindDns(format!("{listen:?}"), e))?;
     if !control_addr.ip().is_loopback() && node_token_missing(&responder) {

@@ -27,7 +27,6 @@ FORBIDDEN = {
 # Still there, to be removed by the redesign (issue: one decision core, no import cycles).
 KNOWN = {
     ("config", "dns"),    # TSIG keys, cookie secrets and rate-limit settings are dns types
-    ("dns", "explain"),   # the in-band CHAOS TXT explanation
     ("metrics", "dns"),   # query counting reads the packet and `Loaded`
 }
 

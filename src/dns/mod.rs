@@ -58,7 +58,21 @@ pub struct Loaded {
     pub limiter: Arc<rrl::Limiter>,
     /// Metric slots of this config's zones, names and members.
     pub(crate) slots: crate::metrics::Slots,
+    /// Answers the in-band CHAOS TXT explanation; `None` refuses it.
+    pub explainer: Option<Explainer>,
 }
+
+/// Explains a load-balanced name for the in-band CHAOS TXT answer: the lines `meridian
+/// explain` prints for (name, type, client address, ECS prefix). The explanation runs this
+/// module's answer, so it lives above DNS and the node hands it in.
+pub type Explainer = fn(
+    &Loaded,
+    &HealthSnapshot,
+    &Name,
+    RecordType,
+    IpAddr,
+    Option<IpNet>,
+) -> Result<Vec<String>, String>;
 
 static LOADED_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -67,6 +81,7 @@ impl Loaded {
     /// settings did not change, and the limiter's counts always do.
     pub fn replacing(config: Config, version: u64, previous: &Loaded) -> Self {
         let mut loaded = Loaded::new(config, version);
+        loaded.explainer = previous.explainer;
         loaded.limiter = if *previous.limiter.settings() == loaded.config.server.rate_limit {
             previous.limiter.clone()
         } else {
@@ -92,10 +107,17 @@ impl Loaded {
             fast: None,
             limiter,
             slots: crate::metrics::Slots::default(),
+            explainer: None,
         };
         loaded.slots = crate::metrics::Slots::new(&loaded.config);
         loaded.fast = fast::FastIndex::build(&loaded);
         loaded
+    }
+
+    /// This config, answering in-band explanations with `explainer`.
+    pub fn with_explainer(mut self, explainer: Explainer) -> Self {
+        self.explainer = Some(explainer);
+        self
     }
 }
 
@@ -725,7 +747,10 @@ impl Ctx<'_, '_> {
             resp.metadata.response_code = ResponseCode::Refused;
             return;
         }
-        let Some(lb) = self.zone.node(qname).and_then(|n| n.lb) else {
+        let (Some(lb), Some(explainer)) = (
+            self.zone.node(qname).and_then(|n| n.lb),
+            self.loaded.explainer,
+        ) else {
             resp.metadata.response_code = ResponseCode::Refused;
             return;
         };
@@ -734,19 +759,13 @@ impl Ctx<'_, '_> {
             HealthView::Fixed(snap) => Arc::new(snap.clone()),
         };
         let mut lines = Vec::new();
-        for (covered, qtype) in [(lb.a, "A"), (lb.aaaa, "AAAA")] {
+        for (covered, qtype) in [(lb.a, RecordType::A), (lb.aaaa, RecordType::AAAA)] {
             if !covered {
                 continue;
             }
-            let request = crate::explain::Request {
-                name: qname.to_string(),
-                qtype: Some(qtype.into()),
-                client: from,
-                ecs: self.used_ecs.then_some(self.client.network),
-                assume: Vec::new(),
-            };
-            match crate::explain::explain(self.loaded, &snapshot, &request) {
-                Ok(x) => lines.extend(x.lines),
+            let ecs = self.used_ecs.then_some(self.client.network);
+            match explainer(self.loaded, &snapshot, qname, qtype, from, ecs) {
+                Ok(explained) => lines.extend(explained),
                 Err(e) => lines.push(format!("{qtype}: {e}")),
             }
         }
