@@ -260,14 +260,18 @@ async fn handle(
             reply(StatusCode::OK, json!(node.store.audit_log(limit)))
         }
         (&Method::GET, ["metrics"]) => {
+            use std::sync::atomic::Ordering::Relaxed;
             let loaded = node.config();
             let body = crate::metrics::render(&crate::metrics::Scrape {
-                loaded: &loaded,
+                config: &loaded.config,
+                config_version: loaded.version,
+                config_loaded_at: loaded.loaded_at,
                 health: &node.health,
-                tcp_refused: node
-                    .responder
-                    .tcp_refused
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                tcp_refused: node.responder.tcp_refused.load(Relaxed),
+                rate_limited: (
+                    loaded.limiter.dropped.load(Relaxed),
+                    loaded.limiter.slipped.load(Relaxed),
+                ),
             });
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }

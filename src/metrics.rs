@@ -202,13 +202,9 @@ impl Slots {
         }
     }
 
-    /// The slot of the zone `query`'s name falls in (the longest origin that is a suffix).
-    fn zone_of(&self, query: &[u8]) -> usize {
-        // A malformed or compressed question name belongs to no zone.
-        let Some(name) = crate::dns::ecs::skip_name(query, 12).and_then(|end| query.get(12..end))
-        else {
-            return MAX_ZONES;
-        };
+    /// The slot of the zone the wire name `name` falls in (the longest origin that is a
+    /// suffix); a malformed or compressed name belongs to none.
+    fn zone_of(&self, name: &[u8]) -> usize {
         let mut best: Option<(usize, usize)> = None;
         for (slot, origin) in &self.zones {
             if origin.len() <= name.len()
@@ -271,6 +267,23 @@ impl Seen {
     pub fn new(zone: usize, qtype: u16) -> Seen {
         Seen { zone, qtype }
     }
+
+    /// The zone index and type, when the fast path placed the query.
+    pub fn placed(&self) -> Option<(usize, u16)> {
+        (self.zone != usize::MAX).then_some((self.zone, self.qtype))
+    }
+}
+
+/// A counted query's question, as the DNS side read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked<'a> {
+    /// Placed by the fast path: the zone's index in the config, and the type.
+    Placed { zone: usize, qtype: u16 },
+    /// The question's wire name as it stands in the packet, and the type: the zone is found
+    /// here.
+    Named { name: &'a [u8], qtype: u16 },
+    /// A question that could not be read.
+    Unreadable,
 }
 
 /// The slot of a query type in [`QTYPES`] (`other` past the end).
@@ -305,22 +318,15 @@ const RCODE_SLOT: [usize; 16] = {
     table
 };
 
-/// Counts one answered query: its zone, type, the reply's rcode, and the transport. `seen`
-/// carries what the fast path already knew; otherwise the question is read here.
-pub fn query(slots: &Slots, seen: Seen, query: &[u8], reply: &[u8], tcp: bool) {
-    if query.len() < 12 || reply.len() < 4 {
-        return;
-    }
-    let (zone, qtype) = match slots.zones.get(seen.zone) {
-        Some(&(slot, _)) => (slot, seen.qtype),
-        None => (
-            slots.zone_of(query),
-            crate::dns::ecs::skip_name(query, 12)
-                .and_then(|end| query.get(end..end + 2))
-                .map_or(0, |t| u16::from_be_bytes([t[0], t[1]])),
-        ),
+/// Counts one answered query: its zone and type, the reply's rcode (its low four bits), and
+/// the transport.
+pub fn query(slots: &Slots, asked: Asked<'_>, rcode: u8, tcp: bool) {
+    let (zone, qtype) = match asked {
+        Asked::Placed { zone, qtype } => (slots.zones.get(zone).map_or(MAX_ZONES, |z| z.0), qtype),
+        Asked::Named { name, qtype } => (slots.zone_of(name), qtype),
+        Asked::Unreadable => (MAX_ZONES, 0),
     };
-    let r = RCODE_SLOT[(reply[3] & 0x0F) as usize];
+    let r = RCODE_SLOT[(rcode & 0x0F) as usize];
     bump(((zone * QTYPE_SLOTS + qtype_slot(qtype)) * RCODE_SLOTS + r) * 2 + usize::from(tcp));
 }
 
@@ -421,9 +427,14 @@ pub fn notify(result: &'static str) {
 
 /// Node facts a scrape needs beyond the counters.
 pub struct Scrape<'a> {
-    pub loaded: &'a crate::dns::Loaded,
+    pub config: &'a crate::config::Config,
+    /// The running config's version and when it was loaded.
+    pub config_version: u64,
+    pub config_loaded_at: std::time::SystemTime,
     pub health: &'a crate::health::HealthStore,
     pub tcp_refused: u64,
+    /// UDP responses dropped and slipped by rate limiting, since start.
+    pub rate_limited: (u64, u64),
 }
 
 /// Writes every metric in the Prometheus text format (version 0.0.4).
@@ -531,7 +542,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         }
     }
 
-    let cfg = &s.loaded.config;
+    let cfg = s.config;
     let snap = s.health.snapshot();
     head(
         &mut out,
@@ -662,14 +673,14 @@ pub fn render(s: &Scrape<'_>) -> String {
         "gauge",
         "Successful config loads since start.",
     );
-    let _ = writeln!(out, "meridian_config_version {}", s.loaded.version);
+    let _ = writeln!(out, "meridian_config_version {}", s.config_version);
     head(
         &mut out,
         "config_loaded_timestamp_seconds",
         "gauge",
         "When the running config was loaded.",
     );
-    let at = crate::clock::unix_seconds(s.loaded.loaded_at);
+    let at = crate::clock::unix_seconds(s.config_loaded_at);
     let _ = writeln!(out, "meridian_config_loaded_timestamp_seconds {at}");
     head(
         &mut out,
@@ -687,12 +698,12 @@ pub fn render(s: &Scrape<'_>) -> String {
     let _ = writeln!(
         out,
         "meridian_rate_limited_total{{action=\"dropped\"}} {}",
-        s.loaded.limiter.dropped.load(Ordering::Relaxed)
+        s.rate_limited.0
     );
     let _ = writeln!(
         out,
         "meridian_rate_limited_total{{action=\"slipped\"}} {}",
-        s.loaded.limiter.slipped.load(Ordering::Relaxed)
+        s.rate_limited.1
     );
     out
 }
@@ -740,13 +751,10 @@ mod tests {
             zones: vec![(0, wire("example.test"))],
             ..Slots::default()
         };
-        // Found by fuzzing: a pointer where the name starts, in a 13-byte packet.
-        let packet = [18, 52, 1, 0, 0, 253, 47, 255, 255, 127, 255, 255, 255];
-        assert_eq!(slots.zone_of(&packet), MAX_ZONES);
-        let mut q = vec![0u8; 12];
-        q.extend(wire("www.example.test"));
-        assert_eq!(slots.zone_of(&q), 0);
-        q[12] = 0xC0;
-        assert_eq!(slots.zone_of(&q), MAX_ZONES);
+        let mut name = wire("www.example.test");
+        assert_eq!(slots.zone_of(&name), 0);
+        name[0] = 0xC0;
+        assert_eq!(slots.zone_of(&name), MAX_ZONES);
+        assert_eq!(slots.zone_of(&[0xC0]), MAX_ZONES);
     }
 }

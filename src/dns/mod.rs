@@ -215,7 +215,10 @@ impl Responder {
                 None => return false,
             }
         }
-        crate::metrics::query(&loaded.slots, seen, query, out, transport == Transport::Tcp);
+        if query.len() >= 12 && out.len() >= 4 {
+            let tcp = transport == Transport::Tcp;
+            crate::metrics::query(&loaded.slots, asked(query, seen), out[3], tcp);
+        }
         if transport == Transport::Tcp || !loaded.limiter.applies_to(src.ip()) {
             return true;
         }
@@ -240,6 +243,27 @@ impl Responder {
             }
             _ => false,
         }
+    }
+}
+
+/// The question of `query` as the counters take it: as the fast path placed it, or read from
+/// the packet (its name as it stands there, a compression pointer included).
+fn asked(query: &[u8], seen: crate::metrics::Seen) -> crate::metrics::Asked<'_> {
+    use crate::metrics::Asked;
+    if let Some((zone, qtype)) = seen.placed() {
+        return Asked::Placed { zone, qtype };
+    }
+    let Some(end) = ecs::skip_name(query, 12) else {
+        return Asked::Unreadable;
+    };
+    match query.get(12..end) {
+        Some(name) => Asked::Named {
+            name,
+            qtype: query
+                .get(end..end + 2)
+                .map_or(0, |t| u16::from_be_bytes([t[0], t[1]])),
+        },
+        None => Asked::Unreadable,
     }
 }
 
@@ -947,4 +971,30 @@ pub fn reply_scope(m: &Message) -> Option<(u8, u8)> {
             Some(EdnsOption::Subnet(s)) => Some((s.source_prefix(), s.scope_prefix())),
             _ => None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Asked, Seen};
+
+    #[test]
+    fn counted_questions_never_read_past_a_broken_name() {
+        // Found by fuzzing: a pointer where the name starts, in a 13-byte packet.
+        let packet = [18, 52, 1, 0, 0, 253, 47, 255, 255, 127, 255, 255, 255];
+        assert_eq!(asked(&packet, Seen::default()), Asked::Unreadable);
+        let mut q = vec![0u8; 12];
+        q.extend([3, b'w', b'w', b'w', 0, 0, 1, 0, 1]);
+        assert_eq!(
+            asked(&q, Seen::default()),
+            Asked::Named {
+                name: &[3, b'w', b'w', b'w', 0],
+                qtype: 1
+            }
+        );
+        assert_eq!(
+            asked(&q, Seen::new(2, 28)),
+            Asked::Placed { zone: 2, qtype: 28 }
+        );
+    }
 }
