@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: file structs (unknown keys rejected) and validation into [`config::Config`];
-//!   the same load path serves `check`, start-up and reload.
+//!   the same load path serves `check`, start-up and reload. `config::settings` holds the
+//!   plain values the DNS side works with (TSIG keys, cookie secrets, rate limits).
 //! - [`zone`]: static RFC 1035 zone data and the lookups an authoritative server needs
 //!   (exact, wildcard, empty non-terminal, zone cut).
 //! - [`dns`]: the query-to-response function (a fast path for ordinary queries, the general

@@ -19,62 +19,14 @@ use siphasher::sip::SipHasher24;
 /// The COOKIE option code.
 pub const CODE: u16 = 10;
 
-/// The server secrets: the current one signs, the current and the previous one validate.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secrets {
-    current: [u8; 16],
-    previous: Option<[u8; 16]>,
-}
-
-impl std::fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secrets(..)") // never print secrets
-    }
-}
+/// The server secrets (a config value): the current one signs, the current and the previous
+/// one validate.
+pub use crate::config::CookieSecrets as Secrets;
 
 /// A client cookie and the server cookie to send back with it.
 pub type Reply = [u8; 24];
 
 impl Secrets {
-    pub fn new(current: [u8; 16], previous: Option<[u8; 16]>) -> Secrets {
-        Secrets { current, previous }
-    }
-
-    /// A fresh random secret.
-    pub fn random() -> Secrets {
-        Secrets::new(rand::random(), None)
-    }
-
-    /// Reads the file format: 32 hex digits for the current secret, optionally a second line
-    /// with the previous one; blank lines and `#` comments are ignored.
-    pub fn parse(text: &str) -> Result<Secrets, String> {
-        let mut keys = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            keys.push(hex16(line).map_err(|m| format!("line {}: {m}", n + 1))?);
-        }
-        match keys.as_slice() {
-            [current] => Ok(Secrets::new(*current, None)),
-            [current, previous] => Ok(Secrets::new(*current, Some(*previous))),
-            [] => Err("no secret (32 hex digits) in the file".into()),
-            _ => Err("more than two secrets (current, then previous)".into()),
-        }
-    }
-
-    /// The file format of [`Secrets::parse`].
-    pub fn to_text(&self) -> String {
-        let hex = |k: &[u8; 16]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let mut out = format!("{}\n", hex(&self.current));
-        if let Some(p) = &self.previous {
-            out.push_str(&hex(p));
-            out.push('\n');
-        }
-        out
-    }
-
     /// The reply for a COOKIE option's data (already checked by [`well_formed`]).
     pub fn reply(&self, data: &[u8], client: IpAddr, now: u32) -> Reply {
         let mut out = [0u8; 24];
@@ -125,22 +77,6 @@ fn hash(key: &[u8; 16], head: &[u8], client: IpAddr) -> [u8; 8] {
         IpAddr::V6(a) => h.write(&a.octets()),
     }
     h.finish().to_le_bytes()
-}
-
-fn hex16(text: &str) -> Result<[u8; 16], String> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 32 {
-        return Err(format!(
-            "a secret is 32 hex digits, found {} characters",
-            bytes.len()
-        ));
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).map_err(|_| "not hex".to_string())?;
-        out[i] = u8::from_str_radix(s, 16).map_err(|_| format!("{s:?} is not hex"))?;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

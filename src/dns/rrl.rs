@@ -17,38 +17,11 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use ipnet::IpNet;
-
 use super::ecs;
 use crate::hash::{FastHasher, FastMap};
 
 /// Settings, from `[server.rate_limit]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// Credits per account per second; 0 turns rate limiting off.
-    pub responses_per_second: u32,
-    /// Every `slip`-th limited response is sent truncated; 0 drops them all.
-    pub slip: u32,
-    pub ipv4_prefix: u8,
-    pub ipv6_prefix: u8,
-    /// Clients never limited.
-    pub exempt: Vec<IpNet>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            responses_per_second: 200,
-            slip: 2,
-            ipv4_prefix: 24,
-            ipv6_prefix: 56,
-            exempt: vec![
-                "127.0.0.0/8".parse().expect("literal"),
-                "::1/128".parse().expect("literal"),
-            ],
-        }
-    }
-}
+pub use crate::config::RateLimit as Settings;
 
 /// What to do with one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,6 @@
 //! multi-message transfer chained to the MAC before it. HMAC comes from aws-lc-rs, the
 //! library rustls already uses here.
 
-use std::fmt;
-
 use aws_lc_rs::{constant_time, hmac};
 
 use super::ecs::skip_name;
@@ -18,36 +16,10 @@ const CLASS_ANY: u16 = 255;
 /// The fudge this server signs with, in seconds (RFC 8945 recommends 300).
 const FUDGE: u16 = 300;
 
-/// A TSIG algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    HmacSha1,
-    HmacSha256,
-    HmacSha384,
-    HmacSha512,
-}
+/// A TSIG algorithm and key (config values); signing and verifying are here.
+pub use crate::config::{TsigAlgorithm as Algorithm, TsigKey as Key};
 
 impl Algorithm {
-    /// From its name as written in configs (`hmac-sha256`) or on the wire.
-    pub fn from_name(name: &str) -> Option<Algorithm> {
-        match name.trim_end_matches('.').to_ascii_lowercase().as_str() {
-            "hmac-sha1" => Some(Algorithm::HmacSha1),
-            "hmac-sha256" => Some(Algorithm::HmacSha256),
-            "hmac-sha384" => Some(Algorithm::HmacSha384),
-            "hmac-sha512" => Some(Algorithm::HmacSha512),
-            _ => None,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Algorithm::HmacSha1 => "hmac-sha1",
-            Algorithm::HmacSha256 => "hmac-sha256",
-            Algorithm::HmacSha384 => "hmac-sha384",
-            Algorithm::HmacSha512 => "hmac-sha512",
-        }
-    }
-
     fn hmac(self) -> hmac::Algorithm {
         match self {
             Algorithm::HmacSha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
@@ -62,51 +34,14 @@ impl Algorithm {
     }
 }
 
-/// A shared secret key.
-#[derive(Clone)]
-pub struct Key {
-    /// The key's name, lower case, without the trailing dot.
-    pub name: String,
-    pub algorithm: Algorithm,
-    key: std::sync::Arc<hmac::Key>,
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key({} {})", self.name, self.algorithm.name())
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.name == other.name && self.algorithm == other.algorithm
-    }
-}
-
-impl Eq for Key {}
-
 impl Key {
-    /// A key from its name, algorithm and base64 secret (as `tsig-keygen` and `keymgr` print).
-    pub fn new(name: &str, algorithm: Algorithm, secret_base64: &str) -> Result<Key, String> {
-        let secret = data_encoding::BASE64
-            .decode(secret_base64.trim().as_bytes())
-            .map_err(|e| format!("the secret is not base64: {e}"))?;
-        if secret.is_empty() {
-            return Err("the secret is empty".into());
-        }
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if name.is_empty() || name.split('.').any(|l| l.is_empty() || l.len() > 63) {
-            return Err(format!("{name:?} is not a key name"));
-        }
-        Ok(Key {
-            name,
-            algorithm,
-            key: std::sync::Arc::new(hmac::Key::new(algorithm.hmac(), &secret)),
-        })
-    }
-
     fn wire_name(&self) -> Vec<u8> {
         wire(&self.name)
+    }
+
+    /// The HMAC key for signing and verifying with this key.
+    fn hmac_key(&self) -> hmac::Key {
+        hmac::Key::new(self.algorithm.hmac(), &self.secret)
     }
 }
 
@@ -224,7 +159,7 @@ pub fn verify<'k>(
     if found.mac.len() < 10.max(full / 2) {
         return Err((TsigError::BadTrunc, None));
     }
-    let mut ctx = hmac::Context::with_key(&key.key);
+    let mut ctx = hmac::Context::with_key(&key.hmac_key());
     ctx.update(&stripped(msg, found));
     Variables {
         key_name: &found.key_name,
@@ -297,7 +232,7 @@ impl Signer {
             error: error.map_or(0, |e| e as u16),
             other: &other,
         };
-        let mut ctx = hmac::Context::with_key(&self.key.key);
+        let mut ctx = hmac::Context::with_key(&self.key.hmac_key());
         if !self.prior.is_empty() {
             ctx.update(&(self.prior.len() as u16).to_be_bytes());
             ctx.update(&self.prior);

@@ -24,10 +24,13 @@ use crate::policy::{
     DrainSafety, GeoMode, GeoPolicy, Member, PolicyKind, Pool, SiteName, Target, WhenAllDown,
 };
 use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
+
+mod settings;
 use ipnet::IpNet;
+pub use settings::{CookieSecrets, RateLimit, TsigAlgorithm, TsigKey};
 
 /// The demo server file, compiled in so `meridian serve` runs with no flags.
-pub const DEMO_CONFIG: &str = include_str!("../zones/meridian.toml");
+pub const DEMO_CONFIG: &str = include_str!("../../zones/meridian.toml");
 
 /// How many load-balanced names `server.metrics_names` may give series of their own (each
 /// costs a fixed block of counters on every query thread).
@@ -308,9 +311,9 @@ pub struct ServerSettings {
     pub cookies: bool,
     /// The server cookie secrets: from `cookie_secret_file` (shared by anycast nodes), or
     /// filled in by `serve` from its state directory.
-    pub cookie_secrets: Option<Arc<crate::dns::cookie::Secrets>>,
+    pub cookie_secrets: Option<Arc<CookieSecrets>>,
     /// Response rate limiting for UDP.
-    pub rate_limit: crate::dns::rrl::Settings,
+    pub rate_limit: RateLimit,
     /// TCP connection limits (read when the sockets are bound: a change needs a restart).
     pub tcp: TcpSettings,
     /// The bearer token the control endpoint requires (required off loopback).
@@ -328,7 +331,7 @@ pub struct Transfer {
     pub notify: Vec<SocketAddr>,
     pub load_balanced: LbInTransfer,
     /// When set, transfers must be signed with this TSIG key, and NOTIFY is signed with it.
-    pub key: Option<crate::dns::tsig::Key>,
+    pub key: Option<TsigKey>,
 }
 
 /// How load-balanced names appear in a transfer.
@@ -383,7 +386,7 @@ pub struct Config {
     /// Per zone (same order): who may transfer it, and whom to notify.
     pub zone_transfer: Vec<Option<Transfer>>,
     /// TSIG keys (`[[key]]`), for signed transfers.
-    pub keys: Vec<crate::dns::tsig::Key>,
+    pub keys: Vec<TsigKey>,
     /// The geo database (or a locator that knows nothing when none is configured).
     pub geo: Arc<dyn GeoLocator>,
     /// Its path, when one is configured.
@@ -519,7 +522,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         Some(f) => {
             let path = base.join(f);
             let text = read(&path)?;
-            let secrets = crate::dns::cookie::Secrets::parse(&text).map_err(|m| {
+            let secrets = CookieSecrets::parse(&text).map_err(|m| {
                 invalid(
                     span.clone(),
                     "server.cookie_secret_file",
@@ -530,9 +533,9 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         }
     };
     let rate_limit = {
-        let d = crate::dns::rrl::Settings::default();
+        let d = RateLimit::default();
         let r = section.rate_limit.as_ref();
-        let s = crate::dns::rrl::Settings {
+        let s = RateLimit {
             responses_per_second: r
                 .and_then(|r| r.responses_per_second)
                 .unwrap_or(d.responses_per_second),
@@ -665,7 +668,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         let object = format!("key {:?}", k.name);
         let fail = |m: String| invalid(entry.span(), &object, m);
         let algorithm = k.algorithm.as_deref().unwrap_or("hmac-sha256");
-        let algorithm = crate::dns::tsig::Algorithm::from_name(algorithm).ok_or_else(|| {
+        let algorithm = TsigAlgorithm::from_name(algorithm).ok_or_else(|| {
             fail(format!(
                 "algorithm {algorithm:?} is not hmac-sha256, hmac-sha384, hmac-sha512 or hmac-sha1"
             ))
@@ -679,7 +682,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             }
             _ => return Err(fail("give exactly one of secret and secret_file".into())),
         };
-        let key = crate::dns::tsig::Key::new(&k.name, algorithm, &secret).map_err(fail)?;
+        let key = TsigKey::new(&k.name, algorithm, &secret).map_err(fail)?;
         if builder.keys.iter().any(|other| other.name == key.name) {
             return Err(fail("key listed twice".into()));
         }
@@ -739,7 +742,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     }
 }
 
-fn transfer(t: &TransferSection, keys: &[crate::dns::tsig::Key]) -> Result<Transfer, String> {
+fn transfer(t: &TransferSection, keys: &[TsigKey]) -> Result<Transfer, String> {
     let key = match &t.key {
         None => None,
         Some(name) => {
@@ -841,7 +844,7 @@ struct Builder {
     zones: Vec<Zone>,
     zone_ecs: Vec<bool>,
     zone_transfer: Vec<Option<Transfer>>,
-    keys: Vec<crate::dns::tsig::Key>,
+    keys: Vec<TsigKey>,
     geo: Option<Arc<Mmdb>>,
     geo_path: Option<PathBuf>,
     bindings: Vec<Binding>,
