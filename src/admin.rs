@@ -36,10 +36,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::balance::Reason;
 use crate::clock::{unix_now, unix_seconds};
 use crate::health::{Admin, Change, MemberId};
 use crate::node::{orphan_overrides, Node, ReloadOutcome};
-use crate::policy::Reason;
 use hickory_proto::rr::RecordType;
 
 /// The status page: one self-contained file (no external assets).
@@ -386,15 +386,15 @@ fn status(node: &Node) -> Value {
                         "pool": p.name,
                         "site": m.site,
                         "target": match &m.target {
-                            crate::policy::Target::Addr(a) => a.to_string(),
-                            crate::policy::Target::Alias(n) => n.clone(),
+                            crate::balance::Target::Addr(a) => a.to_string(),
+                            crate::balance::Target::Alias(n) => n.clone(),
                         },
                         "weight": m.weight,
                         "priority": m.priority,
                         "health": st.health,
                         "admin": st.admin,
                         "admin_expires_at": expiries.get(&m.id),
-                        "usable": crate::policy::usable(st.admin, st.health),
+                        "usable": crate::balance::usable(st.admin, st.health),
                         "flaps": node.health.transitions(&m.id),
                         "answer_share_last_minute": shares.get(&(p.name.clone(), m.id.0.clone())),
                         "probe": probe.map(|a| a.to_string()),
@@ -426,9 +426,9 @@ fn status(node: &Node) -> Value {
                 "ttl": b.ttl,
                 "answers": b.answers,
                 "when_all_down": match b.when_all_down {
-                    crate::policy::WhenAllDown::FailOpen => "fail-open".to_string(),
-                    crate::policy::WhenAllDown::NoData => "nodata".to_string(),
-                    crate::policy::WhenAllDown::Fallback(i) => format!("fallback:{}", cfg.pools[i].name),
+                    crate::balance::WhenAllDown::FailOpen => "fail-open".to_string(),
+                    crate::balance::WhenAllDown::NoData => "nodata".to_string(),
+                    crate::balance::WhenAllDown::Fallback(i) => format!("fallback:{}", cfg.pools[i].name),
                 },
                 "declared_at": b.declared_at(),
             })
@@ -554,7 +554,7 @@ fn member_action(
         }
     }
     let snap = node.health.snapshot();
-    let impact = crate::policy::drain_impact(&cfg.pools, &snap, &ids, admin);
+    let impact = crate::balance::drain_impact(&cfg.pools, &snap, &ids, admin);
     let mut after = (*snap).clone();
     for id in &ids {
         let mut st = after.get(id);
@@ -675,8 +675,8 @@ fn answer_changes(
     after: &crate::health::HealthSnapshot,
     ids: &[MemberId],
 ) -> Vec<AnswerChange> {
+    use crate::balance::{ClientInfo, Family};
     use crate::dns::HealthView;
-    use crate::policy::{ClientInfo, Family};
     let cfg = &loaded.config;
     let mut out = Vec::new();
     for (index, b) in cfg.bindings.iter().enumerate() {
@@ -684,7 +684,7 @@ fn answer_changes(
             continue;
         };
         let mut pools = vec![b.pool];
-        if let crate::policy::WhenAllDown::Fallback(f) = b.when_all_down {
+        if let crate::balance::WhenAllDown::Fallback(f) = b.when_all_down {
             pools.push(f);
         }
         let touched = pools
@@ -715,8 +715,8 @@ fn answer_changes(
                     .members
                     .iter()
                     .map(|&(p, m)| match &cfg.pools[p].members[m].target {
-                        crate::policy::Target::Addr(a) => a.to_string(),
-                        crate::policy::Target::Alias(n) => n.clone(),
+                        crate::balance::Target::Addr(a) => a.to_string(),
+                        crate::balance::Target::Alias(n) => n.clone(),
                     })
                     .collect();
                 (targets, sel.reason)

@@ -15,9 +15,9 @@ use hickory_proto::rr::{Name, RecordType};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::balance::{self, Basis, ClientInfo, Reason, Selection, Target};
 use crate::dns::{self, HealthView, Loaded, Trace, Transport};
 use crate::health::{Admin, Health, HealthSnapshot, MemberId, MemberState};
-use crate::policy::{self, Basis, ClientInfo, Reason, Selection, Target};
 
 /// What to explain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -265,9 +265,9 @@ pub fn describe(
         b.policy.name(),
         pool.name,
         match b.when_all_down {
-            policy::WhenAllDown::FailOpen => "fail-open when all down".to_string(),
-            policy::WhenAllDown::NoData => "nodata when all down".to_string(),
-            policy::WhenAllDown::Fallback(p) =>
+            balance::WhenAllDown::FailOpen => "fail-open when all down".to_string(),
+            balance::WhenAllDown::NoData => "nodata when all down".to_string(),
+            balance::WhenAllDown::Fallback(p) =>
                 format!("fallback to {:?} when all down", cfg.pools[p].name),
         },
         b.declared_at()
@@ -314,7 +314,7 @@ pub fn describe(
         lines.push(format!("sites:     {} ({basis})", sites.join(" > ")));
     }
     let mut pools = vec![b.pool];
-    if let policy::WhenAllDown::Fallback(p) = b.when_all_down {
+    if let balance::WhenAllDown::Fallback(p) = b.when_all_down {
         pools.push(p);
     }
     for p in pools {
@@ -332,7 +332,7 @@ pub fn describe(
                 m.priority,
                 json_name(&st.health),
                 json_name(&st.admin),
-                if policy::usable(st.admin, st.health) { "usable" } else { "not usable" }
+                if balance::usable(st.admin, st.health) { "usable" } else { "not usable" }
             ));
         }
     }

@@ -17,8 +17,9 @@
 //!   them; depends on nothing.
 //! - [`metrics`]: Prometheus metrics, every name defined there; per-thread counters the query
 //!   path increments without hashing labels.
-//! - [`policy`]: member selection (weighted, failover, all, geo-nearest, geo-map, subnet) and
-//!   `when_all_down`; no DNS types, so the site proxy can reuse it.
+//! - [`balance`]: the decision core: pools, members, selection policies (weighted, failover,
+//!   all, geo-nearest, geo-map, subnet), `when_all_down`, cursors, the plan cache and drain
+//!   safety; no DNS types, metrics or control endpoint, so the site proxy can reuse it.
 //! - [`health`]: probers (HTTP, HTTPS, TCP), the rise/fall tracker and the lock-free health
 //!   table; no DNS types either.
 //! - [`state`]: the sled store of last-known health and admin overrides; the only module that
@@ -33,6 +34,7 @@
 
 pub mod admin;
 pub mod anycast;
+pub mod balance;
 pub mod clock;
 pub mod config;
 pub mod dns;
@@ -42,7 +44,6 @@ pub mod hash;
 pub mod health;
 pub mod metrics;
 pub mod node;
-pub mod policy;
 pub mod render;
 pub mod server;
 pub mod state;

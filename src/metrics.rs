@@ -232,8 +232,8 @@ fn label_boundary(name: &[u8], at: usize) -> bool {
 }
 
 /// A policy's index in [`POLICIES`].
-pub fn policy_index(p: &crate::policy::PolicyKind) -> usize {
-    use crate::policy::{GeoMode, PolicyKind};
+pub fn policy_index(p: &crate::balance::PolicyKind) -> usize {
+    use crate::balance::{GeoMode, PolicyKind};
     match p {
         PolicyKind::Weighted => 0,
         PolicyKind::Failover => 1,
@@ -335,11 +335,11 @@ pub fn query(slots: &Slots, asked: Asked<'_>, rcode: u8, tcp: bool) {
 pub fn answer(
     slots: &Slots,
     binding: usize,
-    reason: crate::policy::Reason,
+    reason: crate::balance::Reason,
     forced: bool,
     members: &[(usize, usize)],
 ) {
-    use crate::policy::Reason;
+    use crate::balance::Reason;
     let r = match reason {
         _ if forced => 4,
         Reason::Healthy => 0,
@@ -566,7 +566,7 @@ pub fn render(s: &Scrape<'_>) -> String {
                 escape(&m.id.0)
             );
             let _ = writeln!(out, "meridian_member_up{{{labels}}} {up}");
-            let usable = crate::policy::usable(st.admin, st.health);
+            let usable = crate::balance::usable(st.admin, st.health);
             let _ = writeln!(
                 usable_lines,
                 "meridian_member_usable{{{labels}}} {}",

@@ -17,7 +17,6 @@ import collections, os, re, sys
 # start-up share `node` instead of importing each other.
 FORBIDDEN = {
     ("balance", "dns"), ("balance", "metrics"), ("balance", "admin"), ("balance", "hickory"),
-    ("policy", "dns"), ("policy", "metrics"), ("policy", "admin"), ("policy", "hickory"),
     ("health", "metrics"), ("health", "dns"),
     ("config", "dns"), ("config", "metrics"), ("metrics", "dns"),
     ("dns", "explain"),

@@ -18,11 +18,11 @@ use hickory_proto::rr::{Name, RecordType};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::geo::{Coords, GeoError, GeoLocator, Mmdb, NoGeo};
-use crate::health::{HttpCheck, MemberId, ProbeKind, ProbeSpec};
-use crate::policy::{
+use crate::balance::{
     DrainSafety, GeoMode, GeoPolicy, Member, PolicyKind, Pool, SiteName, Target, WhenAllDown,
 };
+use crate::geo::{Coords, GeoError, GeoLocator, Mmdb, NoGeo};
+use crate::health::{HttpCheck, MemberId, ProbeKind, ProbeSpec};
 use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
 
 mod settings;

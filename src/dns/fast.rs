@@ -5,7 +5,7 @@
 //! question, at most one OPT), looked up by its lower-cased wire name, and answered by copying:
 //! the query's ID and RD bit, the query's own question bytes (so 0x20 mixed case
 //! survives), the stored sections, and an OPT written per query (our size, DO, ECS).
-//! Load-balanced names run the same [`crate::policy::plan`] as the general path and write their
+//! Load-balanced names run the same [`crate::balance::plan`] as the general path and write their
 //! address records directly; names that do not exist get the zone's SOA written directly.
 //!
 //! Anything unusual (other opcodes or classes, EDNS versions above 0, malformed options, ANY,
@@ -18,7 +18,6 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::cell::RefCell;
 use std::hash::Hasher;
-use std::sync::atomic::Ordering;
 
 use hashbrown::HashTable;
 use ipnet::IpNet;
@@ -26,10 +25,8 @@ use ipnet::IpNet;
 use super::cookie;
 use super::ecs::{self, Ecs};
 use super::{HealthView, Loaded, Transport};
-use crate::geo::whole_space;
+use crate::balance::{ClientInfo, Family, PlanCache, Reason, Target};
 use crate::hash::FastHasher;
-use crate::health::HealthSnapshot;
-use crate::policy::{ClientInfo, Family, Plan, PolicyKind, Reason, Target};
 use crate::zone::{Position, RRset};
 
 #[derive(Debug, Clone)]
@@ -674,50 +671,9 @@ fn finish_opt(out: &mut Vec<u8>, p: &Parsed, z: &FastZone, scope: Option<IpNet>,
     out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
 }
 
-/// Plans of load-balanced names by (binding, family, client network), one cache per UDP
-/// thread. A plan is everything of a decision but the round-robin position (database lookup,
-/// site order, health filtering, fallbacks), so a hit costs a hash lookup instead of the tree
-/// walk and the ranking. Only geo plans are kept per client network; the others hold for the
-/// whole address family. The cache empties itself when the config or the health snapshot it was filled from
-/// is no longer current, and when it reaches [`PLAN_LIMIT`] entries.
-#[derive(Default)]
-struct PlanCache {
-    loaded: u64,
-    health: u64,
-    plans: crate::hash::FastMap<(usize, bool, IpNet), Plan>,
-}
-
-const PLAN_LIMIT: usize = 16_384;
-
 thread_local! {
+    /// Plans of load-balanced names, one cache per UDP thread (see [`PlanCache`]).
     static PLANS: RefCell<PlanCache> = RefCell::new(PlanCache::default());
-}
-
-impl PlanCache {
-    fn plan(
-        &mut self,
-        loaded: &Loaded,
-        health: &HealthSnapshot,
-        binding: usize,
-        client: &mut ClientInfo,
-        family: Family,
-    ) -> &Plan {
-        if self.loaded != loaded.id || self.health != health.id() || self.plans.len() >= PLAN_LIMIT
-        {
-            self.plans.clear();
-            self.loaded = loaded.id;
-            self.health = health.id();
-        }
-        // Only geo decisions depend on the client; the others hold for its whole family.
-        let network = match loaded.config.bindings[binding].policy {
-            PolicyKind::Geo(_) => client.network,
-            _ => whole_space(client.network.network()),
-        };
-        let key = (binding, family == Family::V6, network);
-        self.plans
-            .entry(key)
-            .or_insert_with(|| super::plan_for(loaded, health, binding, client, family))
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -742,11 +698,13 @@ fn lb_answer(
     let family = if p.qtype == 1 { Family::V4 } else { Family::V6 };
     let (chosen, reason, forced, valid_for) = match health {
         HealthView::Live(store) => {
-            let cursor = loaded.cursors[binding].fetch_add(1, Ordering::Relaxed);
+            let cursor = loaded.cursors.next(binding);
             let snap = store.guard();
+            let req = super::request(loaded, binding, family);
             PLANS.with(|cache| {
                 let mut cache = cache.borrow_mut();
-                let plan = cache.plan(loaded, &snap, binding, &mut client, family);
+                let geo = &*cfg.geo;
+                let plan = cache.plan(loaded.id, binding, &req, geo, &snap, &mut client);
                 (
                     plan.pick(&cfg.pools, cursor),
                     plan.reason,

@@ -5,7 +5,7 @@
 //! payload size, ECS, cookie, NSID) -> CHAOS identity names -> zone by longest suffix (none:
 //! REFUSED) -> [`Zone::find`] -> static
 //! RRset, CNAME chain, referral, NXDOMAIN/NODATA with the RFC 2308 SOA, or a load-balanced
-//! binding answered by [`crate::policy::select`] over the health snapshot -> ECS scope -> encode,
+//! binding answered by [`crate::balance::select`] over the health snapshot -> ECS scope -> encode,
 //! truncate for UDP.
 //!
 //! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
@@ -34,10 +34,9 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
+use crate::balance::{self, ClientInfo, Family, Reason, Selection, Target};
 use crate::config::{Binding, Config};
-use crate::geo::GeoHit;
 use crate::health::{HealthSnapshot, HealthStore};
-use crate::policy::{self, ClientInfo, Family, Reason, Selection, Target};
 use crate::zone::{Position, Zone};
 
 pub use transport::DnsServer;
@@ -45,8 +44,8 @@ pub use transport::DnsServer;
 /// A config as served: the validated config plus per-name round-robin cursors.
 pub struct Loaded {
     pub config: Config,
-    /// One cursor per binding; advanced once per answered query for that name.
-    cursors: Vec<AtomicU64>,
+    /// One round-robin cursor per binding; advanced once per answered query for that name.
+    cursors: balance::Cursors,
     pub loaded_at: SystemTime,
     /// Counts successful loads since start.
     pub version: u64,
@@ -95,9 +94,7 @@ impl Loaded {
 
     pub fn new(config: Config, version: u64) -> Self {
         let limiter = Arc::new(rrl::Limiter::new(config.server.rate_limit.clone()));
-        let cursors = (0..config.bindings.len())
-            .map(|_| AtomicU64::new(0))
-            .collect();
+        let cursors = balance::Cursors::new(config.bindings.len());
         let mut loaded = Loaded {
             config,
             cursors,
@@ -801,9 +798,23 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// Runs a binding's policy for a client: looks the client up in the geo database when the
-/// policy needs it (once), takes the round-robin cursor (advancing it unless `peek`), and
-/// selects over the health view. Shared by the general and the fast path.
+/// What binding `index` asks of the balancer for `family`.
+pub(crate) fn request(loaded: &Loaded, index: usize, family: Family) -> balance::Request<'_> {
+    let cfg = &loaded.config;
+    let b: &Binding = &cfg.bindings[index];
+    balance::Request {
+        pools: &cfg.pools,
+        pool: b.pool,
+        policy: &b.policy,
+        answers: b.answers,
+        when_all_down: &b.when_all_down,
+        family,
+    }
+}
+
+/// Decides a binding's answer for a client ([`balance::decide`]) over the health view,
+/// taking the round-robin position from its cursor (advancing it unless `peek`). Shared by
+/// the general and the fast path, `explain` and the control endpoint's dry runs.
 pub(crate) fn select_for(
     loaded: &Loaded,
     health: HealthView<'_>,
@@ -813,47 +824,16 @@ pub(crate) fn select_for(
     peek: bool,
 ) -> Selection {
     let cursor = if peek {
-        loaded.cursors[index].load(Ordering::Relaxed)
+        loaded.cursors.peek(index)
     } else {
-        loaded.cursors[index].fetch_add(1, Ordering::Relaxed)
+        loaded.cursors.next(index)
     };
-    let plan = match health {
-        HealthView::Live(store) => plan_for(loaded, &store.guard(), index, client, family),
-        HealthView::Fixed(snap) => plan_for(loaded, snap, index, client, family),
-    };
-    Selection {
-        members: plan.pick(&loaded.config.pools, cursor),
-        reason: plan.reason,
-        forced: plan.forced,
-        valid_for: plan.valid_for,
-        sites: plan.sites,
+    let req = request(loaded, index, family);
+    let geo = &*loaded.config.geo;
+    match health {
+        HealthView::Live(store) => balance::decide(&req, geo, &store.guard(), client, cursor),
+        HealthView::Fixed(snap) => balance::decide(&req, geo, snap, client, cursor),
     }
-}
-
-/// The binding's plan for a client (looking the client up in the geo database first when the
-/// policy needs it): everything of a selection but the round-robin position.
-pub(crate) fn plan_for(
-    loaded: &Loaded,
-    health: &HealthSnapshot,
-    index: usize,
-    client: &mut ClientInfo,
-    family: Family,
-) -> policy::Plan {
-    let cfg = &loaded.config;
-    let b: &Binding = &cfg.bindings[index];
-    if b.policy.needs_location() && client.geo.is_none() {
-        let hit: GeoHit = cfg.geo.locate(client.network.network());
-        client.geo = Some(hit);
-    }
-    let req = policy::Request {
-        pools: &cfg.pools,
-        pool: b.pool,
-        policy: &b.policy,
-        answers: b.answers,
-        when_all_down: &b.when_all_down,
-        family,
-    };
-    policy::plan(&req, health, client)
 }
 
 /// The address RRsets sent as additional data for `target` (an MX exchange, SRV target or NS

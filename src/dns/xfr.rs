@@ -15,8 +15,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
 use super::{ecs, extended_error, tsig, Ctx, HealthView, LbAnswer, Loaded, EDE_PROHIBITED};
+use crate::balance::ClientInfo;
 use crate::config::LbInTransfer;
-use crate::policy::ClientInfo;
 use crate::zone::Zone;
 
 /// Records per message: well under the 64 KiB TCP limit for ordinary data; a message that
