@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{self, Config, ConfigError, Source};
+use crate::config::{self, Config, ConfigError, ServerSettings, Source};
 use crate::dns::cookie::Secrets;
 use crate::dns::{Loaded, Responder};
 use crate::health::{Admin, Change, HealthStore, MemberId, ProbeSet};
@@ -210,6 +210,8 @@ pub struct Node {
     pub last_reload: Mutex<Option<ReloadRecord>>,
     /// Settings changed by a reload that only a restart applies (sockets are bound once).
     pub restart_needed: Mutex<Vec<String>>,
+    /// The settings the sockets were bound with, at start.
+    bound: ServerSettings,
     /// Why the state store started empty, when it did (damaged and moved aside, or missing
     /// after an earlier run): drains and remembered health were lost.
     pub state_lost: Option<String>,
@@ -254,6 +256,7 @@ pub struct NodeParts {
 
 impl Node {
     pub fn new(parts: NodeParts) -> Node {
+        let bound = parts.responder.current.load().config.server.clone();
         Node {
             source: parts.source,
             overrides: parts.overrides,
@@ -266,6 +269,7 @@ impl Node {
             answer_samples: Mutex::new(Default::default()),
             last_reload: Mutex::new(None),
             restart_needed: Mutex::new(Vec::new()),
+            bound,
             state_lost: parts.state_lost,
         }
     }
@@ -387,24 +391,20 @@ impl Node {
         report_orphans(&cfg, &self.health);
         report_warnings(&cfg);
         report_zones(&cfg, Some(&previous.config));
-        let unapplied = needs_restart(&previous.config, &cfg);
+        // Against what the sockets were bound with: a setting changed back needs nothing.
+        let unapplied = needs_restart(&self.bound, &cfg.server);
         for setting in &unapplied {
-            tracing::warn!(
-                setting,
-                "reload: {setting} changed; sockets are bound at start, so it applies after a restart"
-            );
-        }
-        {
-            let mut pending = self
-                .restart_needed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            for setting in unapplied {
-                if !pending.contains(&setting) {
-                    pending.push(setting);
-                }
+            if needs_restart(&previous.config.server, &cfg.server).contains(setting) {
+                tracing::warn!(
+                    setting,
+                    "reload: {setting} changed; sockets are bound at start, so it applies after a restart"
+                );
             }
         }
+        *self
+            .restart_needed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = unapplied;
         let loaded = Arc::new(Loaded::replacing(cfg, version, &previous));
         self.responder.current.store(loaded.clone());
         announce(&loaded.config, &self.store, &changed);
@@ -455,10 +455,9 @@ pub(crate) fn report_zones(cfg: &Config, previous: Option<&Config>) {
     }
 }
 
-/// The settings that differ between `old` and `new` that a reload cannot apply: the DNS and
+/// The settings that differ between `a` and `b` that a reload cannot apply: the DNS and
 /// control sockets and their TCP limits are bound once, at start.
-fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
-    let (a, b) = (&old.server, &new.server);
+fn needs_restart(a: &ServerSettings, b: &ServerSettings) -> Vec<String> {
     let mut out = Vec::new();
     if a.listen != b.listen {
         out.push("server.listen".to_string());

@@ -584,6 +584,14 @@ fn reload_says_what_it_cannot_apply_and_what_it_rejected() {
         vec!["192.0.2.1"]
     );
 
+    // Changed back, nothing waits for a restart any more.
+    cfg.write(
+        "meridian.toml",
+        &server_file("[\"127.0.0.1:0\"]", "127.0.0.1:0"),
+    );
+    assert!(srv.ctl(&["reload"]).0);
+    assert_eq!(srv.status()["restart_needed"], serde_json::json!([]));
+
     // A new serial is logged; changed data without one is warned of.
     cfg.write("example.test.zone", &zone(2, ""));
     assert!(srv.ctl(&["reload"]).0);

@@ -4,6 +4,10 @@
 #   ops/bench/dns.sh [--rounds N] [--seconds S] [--servers "meridian gdnsd ..."] [--workloads "static ..."]
 #                    [--profile]
 #   ops/bench/dns.sh --scale    memory and load time at 1,000,000 records (see dns-scale.sh)
+#   ops/bench/dns.sh --baseline OLD-BINARY --servers "meridian baseline"
+#                               this build against another Meridian binary (a redesign's before
+#                               and after) in the same interleaved rounds: the table's
+#                               meridian/baseline column is new over old, per core
 #
 # Every server runs one worker pinned to CPU 0; dnsperf runs pinned to CPU 1. The comparable
 # figure is queries per second per *server core* (q/s divided by the server's CPU share over the
@@ -44,6 +48,7 @@ WORKLOADS="static nxdomain weighted geo geo-ecs mix"
 LAT_QPS=20000
 LAT_SECONDS=4
 PROFILE=""
+BASELINE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) exec bash "$(dirname "$0")/dns-scale.sh" ;;
@@ -52,7 +57,8 @@ while [ $# -gt 0 ]; do
     --servers) SERVERS=$2; shift 2 ;;
     --workloads) WORKLOADS=$2; shift 2 ;;
     --profile) PROFILE=1; shift ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    --baseline) BASELINE=$(realpath "$2"); shift 2 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
 done
@@ -113,13 +119,19 @@ COOKIE_OPT="10:0102030405060708"
 declare -A PORT PID
 for s in $SERVERS; do PORT[$s]=$(free_port); done
 
-config_meridian() {
-  local d="$W/meridian"; mkdir -p "$d"
+config_meridian() { meridian_as meridian "$MERIDIAN"; }
+config_baseline() {
+  [ -x "$BASELINE" ] || { echo "baseline: give --baseline BINARY"; exit 2; }
+  meridian_as baseline "$BASELINE"
+}
+
+meridian_as() { # meridian_as NAME BINARY: a Meridian server under NAME (its port and folder)
+  local name=$1 binary=$2 d="$W/$1"; mkdir -p "$d"
   cp "$W/static.zone" "$d/bench.test.zone"
   cp "$W/bench.mmdb" "$d/"
   cat > "$d/meridian.toml" <<EOF
 [server]
-listen = ["127.0.0.1:${PORT[meridian]}"]
+listen = ["127.0.0.1:${PORT[$name]}"]
 control = "127.0.0.1:$(free_port)"
 state_dir = "state"
 udp_workers = 1
@@ -169,7 +181,7 @@ location = [38.95, -77.45]
 [site.sin]
 location = [1.35, 103.82]
 EOF
-  MERIDIAN_LOG=warn taskset -c 0 "$MERIDIAN" serve --config "$d/meridian.toml" >"$d/out" 2>"$d/err" &
+  MERIDIAN_LOG=warn taskset -c 0 "$binary" serve --config "$d/meridian.toml" >"$d/out" 2>"$d/err" &
 }
 
 config_gdnsd() {
@@ -277,7 +289,7 @@ EOF
 
 serves() { # serves SERVER WORKLOAD
   case "$2" in
-    weighted|geo|geo-ecs) [[ "$1" == meridian || "$1" == gdnsd || "$1" == pdns ]] ;;
+    weighted|geo|geo-ecs) [[ "$1" == meridian || "$1" == baseline || "$1" == gdnsd || "$1" == pdns ]] ;;
     *) true ;;
   esac
 }
