@@ -1,0 +1,813 @@
+//! The load-balancing files (`*.gslb.toml`): sites, checks, pools and names validated into
+//! the runtime model, every error naming file, line and object; and the builder that gathers a
+//! whole config before [`super::Config`] is made.
+
+use super::*;
+
+#[derive(Default)]
+pub(super) struct Builder {
+    pub(super) zones: Vec<Zone>,
+    pub(super) zone_ecs: Vec<bool>,
+    pub(super) zone_transfer: Vec<Option<Transfer>>,
+    pub(super) keys: Vec<TsigKey>,
+    pub(super) geo: Option<Arc<Mmdb>>,
+    pub(super) geo_path: Option<PathBuf>,
+    pub(super) bindings: Vec<Binding>,
+    pub(super) pools: Vec<Pool>,
+    /// Pool name (per zone's gslb file, qualified as `zone/pool` internally) -> index.
+    pub(super) probes: HashMap<ProbeSpec, Vec<MemberId>>,
+    pub(super) probe_order: Vec<ProbeSpec>,
+    pub(super) sources: Vec<PathBuf>,
+    pub(super) warnings: Vec<String>,
+}
+
+impl Builder {
+    pub(super) fn add_gslb(
+        &mut self,
+        zone_idx: usize,
+        text: &str,
+        file: &Path,
+    ) -> Result<(), ConfigError> {
+        let parsed: GslbFile = parse_toml(text, file)?;
+        let lines = Lines::new(text);
+        let invalid =
+            |span: std::ops::Range<usize>, object: String, message: String| ConfigError::Invalid {
+                file: file.to_path_buf(),
+                line: lines.line(span.start),
+                object,
+                message,
+            };
+
+        // Sites: where members are, for geo policies.
+        let mut sites: BTreeMap<String, Option<Coords>> = BTreeMap::new();
+        for (name, site) in &parsed.site {
+            let location =
+                match site.get_ref().location {
+                    None => None,
+                    Some([lat, lon]) if lat.abs() <= 90.0 && lon.abs() <= 180.0 => {
+                        Some(Coords { lat, lon })
+                    }
+                    Some(_) => return Err(invalid(
+                        site.span(),
+                        format!("site {name:?}"),
+                        "location must be [latitude, longitude] within [-90, 90] and [-180, 180]"
+                            .into(),
+                    )),
+                };
+            sites.insert(name.clone(), location);
+        }
+
+        // Checks first: pools refer to them.
+        let mut checks: HashMap<&str, (Option<ProbeKind>, Timing)> = HashMap::new();
+        for (name, c) in &parsed.check {
+            let object = format!("check {name:?}");
+            let kind =
+                check_kind(c.get_ref(), file).map_err(|m| invalid(c.span(), object.clone(), m))?;
+            let timing =
+                Timing::of(c.get_ref()).map_err(|m| invalid(c.span(), object.clone(), m))?;
+            if timing.timeout > timing.interval {
+                self.warnings.push(format!(
+                    "{}:{}: {object}: timeout {:?} is longer than the interval {:?}: probes overlap",
+                    file.display(),
+                    lines.line(c.span().start),
+                    timing.timeout,
+                    timing.interval
+                ));
+            }
+            checks.insert(name.as_str(), (kind, timing));
+        }
+
+        // Site names, shared by members and policies of this file.
+        let mut interned: HashMap<String, SiteName> = HashMap::new();
+
+        // Pools: local name -> global index.
+        let mut pool_index: HashMap<&str, usize> = HashMap::new();
+        for (pname, p) in &parsed.pool {
+            let pobject = format!("pool {pname:?}");
+            let check = match &p.get_ref().check {
+                None => None,
+                Some(c) => Some(checks.get(c.as_str()).ok_or_else(|| {
+                    invalid(p.span(), pobject.clone(), format!("unknown check {c:?}"))
+                })?),
+            };
+            if p.get_ref().members.is_empty() {
+                return Err(invalid(
+                    p.span(),
+                    pobject,
+                    "a pool needs at least one member".into(),
+                ));
+            }
+            let mut members: Vec<Member> = Vec::new();
+            for (i, m) in p.get_ref().members.iter().enumerate() {
+                let object = format!("pool {pname:?}, member {}", i + 1);
+                let err = |message: String| invalid(m.span(), object.clone(), message);
+                let fm = m.get_ref();
+                if fm.site.is_empty() || fm.site.contains('/') {
+                    return Err(err("site must be a non-empty name without '/'".into()));
+                }
+                let target = match (&fm.address, &fm.cname) {
+                    (Some(a), None) => Target::Addr(a.parse::<IpAddr>().map_err(|_| {
+                        err(format!("address {a:?} is not an IPv4 or IPv6 address"))
+                    })?),
+                    (None, Some(c)) => {
+                        let n =
+                            Name::from_ascii(c).map_err(|e| err(format!("cname {c:?}: {e}")))?;
+                        if !n.is_fqdn() {
+                            return Err(err(format!(
+                                "cname {c:?} must be fully qualified (end with '.')"
+                            )));
+                        }
+                        Target::Alias(fqdn_lower(&n).to_string())
+                    }
+                    _ => return Err(err("give exactly one of address or cname".into())),
+                };
+                let weight = fm.weight.unwrap_or(1);
+                if weight <= 0 {
+                    return Err(err("weight must be greater than 0".into()));
+                }
+                if weight > 1_000_000 {
+                    return Err(err("weight must be at most 1000000".into()));
+                }
+                let target_text = match &target {
+                    Target::Addr(a) => a.to_string(),
+                    Target::Alias(n) => n.clone(),
+                };
+                let id = MemberId::new(&fm.site, &target_text);
+                if members.iter().any(|o| o.id == id) {
+                    return Err(err(format!("duplicate member {id}")));
+                }
+                if let Some((kind, timing)) = check {
+                    if let Some(kind) = kind {
+                        let spec = probe_spec(kind.clone(), timing, fm, &target).map_err(&err)?;
+                        if !self.probes.contains_key(&spec) {
+                            self.probe_order.push(spec.clone());
+                        }
+                        let list = self.probes.entry(spec).or_default();
+                        if !list.contains(&id) {
+                            list.push(id.clone());
+                        }
+                    }
+                } else if fm.probe.is_some() {
+                    return Err(err("probe given but the pool has no check".into()));
+                }
+                members.push(Member {
+                    id,
+                    site: intern(&mut interned, &fm.site),
+                    target,
+                    weight: weight as u32,
+                    priority: fm.priority.unwrap_or(1),
+                });
+            }
+            let safety = DrainSafety {
+                min_usable: p.get_ref().min_usable.unwrap_or(1),
+                min_weight_percent: p.get_ref().min_weight_percent.unwrap_or(0),
+            };
+            if safety.min_weight_percent > 100 {
+                return Err(invalid(
+                    p.span(),
+                    pobject,
+                    "min_weight_percent is at most 100".into(),
+                ));
+            }
+            pool_index.insert(pname.as_str(), self.pools.len());
+            self.pools.push(Pool {
+                name: pname.clone(),
+                members,
+                safety,
+            });
+        }
+
+        // Names.
+        let zone = &mut self.zones[zone_idx];
+        let zone_neg_ttl = zone.negative_soa().ttl;
+        // One copy of the path for every name of the file (a file may declare 100,000).
+        let shared_file: Arc<Path> = Arc::from(file);
+        for n in &parsed.name {
+            let fname = n.get_ref();
+            let object = format!("name {:?}", fname.name);
+            let err = |message: String| invalid(n.span(), object.clone(), message);
+            let owner = if fname.name == "@" {
+                zone.origin.clone()
+            } else {
+                Name::parse(&fname.name, Some(&zone.origin))
+                    .map(|n| fqdn_lower(&n))
+                    .map_err(|e| err(format!("bad name: {e}")))?
+            };
+            if !zone.origin.zone_of(&owner) {
+                return Err(err(format!("not inside zone {}", zone.origin)));
+            }
+            if owner.is_wildcard() {
+                return Err(err("a load-balanced name cannot be a wildcard".into()));
+            }
+            let pool = *pool_index
+                .get(fname.pool.as_str())
+                .ok_or_else(|| err(format!("unknown pool {:?}", fname.pool)))?;
+            let fallback_pool = fname
+                .fallback
+                .as_ref()
+                .and_then(|f| pool_index.get(f.as_str()).copied());
+            let member_sites: Vec<&str> = [Some(pool), fallback_pool]
+                .into_iter()
+                .flatten()
+                .flat_map(|p| self.pools[p].members.iter().map(|m| &*m.site))
+                .collect();
+            let policy = build_policy(
+                fname,
+                &sites,
+                &member_sites,
+                file,
+                self.geo.is_some(),
+                &mut self.sources,
+                &mut interned,
+            )
+            .map_err(&err)?;
+            let (mut a, mut aaaa) = (false, false);
+            for t in fname
+                .types
+                .clone()
+                .unwrap_or_else(|| vec!["A".into(), "AAAA".into()])
+            {
+                match t.to_ascii_uppercase().as_str() {
+                    "A" => a = true,
+                    "AAAA" => aaaa = true,
+                    other => {
+                        return Err(err(format!(
+                            "type {other:?} cannot be load-balanced (A or AAAA)"
+                        )))
+                    }
+                }
+            }
+            let ttl = match &fname.ttl {
+                None => 30,
+                Some(v) => v.get().map_err(&err)?.as_secs() as u32,
+            };
+            let answers = fname.answers.unwrap_or(1);
+            if !(1..=64).contains(&answers) {
+                return Err(err("answers must be between 1 and 64".into()));
+            }
+            let when_all_down = match (
+                fname.when_all_down.as_deref().unwrap_or("fail-open"),
+                &fname.fallback,
+            ) {
+                ("fail-open", None) => WhenAllDown::FailOpen,
+                ("nodata", None) => WhenAllDown::NoData,
+                ("fallback", Some(fb)) => {
+                    let idx = *pool_index
+                        .get(fb.as_str())
+                        .ok_or_else(|| err(format!("unknown fallback pool {fb:?}")))?;
+                    if idx == pool {
+                        return Err(err("fallback pool is the name's own pool".into()));
+                    }
+                    WhenAllDown::Fallback(idx)
+                }
+                ("fallback", None) => {
+                    return Err(err(
+                        "when_all_down = \"fallback\" needs fallback = \"POOL\"".into(),
+                    ))
+                }
+                (_, Some(_)) => {
+                    return Err(err(
+                        "fallback is only used with when_all_down = \"fallback\"".into(),
+                    ))
+                }
+                (other, None) => {
+                    return Err(err(format!(
+                        "unknown when_all_down {other:?} (fail-open, fallback or nodata)"
+                    )))
+                }
+            };
+            // Zone-node rules: no static A/AAAA/CNAME for the types the binding answers.
+            if let Some(node) = zone.node(&owner) {
+                if node.lb.is_some() {
+                    return Err(err("declared twice".into()));
+                }
+                for set in &node.rrsets {
+                    let clash = set.rtype == RecordType::CNAME
+                        || (set.rtype == RecordType::A && a)
+                        || (set.rtype == RecordType::AAAA && aaaa);
+                    if clash {
+                        return Err(err(format!(
+                            "clashes with the static {} record at {}:{}",
+                            set.rtype,
+                            zone.file.display(),
+                            set.line()
+                        )));
+                    }
+                }
+            }
+            // Not at or below a delegation.
+            for k in zone.origin.num_labels() + 1..=owner.num_labels() {
+                let anc = owner.trim_to(k as usize);
+                if zone
+                    .node(&anc)
+                    .is_some_and(|nd| nd.rrset(RecordType::NS).is_some())
+                {
+                    return Err(err(format!("at or below the delegation {anc}")));
+                }
+            }
+            let line = lines.line(n.span().start);
+            zone.ensure_node(&owner);
+            let binding = self.bindings.len();
+            zone.node_mut(&owner).expect("ensured").lb = Some(LbMark { binding, a, aaaa });
+            self.bindings.push(Binding {
+                zone: zone_idx,
+                name: owner,
+                ttl,
+                negative_ttl: ttl.min(zone_neg_ttl),
+                policy,
+                pool,
+                answers: answers as usize,
+                when_all_down,
+                file: shared_file.clone(),
+                line,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Builds a name's policy; geo policies are checked against the declared sites. A subnet file
+/// it reads is added to `sources`.
+fn build_policy(
+    fname: &FileName,
+    sites: &BTreeMap<String, Option<Coords>>,
+    member_sites: &[&str],
+    file: &Path,
+    has_geo: bool,
+    sources: &mut Vec<PathBuf>,
+    interned: &mut HashMap<String, SiteName>,
+) -> Result<PolicyKind, String> {
+    let kind = fname.policy.as_deref().unwrap_or("weighted");
+    let geo_keys = fname.limit.is_some()
+        || fname.default_order.is_some()
+        || fname.map.is_some()
+        || fname.subnets.is_some()
+        || fname.subnet_file.is_some();
+    let simple = match kind {
+        "weighted" => Some(PolicyKind::Weighted),
+        "failover" => Some(PolicyKind::Failover),
+        "all" => Some(PolicyKind::All),
+        "geo-nearest" | "geo-map" | "subnet" => None,
+        other => {
+            return Err(format!(
+            "unknown policy {other:?} (weighted, failover, all, geo-nearest, geo-map or subnet)"
+        ))
+        }
+    };
+    if let Some(p) = simple {
+        if geo_keys {
+            return Err(format!(
+                    "limit, default_order, map, subnets and subnet_file apply to geo-nearest, geo-map and subnet, not {kind}"
+                ));
+        }
+        return Ok(p);
+    }
+    let known = |site: &String| -> Result<(), String> {
+        if sites.contains_key(site) {
+            Ok(())
+        } else {
+            Err(format!(
+                "unknown site {site:?} (declare it as [site.{site}])"
+            ))
+        }
+    };
+    for site in member_sites {
+        known(&site.to_string()).map_err(|e| format!("{e}: a member of its pool is there"))?;
+    }
+    if kind != "subnet" && !has_geo {
+        return Err(format!("policy {kind:?} needs server.geo_database"));
+    }
+    let default_order = match &fname.default_order {
+        Some(list) => {
+            list.iter().try_for_each(known)?;
+            list.clone()
+        }
+        // Unplaced clients get every site of the pool, in the order members list them.
+        None => {
+            let mut order: Vec<String> = Vec::new();
+            for s in member_sites {
+                if !order.iter().any(|o| o == s) {
+                    order.push(s.to_string());
+                }
+            }
+            order
+        }
+    };
+    let mut subnets: Vec<(IpNet, Vec<String>)> = Vec::new();
+    let mut add_subnet = |net: &str, list: Vec<String>, at: &str| -> Result<(), String> {
+        let parsed = net
+            .parse::<IpNet>()
+            .map_err(|_| format!("{at}subnet {net:?} is not a network (CIDR)"))?;
+        if parsed.trunc() != parsed {
+            return Err(format!(
+                "{at}subnet {net:?} has host bits set (did you mean {}?)",
+                parsed.trunc()
+            ));
+        }
+        if list.is_empty() {
+            return Err(format!("{at}subnet {net:?} lists no site"));
+        }
+        list.iter()
+            .try_for_each(known)
+            .map_err(|e| format!("{at}{e}"))?;
+        if subnets.iter().any(|(n, _)| *n == parsed) {
+            return Err(format!("{at}subnet {net:?} is listed twice"));
+        }
+        subnets.push((parsed, list));
+        Ok(())
+    };
+    for (net, list) in fname.subnets.clone().unwrap_or_default() {
+        add_subnet(&net, list, "")?;
+    }
+    if let Some(f) = &fname.subnet_file {
+        let path = file.parent().unwrap_or(Path::new(".")).join(f);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("subnet_file {}: {e}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let net = words.next().unwrap_or_default();
+            let list: Vec<String> = words
+                .flat_map(|w| w.split(','))
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+                .collect();
+            add_subnet(net, list, &format!("{}:{}: ", path.display(), i + 1))?;
+        }
+        sources.push(path);
+    }
+    subnets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+    let mode = match kind {
+        "geo-nearest" => {
+            if fname.map.is_some() {
+                return Err("map applies to geo-map, not geo-nearest".into());
+            }
+            let limit = match fname.limit {
+                None => None,
+                Some(n) if n >= 1 => Some(n as usize),
+                Some(_) => return Err("limit must be at least 1".into()),
+            };
+            let mut located = Vec::new();
+            for site in member_sites {
+                if located.iter().any(|(s, _): &(String, Coords)| s == site) {
+                    continue;
+                }
+                match sites.get(*site) {
+                    Some(Some(c)) => located.push((site.to_string(), *c)),
+                    _ => {
+                        return Err(format!(
+                            "site {site:?} has no location, which geo-nearest needs"
+                        ))
+                    }
+                }
+            }
+            GeoMode::Nearest {
+                sites: located
+                    .into_iter()
+                    .map(|(s, c)| (intern(interned, &s), c.unit()))
+                    .collect(),
+                limit,
+            }
+        }
+        "geo-map" => {
+            if fname.limit.is_some() {
+                return Err("limit applies to geo-nearest only".into());
+            }
+            let map = fname
+                .map
+                .clone()
+                .ok_or("geo-map needs map = { \"EU\" = [\"fra\"], ... }")?;
+            for (key, list) in &map {
+                let parts: Vec<&str> = key.split('/').collect();
+                if parts.len() > 3
+                    || parts
+                        .iter()
+                        .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric()))
+                {
+                    return Err(format!(
+                            "map key {key:?} must be CONTINENT, CONTINENT/COUNTRY or CONTINENT/COUNTRY/SUBDIVISION"
+                        ));
+                }
+                if list.is_empty() {
+                    return Err(format!("map key {key:?} lists no site"));
+                }
+                list.iter().try_for_each(known)?;
+            }
+            GeoMode::Map(
+                map.into_iter()
+                    .map(|(k, v)| (k, names(interned, v)))
+                    .collect(),
+            )
+        }
+        _ => {
+            if fname.limit.is_some() || fname.map.is_some() {
+                return Err("limit and map do not apply to the subnet policy".into());
+            }
+            if subnets.is_empty() {
+                return Err("the subnet policy needs subnets or subnet_file".into());
+            }
+            GeoMode::Subnet
+        }
+    };
+    Ok(PolicyKind::Geo(Arc::new(GeoPolicy {
+        mode,
+        subnets: subnets
+            .into_iter()
+            .map(|(n, v)| (n, names(interned, v)))
+            .collect(),
+        default_order: names(interned, default_order),
+    })))
+}
+
+fn intern(table: &mut HashMap<String, SiteName>, site: &str) -> SiteName {
+    table
+        .entry(site.to_string())
+        .or_insert_with(|| SiteName::from(site))
+        .clone()
+}
+
+fn names(table: &mut HashMap<String, SiteName>, list: Vec<String>) -> Vec<SiteName> {
+    list.into_iter().map(|s| intern(table, &s)).collect()
+}
+
+impl Builder {
+    /// Rejects load-balanced names whose CNAME members lead, directly or through static
+    /// CNAMEs, back to themselves.
+    pub(super) fn check_alias_loops(&self) -> Result<(), ConfigError> {
+        // Where an alias lands: the binding at the end of its static CNAME chain, if any.
+        let lands_on = |target: &str| -> Option<usize> {
+            let mut name = Name::from_ascii(target).ok()?;
+            for _ in 0..=8 {
+                let zone = self
+                    .zones
+                    .iter()
+                    .filter(|z| z.origin.zone_of(&name))
+                    .max_by_key(|z| z.origin.num_labels())?;
+                let node = zone.node(&name)?;
+                if let Some(lb) = node.lb {
+                    return Some(lb.binding);
+                }
+                let cname = node.rrset(RecordType::CNAME)?;
+                match cname.first() {
+                    hickory_proto::rr::RData::CNAME(c) => name = fqdn_lower(&c.0),
+                    _ => return None,
+                }
+            }
+            None
+        };
+        let edges: Vec<Vec<usize>> = self
+            .bindings
+            .iter()
+            .map(|b| {
+                let mut pools = vec![b.pool];
+                if let WhenAllDown::Fallback(p) = b.when_all_down {
+                    pools.push(p);
+                }
+                pools
+                    .into_iter()
+                    .flat_map(|p| self.pools[p].members.iter())
+                    .filter_map(|m| match &m.target {
+                        Target::Alias(t) => lands_on(t),
+                        Target::Addr(_) => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        for start in 0..self.bindings.len() {
+            if edges[start].is_empty() {
+                continue;
+            }
+            // Depth-first walk from each name, remembering the path.
+            let mut stack = vec![(start, vec![start])];
+            let mut seen = vec![false; self.bindings.len()];
+            while let Some((at, path)) = stack.pop() {
+                for &next in &edges[at] {
+                    if next == start {
+                        let b = &self.bindings[start];
+                        let chain: Vec<String> = path
+                            .iter()
+                            .chain(std::iter::once(&start))
+                            .map(|&i| self.bindings[i].name.to_string())
+                            .collect();
+                        return Err(ConfigError::Invalid {
+                            file: b.file.to_path_buf(),
+                            line: b.line,
+                            object: format!("name {:?}", b.name.to_string()),
+                            message: format!("CNAME members loop: {}", chain.join(" -> ")),
+                        });
+                    }
+                    if !seen[next] {
+                        seen[next] = true;
+                        let mut p = path.clone();
+                        p.push(next);
+                        stack.push((next, p));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish(self, server: ServerSettings) -> Result<Config, ConfigError> {
+        self.check_alias_loops()?;
+        let Builder {
+            zones,
+            zone_ecs,
+            zone_transfer,
+            keys,
+            geo,
+            geo_path,
+            bindings,
+            pools,
+            mut probes,
+            probe_order,
+            sources,
+            mut warnings,
+        } = self;
+        warnings.extend(
+            zones
+                .iter()
+                .flat_map(|z| z.warnings.iter().map(ToString::to_string)),
+        );
+        Ok(Config {
+            server,
+            zones: zones.into_iter().map(Arc::new).collect(),
+            zone_ecs,
+            zone_transfer,
+            keys,
+            geo: match geo {
+                Some(g) => g,
+                None => Arc::new(NoGeo),
+            },
+            geo_path,
+            bindings,
+            pools,
+            probes: probe_order
+                .into_iter()
+                .map(|s| {
+                    let members = probes.remove(&s).unwrap_or_default();
+                    (s, members)
+                })
+                .collect(),
+            sources,
+            warnings,
+        })
+    }
+}
+
+fn check_kind(c: &FileCheck, file: &Path) -> Result<Option<ProbeKind>, String> {
+    let http = |tls: bool| -> Result<ProbeKind, String> {
+        let expect = parse_status_ranges(c.expect_status.as_deref().unwrap_or("200-299"))?;
+        let path = c.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') {
+            return Err(format!("path {path:?} must start with '/'"));
+        }
+        Ok(ProbeKind::Http(HttpCheck {
+            tls,
+            method: c.method.clone().unwrap_or_else(|| "GET".into()),
+            path,
+            host: c.host.clone(),
+            expect,
+            body_contains: c.body_contains.clone(),
+            ca_file: c
+                .ca_file
+                .as_ref()
+                .map(|p| file.parent().unwrap_or(Path::new(".")).join(p)),
+            insecure: c.verify_tls == Some(false),
+        }))
+    };
+    let kind = match c.kind.as_str() {
+        "http" => Some(http(false)?),
+        "https" => Some(http(true)?),
+        "tcp" => Some(ProbeKind::Tcp),
+        "none" => None,
+        other => return Err(format!("unknown kind {other:?} (http, https, tcp or none)")),
+    };
+    if !matches!(c.kind.as_str(), "https") && (c.ca_file.is_some() || c.verify_tls.is_some()) {
+        return Err("ca_file and verify_tls apply to kind = \"https\" only".into());
+    }
+    if c.kind == "tcp"
+        && (c.path.is_some()
+            || c.method.is_some()
+            || c.expect_status.is_some()
+            || c.body_contains.is_some())
+    {
+        return Err(
+            "path, method, expect_status and body_contains apply to http and https only".into(),
+        );
+    }
+    for (key, v) in [("rise", c.rise), ("fall", c.fall)] {
+        if v == Some(0) {
+            return Err(format!("{key} must be at least 1"));
+        }
+    }
+    Ok(kind)
+}
+
+pub(super) fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |s: &str| {
+            s.parse::<u16>()
+                .ok()
+                .filter(|v| (100..=599).contains(v))
+                .ok_or_else(|| format!("expect_status {text:?}: {s:?} is not a status code"))
+        };
+        let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if lo > hi {
+            return Err(format!("expect_status {text:?}: empty range {lo}-{hi}"));
+        }
+        out.push((lo, hi));
+    }
+    Ok(out)
+}
+
+/// A check's schedule and thresholds, validated where the check is declared.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    port: Option<u16>,
+    interval: Duration,
+    timeout: Duration,
+    rise: u32,
+    fall: u32,
+    jitter_percent: u8,
+}
+
+impl Timing {
+    fn of(c: &FileCheck) -> Result<Timing, String> {
+        let duration = |value: &Option<DurationValue>, key: &str, default: u64| {
+            value
+                .as_ref()
+                .map(DurationValue::get)
+                .transpose()
+                .map(|d| d.unwrap_or(Duration::from_secs(default)))
+                .map_err(|m| format!("{key}: {m}"))
+        };
+        let interval = duration(&c.interval, "interval", 5)?;
+        let timeout = duration(&c.timeout, "timeout", 2)?;
+        if interval.is_zero() || timeout.is_zero() {
+            return Err("interval and timeout must be greater than 0".into());
+        }
+        let jitter_percent = match &c.jitter {
+            None => 10,
+            Some(j) => j
+                .trim_end_matches('%')
+                .parse::<u8>()
+                .ok()
+                .filter(|v| *v <= 50)
+                .ok_or_else(|| format!("jitter {j:?} must be a percentage from 0% to 50%"))?,
+        };
+        Ok(Timing {
+            port: c.port,
+            interval,
+            timeout,
+            rise: c.rise.unwrap_or(2),
+            fall: c.fall.unwrap_or(3),
+            jitter_percent,
+        })
+    }
+}
+
+fn probe_spec(
+    kind: ProbeKind,
+    c: &Timing,
+    m: &FileMember,
+    target: &Target,
+) -> Result<ProbeSpec, String> {
+    let addr = match (&m.probe, target, c.port) {
+        (Some(p), _, _) => p
+            .parse::<SocketAddr>()
+            .or_else(|_| {
+                p.parse::<IpAddr>()
+                    .map_err(|_| ())
+                    .and_then(|ip| c.port.map(|port| SocketAddr::new(ip, port)).ok_or(()))
+            })
+            .map_err(|_| {
+                format!("probe {p:?} must be ADDRESS:PORT (or an address when the check sets port)")
+            })?,
+        (None, Target::Addr(ip), Some(port)) => SocketAddr::new(*ip, port),
+        (None, Target::Addr(_), None) => {
+            return Err("no probe address: set probe = \"ADDRESS:PORT\" or the check's port".into())
+        }
+        (None, Target::Alias(_), _) => {
+            return Err("a cname member needs probe = \"ADDRESS:PORT\"".into())
+        }
+    };
+    Ok(ProbeSpec {
+        kind,
+        addr,
+        interval: c.interval,
+        timeout: c.timeout,
+        rise: c.rise,
+        fall: c.fall,
+        jitter_percent: c.jitter_percent,
+    })
+}
