@@ -19,7 +19,7 @@
 //! every call but the page itself needs `Authorization: Bearer TOKEN`. Every mutating call is
 //! written to the audit log in the state store, refused ones included.
 //!
-//! What a web page could make a browser send is refused ([`cross_site`]): a `Host` that is
+//! What a web page could make a browser send is refused (`cross_site`): a `Host` that is
 //! neither the endpoint's own address nor a loopback name gets 421 (DNS rebinding), and a POST
 //! with a foreign `Origin`, or with neither a JSON content type nor the `X-Meridian-Control`
 //! header (a form cannot send either), gets 403. Headers must arrive within

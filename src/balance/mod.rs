@@ -4,10 +4,10 @@
 //!
 //! - this file: pools and members, the client, policies that rank ([`SelectionPolicy`]), and
 //!   the one step that applies health and `when_all_down` ([`plan`], [`select`]);
-//! - [`geo`](self::geo): the geo policies' site order (distance, map, subnet table);
-//! - [`decide`](self::decide): a decision for a client as the query path takes it (the geo
+//! - [`geo`]: the geo policies' site order (distance, map, subnet table);
+//! - [`decide`](mod@self::decide): a decision for a client as the query path takes it (the geo
 //!   lookup when the policy needs one, round-robin cursors, a per-thread plan cache);
-//! - [`safety`](self::safety): what an override would do to each pool, per address family.
+//! - [`safety`]: what an override would do to each pool, per address family.
 //!
 //! A [`SelectionPolicy`] only *ranks* candidates. One shared step, [`select`], then applies
 //! health, admin overrides and `when_all_down`, and says why it chose what it chose

@@ -24,7 +24,7 @@ pub struct PoolImpact {
 /// The impact on every pool of setting `admin` on `targets` over health `snap`, per address
 /// family: the rules hold for the members that serve each family, since a name answering A
 /// records fails open when its IPv4 members are gone, whatever its IPv6 members do. A change
-/// that lowers a pool's capacity in a family below its [`DrainSafety`] is marked refused (one
+/// that lowers a pool's capacity in a family below its [`super::DrainSafety`] is marked refused (one
 /// that does not lower capacity never is, even in a pool already below it).
 pub fn drain_impact(
     pools: &[Pool],

@@ -3,10 +3,10 @@
 //!
 //! Query path: bytes -> header checks (QR=1 dropped, malformed -> FORMERR) -> EDNS (BADVERS,
 //! payload size, ECS, cookie, NSID) -> CHAOS identity names -> zone by longest suffix (none:
-//! REFUSED) -> [`Zone::find`] -> static
-//! RRset, CNAME chain, referral, NXDOMAIN/NODATA with the RFC 2308 SOA, or a load-balanced
-//! binding answered by [`crate::balance::select`] over the health snapshot -> ECS scope -> encode,
-//! truncate for UDP.
+//! REFUSED) -> `resolve`: [`crate::zone::Zone::find`] -> static RRset, CNAME
+//! chain, referral, NXDOMAIN/NODATA with the RFC 2308 SOA, or a load-balanced binding decided
+//! by [`crate::balance::decide()`] over the health snapshot -> additional data -> ECS scope ->
+//! encode, shedding additional data and then truncating for UDP.
 //!
 //! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
 //! and the in-band explanation, so every path gives the same answer. [`Responder::answer_into`]
@@ -17,6 +17,7 @@
 pub mod cookie;
 pub mod ecs;
 pub mod fast;
+mod resolve;
 pub mod rrl;
 mod transport;
 pub mod tsig;
@@ -30,15 +31,16 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
-use crate::balance::{self, ClientInfo, Family, Reason, Selection, Target};
-use crate::config::{Binding, Config};
+use crate::balance::{self, ClientInfo, Selection};
+use crate::config::Config;
 use crate::health::{HealthSnapshot, HealthStore};
-use crate::zone::{Position, Zone};
 
+pub(crate) use resolve::{request, select_for, target_addresses};
+use resolve::{Ctx, LbAnswer};
 pub use transport::DnsServer;
 
 /// A config as served: the validated config plus per-name round-robin cursors.
@@ -521,354 +523,6 @@ pub fn answer_with(
         }
     }
     encode_keeping(&mut resp, cap, ctx.required_glue)
-}
-
-struct Ctx<'a, 't> {
-    loaded: &'a Loaded,
-    health: HealthView<'a>,
-    zone: &'a Zone,
-    client: ClientInfo,
-    /// The network the client-dependent part of the answer holds for, if any part was.
-    scope: Option<IpNet>,
-    /// How many of the first additional records must be sent or the reply truncated: the
-    /// in-domain glue of a referral (RFC 9471). The rest is optional and dropped to fit.
-    required_glue: usize,
-    /// Whether `client.network` came from ECS.
-    used_ecs: bool,
-    /// Read round-robin cursors without advancing them (explanations).
-    peek: bool,
-    trace: Option<&'t mut Trace>,
-}
-
-/// What a load-balanced binding answered.
-enum LbAnswer {
-    Records(Vec<Record>),
-    Alias(Name, u32),
-    /// Nothing to answer: NODATA with this negative TTL.
-    Empty(u32),
-}
-
-impl Ctx<'_, '_> {
-    fn resolve(&mut self, qname: Name, qtype: RecordType, resp: &mut Message) {
-        let zone = self.zone;
-        let mut name = qname;
-        for _ in 0..=MAX_CNAME_HOPS {
-            let node = match zone.find(&name, qtype) {
-                Position::Referral { cut, node } => {
-                    // Also at the end of a CNAME chain (RFC 1034 section 4.3.2 step 3b).
-                    self.referral(&cut, node, resp);
-                    return;
-                }
-                Position::Missing => {
-                    resp.metadata.response_code = ResponseCode::NXDomain;
-                    resp.authorities.push(zone.negative_soa());
-                    return;
-                }
-                Position::Exact(node) | Position::Wildcard(node) => node,
-            };
-            if let Some(lb) = node.lb {
-                let wanted = if qtype == RecordType::ANY {
-                    Some(if lb.a {
-                        RecordType::A
-                    } else {
-                        RecordType::AAAA
-                    })
-                } else if lb.covers(qtype) {
-                    Some(qtype)
-                } else {
-                    None
-                };
-                if let Some(t) = wanted {
-                    match self.answer_lb(lb.binding, &name, t) {
-                        LbAnswer::Records(rs) => resp.answers.extend(rs),
-                        LbAnswer::Alias(target, ttl) => {
-                            resp.answers.push(Record::from_rdata(
-                                name.clone(),
-                                ttl,
-                                RData::CNAME(CNAME(target.clone())),
-                            ));
-                            let looped = resp.answers.iter().any(|r| r.name == target);
-                            if zone.origin.zone_of(&target) && qtype != RecordType::ANY && !looped {
-                                name = target;
-                                continue;
-                            }
-                        }
-                        LbAnswer::Empty(neg) => {
-                            let mut soa = zone.negative_soa();
-                            soa.ttl = soa.ttl.min(neg);
-                            resp.authorities.push(soa);
-                        }
-                    }
-                    return;
-                }
-            }
-            if qtype == RecordType::ANY {
-                // RFC 8482: answer one RRset rather than everything.
-                match node.rrsets.first() {
-                    Some(set) => resp.answers.extend(set.records(&name)),
-                    None => resp.authorities.push(zone.negative_soa()),
-                }
-                return;
-            }
-            if let Some(set) = node.rrset(qtype) {
-                resp.answers.extend(set.records(&name));
-                return;
-            }
-            if let Some(set) = node.rrset(RecordType::CNAME) {
-                resp.answers.extend(set.records(&name));
-                let RData::CNAME(CNAME(target)) = set.first() else {
-                    return;
-                };
-                let target = crate::zone::fqdn_lower(&target);
-                let looped = resp.answers.iter().any(|r| r.name == target);
-                if !zone.origin.zone_of(&target) || looped {
-                    return;
-                }
-                name = target;
-                continue;
-            }
-            resp.authorities.push(zone.negative_soa());
-            return;
-        }
-    }
-
-    /// Refers to the child's name servers. After a CNAME the answer keeps AA (the alias is
-    /// this zone's data), as NSD answers; a plain referral is not authoritative.
-    fn referral(&mut self, cut: &Name, node: &crate::zone::Node, resp: &mut Message) {
-        if resp.answers.is_empty() {
-            resp.metadata.authoritative = false;
-        }
-        let Some(ns) = node.rrset(RecordType::NS) else {
-            return;
-        };
-        resp.authorities.extend(ns.records(cut));
-        // Glue: the addresses this zone holds for the servers. In-domain glue (below this
-        // cut) is required and goes first; sibling glue (below another cut) and ordinary
-        // in-zone addresses are optional (RFC 9471).
-        let targets: Vec<Name> = ns
-            .rdata()
-            .filter_map(|d| match d {
-                RData::NS(target) => Some(target.0),
-                _ => None,
-            })
-            .collect();
-        let (in_domain, other): (Vec<&Name>, Vec<&Name>) =
-            targets.iter().partition(|t| cut.zone_of(t));
-        for target in in_domain {
-            resp.additionals.extend(self.zone.addresses(target));
-        }
-        self.required_glue = resp.additionals.len();
-        for target in other {
-            if self.zone.origin.zone_of(target) {
-                resp.additionals.extend(self.zone.addresses(target));
-            }
-        }
-    }
-
-    /// Additional-section data for a positive answer (RFC 1034 section 4.3.2 step 6, RFC 1035
-    /// section 3.3.9, RFC 2782): the addresses of the MX, SRV and NS targets in the answer
-    /// that are this zone's authoritative data ([`target_addresses`]), each set once and not
-    /// when the answer holds it already. Off with `minimal_responses`.
-    fn additional_data(&self, resp: &mut Message) {
-        if self.loaded.config.server.minimal_responses {
-            return;
-        }
-        let targets: Vec<Name> = resp
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::MX(mx) => Some(mx.exchange.clone()),
-                RData::SRV(srv) => Some(srv.target.clone()),
-                RData::NS(ns) => Some(ns.0.clone()),
-                _ => None,
-            })
-            .collect();
-        for target in targets {
-            for set in target_addresses(&self.loaded.config.zones, self.zone, &target) {
-                let held = |r: &Record| r.record_type() == set.rtype && r.name == target;
-                if resp.answers.iter().chain(&resp.additionals).any(held) {
-                    continue;
-                }
-                resp.additionals.extend(set.records(&target));
-            }
-        }
-    }
-
-    /// Runs the binding's policy; shared by answers and explanations.
-    fn select(&mut self, index: usize, family: Family) -> Selection {
-        let sel = select_for(
-            self.loaded,
-            self.health,
-            index,
-            &mut self.client,
-            family,
-            self.peek,
-        );
-        if let Some(t) = self.trace.as_deref_mut() {
-            t.client = Some(self.client.clone());
-            t.binding = Some(index);
-            t.selection = Some(sel.clone());
-        }
-        sel
-    }
-
-    fn answer_lb(&mut self, index: usize, owner: &Name, qtype: RecordType) -> LbAnswer {
-        let family = if qtype == RecordType::A {
-            Family::V4
-        } else {
-            Family::V6
-        };
-        let sel = self.select(index, family);
-        // The part of the answer that depends on the client holds for this network.
-        self.scope = Some(match self.scope {
-            Some(s) if s.prefix_len() > sel.valid_for.prefix_len() => s,
-            _ => sel.valid_for,
-        });
-        let b = &self.loaded.config.bindings[index];
-        if !self.peek {
-            crate::metrics::answer(
-                &self.loaded.slots,
-                index,
-                sel.reason,
-                sel.forced,
-                &sel.members,
-            );
-        }
-        if sel.reason == Reason::AllDown || sel.members.is_empty() {
-            return LbAnswer::Empty(b.negative_ttl);
-        }
-        let pools = &self.loaded.config.pools;
-        let members = sel.members.iter().map(|&(p, m)| &pools[p].members[m]);
-        if let Some(Target::Alias(target)) = members.clone().next().map(|m| &m.target) {
-            if let Ok(n) = Name::from_ascii(target) {
-                return LbAnswer::Alias(n, b.ttl);
-            }
-        }
-        let records = members
-            .filter_map(|m| match m.target {
-                Target::Addr(IpAddr::V4(a)) if family == Family::V4 => Some(RData::A(A(a))),
-                Target::Addr(IpAddr::V6(a)) if family == Family::V6 => Some(RData::AAAA(AAAA(a))),
-                _ => None,
-            })
-            .map(|rd| Record::from_rdata(owner.clone(), b.ttl, rd))
-            .collect::<Vec<_>>();
-        if records.is_empty() {
-            LbAnswer::Empty(b.negative_ttl)
-        } else {
-            LbAnswer::Records(records)
-        }
-    }
-
-    /// CHAOS TXT for a load-balanced name: its explanation as TXT strings, for clients in
-    /// `server.explain_from` only. The lines are those `meridian explain` prints for the same
-    /// client (the query's ECS prefix, or its source address), for each type the name answers.
-    fn explain_in_band(&mut self, qname: &Name, from: IpAddr, resp: &mut Message) {
-        let cfg = &self.loaded.config;
-        if !cfg.server.explain_from.iter().any(|n| n.contains(&from)) {
-            resp.metadata.response_code = ResponseCode::Refused;
-            return;
-        }
-        let (Some(lb), Some(explainer)) = (
-            self.zone.node(qname).and_then(|n| n.lb),
-            self.loaded.explainer,
-        ) else {
-            resp.metadata.response_code = ResponseCode::Refused;
-            return;
-        };
-        let snapshot = match self.health {
-            HealthView::Live(store) => store.snapshot(),
-            HealthView::Fixed(snap) => Arc::new(snap.clone()),
-        };
-        let mut lines = Vec::new();
-        for (covered, qtype) in [(lb.a, RecordType::A), (lb.aaaa, RecordType::AAAA)] {
-            if !covered {
-                continue;
-            }
-            let ecs = self.used_ecs.then_some(self.client.network);
-            match explainer(self.loaded, &snapshot, qname, qtype, from, ecs) {
-                Ok(explained) => lines.extend(explained),
-                Err(e) => lines.push(format!("{qtype}: {e}")),
-            }
-        }
-        for line in lines {
-            let mut r = Record::from_rdata(qname.clone(), 0, RData::TXT(TXT::new(vec![line])));
-            r.dns_class = DNSClass::CH;
-            resp.answers.push(r);
-        }
-    }
-}
-
-/// What binding `index` asks of the balancer for `family`.
-pub(crate) fn request(loaded: &Loaded, index: usize, family: Family) -> balance::Request<'_> {
-    let cfg = &loaded.config;
-    let b: &Binding = &cfg.bindings[index];
-    balance::Request {
-        pools: &cfg.pools,
-        pool: b.pool,
-        policy: &b.policy,
-        answers: b.answers,
-        when_all_down: &b.when_all_down,
-        family,
-    }
-}
-
-/// Decides a binding's answer for a client ([`balance::decide`]) over the health view,
-/// taking the round-robin position from its cursor (advancing it unless `peek`). Shared by
-/// the general and the fast path, `explain` and the control endpoint's dry runs.
-pub(crate) fn select_for(
-    loaded: &Loaded,
-    health: HealthView<'_>,
-    index: usize,
-    client: &mut ClientInfo,
-    family: Family,
-    peek: bool,
-) -> Selection {
-    let cursor = if peek {
-        loaded.cursors.peek(index)
-    } else {
-        loaded.cursors.next(index)
-    };
-    let req = request(loaded, index, family);
-    let geo = &*loaded.config.geo;
-    match health {
-        HealthView::Live(store) => balance::decide(&req, geo, &store.guard(), client, cursor),
-        HealthView::Fixed(snap) => balance::decide(&req, geo, snap, client, cursor),
-    }
-}
-
-/// The address RRsets sent as additional data for `target` (an MX exchange, SRV target or NS
-/// host named in an answer from `zone`): its A and AAAA sets when the name is authoritative
-/// data of that zone, found as a query would find it (wildcards included), and not below a
-/// cut, out of zone, in a zone nested inside this one, at a CNAME, or load-balanced (a
-/// load-balanced address depends on the client and its health: the client asks for it).
-/// The general and the fast path both use it.
-pub(crate) fn target_addresses<'z>(
-    zones: &[Arc<Zone>],
-    zone: &'z Zone,
-    target: &Name,
-) -> impl Iterator<Item = &'z crate::zone::RRset> {
-    let nested = || {
-        zones
-            .iter()
-            .any(|o| o.origin.num_labels() > zone.origin.num_labels() && o.origin.zone_of(target))
-    };
-    let node = match zone.find(target, RecordType::A) {
-        Position::Exact(node) | Position::Wildcard(node)
-            if zone.origin.zone_of(target) && !nested() =>
-        {
-            Some(node)
-        }
-        _ => None,
-    };
-    [RecordType::A, RecordType::AAAA]
-        .into_iter()
-        .filter_map(move |t| {
-            let node = node?;
-            match node.lb {
-                Some(lb) if lb.covers(t) => None,
-                _ => node.rrset(t),
-            }
-        })
 }
 
 /// `id.server.` and `hostname.bind.`: the CHAOS names that ask a server who it is.

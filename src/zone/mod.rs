@@ -2,7 +2,7 @@
 //!
 //! Record data is parsed by hickory-proto (`RData::try_from_str`); the master-file framing
 //! (entries, parentheses, comments, `$ORIGIN`, `$TTL`, omitted owners) is read in
-//! [`reader`](self::reader) so every error can name its file and line, which hickory's own zone
+//! `reader` so every error can name its file and line, which hickory's own zone
 //! parser does not report. This file holds the name tree and its lookups.
 //!
 //! A [`Zone`] is a map from owner name to [`Node`]. Every ancestor of an owner down from the
