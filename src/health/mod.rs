@@ -1,0 +1,162 @@
+//! Health: probers that report raw outcomes, a rise/fall tracker that alone turns outcomes into
+//! state, and the [`HealthStore`] whose lock-free snapshot the query path reads.
+//!
+//! Probe path: `ProbeSpec` (deduplicated across members) -> one task per spec with jitter ->
+//! [`Prober::probe`] -> [`Tracker::observe`] -> on a transition, [`HealthStore::apply`] for every
+//! member that shares the spec -> new snapshot swapped in, and the change handed to the
+//! [`Persist`] hook (the `state` module's sled store when serving).
+//!
+//! Files: `probe` (the probers), `tracker` (rise and fall), `scheduler` (the probe tasks of a
+//! config), `store` (the health table); this one holds a member's identity and states.
+
+use crate::clock::unix_now;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+/// A member's identity: `site/address` (or `site/alias`). Stable across reloads and list order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MemberId(pub String);
+
+impl MemberId {
+    pub fn new(site: &str, target: &str) -> Self {
+        MemberId(format!("{site}/{target}"))
+    }
+}
+
+impl std::fmt::Display for MemberId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Health as judged by the tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No probe result yet and nothing remembered: answered until a probe says otherwise.
+    #[default]
+    Unknown,
+    Up,
+    Down,
+}
+
+/// An operator's override, which wins over health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Admin {
+    #[default]
+    Normal,
+    /// Never answered; the operator is taking it out of service.
+    Drained,
+    /// Answered whatever the probes say.
+    ForcedUp,
+    /// Never answered whatever the probes say.
+    ForcedDown,
+}
+
+/// Everything the query path knows about one member.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct MemberState {
+    pub admin: Admin,
+    pub health: Health,
+}
+
+mod probe;
+mod scheduler;
+mod store;
+mod tracker;
+pub use probe::*;
+pub use scheduler::*;
+pub use store::*;
+pub use tracker::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_settles_on_first_outcome() {
+        let mut t = Tracker::new(2, 3, Health::Unknown);
+        assert_eq!(t.observe(false).map(|t| t.to), Some(Health::Down));
+        let mut t = Tracker::new(2, 3, Health::Unknown);
+        assert_eq!(t.observe(true).map(|t| t.to), Some(Health::Up));
+    }
+
+    #[test]
+    fn fall_needs_consecutive_failures() {
+        let mut t = Tracker::new(2, 3, Health::Up);
+        assert_eq!(t.observe(false), None);
+        assert_eq!(t.observe(false), None);
+        assert_eq!(t.observe(true), None); // resets the run
+        assert_eq!(t.observe(false), None);
+        assert_eq!(t.observe(false), None);
+        assert_eq!(t.observe(false).map(|t| t.to), Some(Health::Down));
+    }
+
+    #[test]
+    fn rise_needs_consecutive_successes() {
+        let mut t = Tracker::new(2, 3, Health::Down);
+        assert_eq!(t.observe(true), None);
+        assert_eq!(t.observe(true).map(|t| t.to), Some(Health::Up));
+    }
+
+    struct Scripted(Mutex<Vec<bool>>);
+    impl Prober for Scripted {
+        fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
+            let up = self.0.lock().unwrap().pop().unwrap_or(true);
+            Box::pin(async move {
+                if up {
+                    ProbeOutcome::Up {
+                        latency: Duration::ZERO,
+                    }
+                } else {
+                    ProbeOutcome::Down {
+                        reason: "scripted".into(),
+                    }
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn member_goes_down_after_fall_intervals_under_paused_time() {
+        let store = Arc::new(HealthStore::in_memory());
+        let id = MemberId::new("s", "192.0.2.1");
+        let spec = ProbeSpec {
+            kind: ProbeKind::Tcp,
+            addr: "127.0.0.1:9".parse().unwrap(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            jitter_percent: 0,
+        };
+        // popped from the end: up, then down forever
+        let prober = Box::new(Scripted(Mutex::new(vec![false, false, false, true])));
+        let task = tokio::spawn(run_probe(
+            spec,
+            prober,
+            Tracker::new(2, 3, Health::Unknown),
+            vec![id.clone()],
+            store.clone(),
+            Default::default(),
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(store.snapshot().get(&id).health, Health::Up);
+        tokio::time::sleep(Duration::from_secs(4)).await; // two failures seen
+        assert_eq!(store.snapshot().get(&id).health, Health::Up);
+        tokio::time::sleep(Duration::from_secs(2)).await; // third failure
+        assert_eq!(store.snapshot().get(&id).health, Health::Down);
+        task.abort();
+    }
+}

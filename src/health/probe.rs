@@ -1,0 +1,207 @@
+//! Probers: one check each (HTTP, HTTPS, TCP), a raw outcome each time, no thresholds.
+
+use super::*;
+
+/// What to check, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// A TCP connect that completes within the timeout.
+    Tcp,
+    Http(HttpCheck),
+}
+
+/// An HTTP or HTTPS request and what its answer must look like.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpCheck {
+    pub tls: bool,
+    pub method: String,
+    pub path: String,
+    /// Host header and TLS server name; the probe address when absent.
+    pub host: Option<String>,
+    /// Inclusive status ranges that count as up.
+    pub expect: Vec<(u16, u16)>,
+    pub body_contains: Option<String>,
+    /// Extra trust anchor (PEM) for HTTPS.
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate verification (only when configured explicitly).
+    pub insecure: bool,
+}
+
+/// One probe task's full description; equal specs are probed once and shared.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub addr: SocketAddr,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Up to this share (in percent) of the interval is added or removed at random.
+    pub jitter_percent: u8,
+}
+
+/// A boxed future, so probers can sit behind `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One check against one address, one raw outcome. Thresholds live in [`Tracker`] only.
+pub trait Prober: Send + Sync {
+    fn probe(&self) -> BoxFuture<'_, ProbeOutcome>;
+}
+
+/// Connects over TCP.
+pub struct TcpProber {
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+}
+
+impl Prober for TcpProber {
+    fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
+        Box::pin(async move {
+            let start = tokio::time::Instant::now();
+            match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.addr))
+                .await
+            {
+                Ok(Ok(_)) => ProbeOutcome::Up {
+                    latency: start.elapsed(),
+                },
+                Ok(Err(e)) => ProbeOutcome::Down {
+                    reason: format!("connect: {e}"),
+                },
+                Err(_) => ProbeOutcome::Down {
+                    reason: "connect timed out".into(),
+                },
+            }
+        })
+    }
+}
+
+/// Requests over HTTP or HTTPS with reqwest. The host name (if any) is pinned to the probe
+/// address, so the system resolver is never asked, and no proxy from the environment is used.
+pub struct HttpProber {
+    client: reqwest::Client,
+    url: String,
+    method: reqwest::Method,
+    check: HttpCheck,
+}
+
+/// Why a probe could not be built from its spec.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot read CA file {0}: {1}")]
+    CaFile(PathBuf, std::io::Error),
+    #[error("CA file {0} holds no usable PEM certificate: {1}")]
+    CaPem(PathBuf, reqwest::Error),
+    #[error("bad HTTP method {0:?}")]
+    Method(String),
+    #[error("cannot build HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
+impl HttpProber {
+    pub fn new(spec: &ProbeSpec, check: &HttpCheck) -> Result<Self, ProbeError> {
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(spec.timeout)
+            .connect_timeout(spec.timeout)
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("meridian-probe/", env!("CARGO_PKG_VERSION")));
+        let scheme = if check.tls { "https" } else { "http" };
+        let authority = match &check.host {
+            Some(host) => {
+                builder = builder.resolve(host, spec.addr);
+                format!("{host}:{}", spec.addr.port())
+            }
+            None => spec.addr.to_string(),
+        };
+        if let Some(ca) = &check.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| ProbeError::CaFile(ca.clone(), e))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| ProbeError::CaPem(ca.clone(), e))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        if check.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let method = reqwest::Method::from_bytes(check.method.as_bytes())
+            .map_err(|_| ProbeError::Method(check.method.clone()))?;
+        Ok(HttpProber {
+            client: builder.build().map_err(ProbeError::Client)?,
+            url: format!("{scheme}://{authority}{}", check.path),
+            method,
+            check: check.clone(),
+        })
+    }
+}
+
+impl Prober for HttpProber {
+    fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
+        Box::pin(async move {
+            let start = tokio::time::Instant::now();
+            let resp = match self
+                .client
+                .request(self.method.clone(), &self.url)
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return ProbeOutcome::Down {
+                        reason: format!("request: {}", error_chain(&e)),
+                    }
+                }
+            };
+            let status = resp.status().as_u16();
+            if !self
+                .check
+                .expect
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&status))
+            {
+                return ProbeOutcome::Down {
+                    reason: format!("status {status}"),
+                };
+            }
+            if let Some(needle) = &self.check.body_contains {
+                match resp.text().await {
+                    Ok(body) if body.contains(needle.as_str()) => {}
+                    Ok(_) => {
+                        return ProbeOutcome::Down {
+                            reason: format!("body lacks {needle:?}"),
+                        }
+                    }
+                    Err(e) => {
+                        return ProbeOutcome::Down {
+                            reason: format!("body: {e}"),
+                        }
+                    }
+                }
+            }
+            ProbeOutcome::Up {
+                latency: start.elapsed(),
+            }
+        })
+    }
+}
+
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Builds the prober for a spec.
+pub fn prober_for(spec: &ProbeSpec) -> Result<Box<dyn Prober>, ProbeError> {
+    Ok(match &spec.kind {
+        ProbeKind::Tcp => Box::new(TcpProber {
+            addr: spec.addr,
+            timeout: spec.timeout,
+        }),
+        ProbeKind::Http(check) => Box::new(HttpProber::new(spec, check)?),
+    })
+}

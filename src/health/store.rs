@@ -1,0 +1,262 @@
+//! The health table: every member's state in a snapshot read without locks, changes applied
+//! one at a time (persisted through [`Persist`]), recent changes and probe rounds for status.
+
+use super::*;
+
+/// An immutable view of every member's state, swapped as a whole on each change.
+#[derive(Debug, Clone, Default)]
+pub struct HealthSnapshot {
+    members: crate::hash::FastMap<MemberId, MemberState>,
+    /// Unique per snapshot a store publishes (0 for one built elsewhere), so a cache of
+    /// decisions can tell it still holds for the current health.
+    id: u64,
+}
+
+/// Snapshot ids, unique in the process.
+pub(super) static SNAPSHOT_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub(super) fn fresh_snapshot_id() -> u64 {
+    SNAPSHOT_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl HealthSnapshot {
+    /// The snapshot's id: unique for each one a [`HealthStore`] published, 0 otherwise.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The admin state and health of a member; members never seen are Normal/Unknown.
+    pub fn state(&self, id: &MemberId) -> (Admin, Health) {
+        self.members
+            .get(id)
+            .map(|s| (s.admin, s.health))
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, id: &MemberId) -> MemberState {
+        self.members.get(id).copied().unwrap_or_default()
+    }
+
+    pub fn set(&mut self, id: MemberId, state: MemberState) {
+        self.members.insert(id, state);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&MemberId, &MemberState)> {
+        self.members.iter()
+    }
+}
+
+/// One change to the health table.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A probe-driven transition.
+    Health(MemberId, Health),
+    /// An operator override (Normal clears it).
+    Admin(MemberId, Admin),
+}
+
+/// Where changes are written so they survive a restart. Implemented by `state::Store`.
+pub trait Persist: Send + Sync {
+    fn health_changed(&self, id: &MemberId, health: Health);
+    fn admin_changed(&self, id: &MemberId, admin: Admin);
+}
+
+/// The health table: lock-free reads through an `ArcSwap`, writers serialised by a mutex so
+/// two concurrent changes never lose each other (read-modify-swap).
+pub struct HealthStore {
+    /// Readers load this without locking; the query path does nothing else with health.
+    current: ArcSwap<HealthSnapshot>,
+    /// Held only while building and swapping a new snapshot.
+    write: Mutex<()>,
+    persist: Option<Box<dyn Persist>>,
+    /// Bumped on every change; subscribers (status, logs) watch it.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// Recent changes (newest last) and health transitions per member, since start.
+    history: Mutex<History>,
+    /// Probe rounds per probe address since start (kept across reloads, which replace the
+    /// probe tasks but not this store).
+    rounds: Mutex<HashMap<SocketAddr, ProbeRounds>>,
+}
+
+/// Upper bounds of the probe latency buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// The rounds of one probe since start: the latency of each passing round, counted into
+/// [`LATENCY_BUCKETS`] (cumulative, as a histogram is read), and the failed rounds.
+#[derive(Debug, Default, Clone)]
+pub struct ProbeRounds {
+    pub buckets: [u64; LATENCY_BUCKETS.len()],
+    /// Passing rounds.
+    pub count: u64,
+    /// Their latencies added up, in seconds.
+    pub sum_seconds: f64,
+    pub failures: u64,
+}
+
+/// How many recent changes the store keeps for status.
+pub(super) const HISTORY: usize = 200;
+
+#[derive(Default)]
+pub(super) struct History {
+    events: std::collections::VecDeque<Event>,
+    transitions: HashMap<MemberId, u64>,
+}
+
+/// One change to a member's state, as status and the status page list them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub member: MemberId,
+    /// `health` or `admin`.
+    pub kind: &'static str,
+    pub from: String,
+    pub to: String,
+}
+
+impl HealthStore {
+    pub fn new(mut initial: HealthSnapshot, persist: Option<Box<dyn Persist>>) -> Self {
+        initial.id = fresh_snapshot_id();
+        HealthStore {
+            current: ArcSwap::from_pointee(initial),
+            write: Mutex::new(()),
+            persist,
+            generation: tokio::sync::watch::channel(0).0,
+            history: Mutex::new(History::default()),
+            rounds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one probe round: its latency when it passed, `None` when it failed.
+    pub fn probe_observed(&self, probe: SocketAddr, latency: Option<Duration>) {
+        let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let r = rounds.entry(probe).or_default();
+        match latency {
+            Some(l) => {
+                let secs = l.as_secs_f64();
+                r.count += 1;
+                r.sum_seconds += secs;
+                for (b, le) in r.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+                    if secs <= le {
+                        *b += 1;
+                    }
+                }
+            }
+            None => r.failures += 1,
+        }
+    }
+
+    /// Every probe's rounds since start, by probe address.
+    pub fn probe_rounds(&self) -> Vec<(SocketAddr, ProbeRounds)> {
+        let rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = rounds.iter().map(|(a, r)| (*a, r.clone())).collect();
+        out.sort_by_key(|(a, _)| *a);
+        out
+    }
+
+    /// The most recent changes, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.events.iter().cloned().collect()
+    }
+
+    /// Health transitions of `id` since start (its flap count).
+    pub fn transitions(&self, id: &MemberId) -> u64 {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.transitions.get(id).copied().unwrap_or(0)
+    }
+
+    /// Health transitions of every member since start.
+    pub fn total_transitions(&self) -> u64 {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.transitions.values().sum()
+    }
+
+    fn record(&self, id: &MemberId, before: MemberState, after: MemberState) {
+        let at = unix_now();
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut push = |kind, from: String, to: String| {
+            tracing::info!(member = %id, kind, from, to, "member state changed");
+            if h.events.len() == HISTORY {
+                h.events.pop_front();
+            }
+            h.events.push_back(Event {
+                at,
+                member: id.clone(),
+                kind,
+                from,
+                to,
+            });
+        };
+        if before.health != after.health {
+            push("health", label(&before.health), label(&after.health));
+        }
+        if before.admin != after.admin {
+            push("admin", label(&before.admin), label(&after.admin));
+        }
+        if before.health != after.health && before.health != Health::Unknown {
+            *h.transitions.entry(id.clone()).or_default() += 1;
+        }
+    }
+
+    /// An in-memory store for tests and tools.
+    pub fn in_memory() -> Self {
+        Self::new(HealthSnapshot::default(), None)
+    }
+
+    pub fn snapshot(&self) -> Arc<HealthSnapshot> {
+        self.current.load_full()
+    }
+
+    /// A cheap read guard on the current snapshot, for the query path.
+    pub fn guard(&self) -> arc_swap::Guard<Arc<HealthSnapshot>> {
+        self.current.load()
+    }
+
+    /// Applies one change; returns whether anything changed.
+    pub fn apply(&self, change: Change) -> bool {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.current.load();
+        let id = match &change {
+            Change::Health(id, _) | Change::Admin(id, _) => id,
+        };
+        let before = old.get(id);
+        let mut after = before;
+        match change {
+            Change::Health(_, h) => after.health = h,
+            Change::Admin(_, a) => after.admin = a,
+        }
+        if after == before {
+            return false;
+        }
+        let mut next = (**old).clone();
+        next.set(id.clone(), after);
+        next.id = fresh_snapshot_id();
+        self.current.store(Arc::new(next));
+        self.record(id, before, after);
+        if let Some(p) = &self.persist {
+            if after.health != before.health {
+                p.health_changed(id, after.health);
+            }
+            if after.admin != before.admin {
+                p.admin_changed(id, after.admin);
+            }
+        }
+        self.generation.send_modify(|g| *g += 1);
+        true
+    }
+
+    /// A receiver that changes whenever the table does.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
+/// A state as the API writes it (`up`, `drained`, ...).
+pub(super) fn label<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
