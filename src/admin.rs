@@ -427,7 +427,7 @@ fn status(node: &Node) -> Value {
                 "answers": b.answers,
                 "when_all_down": match b.when_all_down {
                     crate::balance::WhenAllDown::FailOpen => "fail-open".to_string(),
-                    crate::balance::WhenAllDown::NoData => "nodata".to_string(),
+                    crate::balance::WhenAllDown::Nothing => "nodata".to_string(),
                     crate::balance::WhenAllDown::Fallback(i) => format!("fallback:{}", cfg.pools[i].name),
                 },
                 "declared_at": b.declared_at(),

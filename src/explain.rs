@@ -266,7 +266,7 @@ pub fn describe(
         pool.name,
         match b.when_all_down {
             balance::WhenAllDown::FailOpen => "fail-open when all down".to_string(),
-            balance::WhenAllDown::NoData => "nodata when all down".to_string(),
+            balance::WhenAllDown::Nothing => "nodata when all down".to_string(),
             balance::WhenAllDown::Fallback(p) =>
                 format!("fallback to {:?} when all down", cfg.pools[p].name),
         },

@@ -84,6 +84,9 @@ pub struct Member {
     /// allocation for a site, so rankings compare pointers before bytes.
     pub site: SiteName,
     pub target: Target,
+    /// The upstream port, for a server behind a site proxy (`address = "IP:PORT"`); DNS
+    /// answers the address alone. Part of the member's identity when given.
+    pub port: Option<u16>,
     pub weight: u32,
     /// Failover group: lower numbers are tried first.
     pub priority: u32,
@@ -151,8 +154,9 @@ pub enum WhenAllDown {
     FailOpen,
     /// Answer from another pool (by index into the config's pools).
     Fallback(usize),
-    /// Answer with no records (NODATA).
-    NoData,
+    /// Answer with no member: DNS says NODATA (the config spells it `"nodata"`), a proxy
+    /// would answer 503.
+    Nothing,
 }
 
 /// Why a selection came out the way it did; read the same way by DNS, `status` and logs.
@@ -420,7 +424,7 @@ pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> 
         (chosen, Reason::Healthy)
     } else {
         match req.when_all_down {
-            WhenAllDown::NoData => (SmallVec::new(), Reason::AllDown),
+            WhenAllDown::Nothing => (SmallVec::new(), Reason::AllDown),
             WhenAllDown::FailOpen => (rank(req.pool, false), Reason::FailOpen),
             WhenAllDown::Fallback(fb) => {
                 let from_fallback = rank(*fb, true);
@@ -481,6 +485,7 @@ mod tests {
                     id: MemberId::new("s", &format!("192.0.2.{}", i + 1)),
                     site: "s".into(),
                     target: Target::Addr(format!("192.0.2.{}", i + 1).parse().unwrap()),
+                    port: None,
                     weight,
                     priority,
                 })
@@ -583,7 +588,7 @@ mod tests {
         let pools = [pool(&[(1, 1)])];
         let mut snap = HealthSnapshot::default();
         mark(&mut snap, &pools[0].members[0], Admin::Normal);
-        let s = run(&pools, PolicyKind::Weighted, WhenAllDown::NoData, &snap, 1);
+        let s = run(&pools, PolicyKind::Weighted, WhenAllDown::Nothing, &snap, 1);
         assert!(s[0].members.is_empty());
         assert_eq!(s[0].reason, Reason::AllDown);
     }

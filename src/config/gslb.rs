@@ -105,10 +105,20 @@ impl Builder {
                 if fm.site.is_empty() || fm.site.contains('/') {
                     return Err(err("site must be a non-empty name without '/'".into()));
                 }
+                // An address, or an address and port (a server behind a site proxy: DNS
+                // answers the address alone).
+                let mut port = None;
                 let target = match (&fm.address, &fm.cname) {
-                    (Some(a), None) => Target::Addr(a.parse::<IpAddr>().map_err(|_| {
-                        err(format!("address {a:?} is not an IPv4 or IPv6 address"))
-                    })?),
+                    (Some(a), None) => match (a.parse::<IpAddr>(), a.parse::<SocketAddr>()) {
+                        (Ok(ip), _) => Target::Addr(ip),
+                        (_, Ok(sa)) => {
+                            port = Some(sa.port());
+                            Target::Addr(sa.ip())
+                        }
+                        _ => return Err(err(format!(
+                            "address {a:?} is not an IPv4 or IPv6 address (with a port or without)"
+                        ))),
+                    },
                     (None, Some(c)) => {
                         let n =
                             Name::from_ascii(c).map_err(|e| err(format!("cname {c:?}: {e}")))?;
@@ -128,9 +138,10 @@ impl Builder {
                 if weight > 1_000_000 {
                     return Err(err("weight must be at most 1000000".into()));
                 }
-                let target_text = match &target {
-                    Target::Addr(a) => a.to_string(),
-                    Target::Alias(n) => n.clone(),
+                let target_text = match (&target, port) {
+                    (Target::Addr(a), Some(port)) => SocketAddr::new(*a, port).to_string(),
+                    (Target::Addr(a), None) => a.to_string(),
+                    (Target::Alias(n), _) => n.clone(),
                 };
                 let id = MemberId::new(&fm.site, &target_text);
                 if members.iter().any(|o| o.id == id) {
@@ -138,7 +149,8 @@ impl Builder {
                 }
                 if let Some((kind, timing)) = check {
                     if let Some(kind) = kind {
-                        let spec = probe_spec(kind.clone(), timing, fm, &target).map_err(&err)?;
+                        let spec =
+                            probe_spec(kind.clone(), timing, fm, &target, port).map_err(&err)?;
                         if !self.probes.contains_key(&spec) {
                             self.probe_order.push(spec.clone());
                         }
@@ -154,6 +166,7 @@ impl Builder {
                     id,
                     site: intern(&mut interned, &fm.site),
                     target,
+                    port,
                     weight: weight as u32,
                     priority: fm.priority.unwrap_or(1),
                 });
@@ -250,7 +263,7 @@ impl Builder {
                 &fname.fallback,
             ) {
                 ("fail-open", None) => WhenAllDown::FailOpen,
-                ("nodata", None) => WhenAllDown::NoData,
+                ("nodata", None) => WhenAllDown::Nothing,
                 ("fallback", Some(fb)) => {
                     let idx = *pool_index
                         .get(fb.as_str())
@@ -776,13 +789,16 @@ impl Timing {
     }
 }
 
+/// What a member's probe checks: its `probe` address, else its address at the check's port,
+/// else at its own port.
 fn probe_spec(
     kind: ProbeKind,
     c: &Timing,
     m: &FileMember,
     target: &Target,
+    member_port: Option<u16>,
 ) -> Result<ProbeSpec, String> {
-    let addr = match (&m.probe, target, c.port) {
+    let addr = match (&m.probe, target, c.port.or(member_port)) {
         (Some(p), _, _) => p
             .parse::<SocketAddr>()
             .or_else(|_| {
@@ -795,7 +811,10 @@ fn probe_spec(
             })?,
         (None, Target::Addr(ip), Some(port)) => SocketAddr::new(*ip, port),
         (None, Target::Addr(_), None) => {
-            return Err("no probe address: set probe = \"ADDRESS:PORT\" or the check's port".into())
+            return Err(
+                "no probe address: set probe = \"ADDRESS:PORT\", the check's port, or the member's port"
+                    .into(),
+            )
         }
         (None, Target::Alias(_), _) => {
             return Err("a cname member needs probe = \"ADDRESS:PORT\"".into())

@@ -602,6 +602,39 @@ mod tests {
     }
 
     #[test]
+    fn a_member_may_carry_a_port_that_dns_does_not_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("m.toml"),
+            "[server]\nstate_dir = \"s\"\n[[zone]]\norigin = \"example.test\"\nfile = \"z\"\ngslb = \"g\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("z"),
+            "$TTL 60\n@ SOA ns h 1 2 3 4 5\n NS ns\nns A 192.0.2.53\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("g"),
+            "[[name]]\nname = \"www\"\npool = \"p\"\n[pool.p]\ncheck = \"t\"\nmembers = [ { site = \"a\", address = \"192.0.2.1:8080\" }, { site = \"b\", address = \"[2001:db8::1]:8443\" } ]\n[check.t]\nkind = \"tcp\"\n",
+        )
+        .unwrap();
+        let cfg = load(&Source::File(dir.path().join("m.toml"))).unwrap();
+        let members = &cfg.pools[0].members;
+        assert_eq!(members[0].id.0, "a/192.0.2.1:8080");
+        assert_eq!(
+            members[0].target,
+            Target::Addr("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(members[0].port, Some(8080));
+        assert_eq!(members[1].id.0, "b/[2001:db8::1]:8443");
+        // Probed at the member's own port when the check names none.
+        let mut probed: Vec<String> = cfg.probes.iter().map(|(s, _)| s.addr.to_string()).collect();
+        probed.sort();
+        assert_eq!(probed, ["192.0.2.1:8080", "[2001:db8::1]:8443"]);
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
