@@ -260,19 +260,7 @@ async fn handle(
             reply(StatusCode::OK, json!(node.store.audit_log(limit)))
         }
         (&Method::GET, ["metrics"]) => {
-            use std::sync::atomic::Ordering::Relaxed;
-            let loaded = node.config();
-            let body = crate::metrics::render(&crate::metrics::Scrape {
-                config: &loaded.config,
-                config_version: loaded.version,
-                config_loaded_at: loaded.loaded_at,
-                health: &node.health,
-                tcp_refused: node.responder.tcp_refused.load(Relaxed),
-                rate_limited: (
-                    loaded.limiter.dropped.load(Relaxed),
-                    loaded.limiter.slipped.load(Relaxed),
-                ),
-            });
+            let body = crate::metrics::render(&scrape(&node));
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         (&Method::POST, ["explain"]) => explain(&node, &body),
@@ -305,6 +293,61 @@ async fn handle(
             format!("no such call: {method} {path}"),
         ),
     })
+}
+
+/// The node facts a Prometheus scrape shows besides the counters.
+fn scrape(node: &Node) -> crate::metrics::Scrape {
+    use crate::health::Health;
+    use std::sync::atomic::Ordering::Relaxed;
+    let loaded = node.config();
+    let snap = node.health.snapshot();
+    let members = loaded
+        .config
+        .pools
+        .iter()
+        .flat_map(|p| p.members.iter().map(move |m| (p, m)))
+        .map(|(p, m)| {
+            let st = snap.get(&m.id);
+            crate::metrics::MemberGauge {
+                pool: p.name.clone(),
+                member: m.id.0.clone(),
+                up: match st.health {
+                    Health::Up => 1,
+                    Health::Down => 0,
+                    Health::Unknown => -1,
+                },
+                usable: crate::balance::usable(st.admin, st.health),
+                transitions: node.health.transitions(&m.id),
+            }
+        })
+        .collect();
+    let probes = node
+        .health
+        .probe_rounds()
+        .into_iter()
+        .map(|(addr, r)| crate::metrics::ProbeHistogram {
+            probe: addr.to_string(),
+            buckets: crate::health::LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .zip(r.buckets)
+                .collect(),
+            count: r.count,
+            sum_seconds: r.sum_seconds,
+            failures: r.failures,
+        })
+        .collect();
+    crate::metrics::Scrape {
+        config_version: loaded.version,
+        config_loaded_at: unix_seconds(loaded.loaded_at),
+        members,
+        probes,
+        tcp_refused: node.responder.tcp_refused.load(Relaxed),
+        rate_limited: (
+            loaded.limiter.dropped.load(Relaxed),
+            loaded.limiter.slipped.load(Relaxed),
+        ),
+    }
 }
 
 fn truthy(v: &str) -> bool {
@@ -421,7 +464,7 @@ fn status(node: &Node) -> Value {
             json!({
                 "name": b.name.to_string(),
                 "zone": cfg.zones[b.zone].origin.to_string(),
-                "policy": crate::metrics::POLICIES[crate::metrics::policy_index(&b.policy)],
+                "policy": b.policy.name(),
                 "pool": cfg.pools[b.pool].name,
                 "ttl": b.ttl,
                 "answers": b.answers,

@@ -16,7 +16,8 @@
 //! - [`clock`]: wall-clock seconds since the epoch, as status, logs, the store and TSIG use
 //!   them; depends on nothing.
 //! - [`metrics`]: Prometheus metrics, every name defined there; per-thread counters the query
-//!   path increments without hashing labels.
+//!   path increments without hashing labels. It knows no other module: callers pass what they
+//!   count.
 //! - [`balance`]: the decision core: pools, members, selection policies (weighted, failover,
 //!   all, geo-nearest, geo-map, subnet), `when_all_down`, cursors, the plan cache and drain
 //!   safety; no DNS types, metrics or control endpoint, so the site proxy can reuse it.

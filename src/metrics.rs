@@ -12,8 +12,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::zone::text_to_wire as wire;
-
 /// Query types counted by name; the rest share `other`.
 pub const QTYPES: [(&str, u16); 14] = [
     ("A", 1),
@@ -57,7 +55,7 @@ pub const POLICIES: [&str; 6] = [
 ];
 pub const REASONS: [&str; 5] = ["healthy", "fail-open", "fallback", "all-down", "forced"];
 /// Names with per-name series (switched on by `server.metrics_names`).
-pub const MAX_NAMES: usize = crate::config::MAX_METRICS_NAMES;
+pub const MAX_NAMES: usize = 64;
 /// Members whose answers are counted (for the status page's share of answers).
 pub const MAX_MEMBERS: usize = 4096;
 /// ECS scope prefix lengths 0..=128.
@@ -142,44 +140,46 @@ pub struct Slots {
     members: Vec<Vec<Option<usize>>>,
 }
 
+/// What a served config is counted under, in plain terms (the DNS side builds it when a
+/// config loads).
+#[derive(Debug, Default)]
+pub struct Labels {
+    /// Per zone (config order): its origin as text (lower case) and in wire form.
+    pub zones: Vec<(String, Vec<u8>)>,
+    /// Per load-balanced name: the name, when it has series of its own.
+    pub names: Vec<Option<String>>,
+    /// Per load-balanced name: its policy's index in [`POLICIES`].
+    pub policies: Vec<usize>,
+    /// Per pool, per member: (pool name, member identity).
+    pub members: Vec<Vec<(String, String)>>,
+}
+
 impl Slots {
-    pub fn new(cfg: &crate::config::Config) -> Slots {
+    pub fn new(labels: &Labels) -> Slots {
         let mut i = interned().lock().unwrap_or_else(|p| p.into_inner());
-        let zones = cfg
+        let zones = labels
             .zones
             .iter()
-            .map(|z| {
-                let text = z.origin.to_ascii().to_ascii_lowercase();
-                let slot = intern(&mut i.zones, &text, MAX_ZONES).unwrap_or(MAX_ZONES);
-                (slot, wire(&text))
+            .map(|(text, wire)| {
+                let slot = intern(&mut i.zones, text, MAX_ZONES).unwrap_or(MAX_ZONES);
+                (slot, wire.clone())
             })
             .collect();
-        let names = cfg
-            .bindings
+        let names = labels
+            .names
             .iter()
-            .map(|b| {
-                let text = b.name.to_ascii().to_ascii_lowercase();
-                let wanted = cfg.server.metrics_names.contains(&text);
-                if wanted {
-                    intern(&mut i.names, &text, MAX_NAMES)
-                } else {
-                    None
-                }
+            .map(|n| {
+                n.as_ref()
+                    .and_then(|text| intern(&mut i.names, text, MAX_NAMES))
             })
             .collect();
-        let policies = cfg
-            .bindings
+        let members = labels
+            .members
             .iter()
-            .map(|b| policy_index(&b.policy))
-            .collect();
-        let members = cfg
-            .pools
-            .iter()
-            .map(|p| {
-                p.members
-                    .iter()
-                    .map(|m| {
-                        let key = format!("{}\u{0}{}", p.name, m.id);
+            .map(|pool| {
+                pool.iter()
+                    .map(|(pool, id)| {
+                        let key = format!("{pool}\u{0}{id}");
                         if let Some(&s) = i.members.get(&key) {
                             return Some(s);
                         }
@@ -187,7 +187,7 @@ impl Slots {
                             return None;
                         }
                         let s = i.member_labels.len();
-                        i.member_labels.push((p.name.clone(), m.id.0.clone()));
+                        i.member_labels.push((pool.clone(), id.clone()));
                         i.members.insert(key, s);
                         Some(s)
                     })
@@ -197,7 +197,7 @@ impl Slots {
         Slots {
             zones,
             names,
-            policies,
+            policies: labels.policies.clone(),
             members,
         }
     }
@@ -229,21 +229,6 @@ fn label_boundary(name: &[u8], at: usize) -> bool {
         }
     }
     pos == at
-}
-
-/// A policy's index in [`POLICIES`].
-pub fn policy_index(p: &crate::balance::PolicyKind) -> usize {
-    use crate::balance::{GeoMode, PolicyKind};
-    match p {
-        PolicyKind::Weighted => 0,
-        PolicyKind::Failover => 1,
-        PolicyKind::All => 2,
-        PolicyKind::Geo(g) => match g.mode {
-            GeoMode::Nearest { .. } => 3,
-            GeoMode::Map(_) => 4,
-            GeoMode::Subnet => 5,
-        },
-    }
 }
 
 /// What the answering path already knew of a query: its zone (index in the config) and type.
@@ -332,21 +317,8 @@ pub fn query(slots: &Slots, asked: Asked<'_>, rcode: u8, tcp: bool) {
 
 /// Counts one load-balanced answer: the binding's policy and why, per name when switched on,
 /// and each member answered.
-pub fn answer(
-    slots: &Slots,
-    binding: usize,
-    reason: crate::balance::Reason,
-    forced: bool,
-    members: &[(usize, usize)],
-) {
-    use crate::balance::Reason;
-    let r = match reason {
-        _ if forced => 4,
-        Reason::Healthy => 0,
-        Reason::FailOpen => 1,
-        Reason::Fallback => 2,
-        Reason::AllDown => 3,
-    };
+pub fn answer(slots: &Slots, binding: usize, reason: usize, members: &[(usize, usize)]) {
+    let r = reason.min(REASONS.len() - 1);
     let Some(&p) = slots.policies.get(binding) else {
         return;
     };
@@ -425,20 +397,41 @@ pub fn notify(result: &'static str) {
 
 // ------------------------------------------------------------------ exposition
 
-/// Node facts a scrape needs beyond the counters.
-pub struct Scrape<'a> {
-    pub config: &'a crate::config::Config,
-    /// The running config's version and when it was loaded.
+/// Node facts a scrape needs beyond the counters, in plain terms.
+pub struct Scrape {
+    /// The running config's version and when it was loaded (Unix seconds).
     pub config_version: u64,
-    pub config_loaded_at: std::time::SystemTime,
-    pub health: &'a crate::health::HealthStore,
+    pub config_loaded_at: u64,
+    pub members: Vec<MemberGauge>,
+    pub probes: Vec<ProbeHistogram>,
     pub tcp_refused: u64,
     /// UDP responses dropped and slipped by rate limiting, since start.
     pub rate_limited: (u64, u64),
 }
 
+/// One member's state, as the gauges show it.
+pub struct MemberGauge {
+    pub pool: String,
+    pub member: String,
+    /// 1 up, 0 down, -1 not yet known.
+    pub up: i8,
+    pub usable: bool,
+    /// Health transitions since start.
+    pub transitions: u64,
+}
+
+/// One probe's rounds since start.
+pub struct ProbeHistogram {
+    pub probe: String,
+    /// (upper bound in seconds, passing rounds at most that long), cumulative.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
+    pub failures: u64,
+}
+
 /// Writes every metric in the Prometheus text format (version 0.0.4).
-pub fn render(s: &Scrape<'_>) -> String {
+pub fn render(s: &Scrape) -> String {
     let cells = totals(0..CELLS);
     let mut out = String::new();
 
@@ -542,8 +535,6 @@ pub fn render(s: &Scrape<'_>) -> String {
         }
     }
 
-    let cfg = s.config;
-    let snap = s.health.snapshot();
     head(
         &mut out,
         "member_up",
@@ -552,32 +543,23 @@ pub fn render(s: &Scrape<'_>) -> String {
     );
     let mut usable_lines = String::new();
     let mut transitions = String::new();
-    for p in &cfg.pools {
-        for m in &p.members {
-            let st = snap.get(&m.id);
-            let up = match st.health {
-                crate::health::Health::Up => 1,
-                crate::health::Health::Down => 0,
-                crate::health::Health::Unknown => -1,
-            };
-            let labels = format!(
-                "pool=\"{}\",member=\"{}\"",
-                escape(&p.name),
-                escape(&m.id.0)
-            );
-            let _ = writeln!(out, "meridian_member_up{{{labels}}} {up}");
-            let usable = crate::balance::usable(st.admin, st.health);
-            let _ = writeln!(
-                usable_lines,
-                "meridian_member_usable{{{labels}}} {}",
-                u8::from(usable)
-            );
-            let _ = writeln!(
-                transitions,
-                "meridian_member_transitions_total{{{labels}}} {}",
-                s.health.transitions(&m.id)
-            );
-        }
+    for m in &s.members {
+        let labels = format!(
+            "pool=\"{}\",member=\"{}\"",
+            escape(&m.pool),
+            escape(&m.member)
+        );
+        let _ = writeln!(out, "meridian_member_up{{{labels}}} {}", m.up);
+        let _ = writeln!(
+            usable_lines,
+            "meridian_member_usable{{{labels}}} {}",
+            u8::from(m.usable)
+        );
+        let _ = writeln!(
+            transitions,
+            "meridian_member_transitions_total{{{labels}}} {}",
+            m.transitions
+        );
     }
     head(
         &mut out,
@@ -602,8 +584,9 @@ pub fn render(s: &Scrape<'_>) -> String {
         "Latency of passing health probes.",
     );
     let mut failures = String::new();
-    for (addr, h) in s.health.probe_rounds() {
-        for (b, le) in h.buckets.iter().zip(crate::health::LATENCY_BUCKETS) {
+    for h in &s.probes {
+        let addr = &h.probe;
+        for &(le, b) in &h.buckets {
             let _ = writeln!(
                 out,
                 "meridian_probe_duration_seconds_bucket{{probe=\"{addr}\",le=\"{le}\"}} {b}"
@@ -680,7 +663,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         "gauge",
         "When the running config was loaded.",
     );
-    let at = crate::clock::unix_seconds(s.config_loaded_at);
+    let at = s.config_loaded_at;
     let _ = writeln!(out, "meridian_config_loaded_timestamp_seconds {at}");
     head(
         &mut out,
@@ -723,13 +706,15 @@ fn escape(v: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `www.example.test.` and `example.test.` in wire form.
+    const WWW: &[u8] = b"\x03www\x07example\x04test\x00";
+    const APEX: &[u8] = b"\x07example\x04test\x00";
+
     #[test]
     fn label_boundaries_in_wire_names() {
-        let name = wire("www.example.test");
-        assert!(label_boundary(&name, 0));
-        assert!(label_boundary(&name, 4));
-        assert!(!label_boundary(&name, 5));
-        assert_eq!(wire("example.test."), wire("example.test"));
+        assert!(label_boundary(WWW, 0));
+        assert!(label_boundary(WWW, 4));
+        assert!(!label_boundary(WWW, 5));
         assert!(!label_boundary(&[0xC0, 12], 1), "a pointer is no label");
     }
 
@@ -748,10 +733,10 @@ mod tests {
     #[test]
     fn broken_question_names_belong_to_no_zone() {
         let slots = Slots {
-            zones: vec![(0, wire("example.test"))],
+            zones: vec![(0, APEX.to_vec())],
             ..Slots::default()
         };
-        let mut name = wire("www.example.test");
+        let mut name = WWW.to_vec();
         assert_eq!(slots.zone_of(&name), 0);
         name[0] = 0xC0;
         assert_eq!(slots.zone_of(&name), MAX_ZONES);

@@ -115,9 +115,11 @@ impl Builder {
                             port = Some(sa.port());
                             Target::Addr(sa.ip())
                         }
-                        _ => return Err(err(format!(
+                        _ => {
+                            return Err(err(format!(
                             "address {a:?} is not an IPv4 or IPv6 address (with a port or without)"
-                        ))),
+                        )))
+                        }
                     },
                     (None, Some(c)) => {
                         let n =

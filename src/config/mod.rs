@@ -37,7 +37,7 @@ pub use settings::{CookieSecrets, RateLimit, TsigAlgorithm, TsigKey};
 pub const DEMO_CONFIG: &str = include_str!("../../zones/meridian.toml");
 
 /// How many load-balanced names `server.metrics_names` may give series of their own (each
-/// costs a fixed block of counters on every query thread).
+/// costs a fixed block of counters on every query thread; the counters hold this many).
 pub const MAX_METRICS_NAMES: usize = 64;
 
 /// A configuration problem; each variant says where.

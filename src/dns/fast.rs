@@ -727,7 +727,8 @@ fn lb_answer(
     }
     let scope = Some(valid_for);
     if reason == Reason::AllDown || chosen.is_empty() {
-        crate::metrics::answer(&loaded.slots, binding, reason, forced, &[]);
+        let label = super::reason_label(reason, forced);
+        crate::metrics::answer(&loaded.slots, binding, label, &[]);
         write_header(out, p, 0x84, 0, [0, 1, 0]);
         out.extend_from_slice(question);
         let at = z.write_soa(out, p.name_len) + z.soa_ttl_at;
@@ -760,7 +761,8 @@ fn lb_answer(
     if count == 0 {
         return false;
     }
-    crate::metrics::answer(&loaded.slots, binding, reason, forced, &chosen);
+    let label = super::reason_label(reason, forced);
+    crate::metrics::answer(&loaded.slots, binding, label, &chosen);
     out[6..8].copy_from_slice(&count.to_be_bytes());
     finish_opt(out, p, z, scope, ours);
     true

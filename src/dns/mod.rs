@@ -108,7 +108,7 @@ impl Loaded {
             slots: crate::metrics::Slots::default(),
             explainer: None,
         };
-        loaded.slots = crate::metrics::Slots::new(&loaded.config);
+        loaded.slots = crate::metrics::Slots::new(&metric_labels(&loaded.config));
         loaded.fast = fast::FastIndex::build(&loaded);
         loaded
     }
@@ -242,6 +242,67 @@ impl Responder {
             }
             _ => false,
         }
+    }
+}
+
+// The counters hold series for as many names as the config lets an operator ask for.
+const _: () = assert!(crate::metrics::MAX_NAMES >= crate::config::MAX_METRICS_NAMES);
+
+/// What a config's answers are counted under: its zones, its load-balanced names (by name
+/// where `server.metrics_names` asks for it) and policies, and its pools' members.
+fn metric_labels(cfg: &Config) -> crate::metrics::Labels {
+    use crate::metrics::POLICIES;
+    crate::metrics::Labels {
+        zones: cfg
+            .zones
+            .iter()
+            .map(|z| {
+                let text = z.origin.to_ascii().to_ascii_lowercase();
+                let wire = crate::zone::text_to_wire(&text);
+                (text, wire)
+            })
+            .collect(),
+        names: cfg
+            .bindings
+            .iter()
+            .map(|b| {
+                let text = b.name.to_ascii().to_ascii_lowercase();
+                cfg.server.metrics_names.contains(&text).then_some(text)
+            })
+            .collect(),
+        policies: cfg
+            .bindings
+            .iter()
+            .map(|b| {
+                POLICIES
+                    .iter()
+                    .position(|p| *p == b.policy.name())
+                    .unwrap_or(0)
+            })
+            .collect(),
+        members: cfg
+            .pools
+            .iter()
+            .map(|p| {
+                p.members
+                    .iter()
+                    .map(|m| (p.name.clone(), m.id.0.clone()))
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+/// A load-balanced answer's reason as the counters label it (an index in
+/// [`crate::metrics::REASONS`]): a forced member counts as `forced`.
+pub(crate) fn reason_label(reason: balance::Reason, forced: bool) -> usize {
+    use balance::Reason;
+    match reason {
+        _ if forced => 4,
+        Reason::Healthy => 0,
+        Reason::FailOpen => 1,
+        Reason::Fallback => 2,
+        Reason::AllDown => 3,
     }
 }
 

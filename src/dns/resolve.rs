@@ -221,8 +221,7 @@ impl Ctx<'_, '_> {
             crate::metrics::answer(
                 &self.loaded.slots,
                 index,
-                sel.reason,
-                sel.forced,
+                super::reason_label(sel.reason, sel.forced),
                 &sel.members,
             );
         }

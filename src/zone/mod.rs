@@ -583,6 +583,12 @@ mod tests {
     }
 
     #[test]
+    fn text_names_become_lower_case_wire_names() {
+        assert_eq!(text_to_wire("Example.TEST."), b"\x07example\x04test\x00");
+        assert_eq!(text_to_wire("example.test"), text_to_wire("example.test."));
+    }
+
+    #[test]
     fn quoted_strings_keep_spaces_and_semicolons() {
         let z = zone(&format!("{BASE}t TXT \"a b; c\" \"d\"\n")).unwrap();
         let n = Name::from_ascii("t.example.test.").unwrap();
