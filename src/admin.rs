@@ -51,11 +51,26 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// within this time, or the connection is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves the control API on `listener` until the task is aborted.
-pub async fn run(listener: tokio::net::TcpListener, node: Arc<Node>) {
+/// How long a stopping endpoint lets its connections finish the request in hand.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Serves the control API on `listener` until `stopping` turns true (or its sender goes):
+/// then it accepts no more, lets each connection finish the request in hand (for up to
+/// [`DRAIN`]) and returns.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopping.changed() => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok((stream, peer)) = accepted else {
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -66,17 +81,33 @@ pub async fn run(listener: tokio::net::TcpListener, node: Arc<Node>) {
             continue;
         };
         let node = node.clone();
-        tokio::spawn(async move {
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
             let service =
                 hyper::service::service_fn(move |req| handle(req, node.clone(), peer, local));
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(io, service)
-                .await;
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopping.changed() => {
+                    // The request in hand is answered; the connection then closes.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
             drop(slot);
         });
+    }
+    let drained = tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.abort_all();
     }
 }
 

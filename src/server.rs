@@ -133,20 +133,33 @@ pub async fn serve(
     );
     tracing::info!(dns = %dns_list.join(","), control = %control_bound, "serving");
 
-    let control_task = tokio::spawn(crate::admin::run(control, node.clone()));
-    let watcher = tokio::spawn(watch_files(node.clone(), stamps));
-    let hup = tokio::spawn(reload_on_sighup(node.clone()));
-    let housekeeping = tokio::spawn(node.clone().housekeeping());
+    // Every task stops when `stop` says so: the control endpoint and DNS over TCP after the
+    // request in hand, the file watcher, SIGHUP handler and housekeeping at their next wait.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::admin::run(control, node.clone(), stopping.clone()));
+    tasks.spawn(until(stopping.clone(), watch_files(node.clone(), stamps)));
+    tasks.spawn(until(stopping.clone(), reload_on_sighup(node.clone())));
+    tasks.spawn(until(stopping, node.clone().housekeeping()));
 
     shutdown.await;
     tracing::info!("shutting down");
-    control_task.abort();
-    watcher.abort();
-    hup.abort();
-    housekeeping.abort();
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
     dns.shutdown().await;
     node.store.flush();
     Ok(())
+}
+
+/// Runs `task` until `stopping` turns true (or its sender goes).
+async fn until(
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    task: impl std::future::Future<Output = ()>,
+) {
+    tokio::select! {
+        _ = task => {}
+        _ = stopping.changed() => {}
+    }
 }
 
 /// A file's modification time and length; `None` when it cannot be read.

@@ -132,3 +132,36 @@ fn tcp_connections_are_limited_per_client_and_idle_ones_closed() {
         "idle connection still open: {read:?}"
     );
 }
+
+#[test]
+fn sigterm_drains_connections_and_exits_cleanly() {
+    use std::io::Read;
+    let cfg = ConfigDir::new(&zone_with("www IN A 192.0.2.80\n"), "");
+    let mut srv = Server::start(&cfg);
+    // An open DNS-over-TCP connection between queries, and an idle control connection.
+    let mut dns = std::net::TcpStream::connect(srv.dns).unwrap();
+    dns.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let q = build_query("www.example.test.", RecordType::A, None);
+    assert_eq!(
+        answers(&tcp_exchange(&mut dns, &q).expect("an answer")),
+        ["192.0.2.80"]
+    );
+    let mut control = std::net::TcpStream::connect(srv.control).unwrap();
+    control
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    srv.signal(nix::sys::signal::Signal::SIGTERM);
+    // Both are closed by the server (end of stream, not a read timeout)...
+    let mut byte = [0u8; 1];
+    assert_eq!(dns.read(&mut byte).expect("closed, not timed out"), 0);
+    assert_eq!(control.read(&mut byte).expect("closed, not timed out"), 0);
+    // ...and the process exits on its own, successfully.
+    assert!(wait_until(Duration::from_secs(10), || srv
+        .child
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    assert!(srv.child.try_wait().unwrap().unwrap().success());
+    assert!(srv.stderr().contains("shutting down"));
+}

@@ -20,10 +20,18 @@ use super::{Responder, Transport};
 /// The running DNS listeners. Dropping without [`DnsServer::shutdown`] leaves threads running.
 pub struct DnsServer {
     pub addrs: Vec<SocketAddr>,
+    /// Set once to stop: the UDP threads check it after each batch (their sockets time out
+    /// every 200 ms).
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Tells the TCP listeners to stop accepting and their connections to finish the query
+    /// in hand.
+    tcp_stop: tokio::sync::watch::Sender<bool>,
     tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// How long a stopping server lets TCP connections finish the query in hand.
+const DRAIN: Duration = Duration::from_secs(2);
 
 impl DnsServer {
     /// Binds every listen address (TCP first, then `workers` UDP sockets on the same port) and
@@ -34,10 +42,12 @@ impl DnsServer {
         responder: Arc<Responder>,
     ) -> io::Result<DnsServer> {
         let stop = Arc::new(AtomicBool::new(false));
+        let (tcp_stop, tcp_stopping) = tokio::sync::watch::channel(false);
         let mut server = DnsServer {
             addrs: Vec::new(),
             stop: stop.clone(),
             threads: Vec::new(),
+            tcp_stop,
             tcp_tasks: Vec::new(),
         };
         for &addr in listen {
@@ -60,18 +70,22 @@ impl DnsServer {
                 server.threads.push(t);
             }
             let listener = tokio::net::TcpListener::from_std(tcp)?;
-            server
-                .tcp_tasks
-                .push(tokio::spawn(tcp_accept(listener, responder.clone())));
+            server.tcp_tasks.push(tokio::spawn(tcp_accept(
+                listener,
+                responder.clone(),
+                tcp_stopping.clone(),
+            )));
         }
         Ok(server)
     }
 
-    /// Stops every listener and waits for the UDP threads to finish.
+    /// Stops every listener: UDP threads finish their batch, TCP connections the query in
+    /// hand (for up to [`DRAIN`]); returns when all have.
     pub async fn shutdown(self) {
         self.stop.store(true, Ordering::SeqCst);
-        for t in &self.tcp_tasks {
-            t.abort();
+        let _ = self.tcp_stop.send(true);
+        for t in self.tcp_tasks {
+            let _ = t.await;
         }
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
@@ -411,7 +425,11 @@ impl Drop for ClientSlot {
     }
 }
 
-async fn tcp_accept(listener: tokio::net::TcpListener, responder: Arc<Responder>) {
+async fn tcp_accept(
+    listener: tokio::net::TcpListener,
+    responder: Arc<Responder>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
     let settings = responder.current.load().config.server.tcp.clone();
     let limit = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let per_client = Arc::new(PerClient {
@@ -419,8 +437,15 @@ async fn tcp_accept(listener: tokio::net::TcpListener, responder: Arc<Responder>
         limit: settings.max_per_client,
     });
     let idle = settings.idle_timeout;
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopping.changed() => break,
+        };
+        // Finished connections leave the set as they go.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept failed");
@@ -436,10 +461,19 @@ async fn tcp_accept(listener: tokio::net::TcpListener, responder: Arc<Responder>
             continue;
         };
         let responder = responder.clone();
-        tokio::spawn(async move {
+        let stopping = stopping.clone();
+        connections.spawn(async move {
             let _held = (permit, slot);
-            let _ = tcp_conn(stream, peer, responder, idle).await;
+            let _ = tcp_conn(stream, peer, responder, idle, stopping).await;
         });
+    }
+    // Stopping: connections finish the query in hand, then close; stragglers are cut.
+    let drained = tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.abort_all();
     }
 }
 
@@ -448,12 +482,20 @@ async fn tcp_conn(
     peer: SocketAddr,
     responder: Arc<Responder>,
     idle: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
     loop {
-        let len = match tokio::time::timeout(idle, stream.read_u16()).await {
-            Ok(Ok(l)) => l as usize,
-            _ => return Ok(()),
+        if *stopping.borrow() {
+            return Ok(());
+        }
+        // Between queries a stopping server closes the connection; a query begun is answered.
+        let len = tokio::select! {
+            read = tokio::time::timeout(idle, stream.read_u16()) => match read {
+                Ok(Ok(l)) => l as usize,
+                _ => return Ok(()),
+            },
+            _ = stopping.changed() => return Ok(()),
         };
         tokio::time::timeout(idle, stream.read_exact(&mut buf[..len]))
             .await
