@@ -53,14 +53,7 @@ pub fn decide(
     client: &mut ClientInfo,
     cursor: u64,
 ) -> Selection {
-    let plan = plan_for(req, geo, health, client);
-    Selection {
-        members: plan.pick(req.pools, cursor),
-        reason: plan.reason,
-        forced: plan.forced,
-        valid_for: plan.valid_for,
-        sites: plan.sites,
-    }
+    plan_for(req, geo, health, client).select(req.pools, cursor)
 }
 
 /// Plans by (rule, family, client network), for one thread. A plan is everything of a

@@ -359,6 +359,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The selection this plan makes at round-robin position `cursor`.
+    pub fn select(self, pools: &[Pool], cursor: u64) -> Selection {
+        Selection {
+            members: self.pick(pools, cursor),
+            reason: self.reason,
+            forced: self.forced,
+            valid_for: self.valid_for,
+            sites: self.sites,
+        }
+    }
+
     /// The members to answer at round-robin position `cursor`, best first.
     pub fn pick(&self, pools: &[Pool], cursor: u64) -> SmallVec<[(usize, usize); 4]> {
         let mut out = SmallVec::new();
@@ -459,14 +470,7 @@ pub fn select(
     client: &ClientInfo,
     cursor: u64,
 ) -> Selection {
-    let plan = plan(req, health, client);
-    Selection {
-        members: plan.pick(req.pools, cursor),
-        reason: plan.reason,
-        forced: plan.forced,
-        valid_for: plan.valid_for,
-        sites: plan.sites,
-    }
+    plan(req, health, client).select(req.pools, cursor)
 }
 
 #[cfg(test)]
