@@ -23,7 +23,7 @@ pub fn packet(data: &[u8]) {
         // Transfers open to everyone, and one TSIG key, so both paths see every input.
         cfg.keys
             .push(Key::new("fuzz-key", Algorithm::HmacSha256, "ZnV6eg==").expect("key"));
-        cfg.zone_transfer[0] = Some(Transfer {
+        cfg.zones[0].transfer = Some(Transfer {
             allow: vec!["0.0.0.0/0".parse().expect("literal")],
             notify: Vec::new(),
             load_balanced: LbInTransfer::Snapshot { ttl: 30 },

@@ -519,8 +519,8 @@ fn status(node: &Node) -> Value {
                 "serial": z.serial(),
                 "names": z.node_count(),
                 "load_balanced": cfg.bindings.iter().filter(|b| b.zone == i).count(),
-                "ecs": cfg.zone_ecs[i],
-                "transfer": cfg.zone_transfer[i].as_ref().map(|t| json!({
+                "ecs": z.ecs,
+                "transfer": z.transfer.as_ref().map(|t| json!({
                     "allow": t.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                     "notify": t.notify.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                     "key": t.key.as_ref().map(|k| k.name.clone()),

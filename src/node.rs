@@ -71,7 +71,7 @@ pub fn check(source: &Source) -> Result<Config, ConfigError> {
             read_cookie_secret(&path)?;
         }
     }
-    if cfg.zone_transfer.iter().any(Option::is_some) {
+    if cfg.zones.iter().any(|z| z.transfer.is_some()) {
         match Store::open_existing(&cfg.server.state_dir) {
             Ok(Some(store)) => {
                 check_serials(&cfg, &store)?;
@@ -135,7 +135,7 @@ fn state_cookie_secret(dir: &std::path::Path) -> Result<Secrets, ConfigError> {
 pub fn check_serials(cfg: &Config, store: &Store) -> Result<Vec<usize>, ConfigError> {
     let mut changed = Vec::new();
     for (i, zone) in cfg.zones.iter().enumerate() {
-        if cfg.zone_transfer[i].is_none() {
+        if cfg.zones[i].transfer.is_none() {
             continue;
         }
         let (serial, digest) = (zone.serial(), zone.digest());
@@ -176,7 +176,7 @@ pub fn check_serials(cfg: &Config, store: &Store) -> Result<Vec<usize>, ConfigEr
 /// to them (in the background). Zones left out are served as they were recorded.
 pub(crate) fn announce(cfg: &Config, store: &Store, zones: &[usize]) {
     for &i in zones {
-        let (zone, Some(t)) = (&cfg.zones[i], &cfg.zone_transfer[i]) else {
+        let (zone, Some(t)) = (&cfg.zones[i], &cfg.zones[i].transfer) else {
             continue;
         };
         store.record_served(&zone.origin.to_ascii(), zone.serial(), zone.digest());

@@ -649,9 +649,16 @@ impl Builder {
         );
         Ok(Config {
             server,
-            zones: zones.into_iter().map(Arc::new).collect(),
-            zone_ecs,
-            zone_transfer,
+            zones: zones
+                .into_iter()
+                .zip(zone_ecs)
+                .zip(zone_transfer)
+                .map(|((zone, ecs), transfer)| ServedZone {
+                    data: Arc::new(zone),
+                    ecs,
+                    transfer,
+                })
+                .collect(),
             keys,
             geo: match geo {
                 Some(g) => g,

@@ -176,14 +176,30 @@ impl Binding {
     }
 }
 
+/// One served zone: its data (reached through `Deref`, so `zone.origin` and `zone.find()` read
+/// as on the data itself) and how it is served.
+#[derive(Debug)]
+pub struct ServedZone {
+    pub data: Arc<Zone>,
+    /// Whether EDNS Client Subnet is honoured.
+    pub ecs: bool,
+    /// Who may transfer it, and whom to notify.
+    pub transfer: Option<Transfer>,
+}
+
+impl std::ops::Deref for ServedZone {
+    type Target = Zone;
+
+    fn deref(&self) -> &Zone {
+        &self.data
+    }
+}
+
 /// The validated, runtime configuration. Immutable; a reload builds a new one.
 pub struct Config {
     pub server: ServerSettings,
-    pub zones: Vec<Arc<Zone>>,
-    /// Per zone (same order): whether EDNS Client Subnet is honoured.
-    pub zone_ecs: Vec<bool>,
-    /// Per zone (same order): who may transfer it, and whom to notify.
-    pub zone_transfer: Vec<Option<Transfer>>,
+    /// The zones, each with how it is served.
+    pub zones: Vec<ServedZone>,
     /// TSIG keys (`[[key]]`), for signed transfers.
     pub keys: Vec<TsigKey>,
     /// The geo database (or a locator that knows nothing when none is configured).

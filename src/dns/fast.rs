@@ -204,7 +204,7 @@ impl FastIndex {
                 soa_ttl_at,
                 soa_ttl: soa.ttl,
                 has_wildcard: zone.has_wildcard(),
-                ecs: cfg.zone_ecs[zi],
+                ecs: zone.ecs,
             });
 
             // Zones nested inside this one own their names (the general path picks the most
@@ -301,7 +301,7 @@ fn name_at(arena: &[u8], at: usize) -> &[u8] {
 /// What a name's MX and SRV answers carry as additional data (see
 /// [`super::target_addresses`]).
 struct Additional<'a> {
-    zones: &'a [std::sync::Arc<crate::zone::Zone>],
+    zones: &'a [crate::config::ServedZone],
     zone: &'a crate::zone::Zone,
     /// The question's length in the packet (name and type and class), fixed per name.
     question_len: usize,

@@ -522,7 +522,7 @@ pub fn answer_with(
     let zone = &cfg.zones[zone_index];
 
     // The client: the ECS prefix when the zone honours ECS and the prefix is not empty.
-    let zone_ecs = cfg.zone_ecs[zone_index];
+    let zone_ecs = cfg.zones[zone_index].ecs;
     let (network, used_ecs) = match &ecs {
         Some(e) if zone_ecs && e.source > 0 => (e.network(), true),
         _ => (IpNet::from(src.ip()), false),

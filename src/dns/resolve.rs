@@ -334,7 +334,7 @@ pub(crate) fn select_for(
 /// load-balanced address depends on the client and its health: the client asks for it).
 /// The general and the fast path both use it.
 pub(crate) fn target_addresses<'z>(
-    zones: &[Arc<Zone>],
+    zones: &[crate::config::ServedZone],
     zone: &'z Zone,
     target: &Name,
 ) -> impl Iterator<Item = &'z crate::zone::RRset> {

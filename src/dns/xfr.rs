@@ -93,7 +93,7 @@ pub fn answer(
     };
     let zone = &cfg.zones[index];
     // Allowed: from a listed address and, when the zone names a key, signed with it.
-    let allowed = cfg.zone_transfer[index].as_ref().filter(|t| {
+    let allowed = cfg.zones[index].transfer.as_ref().filter(|t| {
         t.allow.iter().any(|n| n.contains(&peer.ip()))
             && t.key
                 .as_ref()
