@@ -134,7 +134,8 @@ pub async fn serve(
     tracing::info!(dns = %dns_list.join(","), control = %control_bound, "serving");
 
     // Every task stops when `stop` says so: the control endpoint and DNS over TCP after the
-    // request in hand, the file watcher, SIGHUP handler and housekeeping at their next wait.
+    // request in hand, the file watcher, SIGHUP handler, housekeeping and probes at their next
+    // wait.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::admin::run(control, node.clone(), stopping.clone()));
@@ -146,6 +147,12 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
+    let probes = ProbeSet::start(Vec::new(), node.health.clone())?;
+    let running = std::mem::replace(
+        &mut *node.probes.lock().unwrap_or_else(|p| p.into_inner()),
+        probes,
+    );
+    running.stop().await;
     dns.shutdown().await;
     node.store.flush();
     Ok(())

@@ -143,6 +143,7 @@ mod tests {
         };
         // popped from the end: up, then down forever
         let prober = Box::new(Scripted(Mutex::new(vec![false, false, false, true])));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(run_probe(
             spec,
             prober,
@@ -150,6 +151,7 @@ mod tests {
             vec![id.clone()],
             store.clone(),
             Default::default(),
+            stopping,
         ));
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(store.snapshot().get(&id).health, Health::Up);
@@ -157,6 +159,11 @@ mod tests {
         assert_eq!(store.snapshot().get(&id).health, Health::Up);
         tokio::time::sleep(Duration::from_secs(2)).await; // third failure
         assert_eq!(store.snapshot().get(&id).health, Health::Down);
-        task.abort();
+        // Told to stop, the task ends at its next wait, on its own.
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_millis(10), task)
+            .await
+            .expect("stopped at once")
+            .unwrap();
     }
 }

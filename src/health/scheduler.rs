@@ -14,18 +14,19 @@ pub struct LastProbe {
     pub at: u64,
 }
 
-/// The running probe tasks of one config. Dropping it stops them.
+/// The running probe tasks of one config. Dropping it (a reload replaces it) tells them to
+/// stop at their next wait: a probe in flight is dropped, but a round that has a result is
+/// applied to all its members first, never cut half-way.
 pub struct ProbeSet {
     tasks: Vec<JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
     /// Last outcome per probe address, shared with `status`.
     pub last: Arc<Mutex<HashMap<SocketAddr, LastProbe>>>,
 }
 
 impl Drop for ProbeSet {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        let _ = self.stop.send(true);
     }
 }
 
@@ -37,6 +38,7 @@ impl ProbeSet {
         store: Arc<HealthStore>,
     ) -> Result<ProbeSet, ProbeError> {
         let last = Arc::new(Mutex::new(HashMap::new()));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for (spec, members) in probes {
             let prober = prober_for(&spec)?;
@@ -52,9 +54,18 @@ impl ProbeSet {
                 members,
                 store.clone(),
                 last.clone(),
+                stopping.clone(),
             )));
         }
-        Ok(ProbeSet { tasks, last })
+        Ok(ProbeSet { tasks, stop, last })
+    }
+
+    /// Stops every task at its next wait and returns when all have.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
     }
 }
 
@@ -65,9 +76,13 @@ pub(super) async fn run_probe(
     members: Vec<MemberId>,
     store: Arc<HealthStore>,
     last: Arc<Mutex<HashMap<SocketAddr, LastProbe>>>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let outcome = prober.probe().await;
+        let outcome = tokio::select! {
+            outcome = prober.probe() => outcome,
+            _ = stopping.changed() => return,
+        };
         let up = matches!(outcome, ProbeOutcome::Up { .. });
         let (detail, latency_ms) = match &outcome {
             ProbeOutcome::Up { latency } => (
@@ -102,7 +117,11 @@ pub(super) async fn run_probe(
                 at: unix_now(),
             },
         );
-        tokio::time::sleep(jittered(spec.interval, spec.jitter_percent)).await;
+        // Nothing below awaits before this point: a round is applied whole or not at all.
+        tokio::select! {
+            _ = tokio::time::sleep(jittered(spec.interval, spec.jitter_percent)) => {}
+            _ = stopping.changed() => return,
+        }
     }
 }
 
