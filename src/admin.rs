@@ -40,7 +40,6 @@ use crate::balance::Reason;
 use crate::clock::{unix_now, unix_seconds};
 use crate::health::{Admin, Change, MemberId};
 use crate::node::{orphan_overrides, Node, ReloadOutcome};
-use hickory_proto::rr::RecordType;
 
 /// The status page: one self-contained file (no external assets).
 const PAGE: &str = include_str!("status.html");
@@ -767,11 +766,11 @@ fn answer_changes(
         if !touched {
             continue;
         }
-        for (family, nowhere, rtype) in [
-            (Family::V4, "0.0.0.0/0", RecordType::A),
-            (Family::V6, "::/0", RecordType::AAAA),
+        for (family, nowhere, label, answered) in [
+            (Family::V4, "0.0.0.0/0", "A", mark.a),
+            (Family::V6, "::/0", "AAAA", mark.aaaa),
         ] {
-            if !mark.covers(rtype) {
+            if !answered {
                 continue;
             }
             let answer = |snap: &crate::health::HealthSnapshot| {
@@ -802,7 +801,7 @@ fn answer_changes(
             }
             out.push(AnswerChange {
                 name: b.name.to_string(),
-                family: if family == Family::V4 { "A" } else { "AAAA" },
+                family: label,
                 changes: was != will || was_reason != will_reason,
                 before: was,
                 after: will,

@@ -66,10 +66,7 @@ pub fn load(source: &Source, overrides: &Overrides) -> Result<Config, ConfigErro
 pub fn check(source: &Source) -> Result<Config, ConfigError> {
     let mut cfg = config::load(source)?;
     if cfg.server.cookies && cfg.server.cookie_secrets.is_none() {
-        let path = cfg.server.state_dir.join("cookie.secret");
-        if path.exists() {
-            read_cookie_secret(&path)?;
-        }
+        existing_cookie_secret(&cfg.server.state_dir.join("cookie.secret"))?;
     }
     if cfg.zones.iter().any(|z| z.transfer.is_some()) {
         match Store::open_existing(&cfg.server.state_dir) {
@@ -85,17 +82,26 @@ pub fn check(source: &Source) -> Result<Config, ConfigError> {
     Ok(cfg)
 }
 
-fn read_cookie_secret(path: &std::path::Path) -> Result<Secrets, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: path.to_path_buf(),
-        source,
-    })?;
-    Secrets::parse(&text).map_err(|m| ConfigError::Invalid {
-        file: path.to_path_buf(),
-        line: 1,
-        object: "cookie secret".into(),
-        message: format!("{m} (delete the file to make a new one)"),
-    })
+/// The cookie secret in `path`, read once; `None` when there is no such file.
+fn existing_cookie_secret(path: &std::path::Path) -> Result<Option<Secrets>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                file: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    Secrets::parse(&text)
+        .map(Some)
+        .map_err(|m| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            line: 1,
+            object: "cookie secret".into(),
+            message: format!("{m} (delete the file to make a new one)"),
+        })
 }
 
 /// This node's own cookie secret, kept in the state directory (created on first start, readable
@@ -107,9 +113,9 @@ fn state_cookie_secret(dir: &std::path::Path) -> Result<Secrets, ConfigError> {
         file: path.clone(),
         source,
     };
-    match std::fs::read_to_string(&path) {
-        Ok(_) => read_cookie_secret(&path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match existing_cookie_secret(&path)? {
+        Some(secrets) => Ok(secrets),
+        None => {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::create_dir_all(dir).map_err(io)?;
@@ -124,7 +130,6 @@ fn state_cookie_secret(dir: &std::path::Path) -> Result<Secrets, ConfigError> {
             f.sync_all().map_err(io)?;
             Ok(secrets)
         }
-        Err(e) => Err(io(e)),
     }
 }
 
@@ -135,7 +140,7 @@ fn state_cookie_secret(dir: &std::path::Path) -> Result<Secrets, ConfigError> {
 pub fn check_serials(cfg: &Config, store: &Store) -> Result<Vec<usize>, ConfigError> {
     let mut changed = Vec::new();
     for (i, zone) in cfg.zones.iter().enumerate() {
-        if cfg.zones[i].transfer.is_none() {
+        if zone.transfer.is_none() {
             continue;
         }
         let (serial, digest) = (zone.serial(), zone.digest());
@@ -176,7 +181,8 @@ pub fn check_serials(cfg: &Config, store: &Store) -> Result<Vec<usize>, ConfigEr
 /// to them (in the background). Zones left out are served as they were recorded.
 pub(crate) fn announce(cfg: &Config, store: &Store, zones: &[usize]) {
     for &i in zones {
-        let (zone, Some(t)) = (&cfg.zones[i], &cfg.zones[i].transfer) else {
+        let zone = &cfg.zones[i];
+        let Some(t) = &zone.transfer else {
             continue;
         };
         store.record_served(&zone.origin.to_ascii(), zone.serial(), zone.digest());
@@ -393,8 +399,9 @@ impl Node {
         report_zones(&cfg, Some(&previous.config));
         // Against what the sockets were bound with: a setting changed back needs nothing.
         let unapplied = needs_restart(&self.bound, &cfg.server);
+        let changed_now = needs_restart(&previous.config.server, &cfg.server);
         for setting in &unapplied {
-            if needs_restart(&previous.config.server, &cfg.server).contains(setting) {
+            if changed_now.contains(setting) {
                 tracing::warn!(
                     setting,
                     "reload: {setting} changed; sockets are bound at start, so it applies after a restart"

@@ -62,6 +62,11 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A JSON array's items as text (nothing for anything else).
+fn texts(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().map(text).collect()
+}
+
 /// The `/status` document as a person reads it: the node, then zones, pools and members.
 pub fn status(doc: &Value, now: SystemTime) -> String {
     let mut out = String::new();
@@ -84,8 +89,8 @@ pub fn status(doc: &Value, now: SystemTime) -> String {
         };
         out.push_str(&format!("last reload: {outcome}, {}\n", at(&reload["at"])));
     }
-    if let Some(list) = doc["restart_needed"].as_array().filter(|l| !l.is_empty()) {
-        let names: Vec<String> = list.iter().map(text).collect();
+    let names = texts(&doc["restart_needed"]);
+    if !names.is_empty() {
         out.push_str(&format!(
             "RESTART NEEDED: changed on reload, applied only at start: {}\n",
             names.join(", ")
@@ -219,12 +224,10 @@ fn cause(detail: &str) -> String {
 /// One line for a member action's reply: what was done (or would be, or was refused) and
 /// which answers change.
 pub fn action(action: &str, target: &str, doc: &Value, now: SystemTime) -> String {
-    let members: Vec<String> = doc["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(text)
-        .collect();
+    if let Some(error) = doc["error"].as_str() {
+        return format!("{action} {target}: refused: {error}");
+    }
+    let members = texts(&doc["members"]);
     let changes: Vec<String> = doc["answers"]
         .as_array()
         .into_iter()
@@ -232,7 +235,7 @@ pub fn action(action: &str, target: &str, doc: &Value, now: SystemTime) -> Strin
         .filter(|a| a["changes"] == true)
         .map(|a| {
             let list = |v: &Value| {
-                let l: Vec<String> = v.as_array().into_iter().flatten().map(text).collect();
+                let l = texts(v);
                 if l.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -255,17 +258,9 @@ pub fn action(action: &str, target: &str, doc: &Value, now: SystemTime) -> Strin
     } else {
         format!("answers: {}", changes.join("; "))
     };
-    if let Some(error) = doc["error"].as_str() {
-        return format!("{action} {target}: refused: {error}");
-    }
     if doc["dry_run"] == true {
         let verdict = if doc["would_be_refused"] == true {
-            let why: Vec<String> = doc["refusals"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
+            let why = texts(&doc["refusals"]);
             format!("would be refused ({})", why.join("; "))
         } else {
             "would be applied".to_string()
