@@ -360,37 +360,24 @@ impl Node {
 
     async fn try_reload(&self) -> ReloadOutcome {
         let _guard = self.reload_lock.lock().await;
+        let rejected = |error: String| {
+            tracing::error!(%error, "reload rejected; the running config keeps serving");
+            ReloadOutcome::Rejected { error }
+        };
         let cfg = match load(&self.source, &self.overrides) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "reload rejected; the running config keeps serving");
-                return ReloadOutcome::Rejected {
-                    error: e.to_string(),
-                };
-            }
+            Err(e) => return rejected(e.to_string()),
         };
         if !cfg.server.control.ip().is_loopback() && cfg.server.control_token.is_none() {
-            let error = control_unprotected(cfg.server.control);
-            tracing::error!(%error, "reload rejected; the running config keeps serving");
-            return ReloadOutcome::Rejected { error };
+            return rejected(control_unprotected(cfg.server.control));
         }
         let changed = match check_serials(&cfg, &self.store) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "reload rejected; the running config keeps serving");
-                return ReloadOutcome::Rejected {
-                    error: e.to_string(),
-                };
-            }
+            Err(e) => return rejected(e.to_string()),
         };
         let probes = match ProbeSet::start(cfg.probes.clone(), self.health.clone()) {
             Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "reload rejected; the running config keeps serving");
-                return ReloadOutcome::Rejected {
-                    error: e.to_string(),
-                };
-            }
+            Err(e) => return rejected(e.to_string()),
         };
         let previous = self.responder.current.load_full();
         let version = previous.version + 1;
