@@ -55,7 +55,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// Serves the control API on `listener` until `stopping` turns true (or its sender goes):
 /// then it accepts no more, lets each connection finish the request in hand (for up to
-/// [`DRAIN`]) and returns.
+/// `DRAIN`) and returns.
 pub async fn run(
     listener: tokio::net::TcpListener,
     node: Arc<Node>,

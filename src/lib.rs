@@ -7,9 +7,10 @@
 //!   plain values the DNS side works with (TSIG keys, cookie secrets, rate limits).
 //! - [`zone`]: static RFC 1035 zone data and the lookups an authoritative server needs
 //!   (exact, wildcard, empty non-terminal, zone cut).
-//! - [`dns`]: the query-to-response function (a fast path for ordinary queries, the general
-//!   path for the rest), EDNS Client Subnet, cookies, NSID, rate limiting, zone transfer out
-//!   and NOTIFY, and the UDP/TCP transports.
+//! - [`dns`]: the query read once into a borrowed view (`dns::query`), the query-to-response
+//!   function (a fast path for ordinary queries, the general path for the rest), the one OPT
+//!   writer, EDNS Client Subnet, cookies, NSID, rate limiting, zone transfer out and NOTIFY,
+//!   and the UDP/TCP transports.
 //! - [`geo`]: `.mmdb` lookups, great-circle distance, the demo database builder.
 //! - [`explain`]: why a name answered what it did, from the same code that answers it.
 //! - [`hash`]: the fast hasher of the tables read on every query.

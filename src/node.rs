@@ -99,7 +99,7 @@ fn existing_cookie_secret(path: &std::path::Path) -> Result<Option<Secrets>, Con
         .map_err(|m| ConfigError::Invalid {
             file: path.to_path_buf(),
             line: 1,
-            object: "cookie secret".into(),
+            object: crate::config::Object::CookieSecret,
             message: format!("{m} (delete the file to make a new one)"),
         })
 }
@@ -169,7 +169,7 @@ pub fn check_serials(cfg: &Config, store: &Store) -> Result<Vec<usize>, ConfigEr
             return Err(ConfigError::Invalid {
                 file: zone.file.clone(),
                 line: zone.soa_line(),
-                object: format!("zone {origin} SOA"),
+                object: crate::config::Object::ZoneSoa(origin.clone()),
                 message,
             });
         }

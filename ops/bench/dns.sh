@@ -4,6 +4,7 @@
 #   ops/bench/dns.sh [--rounds N] [--seconds S] [--servers "meridian gdnsd ..."] [--workloads "static ..."]
 #                    [--profile]
 #   ops/bench/dns.sh --scale    memory and load time at 1,000,000 records (see dns-scale.sh)
+#   MERIDIAN_BINARY=FILE ops/bench/dns.sh ...   benchmark that binary instead of building one
 #   ops/bench/dns.sh --baseline OLD-BINARY --servers "meridian baseline"
 #                               this build against another Meridian binary (a redesign's before
 #                               and after) in the same interleaved rounds: the table's
@@ -74,8 +75,13 @@ done
 [ -e /usr/lib/x86_64-linux-gnu/pdns/libgeoipbackend.so ] || need+=(pdns-backend-geoip)
 [ -z "$PROFILE" ] || command -v perf >/dev/null || need+=(linux-perf)
 install_missing "${need[@]}"
-(cd "$ROOT" && cargo build --release --quiet)
-MERIDIAN="$ROOT/target/release/meridian"
+# MERIDIAN_BINARY runs a binary built elsewhere (so the tree can change during a long run).
+if [ -n "${MERIDIAN_BINARY:-}" ]; then
+  MERIDIAN="$(realpath "$MERIDIAN_BINARY")"
+else
+  (cd "$ROOT" && cargo build --release --quiet)
+  MERIDIAN="$ROOT/target/release/meridian"
+fi
 
 # ---------------------------------------------------------------- data
 {

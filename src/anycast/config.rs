@@ -1,6 +1,7 @@
 //! The helper's config file: prefixes, checks, timers and the BGP daemon to drive.
 
 use super::*;
+use crate::config::Object;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,10 +131,10 @@ impl AnycastConfig {
 
     pub fn parse(text: &str, path: &Path) -> Result<AnycastConfig, ConfigError> {
         let file: AnycastFile = parse_toml(text, path)?;
-        let invalid = |offset: usize, object: &str, message: String| ConfigError::Invalid {
+        let invalid = |offset: usize, object: Object, message: String| ConfigError::Invalid {
             file: path.to_path_buf(),
             line: line_of(text, offset),
-            object: object.to_string(),
+            object,
             message,
         };
         let (section, at) = match &file.anycast {
@@ -144,8 +145,9 @@ impl AnycastConfig {
             |v: &Option<String>, default: Duration, what: &str| -> Result<Duration, ConfigError> {
                 match v {
                     None => Ok(default),
-                    Some(t) => parse_duration(t)
-                        .map_err(|m| invalid(at, "[anycast]", format!("{what}: {m}"))),
+                    Some(t) => parse_duration(t).map_err(|m| {
+                        invalid(at, Object::Setting("[anycast]"), format!("{what}: {m}"))
+                    }),
                 }
             };
         let interval = dur(&section.interval, Duration::from_secs(1), "interval")?;
@@ -155,14 +157,14 @@ impl AnycastConfig {
         if interval.is_zero() || timeout.is_zero() {
             return Err(invalid(
                 at,
-                "[anycast]",
+                Object::Setting("[anycast]"),
                 "interval and timeout must be above zero".into(),
             ));
         }
         if watchdog <= interval + timeout {
             return Err(invalid(
                 at,
-                "[anycast]",
+                Object::Setting("[anycast]"),
                 "watchdog must be longer than interval + timeout".into(),
             ));
         }
@@ -171,7 +173,7 @@ impl AnycastConfig {
         if rise == 0 || fall == 0 {
             return Err(invalid(
                 at,
-                "[anycast]",
+                Object::Setting("[anycast]"),
                 "rise and fall must be at least 1".into(),
             ));
         }
@@ -189,26 +191,30 @@ impl AnycastConfig {
             socket: bird.socket.as_deref().map(rel),
         };
         if file.prefix.is_empty() {
-            return Err(invalid(at, "[anycast]", "no [[prefix]] to announce".into()));
+            return Err(invalid(
+                at,
+                Object::Setting("[anycast]"),
+                "no [[prefix]] to announce".into(),
+            ));
         }
         let mut prefixes = Vec::new();
         for p in &file.prefix {
             let at = p.span().start;
             let p = p.get_ref();
-            let object = format!("prefix {}", p.prefix);
+            let object = || Object::Prefix(p.prefix.clone());
             let prefix: IpNet = p
                 .prefix
                 .parse()
-                .map_err(|_| invalid(at, &object, "not a prefix (e.g. 192.0.2.53/32)".into()))?;
+                .map_err(|_| invalid(at, object(), "not a prefix (e.g. 192.0.2.53/32)".into()))?;
             if prefix != prefix.trunc() {
                 return Err(invalid(
                     at,
-                    &object,
+                    object(),
                     format!("host bits set; did you mean {}?", prefix.trunc()),
                 ));
             }
             if prefixes.iter().any(|q: &PrefixSpec| q.prefix == prefix) {
-                return Err(invalid(at, &object, "declared twice".into()));
+                return Err(invalid(at, object(), "declared twice".into()));
             }
             let on_failure = match p.on_failure.as_deref().unwrap_or("withdraw") {
                 "withdraw" => OnFailure::Withdraw,
@@ -216,7 +222,7 @@ impl AnycastConfig {
                 other => {
                     return Err(invalid(
                         at,
-                        &object,
+                        object(),
                         format!("on_failure {other:?}: withdraw or degrade"),
                     ))
                 }
@@ -226,22 +232,25 @@ impl AnycastConfig {
             if (prepend > 0 || on_failure == OnFailure::Degrade) && section.local_as.is_none() {
                 return Err(invalid(
                     at,
-                    &object,
+                    object(),
                     "AS-path prepends need [anycast] local_as".into(),
                 ));
             }
             if p.check.is_empty() {
                 return Err(invalid(
                     at,
-                    &object,
+                    object(),
                     "no [[prefix.check]]: nothing would decide it".into(),
                 ));
             }
             let mut checks = Vec::new();
             for (i, c) in p.check.iter().enumerate() {
-                let object = format!("{object}, check {}", i + 1);
+                let object = Object::PrefixCheck {
+                    prefix: p.prefix.clone(),
+                    index: i + 1,
+                };
                 checks.push(
-                    parse_check(c.get_ref()).map_err(|m| invalid(c.span().start, &object, m))?,
+                    parse_check(c.get_ref()).map_err(|m| invalid(c.span().start, object, m))?,
                 );
             }
             prefixes.push(PrefixSpec {

@@ -31,7 +31,7 @@ impl Builder {
         let parsed: GslbFile = parse_toml(text, file)?;
         let lines = Lines::new(text);
         let invalid =
-            |span: std::ops::Range<usize>, object: String, message: String| ConfigError::Invalid {
+            |span: std::ops::Range<usize>, object: Object, message: String| ConfigError::Invalid {
                 file: file.to_path_buf(),
                 line: lines.line(span.start),
                 object,
@@ -49,7 +49,7 @@ impl Builder {
                     }
                     Some(_) => return Err(invalid(
                         site.span(),
-                        format!("site {name:?}"),
+                        Object::Site(name.clone()),
                         "location must be [latitude, longitude] within [-90, 90] and [-180, 180]"
                             .into(),
                     )),
@@ -60,7 +60,7 @@ impl Builder {
         // Checks first: pools refer to them.
         let mut checks: HashMap<&str, (Option<ProbeKind>, Timing)> = HashMap::new();
         for (name, c) in &parsed.check {
-            let object = format!("check {name:?}");
+            let object = Object::Check(name.clone());
             let kind =
                 check_kind(c.get_ref(), file).map_err(|m| invalid(c.span(), object.clone(), m))?;
             let timing =
@@ -83,7 +83,7 @@ impl Builder {
         // Pools: local name -> global index.
         let mut pool_index: HashMap<&str, usize> = HashMap::new();
         for (pname, p) in &parsed.pool {
-            let pobject = format!("pool {pname:?}");
+            let pobject = Object::Pool(pname.clone());
             let check = match &p.get_ref().check {
                 None => None,
                 Some(c) => Some(checks.get(c.as_str()).ok_or_else(|| {
@@ -99,7 +99,10 @@ impl Builder {
             }
             let mut members: Vec<Member> = Vec::new();
             for (i, m) in p.get_ref().members.iter().enumerate() {
-                let object = format!("pool {pname:?}, member {}", i + 1);
+                let object = Object::Member {
+                    pool: pname.clone(),
+                    index: i + 1,
+                };
                 let err = |message: String| invalid(m.span(), object.clone(), message);
                 let fm = m.get_ref();
                 if fm.site.is_empty() || fm.site.contains('/') {
@@ -199,7 +202,7 @@ impl Builder {
         let shared_file: Arc<Path> = Arc::from(file);
         for n in &parsed.name {
             let fname = n.get_ref();
-            let object = format!("name {:?}", fname.name);
+            let object = Object::Name(fname.name.clone());
             let err = |message: String| invalid(n.span(), object.clone(), message);
             let owner = if fname.name == "@" {
                 zone.origin.clone()
@@ -610,7 +613,7 @@ impl Builder {
                         return Err(ConfigError::Invalid {
                             file: b.file.to_path_buf(),
                             line: b.line,
-                            object: format!("name {:?}", b.name.to_string()),
+                            object: Object::Name(b.name.to_string()),
                             message: format!("CNAME members loop: {}", chain.join(" -> ")),
                         });
                     }

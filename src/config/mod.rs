@@ -60,7 +60,7 @@ pub enum ConfigError {
     Invalid {
         file: PathBuf,
         line: usize,
-        object: String,
+        object: Object,
         message: String,
     },
     #[error(transparent)]
@@ -70,6 +70,57 @@ pub enum ConfigError {
     /// Several zones (or their load-balancing files) failed: every error, one per line.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Several(Vec<ConfigError>),
+}
+
+/// The object a configuration error is about, shown as the message names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// A setting by its path in the file (`server.listen`), or a section (`[anycast]`).
+    Setting(&'static str),
+    /// A `[[zone]]` entry, by its origin as written.
+    Zone(String),
+    /// A zone's SOA record, by the zone's origin.
+    ZoneSoa(String),
+    /// A TSIG `[[key]]`.
+    Key(String),
+    /// The server cookie secret file.
+    CookieSecret,
+    Site(String),
+    Check(String),
+    Pool(String),
+    /// A pool's member, by its position (from 1).
+    Member {
+        pool: String,
+        index: usize,
+    },
+    /// A load-balanced `[[name]]`.
+    Name(String),
+    /// An anycast `[[prefix]]`, as written.
+    Prefix(String),
+    /// A prefix's check, by its position (from 1).
+    PrefixCheck {
+        prefix: String,
+        index: usize,
+    },
+}
+
+impl std::fmt::Display for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Object::Setting(path) => f.write_str(path),
+            Object::Zone(origin) => write!(f, "zone {origin:?}"),
+            Object::ZoneSoa(origin) => write!(f, "zone {origin} SOA"),
+            Object::Key(name) => write!(f, "key {name:?}"),
+            Object::CookieSecret => f.write_str("cookie secret"),
+            Object::Site(name) => write!(f, "site {name:?}"),
+            Object::Check(name) => write!(f, "check {name:?}"),
+            Object::Pool(name) => write!(f, "pool {name:?}"),
+            Object::Member { pool, index } => write!(f, "pool {pool:?}, member {index}"),
+            Object::Name(name) => write!(f, "name {name:?}"),
+            Object::Prefix(prefix) => write!(f, "prefix {prefix}"),
+            Object::PrefixCheck { prefix, index } => write!(f, "prefix {prefix}, check {index}"),
+        }
+    }
 }
 
 impl ConfigError {
@@ -284,10 +335,10 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     };
     let parsed: ServerFile = parse_toml(&text, &file)?;
     let invalid =
-        |span: std::ops::Range<usize>, object: &str, message: String| ConfigError::Invalid {
+        |span: std::ops::Range<usize>, object: Object, message: String| ConfigError::Invalid {
             file: file.clone(),
             line: line_of(&text, span.start),
-            object: object.to_string(),
+            object,
             message,
         };
 
@@ -303,22 +354,31 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         Some(list) => list
             .iter()
             .map(|s| {
-                s.parse::<SocketAddr>()
-                    .map_err(|e| invalid(span.clone(), "server.listen", format!("{s:?}: {e}")))
+                s.parse::<SocketAddr>().map_err(|e| {
+                    invalid(
+                        span.clone(),
+                        Object::Setting("server.listen"),
+                        format!("{s:?}: {e}"),
+                    )
+                })
             })
             .collect::<Result<_, _>>()?,
     };
     let control: SocketAddr = match &section.control {
         None => "127.0.0.1:5380".parse().expect("literal"),
-        Some(s) => s
-            .parse()
-            .map_err(|e| invalid(span.clone(), "server.control", format!("{s:?}: {e}")))?,
+        Some(s) => s.parse().map_err(|e| {
+            invalid(
+                span.clone(),
+                Object::Setting("server.control"),
+                format!("{s:?}: {e}"),
+            )
+        })?,
     };
     let edns_udp_size = section.edns_udp_size.unwrap_or(1232);
     if edns_udp_size < 512 {
         return Err(invalid(
             span.clone(),
-            "server.edns_udp_size",
+            Object::Setting("server.edns_udp_size"),
             "must be at least 512".into(),
         ));
     }
@@ -327,7 +387,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         {
             return Err(invalid(
                 span.clone(),
-                "server.identity",
+                Object::Setting("server.identity"),
                 "1 to 255 printable ASCII characters".into(),
             ));
         }
@@ -340,7 +400,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             let secrets = CookieSecrets::parse(&text).map_err(|m| {
                 invalid(
                     span.clone(),
-                    "server.cookie_secret_file",
+                    Object::Setting("server.cookie_secret_file"),
                     format!("{}: {m}", path.display()),
                 )
             })?;
@@ -359,14 +419,15 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             ipv6_prefix: r.and_then(|r| r.ipv6_prefix).unwrap_or(d.ipv6_prefix),
             exempt: match r.and_then(|r| r.exempt.as_ref()) {
                 None => d.exempt,
-                Some(list) => networks(list)
-                    .map_err(|m| invalid(span.clone(), "server.rate_limit.exempt", m))?,
+                Some(list) => networks(list).map_err(|m| {
+                    invalid(span.clone(), Object::Setting("server.rate_limit.exempt"), m)
+                })?,
             },
         };
         if s.ipv4_prefix > 32 || s.ipv6_prefix > 128 {
             return Err(invalid(
                 span.clone(),
-                "server.rate_limit",
+                Object::Setting("server.rate_limit"),
                 "ipv4_prefix is at most 32 and ipv6_prefix at most 128".into(),
             ));
         }
@@ -376,8 +437,9 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         let t = section.tcp.as_ref();
         let idle_timeout = match t.and_then(|t| t.idle_timeout.as_deref()) {
             None => Duration::from_secs(10),
-            Some(d) => parse_duration(d)
-                .map_err(|m| invalid(span.clone(), "server.tcp.idle_timeout", m))?,
+            Some(d) => parse_duration(d).map_err(|m| {
+                invalid(span.clone(), Object::Setting("server.tcp.idle_timeout"), m)
+            })?,
         };
         let s = TcpSettings {
             max_connections: t.and_then(|t| t.max_connections).unwrap_or(512),
@@ -387,7 +449,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         if s.max_connections == 0 || s.max_per_client == 0 || s.idle_timeout.is_zero() {
             return Err(invalid(
                 span.clone(),
-                "server.tcp",
+                Object::Setting("server.tcp"),
                 "max_connections, max_per_client and idle_timeout must be above zero".into(),
             ));
         }
@@ -401,7 +463,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(invalid(
                     span.clone(),
-                    "server.control_token_file",
+                    Object::Setting("server.control_token_file"),
                     format!(
                         "{}: the token must be one line of at least 16 characters without spaces",
                         path.display()
@@ -415,7 +477,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     if !control.ip().is_loopback() && control_token.is_none() {
         return Err(invalid(
             span.clone(),
-            "server.control",
+            Object::Setting("server.control"),
             format!(
                 "{control} is not on loopback: set server.control_token_file so callers must \
                  authenticate"
@@ -431,7 +493,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     if metrics_names.len() > MAX_METRICS_NAMES {
         return Err(invalid(
             span.clone(),
-            "server.metrics_names",
+            Object::Setting("server.metrics_names"),
             format!("at most {MAX_METRICS_NAMES} names"),
         ));
     }
@@ -461,9 +523,8 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
                 "127.0.0.0/8".parse().expect("literal"),
                 "::1/128".parse().expect("literal"),
             ],
-            Some(list) => {
-                networks(list).map_err(|m| invalid(span.clone(), "server.explain_from", m))?
-            }
+            Some(list) => networks(list)
+                .map_err(|m| invalid(span.clone(), Object::Setting("server.explain_from"), m))?,
         },
     };
 
@@ -476,12 +537,15 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         builder.geo_path = Some(path);
     }
     if parsed.zone.is_empty() {
-        return Err(invalid(0..0, "zone", "no [[zone]] configured".into()));
+        return Err(invalid(
+            0..0,
+            Object::Setting("zone"),
+            "no [[zone]] configured".into(),
+        ));
     }
     for entry in &parsed.key {
         let k = entry.get_ref();
-        let object = format!("key {:?}", k.name);
-        let fail = |m: String| invalid(entry.span(), &object, m);
+        let fail = |m: String| invalid(entry.span(), Object::Key(k.name.clone()), m);
         let algorithm = k.algorithm.as_deref().unwrap_or("hmac-sha256");
         let algorithm = TsigAlgorithm::from_name(algorithm).ok_or_else(|| {
             fail(format!(
@@ -508,16 +572,16 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     let mut origins: Vec<Name> = Vec::new();
     for entry in &parsed.zone {
         let z = entry.get_ref();
-        let object = format!("zone {:?}", z.origin);
+        let object = || Object::Zone(z.origin.clone());
         let origin = match Name::from_ascii(&z.origin).map(|n| fqdn_lower(&n)) {
             Ok(origin) => origin,
             Err(e) => {
-                errors.push(invalid(entry.span(), &object, format!("bad origin: {e}")));
+                errors.push(invalid(entry.span(), object(), format!("bad origin: {e}")));
                 continue;
             }
         };
         if origins.contains(&origin) {
-            errors.push(invalid(entry.span(), &object, "zone listed twice".into()));
+            errors.push(invalid(entry.span(), object(), "zone listed twice".into()));
             continue;
         }
         origins.push(origin.clone());
@@ -529,7 +593,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             None => Ok(None),
             Some(t) => transfer(t, &builder.keys)
                 .map(Some)
-                .map_err(|m| invalid(entry.span(), &object, m)),
+                .map_err(|m| invalid(entry.span(), object(), m)),
         };
         let zone = match (Zone::load(&zone_file, &origin), transfer) {
             (Ok(zone), Ok(transfer)) => {

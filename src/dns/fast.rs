@@ -1,31 +1,33 @@
-//! The fast path: ordinary queries answered without building a `Message`.
+//! The fast path: ordinary queries answered without building a `Message`, a cache of
+//! encoded answers in front of the general path.
 //!
 //! When a config loads, every static (name, type) answer is encoded once from the zone's RRsets
-//! and kept as wire bytes ([`FastIndex`]); a test checks them against the general path. A query is then parsed in place (header, one
-//! question, at most one OPT), looked up by its lower-cased wire name, and answered by copying:
-//! the query's ID and RD bit, the query's own question bytes (so 0x20 mixed case
-//! survives), the stored sections, and an OPT written per query (our size, DO, ECS).
-//! Load-balanced names run the same [`crate::balance::plan`] as the general path and write their
-//! address records directly; names that do not exist get the zone's SOA written directly.
+//! and kept as wire bytes ([`FastIndex`]); a test checks them against the general path. A
+//! query, read once ([`super::query::Query`]), is looked up by its lower-cased wire name and
+//! answered by copying: the query's ID and RD bit, the query's own question bytes (so 0x20
+//! mixed case survives), the stored sections, and the OPT from the one writer
+//! (`opt`). Load-balanced names are decided by the general path's own
+//! `decide_lb` and only encoded here; names that do not exist get the zone's SOA.
 //!
 //! Anything unusual (other opcodes or classes, EDNS versions above 0, malformed options, ANY,
-//! wildcards, delegations, CNAME members, answers that need truncation) returns `None` and is
-//! answered by the general path, which stays the authority. A test compares both paths.
+//! wildcards, delegations, names whose pools hold CNAME members, answers that need shedding
+//! or truncation) returns `false` and is answered by the general path, which stays the
+//! authority. A test compares both paths.
 
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use std::cell::RefCell;
 use std::hash::Hasher;
 
 use hashbrown::HashTable;
 use ipnet::IpNet;
 
-use super::cookie;
-use super::ecs::{self, Ecs};
+use super::opt::OptReply;
+use super::query::{NameBuf, Query, Question, Read};
+use super::resolve::LbAnswer;
 use super::{HealthView, Loaded, Transport};
-use crate::balance::{ClientInfo, Family, PlanCache, Reason, Target};
+use crate::balance::{ClientInfo, Family, Target};
 use crate::hash::FastHasher;
 use crate::zone::{Position, RRset};
 
@@ -233,6 +235,7 @@ impl FastIndex {
                     || name.is_wildcard();
                 let (kind, mut flags, binding) = match node.lb {
                     _ if slow => (KIND_SLOW, 0, 0),
+                    Some(lb) if may_alias(cfg, lb.binding) => (KIND_SLOW, 0, 0),
                     Some(lb) => (
                         KIND_LB,
                         (u8::from(lb.a) * FLAG_A) | (u8::from(lb.aaaa) * FLAG_AAAA),
@@ -292,6 +295,22 @@ impl FastIndex {
             types: &rest[9..],
         })
     }
+}
+
+/// Whether load-balanced name `binding` may answer with a CNAME (a pool it answers from holds
+/// a name): such names are the general path's.
+fn may_alias(cfg: &crate::config::Config, binding: usize) -> bool {
+    let b = &cfg.bindings[binding];
+    let fallback = match b.when_all_down {
+        crate::balance::WhenAllDown::Fallback(pool) => Some(pool),
+        _ => None,
+    };
+    std::iter::once(b.pool).chain(fallback).any(|pool| {
+        cfg.pools[pool]
+            .members
+            .iter()
+            .any(|m| matches!(m.target, Target::Alias(_)))
+    })
 }
 
 fn name_at(arena: &[u8], at: usize) -> &[u8] {
@@ -392,124 +411,6 @@ fn write_rrset(a: &mut Vec<u8>, set: &RRset, additional: &Additional<'_>) {
     }
 }
 
-/// A query parsed in place.
-struct Parsed {
-    id: [u8; 2],
-    rd: bool,
-    /// End of the question section.
-    question_end: usize,
-    /// Length of the lower-cased wire name written into the caller's buffer.
-    name_len: usize,
-    qtype: u16,
-    edns: Option<Edns>,
-}
-
-struct Edns {
-    payload: u16,
-    dnssec_ok: bool,
-    ecs: Option<Ecs>,
-    /// The COOKIE option's data, as a range of the query.
-    cookie: Option<(usize, usize)>,
-    /// The cookie to send back, when cookies are on.
-    cookie_reply: Option<cookie::Reply>,
-}
-
-/// Parses `q`, writing its lower-cased wire name into `name` (kept by the caller, so the
-/// parsed query stays small to move).
-fn parse(q: &[u8], name: &mut [u8; 256]) -> Option<Parsed> {
-    if q.len() < 17 {
-        return None;
-    }
-    // QR=0, OPCODE=0, TC=0; QD=1, AN=0, NS=0, AR<=1.
-    if q[2] & 0xFA != 0 || q[4..10] != [0, 1, 0, 0, 0, 0] || q[10] != 0 || q[11] > 1 {
-        return None;
-    }
-    let mut p = Parsed {
-        id: [q[0], q[1]],
-        rd: q[2] & 0x01 != 0,
-        question_end: 0,
-        name_len: 0,
-        qtype: 0,
-        edns: None,
-    };
-    let mut pos = 12;
-    loop {
-        let len = *q.get(pos)? as usize;
-        if len > 63 || p.name_len + len + 1 > 255 {
-            return None;
-        }
-        name[p.name_len] = len as u8;
-        p.name_len += 1;
-        if len == 0 {
-            pos += 1;
-            break;
-        }
-        let label = q.get(pos + 1..pos + 1 + len)?;
-        for (i, b) in label.iter().enumerate() {
-            name[p.name_len + i] = b.to_ascii_lowercase();
-        }
-        p.name_len += len;
-        pos += 1 + len;
-    }
-    let fixed = q.get(pos..pos + 4)?;
-    p.qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
-    if fixed[2..4] != [0, 1] {
-        return None; // class IN only
-    }
-    pos += 4;
-    p.question_end = pos;
-    if q[11] == 1 {
-        // The one additional record must be an OPT, version 0, ending the packet.
-        let rr = q.get(pos..pos + 11)?;
-        if rr[0] != 0 || rr[1..3] != [0, 41] || rr[6] != 0 {
-            return None;
-        }
-        let payload = u16::from_be_bytes([rr[3], rr[4]]);
-        let dnssec_ok = rr[7] & 0x80 != 0;
-        let rdlen = u16::from_be_bytes([rr[9], rr[10]]) as usize;
-        let rdata = q.get(pos + 11..pos + 11 + rdlen)?;
-        if pos + 11 + rdlen != q.len() {
-            return None;
-        }
-        let mut ecs = None;
-        let mut cookie_at = None;
-        let mut o = 0;
-        while o < rdata.len() {
-            let head = rdata.get(o..o + 4)?;
-            let code = u16::from_be_bytes([head[0], head[1]]);
-            let len = u16::from_be_bytes([head[2], head[3]]) as usize;
-            let data = rdata.get(o + 4..o + 4 + len)?;
-            o += 4 + len;
-            if code == 3 {
-                return None; // NSID: the general path adds the node's identity
-            }
-            if code == cookie::CODE {
-                if cookie_at.is_some() || !cookie::well_formed(data) {
-                    return None; // the general path says FORMERR
-                }
-                let start = pos + 11 + o - len;
-                cookie_at = Some((start, start + len));
-            }
-            if code == 8 {
-                match (ecs, ecs::parse(data)) {
-                    (None, ecs::Found::Subnet(e)) => ecs = Some(e),
-                    _ => return None, // malformed, or twice: the general path says FORMERR
-                }
-            }
-        }
-        p.edns = Some(Edns {
-            payload,
-            dnssec_ok,
-            ecs,
-            cookie: cookie_at,
-            cookie_reply: None,
-        });
-    } else if pos != q.len() {
-        return None;
-    }
-    Some(p)
-}
-
 /// Answers `query` into `out` when the fast path can; `false` leaves it to the general path.
 pub fn answer(
     loaded: &Loaded,
@@ -519,15 +420,51 @@ pub fn answer(
     transport: Transport,
     out: &mut Vec<u8>,
 ) -> bool {
+    let mut name = NameBuf::default();
+    let Read::Query(q) = Query::read(query, &mut name) else {
+        return false;
+    };
     let mut seen = crate::metrics::Seen::default();
-    answer_noting(loaded, health, query, src, transport, out, &mut seen)
+    answer_noting(loaded, health, &q, src, transport, out, &mut seen)
 }
 
-/// [`answer`], noting the zone and type for metrics (so they need not be parsed again).
+/// One fast answer in the making: the query and what its reply carries besides the records.
+struct Reply<'a, 'q> {
+    loaded: &'a Loaded,
+    q: &'a Query<'q>,
+    question: &'a Question<'q>,
+    opt: Option<OptReply<'a>>,
+    src: SocketAddr,
+}
+
+impl Reply<'_, '_> {
+    fn header(&self, out: &mut Vec<u8>, rcode: u8, counts: [u16; 3]) {
+        out.extend_from_slice(&self.q.id);
+        out.push(0x84 | u8::from(self.q.recursion_desired()));
+        out.push(rcode);
+        out.extend_from_slice(&[0, 1]);
+        for c in counts {
+            out.extend_from_slice(&c.to_be_bytes());
+        }
+        out.extend_from_slice(&self.q.packet[12..self.question.end]);
+    }
+
+    /// Appends the OPT, echoing ECS for zone `z` with the scope the answer holds for.
+    fn finish(mut self, out: &mut Vec<u8>, z: &FastZone, scope: Option<IpNet>) {
+        if let Some(opt) = self.opt.as_mut() {
+            let client = self.q.client(z.ecs, self.src);
+            opt.echo_ecs(self.q, z.ecs, client, scope, true);
+            opt.append(out, 0);
+        }
+    }
+}
+
+/// [`answer`] for a query already read, noting the zone and type for metrics (so they need
+/// not be found again).
 pub(crate) fn answer_noting(
     loaded: &Loaded,
     health: HealthView<'_>,
-    query: &[u8],
+    q: &Query<'_>,
     src: SocketAddr,
     transport: Transport,
     out: &mut Vec<u8>,
@@ -536,25 +473,32 @@ pub(crate) fn answer_noting(
     let Some(index) = loaded.fast.as_ref() else {
         return false;
     };
-    let mut name = [0u8; 256];
-    let Some(mut p) = parse(query, &mut name) else {
+    let Some(question) = q.question.as_ref() else {
         return false;
     };
-    if let (Some(e), Some(secrets)) = (p.edns.as_mut(), &loaded.config.server.cookie_secrets) {
-        if let Some((from, to)) = e.cookie {
-            e.cookie_reply = Some(secrets.reply(&query[from..to], src.ip(), cookie::now()));
-        }
-    }
-    // ANY, transfers and the other query-only types (128-255, RFC 6895 section 3.1), OPT
-    // and type 0 are the general path's.
-    if (128..=255).contains(&p.qtype) || p.qtype == u16::from(RecordType::OPT) || p.qtype == 0 {
+    if !q.is_plain() || !question.plain || question.qclass != 1 || q.bad_option() {
         return false;
     }
-    let key = &name[..p.name_len];
+    if q.edns.as_ref().is_some_and(|e| e.version > 0) {
+        return false;
+    }
+    let qtype = question.qtype;
+    // ANY, transfers and the other query-only types (128-255, RFC 6895 section 3.1), OPT
+    // and type 0 are the general path's.
+    if (128..=255).contains(&qtype) || qtype == u16::from(RecordType::OPT) || qtype == 0 {
+        return false;
+    }
+    let key = question.name();
     let ours = loaded.config.server.edns_udp_size;
-    let cap = super::reply_cap(transport, p.edns.as_ref().map(|e| e.payload), ours);
+    let cap = super::reply_cap(transport, q.edns.as_ref().map(|e| e.payload), ours);
+    let reply = Reply {
+        loaded,
+        q,
+        question,
+        opt: OptReply::for_query(q, loaded, src),
+        src,
+    };
     out.clear();
-    let question = &query[12..p.question_end];
     let Some(entry) = index.get(key) else {
         // NXDOMAIN: the closest existing ancestor decides the zone; delegations and
         // wildcards are left to the general path.
@@ -571,199 +515,83 @@ pub(crate) fn answer_noting(
             if z.has_wildcard {
                 return false;
             }
-            *seen = crate::metrics::Seen::new(up.zone, p.qtype);
-            write_header(out, &p, 0x84, 3, [0, 1, 0]);
-            out.extend_from_slice(question);
-            z.write_soa(out, p.name_len);
-            finish_opt(out, &p, z, None, ours);
+            *seen = crate::metrics::Seen::new(up.zone, qtype);
+            reply.header(out, 3, [0, 1, 0]);
+            z.write_soa(out, key.len());
+            reply.finish(out, z, None);
             return out.len() <= cap;
         }
         return false;
     };
-    let z = &index.zones[entry.zone];
-    *seen = crate::metrics::Seen::new(entry.zone, p.qtype);
-    let covered = entry.kind == KIND_LB
-        && ((p.qtype == 1 && entry.flags & FLAG_A != 0)
-            || (p.qtype == 28 && entry.flags & FLAG_AAAA != 0));
     if entry.kind == KIND_SLOW {
         return false;
     }
+    let z = &index.zones[entry.zone];
+    *seen = crate::metrics::Seen::new(entry.zone, qtype);
+    let covered = entry.kind == KIND_LB
+        && ((qtype == 1 && entry.flags & FLAG_A != 0)
+            || (qtype == 28 && entry.flags & FLAG_AAAA != 0));
     if covered {
-        return lb_answer(
-            loaded,
-            health,
-            &p,
-            question,
-            z,
-            entry.binding,
-            src,
-            out,
-            ours,
-        ) && out.len() <= cap;
+        let family = if qtype == 1 { Family::V4 } else { Family::V6 };
+        return lb_answer(reply, health, z, entry.binding, family, out) && out.len() <= cap;
     }
-    match entry.pick(p.qtype) {
+    match entry.pick(qtype) {
         Pick::General => return false,
         Pick::Answer {
             count,
             extra,
             sections,
         } => {
-            write_header(out, &p, 0x84, 0, [count, 0, extra]);
-            out.extend_from_slice(question);
+            reply.header(out, 0, [count, 0, extra]);
             out.extend_from_slice(sections);
         }
         Pick::NoData => {
-            write_header(out, &p, 0x84, 0, [0, 1, 0]);
-            out.extend_from_slice(question);
-            z.write_soa(out, p.name_len);
+            reply.header(out, 0, [0, 1, 0]);
+            z.write_soa(out, key.len());
         }
     }
-    finish_opt(out, &p, z, None, ours);
+    reply.finish(out, z, None);
     out.len() <= cap
 }
 
-fn write_header(out: &mut Vec<u8>, p: &Parsed, flags2: u8, rcode: u8, counts: [u16; 3]) {
-    out.extend_from_slice(&p.id);
-    out.push(flags2 | u8::from(p.rd));
-    out.push(rcode);
-    out.extend_from_slice(&[0, 1]);
-    for c in counts {
-        out.extend_from_slice(&c.to_be_bytes());
-    }
-}
-
-/// Appends our OPT when the query had one (raising ARCOUNT), echoing ECS with its scope.
-fn finish_opt(out: &mut Vec<u8>, p: &Parsed, z: &FastZone, scope: Option<IpNet>, ours: u16) {
-    let Some(e) = &p.edns else { return };
-    let ar = u16::from_be_bytes([out[10], out[11]]) + 1;
-    out[10..12].copy_from_slice(&ar.to_be_bytes());
-    out.extend_from_slice(&[0, 0, 41]);
-    out.extend_from_slice(&ours.to_be_bytes());
-    out.extend_from_slice(&[0, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0]);
-    let rdlen_at = out.len();
-    out.extend_from_slice(&[0, 0]);
-    if let Some(c) = &e.cookie_reply {
-        out.extend_from_slice(&cookie::CODE.to_be_bytes());
-        out.extend_from_slice(&(c.len() as u16).to_be_bytes());
-        out.extend_from_slice(c);
-    }
-    if let (Some(ecs), true) = (&e.ecs, z.ecs) {
-        let used = ecs.source > 0;
-        let scope = match scope {
-            Some(valid_for) if used => valid_for.prefix_len().min(ecs.source),
-            _ => 0,
-        };
-        crate::metrics::ecs(scope);
-        let addr_len = (ecs.source as usize).div_ceil(8);
-        let opt_len = 4 + addr_len;
-        out.extend_from_slice(&[0, 8]);
-        out.extend_from_slice(&(opt_len as u16).to_be_bytes());
-        let family: u16 = if ecs.addr.is_ipv4() { 1 } else { 2 };
-        out.extend_from_slice(&family.to_be_bytes());
-        out.push(ecs.source);
-        out.push(scope);
-        match ecs.addr {
-            IpAddr::V4(a) => out.extend_from_slice(&a.octets()[..addr_len]),
-            IpAddr::V6(a) => out.extend_from_slice(&a.octets()[..addr_len]),
-        }
-    }
-    let rdlen = (out.len() - rdlen_at - 2) as u16;
-    out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-}
-
-thread_local! {
-    /// Plans of load-balanced names, one cache per UDP thread (see [`PlanCache`]).
-    static PLANS: RefCell<PlanCache> = RefCell::new(PlanCache::default());
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Writes a load-balanced answer as [`super::decide_lb`] decides it.
 fn lb_answer(
-    loaded: &Loaded,
+    reply: Reply<'_, '_>,
     health: HealthView<'_>,
-    p: &Parsed,
-    question: &[u8],
     z: &FastZone,
     binding: usize,
-    src: SocketAddr,
+    family: Family,
     out: &mut Vec<u8>,
-    ours: u16,
 ) -> bool {
-    let cfg = &loaded.config;
-    let b = &cfg.bindings[binding];
-    let network = match p.edns.as_ref().and_then(|e| e.ecs.as_ref()) {
-        Some(e) if z.ecs && e.source > 0 => e.network(),
-        _ => IpNet::from(src.ip()),
-    };
-    let mut client = ClientInfo::from_network(network);
-    let family = if p.qtype == 1 { Family::V4 } else { Family::V6 };
-    let (chosen, reason, forced, valid_for) = match health {
-        HealthView::Live(store) => {
-            let cursor = loaded.cursors.next(binding);
-            let snap = store.guard();
-            let req = super::request(loaded, binding, family);
-            PLANS.with(|cache| {
-                let mut cache = cache.borrow_mut();
-                let geo = &*cfg.geo;
-                let plan = cache.plan(loaded.id, binding, &req, geo, &snap, &mut client);
-                (
-                    plan.pick(&cfg.pools, cursor),
-                    plan.reason,
-                    plan.forced,
-                    plan.valid_for,
-                )
-            })
-        }
-        _ => {
-            let sel = super::select_for(loaded, health, binding, &mut client, family, false);
-            (sel.members, sel.reason, sel.forced, sel.valid_for)
-        }
-    };
-    let members = chosen.iter().map(|&(pi, mi)| &cfg.pools[pi].members[mi]);
-    if members
-        .clone()
-        .any(|m| matches!(m.target, Target::Alias(_)))
-    {
-        return false; // CNAME answers: the general path
-    }
-    let scope = Some(valid_for);
-    if reason == Reason::AllDown || chosen.is_empty() {
-        let label = super::reason_label(reason, forced);
-        crate::metrics::answer(&loaded.slots, binding, label, &[]);
-        write_header(out, p, 0x84, 0, [0, 1, 0]);
-        out.extend_from_slice(question);
-        let at = z.write_soa(out, p.name_len) + z.soa_ttl_at;
-        out[at..at + 4].copy_from_slice(&z.soa_ttl.min(b.negative_ttl).to_be_bytes());
-        finish_opt(out, p, z, scope, ours);
-        return true;
-    }
-    write_header(out, p, 0x84, 0, [0, 0, 0]);
-    out.extend_from_slice(question);
-    let mut count: u16 = 0;
-    for m in members {
-        match (m.target.clone(), family) {
-            (Target::Addr(IpAddr::V4(a)), Family::V4) => {
-                out.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
-                out.extend_from_slice(&b.ttl.to_be_bytes());
-                out.extend_from_slice(&[0, 4]);
-                out.extend_from_slice(&a.octets());
+    let loaded = reply.loaded;
+    let mut client = ClientInfo::from_network(reply.q.client(z.ecs, reply.src).network);
+    let (sel, answer) = super::decide_lb(loaded, health, binding, &mut client, family, false);
+    let scope = Some(sel.valid_for);
+    match answer {
+        LbAnswer::Addresses(ttl) => {
+            reply.header(out, 0, [0, 0, 0]);
+            let mut count: u16 = 0;
+            for ip in super::addresses(&loaded.config.pools, &sel, family) {
+                let (rtype, data): (u8, &[u8]) = match &ip {
+                    IpAddr::V4(a) => (1, &a.octets()),
+                    IpAddr::V6(a) => (28, &a.octets()),
+                };
+                out.extend_from_slice(&[0xC0, 12, 0, rtype, 0, 1]);
+                out.extend_from_slice(&ttl.to_be_bytes());
+                out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                out.extend_from_slice(data);
                 count += 1;
             }
-            (Target::Addr(IpAddr::V6(a)), Family::V6) => {
-                out.extend_from_slice(&[0xC0, 12, 0, 28, 0, 1]);
-                out.extend_from_slice(&b.ttl.to_be_bytes());
-                out.extend_from_slice(&[0, 16]);
-                out.extend_from_slice(&a.octets());
-                count += 1;
-            }
-            _ => {}
+            out[6..8].copy_from_slice(&count.to_be_bytes());
         }
+        LbAnswer::Empty(negative_ttl) => {
+            reply.header(out, 0, [0, 1, 0]);
+            let at = z.write_soa(out, reply.question.name().len()) + z.soa_ttl_at;
+            out[at..at + 4].copy_from_slice(&z.soa_ttl.min(negative_ttl).to_be_bytes());
+        }
+        // Names whose pools hold aliases are the general path's (see `FastIndex::build`).
+        LbAnswer::Alias(..) => return false,
     }
-    if count == 0 {
-        return false;
-    }
-    let label = super::reason_label(reason, forced);
-    crate::metrics::answer(&loaded.slots, binding, label, &chosen);
-    out[6..8].copy_from_slice(&count.to_be_bytes());
-    finish_opt(out, p, z, scope, ours);
+    reply.finish(out, z, scope);
     true
 }

@@ -1,22 +1,26 @@
 //! The DNS side: one synchronous function that turns query bytes into response bytes
 //! ([`answer_with`], reached through [`Responder::answer`]), and the transports that call it.
 //!
-//! Query path: bytes -> header checks (QR=1 dropped, malformed -> FORMERR) -> EDNS (BADVERS,
-//! payload size, ECS, cookie, NSID) -> CHAOS identity names -> zone by longest suffix (none:
-//! REFUSED) -> `resolve`: [`crate::zone::Zone::find`] -> static RRset, CNAME
-//! chain, referral, NXDOMAIN/NODATA with the RFC 2308 SOA, or a load-balanced binding decided
-//! by [`crate::balance::decide()`] over the health snapshot -> additional data -> ECS scope ->
-//! encode, shedding additional data and then truncating for UDP.
+//! Query path: bytes -> [`query::Query::read`] (one walk: header, question, EDNS with ECS,
+//! cookie and NSID, TSIG; a response is dropped, broken framing is FORMERR) -> the fast path
+//! ([`fast`]) or the general one: BADVERS, bad options, opcodes -> CHAOS identity names ->
+//! zone by longest suffix (none: REFUSED) -> `resolve`: [`crate::zone::Zone::find`] -> static
+//! RRset, CNAME chain, referral, NXDOMAIN/NODATA with the RFC 2308 SOA, or a load-balanced
+//! name decided by `resolve::decide_lb` over the health snapshot -> additional data -> encode,
+//! shedding additional data and then truncating for UDP -> the OPT record (`opt`), written
+//! by one writer for both paths.
 //!
 //! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
 //! and the in-band explanation, so every path gives the same answer. [`Responder::answer_into`]
-//! tries the fast path ([`fast`]) first and applies UDP rate limiting ([`rrl`]) to whichever
-//! answered. Zone transfers ([`xfr`]) are the one multi-message exchange: TCP hands them to
-//! [`Responder::transfer`] before the one-answer path.
+//! reads the query once, tries the fast path first and applies UDP rate limiting ([`rrl`]) to
+//! whichever answered. Zone transfers ([`xfr`]) are the one multi-message exchange: TCP hands
+//! them to [`Responder::transfer`] before the one-answer path.
 
 pub mod cookie;
 pub mod ecs;
 pub mod fast;
+mod opt;
+pub mod query;
 mod resolve;
 pub mod rrl;
 mod transport;
@@ -29,8 +33,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
@@ -39,7 +43,9 @@ use crate::balance::{self, ClientInfo, Selection};
 use crate::config::Config;
 use crate::health::{HealthSnapshot, HealthStore};
 
-pub(crate) use resolve::{request, select_for, target_addresses};
+use opt::OptReply;
+use query::{NameBuf, Query, Read};
+pub(crate) use resolve::{addresses, decide_lb, select_for, target_addresses};
 use resolve::{Ctx, LbAnswer};
 pub use transport::DnsServer;
 
@@ -184,41 +190,48 @@ impl Responder {
     }
 
     /// Answers one query into `out` (reused between queries); `false` means send nothing.
-    /// Ordinary queries take the fast path; the general path answers everything else.
+    /// The query is read once; ordinary queries take the fast path, the general path
+    /// answers everything else.
     pub fn answer_into(
         &self,
-        query: &[u8],
+        packet: &[u8],
         src: SocketAddr,
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> bool {
         let loaded = self.current.load();
         let health = HealthView::Live(&self.health);
+        let mut name = NameBuf::default();
+        let q = match Query::read(packet, &mut name) {
+            Read::Ignore => return false,
+            Read::Malformed => {
+                out.clear();
+                out.extend_from_slice(&header_only(packet, ResponseCode::FormErr));
+                None
+            }
+            Read::Query(q) => Some(q),
+        };
         let mut seen = crate::metrics::Seen::default();
-        if !fast::answer_noting(&loaded, health, query, src, transport, out, &mut seen) {
-            seen = crate::metrics::Seen::default();
-            // The fast path takes no signed query: TSIG is handled here only.
-            let signed = match query.get(10..12) {
-                Some([0, 0]) | None => None,
-                Some(_) => tsig::find(query).ok().flatten(),
-            };
-            let answered = match signed {
-                Some(found) => answer_signed(&loaded, health, query, src, transport, &found),
-                None => answer_with(&loaded, health, query, src, transport, None),
-            };
-            match answered {
-                Some(bytes) => {
-                    out.clear();
-                    out.extend_from_slice(&bytes);
+        if let Some(q) = &q {
+            if !fast::answer_noting(&loaded, health, q, src, transport, out, &mut seen) {
+                seen = crate::metrics::Seen::default();
+                let answered = match q.signed {
+                    // The fast path takes no signed query: TSIG is handled here only.
+                    true => answer_signed(&loaded, health, q, src, transport),
+                    false => answer_query(&loaded, health, q, src, transport, None, 0),
+                };
+                match answered {
+                    Some(bytes) => {
+                        out.clear();
+                        out.extend_from_slice(&bytes);
+                    }
+                    None => return false,
                 }
-                None => return false,
             }
         }
-        if query.len() >= 12 && out.len() >= 4 {
-            let tcp = transport == Transport::Tcp;
-            crate::metrics::query(&loaded.slots, asked(query, seen), out[3], tcp);
-        }
-        if transport == Transport::Tcp || !loaded.limiter.applies_to(src.ip()) {
+        let tcp = transport == Transport::Tcp;
+        crate::metrics::query(&loaded.slots, asked(q.as_ref(), seen), out[3], tcp);
+        if tcp || !loaded.limiter.applies_to(src.ip()) {
             return true;
         }
         let now = cookie::now();
@@ -227,13 +240,8 @@ impl Responder {
             return true;
         }
         // A valid server cookie proves the source address: never limited.
-        let proven = match (
-            ecs::find_raw(query, cookie::CODE),
-            &loaded.config.server.cookie_secrets,
-        ) {
-            (Ok(Some(data)), Some(secrets)) => secrets.validates(data, src.ip(), now),
-            _ => false,
-        };
+        let secrets = loaded.config.server.cookie_secrets.as_deref();
+        let proven = q.is_some_and(|q| q.proves(secrets, src.ip(), now));
         match verdict {
             _ if proven => true,
             rrl::Verdict::Slip => {
@@ -306,66 +314,53 @@ pub(crate) fn reason_label(reason: balance::Reason, forced: bool) -> usize {
     }
 }
 
-/// The question of `query` as the counters take it: as the fast path placed it, or read from
-/// the packet (its name as it stands there, a compression pointer included).
-fn asked(query: &[u8], seen: crate::metrics::Seen) -> crate::metrics::Asked<'_> {
+/// The question of a query as the counters take it: as the fast path placed it, or its name
+/// and type as read.
+fn asked<'q>(q: Option<&'q Query<'_>>, seen: crate::metrics::Seen) -> crate::metrics::Asked<'q> {
     use crate::metrics::Asked;
     if let Some((zone, qtype)) = seen.placed() {
         return Asked::Placed { zone, qtype };
     }
-    let Some(end) = ecs::skip_name(query, 12) else {
-        return Asked::Unreadable;
-    };
-    match query.get(12..end) {
-        Some(name) => Asked::Named {
-            name,
-            qtype: query
-                .get(end..end + 2)
-                .map_or(0, |t| u16::from_be_bytes([t[0], t[1]])),
+    match q.and_then(|q| q.question.as_ref()) {
+        Some(question) => Asked::Named {
+            name: question.name(),
+            qtype: question.qtype,
         },
         None => Asked::Unreadable,
     }
 }
 
 /// Answers a TSIG-signed query (RFC 8945 section 5.3). The signature is checked first: a query
-/// that fails gets NOTAUTH with the TSIG error and is not answered. A UDP reply that would not
-/// fit the client's size once signed goes out truncated (TC, question only), still signed, so
-/// the client retries over TCP knowing the answer came from the key holder.
+/// that fails gets NOTAUTH with the TSIG error and is not answered. The answer is fitted to
+/// the client's size with room for the signature (shedding additional data, then truncating),
+/// and signed.
 fn answer_signed(
     loaded: &Loaded,
     health: HealthView<'_>,
-    query: &[u8],
+    q: &Query<'_>,
     src: SocketAddr,
     transport: Transport,
-    found: &tsig::Found,
 ) -> Option<Vec<u8>> {
+    let Some(found) = tsig::find(q.packet).ok().flatten() else {
+        // A TSIG record that cannot be read: answered as if unsigned.
+        return answer_query(loaded, health, q, src, transport, None, 0);
+    };
     let now = crate::clock::unix_now();
-    let (error, signer) = match tsig::verify(query, found, &loaded.config.keys, now) {
+    let (error, signer) = match tsig::verify(q.packet, &found, &loaded.config.keys, now) {
         Ok((_, mut signer)) => {
-            let mut out = answer_with(loaded, health, query, src, transport, None)?;
-            if transport == Transport::Udp {
-                let cap = Message::from_vec(query).map_or(512, |request| {
-                    let advertised = request.edns.as_ref().map(Edns::max_payload);
-                    reply_cap(transport, advertised, loaded.config.server.edns_udp_size)
-                });
-                if out.len() + signer.record_len() > cap {
-                    out = truncated(&out)?;
-                }
-            }
+            let reserve = signer.record_len();
+            let mut out = answer_query(loaded, health, q, src, transport, None, reserve)?;
             signer.sign(&mut out, None);
             return Some(out);
         }
         Err(failed) => failed,
     };
-    let mut m = Message::response(u16::from_be_bytes([query[0], query[1]]), OpCode::Query);
+    let mut m = Message::response(u16::from_be_bytes(q.id), OpCode::from_u8(q.opcode()));
     m.metadata.message_type = MessageType::Response;
     m.metadata.response_code = ResponseCode::NotAuth;
-    if let Ok(request) = Message::from_vec(query) {
-        m.metadata.op_code = request.op_code;
-        m.queries = request.queries;
-    }
+    m.queries = echoed_question(q);
     let mut out = m.to_vec().ok()?;
-    tsig::seal_error(&mut out, found, error, signer, now);
+    tsig::seal_error(&mut out, &found, error, signer, now);
     Some(out)
 }
 
@@ -380,122 +375,104 @@ pub(crate) fn reply_cap(transport: Transport, advertised: Option<u16>, ours: u16
     }
 }
 
-/// `reply` emptied to its header, question and OPT, with TC set.
-fn truncated(reply: &[u8]) -> Option<Vec<u8>> {
-    let mut m = Message::from_vec(reply).ok()?;
-    m.answers.clear();
-    m.authorities.clear();
-    m.additionals.clear();
-    m.metadata.truncation = true;
-    m.to_vec().ok()
+/// The question a reply echoes: the query's one question with its name as sent (so 0x20
+/// mixed case survives); none when it has several or none (anything else is FORMERR or
+/// NOTIMP, and echoing a dozen questions would make the error larger than the query).
+fn echoed_question(q: &Query<'_>) -> Vec<hickory_proto::op::Query> {
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    let Some(question) = q.question.as_ref().filter(|_| q.counts[0] == 1) else {
+        return Vec::new();
+    };
+    let mut decoder = BinDecoder::new(q.packet);
+    if decoder.read_slice(12).is_err() {
+        return Vec::new();
+    }
+    let Ok(name) = Name::read(&mut decoder) else {
+        return Vec::new();
+    };
+    let mut echoed = hickory_proto::op::Query::query(name, RecordType::from(question.qtype));
+    echoed.query_class = DNSClass::from(question.qclass);
+    vec![echoed]
 }
 
 /// The one function that answers a query.
 pub fn answer_with(
     loaded: &Loaded,
     health: HealthView<'_>,
-    query: &[u8],
+    packet: &[u8],
     src: SocketAddr,
     transport: Transport,
     trace: Option<&mut Trace>,
 ) -> Option<Vec<u8>> {
-    if query.len() < 12 || query[2] & 0x80 != 0 {
-        return None;
+    match Query::read(packet, &mut NameBuf::default()) {
+        Read::Ignore => None,
+        Read::Malformed => Some(header_only(packet, ResponseCode::FormErr)),
+        Read::Query(q) => answer_query(loaded, health, &q, src, transport, trace, 0),
     }
-    let request = match Message::from_vec(query) {
-        Ok(m) => m,
-        Err(_) => return Some(header_only(query, ResponseCode::FormErr)),
-    };
-    let ours = loaded.config.server.edns_udp_size;
-    let mut resp = Message::response(request.id, request.op_code);
-    // RD is copied; CD is not (NSD and Knot clear it in authoritative answers too).
-    resp.metadata.recursion_desired = request.recursion_desired;
-    // The question is echoed only when there is exactly one (anything else is FORMERR or
-    // NOTIMP, and echoing a dozen questions would make the error larger than the query).
-    if request.queries.len() == 1 {
-        resp.queries = request.queries.clone();
-    }
-    if let Some(req_edns) = &request.edns {
-        let mut e = Edns::new();
-        e.set_max_payload(ours);
-        e.set_version(0);
-        e.set_dnssec_ok(req_edns.flags().dnssec_ok);
-        resp.edns = Some(e);
-    }
-    let cap = reply_cap(
-        transport,
-        request.edns.as_ref().map(Edns::max_payload),
-        ours,
-    );
+}
 
-    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+/// Answers a query as read, fitting the reply `reserve` bytes under the client's size (room
+/// for a signature).
+fn answer_query(
+    loaded: &Loaded,
+    health: HealthView<'_>,
+    q: &Query<'_>,
+    src: SocketAddr,
+    transport: Transport,
+    trace: Option<&mut Trace>,
+    reserve: usize,
+) -> Option<Vec<u8>> {
+    let ours = loaded.config.server.edns_udp_size;
+    let mut resp = Message::response(u16::from_be_bytes(q.id), OpCode::from_u8(q.opcode()));
+    // RD is copied; CD is not (NSD and Knot clear it in authoritative answers too).
+    resp.metadata.recursion_desired = q.recursion_desired();
+    resp.queries = echoed_question(q);
+    let cap = reply_cap(transport, q.edns.as_ref().map(|e| e.payload), ours) - reserve;
+    if q.edns.as_ref().is_some_and(|e| e.version > 0) {
         resp.metadata.response_code = ResponseCode::BADVERS;
-        return encode(&mut resp, cap);
+        return encode(&mut resp, OptReply::bare(q, loaded), cap, 0);
     }
-    let ecs = match ecs::find(query) {
-        ecs::Found::Malformed => {
-            resp.metadata.response_code = ResponseCode::FormErr;
-            return encode(&mut resp, cap);
-        }
-        ecs::Found::None => None,
-        ecs::Found::Subnet(e) => Some(e),
-    };
-    // DNS cookies: a malformed option is FORMERR; a good one gets a fresh server cookie.
-    let cookie = match ecs::find_raw(query, cookie::CODE) {
-        Ok(None) => None,
-        Ok(Some(data)) if cookie::well_formed(data) => Some(data),
-        _ => {
-            resp.metadata.response_code = ResponseCode::FormErr;
-            return encode(&mut resp, cap);
-        }
-    };
-    if let (Some(data), Some(secrets), Some(edns)) = (
-        cookie,
-        loaded.config.server.cookie_secrets.as_deref(),
-        resp.edns.as_mut(),
-    ) {
-        let reply = secrets.reply(data, src.ip(), cookie::now());
-        edns.options_mut()
-            .insert(EdnsOption::Unknown(cookie::CODE, reply.to_vec()));
+    // A malformed ECS or COOKIE option is FORMERR.
+    if q.bad_option() {
+        resp.metadata.response_code = ResponseCode::FormErr;
+        return encode(&mut resp, OptReply::bare(q, loaded), cap, 0);
     }
-    // NSID (RFC 5001): the node's identity when the query asks for it.
-    let identity = loaded.config.server.identity.as_deref();
-    if let (Some(req_edns), Some(id), Some(edns)) = (&request.edns, identity, resp.edns.as_mut()) {
-        if req_edns.option(EdnsCode::NSID).is_some() {
-            if let Ok(payload) = NSIDPayload::new(id.as_bytes()) {
-                edns.options_mut().insert(EdnsOption::NSID(payload));
-            }
-        }
-    }
-    match request.op_code {
+    let mut opt = OptReply::for_query(q, loaded, src);
+    match resp.metadata.op_code {
         OpCode::Query => {}
         // NOTIFY is for secondaries; this server is a primary only. Refused with AA set, as
         // NSD answers it.
         OpCode::Notify => {
             resp.metadata.response_code = ResponseCode::Refused;
             resp.metadata.authoritative = true;
-            return encode(&mut resp, cap);
+            return encode(&mut resp, opt, cap, 0);
         }
         _ => {
             resp.metadata.response_code = ResponseCode::NotImp;
-            return encode(&mut resp, cap);
+            return encode(&mut resp, opt, cap, 0);
         }
     }
     // A cookie-only query (no question) learns a server cookie (RFC 7873 section 5.4).
-    if request.queries.is_empty() && cookie.is_some() && request.answers.is_empty() {
-        return encode(&mut resp, cap);
+    if q.counts[0] == 0 && q.cookie().is_some() && q.counts[1] == 0 {
+        return encode(&mut resp, opt, cap, 0);
     }
-    if request.queries.len() != 1 || !request.answers.is_empty() || !request.authorities.is_empty()
-    {
-        resp.metadata.response_code = ResponseCode::FormErr;
-        return encode(&mut resp, cap);
-    }
-    let q = &request.queries[0];
-    let qname = crate::zone::fqdn_lower(&q.name);
-    if q.query_class == DNSClass::CH && is_identity_name(&qname) {
+    let question = match &q.question {
+        Some(question) if q.counts[..3] == [1, 0, 0] => question,
+        _ => {
+            resp.metadata.response_code = ResponseCode::FormErr;
+            return encode(&mut resp, opt, cap, 0);
+        }
+    };
+    let qname = crate::zone::fqdn_lower(&resp.queries.first()?.name);
+    let (qclass, qtype) = (
+        DNSClass::from(question.qclass),
+        RecordType::from(question.qtype),
+    );
+    let identity = loaded.config.server.identity.as_deref();
+    if qclass == DNSClass::CH && is_identity_name(&qname) {
         // The node's identity, as NSD and Knot answer it: TXT only, not authoritative (there
         // is no CH zone), and refused when no identity is configured.
-        match (identity, q.query_type) {
+        match (identity, qtype) {
             (Some(id), RecordType::TXT) => {
                 let mut r =
                     Record::from_rdata(qname, 0, RData::TXT(TXT::new(vec![id.to_string()])));
@@ -504,7 +481,7 @@ pub fn answer_with(
             }
             _ => resp.metadata.response_code = ResponseCode::Refused,
         }
-        return encode(&mut resp, cap);
+        return encode(&mut resp, opt, cap, 0);
     }
     let cfg = &loaded.config;
     let zone_index = cfg
@@ -516,33 +493,29 @@ pub fn answer_with(
         .map(|(i, _)| i);
     let Some(zone_index) = zone_index else {
         resp.metadata.response_code = ResponseCode::Refused;
-        extended_error(&mut resp, EDE_NOT_AUTHORITATIVE);
-        return encode(&mut resp, cap);
+        if let Some(opt) = opt.as_mut() {
+            opt.ede = Some(EDE_NOT_AUTHORITATIVE);
+        }
+        return encode(&mut resp, opt, cap, 0);
     };
     let zone = &cfg.zones[zone_index];
-
-    // The client: the ECS prefix when the zone honours ECS and the prefix is not empty.
-    let zone_ecs = cfg.zones[zone_index].ecs;
-    let (network, used_ecs) = match &ecs {
-        Some(e) if zone_ecs && e.source > 0 => (e.network(), true),
-        _ => (IpNet::from(src.ip()), false),
-    };
+    let client = q.client(zone.ecs, src);
     let mut ctx = Ctx {
         loaded,
         health,
         zone,
-        client: ClientInfo::from_network(network),
+        client: ClientInfo::from_network(client.network),
         scope: None,
         required_glue: 0,
-        used_ecs,
+        used_ecs: client.used_ecs,
         peek: trace.is_some(),
         trace,
     };
     if let Some(t) = ctx.trace.as_deref_mut() {
-        t.used_ecs = used_ecs;
+        t.used_ecs = client.used_ecs;
     }
 
-    match (q.query_class, q.query_type) {
+    match (qclass, qtype) {
         (DNSClass::CH, RecordType::TXT) => ctx.explain_in_band(&qname, src.ip(), &mut resp),
         // Transfers run over TCP (RFC 5936 section 4.2); over UDP, AXFR is not implemented
         // and IXFR refused, as NSD answers both.
@@ -551,39 +524,27 @@ pub fn answer_with(
         }
         (_, RecordType::IXFR) if transport == Transport::Udp => {
             resp.metadata.response_code = ResponseCode::Refused;
-            extended_error(&mut resp, EDE_PROHIBITED);
+            if let Some(opt) = opt.as_mut() {
+                opt.ede = Some(EDE_PROHIBITED);
+            }
         }
         (DNSClass::IN, _) => {
             resp.metadata.authoritative = true;
-            ctx.resolve(qname, q.query_type, &mut resp);
+            ctx.resolve(qname, qtype, &mut resp);
         }
         // QCLASS * (RFC 1035 section 3.2.5): the IN data, never authoritative (RFC 6895
         // section 3.2).
-        (DNSClass::ANY, _) => ctx.resolve(qname, q.query_type, &mut resp),
+        (DNSClass::ANY, _) => ctx.resolve(qname, qtype, &mut resp),
         _ => resp.metadata.response_code = ResponseCode::Refused,
     }
 
     if resp.metadata.response_code == ResponseCode::NoError {
         ctx.additional_data(&mut resp);
     }
-    // ECS in the reply (RFC 7871): echo family, source and address; scope 0 unless the answer
-    // depended on the client, then the decision's network, never longer than the source.
-    if let (Some(e), true) = (&ecs, zone_ecs) {
-        let scope = match ctx.scope {
-            Some(valid_for) if used_ecs => valid_for.prefix_len().min(e.source),
-            _ => 0,
-        };
-        if !ctx.peek {
-            crate::metrics::ecs(scope);
-        }
-        if let Some(edns) = resp.edns.as_mut() {
-            edns.options_mut()
-                .insert(EdnsOption::Subnet(ClientSubnet::new(
-                    e.addr, e.source, scope,
-                )));
-        }
+    if let Some(opt) = opt.as_mut() {
+        opt.echo_ecs(q, zone.ecs, client, ctx.scope, !ctx.peek);
     }
-    encode_keeping(&mut resp, cap, ctx.required_glue)
+    encode(&mut resp, opt, cap, ctx.required_glue)
 }
 
 /// `id.server.` and `hostname.bind.`: the CHAOS names that ask a server who it is.
@@ -593,28 +554,21 @@ fn is_identity_name(name: &Name) -> bool {
 }
 
 /// Extended DNS Error codes (RFC 8914) this server gives.
-const EDE: u16 = 15;
-const EDE_PROHIBITED: u16 = 18;
+pub(crate) const EDE_PROHIBITED: u16 = 18;
 const EDE_NOT_AUTHORITATIVE: u16 = 20;
 
-/// Adds an Extended DNS Error option, when the query had EDNS.
-fn extended_error(resp: &mut Message, code: u16) {
-    if let Some(edns) = resp.edns.as_mut() {
-        edns.options_mut()
-            .insert(EdnsOption::Unknown(EDE, code.to_be_bytes().to_vec()));
-    }
-}
-
-/// Encodes a response; a UDP answer over `cap` goes out empty with TC set.
-fn encode(resp: &mut Message, cap: usize) -> Option<Vec<u8>> {
-    encode_keeping(resp, cap, 0)
-}
-
-/// Encodes a response within `cap`: additional data past the first `required` records is
-/// dropped first, a whole RRset at a time from the end, without setting TC (RFC 2181 section
-/// 9); if the answer still does not fit it goes out empty with TC set.
-fn encode_keeping(resp: &mut Message, cap: usize, required: usize) -> Option<Vec<u8>> {
+/// Encodes a response within `cap` with its OPT: additional data past the first `required`
+/// records is dropped first, a whole RRset at a time from the end, without setting TC (RFC
+/// 2181 section 9); if the answer still does not fit it goes out empty with TC set.
+fn encode(
+    resp: &mut Message,
+    opt: Option<OptReply<'_>>,
+    cap: usize,
+    required: usize,
+) -> Option<Vec<u8>> {
     resp.metadata.message_type = MessageType::Response;
+    resp.edns = None;
+    let cap = cap.saturating_sub(opt.as_ref().map_or(0, OptReply::len));
     let mut bytes = resp.to_vec().ok()?;
     while bytes.len() > cap && resp.additionals.len() > required {
         let last = resp
@@ -632,20 +586,22 @@ fn encode_keeping(resp: &mut Message, cap: usize, required: usize) -> Option<Vec
         }
         bytes = resp.to_vec().ok()?;
     }
-    if bytes.len() <= cap {
-        return Some(bytes);
+    if bytes.len() > cap {
+        resp.answers.clear();
+        resp.authorities.clear();
+        resp.additionals.clear();
+        resp.metadata.truncation = true;
+        bytes = resp.to_vec().ok()?;
+        if bytes.len() > cap {
+            // Still too large (a very long question with a large OPT): header and OPT only.
+            resp.queries.clear();
+            bytes = resp.to_vec().ok()?;
+        }
     }
-    resp.answers.clear();
-    resp.authorities.clear();
-    resp.additionals.clear();
-    resp.metadata.truncation = true;
-    let bytes = resp.to_vec().ok()?;
-    if bytes.len() <= cap {
-        return Some(bytes);
+    if let Some(opt) = opt {
+        opt.append(&mut bytes, resp.metadata.response_code.high());
     }
-    // Still too large (a very long question with a large OPT): header and OPT only.
-    resp.queries.clear();
-    resp.to_vec().ok()
+    Some(bytes)
 }
 
 /// A bare header answer for packets too broken to parse: ID, opcode and RD copied.
@@ -677,18 +633,27 @@ mod tests {
     fn counted_questions_never_read_past_a_broken_name() {
         // Found by fuzzing: a pointer where the name starts, in a 13-byte packet.
         let packet = [18, 52, 1, 0, 0, 253, 47, 255, 255, 127, 255, 255, 255];
-        assert_eq!(asked(&packet, Seen::default()), Asked::Unreadable);
+        assert!(matches!(
+            Query::read(&packet, &mut NameBuf::default()),
+            Read::Malformed
+        ));
+        assert_eq!(asked(None, Seen::default()), Asked::Unreadable);
         let mut q = vec![0u8; 12];
-        q.extend([3, b'w', b'w', b'w', 0, 0, 1, 0, 1]);
+        q[5] = 1;
+        q.extend([3, b'W', b'w', b'w', 0, 0, 1, 0, 1]);
+        let mut name = NameBuf::default();
+        let Read::Query(read) = Query::read(&q, &mut name) else {
+            panic!("a query");
+        };
         assert_eq!(
-            asked(&q, Seen::default()),
+            asked(Some(&read), Seen::default()),
             Asked::Named {
                 name: &[3, b'w', b'w', b'w', 0],
                 qtype: 1
             }
         );
         assert_eq!(
-            asked(&q, Seen::new(2, 28)),
+            asked(Some(&read), Seen::new(2, 28)),
             Asked::Placed { zone: 2, qtype: 28 }
         );
     }

@@ -32,12 +32,66 @@ pub(super) struct Ctx<'a, 't> {
     pub(super) trace: Option<&'t mut Trace>,
 }
 
-/// What a load-balanced binding answered.
-pub(super) enum LbAnswer {
-    Records(Vec<Record>),
+/// What a load-balanced name answers, decided once for the general and the fast path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LbAnswer {
+    /// The selection's addresses of the asked family (at least one), with this TTL.
+    Addresses(u32),
+    /// A CNAME to the first member's name, with this TTL.
     Alias(Name, u32),
-    /// Nothing to answer: NODATA with this negative TTL.
+    /// Nothing to answer: NODATA, the SOA's TTL capped at this negative TTL.
     Empty(u32),
+}
+
+/// Decides load-balanced name `index` for `client` and family ([`select_for`]) and what the
+/// answer holds, counting it in the metrics unless `peek`.
+pub(crate) fn decide_lb(
+    loaded: &Loaded,
+    health: HealthView<'_>,
+    index: usize,
+    client: &mut ClientInfo,
+    family: Family,
+    peek: bool,
+) -> (Selection, LbAnswer) {
+    let sel = select_for(loaded, health, index, client, family, peek);
+    if !peek {
+        let reason = super::reason_label(sel.reason, sel.forced);
+        crate::metrics::answer(&loaded.slots, index, reason, &sel.members);
+    }
+    let b = &loaded.config.bindings[index];
+    let pools = &loaded.config.pools;
+    let first = sel
+        .members
+        .first()
+        .map(|&(p, m)| &pools[p].members[m].target);
+    let answer = match first {
+        _ if sel.reason == Reason::AllDown => LbAnswer::Empty(b.negative_ttl),
+        None => LbAnswer::Empty(b.negative_ttl),
+        Some(Target::Alias(target)) => match Name::from_ascii(target) {
+            Ok(name) => LbAnswer::Alias(name, b.ttl),
+            Err(_) => LbAnswer::Empty(b.negative_ttl),
+        },
+        Some(_) if addresses(pools, &sel, family).next().is_none() => {
+            LbAnswer::Empty(b.negative_ttl)
+        }
+        Some(_) => LbAnswer::Addresses(b.ttl),
+    };
+    (sel, answer)
+}
+
+/// The addresses of family `family` among a selection's members, in answer order.
+pub(crate) fn addresses<'s>(
+    pools: &'s [crate::balance::Pool],
+    sel: &'s Selection,
+    family: Family,
+) -> impl Iterator<Item = IpAddr> + 's {
+    sel.members
+        .iter()
+        .filter_map(move |&(p, m)| match pools[p].members[m].target {
+            Target::Addr(ip @ IpAddr::V4(_)) if family == Family::V4 => Some(ip),
+            Target::Addr(ip @ IpAddr::V6(_)) if family == Family::V6 => Some(ip),
+            _ => None,
+        })
 }
 
 impl Ctx<'_, '_> {
@@ -71,8 +125,8 @@ impl Ctx<'_, '_> {
                     None
                 };
                 if let Some(t) = wanted {
-                    match self.answer_lb(lb.binding, &name, t) {
-                        LbAnswer::Records(rs) => resp.answers.extend(rs),
+                    match self.answer_lb(lb.binding, &name, t, &mut resp.answers) {
+                        LbAnswer::Addresses(_) => {}
                         LbAnswer::Alias(target, ttl) => {
                             resp.answers.push(Record::from_rdata(
                                 name.clone(),
@@ -186,9 +240,20 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// Runs the binding's policy; shared by answers and explanations.
-    fn select(&mut self, index: usize, family: Family) -> Selection {
-        let sel = select_for(
+    /// Answers load-balanced name `index` for the client: its addresses go into `answers`.
+    pub(super) fn answer_lb(
+        &mut self,
+        index: usize,
+        owner: &Name,
+        qtype: RecordType,
+        answers: &mut Vec<Record>,
+    ) -> LbAnswer {
+        let family = if qtype == RecordType::A {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let (sel, answer) = decide_lb(
             self.loaded,
             self.health,
             index,
@@ -201,53 +266,22 @@ impl Ctx<'_, '_> {
             t.binding = Some(index);
             t.selection = Some(sel.clone());
         }
-        sel
-    }
-
-    pub(super) fn answer_lb(&mut self, index: usize, owner: &Name, qtype: RecordType) -> LbAnswer {
-        let family = if qtype == RecordType::A {
-            Family::V4
-        } else {
-            Family::V6
-        };
-        let sel = self.select(index, family);
         // The part of the answer that depends on the client holds for this network.
         self.scope = Some(match self.scope {
             Some(s) if s.prefix_len() > sel.valid_for.prefix_len() => s,
             _ => sel.valid_for,
         });
-        let b = &self.loaded.config.bindings[index];
-        if !self.peek {
-            crate::metrics::answer(
-                &self.loaded.slots,
-                index,
-                super::reason_label(sel.reason, sel.forced),
-                &sel.members,
-            );
+        if let LbAnswer::Addresses(ttl) = answer {
+            let pools = &self.loaded.config.pools;
+            let records = addresses(pools, &sel, family)
+                .map(|ip| match ip {
+                    IpAddr::V4(a) => RData::A(A(a)),
+                    IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+                })
+                .map(|rd| Record::from_rdata(owner.clone(), ttl, rd));
+            answers.extend(records);
         }
-        if sel.reason == Reason::AllDown || sel.members.is_empty() {
-            return LbAnswer::Empty(b.negative_ttl);
-        }
-        let pools = &self.loaded.config.pools;
-        let members = sel.members.iter().map(|&(p, m)| &pools[p].members[m]);
-        if let Some(Target::Alias(target)) = members.clone().next().map(|m| &m.target) {
-            if let Ok(n) = Name::from_ascii(target) {
-                return LbAnswer::Alias(n, b.ttl);
-            }
-        }
-        let records = members
-            .filter_map(|m| match m.target {
-                Target::Addr(IpAddr::V4(a)) if family == Family::V4 => Some(RData::A(A(a))),
-                Target::Addr(IpAddr::V6(a)) if family == Family::V6 => Some(RData::AAAA(AAAA(a))),
-                _ => None,
-            })
-            .map(|rd| Record::from_rdata(owner.clone(), b.ttl, rd))
-            .collect::<Vec<_>>();
-        if records.is_empty() {
-            LbAnswer::Empty(b.negative_ttl)
-        } else {
-            LbAnswer::Records(records)
-        }
+        answer
     }
 
     /// CHAOS TXT for a load-balanced name: its explanation as TXT strings, for clients in
@@ -322,9 +356,29 @@ pub(crate) fn select_for(
     let req = request(loaded, index, family);
     let geo = &*loaded.config.geo;
     match health {
+        // Live answers take their plan from this thread's cache.
+        HealthView::Live(store) if !peek => PLANS.with(|cache| {
+            let snap = store.guard();
+            let mut cache = cache.borrow_mut();
+            let plan = cache.plan(loaded.id, index, &req, geo, &snap, client);
+            Selection {
+                members: plan.pick(req.pools, cursor),
+                reason: plan.reason,
+                forced: plan.forced,
+                valid_for: plan.valid_for,
+                // The walked site order is for explanations, which peek.
+                sites: None,
+            }
+        }),
         HealthView::Live(store) => balance::decide(&req, geo, &store.guard(), client, cursor),
         HealthView::Fixed(snap) => balance::decide(&req, geo, snap, client, cursor),
     }
+}
+
+thread_local! {
+    /// Plans of load-balanced names, one cache per answering thread (see
+    /// [`balance::PlanCache`]).
+    static PLANS: std::cell::RefCell<balance::PlanCache> = Default::default();
 }
 
 /// The address RRsets sent as additional data for `target` (an MX exchange, SRV target or NS

@@ -80,7 +80,7 @@ impl DnsServer {
     }
 
     /// Stops every listener: UDP threads finish their batch, TCP connections the query in
-    /// hand (for up to [`DRAIN`]); returns when all have.
+    /// hand (for up to `DRAIN`); returns when all have.
     pub async fn shutdown(self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.tcp_stop.send(true);

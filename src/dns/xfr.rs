@@ -14,7 +14,7 @@ use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
-use super::{ecs, extended_error, tsig, Ctx, HealthView, LbAnswer, Loaded, EDE_PROHIBITED};
+use super::{ecs, tsig, Ctx, HealthView, LbAnswer, Loaded, EDE_PROHIBITED};
 use crate::balance::ClientInfo;
 use crate::config::LbInTransfer;
 use crate::zone::Zone;
@@ -149,6 +149,17 @@ pub fn answer(
     Some(out)
 }
 
+/// Adds an Extended DNS Error option (RFC 8914) to a transfer reply, when the query had EDNS.
+/// Transfers build whole messages with hickory (several per answer, each signed), so their
+/// OPT is hickory's: our size and this option only.
+fn extended_error(m: &mut Message, code: u16) {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    if let Some(edns) = m.edns.as_mut() {
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(15, code.to_be_bytes().to_vec()));
+    }
+}
+
 /// A reply of one message, signed when the request was.
 fn single(m: &Message, signer: Option<&mut tsig::Signer>) -> Option<Vec<Vec<u8>>> {
     let mut bytes = m.to_vec().ok()?;
@@ -224,8 +235,9 @@ fn snapshot(loaded: &Loaded, health: HealthView<'_>, zone: &Zone, cap: u32) -> V
                 peek: true,
                 trace: None,
             };
-            match ctx.answer_lb(lb.binding, &name, rtype) {
-                LbAnswer::Records(rs) => out.extend(rs.into_iter().map(|mut r| {
+            let mut records = Vec::new();
+            match ctx.answer_lb(lb.binding, &name, rtype, &mut records) {
+                LbAnswer::Addresses(_) => out.extend(records.into_iter().map(|mut r| {
                     r.ttl = r.ttl.min(cap);
                     r
                 })),
