@@ -31,6 +31,9 @@
 //! - [`node`]: a running node's config lifecycle (load with overrides, `check`, reload, the
 //!   serial rule), shared by `server` and `admin`.
 //! - [`server`]: start-up, reload on SIGHUP and file change, shutdown.
+//! - [`proxy`]: the site proxy (`meridian proxy`): routes, balancing algorithms, sticky
+//!   sessions and forwarding over pooled connections, deciding health through [`health`]
+//!   and pools through [`balance`].
 //! - [`anycast`]: the helper that announces the node's prefixes through ExaBGP or BIRD only
 //!   while the node answers as clients expect.
 
@@ -46,6 +49,7 @@ pub mod hash;
 pub mod health;
 pub mod metrics;
 pub mod node;
+pub mod proxy;
 pub mod render;
 pub mod server;
 pub mod state;

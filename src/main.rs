@@ -47,8 +47,16 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
-    /// Validate the config, zone files and load-balancing files without binding sockets.
+    /// Validate the config, zone files and load-balancing files without binding sockets; or,
+    /// given a site proxy's config, that file.
     Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the site proxy: balance HTTP across a site's servers (the demo site, with built-in
+    /// demo servers, when no --config is given).
+    Proxy {
+        /// Site config file (default: the compiled-in demo, ops/site/demo.toml).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -254,6 +262,45 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let log_format = cli.log_format;
     match cli.command {
+        Command::Check { config: Some(path) }
+            if std::fs::read_to_string(&path)
+                .is_ok_and(|t| meridian::config::looks_like_site(&t)) =>
+        {
+            match meridian::config::load_site(&meridian::config::SiteSource::File(path)) {
+                Ok(site) => {
+                    println!(
+                        "ok: site with {} listener(s), {} route(s), {} pool(s), {} server(s), {} distinct probe(s)",
+                        site.listeners.len(),
+                        site.routes.len(),
+                        site.pools.len(),
+                        site.pools.iter().map(|p| p.members.len()).sum::<usize>(),
+                        site.probes.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    let all = e.messages();
+                    for one in &all {
+                        eprintln!("{one}");
+                    }
+                    eprintln!("check failed: {} error(s)", all.len());
+                    Ok(ExitCode::from(EXIT_CONFIG))
+                }
+            }
+        }
+        Command::Proxy { config } => {
+            init_logging(log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let source = match config {
+                Some(path) => meridian::config::SiteSource::File(path),
+                None => meridian::config::SiteSource::demo(),
+            };
+            rt.block_on(meridian::proxy::serve(source, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { config } => {
             let src = source(config);
             match server::check(&src) {

@@ -25,6 +25,8 @@ FORBIDDEN = {
     ("dns", "explain"),
     ("admin", "server"),
     ("clock", "*"),
+    # The site proxy reuses the decision core and health, never the DNS side.
+    ("proxy", "dns"), ("proxy", "hickory"), ("dns", "proxy"), ("config", "proxy"),
 }
 # Arrows still there that are to be removed, as (from, to) pairs; none today.
 KNOWN = set()

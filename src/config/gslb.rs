@@ -683,7 +683,7 @@ impl Builder {
     }
 }
 
-fn check_kind(c: &FileCheck, file: &Path) -> Result<Option<ProbeKind>, String> {
+pub(super) fn check_kind(c: &FileCheck, file: &Path) -> Result<Option<ProbeKind>, String> {
     let http = |tls: bool| -> Result<ProbeKind, String> {
         let expect = parse_status_ranges(c.expect_status.as_deref().unwrap_or("200-299"))?;
         let path = c.path.clone().unwrap_or_else(|| "/".into());
@@ -757,8 +757,8 @@ pub(super) fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String>
 
 /// A check's schedule and thresholds, validated where the check is declared.
 #[derive(Debug, Clone, Copy)]
-struct Timing {
-    port: Option<u16>,
+pub(super) struct Timing {
+    pub(super) port: Option<u16>,
     interval: Duration,
     timeout: Duration,
     rise: u32,
@@ -767,7 +767,20 @@ struct Timing {
 }
 
 impl Timing {
-    fn of(c: &FileCheck) -> Result<Timing, String> {
+    /// The probe of `addr` with this schedule.
+    pub(super) fn spec(&self, kind: ProbeKind, addr: SocketAddr) -> ProbeSpec {
+        ProbeSpec {
+            kind,
+            addr,
+            interval: self.interval,
+            timeout: self.timeout,
+            rise: self.rise,
+            fall: self.fall,
+            jitter_percent: self.jitter_percent,
+        }
+    }
+
+    pub(super) fn of(c: &FileCheck) -> Result<Timing, String> {
         let duration = |value: &Option<DurationValue>, key: &str, default: u64| {
             value
                 .as_ref()

@@ -26,12 +26,17 @@ use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
 mod file;
 mod gslb;
 mod settings;
+mod site;
 pub use file::parse_duration;
 use file::*;
 pub(crate) use file::{line_of, parse_toml, read};
 use gslb::Builder;
 use ipnet::IpNet;
 pub use settings::{CookieSecrets, RateLimit, TsigAlgorithm, TsigKey};
+pub use site::{
+    load_site, looks_like_site, parse_site, AccessLog, Algorithm, HashOn, PoolSettings, Route,
+    SiteConfig, SiteSource, Sticky, StickyCookie, DEMO_SITE,
+};
 
 /// The demo server file, compiled in so `meridian serve` runs with no flags.
 pub const DEMO_CONFIG: &str = include_str!("../../zones/meridian.toml");
@@ -95,6 +100,10 @@ pub enum Object {
     },
     /// A load-balanced `[[name]]`.
     Name(String),
+    /// A site proxy's `[[listener]]`, by its address as written.
+    Listener(String),
+    /// A site proxy's `[[route]]`, by its position (from 1).
+    Route(usize),
     /// An anycast `[[prefix]]`, as written.
     Prefix(String),
     /// A prefix's check, by its position (from 1).
@@ -117,6 +126,8 @@ impl std::fmt::Display for Object {
             Object::Pool(name) => write!(f, "pool {name:?}"),
             Object::Member { pool, index } => write!(f, "pool {pool:?}, member {index}"),
             Object::Name(name) => write!(f, "name {name:?}"),
+            Object::Listener(address) => write!(f, "listener {address:?}"),
+            Object::Route(index) => write!(f, "route {index}"),
             Object::Prefix(prefix) => write!(f, "prefix {prefix}"),
             Object::PrefixCheck { prefix, index } => write!(f, "prefix {prefix}, check {index}"),
         }

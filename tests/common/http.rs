@@ -105,3 +105,183 @@ pub fn http(
     };
     (status, body)
 }
+
+/// An HTTP/1.1 server behind the proxy under test, on 127.0.0.1:0, with keep-alive. Each
+/// answer's body is its name on the first line, then the request line, then every request
+/// header as `name: value` (lower-case names), so a test sees what the proxy sent. A request
+/// to `/slow` waits 300 ms before answering.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    /// Requests answered.
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    /// The accepting thread and each connection's: dropping waits until none is left, so a
+    /// dropped server answers nothing more, not even on a kept-alive connection.
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Upstream {
+    pub fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(listener, name)
+    }
+
+    /// Serves on `addr` (a server coming back where it was).
+    pub fn start_at(addr: SocketAddr, name: &str) -> Upstream {
+        Self::serve(TcpListener::bind(addr).unwrap(), name)
+    }
+
+    fn serve(listener: TcpListener, name: &str) -> Upstream {
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        let (h, sp, lv, who) = (hits.clone(), stop.clone(), live.clone(), name.to_string());
+        std::thread::spawn(move || {
+            while !sp.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (h, sp, lv, who) = (h.clone(), sp.clone(), lv.clone(), who.clone());
+                        lv.fetch_add(1, Ordering::SeqCst);
+                        std::thread::spawn(move || {
+                            upstream_conn(conn, &who, &h, &sp);
+                            lv.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            drop(listener);
+            lv.fetch_sub(1, Ordering::SeqCst);
+        });
+        Upstream {
+            addr,
+            name: name.to_string(),
+            hits,
+            stop,
+            live,
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        super::wait_until(Duration::from_secs(5), || {
+            self.live.load(Ordering::SeqCst) == 0
+        });
+    }
+}
+
+fn upstream_conn(
+    mut conn: TcpStream,
+    name: &str,
+    hits: &std::sync::atomic::AtomicUsize,
+    stop: &AtomicBool,
+) {
+    conn.set_nonblocking(false).ok();
+    conn.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // One request head (and its Content-Length body) per turn.
+        let head_end = loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    continue
+                }
+                Err(_) => return,
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or("").to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    continue
+                }
+                Err(_) => return,
+            }
+        }
+        buf.drain(..head_end + length);
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if request_line.contains(" /slow") {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        hits.fetch_add(1, Ordering::Relaxed);
+        let mut body = format!("{name}\n{request_line}\n");
+        for (k, v) in &headers {
+            body.push_str(&format!("{k}: {v}\n"));
+        }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nserver: upstream-secret/1.0\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if conn.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange on a new connection: `request` is written as given (so a test can
+/// send what a client library would refuse to); returns the status, the response headers
+/// (lower-case names) and the body.
+pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+/// A GET through the proxy with extra header lines; the connection closes after it.
+pub fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, Vec<(String, String)>, String) {
+    raw_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n{extra}\r\n"),
+    )
+}

@@ -272,3 +272,88 @@ pub fn check_config(cfg: &ConfigDir) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A running `meridian proxy` on a site config written into its own directory; stopped
+/// (SIGTERM, then SIGKILL) when dropped.
+pub struct SiteProxy {
+    pub child: Child,
+    /// The first listener's bound address.
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub stderr_log: PathBuf,
+}
+
+impl SiteProxy {
+    /// Writes `site` as `site.toml` and starts the proxy on it; its listeners should use port
+    /// 0, and the bound addresses are read from the proxy's first line of output.
+    pub fn start(site: &str) -> SiteProxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("site.toml");
+        std::fs::write(&config, site).unwrap();
+        let log = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("proxy")
+            .arg("--config")
+            .arg(&config)
+            .env("MERIDIAN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn meridian proxy");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!(
+                "proxy did not report its addresses; stderr:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("proxy="))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no proxy= in {line:?}"));
+        SiteProxy {
+            child,
+            addr,
+            dir,
+            stderr_log: log,
+        }
+    }
+
+    /// Sends a signal to the proxy.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+}
+
+impl Drop for SiteProxy {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,725 @@
+//! The site proxy's config file (`site.toml`): listeners, routes, pools of servers and their
+//! checks, read in the same two stages as the DNS files (serde structs with unknown keys
+//! rejected, then validation into [`SiteConfig`]) with errors that name file, line and object.
+//! Pools are the decision core's [`Pool`]s (a server is a member with a port), and checks are
+//! the DNS side's `[check.*]` tables, probed by the same probers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::file::{line_of, parse_toml, read, DurationValue, FileCheck};
+use super::gslb::{check_kind, Timing};
+use super::{ConfigError, Object};
+use crate::balance::{DrainSafety, Member, Pool, Target};
+use crate::health::{MemberId, ProbeKind, ProbeSpec};
+
+/// The demo site, compiled in so `meridian proxy` runs with no flags.
+pub const DEMO_SITE: &str = include_str!("../../ops/site/demo.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteFile {
+    proxy: Option<Spanned<ProxySection>>,
+    #[serde(default)]
+    listener: Vec<Spanned<ListenerFile>>,
+    #[serde(default)]
+    route: Vec<Spanned<RouteFile>>,
+    #[serde(default)]
+    pool: BTreeMap<String, Spanned<PoolFile>>,
+    #[serde(default)]
+    check: BTreeMap<String, Spanned<FileCheck>>,
+    demo: Option<Spanned<DemoFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxySection {
+    control: Option<String>,
+    drain_timeout: Option<DurationValue>,
+    trusted_proxies: Option<Vec<String>>,
+    request_id_header: Option<String>,
+    access_log: Option<String>,
+    hide_headers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerFile {
+    address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    host: Option<String>,
+    path_prefix: Option<String>,
+    path_suffix: Option<Vec<String>>,
+    header: Option<HeaderFile>,
+    method: Option<Vec<String>>,
+    pool: String,
+    timeout: Option<DurationValue>,
+    set_request_headers: Option<BTreeMap<String, String>>,
+    set_response_headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderFile {
+    name: String,
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolFile {
+    algorithm: Option<String>,
+    hash_on: Option<String>,
+    servers: Vec<ServerFile>,
+    check: Option<String>,
+    start: Option<String>,
+    host: Option<String>,
+    sticky: Option<StickyFile>,
+    connect_timeout: Option<DurationValue>,
+    idle_per_server: Option<usize>,
+    idle_timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    address: String,
+    weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StickyFile {
+    mode: Option<String>,
+    cookie: Option<String>,
+    max_age: Option<DurationValue>,
+    secure: Option<bool>,
+    http_only: Option<bool>,
+    same_site: Option<String>,
+    key: Option<String>,
+    key_file: Option<String>,
+    drain_grace: Option<DurationValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoFile {
+    responders: Vec<String>,
+}
+
+/// A validated site config.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub file: PathBuf,
+    pub listeners: Vec<SocketAddr>,
+    /// In file order; the first that matches a request routes it.
+    pub routes: Vec<Route>,
+    pub pools: Vec<Pool>,
+    /// Per pool (same index): how it balances and forwards.
+    pub pool_settings: Vec<PoolSettings>,
+    /// One probe per distinct check and server, with the servers it decides.
+    pub probes: Vec<(ProbeSpec, Vec<MemberId>)>,
+    /// The loopback control endpoint, if any.
+    pub control: Option<SocketAddr>,
+    /// How long reload and shutdown wait for requests in flight before cutting them.
+    pub drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` and `Forwarded` headers are kept (and extended).
+    pub trusted_proxies: Vec<IpNet>,
+    /// The header that carries each request's ID (added when absent), logged with it.
+    pub request_id_header: String,
+    pub access_log: AccessLog,
+    /// Response headers removed before the client sees them (lower case).
+    pub hide_headers: Vec<String>,
+    /// Built-in demo responders to start on these addresses (the demo site only).
+    pub demo_responders: Vec<SocketAddr>,
+}
+
+/// One access log line per request, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    /// The combined log format of nginx and Apache.
+    Combined,
+    Json,
+}
+
+/// A route: every condition given must hold.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Lower case, without port; a leading `*.` matches any subdomain.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    /// The path ends in one of these (e.g. `.jpg`).
+    pub path_suffix: Vec<String>,
+    /// A header (lower-case name) present, or equal to a value.
+    pub header: Option<(String, Option<String>)>,
+    /// Upper case.
+    pub methods: Vec<String>,
+    pub pool: usize,
+    /// From sending the request to the end of the response headers.
+    pub timeout: Duration,
+    pub set_request_headers: Vec<(String, String)>,
+    pub set_response_headers: Vec<(String, String)>,
+    pub line: usize,
+}
+
+/// How a pool balances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    /// Smooth weighted round-robin (as nginx's).
+    Weighted,
+    /// Fewest requests in flight relative to weight.
+    LeastConnections,
+    /// Peak EWMA of response time, two random choices.
+    LeastTime,
+    /// Weighted random.
+    Random,
+    /// Rendezvous hash of the client address.
+    IpHash,
+    /// Rendezvous hash of a request property.
+    Hash(HashOn),
+}
+
+/// The request property a hashing pool keys on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(String),
+    Cookie(String),
+    Path,
+}
+
+/// How one pool forwards.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub algorithm: Algorithm,
+    /// Servers whose health is not known yet take traffic (no check, or `start = "up"`).
+    pub start_up: bool,
+    /// The `Host` sent upstream; the client's when absent.
+    pub host: Option<String>,
+    pub sticky: Option<Sticky>,
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per server, and for how long.
+    pub idle_per_server: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Session persistence.
+#[derive(Debug, Clone)]
+pub enum Sticky {
+    /// A signed cookie naming the server.
+    Cookie(StickyCookie),
+    /// The client address picks the server (rendezvous hash), re-picked when it is down.
+    SourceIp,
+}
+
+#[derive(Debug, Clone)]
+pub struct StickyCookie {
+    pub name: String,
+    pub max_age: Option<Duration>,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: Option<String>,
+    /// The HMAC key; random per process when none is configured (cookies then last until a
+    /// restart).
+    pub key: Option<Vec<u8>>,
+    /// A drained server keeps its sticky sessions this long.
+    pub drain_grace: Duration,
+}
+
+/// Where a site config comes from.
+pub enum SiteSource {
+    File(PathBuf),
+    /// The compiled-in demo, resolved against `base`.
+    Demo {
+        base: PathBuf,
+    },
+}
+
+impl SiteSource {
+    pub fn demo() -> SiteSource {
+        SiteSource::Demo {
+            base: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/site")),
+        }
+    }
+}
+
+/// Whether `text` is a site config rather than a DNS server config (it has listeners or
+/// routes), so `meridian check FILE` takes either.
+pub fn looks_like_site(text: &str) -> bool {
+    text.lines().map(str::trim_start).any(|l| {
+        l.starts_with("[[listener]]") || l.starts_with("[[route]]") || l.starts_with("[pool.")
+    })
+}
+
+/// Reads and validates a site config.
+pub fn load_site(source: &SiteSource) -> Result<SiteConfig, ConfigError> {
+    let (text, file, base) = match source {
+        SiteSource::File(p) => (
+            read(p)?,
+            p.clone(),
+            p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ),
+        SiteSource::Demo { base } => (DEMO_SITE.to_string(), base.join("demo.toml"), base.clone()),
+    };
+    parse_site(&text, &file, &base)
+}
+
+/// Validates a site config's text (`file` names it in errors; `base` resolves relative paths).
+pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, ConfigError> {
+    let parsed: SiteFile = parse_toml(text, file)?;
+    let invalid = |offset: usize, object: Object, message: String| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        line: line_of(text, offset),
+        object,
+        message,
+    };
+    let duration = |value: &Option<DurationValue>, default: Duration| {
+        value
+            .as_ref()
+            .map(DurationValue::get)
+            .transpose()
+            .map(|d| d.unwrap_or(default))
+    };
+
+    let section = parsed.proxy.as_ref().map(|s| s.get_ref());
+    let at = parsed.proxy.as_ref().map_or(0, |s| s.span().start);
+    let default_section = ProxySection::default();
+    let section = section.unwrap_or(&default_section);
+    let control = section
+        .control
+        .as_deref()
+        .map(|c| {
+            c.parse::<SocketAddr>()
+                .map_err(|e| invalid(at, Object::Setting("proxy.control"), format!("{c:?}: {e}")))
+        })
+        .transpose()?;
+    if control.is_some_and(|c| !c.ip().is_loopback()) {
+        return Err(invalid(
+            at,
+            Object::Setting("proxy.control"),
+            "the control endpoint listens on loopback only".into(),
+        ));
+    }
+    let drain_timeout = duration(&section.drain_timeout, Duration::from_secs(30))
+        .map_err(|m| invalid(at, Object::Setting("proxy.drain_timeout"), m))?;
+    let trusted_proxies = section
+        .trusted_proxies
+        .iter()
+        .flatten()
+        .map(|t| {
+            t.parse::<IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        at,
+                        Object::Setting("proxy.trusted_proxies"),
+                        format!("{t:?} is not an address or prefix"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let request_id_header = section
+        .request_id_header
+        .clone()
+        .unwrap_or_else(|| "x-request-id".into())
+        .to_ascii_lowercase();
+    if http::HeaderName::from_bytes(request_id_header.as_bytes()).is_err() {
+        return Err(invalid(
+            at,
+            Object::Setting("proxy.request_id_header"),
+            format!("{request_id_header:?} is not a header name"),
+        ));
+    }
+    let access_log = match section.access_log.as_deref().unwrap_or("combined") {
+        "off" => AccessLog::Off,
+        "combined" => AccessLog::Combined,
+        "json" => AccessLog::Json,
+        other => {
+            return Err(invalid(
+                at,
+                Object::Setting("proxy.access_log"),
+                format!("{other:?}: off, combined or json"),
+            ))
+        }
+    };
+    let mut hide_headers = vec!["server".to_string()];
+    hide_headers.extend(
+        section
+            .hide_headers
+            .iter()
+            .flatten()
+            .map(|h| h.to_ascii_lowercase()),
+    );
+
+    if parsed.listener.is_empty() {
+        return Err(invalid(
+            0,
+            Object::Setting("listener"),
+            "no [[listener]] configured".into(),
+        ));
+    }
+    let mut listeners = Vec::new();
+    for l in &parsed.listener {
+        let address = &l.get_ref().address;
+        let addr = address.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                l.span().start,
+                Object::Listener(address.clone()),
+                format!("not ADDRESS:PORT: {e}"),
+            )
+        })?;
+        if addr.port() != 0 && listeners.contains(&addr) {
+            return Err(invalid(
+                l.span().start,
+                Object::Listener(address.clone()),
+                "listed twice".into(),
+            ));
+        }
+        listeners.push(addr);
+    }
+
+    // Checks first: pools refer to them.
+    let mut checks: HashMap<&str, (Option<ProbeKind>, Timing)> = HashMap::new();
+    for (name, c) in &parsed.check {
+        let object = Object::Check(name.clone());
+        let kind = check_kind(c.get_ref(), file)
+            .map_err(|m| invalid(c.span().start, object.clone(), m))?;
+        let timing = Timing::of(c.get_ref()).map_err(|m| invalid(c.span().start, object, m))?;
+        checks.insert(name.as_str(), (kind, timing));
+    }
+
+    let mut pools = Vec::new();
+    let mut pool_settings = Vec::new();
+    let mut probes: Vec<(ProbeSpec, Vec<MemberId>)> = Vec::new();
+    let mut pool_index: HashMap<&str, usize> = HashMap::new();
+    for (name, p) in &parsed.pool {
+        let at = p.span().start;
+        let object = || Object::Pool(name.clone());
+        let fp = p.get_ref();
+        if fp.servers.is_empty() {
+            return Err(invalid(
+                at,
+                object(),
+                "a pool needs at least one server".into(),
+            ));
+        }
+        let check = match &fp.check {
+            None => None,
+            Some(c) => Some(
+                checks
+                    .get(c.as_str())
+                    .ok_or_else(|| invalid(at, object(), format!("unknown check {c:?}")))?,
+            ),
+        };
+        let mut members: Vec<Member> = Vec::new();
+        for (i, s) in fp.servers.iter().enumerate() {
+            let object = Object::Member {
+                pool: name.clone(),
+                index: i + 1,
+            };
+            let addr: SocketAddr = s.address.parse().map_err(|_| {
+                invalid(
+                    at,
+                    object.clone(),
+                    format!("address {:?} must be ADDRESS:PORT", s.address),
+                )
+            })?;
+            let weight = s.weight.unwrap_or(1);
+            if weight == 0 || weight > 1000 {
+                return Err(invalid(at, object, "weight must be 1 to 1000".into()));
+            }
+            let id = MemberId::new(name, &addr.to_string());
+            if members.iter().any(|m| m.id == id) {
+                return Err(invalid(at, object, "server listed twice".into()));
+            }
+            if let Some((Some(kind), timing)) = check {
+                let spec = timing.spec(
+                    kind.clone(),
+                    SocketAddr::new(addr.ip(), timing.port.unwrap_or(addr.port())),
+                );
+                match probes.iter_mut().find(|(s, _)| *s == spec) {
+                    Some((_, ids)) => ids.push(id.clone()),
+                    None => probes.push((spec, vec![id.clone()])),
+                }
+            }
+            members.push(Member {
+                id,
+                site: name.as_str().into(),
+                target: Target::Addr(addr.ip()),
+                port: Some(addr.port()),
+                weight,
+                priority: 0,
+            });
+        }
+        let hash_on = match fp.hash_on.as_deref() {
+            None => None,
+            Some("path") => Some(HashOn::Path),
+            Some(h) => match h.split_once(':') {
+                Some(("header", n)) if !n.is_empty() => {
+                    Some(HashOn::Header(n.trim().to_ascii_lowercase()))
+                }
+                Some(("cookie", n)) if !n.is_empty() => Some(HashOn::Cookie(n.trim().into())),
+                _ => {
+                    return Err(invalid(
+                        at,
+                        object(),
+                        format!("hash_on {h:?}: \"path\", \"header:NAME\" or \"cookie:NAME\""),
+                    ))
+                }
+            },
+        };
+        let algorithm = match fp.algorithm.as_deref().unwrap_or("round-robin") {
+            "round-robin" => Algorithm::RoundRobin,
+            "weighted" => Algorithm::Weighted,
+            "least-connections" => Algorithm::LeastConnections,
+            "least-time" => Algorithm::LeastTime,
+            "random" => Algorithm::Random,
+            "ip-hash" => Algorithm::IpHash,
+            "hash" => match &hash_on {
+                Some(on) => Algorithm::Hash(on.clone()),
+                None => {
+                    return Err(invalid(
+                        at,
+                        object(),
+                        "algorithm \"hash\" needs hash_on".into(),
+                    ))
+                }
+            },
+            other => {
+                return Err(invalid(
+                    at,
+                    object(),
+                    format!(
+                        "algorithm {other:?}: round-robin, weighted, least-connections, least-time, random, ip-hash or hash"
+                    ),
+                ))
+            }
+        };
+        if hash_on.is_some() && !matches!(algorithm, Algorithm::Hash(_)) {
+            return Err(invalid(
+                at,
+                object(),
+                "hash_on applies to algorithm = \"hash\" only".into(),
+            ));
+        }
+        let start_up = match (fp.start.as_deref(), check) {
+            (None, Some((Some(_), _))) | (Some("unknown"), _) => false,
+            (None, _) | (Some("up"), _) => true,
+            (Some(other), _) => {
+                return Err(invalid(
+                    at,
+                    object(),
+                    format!("start {other:?}: \"unknown\" (wait for the first probe) or \"up\""),
+                ))
+            }
+        };
+        let sticky = match &fp.sticky {
+            None => None,
+            Some(s) => Some(sticky(s, base).map_err(|m| invalid(at, object(), m))?),
+        };
+        let connect_timeout = duration(&fp.connect_timeout, Duration::from_secs(3))
+            .map_err(|m| invalid(at, object(), format!("connect_timeout: {m}")))?;
+        let idle_timeout = duration(&fp.idle_timeout, Duration::from_secs(60))
+            .map_err(|m| invalid(at, object(), format!("idle_timeout: {m}")))?;
+        pool_index.insert(name.as_str(), pools.len());
+        pools.push(Pool {
+            name: name.clone(),
+            members,
+            safety: DrainSafety {
+                min_usable: 1,
+                min_weight_percent: 0,
+            },
+        });
+        pool_settings.push(PoolSettings {
+            algorithm,
+            start_up,
+            host: fp.host.clone(),
+            sticky,
+            connect_timeout,
+            idle_per_server: fp.idle_per_server.unwrap_or(32),
+            idle_timeout,
+        });
+    }
+
+    if parsed.route.is_empty() {
+        return Err(invalid(
+            0,
+            Object::Setting("route"),
+            "no [[route]] configured".into(),
+        ));
+    }
+    let mut routes = Vec::new();
+    for (i, r) in parsed.route.iter().enumerate() {
+        let at = r.span().start;
+        let object = || Object::Route(i + 1);
+        let fr = r.get_ref();
+        let pool = *pool_index
+            .get(fr.pool.as_str())
+            .ok_or_else(|| invalid(at, object(), format!("unknown pool {:?}", fr.pool)))?;
+        if let Some(p) = &fr.path_prefix {
+            if !p.starts_with('/') {
+                return Err(invalid(
+                    at,
+                    object(),
+                    format!("path_prefix {p:?} must start with '/'"),
+                ));
+            }
+        }
+        let methods: Vec<String> = fr
+            .method
+            .iter()
+            .flatten()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        if let Some(m) = methods
+            .iter()
+            .find(|m| http::Method::from_bytes(m.as_bytes()).is_err())
+        {
+            return Err(invalid(
+                at,
+                object(),
+                format!("method {m:?} is not a method"),
+            ));
+        }
+        let header_pairs =
+            |map: &Option<BTreeMap<String, String>>| -> Result<Vec<(String, String)>, ConfigError> {
+                map.iter()
+                    .flatten()
+                    .map(|(k, v)| {
+                        let name = k.to_ascii_lowercase();
+                        if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                            || http::HeaderValue::from_str(v).is_err()
+                        {
+                            return Err(invalid(
+                                at,
+                                object(),
+                                format!("header {k:?}: {v:?} cannot be sent"),
+                            ));
+                        }
+                        Ok((name, v.clone()))
+                    })
+                    .collect()
+            };
+        routes.push(Route {
+            host: fr.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path_prefix: fr.path_prefix.clone(),
+            path_suffix: fr.path_suffix.clone().unwrap_or_default(),
+            header: fr
+                .header
+                .as_ref()
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.clone())),
+            methods,
+            pool,
+            timeout: duration(&fr.timeout, Duration::from_secs(60))
+                .map_err(|m| invalid(at, object(), format!("timeout: {m}")))?,
+            set_request_headers: header_pairs(&fr.set_request_headers)?,
+            set_response_headers: header_pairs(&fr.set_response_headers)?,
+            line: line_of(text, at),
+        });
+    }
+
+    let demo_responders = match &parsed.demo {
+        None => Vec::new(),
+        Some(d) => d
+            .get_ref()
+            .responders
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .ok()
+                    .filter(|s| s.ip().is_loopback())
+                    .ok_or_else(|| {
+                        invalid(
+                            d.span().start,
+                            Object::Setting("demo.responders"),
+                            format!("{a:?} must be a loopback ADDRESS:PORT"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+
+    Ok(SiteConfig {
+        file: file.to_path_buf(),
+        listeners,
+        routes,
+        pools,
+        pool_settings,
+        probes,
+        control,
+        drain_timeout,
+        trusted_proxies,
+        request_id_header,
+        access_log,
+        hide_headers,
+        demo_responders,
+    })
+}
+
+fn sticky(s: &StickyFile, base: &Path) -> Result<Sticky, String> {
+    let duration = |v: &Option<DurationValue>| v.as_ref().map(DurationValue::get).transpose();
+    match s.mode.as_deref().unwrap_or("cookie") {
+        "source-ip" => {
+            if s.cookie.is_some() || s.key.is_some() || s.key_file.is_some() {
+                return Err("sticky: cookie, key and key_file apply to mode = \"cookie\"".into());
+            }
+            Ok(Sticky::SourceIp)
+        }
+        "cookie" => {
+            let key = match (&s.key, &s.key_file) {
+                (Some(k), None) => Some(k.as_bytes().to_vec()),
+                (None, Some(f)) => Some(
+                    std::fs::read(base.join(f))
+                        .map_err(|e| format!("sticky key_file {f:?}: {e}"))?
+                        .trim_ascii()
+                        .to_vec(),
+                ),
+                (None, None) => None,
+                (Some(_), Some(_)) => return Err("sticky: give key or key_file, not both".into()),
+            };
+            if key.as_ref().is_some_and(|k| k.len() < 16) {
+                return Err("sticky: the key must be at least 16 bytes".into());
+            }
+            let same_site = match s.same_site.as_deref() {
+                None => None,
+                Some(v @ ("Strict" | "Lax" | "None")) => Some(v.to_string()),
+                Some(other) => {
+                    return Err(format!("sticky same_site {other:?}: Strict, Lax or None"))
+                }
+            };
+            let name = s.cookie.clone().unwrap_or_else(|| "mrd_srv".into());
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            {
+                return Err(format!(
+                    "sticky cookie name {name:?}: letters, digits, '-' and '_' only"
+                ));
+            }
+            Ok(Sticky::Cookie(StickyCookie {
+                name,
+                max_age: duration(&s.max_age).map_err(|m| format!("sticky max_age: {m}"))?,
+                secure: s.secure.unwrap_or(false),
+                http_only: s.http_only.unwrap_or(true),
+                same_site,
+                key,
+                drain_grace: duration(&s.drain_grace)
+                    .map_err(|m| format!("sticky drain_grace: {m}"))?
+                    .unwrap_or(Duration::from_secs(60)),
+            }))
+        }
+        other => Err(format!("sticky mode {other:?}: cookie or source-ip")),
+    }
+}

@@ -1,0 +1,165 @@
+//! Routing by request content: the first route whose every condition holds (host, path
+//! prefix, path suffix, header, method) takes the request.
+
+use crate::config::Route;
+
+/// What routing reads of a request.
+pub struct RequestFacts<'a> {
+    /// Lower case, port removed.
+    pub host: &'a str,
+    pub path: &'a str,
+    pub method: &'a http::Method,
+    pub headers: &'a http::HeaderMap,
+}
+
+/// The index of the route that takes the request, if any.
+pub fn find(routes: &[Route], req: &RequestFacts<'_>) -> Option<usize> {
+    routes.iter().position(|r| matches(r, req))
+}
+
+fn matches(r: &Route, req: &RequestFacts<'_>) -> bool {
+    if let Some(host) = &r.host {
+        let ok = match host.strip_prefix("*.") {
+            Some(parent) => req
+                .host
+                .strip_suffix(parent)
+                .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+            None => req.host == host,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    if let Some(prefix) = &r.path_prefix {
+        if !req.path.starts_with(prefix.as_str()) {
+            return false;
+        }
+    }
+    if !r.path_suffix.is_empty() && !r.path_suffix.iter().any(|s| req.path.ends_with(s.as_str())) {
+        return false;
+    }
+    if let Some((name, value)) = &r.header {
+        let mut values = req.headers.get_all(name.as_str()).iter();
+        let ok = match value {
+            None => values.next().is_some(),
+            Some(v) => values.any(|h| h.as_bytes() == v.as_bytes()),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    r.methods.is_empty() || r.methods.iter().any(|m| m == req.method.as_str())
+}
+
+/// The host a request names: its `Host` header (HTTP/1.1) or its URI authority (h2), lower
+/// case, without a port.
+pub fn host_of<B>(req: &http::Request<B>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| match h.rsplit_once(':') {
+                    // Keep IPv6 literals whole: "[::1]:8080" -> "[::1]".
+                    Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                        host.to_string()
+                    }
+                    _ => h.to_string(),
+                })
+        })
+        .unwrap_or_default();
+    raw.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn route(f: impl FnOnce(&mut Route)) -> Route {
+        let mut r = Route {
+            host: None,
+            path_prefix: None,
+            path_suffix: Vec::new(),
+            header: None,
+            methods: Vec::new(),
+            pool: 0,
+            timeout: Duration::from_secs(1),
+            set_request_headers: Vec::new(),
+            set_response_headers: Vec::new(),
+            line: 1,
+        };
+        f(&mut r);
+        r
+    }
+
+    #[test]
+    fn the_first_route_whose_conditions_all_hold_wins() {
+        let routes = vec![
+            route(|r| {
+                r.host = Some("*.example.com".into());
+                r.path_prefix = Some("/api/".into());
+                r.methods = vec!["POST".into()];
+            }),
+            route(|r| r.path_suffix = vec![".jpg".into(), ".png".into()]),
+            route(|r| r.header = Some(("x-beta".into(), Some("1".into())))),
+            route(|r| r.header = Some(("x-any".into(), None))),
+            route(|_| {}),
+        ];
+        let mut headers = http::HeaderMap::new();
+        let post = http::Method::POST;
+        let get = http::Method::GET;
+        fn facts<'a>(
+            host: &'a str,
+            path: &'a str,
+            method: &'a http::Method,
+            headers: &'a http::HeaderMap,
+        ) -> RequestFacts<'a> {
+            RequestFacts {
+                host,
+                path,
+                method,
+                headers,
+            }
+        }
+        assert_eq!(
+            find(&routes, &facts("a.example.com", "/api/x", &post, &headers)),
+            Some(0)
+        );
+        assert_eq!(
+            find(&routes, &facts("example.com", "/api/x", &post, &headers)),
+            Some(4)
+        );
+        assert_eq!(
+            find(&routes, &facts("a.example.com", "/api/x", &get, &headers)),
+            Some(4)
+        );
+        assert_eq!(
+            find(&routes, &facts("h", "/img/a.png", &get, &headers)),
+            Some(1)
+        );
+        headers.insert("x-beta", "1".parse().unwrap());
+        assert_eq!(find(&routes, &facts("h", "/", &get, &headers)), Some(2));
+        headers.insert("x-beta", "2".parse().unwrap());
+        headers.insert("x-any", "".parse().unwrap());
+        assert_eq!(find(&routes, &facts("h", "/", &get, &headers)), Some(3));
+    }
+
+    #[test]
+    fn hosts_drop_their_port_and_case() {
+        let req = http::Request::builder()
+            .uri("/x")
+            .header("host", "WWW.Example.com:8443")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(&req), "www.example.com");
+        let req = http::Request::builder()
+            .uri("https://[::1]:8443/x")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(&req), "[::1]");
+    }
+}

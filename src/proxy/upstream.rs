@@ -1,0 +1,173 @@
+//! A pool at run time: each server's requests in flight and latency, the shared step that
+//! decides which servers may be used (health, drains, earlier tries), and the pool's algorithm
+//! over what is left.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::algorithm::{self, Balancer, Candidate, Input};
+use crate::balance::{Member, Pool};
+use crate::config::PoolSettings;
+use crate::health::{Admin, Health, HealthSnapshot};
+
+/// Live counters of one server.
+#[derive(Debug, Default)]
+pub struct ServerLoad {
+    pub in_flight: AtomicU32,
+    /// Peak-EWMA response time in nanoseconds, as `f64` bits.
+    latency: AtomicU64,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// How quickly the latency average forgets: the weight of the newest sample.
+const EWMA_NEW: f64 = 0.3;
+
+impl ServerLoad {
+    pub fn latency_ns(&self) -> f64 {
+        f64::from_bits(self.latency.load(Ordering::Relaxed))
+    }
+
+    /// Folds in one response time. A sample above the average replaces it at once (the
+    /// "peak" of peak-EWMA: a server that turns slow is avoided at its first slow answer);
+    /// lower samples pull it down gradually.
+    pub fn observe(&self, took: Duration) {
+        let sample = took.as_nanos() as f64;
+        let old = self.latency_ns();
+        let new = if old == 0.0 || sample > old {
+            sample
+        } else {
+            old + EWMA_NEW * (sample - old)
+        };
+        self.latency.store(new.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Counts a request in flight on a server until dropped (the response body's end).
+pub struct InFlight(Arc<PoolState>, usize);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.load[self.1]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One pool's run-time state, rebuilt with each config (counters start at zero).
+pub struct PoolState {
+    pub index: usize,
+    pub load: Vec<ServerLoad>,
+    id_hashes: Vec<u64>,
+    cursor: AtomicU64,
+    balancer: Box<dyn Balancer>,
+}
+
+impl PoolState {
+    pub fn new(index: usize, pool: &Pool, settings: &PoolSettings) -> PoolState {
+        PoolState {
+            index,
+            load: pool.members.iter().map(|_| ServerLoad::default()).collect(),
+            id_hashes: pool
+                .members
+                .iter()
+                .map(|m| algorithm::hash_bytes(m.id.0.as_bytes()))
+                .collect(),
+            cursor: AtomicU64::new(0),
+            balancer: algorithm::for_kind(&settings.algorithm),
+        }
+    }
+
+    /// Marks a request in flight on `server`.
+    pub fn start(self: &Arc<Self>, server: usize) -> InFlight {
+        self.load[server].in_flight.fetch_add(1, Ordering::Relaxed);
+        self.load[server].requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone(), server)
+    }
+
+    /// Chooses a server for a request from `client` (hashing key `key`), skipping `tried`:
+    /// the shared step keeps the servers that may be used, then the algorithm picks. `None`
+    /// when no server may be used.
+    pub fn choose(
+        &self,
+        pool: &Pool,
+        settings: &PoolSettings,
+        health: &HealthSnapshot,
+        client: IpAddr,
+        key: Option<u64>,
+        tried: &[usize],
+    ) -> Option<usize> {
+        let candidates: smallvec::SmallVec<[Candidate; 8]> = pool
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| !tried.contains(i) && usable(m, settings, health))
+            .map(|(i, m)| Candidate {
+                server: i,
+                weight: m.weight.max(1),
+                in_flight: self.load[i].in_flight.load(Ordering::Relaxed),
+                latency: self.load[i].latency_ns(),
+                id_hash: self.id_hashes[i],
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let cursor = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let input = Input {
+            cursor,
+            random: algorithm::mix(cursor ^ rand::random::<u64>()),
+            client,
+            key,
+        };
+        Some(candidates[self.balancer.pick(&candidates, &input)].server)
+    }
+
+    /// The server a hash picks among the usable ones (source-address stickiness).
+    pub fn by_hash(
+        &self,
+        pool: &Pool,
+        settings: &PoolSettings,
+        health: &HealthSnapshot,
+        key: u64,
+    ) -> Option<usize> {
+        let candidates: smallvec::SmallVec<[Candidate; 8]> = pool
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| usable(m, settings, health))
+            .map(|(i, m)| Candidate {
+                server: i,
+                weight: m.weight.max(1),
+                in_flight: 0,
+                latency: 0.0,
+                id_hash: self.id_hashes[i],
+            })
+            .collect();
+        (!candidates.is_empty()).then(|| candidates[algorithm::rendezvous(&candidates, key)].server)
+    }
+}
+
+/// The shared step: whether a server may take requests. Drained and forced-down servers may
+/// not; a server whose health is not known yet may only where the pool starts servers up (no
+/// check, or `start = "up"`).
+pub fn usable(member: &Member, settings: &PoolSettings, health: &HealthSnapshot) -> bool {
+    let (admin, state) = health.state(&member.id);
+    match (admin, state) {
+        (Admin::Drained | Admin::ForcedDown, _) => false,
+        (Admin::ForcedUp, _) => true,
+        (Admin::Normal, Health::Up) => true,
+        (Admin::Normal, Health::Down) => false,
+        (Admin::Normal, Health::Unknown) => settings.start_up,
+    }
+}
+
+/// A server's address.
+pub fn address(member: &Member) -> Option<SocketAddr> {
+    match (&member.target, member.port) {
+        (crate::balance::Target::Addr(ip), Some(port)) => Some(SocketAddr::new(*ip, port)),
+        _ => None,
+    }
+}

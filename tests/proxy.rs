@@ -1,0 +1,297 @@
+//! The site proxy end to end: the real `meridian proxy` on port 0 in front of real HTTP/1.1
+//! servers on port 0, driven over real connections.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A site with one listener on port 0, one route to pool `p`, and the pool's servers.
+fn site(pool_extra: &str, servers: &[&Upstream], extra: &str) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .map(|u| format!("{{ address = \"{}\" }}", u.addr))
+        .collect();
+    format!(
+        "[proxy]\naccess_log = \"off\"\ndrain_timeout = \"2s\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\n{pool_extra}\nservers = [{}]\n\n{extra}",
+        list.join(", ")
+    )
+}
+
+/// Which upstream answered (the first line of its body).
+fn who(body: &str) -> String {
+    body.lines().next().unwrap_or("").to_string()
+}
+
+/// The value of header `name` the upstream saw.
+fn seen(body: &str, name: &str) -> Option<String> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::to_string)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn round_robin_spreads_requests_evenly_and_hides_the_servers() {
+    let ups: Vec<Upstream> = (0..3).map(|i| Upstream::start(&format!("u{i}"))).collect();
+    let refs: Vec<&Upstream> = ups.iter().collect();
+    let proxy = SiteProxy::start(&site("algorithm = \"round-robin\"", &refs, ""));
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let (status, headers, body) = get(proxy.addr, "/x", "");
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            header(&headers, "server").is_none(),
+            "the server's name leaks"
+        );
+        assert_eq!(header(&headers, "x-request-id").map(str::len), Some(32));
+        *counts.entry(who(&body)).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|&c| c == 10), "{counts:?}");
+}
+
+#[test]
+fn forwarding_headers_are_set_and_a_client_cannot_forge_them() {
+    let up = Upstream::start("u");
+    let proxy = SiteProxy::start(&site("", &[&up], ""));
+    let (status, _, body) = get(
+        proxy.addr,
+        "/path?q=1",
+        "X-Forwarded-For: 203.0.113.9\r\nForwarded: for=203.0.113.9\r\nConnection: close, x-drop-me\r\nX-Drop-Me: 1\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("GET /path?q=1 HTTP/1.1"), "{body}");
+    assert_eq!(seen(&body, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(seen(&body, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        seen(&body, "x-forwarded-host").as_deref(),
+        Some("site.test")
+    );
+    assert_eq!(
+        seen(&body, "forwarded").as_deref(),
+        Some("for=127.0.0.1;proto=http;host=\"site.test\"")
+    );
+    assert_eq!(seen(&body, "host").as_deref(), Some("site.test"));
+    assert!(
+        seen(&body, "x-drop-me").is_none(),
+        "a header named by Connection went upstream"
+    );
+    assert!(seen(&body, "x-request-id").is_some());
+
+    // Behind a trusted proxy the chain is extended instead.
+    drop(proxy);
+    let proxy = SiteProxy::start(&site("", &[&up], "").replace(
+        "[proxy]\n",
+        "[proxy]\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
+    ));
+    let (_, _, body) = get(
+        proxy.addr,
+        "/",
+        "X-Forwarded-For: 203.0.113.9\r\nX-Request-Id: abc\r\n",
+    );
+    assert_eq!(
+        seen(&body, "x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(seen(&body, "x-request-id").as_deref(), Some("abc"));
+}
+
+#[test]
+fn a_sticky_cookie_pins_a_client_and_a_forged_one_is_ignored() {
+    let ups: Vec<Upstream> = (0..3).map(|i| Upstream::start(&format!("u{i}"))).collect();
+    let refs: Vec<&Upstream> = ups.iter().collect();
+    let proxy = SiteProxy::start(&site(
+        "algorithm = \"round-robin\"\nsticky = { cookie = \"srv\", max_age = \"1h\", key = \"a key of at least sixteen bytes\" }",
+        &refs,
+        "",
+    ));
+    let (_, headers, body) = get(proxy.addr, "/", "");
+    let first = who(&body);
+    let set = header(&headers, "set-cookie")
+        .expect("a sticky cookie")
+        .to_string();
+    assert!(
+        set.contains("Max-Age=3600") && set.contains("HttpOnly"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    for _ in 0..100 {
+        let (status, headers, body) = get(proxy.addr, "/", &format!("Cookie: {cookie}\r\n"));
+        assert_eq!(status, 200);
+        assert_eq!(who(&body), first);
+        assert!(
+            header(&headers, "set-cookie").is_none(),
+            "a pinned client was pinned again"
+        );
+    }
+    // A tampered value names no server: the client is balanced and pinned anew.
+    let value = cookie.split_once('=').unwrap().1;
+    let mut forged = value.to_string();
+    forged.replace_range(0..1, if value.starts_with('0') { "1" } else { "0" });
+    let mut servers = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let (_, headers, body) = get(proxy.addr, "/", &format!("Cookie: srv={forged}\r\n"));
+        assert!(header(&headers, "set-cookie").is_some());
+        servers.insert(who(&body));
+    }
+    assert!(servers.len() > 1, "a forged cookie steered every request");
+}
+
+#[test]
+fn a_dead_server_costs_idempotent_requests_nothing_and_every_server_refusing_is_a_quick_502() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let dead_addr = {
+        let c = Upstream::start("c");
+        c.addr
+    };
+    // The dropped server's port refuses connections from here on.
+    let dead = format!("{{ address = \"{dead_addr}\" }}");
+    let text = site("algorithm = \"round-robin\"", &[&a, &b], "")
+        .replace("servers = [", &format!("servers = [{dead}, "));
+    let proxy = SiteProxy::start(&text);
+    for _ in 0..30 {
+        let (status, _, body) = get(proxy.addr, "/", "");
+        assert_eq!(status, 200, "{body}");
+        assert!(["a", "b"].contains(&who(&body).as_str()));
+    }
+    drop(a);
+    drop(b);
+    let started = Instant::now();
+    let (status, headers, _) = get(proxy.addr, "/", "");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "all down took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 502);
+    assert!(header(&headers, "content-length").is_some());
+}
+
+#[test]
+fn checks_take_a_failing_server_out_and_an_all_down_pool_answers_503_with_retry_after() {
+    let a = Upstream::start("a");
+    let backend = Backend::start(200);
+    let text = site(
+        "check = \"h\"",
+        &[&a],
+        &format!(
+            "[check.h]\nkind = \"http\"\nport = {}\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n",
+            backend.addr.port()
+        ),
+    );
+    let proxy = SiteProxy::start(&text);
+    assert!(
+        wait_until(Duration::from_secs(5), || get(proxy.addr, "/", "").0 == 200),
+        "the server never came up"
+    );
+    backend.set(503);
+    assert!(
+        wait_until(Duration::from_secs(5), || get(proxy.addr, "/", "").0 == 503),
+        "the server stayed in"
+    );
+    let (_, headers, body) = get(proxy.addr, "/", "");
+    assert_eq!(header(&headers, "retry-after"), Some("1"));
+    assert!(body.contains("no server available"));
+    backend.set(200);
+    assert!(wait_until(Duration::from_secs(5), || get(
+        proxy.addr, "/", ""
+    )
+    .0 == 200));
+}
+
+#[test]
+fn request_smuggling_forms_get_400_and_reach_no_server() {
+    let up = Upstream::start("u");
+    let proxy = SiteProxy::start(&site("", &[&up], ""));
+    let forms = [
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!",
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n",
+    ];
+    for form in forms {
+        let (status, _, _) = raw_http(proxy.addr, form);
+        assert_eq!(status, 400, "{form:?}");
+    }
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[test]
+fn check_validates_a_site_config_naming_file_line_and_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.toml");
+    std::fs::write(
+        &path,
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"web\"\n\n[pool.web]\nalgorithm = \"fastest\"\nservers = [{ address = \"127.0.0.1:9\" }]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("site.toml:7: pool \"web\": algorithm \"fastest\""),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("site.toml:3") && err.contains("bogus"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_example_and_demo_site_configs_pass_check_and_reject_an_unknown_key() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/site");
+    for name in ["site.toml", "demo.toml"] {
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(root.join(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(root.join(name)).unwrap();
+        let bogus = dir.path().join(name);
+        std::fs::write(
+            &bogus,
+            text.replacen("[[listener]]\n", "[[listener]]\nbogus = 1\n", 1),
+        )
+        .unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&bogus)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name} with an unknown key passed"
+        );
+    }
+}
