@@ -34,6 +34,8 @@
 //! - [`proxy`]: the site proxy (`meridian proxy`): routes, balancing algorithms, sticky
 //!   sessions and forwarding over pooled connections, deciding health through [`health`]
 //!   and pools through [`balance`].
+//! - [`tls`]: TLS server configs for the proxy: certificates by SNI (reloaded when their files
+//!   change), ALPN, resumption, client certificates.
 //! - [`anycast`]: the helper that announces the node's prefixes through ExaBGP or BIRD only
 //!   while the node answers as clients expect.
 
@@ -53,4 +55,5 @@ pub mod proxy;
 pub mod render;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod zone;

@@ -216,7 +216,14 @@ async fn watch_files(node: Arc<Node>, mut seen: Vec<FileStamp>) {
         }
         tracing::info!("config files changed: reloading");
         node.reload().await;
-        files = node.config().config.sources.clone();
-        seen = stamp(&files);
+        // The files as they were before the reload read them: a change made while it ran is
+        // noticed at the next poll (stamping after would take it for the loaded state).
+        let sources = node.config().config.sources.clone();
+        seen = if sources == files {
+            settled
+        } else {
+            stamp(&sources)
+        };
+        files = sources;
     }
 }

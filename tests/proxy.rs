@@ -215,6 +215,9 @@ fn request_smuggling_forms_get_400_and_reach_no_server() {
     let proxy = SiteProxy::start(&site("", &[&up], ""));
     let forms = [
         "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello!",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
         "GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n",
     ];
     for form in forms {
@@ -294,4 +297,136 @@ fn the_example_and_demo_site_configs_pass_check_and_reject_an_unknown_key() {
             "{name} with an unknown key passed"
         );
     }
+}
+
+#[test]
+fn an_upgraded_connection_is_passed_through_both_ways() {
+    use std::io::{Read, Write};
+    // A server that accepts a WebSocket upgrade, then echoes what it receives.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            conn.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        assert!(
+            head.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="),
+            "{head}"
+        );
+        conn.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n").unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => conn.write_all(&buf[..n]).unwrap(),
+            }
+        }
+    });
+    let text = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{addr}\" }}]\n"
+    );
+    let proxy = SiteProxy::start(&text);
+    let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    for message in ["ping-1", "a longer message, twice over"] {
+        c.write_all(message.as_bytes()).unwrap();
+        let mut back = vec![0u8; message.len()];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(back, message.as_bytes());
+    }
+    drop(c);
+    server.join().unwrap();
+}
+
+#[test]
+fn twenty_reloads_under_load_fail_no_request_and_a_bad_config_keeps_the_old_one() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let text = |u: &Upstream| site("", &[u], "");
+    let proxy = SiteProxy::start(&text(&a));
+    let config = proxy.dir.path().join("site.toml");
+    let write = |body: &str| {
+        let tmp = proxy.dir.path().join(".site.toml.tmp");
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+    };
+
+    // A client on kept-alive connections, asking all the time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let url = format!("http://{}/", proxy.addr);
+    let client = {
+        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let http = reqwest::Client::new();
+                while !stop.load(Ordering::Relaxed) {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {}
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        })
+    };
+    for i in 0..20 {
+        let next = if i % 2 == 0 { &b } else { &a };
+        write(&text(next));
+        proxy.signal(nix::sys::signal::Signal::SIGHUP);
+        assert!(
+            wait_until(Duration::from_secs(10), || who(&get(proxy.addr, "/", "").2)
+                == next.name),
+            "reload {i} did not take"
+        );
+    }
+    // A broken config is refused; the running one keeps serving.
+    write("[[listener]]\naddress = \"nowhere\"\n");
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy
+            .log()
+            .contains("reload refused")),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(who(&get(proxy.addr, "/", "").2), "a");
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    assert!(sent.load(Ordering::Relaxed) > 20);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed across reloads"
+    );
 }

@@ -52,6 +52,21 @@ struct ProxySection {
 #[serde(deny_unknown_fields)]
 struct ListenerFile {
     address: String,
+    tls: Option<TlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    certificates: Vec<CertFile>,
+    client_ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertFile {
+    cert: String,
+    key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,7 +136,7 @@ struct DemoFile {
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
     pub file: PathBuf,
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<Listener>,
     /// In file order; the first that matches a request routes it.
     pub routes: Vec<Route>,
     pub pools: Vec<Pool>,
@@ -142,6 +157,23 @@ pub struct SiteConfig {
     pub hide_headers: Vec<String>,
     /// Built-in demo responders to start on these addresses (the demo site only).
     pub demo_responders: Vec<SocketAddr>,
+}
+
+/// A listening address, plain or TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsSettings>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// (certificate chain, private key) PEM files; the first is the default, the others are
+    /// chosen by SNI from the names their certificates hold.
+    pub certificates: Vec<(PathBuf, PathBuf)>,
+    /// Clients must present a certificate signed by one of these (PEM).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// One access log line per request, or none.
@@ -369,7 +401,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             "no [[listener]] configured".into(),
         ));
     }
-    let mut listeners = Vec::new();
+    let mut listeners: Vec<Listener> = Vec::new();
     for l in &parsed.listener {
         let address = &l.get_ref().address;
         let addr = address.parse::<SocketAddr>().map_err(|e| {
@@ -379,14 +411,47 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                 format!("not ADDRESS:PORT: {e}"),
             )
         })?;
-        if addr.port() != 0 && listeners.contains(&addr) {
+        if addr.port() != 0 && listeners.iter().any(|o| o.addr == addr) {
             return Err(invalid(
                 l.span().start,
                 Object::Listener(address.clone()),
                 "listed twice".into(),
             ));
         }
-        listeners.push(addr);
+        let tls = match &l.get_ref().tls {
+            None => None,
+            Some(t) => {
+                let settings = TlsSettings {
+                    certificates: t
+                        .certificates
+                        .iter()
+                        .map(|c| (base.join(&c.cert), base.join(&c.key)))
+                        .collect(),
+                    client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
+                };
+                if settings.certificates.is_empty() {
+                    return Err(invalid(
+                        l.span().start,
+                        Object::Listener(address.clone()),
+                        "tls needs at least one certificate".into(),
+                    ));
+                }
+                // The files are read now, so `check` and a reload catch a broken pair.
+                crate::tls::Certificates::load(&settings.certificates)
+                    .and_then(|certs| {
+                        crate::tls::server_config(certs.into(), settings.client_ca.as_deref())
+                    })
+                    .map_err(|e| {
+                        invalid(
+                            l.span().start,
+                            Object::Listener(address.clone()),
+                            e.to_string(),
+                        )
+                    })?;
+                Some(settings)
+            }
+        };
+        listeners.push(Listener { addr, tls });
     }
 
     // Checks first: pools refer to them.

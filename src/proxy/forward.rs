@@ -60,6 +60,8 @@ impl Body for Tracked {
 pub struct Conn {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The drain generation the connection was opened in.
+    pub born: u64,
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 section 7.6.1).
@@ -97,6 +99,12 @@ pub async fn handle(
         if let Ok(name) = name {
             response.headers_mut().insert(name, v);
         }
+    }
+    // A connection from before a reload or shutdown: HTTP/1.x clients are told it closes.
+    if version <= Version::HTTP_11 && shared.drain.generation() != conn.born {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let took = started.elapsed();
     match running.site.access_log {
@@ -169,6 +177,9 @@ pub fn own(status: StatusCode, text: &str) -> Response<ProxyBody> {
 /// connection-specific headers RFC 9113 section 8.2.2 forbids.
 fn bad_framing<B>(req: &Request<B>) -> Option<&'static str> {
     let h = req.headers();
+    if h.contains_key(super::framing::MARK) {
+        return Some("ambiguous framing: Content-Length twice, or with Transfer-Encoding");
+    }
     let lengths: Vec<&HeaderValue> = h.get_all(header::CONTENT_LENGTH).iter().collect();
     if lengths.len() > 1 {
         return Some("several Content-Length headers");
@@ -230,13 +241,17 @@ const MAX_TRIES: usize = 3;
 async fn forward(
     shared: &Shared,
     running: &Arc<Running>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: Conn,
     request_id: &str,
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
     if let Some(why) = bad_framing(&req) {
         tracing::debug!(peer = %conn.peer, why, "request refused");
-        return (own(StatusCode::BAD_REQUEST, why), None);
+        // What follows on the connection cannot be trusted to start a request: close it.
+        let mut r = own(StatusCode::BAD_REQUEST, why);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return (r, None);
     }
     let host = route::host_of(&req);
     let facts = RequestFacts {
@@ -298,9 +313,21 @@ async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
+    // An HTTP/1.1 upgrade (WebSocket) asks for the connection: the protocol it names goes
+    // upstream, and on 101 the two connections are joined.
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .filter(|_| req.version() == Version::HTTP_11)
+        .cloned();
+    let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    if let Some(protocol) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
     forwarding_headers(
         &mut headers,
         running,
@@ -330,8 +357,9 @@ async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let retryable = idempotent(&parts.method) && body.is_end_stream();
+    let retryable = idempotent(&parts.method) && body.is_end_stream() && upgrade.is_none();
     let mut body = Some(body);
+    let mut client_side = client_side;
     let mut tried: Vec<usize> = Vec::new();
     loop {
         let Some(server) = chosen else {
@@ -360,6 +388,15 @@ async fn forward(
         let failure = match outcome {
             Ok(Ok(resp)) => {
                 state.load[server].observe(sent.elapsed());
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_side) = client_side.take() {
+                        return (tunnel(resp, client_side, in_flight), Some(addr));
+                    }
+                    return (
+                        own(StatusCode::BAD_GATEWAY, "an upgrade nobody asked for"),
+                        Some(addr),
+                    );
+                }
                 let mut resp = respond(resp, in_flight, running, ri);
                 if let (Some(Sticky::Cookie(c)), false) = (&settings.sticky, pinned) {
                     if let Some(signer) = &running.signers[pi] {
@@ -392,6 +429,40 @@ async fn forward(
         pinned = false;
         chosen = state.choose(pool, settings, &health, client_ip, key, &tried);
     }
+}
+
+/// Answers an accepted upgrade: the server's 101 goes to the client with its `Upgrade` and
+/// `Connection` headers, and once both sides have switched their bytes are copied both ways
+/// until either closes (the server's request stays counted in flight until then).
+fn tunnel(
+    mut resp: Response<Incoming>,
+    client_side: hyper::upgrade::OnUpgrade,
+    in_flight: InFlight,
+) -> Response<ProxyBody> {
+    let server_side = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side) else {
+            return;
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut server = hyper_util::rt::TokioIo::new(server);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    });
+    let (parts, _) = resp.into_parts();
+    let mut out = Response::new(Either::Right(Full::new(Bytes::new())));
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for name in [header::UPGRADE, header::CONNECTION] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    for (k, v) in &parts.headers {
+        if k.as_str().starts_with("sec-websocket-") {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// The hash a `hash` pool keys on, when the request has it.

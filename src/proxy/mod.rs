@@ -18,16 +18,20 @@
 //! - [`route`]: matching a request to a route.
 //! - [`sticky`]: the signed server cookie.
 //! - [`forward`]: one request, end to end.
+//! - [`framing`]: HTTP/1.1 request framing followed on the client's bytes, to refuse the
+//!   ambiguous forms hyper would resolve out of sight.
 //! - [`demo`]: the built-in responders of the demo site.
 
 pub mod algorithm;
 pub mod demo;
 pub mod forward;
+pub mod framing;
 pub mod route;
 pub mod sticky;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +42,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{load_site, SiteConfig, SiteSource, Sticky};
 use crate::health::{HealthStore, ProbeSet};
+use crate::tls;
 use upstream::PoolState;
 
 /// A proxy failure that stops it from starting.
@@ -53,6 +58,57 @@ pub enum ProxyError {
     },
     #[error("cannot start the health checks: {0}")]
     Probes(#[from] crate::health::ProbeError),
+    #[error("TLS: {0}")]
+    Tls(crate::tls::TlsError),
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a retired connection may still take requests (each answered with `Connection:
+/// close`) before it is closed when idle: closing an idle kept-alive connection at once races
+/// with a request the client is sending on it.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How often certificate files are checked for a change.
+const CERT_POLL: Duration = Duration::from_secs(2);
+
+/// A TLS listener's (certificate, key) files, the resolver that serves them, and the files'
+/// times when they were read.
+type WatchedCerts = (
+    Vec<(PathBuf, PathBuf)>,
+    Arc<tls::Resolver>,
+    Vec<Option<std::time::SystemTime>>,
+);
+
+fn cert_stamps(pairs: &[(PathBuf, PathBuf)]) -> Vec<Option<std::time::SystemTime>> {
+    let files: Vec<&std::path::Path> = pairs
+        .iter()
+        .flat_map(|(c, k)| [c.as_path(), k.as_path()])
+        .collect();
+    tls::stamps(&files)
+}
+
+/// Reloads a listener's certificates when their files change; a pair that no longer loads
+/// leaves the old ones serving, and says why.
+async fn watch_certificates(mut listeners: Vec<WatchedCerts>) {
+    loop {
+        tokio::time::sleep(CERT_POLL).await;
+        for (pairs, resolver, seen) in &mut listeners {
+            let now = cert_stamps(pairs);
+            if now == *seen {
+                continue;
+            }
+            *seen = now;
+            match tls::Certificates::load(pairs) {
+                Ok(certs) => {
+                    resolver.replace(certs);
+                    tracing::info!("certificates reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "new certificates refused; the old ones keep serving")
+                }
+            }
+        }
+    }
 }
 
 /// A site config as served: the config and the run-time state of its pools.
@@ -138,6 +194,8 @@ pub struct Shared {
     /// Swapped whole on reload.
     pub current: ArcSwap<Running>,
     pub health: Arc<HealthStore>,
+    /// The open connections and the generation that retires them.
+    drain: Arc<Drain>,
     /// Signs sticky cookies of pools without a configured key (random per process).
     process_key: [u8; 32],
 }
@@ -150,6 +208,9 @@ pub async fn serve(
     source: SiteSource,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ProxyError> {
+    // SIGHUP reloads from before the first line of output, so a reload asked for as soon as
+    // the proxy says it listens is never taken for the default action (exit).
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let site = load_site(&source)?;
     let mut responders = Vec::new();
     for addr in &site.demo_responders {
@@ -163,15 +224,30 @@ pub async fn serve(
         );
     }
     let mut listeners = Vec::new();
-    for &addr in &site.listeners {
+    let mut watched_certs = Vec::new();
+    for listener in &site.listeners {
+        let addr = listener.addr;
         let l = TcpListener::bind(addr)
             .await
             .map_err(|source| ProxyError::Bind { addr, source })?;
-        listeners.push(l);
+        let tls = match &listener.tls {
+            None => None,
+            Some(t) => {
+                // Stamped before reading, so a change from then on is noticed.
+                let stamped = cert_stamps(&t.certificates);
+                let certs = tls::Certificates::load(&t.certificates).map_err(ProxyError::Tls)?;
+                let resolver: Arc<tls::Resolver> = certs.into();
+                let config = tls::server_config(resolver.clone(), t.client_ca.as_deref())
+                    .map_err(ProxyError::Tls)?;
+                watched_certs.push((t.certificates.clone(), resolver, stamped));
+                Some(tokio_rustls::TlsAcceptor::from(config))
+            }
+        };
+        listeners.push((l, tls));
     }
     let bound: Vec<String> = listeners
         .iter()
-        .filter_map(|l| l.local_addr().ok())
+        .filter_map(|(l, _)| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
     println!("listening proxy={} control=-", bound.join(","));
@@ -179,29 +255,31 @@ pub async fn serve(
 
     let health = Arc::new(HealthStore::in_memory());
     let mut probes = ProbeSet::start(site.probes.clone(), health.clone())?;
-    let drain = site.drain_timeout;
+    let drain_timeout = site.drain_timeout;
     let process_key: [u8; 32] = rand::random();
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(Running::new(site, &process_key)),
         health: health.clone(),
+        drain: Arc::new(Drain::default()),
         process_key,
     });
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+    let drain = shared.drain.clone();
     let mut accepts = tokio::task::JoinSet::new();
-    for l in listeners {
+    for (l, tls) in listeners {
         accepts.spawn(accept(
             l,
+            tls,
             shared.clone(),
             stopping.clone(),
-            graceful.clone(),
+            drain.clone(),
         ));
     }
+    let cert_watch = tokio::spawn(watch_certificates(watched_certs));
 
     let reloads = async {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
+        let Some(mut hup) = hup else {
             return std::future::pending().await;
         };
         loop {
@@ -218,6 +296,9 @@ pub async fn serve(
                     shared
                         .current
                         .store(Arc::new(Running::new(site, &shared.process_key)));
+                    // Connections opened before close once their request in hand is done:
+                    // clients reconnect to the new config.
+                    drain.close_open_connections();
                     tracing::info!("reloaded");
                 }
                 Err(e) => {
@@ -234,16 +315,12 @@ pub async fn serve(
     }
     let _ = stop.send(true);
     while accepts.join_next().await.is_some() {}
-    // Every accept loop has ended: this is the last handle.
-    if let Ok(graceful) = Arc::try_unwrap(graceful) {
-        if tokio::time::timeout(drain, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(after = ?drain, "requests still in flight were cut at the drain timeout");
-        }
+    drain.close_open_connections();
+    if !drain.all_closed(drain_timeout).await {
+        tracing::warn!(after = ?drain_timeout, "requests still in flight were cut at the drain timeout");
     }
     probes.stop().await;
+    cert_watch.abort();
     for r in responders {
         r.abort();
     }
@@ -251,13 +328,98 @@ pub async fn serve(
     Ok(())
 }
 
+/// The open client connections: how many, and a generation that closes every connection
+/// opened before it changes (reload and shutdown). A closing connection finishes the request
+/// in hand: HTTP/1.1 answers it with `Connection: close`, h2 sends GOAWAY, an idle one closes
+/// at once.
+#[derive(Default)]
+struct Drain {
+    generation: tokio::sync::watch::Sender<u64>,
+    live: tokio::sync::watch::Sender<usize>,
+}
+
+impl Drain {
+    fn close_open_connections(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// The current generation: connections opened in an earlier one are closing.
+    pub(crate) fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Waits until no connection is open, for at most `limit`; whether none is.
+    async fn all_closed(&self, limit: Duration) -> bool {
+        let mut live = self.live.subscribe();
+        let closed = tokio::time::timeout(limit, live.wait_for(|n| *n == 0)).await;
+        closed.is_ok()
+    }
+
+    /// Serves one connection until it ends, closing it gracefully when generation `born`, the
+    /// one it was opened in, ends. Meanwhile its HTTP/1.1 responses say `Connection: close`
+    /// (see [`forward::handle`]), so a client busy on it learns before it sends again; after
+    /// [`CLOSE_GRACE`] it is closed as soon as it is idle, and h2 gets its GOAWAY.
+    async fn serve<C>(self: Arc<Self>, conn: C, peer: SocketAddr, born: u64)
+    where
+        C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
+            + GracefulClose,
+    {
+        self.live.send_modify(|n| *n += 1);
+        let mut generation = self.generation.subscribe();
+        let mut conn = std::pin::pin!(conn);
+        let ended = loop {
+            if *generation.borrow_and_update() != born {
+                tokio::select! {
+                    ended = conn.as_mut() => break ended,
+                    _ = tokio::time::sleep(CLOSE_GRACE) => {}
+                }
+                conn.as_mut().close_gracefully();
+                break conn.as_mut().await;
+            }
+            tokio::select! {
+                ended = conn.as_mut() => break ended,
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        conn.as_mut().close_gracefully();
+                        break conn.as_mut().await;
+                    }
+                }
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(%peer, error = %e, "client connection ended with an error");
+        }
+        self.live.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A served connection that can be asked to finish its request in hand and close.
+trait GracefulClose {
+    fn close_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulClose for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn close_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 /// Accepts connections on one listener until told to stop; each is served with h1 or h2
-/// as the client speaks, and watched for a graceful shutdown.
+/// as the client speaks, and closed gracefully on reload and shutdown.
 async fn accept(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
-    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    drain: Arc<Drain>,
 ) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
@@ -273,18 +435,55 @@ async fn accept(
             _ = stopping.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let conn = forward::Conn { peer, tls: false };
+        let born = drain.generation();
+        let conn = forward::Conn {
+            peer,
+            tls: tls.is_some(),
+            born,
+        };
         let shared = shared.clone();
         let service =
             hyper::service::service_fn(move |req| forward::handle(shared.clone(), req, conn));
-        let served = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let served = graceful.watch(served);
-        tokio::spawn(async move {
-            if let Err(e) = served.await {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+        match &tls {
+            None => {
+                let served = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(framing::Framed::new(stream)),
+                        service,
+                    )
+                    .into_owned();
+                tokio::spawn(drain.clone().serve(served, peer, born));
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task: a slow client holds up
+                // nobody else.
+                let (acceptor, builder, drain) = (acceptor.clone(), builder.clone(), drain.clone());
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let served = builder
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(framing::Framed::new(stream)),
+                            service,
+                        )
+                        .into_owned();
+                    drain.serve(served, peer, born).await;
+                });
+            }
+        }
     }
 }

@@ -287,7 +287,11 @@ impl SiteProxy {
     /// Writes `site` as `site.toml` and starts the proxy on it; its listeners should use port
     /// 0, and the bound addresses are read from the proxy's first line of output.
     pub fn start(site: &str) -> SiteProxy {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), site)
+    }
+
+    /// [`SiteProxy::start`] in a directory that already holds the files the config names.
+    pub fn start_in(dir: tempfile::TempDir, site: &str) -> SiteProxy {
         let config = dir.path().join("site.toml");
         std::fs::write(&config, site).unwrap();
         let log = dir.path().join("stderr.log");

@@ -1,0 +1,331 @@
+//! HTTP/1.1 request framing read off the client's bytes before hyper parses them, for the one
+//! check hyper cannot offer: hyper resolves `Transfer-Encoding` with `Content-Length` by
+//! dropping the length (as RFC 9112 section 6.3 allows) and merges repeated equal lengths, so
+//! by the time a request reaches the proxy the ambiguity that request smuggling exploits is
+//! gone from view. [`Framed`] follows each request's head and body through the stream; a head
+//! with both headers, or with `Content-Length` more than once, gets a [`MARK`] header line
+//! added, and the proxy answers such a request 400 and closes the connection. Everything else
+//! passes through unchanged; h2 and upgraded connections are not looked at.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The header line added to a request whose framing is ambiguous.
+pub const MARK: &str = "x-meridian-ambiguous-framing";
+
+/// Heads longer than this are left to hyper (which refuses them).
+const HEAD_LIMIT: usize = 64 * 1024;
+
+/// A client stream whose request framing is followed.
+pub struct Framed<S> {
+    inner: S,
+    state: State,
+    /// Bytes read and looked at, not yet handed to hyper.
+    out: Vec<u8>,
+    at: usize,
+}
+
+#[derive(Debug)]
+enum State {
+    /// The start of the connection: h2's preface or a first head.
+    Start,
+    /// A request head, collected until its blank line.
+    Head(Vec<u8>),
+    /// This many body bytes left.
+    Body(u64),
+    Chunked(Chunk),
+    /// Not followed any further (h2, an upgrade, or framing hyper will refuse).
+    Through,
+}
+
+#[derive(Debug)]
+enum Chunk {
+    /// The chunk-size line, collected until its LF.
+    Size(Vec<u8>),
+    Data(u64),
+    /// The CRLF after a chunk's data: bytes still to skip.
+    DataEnd(u8),
+    /// Trailer lines until an empty one.
+    Trailer(Vec<u8>),
+}
+
+/// How a head says its body is framed.
+enum Body {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl<S> Framed<S> {
+    pub fn new(inner: S) -> Framed<S> {
+        Framed {
+            inner,
+            state: State::Start,
+            out: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// Follows `data` through the state machine, appending what hyper should read to `out`.
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Through => {
+                    self.out.extend_from_slice(data);
+                    return;
+                }
+                State::Start => {
+                    self.state = if data.starts_with(b"PRI * HTTP/2.0") {
+                        State::Through
+                    } else {
+                        State::Head(Vec::new())
+                    };
+                }
+                State::Head(head) => {
+                    let from = head.len().saturating_sub(3);
+                    head.extend_from_slice(data);
+                    data = &[];
+                    let Some(end) = find(&head[from..], b"\r\n\r\n").map(|i| from + i + 4) else {
+                        if head.len() > HEAD_LIMIT {
+                            let head = std::mem::take(head);
+                            self.out.extend_from_slice(&head);
+                            self.state = State::Through;
+                        }
+                        continue;
+                    };
+                    let mut head = std::mem::take(head);
+                    let rest = head.split_off(end);
+                    let (ambiguous, body, upgrade) = look(&head);
+                    if ambiguous {
+                        // The mark goes in before the blank line; nothing after this
+                        // request is followed (the connection closes after the 400).
+                        self.out.extend_from_slice(&head[..head.len() - 2]);
+                        self.out.extend_from_slice(MARK.as_bytes());
+                        self.out.extend_from_slice(b": 1\r\n\r\n");
+                        self.state = State::Through;
+                    } else {
+                        self.out.extend_from_slice(&head);
+                        self.state = match (upgrade, body) {
+                            (true, _) => State::Through,
+                            (false, Body::None) => State::Head(Vec::new()),
+                            (false, Body::Length(0)) => State::Head(Vec::new()),
+                            (false, Body::Length(n)) => State::Body(n),
+                            (false, Body::Chunked) => State::Chunked(Chunk::Size(Vec::new())),
+                        };
+                    }
+                    // What followed the head is fed again, in the new state.
+                    self.feed(&rest);
+                    return;
+                }
+                State::Body(left) => {
+                    let n = (*left).min(data.len() as u64) as usize;
+                    self.out.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.state = State::Head(Vec::new());
+                    }
+                }
+                State::Chunked(chunk) => {
+                    let byte = data[0];
+                    self.out.push(byte);
+                    data = &data[1..];
+                    let next = match chunk {
+                        Chunk::Size(line) => {
+                            line.push(byte);
+                            if byte != b'\n' {
+                                (line.len() > 1024).then_some(State::Through)
+                            } else {
+                                Some(match chunk_size(line) {
+                                    Some(0) => State::Chunked(Chunk::Trailer(Vec::new())),
+                                    Some(n) => State::Chunked(Chunk::Data(n)),
+                                    None => State::Through,
+                                })
+                            }
+                        }
+                        Chunk::Data(left) => {
+                            *left -= 1;
+                            // Copy the rest of the chunk's data in one go.
+                            let n = (*left).min(data.len() as u64) as usize;
+                            self.out.extend_from_slice(&data[..n]);
+                            data = &data[n..];
+                            *left -= n as u64;
+                            (*left == 0).then_some(State::Chunked(Chunk::DataEnd(2)))
+                        }
+                        Chunk::DataEnd(left) => {
+                            *left -= 1;
+                            (*left == 0).then_some(State::Chunked(Chunk::Size(Vec::new())))
+                        }
+                        Chunk::Trailer(line) => {
+                            line.push(byte);
+                            if byte != b'\n' {
+                                (line.len() > HEAD_LIMIT).then_some(State::Through)
+                            } else if line.as_slice() == b"\r\n" || line.as_slice() == b"\n" {
+                                Some(State::Head(Vec::new()))
+                            } else {
+                                line.clear();
+                                None
+                            }
+                        }
+                    };
+                    if let Some(next) = next {
+                        self.state = next;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The size on a chunk-size line (hex, before any extension).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    let size = text.trim_end().split(';').next()?.trim();
+    u64::from_str_radix(size, 16).ok()
+}
+
+/// Reads a request head: whether its framing is ambiguous, how its body is framed, and
+/// whether it asks for an upgrade.
+fn look(head: &[u8]) -> (bool, Body, bool) {
+    let text = String::from_utf8_lossy(head);
+    let (mut lengths, mut length, mut chunked, mut te, mut upgrade) =
+        (0, None, false, false, false);
+    for line in text.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                lengths += 1;
+                length = value.parse::<u64>().ok();
+            }
+            "transfer-encoding" => {
+                te = true;
+                chunked = value
+                    .rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            }
+            "upgrade" => upgrade = true,
+            _ => {}
+        }
+    }
+    let ambiguous = lengths > 1 || (te && lengths > 0);
+    let body = match (te, chunked, length) {
+        (true, true, _) => Body::Chunked,
+        // A coding other than chunked last: hyper refuses the request.
+        (true, false, _) => Body::None,
+        (false, _, Some(n)) => Body::Length(n),
+        (false, _, None) => Body::None,
+    };
+    (ambiguous, body, upgrade)
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Framed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        while this.at == this.out.len() {
+            this.out.clear();
+            this.at = 0;
+            if matches!(this.state, State::Through) {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            let mut chunk = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
+            if n == 0 {
+                // The end: a head cut short still goes to hyper, which says what is wrong.
+                match &mut this.state {
+                    State::Head(head) if !head.is_empty() => {
+                        this.out = std::mem::take(head);
+                        this.state = State::Through;
+                        continue;
+                    }
+                    _ => return Poll::Ready(Ok(())),
+                }
+            }
+            this.feed(&chunk[..n]);
+        }
+        let n = (this.out.len() - this.at).min(buf.remaining());
+        buf.put_slice(&this.out[this.at..this.at + n]);
+        this.at += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, b)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What hyper would read after the whole input, fed in pieces of `step` bytes.
+    fn through(input: &[u8], step: usize) -> Vec<u8> {
+        let mut f = Framed::new(());
+        for piece in input.chunks(step) {
+            f.feed(piece);
+        }
+        f.out
+    }
+
+    #[test]
+    fn ambiguous_heads_are_marked_wherever_the_reads_split() {
+        let pipelined = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nT: 1\r\n\r\nGET /c HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for step in [1, 2, 7, 64, 4096] {
+            let out = String::from_utf8(through(pipelined, step)).unwrap();
+            assert_eq!(out.matches(MARK).count(), 1, "step {step}: {out}");
+            // The mark is on the third request, and it is the only change.
+            let (before, _) = out.split_once(MARK).unwrap();
+            assert!(before.contains("GET /c"), "step {step}");
+            assert_eq!(
+                out.replace(&format!("{MARK}: 1\r\n"), ""),
+                std::str::from_utf8(pipelined).unwrap()
+            );
+        }
+        let twice = b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello";
+        assert!(String::from_utf8(through(twice, 3)).unwrap().contains(MARK));
+        // A body that looks like a head is a body.
+        let body = b"POST / HTTP/1.1\r\nContent-Length: 60\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
+        assert!(!String::from_utf8(through(body, 5)).unwrap().contains(MARK));
+        // h2 is not looked at.
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(through(h2, 4), h2.to_vec());
+    }
+}

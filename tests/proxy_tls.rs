@@ -1,0 +1,178 @@
+//! TLS termination in the site proxy: the real binary on port 0, certificates made by rcgen,
+//! a rustls client: SNI picks the certificate, ALPN gives h2 or http/1.1 end to end, and a
+//! certificate file that changes is served from the next handshake (a broken one is not).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use http_body_util::BodyExt;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+struct Pair {
+    cert: String,
+    key: String,
+    der: CertificateDer<'static>,
+}
+
+fn pair(names: &[&str]) -> Pair {
+    let made =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    Pair {
+        cert: made.cert.pem(),
+        key: made.signing_key.serialize_pem(),
+        der: made.cert.der().clone(),
+    }
+}
+
+/// A client trusting `roots`, offering `alpn`.
+fn client(roots: &[&Pair], alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for p in roots {
+        store.add(p.der.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn connect(c: &tokio_rustls::TlsConnector, addr: SocketAddr, name: &str) -> Tls {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// The certificate the server presented.
+fn presented(s: &Tls) -> CertificateDer<'static> {
+    s.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
+}
+
+/// One GET over an established TLS stream, h2 or http/1.1 as negotiated; the body.
+async fn get_over(s: Tls, host: &str) -> (::http::Version, String) {
+    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = hyper_util::rt::TokioIo::new(s);
+    let req = ::http::Request::builder()
+        .uri(format!("https://{host}/hello"))
+        .header("host", host)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = if h2 {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.unwrap()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let mut req = req;
+        *req.uri_mut() = "/hello".parse().unwrap();
+        send.send_request(req).await.unwrap()
+    };
+    let version = resp.version();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (version, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn tls_site(up: &Upstream) -> String {
+    format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificates = [{{ cert = \"www.pem\", key = \"www.key\" }}, {{ cert = \"api.pem\", key = \"api.key\" }}] }}\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        up.addr
+    )
+}
+
+/// Starts a TLS proxy whose certificate files are written first (the config names them).
+fn start(up: &Upstream, www: &Pair, api: &Pair) -> SiteProxy {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("www.pem", &www.cert),
+        ("www.key", &www.key),
+        ("api.pem", &api.cert),
+        ("api.key", &api.key),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    SiteProxy::start_in(dir, &tls_site(up))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_certificate_and_h2_and_http11_work_end_to_end() {
+    let up = Upstream::start("u");
+    let www = pair(&["www.site.test"]);
+    let api = pair(&["api.site.test", "*.api.site.test"]);
+    let proxy = start(&up, &www, &api);
+    let both = client(&[&www, &api], &[b"h2", b"http/1.1"]);
+
+    let s = connect(&both, proxy.addr, "api.site.test").await;
+    assert_eq!(presented(&s), api.der, "SNI api.site.test");
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (version, body) = get_over(s, "api.site.test").await;
+    assert_eq!(version, ::http::Version::HTTP_2);
+    assert!(body.starts_with("u\nGET /hello HTTP/1.1"), "{body}");
+    assert!(body.contains("x-forwarded-proto: https"), "{body}");
+
+    let s = connect(&both, proxy.addr, "x.api.site.test").await;
+    assert_eq!(presented(&s), api.der, "a wildcard name");
+    let s = connect(&both, proxy.addr, "www.site.test").await;
+    assert_eq!(presented(&s), www.der);
+
+    let h1 = client(&[&www], &[b"http/1.1"]);
+    let s = connect(&h1, proxy.addr, "www.site.test").await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (version, body) = get_over(s, "www.site.test").await;
+    assert_eq!(version, ::http::Version::HTTP_11);
+    assert!(body.contains("x-forwarded-proto: https"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_certificate_serves_from_the_next_handshake_and_a_broken_one_does_not() {
+    let up = Upstream::start("u");
+    let www = pair(&["www.site.test"]);
+    let api = pair(&["api.site.test"]);
+    let proxy = start(&up, &www, &api);
+    let dir = proxy.dir.path().to_path_buf();
+    let renewed = pair(&["www.site.test"]);
+    let c = client(&[&www, &renewed], &[b"http/1.1"]);
+
+    // A broken key next to the old certificate: refused, the old pair keeps serving.
+    std::fs::write(dir.join("www.key"), "not a key").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy.log().contains("refused")),
+        "{}",
+        proxy.log()
+    );
+    let s = connect(&c, proxy.addr, "www.site.test").await;
+    assert_eq!(presented(&s), www.der);
+
+    // The renewed pair, written as deployment tools do (new files renamed into place).
+    for (name, text) in [("www.pem", &renewed.cert), ("www.key", &renewed.key)] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+    let mut served = None;
+    for _ in 0..100 {
+        let s = connect(&c, proxy.addr, "www.site.test").await;
+        if presented(&s) == renewed.der {
+            served = Some(());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served.is_some(), "the renewed certificate never served");
+}
