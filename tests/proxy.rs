@@ -430,3 +430,33 @@ fn twenty_reloads_under_load_fail_no_request_and_a_bad_config_keeps_the_old_one(
         "requests failed across reloads"
     );
 }
+
+#[test]
+fn passive_ejection_takes_a_failing_server_out_and_a_trial_readmits_it() {
+    let a = Upstream::start("a");
+    let dead = Upstream::start("soon dead").addr;
+    let text = site(
+        "algorithm = \"round-robin\"\neject_after = 2\neject_for = \"300ms\"",
+        &[&a],
+        "",
+    )
+    .replace(
+        "servers = [",
+        &format!("servers = [{{ address = \"{dead}\" }}, "),
+    );
+    let proxy = SiteProxy::start(&text);
+    for _ in 0..10 {
+        let (status, _, body) = get(proxy.addr, "/", "");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(who(&body), "a");
+    }
+    assert!(proxy.log().contains("server ejected"), "{}", proxy.log());
+    // Back at its address: once its ejection ends, a trial request finds it and it rejoins.
+    let revived = Upstream::start_at(dead, "revived");
+    assert!(
+        wait_until(Duration::from_secs(10), || who(&get(proxy.addr, "/", "").2)
+            == "revived"),
+        "the revived server never rejoined"
+    );
+    drop(revived);
+}

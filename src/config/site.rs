@@ -103,6 +103,9 @@ struct PoolFile {
     connect_timeout: Option<DurationValue>,
     idle_per_server: Option<usize>,
     idle_timeout: Option<DurationValue>,
+    eject_after: Option<u32>,
+    eject_for: Option<DurationValue>,
+    retry_budget: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,6 +247,13 @@ pub struct PoolSettings {
     /// Idle keep-alive connections kept per server, and for how long.
     pub idle_per_server: usize,
     pub idle_timeout: Duration,
+    /// Passive health: this many failures in a row (connection failures, timeouts, 5xx)
+    /// eject a server (0: never).
+    pub eject_after: u32,
+    /// The first ejection's length; each further one in a row doubles it (up to 64 times).
+    pub eject_for: Duration,
+    /// Retries allowed as a share of requests (percent), besides a few per second always.
+    pub retry_budget_percent: u32,
 }
 
 /// Session persistence.
@@ -597,6 +607,23 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             .map_err(|m| invalid(at, object(), format!("connect_timeout: {m}")))?;
         let idle_timeout = duration(&fp.idle_timeout, Duration::from_secs(60))
             .map_err(|m| invalid(at, object(), format!("idle_timeout: {m}")))?;
+        let eject_for = duration(&fp.eject_for, Duration::from_secs(5))
+            .map_err(|m| invalid(at, object(), format!("eject_for: {m}")))?;
+        let retry_budget_percent = match fp.retry_budget.as_deref() {
+            None => 20,
+            Some(b) => b
+                .trim_end_matches('%')
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v <= 100)
+                .ok_or_else(|| {
+                    invalid(
+                        at,
+                        object(),
+                        format!("retry_budget {b:?} must be a percentage from 0% to 100%"),
+                    )
+                })?,
+        };
         pool_index.insert(name.as_str(), pools.len());
         pools.push(Pool {
             name: name.clone(),
@@ -614,6 +641,9 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             connect_timeout,
             idle_per_server: fp.idle_per_server.unwrap_or(32),
             idle_timeout,
+            eject_after: fp.eject_after.unwrap_or(5),
+            eject_for,
+            retry_budget_percent,
         });
     }
 

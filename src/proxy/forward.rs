@@ -388,6 +388,13 @@ async fn forward(
         let failure = match outcome {
             Ok(Ok(resp)) => {
                 state.load[server].observe(sent.elapsed());
+                let outcome = match resp.status().is_server_error() {
+                    true => super::upstream::Outcome::Failed,
+                    false => super::upstream::Outcome::Answered,
+                };
+                if state.record(server, outcome, settings) {
+                    tracing::warn!(server = %addr, pool = %pool.name, "server ejected after failures in a row");
+                }
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_side.take() {
                         return (tunnel(resp, client_side, in_flight), Some(addr));
@@ -412,12 +419,15 @@ async fn forward(
             Err(_) => "timed out before the response headers".to_string(),
         };
         drop(in_flight);
-        state.load[server]
-            .failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(server = %addr, pool = %pool.name, error = %failure, "upstream failed");
+        if state.record(server, super::upstream::Outcome::Failed, settings) {
+            tracing::warn!(server = %addr, pool = %pool.name, "server ejected after failures in a row");
+        }
         tried.push(server);
-        if !retryable || tried.len() >= MAX_TRIES.min(pool.members.len()) {
+        let may_retry = retryable
+            && tried.len() < MAX_TRIES.min(pool.members.len())
+            && state.may_retry(settings.retry_budget_percent);
+        if !may_retry {
             let status = if failure.starts_with("timed out") {
                 StatusCode::GATEWAY_TIMEOUT
             } else {

@@ -20,6 +20,13 @@ pub struct ServerLoad {
     latency: AtomicU64,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+    /// Failures since the last success.
+    in_a_row: AtomicU32,
+    /// Ejected until this many milliseconds after the pool's start (0: not ejected).
+    ejected_until: AtomicU64,
+    /// Ejections in a row: each doubles the next one's length.
+    ejections: AtomicU32,
+    pub ejected_total: AtomicU64,
 }
 
 /// How quickly the latency average forgets: the weight of the newest sample.
@@ -45,6 +52,15 @@ impl ServerLoad {
     }
 }
 
+/// What one try at a server came to, for passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response that was not a 5xx.
+    Answered,
+    /// A connection failure, a timeout, or a 5xx response.
+    Failed,
+}
+
 /// Counts a request in flight on a server until dropped (the response body's end).
 pub struct InFlight(Arc<PoolState>, usize);
 
@@ -59,6 +75,10 @@ impl Drop for InFlight {
 /// One pool's run-time state, rebuilt with each config (counters start at zero).
 pub struct PoolState {
     pub index: usize,
+    /// Ejections are timed from here.
+    started: std::time::Instant,
+    /// Tries and retries in the current second, for the retry budget.
+    budget: std::sync::Mutex<(u64, u32, u32)>,
     pub load: Vec<ServerLoad>,
     id_hashes: Vec<u64>,
     cursor: AtomicU64,
@@ -69,6 +89,8 @@ impl PoolState {
     pub fn new(index: usize, pool: &Pool, settings: &PoolSettings) -> PoolState {
         PoolState {
             index,
+            started: std::time::Instant::now(),
+            budget: std::sync::Mutex::new((0, 0, 0)),
             load: pool.members.iter().map(|_| ServerLoad::default()).collect(),
             id_hashes: pool
                 .members
@@ -87,6 +109,70 @@ impl PoolState {
         InFlight(self.clone(), server)
     }
 
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether `server` is out for its recent failures.
+    pub fn ejected(&self, server: usize) -> bool {
+        self.now_ms() < self.load[server].ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// Passive health: a success clears a server's failures; `eject_after` failures in a row
+    /// eject it for `eject_for`, doubled for each ejection in a row. When an ejection ends the
+    /// server takes requests again, and one more failure ejects it at once.
+    pub fn record(&self, server: usize, outcome: Outcome, settings: &PoolSettings) -> bool {
+        let load = &self.load[server];
+        if outcome == Outcome::Answered {
+            load.in_a_row.store(0, Ordering::Relaxed);
+            load.ejections.store(0, Ordering::Relaxed);
+            return false;
+        }
+        load.failures.fetch_add(1, Ordering::Relaxed);
+        if settings.eject_after == 0 {
+            return false;
+        }
+        let in_a_row = load.in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row < settings.eject_after || self.ejected(server) {
+            return false;
+        }
+        let level = load.ejections.fetch_add(1, Ordering::Relaxed).min(6);
+        let length = settings.eject_for.as_millis() as u64 * (1 << level);
+        load.ejected_until
+            .store(self.now_ms() + length, Ordering::Relaxed);
+        // The trial after the ejection counts as the last of a run.
+        load.in_a_row
+            .store(settings.eject_after - 1, Ordering::Relaxed);
+        load.ejected_total.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether a retry fits the pool's budget: `percent` of this second's requests, and
+    /// always ten a second (so a quiet pool still retries around a server that just died).
+    pub fn may_retry(&self, percent: u32) -> bool {
+        let second = self.now_ms() / 1000;
+        let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        if b.0 != second {
+            *b = (second, 0, 0);
+        }
+        let allowed = 10 + b.1 * percent / 100;
+        if b.2 >= allowed {
+            return false;
+        }
+        b.2 += 1;
+        true
+    }
+
+    /// Counts a first try, for the retry budget.
+    fn count_try(&self) {
+        let second = self.now_ms() / 1000;
+        let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        if b.0 != second {
+            *b = (second, 0, 0);
+        }
+        b.1 += 1;
+    }
+
     /// Chooses a server for a request from `client` (hashing key `key`), skipping `tried`:
     /// the shared step keeps the servers that may be used, then the algorithm picks. `None`
     /// when no server may be used.
@@ -99,11 +185,22 @@ impl PoolState {
         key: Option<u64>,
         tried: &[usize],
     ) -> Option<usize> {
+        if tried.is_empty() {
+            self.count_try();
+        }
+        let open = |i: usize, m: &Member| !tried.contains(&i) && usable(m, settings, health);
+        // Ejected servers sit out, unless every server is ejected: then they all take part
+        // (passive health must not take the whole pool down).
+        let any_in = pool
+            .members
+            .iter()
+            .enumerate()
+            .any(|(i, m)| open(i, m) && !self.ejected(i));
         let candidates: smallvec::SmallVec<[Candidate; 8]> = pool
             .members
             .iter()
             .enumerate()
-            .filter(|(i, m)| !tried.contains(i) && usable(m, settings, health))
+            .filter(|(i, m)| open(*i, m) && (!any_in || !self.ejected(*i)))
             .map(|(i, m)| Candidate {
                 server: i,
                 weight: m.weight.max(1),
