@@ -525,7 +525,11 @@ fn ctl(
     match (&action, member_call) {
         (_, _) if json => print!("{body}"),
         (CtlAction::Status, _) if status.is_success() => {
-            print!("{}", meridian::render::status(&doc()?, now))
+            let doc = doc()?;
+            match doc["kind"].as_str() {
+                Some("proxy") => print!("{}", meridian::render::proxy_status(&doc)),
+                _ => print!("{}", meridian::render::status(&doc, now)),
+            }
         }
         (CtlAction::Audit { .. }, _) if status.is_success() => {
             print!("{}", meridian::render::audit(&doc()?, now))

@@ -67,6 +67,71 @@ fn texts(v: &Value) -> Vec<String> {
     v.as_array().into_iter().flatten().map(text).collect()
 }
 
+/// A site proxy's `/status` document as a person reads it: its load, then each pool's
+/// servers.
+pub fn proxy_status(doc: &Value) -> String {
+    let load = &doc["load"];
+    let ms = |v: &Value| v.as_f64().map_or("-".to_string(), |m| format!("{m:.1} ms"));
+    let mut out = format!(
+        "site proxy {}: {} of {} servers usable, {} connections, {:.1} requests/s, p50 {}, p99 {}, {:.1}% errors\n",
+        text(&doc["config"]),
+        text(&load["healthy_servers"]),
+        text(&load["servers"]),
+        text(&load["active_connections"]),
+        load["requests_per_second"].as_f64().unwrap_or(0.0),
+        ms(&load["p50_ms"]),
+        ms(&load["p99_ms"]),
+        load["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+    );
+    for pool in doc["pools"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\npool {} ({})\n",
+            text(&pool["name"]),
+            text(&pool["algorithm"])
+        ));
+        let rows: Vec<Vec<String>> = pool["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let mut state = text(&s["health"]);
+                if s["admin"] != "normal" {
+                    state = format!("{state}, {}", text(&s["admin"]));
+                }
+                if s["ejected"] == true {
+                    state.push_str(", ejected");
+                }
+                vec![
+                    text(&s["id"]),
+                    text(&s["weight"]),
+                    state,
+                    if s["usable"] == true { "yes" } else { "no" }.to_string(),
+                    text(&s["in_flight"]),
+                    text(&s["requests"]),
+                    text(&s["failures"]),
+                    s["latency_ms"]
+                        .as_f64()
+                        .map_or("-".into(), |m| format!("{m:.1} ms")),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "SERVER",
+                "WEIGHT",
+                "STATE",
+                "USABLE",
+                "IN FLIGHT",
+                "REQUESTS",
+                "FAILURES",
+                "LATENCY",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
 /// The `/status` document as a person reads it: the node, then zones, pools and members.
 pub fn status(doc: &Value, now: SystemTime) -> String {
     let mut out = String::new();

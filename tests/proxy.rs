@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -459,4 +460,84 @@ fn passive_ejection_takes_a_failing_server_out_and_a_trial_readmits_it() {
         "the revived server never rejoined"
     );
     drop(revived);
+}
+
+#[test]
+fn the_control_endpoint_drains_safely_and_reports_status_metrics_and_load() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let text = site("", &[&a, &b], "").replace("[proxy]\n", "[proxy]\ncontrol = \"127.0.0.1:0\"\n");
+    let proxy = SiteProxy::start(&text);
+    let control = proxy.control.expect("a control address").to_string();
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["ctl", "--control", &control])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let a_id = format!("p/{}", a.addr);
+    let b_id = format!("p/{}", b.addr);
+    let (code, out) = ctl(&["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("pool p") && out.contains(&a_id) && out.contains(&b_id),
+        "{out}"
+    );
+
+    // Drained: no more requests; draining the last one is refused by the pool's safety rule.
+    let (code, out) = ctl(&["drain", &a_id]);
+    assert_eq!(code, Some(0), "{out}");
+    for _ in 0..10 {
+        assert_eq!(who(&get(proxy.addr, "/", "").2), "b");
+    }
+    let (code, out) = ctl(&["drain", &b_id, "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("would be refused"), "{out}");
+    let (code, out) = ctl(&["drain", &b_id]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("refused"), "{out}");
+    assert_eq!(who(&get(proxy.addr, "/", "").2), "b");
+    let (code, out) = ctl(&["undrain", &a_id]);
+    assert_eq!(code, Some(0), "{out}");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        seen.insert(who(&get(proxy.addr, "/", "").2));
+    }
+    assert_eq!(seen.len(), 2);
+
+    // Metrics parse as Prometheus text and count what was answered.
+    let (code, page) = ctl(&["metrics"]);
+    assert_eq!(code, Some(0));
+    let lines = page.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("a valid page");
+    let answered: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "meridian_proxy_requests_total")
+        .filter(|s| s.labels.get("class") == Some("2xx"))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert!(answered >= 21.0, "{answered}");
+
+    // The load report covers the last seconds.
+    let addr: SocketAddr = control.parse().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let _ = get(proxy.addr, "/", "");
+        let (_, body) = http(addr, "GET", "/load", None, None);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        doc["servers"] == 2
+            && doc["healthy_servers"] == 2
+            && doc["requests_per_second"].as_f64().unwrap_or(0.0) > 0.0
+            && doc["p99_ms"].as_f64().is_some()
+            && doc["error_rate"] == 0.0
+    }));
 }

@@ -100,6 +100,23 @@ pub async fn handle(
             response.headers_mut().insert(name, v);
         }
     }
+    let status = response.status().as_u16();
+    shared
+        .stats
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if status >= 500 {
+        shared
+            .stats
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    shared.stats.latency.observe(started.elapsed());
+    let own_body = matches!(response.body(), Either::Right(_));
+    if own_body && status != 101 {
+        let mut local = shared.local.lock().unwrap_or_else(|p| p.into_inner());
+        *local.entry(status).or_default() += 1;
+    }
     // A connection from before a reload or shutdown: HTTP/1.x clients are told it closes.
     if version <= Version::HTTP_11 && shared.drain.generation() != conn.born {
         response
@@ -388,6 +405,9 @@ async fn forward(
         let failure = match outcome {
             Ok(Ok(resp)) => {
                 state.load[server].observe(sent.elapsed());
+                let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+                state.load[server].classes[class]
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let outcome = match resp.status().is_server_error() {
                     true => super::upstream::Outcome::Failed,
                     false => super::upstream::Outcome::Answered,
@@ -435,6 +455,10 @@ async fn forward(
             };
             return (own(status, "the server did not answer"), Some(addr));
         }
+        shared
+            .stats
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Another server: the pinned one failed, so the client is pinned anew.
         pinned = false;
         chosen = state.choose(pool, settings, &health, client_ip, key, &tried);

@@ -21,11 +21,15 @@
 //! - [`framing`]: HTTP/1.1 request framing followed on the client's bytes, to refuse the
 //!   ambiguous forms hyper would resolve out of sight.
 //! - [`demo`]: the built-in responders of the demo site.
+//! - [`control`]: the loopback control endpoint (status, overrides, metrics, load report).
+//! - [`report`]: the counters, the latency histogram and the load report's window.
 
 pub mod algorithm;
+pub mod control;
 pub mod demo;
 pub mod forward;
 pub mod framing;
+pub mod report;
 pub mod route;
 pub mod sticky;
 pub mod upstream;
@@ -196,6 +200,12 @@ pub struct Shared {
     pub health: Arc<HealthStore>,
     /// The open connections and the generation that retires them.
     drain: Arc<Drain>,
+    /// Counters for the process's lifetime.
+    pub stats: report::Stats,
+    /// One-second samples of `stats`, for the load report.
+    window: report::Window,
+    /// The proxy's own responses by status (no route, no server, ...).
+    local: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
     /// Signs sticky cookies of pools without a configured key (random per process).
     process_key: [u8; 32],
 }
@@ -245,12 +255,24 @@ pub async fn serve(
         };
         listeners.push((l, tls));
     }
+    let control = match site.control {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ProxyError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    let control_addr = control
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
     let bound: Vec<String> = listeners
         .iter()
         .filter_map(|(l, _)| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
-    println!("listening proxy={} control=-", bound.join(","));
+    println!("listening proxy={} control={control_addr}", bound.join(","));
     tracing::info!(listeners = %bound.join(","), config = %site.file.display(), "proxy started");
 
     let health = Arc::new(HealthStore::in_memory());
@@ -261,6 +283,9 @@ pub async fn serve(
         current: ArcSwap::from_pointee(Running::new(site, &process_key)),
         health: health.clone(),
         drain: Arc::new(Drain::default()),
+        stats: report::Stats::default(),
+        window: report::Window::default(),
+        local: Default::default(),
         process_key,
     });
 
@@ -277,6 +302,18 @@ pub async fn serve(
         ));
     }
     let cert_watch = tokio::spawn(watch_certificates(watched_certs));
+    let control_task =
+        control.map(|l| tokio::spawn(control::run(l, shared.clone(), stopping.clone())));
+    let ticker = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                shared.window.tick(&shared.stats);
+            }
+        })
+    };
 
     let reloads = async {
         let Some(mut hup) = hup else {
@@ -321,6 +358,10 @@ pub async fn serve(
     }
     probes.stop().await;
     cert_watch.abort();
+    ticker.abort();
+    if let Some(t) = control_task {
+        let _ = t.await;
+    }
     for r in responders {
         r.abort();
     }
@@ -346,6 +387,11 @@ impl Drain {
     /// The current generation: connections opened in an earlier one are closing.
     pub(crate) fn generation(&self) -> u64 {
         *self.generation.borrow()
+    }
+
+    /// Connections open now.
+    pub(crate) fn live(&self) -> usize {
+        *self.live.borrow()
     }
 
     /// Waits until no connection is open, for at most `limit`; whether none is.

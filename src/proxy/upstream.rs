@@ -27,6 +27,8 @@ pub struct ServerLoad {
     /// Ejections in a row: each doubles the next one's length.
     ejections: AtomicU32,
     pub ejected_total: AtomicU64,
+    /// Responses by status class (1xx to 5xx).
+    pub classes: [AtomicU64; 5],
 }
 
 /// How quickly the latency average forgets: the weight of the newest sample.

@@ -279,6 +279,8 @@ pub struct SiteProxy {
     pub child: Child,
     /// The first listener's bound address.
     pub addr: SocketAddr,
+    /// The control endpoint's, when the config has one.
+    pub control: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub stderr_log: PathBuf,
 }
@@ -327,9 +329,14 @@ impl SiteProxy {
             .and_then(|v| v.split(',').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no proxy= in {line:?}"));
+        let control = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("control="))
+            .and_then(|v| v.parse().ok());
         SiteProxy {
             child,
             addr,
+            control,
             dir,
             stderr_log: log,
         }

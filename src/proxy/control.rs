@@ -1,0 +1,368 @@
+//! The proxy's loopback control endpoint, in the DNS control endpoint's shape so `meridian
+//! ctl` drives both: `GET /status` (pools and servers with health, overrides, load),
+//! `POST /members/POOL%2FADDRESS/{drain,undrain,force-up,force-down}` (`?dry_run=true` to
+//! ask first; a drain that would leave a pool without a usable server is refused, by the
+//! decision core's drain safety rule), `GET /metrics` (Prometheus) and `GET /load` (the load
+//! report).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+use super::report::{self, LoadReport};
+use super::{upstream, Shared};
+use crate::health::{Admin, Change, Health, MemberId};
+
+/// Serves the control endpoint on `listener` until `stopping` turns true.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+            _ = stopping.changed() => return,
+        };
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(answer(&shared, req)) }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json_reply(status: StatusCode, doc: &Value) -> Response<Full<Bytes>> {
+    reply(status, "application/json", format!("{doc}\n"))
+}
+
+fn answer<B>(shared: &Shared, req: Request<B>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let dry_run = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "dry_run=true"));
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/status") => json_reply(StatusCode::OK, &status(shared)),
+        (&Method::GET, "/load") => json_reply(StatusCode::OK, &json!(load_report(shared))),
+        (&Method::GET, "/metrics") => {
+            reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(shared))
+        }
+        (&Method::POST, p) if p.starts_with("/members/") => {
+            let rest = &p["/members/".len()..];
+            let Some((member, action)) = rest.rsplit_once('/') else {
+                return json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such call"}));
+            };
+            let member = percent_decode(member);
+            override_member(shared, &member, action, dry_run)
+        }
+        _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such call"})),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn health_text(h: Health) -> &'static str {
+    match h {
+        Health::Up => "up",
+        Health::Down => "down",
+        Health::Unknown => "unknown",
+    }
+}
+
+fn admin_text(a: Admin) -> &'static str {
+    match a {
+        Admin::Normal => "normal",
+        Admin::Drained => "drained",
+        Admin::ForcedUp => "forced-up",
+        Admin::ForcedDown => "forced-down",
+    }
+}
+
+/// Pools and servers as they stand.
+fn status(shared: &Shared) -> Value {
+    let running = shared.current.load();
+    let snap = shared.health.snapshot();
+    let pools: Vec<Value> = running
+        .site
+        .pools
+        .iter()
+        .zip(&running.site.pool_settings)
+        .zip(&running.pools)
+        .map(|((pool, settings), state)| {
+            let servers: Vec<Value> = pool
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let (admin, health) = snap.state(&m.id);
+                    let load = &state.load[i];
+                    json!({
+                        "id": m.id.0,
+                        "address": upstream::address(m).map(|a| a.to_string()),
+                        "weight": m.weight,
+                        "health": health_text(health),
+                        "admin": admin_text(admin),
+                        "usable": upstream::usable(m, settings, &snap),
+                        "ejected": state.ejected(i),
+                        "in_flight": load.in_flight.load(Ordering::Relaxed),
+                        "requests": load.requests.load(Ordering::Relaxed),
+                        "failures": load.failures.load(Ordering::Relaxed),
+                        "latency_ms": load.latency_ns() / 1e6,
+                    })
+                })
+                .collect();
+            json!({
+                "name": pool.name,
+                "algorithm": format!("{:?}", settings.algorithm),
+                "servers": servers,
+            })
+        })
+        .collect();
+    json!({
+        "kind": "proxy",
+        "config": running.site.file.display().to_string(),
+        "pools": pools,
+        "load": load_report(shared),
+    })
+}
+
+/// The load report, as the DNS side's `proxy-load` check is to read it.
+pub fn load_report(shared: &Shared) -> LoadReport {
+    let running = shared.current.load();
+    let snap = shared.health.snapshot();
+    let (mut servers, mut healthy, mut in_flight) = (0, 0, 0);
+    for ((pool, settings), state) in running
+        .site
+        .pools
+        .iter()
+        .zip(&running.site.pool_settings)
+        .zip(&running.pools)
+    {
+        for (i, m) in pool.members.iter().enumerate() {
+            servers += 1;
+            if upstream::usable(m, settings, &snap) && !state.ejected(i) {
+                healthy += 1;
+            }
+            in_flight += u64::from(state.load[i].in_flight.load(Ordering::Relaxed));
+        }
+    }
+    let (rate, p50, p99, error_rate, seconds) = shared.window.report(&shared.stats);
+    LoadReport {
+        servers,
+        healthy_servers: healthy,
+        active_connections: shared.drain.live(),
+        in_flight,
+        requests_per_second: rate,
+        p50_ms: p50,
+        p99_ms: p99,
+        error_rate,
+        window_seconds: seconds,
+    }
+}
+
+/// Drain, undrain, force up or down one server (`POOL/ADDRESS:PORT`).
+fn override_member(
+    shared: &Shared,
+    member: &str,
+    action: &str,
+    dry_run: bool,
+) -> Response<Full<Bytes>> {
+    let admin = match action {
+        "drain" => Admin::Drained,
+        "undrain" => Admin::Normal,
+        "force-up" => Admin::ForcedUp,
+        "force-down" => Admin::ForcedDown,
+        _ => return json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such call"})),
+    };
+    let running = shared.current.load();
+    let id = MemberId(member.to_string());
+    if !running
+        .site
+        .pools
+        .iter()
+        .any(|p| p.members.iter().any(|m| m.id == id))
+    {
+        return json_reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no server {member:?} (POOL/ADDRESS:PORT)")}),
+        );
+    }
+    let snap = shared.health.snapshot();
+    let impact =
+        crate::balance::drain_impact(&running.site.pools, &snap, std::slice::from_ref(&id), admin);
+    let refusals: Vec<String> = impact.iter().filter_map(|i| i.refused.clone()).collect();
+    let doc = json!({
+        "members": [member],
+        "dry_run": dry_run,
+        "would_be_refused": !refusals.is_empty(),
+        "refusals": refusals,
+        "impact": impact,
+    });
+    if dry_run {
+        return json_reply(StatusCode::OK, &doc);
+    }
+    if !refusals.is_empty() {
+        return json_reply(StatusCode::CONFLICT, &json!({"error": refusals.join("; ")}));
+    }
+    shared.health.apply(Change::Admin(id, admin));
+    tracing::info!(server = %member, action, "override applied");
+    json_reply(StatusCode::OK, &doc)
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus page.
+fn metrics(shared: &Shared) -> String {
+    let running = shared.current.load();
+    let snap = shared.health.snapshot();
+    let mut out = String::new();
+    let stats = &shared.stats;
+    let _ = writeln!(out, "# HELP meridian_proxy_requests_total Requests answered, by pool, server and status class.\n# TYPE meridian_proxy_requests_total counter");
+    for (pool, state) in running.site.pools.iter().zip(&running.pools) {
+        for (i, m) in pool.members.iter().enumerate() {
+            for (c, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+                let n = state.load[i].classes[c].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "meridian_proxy_requests_total{{pool=\"{}\",server=\"{}\",class=\"{class}\"}} {n}",
+                    label(&pool.name),
+                    label(&m.id.0)
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP meridian_proxy_local_responses_total Responses the proxy made itself (no route, no server, bad framing, upstream failure), by status.\n# TYPE meridian_proxy_local_responses_total counter");
+    for (status, n) in shared
+        .local
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        let _ = writeln!(
+            out,
+            "meridian_proxy_local_responses_total{{status=\"{status}\"}} {n}"
+        );
+    }
+    let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    gauge(
+        &mut out,
+        "meridian_proxy_active_connections",
+        "Client connections open.",
+        shared.drain.live() as f64,
+    );
+    counter(
+        &mut out,
+        "meridian_proxy_retries_total",
+        "Requests tried again on another server.",
+        stats.retries.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(out, "# HELP meridian_proxy_in_flight Requests sent to a server and not finished.\n# TYPE meridian_proxy_in_flight gauge");
+    let _ = writeln!(out, "# HELP meridian_proxy_ejections_total Passive-health ejections.\n# TYPE meridian_proxy_ejections_total counter");
+    let _ = writeln!(out, "# HELP meridian_proxy_server_up Whether a server may take requests (1) or not (0).\n# TYPE meridian_proxy_server_up gauge");
+    for ((pool, settings), state) in running
+        .site
+        .pools
+        .iter()
+        .zip(&running.site.pool_settings)
+        .zip(&running.pools)
+    {
+        for (i, m) in pool.members.iter().enumerate() {
+            let labels = format!(
+                "pool=\"{}\",server=\"{}\"",
+                label(&pool.name),
+                label(&m.id.0)
+            );
+            let load = &state.load[i];
+            let _ = writeln!(
+                out,
+                "meridian_proxy_in_flight{{{labels}}} {}",
+                load.in_flight.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "meridian_proxy_ejections_total{{{labels}}} {}",
+                load.ejected_total.load(Ordering::Relaxed)
+            );
+            let up = upstream::usable(m, settings, &snap) && !state.ejected(i);
+            let _ = writeln!(out, "meridian_proxy_server_up{{{labels}}} {}", u8::from(up));
+        }
+    }
+    let _ = writeln!(out, "# HELP meridian_proxy_request_duration_seconds From a request's arrival to its response head's departure.\n# TYPE meridian_proxy_request_duration_seconds histogram");
+    let mut cumulative = 0;
+    for (i, bound) in report::BOUNDS.iter().enumerate() {
+        cumulative += stats.latency.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "meridian_proxy_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += stats.latency.buckets[report::BOUNDS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "meridian_proxy_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "meridian_proxy_request_duration_seconds_sum {}",
+        stats.latency.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "meridian_proxy_request_duration_seconds_count {cumulative}"
+    );
+    out
+}
