@@ -422,6 +422,13 @@ fn twenty_reloads_under_load_fail_no_request_and_a_bad_config_keeps_the_old_one(
         proxy.log()
     );
     assert_eq!(who(&get(proxy.addr, "/", "").2), "a");
+    // A change to the file alone reloads it too.
+    write(&text(&b));
+    assert!(
+        wait_until(Duration::from_secs(10), || who(&get(proxy.addr, "/", "").2)
+            == "b"),
+        "a changed file was not reloaded"
+    );
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
     assert!(sent.load(Ordering::Relaxed) > 20);
@@ -540,4 +547,52 @@ fn the_control_endpoint_drains_safely_and_reports_status_metrics_and_load() {
             && doc["p99_ms"].as_f64().is_some()
             && doc["error_rate"] == 0.0
     }));
+}
+
+#[test]
+fn a_drained_server_keeps_its_sticky_sessions_for_the_grace_time_then_they_move_once() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let text = site(
+        "sticky = { cookie = \"srv\", drain_grace = \"1s\" }",
+        &[&a, &b],
+        "",
+    )
+    .replace("[proxy]\n", "[proxy]\ncontrol = \"127.0.0.1:0\"\n");
+    let proxy = SiteProxy::start(&text);
+    let control = proxy.control.unwrap();
+    let (_, headers, body) = get(proxy.addr, "/", "");
+    let pinned = who(&body);
+    let cookie = header(&headers, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let addr = if pinned == "a" { a.addr } else { b.addr };
+    let id = format!("p%2F{addr}").replace(':', "%3A");
+    let (status, body) = http(control, "POST", &format!("/members/{id}/drain"), None, None);
+    assert_eq!(status, 200, "{body}");
+    // Within the grace time the session stays; new clients go elsewhere.
+    let (_, _, body) = get(proxy.addr, "/", &format!("Cookie: {cookie}\r\n"));
+    assert_eq!(who(&body), pinned);
+    let (_, _, body) = get(proxy.addr, "/", "");
+    assert_ne!(who(&body), pinned);
+    // After it, the session moves, once: the client is pinned to its new server.
+    assert!(wait_until(Duration::from_secs(5), || {
+        who(&get(proxy.addr, "/", &format!("Cookie: {cookie}\r\n")).2) != pinned
+    }));
+    let (_, headers, body) = get(proxy.addr, "/", &format!("Cookie: {cookie}\r\n"));
+    let moved = who(&body);
+    let new_cookie = header(&headers, "set-cookie")
+        .expect("pinned anew")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for _ in 0..10 {
+        let (_, headers, body) = get(proxy.addr, "/", &format!("Cookie: {new_cookie}\r\n"));
+        assert_eq!(who(&body), moved);
+        assert!(header(&headers, "set-cookie").is_none());
+    }
 }

@@ -245,6 +245,7 @@ fn override_member(
     if !refusals.is_empty() {
         return json_reply(StatusCode::CONFLICT, &json!({"error": refusals.join("; ")}));
     }
+    shared.overridden(&id, admin);
     shared.health.apply(Change::Admin(id, admin));
     tracing::info!(server = %member, action, "override applied");
     json_reply(StatusCode::OK, &doc)

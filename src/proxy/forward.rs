@@ -299,7 +299,11 @@ async fn forward(
             let named = sticky::cookie(req.headers(), &c.name)
                 .and_then(|v| signer.as_ref()?.read(v))
                 .and_then(|tag| running.server_by_tag(pi, tag))
-                .filter(|&s| super::upstream::usable(&pool.members[s], settings, &health));
+                .filter(|&s| {
+                    let m = &pool.members[s];
+                    super::upstream::usable(m, settings, &health)
+                        || shared.in_drain_grace(m, &health, c.drain_grace)
+                });
             if let Some(s) = named {
                 chosen = Some(s);
                 pinned = true;

@@ -68,6 +68,15 @@ pub enum ProxyError {
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the config file is checked for a change.
+const FILE_POLL: Duration = Duration::from_secs(1);
+
+/// A file's modification time and length, to notice a change.
+fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
 /// How long a retired connection may still take requests (each answered with `Connection:
 /// close`) before it is closed when idle: closing an idle kept-alive connection at once races
 /// with a request the client is sending on it.
@@ -204,10 +213,48 @@ pub struct Shared {
     pub stats: report::Stats,
     /// One-second samples of `stats`, for the load report.
     window: report::Window,
+    /// When each drained server was drained, for its sticky sessions' grace time.
+    drained_at:
+        std::sync::Mutex<std::collections::HashMap<crate::health::MemberId, std::time::Instant>>,
     /// The proxy's own responses by status (no route, no server, ...).
     local: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
     /// Signs sticky cookies of pools without a configured key (random per process).
     process_key: [u8; 32],
+}
+
+impl Shared {
+    /// Whether `member` is drained but its sticky sessions may still reach it: drained less
+    /// than `grace` ago, and not down.
+    fn in_drain_grace(
+        &self,
+        member: &crate::balance::Member,
+        health: &crate::health::HealthSnapshot,
+        grace: Duration,
+    ) -> bool {
+        use crate::health::{Admin, Health};
+        if health.state(&member.id) != (Admin::Drained, Health::Up)
+            && health.state(&member.id) != (Admin::Drained, Health::Unknown)
+        {
+            return false;
+        }
+        let drained = self.drained_at.lock().unwrap_or_else(|p| p.into_inner());
+        drained
+            .get(&member.id)
+            .is_some_and(|at| at.elapsed() < grace)
+    }
+
+    /// Notes an override, for the drain grace time.
+    fn overridden(&self, id: &crate::health::MemberId, admin: crate::health::Admin) {
+        let mut drained = self.drained_at.lock().unwrap_or_else(|p| p.into_inner());
+        match admin {
+            crate::health::Admin::Drained => {
+                drained.insert(id.clone(), std::time::Instant::now());
+            }
+            _ => {
+                drained.remove(id);
+            }
+        }
+    }
 }
 
 /// Runs the proxy for `source` until `shutdown` completes: binds every listener (printing
@@ -221,6 +268,12 @@ pub async fn serve(
     // SIGHUP reloads from before the first line of output, so a reload asked for as soon as
     // the proxy says it listens is never taken for the default action (exit).
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    // The config file as it was before it was read: a change from then on reloads it.
+    let site_file = match &source {
+        SiteSource::File(p) => Some(p.clone()),
+        SiteSource::Demo { .. } => None,
+    };
+    let mut seen = site_file.as_deref().map(file_stamp);
     let site = load_site(&source)?;
     let mut responders = Vec::new();
     for addr in &site.demo_responders {
@@ -286,11 +339,13 @@ pub async fn serve(
         stats: report::Stats::default(),
         window: report::Window::default(),
         local: Default::default(),
+        drained_at: Default::default(),
         process_key,
     });
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let drain = shared.drain.clone();
+    drain.set_timeout(drain_timeout);
     let mut accepts = tokio::task::JoinSet::new();
     for (l, tls) in listeners {
         accepts.spawn(accept(
@@ -316,13 +371,40 @@ pub async fn serve(
     };
 
     let reloads = async {
-        let Some(mut hup) = hup else {
-            return std::future::pending().await;
-        };
+        let mut hup = hup;
+        let mut poll = tokio::time::interval(FILE_POLL);
         loop {
-            hup.recv().await;
+            tokio::select! {
+                Some(_) = async { hup.as_mut()?.recv().await } => {
+                    tracing::info!("SIGHUP: reloading");
+                }
+                _ = poll.tick() => {
+                    let Some(file) = site_file.as_deref() else { continue };
+                    let now = file_stamp(file);
+                    if Some(&now) == seen.as_ref() {
+                        continue;
+                    }
+                    // Editors write in steps: wait until the file is quiet.
+                    let mut settled = now;
+                    loop {
+                        tokio::time::sleep(FILE_POLL / 2).await;
+                        let again = file_stamp(file);
+                        if again == settled {
+                            break;
+                        }
+                        settled = again;
+                    }
+                    seen = Some(settled);
+                    tracing::info!("the config file changed: reloading");
+                }
+            }
             match load_site(&source) {
                 Ok(site) => {
+                    let before = &shared.current.load().site;
+                    if site.listeners != before.listeners || site.control != before.control {
+                        tracing::warn!("listener and control addresses change only with a restart; the running ones stay");
+                    }
+                    drain.set_timeout(site.drain_timeout);
                     match ProbeSet::start(site.probes.clone(), health.clone()) {
                         Ok(p) => probes = p,
                         Err(e) => {
@@ -377,9 +459,19 @@ pub async fn serve(
 struct Drain {
     generation: tokio::sync::watch::Sender<u64>,
     live: tokio::sync::watch::Sender<usize>,
+    /// How long a retired connection may take to finish, in milliseconds (`drain_timeout`);
+    /// then it is cut.
+    timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Drain {
+    fn set_timeout(&self, limit: Duration) {
+        self.timeout_ms.store(
+            limit.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     fn close_open_connections(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
@@ -420,7 +512,16 @@ impl Drain {
                     _ = tokio::time::sleep(CLOSE_GRACE) => {}
                 }
                 conn.as_mut().close_gracefully();
-                break conn.as_mut().await;
+                let limit = Duration::from_millis(
+                    self.timeout_ms.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                match tokio::time::timeout(limit, conn.as_mut()).await {
+                    Ok(ended) => break ended,
+                    Err(_) => {
+                        tracing::debug!(%peer, "a retired connection was cut at the drain timeout");
+                        break Ok(());
+                    }
+                }
             }
             tokio::select! {
                 ended = conn.as_mut() => break ended,
