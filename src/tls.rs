@@ -169,6 +169,86 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A client config for HTTPS to servers: verified against `ca_file` (PEM), or the system's
+/// trust store; or, when `verify` is false, not verified at all (the handshake's signatures
+/// still are).
+pub fn client_config(
+    verify: bool,
+    ca_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let config = match (verify, ca_file) {
+        (false, _) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_no_client_auth(),
+        (true, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file_error(ca, e))? {
+                roots
+                    .add(cert.map_err(|e| file_error(ca, e))?)
+                    .map_err(|e| file_error(ca, e))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        (true, None) => builder.with_platform_verifier()?.with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// Accepts any server certificate (a pool that says `verify = false`); checks the
+/// handshake's signatures as usual.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// The modification times of files, to notice a change.
 pub fn stamps(files: &[&Path]) -> Vec<Option<SystemTime>> {
     files

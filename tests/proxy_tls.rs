@@ -176,3 +176,76 @@ async fn a_changed_certificate_serves_from_the_next_handshake_and_a_broken_one_d
     }
     assert!(served.is_some(), "the renewed certificate never served");
 }
+
+/// An HTTPS server on 127.0.0.1:0 presenting `p`, answering `secure upstream`.
+async fn https_upstream(p: &Pair) -> SocketAddr {
+    let certs = vec![p.der.clone()];
+    let key = rustls::pki_types::PrivateKeyDer::try_from(
+        rustls::pki_types::pem::PemObject::from_pem_slice(p.key.as_bytes())
+            .map(|k: rustls::pki_types::PrivatePkcs8KeyDer<'static>| k.secret_pkcs8_der().to_vec())
+            .unwrap(),
+    )
+    .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(::http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from("secure upstream")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_servers_is_verified_against_the_pool_ca_and_may_be_opted_out_of() {
+    let backend = pair(&["backend.internal"]);
+    let other = pair(&["backend.internal"]);
+    let addr = https_upstream(&backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &backend.cert).unwrap();
+    std::fs::write(dir.path().join("other.pem"), &other.cert).unwrap();
+    let site = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npath_prefix = \"/good\"\npool = \"good\"\n\n[[route]]\npath_prefix = \"/wrong\"\npool = \"wrong\"\n\n[[route]]\npool = \"unverified\"\n\n[pool.good]\ntls = {{ ca_file = \"ca.pem\", server_name = \"backend.internal\" }}\nservers = [{{ address = \"{addr}\" }}]\n\n[pool.wrong]\ntls = {{ ca_file = \"other.pem\", server_name = \"backend.internal\" }}\nservers = [{{ address = \"{addr}\" }}]\n\n[pool.unverified]\ntls = {{ verify = false }}\nservers = [{{ address = \"{addr}\" }}]\n"
+    );
+    let proxy = SiteProxy::start_in(dir, &site);
+    let proxy_addr = proxy.addr;
+    let (good, wrong, unverified) = tokio::task::spawn_blocking(move || {
+        (
+            get(proxy_addr, "/good", ""),
+            get(proxy_addr, "/wrong", ""),
+            get(proxy_addr, "/x", ""),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!((good.0, good.2.as_str()), (200, "secure upstream"));
+    assert_eq!(wrong.0, 502, "a certificate from another CA was accepted");
+    assert_eq!(
+        (unverified.0, unverified.2.as_str()),
+        (200, "secure upstream")
+    );
+}

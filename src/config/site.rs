@@ -106,6 +106,15 @@ struct PoolFile {
     eject_after: Option<u32>,
     eject_for: Option<DurationValue>,
     retry_budget: Option<String>,
+    tls: Option<UpstreamTlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamTlsFile {
+    verify: Option<bool>,
+    ca_file: Option<String>,
+    server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +263,19 @@ pub struct PoolSettings {
     pub eject_for: Duration,
     /// Retries allowed as a share of requests (percent), besides a few per second always.
     pub retry_budget_percent: u32,
+    /// HTTPS to the servers, when set.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// HTTPS to a pool's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Verify the servers' certificates (against `ca_file`, else the system's trust store).
+    /// Off only when the config says `verify = false`.
+    pub verify: bool,
+    pub ca_file: Option<PathBuf>,
+    /// The name sent as SNI and verified; the request's `Host` (as sent upstream) otherwise.
+    pub server_name: Option<String>,
 }
 
 /// Session persistence.
@@ -644,6 +666,35 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             eject_after: fp.eject_after.unwrap_or(5),
             eject_for,
             retry_budget_percent,
+            tls: match &fp.tls {
+                None => None,
+                Some(t) => {
+                    let tls = UpstreamTls {
+                        verify: t.verify.unwrap_or(true),
+                        ca_file: t.ca_file.as_ref().map(|f| base.join(f)),
+                        server_name: t.server_name.clone(),
+                    };
+                    if !tls.verify && tls.ca_file.is_some() {
+                        return Err(invalid(
+                            at,
+                            object(),
+                            "tls: ca_file needs verify = true".into(),
+                        ));
+                    }
+                    if let Some(n) = &tls.server_name {
+                        if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
+                            return Err(invalid(
+                                at,
+                                object(),
+                                format!("tls: server_name {n:?} is not a name"),
+                            ));
+                        }
+                    }
+                    crate::tls::client_config(tls.verify, tls.ca_file.as_deref())
+                        .map_err(|e| invalid(at, object(), format!("tls: {e}")))?;
+                    Some(tls)
+                }
+            },
         });
     }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -392,7 +392,12 @@ async fn forward(
         let Some(addr) = super::upstream::address(&pool.members[server]) else {
             return (own(StatusCode::BAD_GATEWAY, "server has no address"), None);
         };
-        let uri = match format!("http://{addr}{path}").parse::<http::Uri>() {
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let uri = match format!("{scheme}://{addr}{path}").parse::<http::Uri>() {
             Ok(u) => u,
             Err(_) => return (own(StatusCode::BAD_REQUEST, "bad request target"), None),
         };
@@ -607,13 +612,48 @@ fn respond(
     )
 }
 
-/// How long a connection to a server may take.
-pub fn connector(timeout: Duration) -> hyper_util::client::legacy::connect::HttpConnector {
-    let mut c = hyper_util::client::legacy::connect::HttpConnector::new();
-    c.set_connect_timeout(Some(timeout));
-    c.set_nodelay(true);
-    c.enforce_http(true);
-    c
+/// How a pool connects to its servers: TCP, then TLS for `https` pools.
+pub type Connector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// The connector of a pool: its connect timeout, and its TLS settings when it speaks HTTPS
+/// (the config was checked at load, so a TLS setup that fails here falls back to none and
+/// every request to the pool fails with 502, which the log explains).
+pub fn connector(settings: &crate::config::PoolSettings) -> Connector {
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.set_connect_timeout(Some(settings.connect_timeout));
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let tls = settings.tls.as_ref().and_then(|t| {
+        crate::tls::client_config(t.verify, t.ca_file.as_deref())
+            .inspect_err(|e| tracing::error!(error = %e, "upstream TLS unavailable"))
+            .ok()
+    });
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.unwrap_or_else(|| {
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("the default protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        }))
+        .https_or_http();
+    // The name sent as SNI and verified: the pool's `server_name`, else the `Host` it sends
+    // upstream, else the server's address.
+    let name = settings
+        .tls
+        .as_ref()
+        .and_then(|t| t.server_name.clone().or_else(|| settings.host.clone()))
+        .and_then(|n| rustls::pki_types::ServerName::try_from(n).ok());
+    match name {
+        Some(name) => builder
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            .enable_http1()
+            .wrap_connector(tcp),
+        None => builder.enable_http1().wrap_connector(tcp),
+    }
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ pub struct Running {
     /// Per pool: counters, cursor and algorithm.
     pub pools: Vec<Arc<PoolState>>,
     /// Per pool: pooled keep-alive connections to its servers.
-    clients: Vec<Client<hyper_util::client::legacy::connect::HttpConnector, forward::UpstreamBody>>,
+    clients: Vec<Client<forward::Connector, forward::UpstreamBody>>,
     /// Per pool with a sticky cookie: its signer.
     signers: Vec<Option<sticky::Signer>>,
     /// Per pool: each server's cookie tag (a hash of its identity).
@@ -156,7 +156,7 @@ impl Running {
                     .pool_idle_timeout(s.idle_timeout)
                     .pool_max_idle_per_host(s.idle_per_server)
                     .pool_timer(hyper_util::rt::TokioTimer::new())
-                    .build(forward::connector(s.connect_timeout))
+                    .build(forward::connector(s))
             })
             .collect();
         let signers = site
