@@ -596,3 +596,138 @@ fn a_drained_server_keeps_its_sticky_sessions_for_the_grace_time_then_they_move_
         assert!(header(&headers, "set-cookie").is_none());
     }
 }
+
+/// The resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn fifty_megabyte_bodies_stream_to_and_from_a_slow_client_without_growing_memory() {
+    use std::io::{Read, Write};
+    const SIZE: usize = 50 * 1024 * 1024;
+    // The slow client's pace: 128 KiB every 125 ms, 1 MiB a second.
+    const PER_TICK: usize = 128 * 1024;
+    // A server that sends 50 MB for GET and reads (and counts) whatever a POST sends.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(4) {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if conn.read_exact(&mut byte).is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if head.starts_with("get") {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\nconnection: close\r\n\r\n"
+                    );
+                    let chunk = vec![7u8; 64 * 1024];
+                    for _ in 0..SIZE / chunk.len() {
+                        if conn.write_all(&chunk).is_err() {
+                            return;
+                        }
+                    }
+                } else {
+                    let mut left = SIZE;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while left > 0 {
+                        match conn.read(&mut buf[..left.min(64 * 1024)]) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => left -= n,
+                        }
+                    }
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nreceived"
+                    );
+                }
+            });
+        }
+    });
+    let text = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{addr}\" }}]\n"
+    );
+    let proxy = SiteProxy::start(&text);
+    let pid = proxy.child.id();
+    // Warm up the paths, then take the baseline.
+    let _ = get(proxy.addr, "/warm", "");
+    let before = rss_kib(pid);
+
+    // Paced by the client: a chunk per tick, so each direction takes about 50 s.
+    let tick = Duration::from_millis(125);
+    let per_tick = PER_TICK;
+    let download = std::thread::spawn({
+        let addr = proxy.addr;
+        move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut got = 0usize;
+            let mut buf = vec![0u8; per_tick];
+            let start = Instant::now();
+            // Head and body, read at the client's pace.
+            while got < SIZE {
+                let n = c.read(&mut buf).unwrap();
+                assert!(n > 0, "the download stopped at {got} bytes");
+                got += n;
+                let due = start + tick * (got / per_tick) as u32;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            got
+        }
+    });
+    let upload = std::thread::spawn({
+        let addr = proxy.addr;
+        move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            write!(
+                c,
+                "POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {SIZE}\r\n\r\n"
+            )
+            .unwrap();
+            let chunk = vec![1u8; per_tick];
+            let start = Instant::now();
+            for i in 0..SIZE / per_tick {
+                c.write_all(&chunk).unwrap();
+                let due = start + tick * (i as u32 + 1);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let mut reply = String::new();
+            let _ = c.read_to_string(&mut reply);
+            reply
+        }
+    });
+    let mut peak = before;
+    while !(download.is_finished() && upload.is_finished()) {
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(download.join().unwrap() >= SIZE);
+    let reply = upload.join().unwrap();
+    assert!(reply.contains("received"), "{reply:?} {}", proxy.log());
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "the proxy grew by {} KiB moving 2 x 50 MB",
+        grown
+    );
+}

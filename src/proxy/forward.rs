@@ -25,9 +25,43 @@ use crate::config::{AccessLog, Sticky};
 /// What the client receives: an upstream body (counted in flight until it ends) or a short
 /// body of the proxy's own.
 pub type ProxyBody = Either<Tracked, Full<Bytes>>;
-/// What a server receives: the client's body, or nothing (a retry, which only requests
-/// without a body get).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+/// What a server receives: the client's body (which says when it has all gone), or nothing
+/// (a retry, which only requests without a body get).
+pub type UpstreamBody = Either<Sent, Empty<Bytes>>;
+
+/// A request body on its way to a server: it notes when its last frame has gone, so the wait
+/// for the response starts there (a slow upload is not a slow server).
+pub struct Sent {
+    inner: Incoming,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Body for Sent {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            if let Some(done) = this.done.take() {
+                let _ = done.send(());
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// An upstream response body that keeps its server's in-flight count until it ends.
 pub struct Tracked {
@@ -56,12 +90,14 @@ impl Body for Tracked {
 }
 
 /// The client connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Conn {
     pub peer: SocketAddr,
     pub tls: bool,
     /// The drain generation the connection was opened in.
     pub born: u64,
+    /// What the connection's framing watcher found of each HTTP/1.1 request head.
+    pub verdicts: Arc<super::framing::Verdicts>,
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 section 7.6.1).
@@ -84,7 +120,8 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let running = shared.current.load_full();
-    let request_id = request_id(&running, &req, conn);
+    let request_id = request_id(&running, &req, &conn);
+    let ambiguous = req.version() <= Version::HTTP_11 && conn.verdicts.next();
     let method = req.method().clone();
     let target = req
         .uri()
@@ -93,7 +130,8 @@ pub async fn handle(
     let version = req.version();
     let referer = header_text(req.headers(), header::REFERER);
     let agent = header_text(req.headers(), header::USER_AGENT);
-    let (mut response, upstream) = forward(&shared, &running, req, conn, &request_id).await;
+    let (mut response, upstream) =
+        forward(&shared, &running, req, &conn, &request_id, ambiguous).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         let name = HeaderName::from_bytes(running.site.request_id_header.as_bytes());
         if let Ok(name) = name {
@@ -164,7 +202,7 @@ fn header_text(headers: &HeaderMap, name: HeaderName) -> String {
 }
 
 /// The request's ID: the one a trusted proxy in front sent, else a new one.
-fn request_id<B>(running: &Running, req: &Request<B>, conn: Conn) -> String {
+fn request_id<B>(running: &Running, req: &Request<B>, conn: &Conn) -> String {
     let trusted = running.trusts(conn.peer.ip());
     let given = req
         .headers()
@@ -192,9 +230,9 @@ pub fn own(status: StatusCode, text: &str) -> Response<ProxyBody> {
 /// smuggling), refused before anything goes upstream: several or malformed `Content-Length`
 /// values, `Transfer-Encoding` together with `Content-Length`, and over h2 the
 /// connection-specific headers RFC 9113 section 8.2.2 forbids.
-fn bad_framing<B>(req: &Request<B>) -> Option<&'static str> {
+fn bad_framing<B>(req: &Request<B>, ambiguous: bool) -> Option<&'static str> {
     let h = req.headers();
-    if h.contains_key(super::framing::MARK) {
+    if ambiguous {
         return Some("ambiguous framing: Content-Length twice, or with Transfer-Encoding");
     }
     let lengths: Vec<&HeaderValue> = h.get_all(header::CONTENT_LENGTH).iter().collect();
@@ -259,10 +297,11 @@ async fn forward(
     shared: &Shared,
     running: &Arc<Running>,
     mut req: Request<Incoming>,
-    conn: Conn,
+    conn: &Conn,
     request_id: &str,
+    ambiguous: bool,
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-    if let Some(why) = bad_framing(&req) {
+    if let Some(why) = bad_framing(&req, ambiguous) {
         tracing::debug!(peer = %conn.peer, why, "request refused");
         // What follows on the connection cannot be trusted to start a request: close it.
         let mut r = own(StatusCode::BAD_REQUEST, why);
@@ -401,16 +440,34 @@ async fn forward(
             Ok(u) => u,
             Err(_) => return (own(StatusCode::BAD_REQUEST, "bad request target"), None),
         };
+        // The response must start within the route's timeout of the request's end.
+        let (done, sent_all) = tokio::sync::oneshot::channel();
         let mut up = Request::new(match body.take() {
-            Some(b) => Either::Left(b),
-            None => Either::Right(Empty::new()),
+            Some(b) if !b.is_end_stream() => Either::Left(Sent {
+                inner: b,
+                done: Some(done),
+            }),
+            _ => {
+                let _ = done.send(());
+                Either::Right(Empty::new())
+            }
         });
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.headers_mut() = headers.clone();
         let in_flight = state.start(server);
         let sent = Instant::now();
-        let outcome = tokio::time::timeout(r.timeout, running.clients[pi].request(up)).await;
+        let first_byte = async {
+            // A body that fails before its end ends the request with an error instead.
+            if sent_all.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(r.timeout).await;
+        };
+        let outcome = tokio::select! {
+            answered = running.clients[pi].request(up) => Ok(answered),
+            _ = first_byte => Err(()),
+        };
         let failure = match outcome {
             Ok(Ok(resp)) => {
                 state.load[server].observe(sent.elapsed());
@@ -529,7 +586,7 @@ fn hash_key<B>(on: &crate::config::HashOn, req: &Request<B>) -> Option<u64> {
 fn forwarding_headers(
     h: &mut HeaderMap,
     running: &Running,
-    conn: Conn,
+    conn: &Conn,
     host: Option<&HeaderValue>,
     request_id: &str,
 ) {
@@ -660,30 +717,36 @@ pub fn connector(settings: &crate::config::PoolSettings) -> Connector {
 mod tests {
     use super::*;
 
+    fn bad_framing_plain<B>(req: &Request<B>) -> Option<&'static str> {
+        bad_framing(req, false)
+    }
+
     #[test]
     fn smuggling_forms_are_refused() {
         let req = |f: &dyn Fn(http::request::Builder) -> http::request::Builder| {
             f(Request::builder().uri("/")).body(()).unwrap()
         };
-        assert!(bad_framing(&req(&|b| b.header("content-length", "5"))).is_none());
-        assert!(bad_framing(&req(&|b| b
+        assert!(bad_framing_plain(&req(&|b| b.header("content-length", "5"))).is_none());
+        assert!(bad_framing_plain(&req(&|b| b
             .header("content-length", "5")
             .header("content-length", "6")))
         .is_some());
-        assert!(bad_framing(&req(&|b| b.header("content-length", "5, 5"))).is_some());
-        assert!(bad_framing(&req(&|b| b
+        assert!(bad_framing_plain(&req(&|b| b.header("content-length", "5, 5"))).is_some());
+        assert!(bad_framing_plain(&req(&|b| b
             .header("content-length", "5")
             .header("transfer-encoding", "chunked")))
         .is_some());
-        assert!(bad_framing(&req(&|b| b
+        assert!(bad_framing_plain(&req(&|b| b
             .version(Version::HTTP_2)
             .header("connection", "close")))
         .is_some());
-        assert!(bad_framing(&req(&|b| b
+        assert!(bad_framing_plain(&req(&|b| b
             .version(Version::HTTP_2)
             .header("te", "trailers")))
         .is_none());
-        assert!(bad_framing(&req(&|b| b.version(Version::HTTP_2).header("te", "gzip"))).is_some());
+        assert!(
+            bad_framing_plain(&req(&|b| b.version(Version::HTTP_2).header("te", "gzip"))).is_some()
+        );
     }
 
     #[test]

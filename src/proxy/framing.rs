@@ -1,11 +1,12 @@
-//! HTTP/1.1 request framing read off the client's bytes before hyper parses them, for the one
-//! check hyper cannot offer: hyper resolves `Transfer-Encoding` with `Content-Length` by
-//! dropping the length (as RFC 9112 section 6.3 allows) and merges repeated equal lengths, so
-//! by the time a request reaches the proxy the ambiguity that request smuggling exploits is
-//! gone from view. [`Framed`] follows each request's head and body through the stream; a head
-//! with both headers, or with `Content-Length` more than once, gets a [`MARK`] header line
-//! added, and the proxy answers such a request 400 and closes the connection. Everything else
-//! passes through unchanged; h2 and upgraded connections are not looked at.
+//! HTTP/1.1 request framing read off the client's bytes as hyper reads them, for the one check
+//! hyper cannot offer: hyper resolves `Transfer-Encoding` with `Content-Length` by dropping
+//! the length (as RFC 9112 section 6.3 allows) and merges repeated equal lengths, so by the
+//! time a request reaches the proxy the ambiguity that request smuggling exploits is gone from
+//! view. [`Framed`] watches the bytes go by (it never holds or changes them) and follows each
+//! request's head and body; for each head it notes, in order, whether the framing was
+//! ambiguous (`Content-Length` twice, or with `Transfer-Encoding`) in the connection's
+//! [`Verdicts`], which the proxy reads for each HTTP/1.1 request it gets: an ambiguous one is
+//! answered 400 and the connection closed. h2 and upgraded connections are not looked at.
 
 use std::io;
 use std::pin::Pin;
@@ -13,8 +14,27 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The header line added to a request whose framing is ambiguous.
-pub const MARK: &str = "x-meridian-ambiguous-framing";
+/// Per connection, for each request head read in order: whether its framing was ambiguous.
+#[derive(Debug, Default)]
+pub struct Verdicts(std::sync::Mutex<std::collections::VecDeque<bool>>);
+
+impl Verdicts {
+    fn push(&self, ambiguous: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(ambiguous);
+    }
+
+    /// The next request's verdict (`false` when none was noted).
+    pub fn next(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+            .unwrap_or(false)
+    }
+}
 
 /// Heads longer than this are left to hyper (which refuses them).
 const HEAD_LIMIT: usize = 64 * 1024;
@@ -23,9 +43,7 @@ const HEAD_LIMIT: usize = 64 * 1024;
 pub struct Framed<S> {
     inner: S,
     state: State,
-    /// Bytes read and looked at, not yet handed to hyper.
-    out: Vec<u8>,
-    at: usize,
+    verdicts: std::sync::Arc<Verdicts>,
 }
 
 #[derive(Debug)]
@@ -60,38 +78,31 @@ enum Body {
 }
 
 impl<S> Framed<S> {
-    pub fn new(inner: S) -> Framed<S> {
+    pub fn new(inner: S, verdicts: std::sync::Arc<Verdicts>) -> Framed<S> {
         Framed {
             inner,
             state: State::Start,
-            out: Vec::new(),
-            at: 0,
+            verdicts,
         }
     }
 
-    /// Follows `data` through the state machine, appending what hyper should read to `out`.
+    /// Follows `data` (bytes hyper is about to read) through the state machine.
     fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             match &mut self.state {
-                State::Through => {
-                    self.out.extend_from_slice(data);
-                    return;
-                }
-                State::Start => {
-                    self.state = if data.starts_with(b"PRI * HTTP/2.0") {
-                        State::Through
-                    } else {
-                        State::Head(Vec::new())
-                    };
-                }
+                State::Through => return,
+                State::Start => self.state = State::Head(Vec::new()),
                 State::Head(head) => {
                     let from = head.len().saturating_sub(3);
                     head.extend_from_slice(data);
                     data = &[];
+                    // h2 with prior knowledge: its preface, then frames, not heads.
+                    if head.starts_with(b"PRI * HTTP/2.0") {
+                        self.state = State::Through;
+                        continue;
+                    }
                     let Some(end) = find(&head[from..], b"\r\n\r\n").map(|i| from + i + 4) else {
                         if head.len() > HEAD_LIMIT {
-                            let head = std::mem::take(head);
-                            self.out.extend_from_slice(&head);
                             self.state = State::Through;
                         }
                         continue;
@@ -99,15 +110,12 @@ impl<S> Framed<S> {
                     let mut head = std::mem::take(head);
                     let rest = head.split_off(end);
                     let (ambiguous, body, upgrade) = look(&head);
+                    self.verdicts.push(ambiguous);
                     if ambiguous {
-                        // The mark goes in before the blank line; nothing after this
-                        // request is followed (the connection closes after the 400).
-                        self.out.extend_from_slice(&head[..head.len() - 2]);
-                        self.out.extend_from_slice(MARK.as_bytes());
-                        self.out.extend_from_slice(b": 1\r\n\r\n");
+                        // Nothing after this request is followed: the connection closes after
+                        // the 400.
                         self.state = State::Through;
                     } else {
-                        self.out.extend_from_slice(&head);
                         self.state = match (upgrade, body) {
                             (true, _) => State::Through,
                             (false, Body::None) => State::Head(Vec::new()),
@@ -122,7 +130,6 @@ impl<S> Framed<S> {
                 }
                 State::Body(left) => {
                     let n = (*left).min(data.len() as u64) as usize;
-                    self.out.extend_from_slice(&data[..n]);
                     data = &data[n..];
                     *left -= n as u64;
                     if *left == 0 {
@@ -131,7 +138,6 @@ impl<S> Framed<S> {
                 }
                 State::Chunked(chunk) => {
                     let byte = data[0];
-                    self.out.push(byte);
                     data = &data[1..];
                     let next = match chunk {
                         Chunk::Size(line) => {
@@ -148,9 +154,8 @@ impl<S> Framed<S> {
                         }
                         Chunk::Data(left) => {
                             *left -= 1;
-                            // Copy the rest of the chunk's data in one go.
+                            // Skip the rest of the chunk's data in one go.
                             let n = (*left).min(data.len() as u64) as usize;
-                            self.out.extend_from_slice(&data[..n]);
                             data = &data[n..];
                             *left -= n as u64;
                             (*left == 0).then_some(State::Chunked(Chunk::DataEnd(2)))
@@ -236,32 +241,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Framed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        while this.at == this.out.len() {
-            this.out.clear();
-            this.at = 0;
-            if matches!(this.state, State::Through) {
-                return Pin::new(&mut this.inner).poll_read(cx, buf);
-            }
-            let mut chunk = [0u8; 8192];
-            let mut read = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            let n = read.filled().len();
-            if n == 0 {
-                // The end: a head cut short still goes to hyper, which says what is wrong.
-                match &mut this.state {
-                    State::Head(head) if !head.is_empty() => {
-                        this.out = std::mem::take(head);
-                        this.state = State::Through;
-                        continue;
-                    }
-                    _ => return Poll::Ready(Ok(())),
-                }
-            }
-            this.feed(&chunk[..n]);
+        if matches!(this.state, State::Through) {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        let n = (this.out.len() - this.at).min(buf.remaining());
-        buf.put_slice(&this.out[this.at..this.at + n]);
-        this.at += n;
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.feed(&buf.filled()[before..]);
         Poll::Ready(Ok(()))
     }
 }
@@ -296,36 +281,35 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
 mod tests {
     use super::*;
 
-    /// What hyper would read after the whole input, fed in pieces of `step` bytes.
-    fn through(input: &[u8], step: usize) -> Vec<u8> {
-        let mut f = Framed::new(());
+    /// The verdicts for the whole input, fed in pieces of `step` bytes.
+    fn verdicts(input: &[u8], step: usize) -> Vec<bool> {
+        let v = std::sync::Arc::new(Verdicts::default());
+        let mut f = Framed::new((), v.clone());
         for piece in input.chunks(step) {
             f.feed(piece);
         }
-        f.out
+        let out = v.0.lock().unwrap().iter().copied().collect();
+        out
     }
 
     #[test]
-    fn ambiguous_heads_are_marked_wherever_the_reads_split() {
-        let pipelined = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nT: 1\r\n\r\nGET /c HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    fn ambiguous_heads_are_found_wherever_the_reads_split() {
+        let pipelined = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nT: 1\r\n\r\nGET /c HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /d HTTP/1.1\r\n\r\n";
         for step in [1, 2, 7, 64, 4096] {
-            let out = String::from_utf8(through(pipelined, step)).unwrap();
-            assert_eq!(out.matches(MARK).count(), 1, "step {step}: {out}");
-            // The mark is on the third request, and it is the only change.
-            let (before, _) = out.split_once(MARK).unwrap();
-            assert!(before.contains("GET /c"), "step {step}");
+            // The fourth request is not followed: the connection closes after the third.
             assert_eq!(
-                out.replace(&format!("{MARK}: 1\r\n"), ""),
-                std::str::from_utf8(pipelined).unwrap()
+                verdicts(pipelined, step),
+                [false, false, true],
+                "step {step}"
             );
         }
         let twice = b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello";
-        assert!(String::from_utf8(through(twice, 3)).unwrap().contains(MARK));
+        assert_eq!(verdicts(twice, 3), [true]);
         // A body that looks like a head is a body.
         let body = b"POST / HTTP/1.1\r\nContent-Length: 60\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
-        assert!(!String::from_utf8(through(body, 5)).unwrap().contains(MARK));
+        assert_eq!(verdicts(body, 5), [false]);
         // h2 is not looked at.
         let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(through(h2, 4), h2.to_vec());
+        assert!(verdicts(h2, 4).is_empty());
     }
 }

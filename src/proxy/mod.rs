@@ -583,19 +583,22 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let born = drain.generation();
+        let verdicts = Arc::new(framing::Verdicts::default());
         let conn = forward::Conn {
             peer,
             tls: tls.is_some(),
             born,
+            verdicts: verdicts.clone(),
         };
         let shared = shared.clone();
-        let service =
-            hyper::service::service_fn(move |req| forward::handle(shared.clone(), req, conn));
+        let service = hyper::service::service_fn(move |req| {
+            forward::handle(shared.clone(), req, conn.clone())
+        });
         match &tls {
             None => {
                 let served = builder
                     .serve_connection_with_upgrades(
-                        TokioIo::new(framing::Framed::new(stream)),
+                        TokioIo::new(framing::Framed::new(stream, verdicts)),
                         service,
                     )
                     .into_owned();
@@ -624,7 +627,7 @@ async fn accept(
                     };
                     let served = builder
                         .serve_connection_with_upgrades(
-                            TokioIo::new(framing::Framed::new(stream)),
+                            TokioIo::new(framing::Framed::new(stream, verdicts)),
                             service,
                         )
                         .into_owned();
