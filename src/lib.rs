@@ -36,6 +36,7 @@
 //!   and pools through [`balance`].
 //! - [`tls`]: TLS server configs for the proxy: certificates by SNI (reloaded when their files
 //!   change), ALPN, resumption, client certificates.
+//! - `web`: small HTTP helpers both control endpoints share (percent-decoding).
 //! - [`anycast`]: the helper that announces the node's prefixes through ExaBGP or BIRD only
 //!   while the node answers as clients expect.
 
@@ -56,4 +57,5 @@ pub mod render;
 pub mod server;
 pub mod state;
 pub mod tls;
+mod web;
 pub mod zone;

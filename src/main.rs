@@ -278,14 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e) => {
-                    let all = e.messages();
-                    for one in &all {
-                        eprintln!("{one}");
-                    }
-                    eprintln!("check failed: {} error(s)", all.len());
-                    Ok(ExitCode::from(EXIT_CONFIG))
-                }
+                Err(e) => Ok(check_failed(&e)),
             }
         }
         Command::Proxy { config } => {
@@ -328,14 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e) => {
-                    let all = e.messages();
-                    for one in &all {
-                        eprintln!("{one}");
-                    }
-                    eprintln!("check failed: {} error(s)", all.len());
-                    Ok(ExitCode::from(EXIT_CONFIG))
-                }
+                Err(e) => Ok(check_failed(&e)),
             }
         }
         Command::Serve {
@@ -551,6 +537,16 @@ fn ctl(
         bail!("control endpoint answered {status}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints every error of a config that `check` rejected; the exit code says so.
+fn check_failed(e: &meridian::config::ConfigError) -> ExitCode {
+    let all = e.messages();
+    for one in &all {
+        eprintln!("{one}");
+    }
+    eprintln!("check failed: {} error(s)", all.len());
+    ExitCode::from(EXIT_CONFIG)
 }
 
 /// The control endpoint's bearer token: from `file`, else from $MERIDIAN_TOKEN_FILE.

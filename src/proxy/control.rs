@@ -77,29 +77,11 @@ fn answer<B>(shared: &Shared, req: Request<B>) -> Response<Full<Bytes>> {
             let Some((member, action)) = rest.rsplit_once('/') else {
                 return json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such call"}));
             };
-            let member = percent_decode(member);
+            let member = crate::web::percent_decode(member);
             override_member(shared, &member, action, dry_run)
         }
         _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such call"})),
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn health_text(h: Health) -> &'static str {

@@ -106,25 +106,7 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .expect("spawn meridian");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "server did not report its addresses; stderr:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-        };
+        let line = first_line(&mut child, &log);
         let field = |key: &str| -> SocketAddr {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
@@ -273,6 +255,28 @@ pub fn check_config(cfg: &ConfigDir) -> (bool, String) {
     )
 }
 
+/// The first line a started `meridian` prints (its bound addresses); the rest of its output
+/// is read and dropped so it never blocks. Kills it and fails, with its log, if none comes.
+fn first_line(child: &mut Child, log: &Path) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "meridian did not report its addresses; stderr:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
 /// A running `meridian proxy` on a site config written into its own directory; stopped
 /// (SIGTERM, then SIGKILL) when dropped.
 pub struct SiteProxy {
@@ -307,22 +311,7 @@ impl SiteProxy {
             .stderr(stderr)
             .spawn()
             .expect("spawn meridian proxy");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            panic!(
-                "proxy did not report its addresses; stderr:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
+        let line = first_line(&mut child, &log);
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("proxy="))
