@@ -427,7 +427,8 @@ fn answer_query(
     // RD is copied; CD is not (NSD and Knot clear it in authoritative answers too).
     resp.metadata.recursion_desired = q.recursion_desired();
     resp.queries = echoed_question(q);
-    let cap = reply_cap(transport, q.edns.as_ref().map(|e| e.payload), ours) - reserve;
+    let cap =
+        reply_cap(transport, q.edns.as_ref().map(|e| e.payload), ours).saturating_sub(reserve);
     if q.edns.as_ref().is_some_and(|e| e.version > 0) {
         resp.metadata.response_code = ResponseCode::BADVERS;
         return encode(&mut resp, OptReply::bare(q, loaded), cap, 0);
