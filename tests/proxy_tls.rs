@@ -249,3 +249,75 @@ async fn https_to_servers_is_verified_against_the_pool_ca_and_may_be_opted_out_o
         (200, "secure upstream")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_with_a_client_ca_serves_only_clients_with_a_certificate_it_signed() {
+    let up = Upstream::start("u");
+    let www = pair(&["www.site.test"]);
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["client.site.test".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("www.pem", &www.cert),
+        ("www.key", &www.key),
+        ("clients.pem", &ca.pem()),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let site = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificates = [{{ cert = \"www.pem\", key = \"www.key\" }}], client_ca = \"clients.pem\" }}\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        up.addr
+    );
+    let proxy = SiteProxy::start_in(dir, &site);
+
+    // Without a certificate nothing is served: the handshake fails, or (TLS 1.3) the first
+    // exchange after it does.
+    let anonymous = client(&[&www], &[b"http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let served = match anonymous
+        .connect(ServerName::try_from("www.site.test").unwrap(), tcp)
+        .await
+    {
+        Err(_) => false,
+        Ok(s) => {
+            let io = hyper_util::rt::TokioIo::new(s);
+            match hyper::client::conn::http1::handshake(io).await {
+                Err(_) => false,
+                Ok((mut send, conn)) => {
+                    tokio::spawn(conn);
+                    let req = ::http::Request::builder()
+                        .uri("/")
+                        .header("host", "www.site.test")
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    send.send_request(req).await.is_ok()
+                }
+            }
+        }
+    };
+    assert!(!served, "a client without a certificate was served");
+
+    // With one the CA signed: served.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(www.der.clone()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(client_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![client_cert.der().clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let with_cert = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let s = connect(&with_cert, proxy.addr, "www.site.test").await;
+    let (_, body) = get_over(s, "www.site.test").await;
+    assert!(body.starts_with("u\n"), "{body}");
+}
