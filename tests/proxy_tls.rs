@@ -321,3 +321,37 @@ async fn a_listener_with_a_client_ca_serves_only_clients_with_a_certificate_it_s
     let (_, body) = get_over(s, "www.site.test").await;
     assert!(body.starts_with("u\n"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_client_resumes_its_session_with_tls_13_and_tls_12() {
+    let up = Upstream::start("u");
+    let www = pair(&["www.site.test"]);
+    let api = pair(&["api.site.test"]);
+    let proxy = start(&up, &www, &api);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(www.der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let c = tokio_rustls::TlsConnector::from(Arc::new(config));
+        // A first connection, used once (TLS 1.3 tickets come after the handshake).
+        let first = connect(&c, proxy.addr, "www.site.test").await;
+        assert_eq!(
+            first.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full)
+        );
+        let (_, body) = get_over(first, "www.site.test").await;
+        assert!(body.starts_with("u\n"));
+        let again = connect(&c, proxy.addr, "www.site.test").await;
+        assert_eq!(
+            again.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed),
+            "{version:?}"
+        );
+    }
+}
