@@ -731,3 +731,58 @@ fn fifty_megabyte_bodies_stream_to_and_from_a_slow_client_without_growing_memory
         grown
     );
 }
+
+#[test]
+fn a_server_killed_mid_run_costs_idempotent_requests_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let victim = Upstream::start("victim");
+    let proxy = SiteProxy::start(&site("algorithm = \"round-robin\"", &[&a, &b, &victim], ""));
+    let (stop, ok, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    // Four clients asking all the time, on kept-alive connections.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let url = format!("http://{}/", proxy.addr);
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let http = reqwest::Client::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match http.get(&url).send().await {
+                            Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                });
+            })
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(10), || {
+        victim.hits.load(Ordering::Relaxed) > 30
+    }));
+    // Killed: its open connections end without an answer, its port refuses.
+    drop(victim);
+    let at_kill = ok.load(Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(10), || {
+        ok.load(Ordering::Relaxed) > at_kill + 200
+    }));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed when a server died"
+    );
+}
