@@ -786,3 +786,25 @@ fn a_server_killed_mid_run_costs_idempotent_requests_nothing() {
         "requests failed when a server died"
     );
 }
+
+#[test]
+fn a_route_error_page_replaces_the_body_of_5xx_answers() {
+    let dead = Upstream::start("soon dead").addr;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sorry.html"),
+        "<h1>We'll be right back</h1>\n",
+    )
+    .unwrap();
+    let text = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\nerror_page = \"sorry.html\"\n\n[pool.p]\nservers = [{{ address = \"{dead}\" }}]\n"
+    );
+    let proxy = SiteProxy::start_in(dir, &text);
+    let (status, headers, body) = get(proxy.addr, "/", "");
+    assert_eq!(status, 502);
+    assert_eq!(body, "<h1>We'll be right back</h1>\n");
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+}

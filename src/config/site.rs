@@ -81,6 +81,7 @@ struct RouteFile {
     timeout: Option<DurationValue>,
     set_request_headers: Option<BTreeMap<String, String>>,
     set_response_headers: Option<BTreeMap<String, String>>,
+    error_page: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +215,9 @@ pub struct Route {
     pub timeout: Duration,
     pub set_request_headers: Vec<(String, String)>,
     pub set_response_headers: Vec<(String, String)>,
+    /// An HTML page sent instead of the body of any 5xx response (the servers' and the
+    /// proxy's own), read when the config loads.
+    pub error_page: Option<std::sync::Arc<Vec<u8>>>,
     pub line: usize,
 }
 
@@ -771,6 +775,13 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                 .map_err(|m| invalid(at, object(), format!("timeout: {m}")))?,
             set_request_headers: header_pairs(&fr.set_request_headers)?,
             set_response_headers: header_pairs(&fr.set_response_headers)?,
+            error_page: match &fr.error_page {
+                None => None,
+                Some(f) => Some(std::sync::Arc::new(
+                    std::fs::read(base.join(f))
+                        .map_err(|e| invalid(at, object(), format!("error_page {f:?}: {e}")))?,
+                )),
+            },
             line: line_of(text, at),
         });
     }

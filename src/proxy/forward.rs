@@ -130,8 +130,22 @@ pub async fn handle(
     let version = req.version();
     let referer = header_text(req.headers(), header::REFERER);
     let agent = header_text(req.headers(), header::USER_AGENT);
-    let (mut response, upstream) =
-        forward(&shared, &running, req, &conn, &request_id, ambiguous).await;
+    let mut route = None;
+    let (mut response, upstream) = forward(
+        &shared,
+        &running,
+        req,
+        &conn,
+        &request_id,
+        ambiguous,
+        &mut route,
+    )
+    .await;
+    if response.status().is_server_error() {
+        if let Some(page) = route.and_then(|r| running.site.routes[r].error_page.clone()) {
+            response = error_page(response, &page);
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         let name = HeaderName::from_bytes(running.site.request_id_header.as_bytes());
         if let Ok(name) = name {
@@ -213,6 +227,28 @@ fn request_id<B>(running: &Running, req: &Request<B>, conn: &Conn) -> String {
         Some(v) => v.to_string(),
         None => format!("{:032x}", rand::random::<u128>()),
     }
+}
+
+/// `response` with its body replaced by the route's error page (its status kept).
+fn error_page(response: Response<ProxyBody>, page: &[u8]) -> Response<ProxyBody> {
+    let (mut parts, _) = response.into_parts();
+    for h in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::TRANSFER_ENCODING,
+        header::ETAG,
+        header::LAST_MODIFIED,
+    ] {
+        parts.headers.remove(h);
+    }
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Response::from_parts(
+        parts,
+        Either::Right(Full::new(Bytes::copy_from_slice(page))),
+    )
 }
 
 /// A response of the proxy's own, with a short text body.
@@ -300,6 +336,7 @@ async fn forward(
     conn: &Conn,
     request_id: &str,
     ambiguous: bool,
+    route_taken: &mut Option<usize>,
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
     if let Some(why) = bad_framing(&req, ambiguous) {
         tracing::debug!(peer = %conn.peer, why, "request refused");
@@ -322,6 +359,7 @@ async fn forward(
             None,
         );
     };
+    *route_taken = Some(ri);
     let r = &running.site.routes[ri];
     let pi = r.pool;
     let pool = &running.site.pools[pi];

@@ -90,6 +90,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             set_request_headers: Vec::new(),
             set_response_headers: Vec::new(),
+            error_page: None,
             line: 1,
         };
         f(&mut r);
