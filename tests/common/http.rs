@@ -108,8 +108,7 @@ pub fn http(
 
 /// An HTTP/1.1 server behind the proxy under test, on 127.0.0.1:0, with keep-alive. Each
 /// answer's body is its name on the first line, then the request line, then every request
-/// header as `name: value` (lower-case names), so a test sees what the proxy sent. A request
-/// to `/slow` waits 300 ms before answering.
+/// header as `name: value` (lower-case names), so a test sees what the proxy sent.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
@@ -235,9 +234,6 @@ fn upstream_conn(
         buf.drain(..head_end + length);
         if stop.load(Ordering::SeqCst) {
             return;
-        }
-        if request_line.contains(" /slow") {
-            std::thread::sleep(Duration::from_millis(300));
         }
         hits.fetch_add(1, Ordering::Relaxed);
         let mut body = format!("{name}\n{request_line}\n");
