@@ -239,6 +239,21 @@ pub enum Algorithm {
     Hash(HashOn),
 }
 
+impl Algorithm {
+    /// The name the config gives it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::Weighted => "weighted",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::LeastTime => "least-time",
+            Algorithm::Random => "random",
+            Algorithm::IpHash => "ip-hash",
+            Algorithm::Hash(_) => "hash",
+        }
+    }
+}
+
 /// The request property a hashing pool keys on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashOn {

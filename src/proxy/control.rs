@@ -136,7 +136,7 @@ fn status(shared: &Shared) -> Value {
                 .collect();
             json!({
                 "name": pool.name,
-                "algorithm": format!("{:?}", settings.algorithm),
+                "algorithm": settings.algorithm.name(),
                 "servers": servers,
             })
         })
