@@ -228,6 +228,19 @@ fn request_smuggling_forms_get_400_and_reach_no_server() {
     assert_eq!(up.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
+/// `meridian check --config PATH`: its exit code and what it printed on stderr.
+fn check(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn check_validates_a_site_config_naming_file_line_and_object() {
     let dir = tempfile::tempdir().unwrap();
@@ -237,13 +250,8 @@ fn check_validates_a_site_config_naming_file_line_and_object() {
         "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"web\"\n\n[pool.web]\nalgorithm = \"fastest\"\nservers = [{ address = \"127.0.0.1:9\" }]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = check(&path);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("site.toml:7: pool \"web\": algorithm \"fastest\""),
         "{err}"
@@ -253,12 +261,8 @@ fn check_validates_a_site_config_naming_file_line_and_object() {
         "[[listener]]\naddress = \"127.0.0.1:0\"\nbogus = 1\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check(&path);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("site.toml:3") && err.contains("bogus"),
         "{err}"
@@ -269,16 +273,8 @@ fn check_validates_a_site_config_naming_file_line_and_object() {
 fn the_example_and_demo_site_configs_pass_check_and_reject_an_unknown_key() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/site");
     for name in ["site.toml", "demo.toml"] {
-        let out = std::process::Command::new(BIN)
-            .args(["check", "--config"])
-            .arg(root.join(name))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, err) = check(&root.join(name));
+        assert_eq!(code, Some(0), "{name}: {err}");
         let dir = tempfile::tempdir().unwrap();
         let text = std::fs::read_to_string(root.join(name)).unwrap();
         let bogus = dir.path().join(name);
@@ -287,16 +283,8 @@ fn the_example_and_demo_site_configs_pass_check_and_reject_an_unknown_key() {
             text.replacen("[[listener]]\n", "[[listener]]\nbogus = 1\n", 1),
         )
         .unwrap();
-        let out = std::process::Command::new(BIN)
-            .args(["check", "--config"])
-            .arg(&bogus)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{name} with an unknown key passed"
-        );
+        let (code, _) = check(&bogus);
+        assert_eq!(code, Some(1), "{name} with an unknown key passed");
     }
 }
 

@@ -106,12 +106,8 @@ fn status(shared: &Shared) -> Value {
     let running = shared.current.load();
     let snap = shared.health.snapshot();
     let pools: Vec<Value> = running
-        .site
-        .pools
-        .iter()
-        .zip(&running.site.pool_settings)
-        .zip(&running.pools)
-        .map(|((pool, settings), state)| {
+        .pools_with_state()
+        .map(|(pool, settings, state)| {
             let servers: Vec<Value> = pool
                 .members
                 .iter()
@@ -154,13 +150,7 @@ pub fn load_report(shared: &Shared) -> LoadReport {
     let running = shared.current.load();
     let snap = shared.health.snapshot();
     let (mut servers, mut healthy, mut in_flight) = (0, 0, 0);
-    for ((pool, settings), state) in running
-        .site
-        .pools
-        .iter()
-        .zip(&running.site.pool_settings)
-        .zip(&running.pools)
-    {
+    for (pool, settings, state) in running.pools_with_state() {
         for (i, m) in pool.members.iter().enumerate() {
             servers += 1;
             if upstream::usable(m, settings, &snap) && !state.ejected(i) {
@@ -296,13 +286,7 @@ fn metrics(shared: &Shared) -> String {
     let _ = writeln!(out, "# HELP meridian_proxy_in_flight Requests sent to a server and not finished.\n# TYPE meridian_proxy_in_flight gauge");
     let _ = writeln!(out, "# HELP meridian_proxy_ejections_total Passive-health ejections.\n# TYPE meridian_proxy_ejections_total counter");
     let _ = writeln!(out, "# HELP meridian_proxy_server_up Whether a server may take requests (1) or not (0).\n# TYPE meridian_proxy_server_up gauge");
-    for ((pool, settings), state) in running
-        .site
-        .pools
-        .iter()
-        .zip(&running.site.pool_settings)
-        .zip(&running.pools)
-    {
+    for (pool, settings, state) in running.pools_with_state() {
         for (i, m) in pool.members.iter().enumerate() {
             let labels = format!(
                 "pool=\"{}\",server=\"{}\"",

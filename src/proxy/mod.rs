@@ -188,6 +188,24 @@ impl Running {
         }
     }
 
+    /// Each pool with its settings and run-time state.
+    pub fn pools_with_state(
+        &self,
+    ) -> impl Iterator<
+        Item = (
+            &crate::balance::Pool,
+            &crate::config::PoolSettings,
+            &PoolState,
+        ),
+    > {
+        self.site
+            .pools
+            .iter()
+            .zip(&self.site.pool_settings)
+            .zip(&self.pools)
+            .map(|((pool, settings), state)| (pool, settings, &**state))
+    }
+
     /// Whether `ip` is a trusted proxy (its forwarding headers are kept).
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.site.trusted_proxies.iter().any(|n| n.contains(&ip))

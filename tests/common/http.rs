@@ -192,17 +192,8 @@ fn upstream_conn(
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            let mut chunk = [0u8; 4096];
-            match conn.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    continue
-                }
-                Err(_) => return,
+            if !read_more(&mut conn, &mut buf) {
+                return;
             }
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
@@ -218,17 +209,8 @@ fn upstream_conn(
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
         while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match conn.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    continue
-                }
-                Err(_) => return,
+            if !read_more(&mut conn, &mut buf) {
+                return;
             }
         }
         buf.drain(..head_end + length);
@@ -247,6 +229,23 @@ fn upstream_conn(
         if conn.write_all(reply.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// Reads what `conn` has into `buf`; `false` when the connection ended (a read timeout is not
+/// an end: the caller looks at its stop flag and reads again).
+fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    match conn.read(&mut chunk) {
+        Ok(0) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
     }
 }
 
