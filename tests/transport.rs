@@ -150,6 +150,40 @@ fn sigterm_drains_connections_and_exits_cleanly() {
     control
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    // One request answered on it first, so the server has accepted it (a connection still in
+    // the listen queue when the listener closes is reset, not drained).
+    {
+        use std::io::Write;
+        write!(
+            control,
+            "GET /status HTTP/1.1\r\nHost: {}\r\n\r\n",
+            srv.control
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let complete = |got: &[u8]| {
+            let text = String::from_utf8_lossy(got);
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                return false;
+            };
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            body.len() >= length
+        };
+        while !complete(&got) {
+            let n = control.read(&mut chunk).expect("the status answer");
+            assert!(n > 0, "the control endpoint closed before answering");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+    }
 
     srv.signal(nix::sys::signal::Signal::SIGTERM);
     // Both are closed by the server (end of stream, not a read timeout)...
