@@ -583,17 +583,11 @@ fn member_action(
     action: &str,
     options: &ActionOptions,
 ) -> Response<Full<Bytes>> {
-    let admin = match action {
-        "drain" => Admin::Drained,
-        "undrain" => Admin::Normal,
-        "force-up" => Admin::ForcedUp,
-        "force-down" => Admin::ForcedDown,
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("unknown action {other:?} (drain, undrain, force-up, force-down)"),
-            )
-        }
+    let Some(admin) = Admin::from_action(action) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown action {action:?} (drain, undrain, force-up, force-down)"),
+        );
     };
     let expires_in = match (&options.expires, admin) {
         (None, _) => None,

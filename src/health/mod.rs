@@ -64,6 +64,20 @@ pub enum Admin {
     ForcedDown,
 }
 
+impl Admin {
+    /// The override a control call names (`drain`, `undrain`, `force-up`, `force-down`), for
+    /// both control endpoints.
+    pub fn from_action(action: &str) -> Option<Admin> {
+        match action {
+            "drain" => Some(Admin::Drained),
+            "undrain" => Some(Admin::Normal),
+            "force-up" => Some(Admin::ForcedUp),
+            "force-down" => Some(Admin::ForcedDown),
+            _ => None,
+        }
+    }
+}
+
 /// Everything the query path knows about one member.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct MemberState {

@@ -180,12 +180,8 @@ fn override_member(
     action: &str,
     dry_run: bool,
 ) -> Response<Full<Bytes>> {
-    let admin = match action {
-        "drain" => Admin::Drained,
-        "undrain" => Admin::Normal,
-        "force-up" => Admin::ForcedUp,
-        "force-down" => Admin::ForcedDown,
-        _ => return json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such call"})),
+    let Some(admin) = Admin::from_action(action) else {
+        return json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such call"}));
     };
     let running = shared.current.load();
     let id = MemberId(member.to_string());
