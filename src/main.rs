@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use meridian::config::Source;
 use meridian::server::{self, Overrides};
 
@@ -283,14 +286,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Proxy { config } => {
             init_logging(log_format);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
             let source = match config {
                 Some(path) => meridian::config::SiteSource::File(path),
                 None => meridian::config::SiteSource::demo(),
             };
+            // The worker count shapes the runtime, so it is read before the proxy starts
+            // (which reads the file again, from then on watching it).
+            let workers = meridian::config::load_site(&source)?.workers;
+            // One worker runs everything on the one thread, as an nginx worker does: no
+            // hand-offs between threads on the request path.
+            let mut builder = if workers == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(workers);
+                b
+            };
+            let rt = builder
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
             rt.block_on(meridian::proxy::serve(source, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -138,11 +138,13 @@ impl From<Certificates> for Arc<Resolver> {
 /// Resumed sessions kept per listener (TLS 1.2 session IDs; TLS 1.3 uses tickets).
 const SESSION_CACHE: usize = 20_000;
 
-/// A server config: certificates from `resolver`, ALPN h2 then http/1.1, resumption on, and
-/// client certificates required when `client_ca` is given.
+/// A server config: certificates from `resolver`, ALPN h2 then http/1.1, resumption unless the
+/// caller turns it off (every connection then makes a full handshake), and client
+/// certificates required when `client_ca` is given.
 pub fn server_config(
     resolver: Arc<Resolver>,
     client_ca: Option<&Path>,
+    resumption: bool,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -164,8 +166,13 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    if resumption {
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    } else {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(config))
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Turns the benchmark's raw rows into the table it prints.
 
+Usage: summarize.py RESULTS LATENCY [UNIT]   (UNIT names what is counted: q, the default, or req)
+
 results.tsv: round server workload qps cpu_seconds run_seconds
 latency.tsv: round server workload p50_us p99_us
 For each (workload, server): median q/s with min-max over rounds, q/s per server core (q/s
@@ -14,7 +16,7 @@ import sys
 from collections import defaultdict
 
 
-def main(results_path, latency_path):
+def main(results_path, latency_path, unit="q"):
     runs = defaultdict(dict)  # (workload, server) -> round -> (qps, per_core, us_per_q, share)
     for line in open(results_path):
         rnd, server, workload, qps, cpu_s, run_s = line.split()
@@ -37,7 +39,7 @@ def main(results_path, latency_path):
         if w not in workloads:
             workloads.append(w)
     header = (
-        f"{'workload':<9} {'server':<9} {'q/s (min-max)':>24} {'q/s per core':>12} {'us CPU/q':>8} "
+        f"{'workload':<9} {'server':<9} {unit + '/s (min-max)':>24} {unit + '/s per core':>12} {'us CPU/' + unit:>8} "
         f"{'CPU':>4} {'p50 us':>6} {'p99 us':>6}  {'meridian/x per core':>19} {'p99 m/x':>7}"
     )
     print(header)
@@ -72,4 +74,4 @@ def main(results_path, latency_path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Prints the CPU time (user + system, in clock ticks) of a process and all its descendants,
 threads included, as /proc accounts it; with --rss, their resident memory in MiB instead;
-with --pids, their process IDs (comma-separated, for `perf record -p`).
-Usage: treecpu.py [--rss | --pids] PID"""
+with --peak, the sum of each one's peak resident memory (VmHWM) in MiB; with --pids, their
+process IDs (comma-separated, for `perf record -p`).
+Usage: treecpu.py [--rss | --peak | --pids] PID"""
 import os
 import sys
 
@@ -28,15 +29,23 @@ def ticks(pid):
         return 0
 
 
-def rss_kib(pid):
+def status_kib(pid, field):
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kib(pid):
+    return status_kib(pid, "VmRSS:")
+
+
+def peak_kib(pid):
+    return status_kib(pid, "VmHWM:")
 
 
 def processes(pid):
@@ -55,6 +64,8 @@ def tree(pid, measure):
 if __name__ == "__main__":
     if sys.argv[1] == "--rss":
         print("%.0f" % (tree(int(sys.argv[2]), rss_kib) / 1024))
+    elif sys.argv[1] == "--peak":
+        print("%.0f" % (tree(int(sys.argv[2]), peak_kib) / 1024))
     elif sys.argv[1] == "--pids":
         print(",".join(str(p) for p in processes(int(sys.argv[2]))))
     else:

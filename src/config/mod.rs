@@ -35,7 +35,8 @@ use ipnet::IpNet;
 pub use settings::{CookieSecrets, RateLimit, TsigAlgorithm, TsigKey};
 pub use site::{
     load_site, looks_like_site, parse_site, AccessLog, Algorithm, HashOn, Listener, PoolSettings,
-    Route, SiteConfig, SiteSource, Sticky, StickyCookie, TlsSettings, UpstreamTls, DEMO_SITE,
+    Route, SiteConfig, SiteSource, Sticky, StickyCookie, TlsSettings, UpstreamProtocol,
+    UpstreamTls, DEMO_SITE,
 };
 
 /// The demo server file, compiled in so `meridian serve` runs with no flags.

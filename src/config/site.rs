@@ -46,6 +46,7 @@ struct ProxySection {
     request_id_header: Option<String>,
     access_log: Option<String>,
     hide_headers: Option<Vec<String>>,
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +61,7 @@ struct ListenerFile {
 struct TlsFile {
     certificates: Vec<CertFile>,
     client_ca: Option<String>,
+    resumption: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +110,7 @@ struct PoolFile {
     eject_for: Option<DurationValue>,
     retry_budget: Option<String>,
     tls: Option<UpstreamTlsFile>,
+    protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +171,9 @@ pub struct SiteConfig {
     pub access_log: AccessLog,
     /// Response headers removed before the client sees them (lower case).
     pub hide_headers: Vec<String>,
+    /// Threads that serve connections (`[proxy] workers`, default one per CPU); read at
+    /// start only, since a running process keeps its threads.
+    pub workers: usize,
     /// Built-in demo responders to start on these addresses (the demo site only).
     pub demo_responders: Vec<SocketAddr>,
 }
@@ -187,6 +193,9 @@ pub struct TlsSettings {
     pub certificates: Vec<(PathBuf, PathBuf)>,
     /// Clients must present a certificate signed by one of these (PEM).
     pub client_ca: Option<PathBuf>,
+    /// Session resumption (tickets and session IDs); on unless the listener says
+    /// `resumption = false`, which makes every connection a full handshake.
+    pub resumption: bool,
 }
 
 /// One access log line per request, or none.
@@ -284,6 +293,18 @@ pub struct PoolSettings {
     pub retry_budget_percent: u32,
     /// HTTPS to the servers, when set.
     pub tls: Option<UpstreamTls>,
+    /// HTTP/1.1 or HTTP/2 to the servers.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version a pool speaks to its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// Keep-alive connections, one request at a time each.
+    Http1,
+    /// One multiplexed connection per server: over TLS (`"h2"`, offered by ALPN) or in the
+    /// clear by prior knowledge (`"h2c"`).
+    Http2,
 }
 
 /// HTTPS to a pool's servers.
@@ -293,7 +314,7 @@ pub struct UpstreamTls {
     /// Off only when the config says `verify = false`.
     pub verify: bool,
     pub ca_file: Option<PathBuf>,
-    /// The name sent as SNI and verified; the request's `Host` (as sent upstream) otherwise.
+    /// The name sent as SNI and verified; else the pool's `host`, else the server's address.
     pub server_name: Option<String>,
 }
 
@@ -436,6 +457,17 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             ))
         }
     };
+    let workers = match section.workers {
+        Some(0) => {
+            return Err(invalid(
+                at,
+                Object::Setting("proxy.workers"),
+                "needs at least one worker".into(),
+            ))
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
     let mut hide_headers = vec!["server".to_string()];
     hide_headers.extend(
         section
@@ -444,6 +476,16 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             .flatten()
             .map(|h| h.to_ascii_lowercase()),
     );
+    if let Some(bad) = hide_headers
+        .iter()
+        .find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+    {
+        return Err(invalid(
+            at,
+            Object::Setting("proxy.hide_headers"),
+            format!("{bad:?} is not a header name"),
+        ));
+    }
 
     if parsed.listener.is_empty() {
         return Err(invalid(
@@ -479,6 +521,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                         .map(|c| (base.join(&c.cert), base.join(&c.key)))
                         .collect(),
                     client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
+                    resumption: t.resumption.unwrap_or(true),
                 };
                 if settings.certificates.is_empty() {
                     return Err(invalid(
@@ -490,7 +533,11 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                 // The files are read now, so `check` and a reload catch a broken pair.
                 crate::tls::Certificates::load(&settings.certificates)
                     .and_then(|certs| {
-                        crate::tls::server_config(certs.into(), settings.client_ca.as_deref())
+                        crate::tls::server_config(
+                            certs.into(),
+                            settings.client_ca.as_deref(),
+                            settings.resumption,
+                        )
                     })
                     .map_err(|e| {
                         invalid(
@@ -665,6 +712,31 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                     )
                 })?,
         };
+        let protocol = match (fp.protocol.as_deref(), fp.tls.is_some()) {
+            (None | Some("http/1.1"), _) => UpstreamProtocol::Http1,
+            (Some("h2"), true) | (Some("h2c"), false) => UpstreamProtocol::Http2,
+            (Some("h2"), false) => {
+                return Err(invalid(
+                    at,
+                    object(),
+                    "protocol \"h2\" is HTTP/2 over TLS and needs a tls table; \"h2c\" is HTTP/2 in the clear".into(),
+                ))
+            }
+            (Some("h2c"), true) => {
+                return Err(invalid(
+                    at,
+                    object(),
+                    "protocol \"h2c\" is HTTP/2 in the clear; over TLS it is \"h2\"".into(),
+                ))
+            }
+            (Some(other), _) => {
+                return Err(invalid(
+                    at,
+                    object(),
+                    format!("protocol {other:?}: \"http/1.1\", \"h2\" (over TLS) or \"h2c\""),
+                ))
+            }
+        };
         pool_index.insert(name.as_str(), pools.len());
         pools.push(Pool {
             name: name.clone(),
@@ -680,7 +752,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             host: fp.host.clone(),
             sticky,
             connect_timeout,
-            idle_per_server: fp.idle_per_server.unwrap_or(32),
+            idle_per_server: fp.idle_per_server.unwrap_or(256),
             idle_timeout,
             eject_after: fp.eject_after.unwrap_or(5),
             eject_for,
@@ -714,6 +786,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                     Some(tls)
                 }
             },
+            protocol,
         });
     }
 
@@ -835,6 +908,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         request_id_header,
         access_log,
         hide_headers,
+        workers,
         demo_responders,
     })
 }

@@ -16,11 +16,12 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::connections::{Connections, Lease, SendError};
 use super::route::{self, RequestFacts};
 use super::sticky;
 use super::upstream::InFlight;
 use super::{Running, Shared};
-use crate::config::{AccessLog, Sticky};
+use crate::config::{AccessLog, Sticky, UpstreamProtocol};
 
 /// What the client receives: an upstream body (counted in flight until it ends) or a short
 /// body of the proxy's own.
@@ -63,10 +64,29 @@ impl Body for Sent {
     }
 }
 
-/// An upstream response body that keeps its server's in-flight count until it ends.
+/// An upstream response body that keeps its server's in-flight count until it ends, and
+/// gives its connection back for the next request once it has been read to its end.
 pub struct Tracked {
     inner: Incoming,
     _in_flight: InFlight,
+    lease: Option<(Lease, Arc<Connections>)>,
+}
+
+impl Tracked {
+    fn give_back(&mut self) {
+        if let Some((lease, conns)) = self.lease.take() {
+            conns.give_back(lease);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A body that did not reach its end leaves its connection mid-response: it closes.
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
+    }
 }
 
 impl Body for Tracked {
@@ -77,7 +97,12 @@ impl Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.give_back();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -100,17 +125,23 @@ pub struct Conn {
     pub verdicts: Arc<super::framing::Verdicts>,
 }
 
-/// Headers that belong to one connection, never forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Headers that belong to one connection, never forwarded (RFC 9110 section 7.6.1), and
+/// `Upgrade`, which only an upgrade passes on.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Answers one request.
 pub async fn handle(
@@ -122,14 +153,17 @@ pub async fn handle(
     let running = shared.current.load_full();
     let request_id = request_id(&running, &req, &conn);
     let ambiguous = req.version() <= Version::HTTP_11 && conn.verdicts.next();
-    let method = req.method().clone();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let version = req.version();
-    let referer = header_text(req.headers(), header::REFERER);
-    let agent = header_text(req.headers(), header::USER_AGENT);
+    // What the access log says of the request, taken before the request moves on.
+    let logged = (running.site.access_log != AccessLog::Off).then(|| Logged {
+        method: req.method().clone(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        referer: header_text(req.headers(), header::REFERER),
+        agent: header_text(req.headers(), header::USER_AGENT),
+    });
     let mut route = None;
     let (mut response, upstream) = forward(
         &shared,
@@ -146,12 +180,9 @@ pub async fn handle(
             response = error_page(response, &page);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        let name = HeaderName::from_bytes(running.site.request_id_header.as_bytes());
-        if let Ok(name) = name {
-            response.headers_mut().insert(name, v);
-        }
-    }
+    response
+        .headers_mut()
+        .insert(running.request_id_header.clone(), request_id.clone());
     let status = response.status().as_u16();
     shared
         .stats
@@ -176,6 +207,16 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let took = started.elapsed();
+    let Some(Logged {
+        method,
+        target,
+        referer,
+        agent,
+    }) = logged
+    else {
+        return Ok(response);
+    };
+    let request_id = request_id.to_str().unwrap_or("-");
     match running.site.access_log {
         AccessLog::Off => {}
         AccessLog::Combined => tracing::info!(
@@ -207,6 +248,14 @@ pub async fn handle(
     Ok(response)
 }
 
+/// The request as the access log shows it.
+struct Logged {
+    method: Method,
+    target: String,
+    referer: String,
+    agent: String,
+}
+
 fn header_text(headers: &HeaderMap, name: HeaderName) -> String {
     headers
         .get(name)
@@ -215,18 +264,24 @@ fn header_text(headers: &HeaderMap, name: HeaderName) -> String {
         .to_string()
 }
 
-/// The request's ID: the one a trusted proxy in front sent, else a new one.
-fn request_id<B>(running: &Running, req: &Request<B>, conn: &Conn) -> String {
-    let trusted = running.trusts(conn.peer.ip());
+/// The request's ID: the one a trusted proxy in front sent, else a new one (128 random bits
+/// in hex).
+fn request_id<B>(running: &Running, req: &Request<B>, conn: &Conn) -> HeaderValue {
     let given = req
         .headers()
-        .get(running.site.request_id_header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| trusted && !v.is_empty() && v.len() <= 128);
-    match given {
-        Some(v) => v.to_string(),
-        None => format!("{:032x}", rand::random::<u128>()),
+        .get(&running.request_id_header)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+        .filter(|_| running.trusts(conn.peer.ip()));
+    if let Some(v) = given {
+        return v.clone();
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    let bits = rand::random::<u128>();
+    for (i, c) in text.iter_mut().enumerate() {
+        *c = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits are a header value")
 }
 
 /// `response` with its body replaced by the route's error page (its status kept).
@@ -302,6 +357,10 @@ fn bad_framing<B>(req: &Request<B>, ambiguous: bool) -> Option<&'static str> {
 
 /// Removes hop-by-hop headers, and those the `Connection` header names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names says so.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -312,10 +371,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
-    h.remove(header::UPGRADE);
 }
 
 /// Methods a retry may repeat (RFC 9110 section 9.2.2).
@@ -334,7 +392,7 @@ async fn forward(
     running: &Arc<Running>,
     mut req: Request<Incoming>,
     conn: &Conn,
-    request_id: &str,
+    request_id: &HeaderValue,
     ambiguous: bool,
     route_taken: &mut Option<usize>,
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
@@ -450,15 +508,27 @@ async fn forward(
             headers.insert(k, v);
         }
     }
-    let path = parts
+    if upgrade.is_some() && settings.protocol == UpstreamProtocol::Http2 {
+        return (
+            own(
+                StatusCode::BAD_GATEWAY,
+                "upgrades go to HTTP/1.1 servers only",
+            ),
+            None,
+        );
+    }
+    let target = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let retryable = idempotent(&parts.method) && body.is_end_stream() && upgrade.is_none();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // Only a request without a body can go again (to another server, or on a new connection).
+    let bodiless = body.is_end_stream();
+    let retryable = idempotent(&parts.method) && bodiless && upgrade.is_none();
     let mut body = Some(body);
     let mut client_side = client_side;
     let mut tried: Vec<usize> = Vec::new();
+    let conns = &running.connections[pi];
     loop {
         let Some(server) = chosen else {
             let mut r = own(StatusCode::SERVICE_UNAVAILABLE, "no server available");
@@ -469,45 +539,67 @@ async fn forward(
         let Some(addr) = super::upstream::address(&pool.members[server]) else {
             return (own(StatusCode::BAD_GATEWAY, "server has no address"), None);
         };
-        let scheme = if settings.tls.is_some() {
-            "https"
-        } else {
-            "http"
+        let Some(uri) = upstream_uri(settings, &target, headers.get(header::HOST), addr) else {
+            return (own(StatusCode::BAD_REQUEST, "bad request target"), None);
         };
-        let uri = match format!("{scheme}://{addr}{path}").parse::<http::Uri>() {
-            Ok(u) => u,
-            Err(_) => return (own(StatusCode::BAD_REQUEST, "bad request target"), None),
+        let build = |headers: HeaderMap, body: Option<Incoming>| {
+            upstream_request(&parts.method, uri.clone(), headers, body, settings.protocol)
         };
-        // The response must start within the route's timeout of the request's end.
-        let (done, sent_all) = tokio::sync::oneshot::channel();
-        let mut up = Request::new(match body.take() {
-            Some(b) if !b.is_end_stream() => Either::Left(Sent {
-                inner: b,
-                done: Some(done),
-            }),
-            _ => {
-                let _ = done.send(());
-                Either::Right(Empty::new())
-            }
-        });
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
-        *up.headers_mut() = headers.clone();
+        let (up, sent_all) = match bodiless {
+            true => build(headers.clone(), None),
+            false => build(std::mem::take(&mut headers), body.take()),
+        };
         let in_flight = state.start(server);
         let sent = Instant::now();
+        // The response must start within the route's timeout of the request's end.
         let first_byte = async {
             // A body that fails before its end ends the request with an error instead.
-            if sent_all.await.is_err() {
-                std::future::pending::<()>().await;
+            if let Some(sent_all) = sent_all {
+                if sent_all.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             }
             tokio::time::sleep(r.timeout).await;
         };
+        let exchange = async {
+            let mut lease = conns
+                .checkout(server, addr, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            let failed = match lease.send(up).await {
+                Ok(resp) => return Ok((resp, lease)),
+                Err(e) => e,
+            };
+            // Once more on a new connection: a request that never left, or one without a
+            // body whose kept-alive connection the server had closed before answering.
+            let again = match failed {
+                SendError {
+                    unsent: Some(req), ..
+                } => req,
+                SendError { error, .. }
+                    if lease.reused && retryable && closed_before_answer(&error) =>
+                {
+                    build(headers.clone(), None).0
+                }
+                SendError { error, .. } => return Err(format!("{error:#}")),
+            };
+            drop(lease);
+            let mut lease = conns
+                .checkout(server, addr, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            match lease.send(again).await {
+                Ok(resp) => Ok((resp, lease)),
+                Err(e) => Err(format!("{:#}", e.error)),
+            }
+        };
         let outcome = tokio::select! {
-            answered = running.clients[pi].request(up) => Ok(answered),
-            _ = first_byte => Err(()),
+            biased;
+            answered = exchange => answered,
+            _ = first_byte => Err("timed out before the response headers".to_string()),
         };
         let failure = match outcome {
-            Ok(Ok(resp)) => {
+            Ok((resp, lease)) => {
                 state.load[server].observe(sent.elapsed());
                 let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
                 state.load[server].classes[class]
@@ -521,26 +613,22 @@ async fn forward(
                 }
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_side.take() {
-                        return (tunnel(resp, client_side, in_flight), Some(addr));
+                        return (tunnel(resp, client_side, (in_flight, lease)), Some(addr));
                     }
                     return (
                         own(StatusCode::BAD_GATEWAY, "an upgrade nobody asked for"),
                         Some(addr),
                     );
                 }
-                let mut resp = respond(resp, in_flight, running, ri);
-                if let (Some(Sticky::Cookie(c)), false) = (&settings.sticky, pinned) {
-                    if let Some(signer) = &running.signers[pi] {
-                        let value = signer.value(running.tag_of(pi, server));
-                        if let Ok(v) = HeaderValue::from_str(&sticky::set_cookie(c, &value)) {
-                            resp.headers_mut().append(header::SET_COOKIE, v);
-                        }
+                let mut resp = respond(resp, in_flight, (lease, conns.clone()), running, ri);
+                if let (Some(Sticky::Cookie(_)), false) = (&settings.sticky, pinned) {
+                    if let Some(v) = running.set_cookie(pi, server) {
+                        resp.headers_mut().append(header::SET_COOKIE, v.clone());
                     }
                 }
                 return (resp, Some(addr));
             }
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(_) => "timed out before the response headers".to_string(),
+            Err(failure) => failure,
         };
         drop(in_flight);
         tracing::warn!(server = %addr, pool = %pool.name, error = %failure, "upstream failed");
@@ -569,17 +657,100 @@ async fn forward(
     }
 }
 
+/// The target a server is sent: origin-form (`/path?query`) to HTTP/1.1 servers; for HTTP/2
+/// the scheme and authority too (the `Host` sent, else the server's address).
+fn upstream_uri(
+    settings: &crate::config::PoolSettings,
+    target: &http::uri::PathAndQuery,
+    host: Option<&HeaderValue>,
+    addr: SocketAddr,
+) -> Option<http::Uri> {
+    match settings.protocol {
+        UpstreamProtocol::Http1 => Some(http::Uri::from(target.clone())),
+        UpstreamProtocol::Http2 => {
+            let authority = host
+                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                .or_else(|| http::uri::Authority::try_from(addr.to_string()).ok())?;
+            let scheme = match settings.tls {
+                Some(_) => http::uri::Scheme::HTTPS,
+                None => http::uri::Scheme::HTTP,
+            };
+            http::Uri::builder()
+                .scheme(scheme)
+                .authority(authority)
+                .path_and_query(target.clone())
+                .build()
+                .ok()
+        }
+    }
+}
+
+/// The request a server is sent, and when it has a body, a receiver told when the body has
+/// all gone.
+fn upstream_request(
+    method: &Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Option<Incoming>,
+    protocol: UpstreamProtocol,
+) -> (
+    Request<UpstreamBody>,
+    Option<tokio::sync::oneshot::Receiver<()>>,
+) {
+    let (body, sent_all) = match body {
+        Some(b) if !b.is_end_stream() => {
+            let (done, sent_all) = tokio::sync::oneshot::channel();
+            let sent = Sent {
+                inner: b,
+                done: Some(done),
+            };
+            (Either::Left(sent), Some(sent_all))
+        }
+        _ => (Either::Right(Empty::new()), None),
+    };
+    let mut up = Request::new(body);
+    *up.method_mut() = method.clone();
+    *up.uri_mut() = uri;
+    *up.headers_mut() = headers;
+    if protocol == UpstreamProtocol::Http2 {
+        *up.version_mut() = Version::HTTP_2;
+    }
+    (up, sent_all)
+}
+
+/// Whether a request failed because its connection closed before any answer came (a
+/// kept-alive connection the server closed while it sat idle).
+fn closed_before_answer(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Answers an accepted upgrade: the server's 101 goes to the client with its `Upgrade` and
 /// `Connection` headers, and once both sides have switched their bytes are copied both ways
 /// until either closes (the server's request stays counted in flight until then).
 fn tunnel(
     mut resp: Response<Incoming>,
     client_side: hyper::upgrade::OnUpgrade,
-    in_flight: InFlight,
+    held: (InFlight, Lease),
 ) -> Response<ProxyBody> {
     let server_side = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
-        let _in_flight = in_flight;
+        // The in-flight count, and the connection (never given back: it becomes the tunnel).
+        let _held = held;
         let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side) else {
             return;
         };
@@ -626,55 +797,58 @@ fn forwarding_headers(
     running: &Running,
     conn: &Conn,
     host: Option<&HeaderValue>,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) {
+    use std::fmt::Write;
     let trusted = running.trusts(conn.peer.ip());
     let ip = conn.peer.ip();
     let proto = if conn.tls { "https" } else { "http" };
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) if trusted => format!("{prior}, {ip}"),
-        _ => ip.to_string(),
-    };
-    let node = match ip {
-        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        v4 => v4.to_string(),
+    // Both values are written into one buffer: X-Forwarded-For, then Forwarded.
+    let mut text = String::with_capacity(96);
+    if let Some(prior) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        if trusted {
+            text.push_str(prior);
+            text.push_str(", ");
+        }
+    }
+    let _ = write!(text, "{ip}");
+    let xff_end = text.len();
+    if let Some(prior) = h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        if trusted {
+            text.push_str(prior);
+            text.push_str(", ");
+        }
+    }
+    let _ = match ip {
+        std::net::IpAddr::V6(v6) => write!(text, "for=\"[{v6}]\";proto={proto}"),
+        v4 => write!(text, "for={v4};proto={proto}"),
     };
     let host_text = host.and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mut element = format!("for={node};proto={proto}");
     if !host_text.is_empty() && host_text.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
-        element.push_str(&format!(";host=\"{host_text}\""));
+        let _ = write!(text, ";host=\"{host_text}\"");
     }
-    let forwarded = match h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) if trusted => format!("{prior}, {element}"),
-        _ => element,
-    };
-    let keep_proto = trusted && h.contains_key("x-forwarded-proto");
-    let keep_host = trusted && h.contains_key("x-forwarded-host");
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    };
-    set("x-forwarded-for", &xff);
-    set("forwarded", &forwarded);
+    let keep_proto = trusted && h.contains_key(&X_FORWARDED_PROTO);
+    let keep_host = trusted && h.contains_key(&X_FORWARDED_HOST);
+    if let Ok(v) = HeaderValue::from_str(&text[..xff_end]) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&text[xff_end..]) {
+        h.insert(header::FORWARDED, v);
+    }
     if !keep_proto {
-        set("x-forwarded-proto", proto);
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !keep_host {
         match host {
             Some(host) => {
-                h.insert("x-forwarded-host", host.clone());
+                h.insert(X_FORWARDED_HOST, host.clone());
             }
             None => {
-                h.remove("x-forwarded-host");
+                h.remove(X_FORWARDED_HOST);
             }
         }
     }
-    if let Ok(name) = HeaderName::from_bytes(running.site.request_id_header.as_bytes()) {
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(name, v);
-        }
-    }
+    h.insert(running.request_id_header.clone(), request_id.clone());
 }
 
 /// The client's response: the server's, with hop-by-hop and hidden headers removed and the
@@ -682,13 +856,14 @@ fn forwarding_headers(
 fn respond(
     resp: Response<Incoming>,
     in_flight: InFlight,
+    lease: (Lease, Arc<Connections>),
     running: &Running,
     route: usize,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    for h in &running.site.hide_headers {
-        parts.headers.remove(h.as_str());
+    for h in &running.hide_headers {
+        parts.headers.remove(h);
     }
     for (k, v) in &running.site.routes[route].set_response_headers {
         if let (Ok(k), Ok(v)) = (
@@ -703,52 +878,9 @@ fn respond(
         Either::Left(Tracked {
             inner: body,
             _in_flight: in_flight,
+            lease: Some(lease),
         }),
     )
-}
-
-/// How a pool connects to its servers: TCP, then TLS for `https` pools.
-pub type Connector =
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
-
-/// The connector of a pool: its connect timeout, and its TLS settings when it speaks HTTPS
-/// (the config was checked at load, so a TLS setup that fails here falls back to none and
-/// every request to the pool fails with 502, which the log explains).
-pub fn connector(settings: &crate::config::PoolSettings) -> Connector {
-    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
-    tcp.set_connect_timeout(Some(settings.connect_timeout));
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let tls = settings.tls.as_ref().and_then(|t| {
-        crate::tls::client_config(t.verify, t.ca_file.as_deref())
-            .inspect_err(|e| tracing::error!(error = %e, "upstream TLS unavailable"))
-            .ok()
-    });
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls.unwrap_or_else(|| {
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("the default protocol versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-        }))
-        .https_or_http();
-    // The name sent as SNI and verified: the pool's `server_name`, else the `Host` it sends
-    // upstream, else the server's address.
-    let name = settings
-        .tls
-        .as_ref()
-        .and_then(|t| t.server_name.clone().or_else(|| settings.host.clone()))
-        .and_then(|n| rustls::pki_types::ServerName::try_from(n).ok());
-    match name {
-        Some(name) => builder
-            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
-            .enable_http1()
-            .wrap_connector(tcp),
-        None => builder.enable_http1().wrap_connector(tcp),
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@
 //! - [`route`]: matching a request to a route.
 //! - [`sticky`]: the signed server cookie.
 //! - [`forward`]: one request, end to end.
+//! - [`connections`]: connections to a pool's servers (HTTP/1.1 kept alive, or HTTP/2), kept
+//!   idle per server between requests.
 //! - [`framing`]: HTTP/1.1 request framing followed on the client's bytes, to refuse the
 //!   ambiguous forms hyper would resolve out of sight.
 //! - [`demo`]: the built-in responders of the demo site.
@@ -25,6 +27,7 @@
 //! - [`report`]: the counters, the latency histogram and the load report's window.
 
 pub mod algorithm;
+pub mod connections;
 pub mod control;
 pub mod demo;
 pub mod forward;
@@ -40,7 +43,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
@@ -129,12 +131,19 @@ pub struct Running {
     pub site: SiteConfig,
     /// Per pool: counters, cursor and algorithm.
     pub pools: Vec<Arc<PoolState>>,
-    /// Per pool: pooled keep-alive connections to its servers.
-    clients: Vec<Client<forward::Connector, forward::UpstreamBody>>,
+    /// Per pool: connections to its servers, kept idle between requests.
+    pub connections: Vec<Arc<connections::Connections>>,
     /// Per pool with a sticky cookie: its signer.
     signers: Vec<Option<sticky::Signer>>,
     /// Per pool: each server's cookie tag (a hash of its identity).
     tags: Vec<Vec<u64>>,
+    /// Per pool with a sticky cookie: each server's `Set-Cookie` value, signed once here
+    /// (the value depends only on the server and the key).
+    set_cookies: Vec<Vec<http::HeaderValue>>,
+    /// The request ID header's name.
+    pub request_id_header: http::HeaderName,
+    /// Response headers removed before the client sees them.
+    hide_headers: Vec<http::HeaderName>,
 }
 
 impl Running {
@@ -148,18 +157,13 @@ impl Running {
             .enumerate()
             .map(|(i, (p, s))| Arc::new(PoolState::new(i, p, s)))
             .collect();
-        let clients = site
-            .pool_settings
+        let connections = site
+            .pools
             .iter()
-            .map(|s| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(s.idle_timeout)
-                    .pool_max_idle_per_host(s.idle_per_server)
-                    .pool_timer(hyper_util::rt::TokioTimer::new())
-                    .build(forward::connector(s))
-            })
+            .zip(&site.pool_settings)
+            .map(|(p, s)| connections::Connections::new(p.members.len(), s))
             .collect();
-        let signers = site
+        let signers: Vec<Option<sticky::Signer>> = site
             .pool_settings
             .iter()
             .map(|s| match &s.sticky {
@@ -169,7 +173,7 @@ impl Running {
                 _ => None,
             })
             .collect();
-        let tags = site
+        let tags: Vec<Vec<u64>> = site
             .pools
             .iter()
             .map(|p| {
@@ -179,12 +183,38 @@ impl Running {
                     .collect()
             })
             .collect();
+        let set_cookies = site
+            .pool_settings
+            .iter()
+            .zip(&signers)
+            .zip(&tags)
+            .map(|((s, signer), tags)| match (&s.sticky, signer) {
+                (Some(Sticky::Cookie(c)), Some(signer)) => tags
+                    .iter()
+                    .filter_map(|&t| {
+                        http::HeaderValue::try_from(sticky::set_cookie(c, &signer.value(t))).ok()
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        // Checked at load, so the fallback is never taken.
+        let request_id_header = http::HeaderName::from_bytes(site.request_id_header.as_bytes())
+            .unwrap_or(http::HeaderName::from_static("x-request-id"));
+        let hide_headers = site
+            .hide_headers
+            .iter()
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
         Running {
             site,
             pools,
-            clients,
+            connections,
             signers,
             tags,
+            set_cookies,
+            request_id_header,
+            hide_headers,
         }
     }
 
@@ -215,8 +245,9 @@ impl Running {
         self.tags[pool].iter().position(|&t| t == tag)
     }
 
-    fn tag_of(&self, pool: usize, server: usize) -> u64 {
-        self.tags[pool][server]
+    /// The `Set-Cookie` value pinning a client to `server` of a sticky-cookie pool.
+    fn set_cookie(&self, pool: usize, server: usize) -> Option<&http::HeaderValue> {
+        self.set_cookies[pool].get(server)
     }
 }
 
@@ -318,8 +349,9 @@ pub async fn serve(
                 let stamped = cert_stamps(&t.certificates);
                 let certs = tls::Certificates::load(&t.certificates).map_err(ProxyError::Tls)?;
                 let resolver: Arc<tls::Resolver> = certs.into();
-                let config = tls::server_config(resolver.clone(), t.client_ca.as_deref())
-                    .map_err(ProxyError::Tls)?;
+                let config =
+                    tls::server_config(resolver.clone(), t.client_ca.as_deref(), t.resumption)
+                        .map_err(ProxyError::Tls)?;
                 watched_certs.push((t.certificates.clone(), resolver, stamped));
                 Some(tokio_rustls::TlsAcceptor::from(config))
             }

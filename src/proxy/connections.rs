@@ -1,0 +1,297 @@
+//! Connections to one pool's servers: TCP (then TLS for HTTPS pools), HTTP/1.1 or HTTP/2, and
+//! the idle keep-alive connections kept per server for the next request.
+//!
+//! A pool keeps its own lists rather than hyper-util's generic client: the servers are known
+//! by index, so a checkout is a lock and a pop with no URI to format, parse or hash, and the
+//! caller learns whether a connection was reused, which decides the one retry a reused
+//! connection's failure earns (the server may have closed it while it sat idle).
+//!
+//! HTTP/1.1 connections go back to their server's list when a response has been read to its
+//! end; one that ended early (the client went away) closes. HTTP/2 keeps one shared
+//! connection per server and opens a new one when it closes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::forward::UpstreamBody;
+use crate::config::{PoolSettings, UpstreamProtocol};
+
+/// Why a connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connect: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS unavailable for this pool (see the log at load)")]
+    NoTls,
+    #[error("HTTP handshake: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// A connection's sending half.
+enum Sender {
+    H1(http1::SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+struct Idle {
+    sender: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// One server's connections.
+#[derive(Default)]
+struct Server {
+    idle: Mutex<Vec<Idle>>,
+    shared: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+}
+
+/// A pool's connections to its servers.
+pub struct Connections {
+    servers: Vec<Server>,
+    protocol: UpstreamProtocol,
+    idle_per_server: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    /// For HTTPS pools: the connector and the name sent as SNI (else the server's address);
+    /// `Err` when the pool's TLS could not be set up (every request then fails with 502).
+    tls: Option<Result<(tokio_rustls::TlsConnector, Option<ServerName<'static>>), ()>>,
+    /// Connections opened, and requests sent on a connection used before.
+    pub opened: AtomicU64,
+    pub reused: AtomicU64,
+}
+
+/// A connection lent to one request.
+pub struct Lease {
+    sender: Sender,
+    server: usize,
+    /// It had carried a request before this one.
+    pub reused: bool,
+}
+
+impl Connections {
+    /// The connections of a pool of `servers` servers; an idle sweeper runs while it lives.
+    pub fn new(servers: usize, settings: &PoolSettings) -> Arc<Connections> {
+        let tls = settings.tls.as_ref().map(|t| {
+            let mut config = crate::tls::client_config(t.verify, t.ca_file.as_deref())
+                .inspect_err(|e| tracing::error!(error = %e, "upstream TLS unavailable"))
+                .map_err(|_| ())?;
+            config.alpn_protocols = match settings.protocol {
+                UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+                UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+            };
+            // The name sent as SNI and verified: the pool's `server_name`, else its `host`.
+            let name = t
+                .server_name
+                .clone()
+                .or_else(|| settings.host.clone())
+                .and_then(|n| ServerName::try_from(n).ok());
+            Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+        });
+        let conns = Arc::new(Connections {
+            servers: (0..servers).map(|_| Server::default()).collect(),
+            protocol: settings.protocol,
+            idle_per_server: settings.idle_per_server,
+            idle_timeout: settings.idle_timeout,
+            connect_timeout: settings.connect_timeout,
+            tls,
+            opened: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&conns)));
+        conns
+    }
+
+    /// A connection to server `server` at `addr`: an idle one when there is one (unless
+    /// `fresh`), else a new one.
+    pub async fn checkout(
+        &self,
+        server: usize,
+        addr: SocketAddr,
+        fresh: bool,
+    ) -> Result<Lease, ConnectError> {
+        let slot = &self.servers[server];
+        if !fresh {
+            match self.protocol {
+                UpstreamProtocol::Http1 => {
+                    let mut idle = lock(&slot.idle);
+                    while let Some(i) = idle.pop() {
+                        if !i.sender.is_closed() && i.since.elapsed() < self.idle_timeout {
+                            self.reused.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Lease {
+                                sender: Sender::H1(i.sender),
+                                server,
+                                reused: true,
+                            });
+                        }
+                    }
+                }
+                UpstreamProtocol::Http2 => {
+                    if let Some(s) = lock(&slot.shared).as_ref().filter(|s| !s.is_closed()) {
+                        self.reused.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Lease {
+                            sender: Sender::H2(s.clone()),
+                            server,
+                            reused: true,
+                        });
+                    }
+                }
+            }
+        }
+        let sender = tokio::time::timeout(self.connect_timeout, self.connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        if let Sender::H2(s) = &sender {
+            *lock(&slot.shared) = Some(s.clone());
+        }
+        Ok(Lease {
+            sender,
+            server,
+            reused: false,
+        })
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Sender, ConnectError> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        match &self.tls {
+            None => self.handshake(tcp).await,
+            Some(Err(())) => Err(ConnectError::NoTls),
+            Some(Ok((connector, name))) => {
+                let name = name
+                    .clone()
+                    .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+                let tls = connector.connect(name, tcp).await?;
+                self.handshake(tls).await
+            }
+        }
+    }
+
+    async fn handshake<T>(&self, io: T) -> Result<Sender, ConnectError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        Ok(match self.protocol {
+            UpstreamProtocol::Http1 => {
+                let (sender, conn) = http1::Builder::new().handshake(io).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.with_upgrades().await {
+                        tracing::debug!(error = %e, "upstream connection ended");
+                    }
+                });
+                Sender::H1(sender)
+            }
+            UpstreamProtocol::Http2 => {
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .handshake(io)
+                    .await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream connection ended");
+                    }
+                });
+                Sender::H2(sender)
+            }
+        })
+    }
+
+    /// Puts an HTTP/1.1 connection whose response was read to its end back for the next
+    /// request (HTTP/2 connections stay shared and need nothing).
+    pub fn give_back(&self, lease: Lease) {
+        let Sender::H1(sender) = lease.sender else {
+            return;
+        };
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.servers[lease.server].idle);
+        if idle.len() < self.idle_per_server {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Idle connections now, over all servers.
+    pub fn idle(&self) -> usize {
+        self.servers.iter().map(|s| lock(&s.idle).len()).sum()
+    }
+
+    /// Drops idle connections past the idle timeout or closed by their server.
+    fn sweep(&self) {
+        for s in &self.servers {
+            lock(&s.idle)
+                .retain(|i| !i.sender.is_closed() && i.since.elapsed() < self.idle_timeout);
+        }
+    }
+}
+
+/// Sweeps a pool's idle connections once a second while the pool lives.
+async fn sweep(conns: Weak<Connections>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match conns.upgrade() {
+            Some(c) => c.sweep(),
+            None => return,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How sending a request failed.
+pub struct SendError {
+    pub error: hyper::Error,
+    /// The request, when it never left (it may go again as it is).
+    pub unsent: Option<Request<UpstreamBody>>,
+}
+
+impl Lease {
+    /// Sends `req` once the connection can take it.
+    pub async fn send(
+        &mut self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let sent = match &mut self.sender {
+            Sender::H1(s) => match s.ready().await {
+                Ok(()) => s.try_send_request(req).await,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        unsent: Some(req),
+                    })
+                }
+            },
+            Sender::H2(s) => match s.ready().await {
+                Ok(()) => s.try_send_request(req).await,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        unsent: Some(req),
+                    })
+                }
+            },
+        };
+        sent.map_err(|mut e: TrySendError<_>| SendError {
+            unsent: e.take_message(),
+            error: e.into_error(),
+        })
+    }
+}
