@@ -267,6 +267,22 @@ fn check_validates_a_site_config_naming_file_line_and_object() {
         err.contains("site.toml:3") && err.contains("bogus"),
         "{err}"
     );
+    // HTTP/2 over TLS without a tls table, and a worker count of zero.
+    for (text, wanted) in [
+        (
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"web\"\n\n[pool.web]\nprotocol = \"h2\"\nservers = [{ address = \"127.0.0.1:9\" }]\n",
+            "site.toml:7: pool \"web\": protocol \"h2\" is HTTP/2 over TLS",
+        ),
+        (
+            "[proxy]\nworkers = 0\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"web\"\n\n[pool.web]\nservers = [{ address = \"127.0.0.1:9\" }]\n",
+            "proxy.workers",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let (code, err) = check(&path);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(wanted), "{err}");
+    }
 }
 
 #[test]
@@ -522,6 +538,22 @@ fn the_control_endpoint_drains_safely_and_reports_status_metrics_and_load() {
         })
         .sum();
     assert!(answered >= 21.0, "{answered}");
+    // Upstream connections are kept and reused: every request went on one or the other.
+    let total = |name: &str| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let opened = total("meridian_proxy_upstream_connections_opened_total");
+    let reused = total("meridian_proxy_upstream_connection_reuses_total");
+    assert!(opened >= 1.0 && reused > opened, "{opened} {reused}");
+    assert!(opened + reused >= answered, "{opened} {reused} {answered}");
 
     // The load report covers the last seconds.
     let addr: SocketAddr = control.parse().unwrap();
@@ -795,4 +827,89 @@ fn a_route_error_page_replaces_the_body_of_5xx_answers() {
         header(&headers, "content-type"),
         Some("text/html; charset=utf-8")
     );
+}
+
+/// A server that answers the first request on each connection and keeps it open, then
+/// closes it, unanswered, when a second request arrives on it: a kept-alive connection that
+/// closes just as the proxy reuses it. Counts the requests it dropped so.
+fn closing_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dropped = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = dropped.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(100) {
+            let Ok(mut conn) = conn else { continue };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                // Reads one request head and its Content-Length body; false at the end.
+                let mut pending: Vec<u8> = Vec::new();
+                let mut read_request = |conn: &mut std::net::TcpStream| loop {
+                    if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if pending.len() >= end + 4 + length {
+                            pending.drain(..end + 4 + length);
+                            return true;
+                        }
+                    }
+                    let mut chunk = [0u8; 4096];
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                if !read_request(&mut conn) {
+                    return;
+                }
+                let body = "fresh connection\n";
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if conn.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+                if read_request(&mut conn) {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, dropped)
+}
+
+#[test]
+fn a_kept_alive_connection_the_server_closed_costs_a_bodiless_request_nothing() {
+    use std::sync::atomic::Ordering;
+    let (addr, dropped) = closing_server();
+    let text = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nstart = \"up\"\nservers = [{{ address = \"{addr}\" }}]\n"
+    );
+    let proxy = SiteProxy::start(&text);
+    // The one server: a failed request could not go to another. Each request after the first
+    // finds the kept-alive connection, which the server closes; it goes again on a new one.
+    for _ in 0..5 {
+        let (status, _, body) = get(proxy.addr, "/", "");
+        assert_eq!((status, body.as_str()), (200, "fresh connection\n"));
+    }
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        4,
+        "the connections were not reused"
+    );
+    // A request with a body is not sent twice: whether it took effect is the server's to say.
+    let (status, _, _) = raw_http(
+        proxy.addr,
+        "POST /order HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(status, 502);
+    assert_eq!(dropped.load(Ordering::SeqCst), 5);
 }

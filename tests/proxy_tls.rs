@@ -177,7 +177,50 @@ async fn a_changed_certificate_serves_from_the_next_handshake_and_a_broken_one_d
     assert!(served.is_some(), "the renewed certificate never served");
 }
 
-/// An HTTPS server on 127.0.0.1:0 presenting `p`, answering `secure upstream`.
+/// What the test servers answer: `secure upstream`, and ` over h2` when the request came
+/// over HTTP/2.
+fn answer_by_version<B>(
+    req: ::http::Request<B>,
+) -> std::future::Ready<
+    Result<::http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible>,
+> {
+    let text = match req.version() {
+        ::http::Version::HTTP_2 => "secure upstream over h2",
+        _ => "secure upstream",
+    };
+    std::future::ready(Ok(::http::Response::new(http_body_util::Full::new(
+        bytes::Bytes::from(text),
+    ))))
+}
+
+/// Serves `answer_by_version` on each connection `accept` yields, HTTP/1.1 or HTTP/2.
+fn serve_both<S>(stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper::service::service_fn(answer_by_version),
+            )
+            .await;
+    });
+}
+
+/// An HTTP server in the clear on 127.0.0.1:0: HTTP/1.1, or h2c by prior knowledge.
+async fn h2c_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            serve_both(tcp);
+        }
+    });
+    addr
+}
+
+/// An HTTPS server on 127.0.0.1:0 presenting `p`, offering h2 and http/1.1 by ALPN.
 async fn https_upstream(p: &Pair) -> SocketAddr {
     let certs = vec![p.der.clone()];
     let key = rustls::pki_types::PrivateKeyDer::try_from(
@@ -187,12 +230,13 @@ async fn https_upstream(p: &Pair) -> SocketAddr {
     )
     .unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -203,17 +247,9 @@ async fn https_upstream(p: &Pair) -> SocketAddr {
             };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(::http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from("secure upstream")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    serve_both(tls);
+                }
             });
         }
     });
@@ -353,5 +389,75 @@ async fn a_returning_client_resumes_its_session_with_tls_13_and_tls_12() {
             Some(rustls::HandshakeKind::Resumed),
             "{version:?}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_speaks_h2_to_its_servers_over_tls_or_h2c_in_the_clear() {
+    let backend = pair(&["backend.internal"]);
+    let tls_addr = https_upstream(&backend).await;
+    let clear_addr = h2c_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &backend.cert).unwrap();
+    let site = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npath_prefix = \"/tls\"\npool = \"tls\"\n\n[[route]]\npath_prefix = \"/clear\"\npool = \"clear\"\n\n[[route]]\npool = \"h1\"\n\n[pool.tls]\nprotocol = \"h2\"\ntls = {{ ca_file = \"ca.pem\", server_name = \"backend.internal\" }}\nservers = [{{ address = \"{tls_addr}\" }}]\n\n[pool.clear]\nprotocol = \"h2c\"\nservers = [{{ address = \"{clear_addr}\" }}]\n\n[pool.h1]\nservers = [{{ address = \"{clear_addr}\" }}]\n"
+    );
+    let proxy = SiteProxy::start_in(dir, &site);
+    let proxy_addr = proxy.addr;
+    let answers = tokio::task::spawn_blocking(move || {
+        // Several requests each: the h2 connection is shared and reused.
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            for path in ["/tls", "/clear", "/h1"] {
+                let (status, _, body) = get(proxy_addr, path, "");
+                answers.push((path, status, body));
+            }
+        }
+        answers
+    })
+    .await
+    .unwrap();
+    for (path, status, body) in answers {
+        let expected = match path {
+            "/h1" => "secure upstream",
+            _ => "secure upstream over h2",
+        };
+        assert_eq!((status, body.as_str()), (200, expected), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_without_resumption_makes_every_handshake_full() {
+    let up = Upstream::start("u");
+    let www = pair(&["www.site.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("www.pem"), &www.cert).unwrap();
+    std::fs::write(dir.path().join("www.key"), &www.key).unwrap();
+    let site = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificates = [{{ cert = \"www.pem\", key = \"www.key\" }}], resumption = false }}\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        up.addr
+    );
+    let proxy = SiteProxy::start_in(dir, &site);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(www.der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let c = tokio_rustls::TlsConnector::from(Arc::new(config));
+        for _ in 0..2 {
+            let s = connect(&c, proxy.addr, "www.site.test").await;
+            assert_eq!(
+                s.get_ref().1.handshake_kind(),
+                Some(rustls::HandshakeKind::Full),
+                "{version:?}"
+            );
+            let (_, body) = get_over(s, "www.site.test").await;
+            assert!(body.starts_with("u\n"));
+        }
     }
 }

@@ -279,6 +279,19 @@ fn metrics(shared: &Shared) -> String {
         "Requests tried again on another server.",
         stats.retries.load(Ordering::Relaxed),
     );
+    let _ = writeln!(out, "# HELP meridian_proxy_upstream_connections_opened_total Connections opened to servers, by pool.\n# TYPE meridian_proxy_upstream_connections_opened_total counter");
+    let _ = writeln!(out, "# HELP meridian_proxy_upstream_connection_reuses_total Requests sent on a connection kept from an earlier request, by pool.\n# TYPE meridian_proxy_upstream_connection_reuses_total counter");
+    let _ = writeln!(out, "# HELP meridian_proxy_upstream_idle_connections HTTP/1.1 connections kept idle for the next request, by pool.\n# TYPE meridian_proxy_upstream_idle_connections gauge");
+    for (pool, conns) in running.site.pools.iter().zip(&running.connections) {
+        let name = label(&pool.name);
+        let _ = writeln!(
+            out,
+            "meridian_proxy_upstream_connections_opened_total{{pool=\"{name}\"}} {}\nmeridian_proxy_upstream_connection_reuses_total{{pool=\"{name}\"}} {}\nmeridian_proxy_upstream_idle_connections{{pool=\"{name}\"}} {}",
+            conns.opened.load(Ordering::Relaxed),
+            conns.reused.load(Ordering::Relaxed),
+            conns.idle(),
+        );
+    }
     let _ = writeln!(out, "# HELP meridian_proxy_in_flight Requests sent to a server and not finished.\n# TYPE meridian_proxy_in_flight gauge");
     let _ = writeln!(out, "# HELP meridian_proxy_ejections_total Passive-health ejections.\n# TYPE meridian_proxy_ejections_total counter");
     let _ = writeln!(out, "# HELP meridian_proxy_server_up Whether a server may take requests (1) or not (0).\n# TYPE meridian_proxy_server_up gauge");
