@@ -123,6 +123,34 @@ pub struct Conn {
     pub born: u64,
     /// What the connection's framing watcher found of each HTTP/1.1 request head.
     pub verdicts: Arc<super::framing::Verdicts>,
+    /// The peer's address as `X-Forwarded-For` gives it, and the start of its `Forwarded`
+    /// element (`for=...;proto=...`): the same for every request on the connection.
+    peer_text: HeaderValue,
+    forwarded_for: Arc<str>,
+}
+
+impl Conn {
+    pub fn new(
+        peer: SocketAddr,
+        tls: bool,
+        born: u64,
+        verdicts: Arc<super::framing::Verdicts>,
+    ) -> Conn {
+        let ip = peer.ip();
+        let proto = if tls { "https" } else { "http" };
+        let forwarded_for = match ip {
+            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
+            v4 => format!("for={v4};proto={proto}"),
+        };
+        Conn {
+            peer,
+            tls,
+            born,
+            verdicts,
+            peer_text: HeaderValue::try_from(ip.to_string()).expect("an address is a header value"),
+            forwarded_for: forwarded_for.into(),
+        }
+    }
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 section 7.6.1), and
@@ -799,40 +827,35 @@ fn forwarding_headers(
     host: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
-    use std::fmt::Write;
     let trusted = running.trusts(conn.peer.ip());
-    let ip = conn.peer.ip();
     let proto = if conn.tls { "https" } else { "http" };
-    // Both values are written into one buffer: X-Forwarded-For, then Forwarded.
-    let mut text = String::with_capacity(96);
-    if let Some(prior) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        if trusted {
-            text.push_str(prior);
-            text.push_str(", ");
-        }
-    }
-    let _ = write!(text, "{ip}");
-    let xff_end = text.len();
-    if let Some(prior) = h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        if trusted {
-            text.push_str(prior);
-            text.push_str(", ");
-        }
-    }
-    let _ = match ip {
-        std::net::IpAddr::V6(v6) => write!(text, "for=\"[{v6}]\";proto={proto}"),
-        v4 => write!(text, "for={v4};proto={proto}"),
+    let prior = |h: &HeaderMap, name: &HeaderName| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| trusted)
+            .map(|p| format!("{p}, "))
     };
+    let xff = match prior(h, &X_FORWARDED_FOR) {
+        Some(mut chain) => {
+            chain.push_str(conn.peer_text.to_str().unwrap_or_default());
+            HeaderValue::try_from(chain).ok()
+        }
+        None => Some(conn.peer_text.clone()),
+    };
+    let mut forwarded = prior(h, &header::FORWARDED).unwrap_or_default();
+    forwarded.push_str(&conn.forwarded_for);
     let host_text = host.and_then(|v| v.to_str().ok()).unwrap_or("");
     if !host_text.is_empty() && host_text.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
-        let _ = write!(text, ";host=\"{host_text}\"");
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host_text);
+        forwarded.push('"');
     }
     let keep_proto = trusted && h.contains_key(&X_FORWARDED_PROTO);
     let keep_host = trusted && h.contains_key(&X_FORWARDED_HOST);
-    if let Ok(v) = HeaderValue::from_str(&text[..xff_end]) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&text[xff_end..]) {
+    if let Ok(v) = HeaderValue::try_from(forwarded) {
         h.insert(header::FORWARDED, v);
     }
     if !keep_proto {

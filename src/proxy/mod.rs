@@ -634,12 +634,7 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         let born = drain.generation();
         let verdicts = Arc::new(framing::Verdicts::default());
-        let conn = forward::Conn {
-            peer,
-            tls: tls.is_some(),
-            born,
-            verdicts: verdicts.clone(),
-        };
+        let conn = forward::Conn::new(peer, tls.is_some(), born, verdicts.clone());
         let shared = shared.clone();
         let service = hyper::service::service_fn(move |req| {
             forward::handle(shared.clone(), req, conn.clone())
