@@ -913,3 +913,165 @@ fn a_kept_alive_connection_the_server_closed_costs_a_bodiless_request_nothing() 
     assert_eq!(status, 502);
     assert_eq!(dropped.load(Ordering::SeqCst), 5);
 }
+
+/// A server that answers every request with its head and half of its body, then stalls until
+/// it is stopped, when it closes every connection and its listener. Counts the requests it
+/// holds so.
+struct StallingServer {
+    addr: SocketAddr,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StallingServer {
+    fn start() -> StallingServer {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, halt) = (stalled.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !halt.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let (count, halt) = (count.clone(), halt.clone());
+                std::thread::spawn(move || {
+                    conn.set_nonblocking(false).ok();
+                    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let half = "x".repeat(50);
+                    let begun = format!("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{half}");
+                    if conn.write_all(begun.as_bytes()).is_err() {
+                        return;
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    while !halt.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    // Dropping the connection closes it, mid-body.
+                });
+            }
+        });
+        StallingServer {
+            addr,
+            stalled,
+            stop,
+        }
+    }
+
+    /// Kills it: every connection and the listener close.
+    fn kill(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_server_killed_while_answering_fails_only_the_responses_it_had_begun() {
+    use std::sync::atomic::Ordering;
+    let b = Upstream::start("b");
+    let stalling = StallingServer::start();
+    let text = site("algorithm = \"round-robin\"", &[&b], "").replace(
+        "servers = [",
+        &format!("servers = [{{ address = \"{}\" }}, ", stalling.addr),
+    );
+    let proxy = SiteProxy::start(&text);
+    // Six clients at once: round-robin sends three to the stalling server, whose responses
+    // begin and stop halfway; the other three are answered whole.
+    let addr = proxy.addr;
+    let clients: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || get(addr, "/", "")))
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || stalling
+            .stalled
+            .load(Ordering::SeqCst)
+            == 3),
+        "{} requests stalled",
+        stalling.stalled.load(Ordering::SeqCst)
+    );
+    let in_flight_at_kill = stalling.stalled.load(Ordering::SeqCst);
+    stalling.kill();
+    let (mut whole, mut cut) = (0, 0);
+    for c in clients {
+        let (status, headers, body) = c.join().unwrap();
+        assert_eq!(status, 200);
+        let promised: usize = header(&headers, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if body.len() == promised && who(&body) == "b" {
+            whole += 1;
+        } else {
+            // A response that had begun cannot go elsewhere: the client sees it cut short.
+            assert!(body.len() < promised && body.starts_with('x'), "{body:?}");
+            cut += 1;
+        }
+    }
+    assert_eq!((whole, cut), (3, in_flight_at_kill));
+    // From then on the dead server costs nothing: each request for it goes to the other.
+    for _ in 0..20 {
+        let (status, _, body) = get(proxy.addr, "/", "");
+        assert_eq!((status, who(&body).as_str()), (200, "b"));
+    }
+}
+
+#[test]
+fn the_access_log_file_gets_a_line_per_request_and_sigusr1_reopens_it_after_a_rotation() {
+    let up = Upstream::start("u");
+    let text = site("", &[&up], "").replace(
+        "access_log = \"off\"",
+        "access_log = \"json\"\naccess_log_file = \"access.log\"",
+    );
+    let proxy = SiteProxy::start(&text);
+    let log = proxy.dir.path().join("access.log");
+    let rotated = proxy.dir.path().join("access.log.1");
+    let lines = |path: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let mut ids = Vec::new();
+    for path in ["/one", "/two"] {
+        let (status, headers, _) = get(proxy.addr, path, "");
+        assert_eq!(status, 200);
+        ids.push(header(&headers, "x-request-id").unwrap().to_string());
+    }
+    // A line is written once the response head has gone: wait for both.
+    assert!(wait_until(Duration::from_secs(5), || lines(&log).len() == 2));
+    let before = lines(&log);
+    assert_eq!(before[0]["target"], "/one");
+    assert_eq!(before[1]["request_id"], ids[1].as_str());
+    assert_eq!(before[1]["status"], 200);
+    // logrotate moves the file away, then signals.
+    std::fs::rename(&log, &rotated).unwrap();
+    proxy.signal(nix::sys::signal::Signal::SIGUSR1);
+    assert!(
+        wait_until(Duration::from_secs(5), || log.exists()),
+        "not reopened: {}",
+        proxy.log()
+    );
+    let (status, _, _) = get(proxy.addr, "/three", "");
+    assert_eq!(status, 200);
+    assert!(wait_until(Duration::from_secs(5), || lines(&log).len() == 1));
+    assert_eq!(lines(&log)[0]["target"], "/three");
+    assert_eq!(lines(&rotated).len(), 2, "a line went to the rotated file");
+    assert!(
+        !proxy.log().contains("meridian::access"),
+        "lines went to stderr too"
+    );
+}

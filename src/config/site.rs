@@ -45,6 +45,7 @@ struct ProxySection {
     trusted_proxies: Option<Vec<String>>,
     request_id_header: Option<String>,
     access_log: Option<String>,
+    access_log_file: Option<String>,
     hide_headers: Option<Vec<String>>,
     workers: Option<usize>,
 }
@@ -169,6 +170,8 @@ pub struct SiteConfig {
     /// The header that carries each request's ID (added when absent), logged with it.
     pub request_id_header: String,
     pub access_log: AccessLog,
+    /// The access log's own file (reopened on SIGUSR1); the process log when absent.
+    pub access_log_file: Option<PathBuf>,
     /// Response headers removed before the client sees them (lower case).
     pub hide_headers: Vec<String>,
     /// Threads that serve connections (`[proxy] workers`, default one per CPU); read at
@@ -908,6 +911,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         request_id_header,
         access_log,
         hide_headers,
+        access_log_file: section.access_log_file.as_ref().map(|f| base.join(f)),
         workers,
         demo_responders,
     })

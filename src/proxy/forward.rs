@@ -244,34 +244,20 @@ pub async fn handle(
     else {
         return Ok(response);
     };
-    let request_id = request_id.to_str().unwrap_or("-");
-    match running.site.access_log {
-        AccessLog::Off => {}
-        AccessLog::Combined => tracing::info!(
-            target: "meridian::access",
-            "{} - - [{}] \"{method} {target} {version:?}\" {} - \"{referer}\" \"{agent}\" rt={:.3} upstream={} id={request_id}",
-            conn.peer.ip(),
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
-            response.status().as_u16(),
-            took.as_secs_f64(),
-            upstream.map_or_else(|| "-".to_string(), |a| a.to_string()),
-        ),
-        AccessLog::Json => tracing::info!(
-            target: "meridian::access",
-            "{}",
-            serde_json::json!({
-                "client": conn.peer.ip().to_string(),
-                "method": method.as_str(),
-                "target": target,
-                "version": format!("{version:?}"),
-                "status": response.status().as_u16(),
-                "referer": referer,
-                "user_agent": agent,
-                "seconds": took.as_secs_f64(),
-                "upstream": upstream.map(|a| a.to_string()),
-                "request_id": request_id,
-            })
-        ),
+    let entry = super::access::Entry {
+        client: conn.peer.ip(),
+        method: &method,
+        target: &target,
+        version,
+        status: response.status(),
+        referer: &referer,
+        agent: &agent,
+        took,
+        upstream,
+        request_id: request_id.to_str().unwrap_or("-"),
+    };
+    if let Some(line) = entry.line(running.site.access_log) {
+        shared.access.write(&line);
     }
     Ok(response)
 }

@@ -25,7 +25,9 @@
 //! - [`demo`]: the built-in responders of the demo site.
 //! - [`control`]: the loopback control endpoint (status, overrides, metrics, load report).
 //! - [`report`]: the counters, the latency histogram and the load report's window.
+//! - [`access`]: the access log's lines and where they go (the process log or a file).
 
+pub mod access;
 pub mod algorithm;
 pub mod connections;
 pub mod control;
@@ -66,6 +68,12 @@ pub enum ProxyError {
     Probes(#[from] crate::health::ProbeError),
     #[error("TLS: {0}")]
     Tls(crate::tls::TlsError),
+    #[error("cannot open the access log {file}: {source}")]
+    AccessLog {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How long a client may take over its TLS handshake.
@@ -269,6 +277,8 @@ pub struct Shared {
     local: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
     /// Signs sticky cookies of pools without a configured key (random per process).
     process_key: [u8; 32],
+    /// Where access log lines go.
+    pub access: access::Sink,
 }
 
 impl Shared {
@@ -317,6 +327,7 @@ pub async fn serve(
     // SIGHUP reloads from before the first line of output, so a reload asked for as soon as
     // the proxy says it listens is never taken for the default action (exit).
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
     // The config file as it was before it was read: a change from then on reloads it.
     let site_file = match &source {
         SiteSource::File(p) => Some(p.clone()),
@@ -324,6 +335,15 @@ pub async fn serve(
     };
     let mut seen = site_file.as_deref().map(file_stamp);
     let site = load_site(&source)?;
+    let access = access::Sink::default();
+    if let Some(file) = &site.access_log_file {
+        access
+            .set(Some(file))
+            .map_err(|source| ProxyError::AccessLog {
+                file: file.clone(),
+                source,
+            })?;
+    }
     let mut responders = Vec::new();
     for addr in &site.demo_responders {
         responders.push(
@@ -391,6 +411,7 @@ pub async fn serve(
         local: Default::default(),
         drained_at: Default::default(),
         process_key,
+        access,
     });
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -422,11 +443,19 @@ pub async fn serve(
 
     let reloads = async {
         let mut hup = hup;
+        let mut usr1 = usr1;
         let mut poll = tokio::time::interval(FILE_POLL);
         loop {
             tokio::select! {
                 Some(_) = async { hup.as_mut()?.recv().await } => {
                     tracing::info!("SIGHUP: reloading");
+                }
+                Some(_) = async { usr1.as_mut()?.recv().await } => {
+                    match shared.access.reopen() {
+                        Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                        Err(e) => tracing::error!(error = %e, "SIGUSR1: the access log cannot be reopened; it keeps writing where it did"),
+                    }
+                    continue;
                 }
                 _ = poll.tick() => {
                     let Some(file) = site_file.as_deref() else { continue };
@@ -453,6 +482,10 @@ pub async fn serve(
                     let before = &shared.current.load().site;
                     if site.listeners != before.listeners || site.control != before.control {
                         tracing::warn!("listener and control addresses change only with a restart; the running ones stay");
+                    }
+                    if let Err(e) = shared.access.set(site.access_log_file.as_deref()) {
+                        tracing::error!(error = %e, "reload refused: the access log cannot be opened; the running config stays");
+                        continue;
                     }
                     drain.set_timeout(site.drain_timeout);
                     match ProbeSet::start(site.probes.clone(), health.clone()) {
