@@ -1075,3 +1075,42 @@ fn the_access_log_file_gets_a_line_per_request_and_sigusr1_reopens_it_after_a_ro
         "lines went to stderr too"
     );
 }
+
+#[test]
+fn an_idempotent_request_with_a_small_body_is_held_and_goes_to_another_server() {
+    let live = Upstream::start("live");
+    let dead_addr = Upstream::start("dead").addr;
+    // The dropped server's port refuses connections; it comes first in round-robin order.
+    let text = site("algorithm = \"round-robin\"\neject_after = 0", &[&live], "").replace(
+        "servers = [",
+        &format!("servers = [{{ address = \"{dead_addr}\" }}, "),
+    );
+    let proxy = SiteProxy::start(&text);
+    let body = "b".repeat(1024);
+    for _ in 0..6 {
+        let (status, _, answer) = raw_http(
+            proxy.addr,
+            &format!("PUT /doc HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+        );
+        assert_eq!((status, who(&answer).as_str()), (200, "live"), "{answer}");
+        assert_eq!(seen(&answer, "content-length").as_deref(), Some("1024"));
+    }
+    // A body over the limit streams and goes once: half of them meet the dead server.
+    let text = text.replace("eject_after = 0", "eject_after = 0\nretry_body_limit = 100");
+    drop(proxy);
+    let proxy = SiteProxy::start(&text);
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            raw_http(
+                proxy.addr,
+                &format!("PUT /doc HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+            )
+            .0
+        })
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 502).count(),
+        3,
+        "{statuses:?}"
+    );
+}

@@ -110,6 +110,7 @@ struct PoolFile {
     eject_after: Option<u32>,
     eject_for: Option<DurationValue>,
     retry_budget: Option<String>,
+    retry_body_limit: Option<u64>,
     tls: Option<UpstreamTlsFile>,
     protocol: Option<String>,
 }
@@ -294,6 +295,9 @@ pub struct PoolSettings {
     pub eject_for: Duration,
     /// Retries allowed as a share of requests (percent), besides a few per second always.
     pub retry_budget_percent: u32,
+    /// An idempotent request's body up to this many bytes (by its `Content-Length`) is read
+    /// whole before it goes upstream, so that it may go again to another server.
+    pub retry_body_limit: u64,
     /// HTTPS to the servers, when set.
     pub tls: Option<UpstreamTls>,
     /// HTTP/1.1 or HTTP/2 to the servers.
@@ -760,6 +764,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             eject_after: fp.eject_after.unwrap_or(5),
             eject_for,
             retry_budget_percent,
+            retry_body_limit: fp.retry_body_limit.unwrap_or(64 * 1024),
             tls: match &fp.tls {
                 None => None,
                 Some(t) => {

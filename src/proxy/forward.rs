@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::connections::{Connections, Lease, SendError};
@@ -26,9 +26,9 @@ use crate::config::{AccessLog, Sticky, UpstreamProtocol};
 /// What the client receives: an upstream body (counted in flight until it ends) or a short
 /// body of the proxy's own.
 pub type ProxyBody = Either<Tracked, Full<Bytes>>;
-/// What a server receives: the client's body (which says when it has all gone), or nothing
-/// (a retry, which only requests without a body get).
-pub type UpstreamBody = Either<Sent, Empty<Bytes>>;
+/// What a server receives: the client's body streamed (which says when it has all gone), or
+/// a body held whole (empty, or small enough to keep for another try).
+pub type UpstreamBody = Either<Sent, Full<Bytes>>;
 
 /// A request body on its way to a server: it notes when its last frame has gone, so the wait
 /// for the response starts there (a slow upload is not a slow server).
@@ -536,10 +536,39 @@ async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    // Only a request without a body can go again (to another server, or on a new connection).
-    let bodiless = body.is_end_stream();
-    let retryable = idempotent(&parts.method) && bodiless && upgrade.is_none();
-    let mut body = Some(body);
+    // A request can go again (to another server, or on a new connection) when its body is
+    // held: it has none, or it is idempotent and says it has at most `retry_body_limit` bytes,
+    // which are read whole first. Any other body streams, and goes once.
+    let mut stream = (!body.is_end_stream()).then_some(body);
+    let mut held = Bytes::new();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let may_hold = idempotent(&parts.method)
+        && upgrade.is_none()
+        && declared.is_some_and(|n| n <= settings.retry_body_limit);
+    if let Some(body) = stream.take_if(|_| may_hold) {
+        match tokio::time::timeout(r.timeout, body.collect()).await {
+            Ok(Ok(all)) => held = all.to_bytes(),
+            Ok(Err(_)) => {
+                return (
+                    own(StatusCode::BAD_REQUEST, "the request body ended early"),
+                    None,
+                )
+            }
+            Err(_) => {
+                return (
+                    own(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request body came too slowly",
+                    ),
+                    None,
+                )
+            }
+        }
+    }
+    let replayable = stream.is_none();
+    let retryable = idempotent(&parts.method) && replayable && upgrade.is_none();
     let mut client_side = client_side;
     let mut tried: Vec<usize> = Vec::new();
     let conns = &running.connections[pi];
@@ -557,11 +586,15 @@ async fn forward(
             return (own(StatusCode::BAD_REQUEST, "bad request target"), None);
         };
         let build = |headers: HeaderMap, body: Option<Incoming>| {
+            let body = match body {
+                Some(b) => Outgoing::Streamed(b),
+                None => Outgoing::Held(held.clone()),
+            };
             upstream_request(&parts.method, uri.clone(), headers, body, settings.protocol)
         };
-        let (up, sent_all) = match bodiless {
+        let (up, sent_all) = match replayable {
             true => build(headers.clone(), None),
-            false => build(std::mem::take(&mut headers), body.take()),
+            false => build(std::mem::take(&mut headers), stream.take()),
         };
         let in_flight = state.start(server);
         let sent = Instant::now();
@@ -699,20 +732,28 @@ fn upstream_uri(
     }
 }
 
-/// The request a server is sent, and when it has a body, a receiver told when the body has
-/// all gone.
+/// A request body on its way upstream.
+enum Outgoing {
+    /// The client's, as it comes.
+    Streamed(Incoming),
+    /// Read whole before (empty when the request has none): it may go more than once.
+    Held(Bytes),
+}
+
+/// The request a server is sent, and for a streamed body a receiver told when it has all
+/// gone.
 fn upstream_request(
     method: &Method,
     uri: http::Uri,
     headers: HeaderMap,
-    body: Option<Incoming>,
+    body: Outgoing,
     protocol: UpstreamProtocol,
 ) -> (
     Request<UpstreamBody>,
     Option<tokio::sync::oneshot::Receiver<()>>,
 ) {
     let (body, sent_all) = match body {
-        Some(b) if !b.is_end_stream() => {
+        Outgoing::Streamed(b) => {
             let (done, sent_all) = tokio::sync::oneshot::channel();
             let sent = Sent {
                 inner: b,
@@ -720,7 +761,7 @@ fn upstream_request(
             };
             (Either::Left(sent), Some(sent_all))
         }
-        _ => (Either::Right(Empty::new()), None),
+        Outgoing::Held(held) => (Either::Right(Full::new(held)), None),
     };
     let mut up = Request::new(body);
     *up.method_mut() = method.clone();
