@@ -190,27 +190,7 @@ impl PoolState {
         if tried.is_empty() {
             self.count_try();
         }
-        let open = |i: usize, m: &Member| !tried.contains(&i) && usable(m, settings, health);
-        // Ejected servers sit out, unless every server is ejected: then they all take part
-        // (passive health must not take the whole pool down).
-        let any_in = pool
-            .members
-            .iter()
-            .enumerate()
-            .any(|(i, m)| open(i, m) && !self.ejected(i));
-        let candidates: smallvec::SmallVec<[Candidate; 8]> = pool
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| open(*i, m) && (!any_in || !self.ejected(*i)))
-            .map(|(i, m)| Candidate {
-                server: i,
-                weight: m.weight.max(1),
-                in_flight: self.load[i].in_flight.load(Ordering::Relaxed),
-                latency: self.load[i].latency_ns(),
-                id_hash: self.id_hashes[i],
-            })
-            .collect();
+        let candidates = self.candidates(pool, settings, health, tried);
         if candidates.is_empty() {
             return None;
         }
@@ -224,7 +204,8 @@ impl PoolState {
         Some(candidates[self.balancer.pick(&candidates, &input)].server)
     }
 
-    /// The server a hash picks among the usable ones (source-address stickiness).
+    /// The server a hash picks among the usable ones (source-address stickiness); an ejected
+    /// server sits out here too, so its clients move while it does and come back after.
     pub fn by_hash(
         &self,
         pool: &Pool,
@@ -232,20 +213,38 @@ impl PoolState {
         health: &HealthSnapshot,
         key: u64,
     ) -> Option<usize> {
-        let candidates: smallvec::SmallVec<[Candidate; 8]> = pool
+        let candidates = self.candidates(pool, settings, health, &[]);
+        (!candidates.is_empty()).then(|| candidates[algorithm::rendezvous(&candidates, key)].server)
+    }
+
+    /// The servers a request may go to: usable and not yet tried; ejected ones sit out,
+    /// unless every such server is ejected: then they all take part (passive health must not
+    /// take the whole pool down).
+    fn candidates(
+        &self,
+        pool: &Pool,
+        settings: &PoolSettings,
+        health: &HealthSnapshot,
+        tried: &[usize],
+    ) -> smallvec::SmallVec<[Candidate; 8]> {
+        let open = |i: usize, m: &Member| !tried.contains(&i) && usable(m, settings, health);
+        let any_in = pool
             .members
             .iter()
             .enumerate()
-            .filter(|(_, m)| usable(m, settings, health))
+            .any(|(i, m)| open(i, m) && !self.ejected(i));
+        pool.members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| open(*i, m) && (!any_in || !self.ejected(*i)))
             .map(|(i, m)| Candidate {
                 server: i,
                 weight: m.weight.max(1),
-                in_flight: 0,
-                latency: 0.0,
+                in_flight: self.load[i].in_flight.load(Ordering::Relaxed),
+                latency: self.load[i].latency_ns(),
                 id_hash: self.id_hashes[i],
             })
-            .collect();
-        (!candidates.is_empty()).then(|| candidates[algorithm::rendezvous(&candidates, key)].server)
+            .collect()
     }
 }
 
@@ -268,5 +267,35 @@ pub fn address(member: &Member) -> Option<SocketAddr> {
     match (&member.target, member.port) {
         (crate::balance::Target::Addr(ip), Some(port)) => Some(SocketAddr::new(*ip, port)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn hashing_by_source_address_skips_an_ejected_server_and_moves_only_its_clients() {
+        let text = "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nstart = \"up\"\neject_after = 1\neject_for = \"1h\"\nservers = [{ address = \"127.0.0.1:1\" }, { address = \"127.0.0.1:2\" }, { address = \"127.0.0.1:3\" }]\n";
+        let site = crate::config::parse_site(text, Path::new("t.toml"), Path::new(".")).unwrap();
+        let (pool, settings) = (&site.pools[0], &site.pool_settings[0]);
+        let state = PoolState::new(0, pool, settings);
+        let health = crate::health::HealthStore::in_memory().snapshot();
+        let pick = |key: u64| state.by_hash(pool, settings, &health, key).unwrap();
+        let keys: Vec<u64> = (0..300).map(algorithm::mix).collect();
+        let before: Vec<usize> = keys.iter().map(|&k| pick(k)).collect();
+        let victim = before[0];
+        assert!(
+            state.record(victim, Outcome::Failed, settings),
+            "not ejected"
+        );
+        for (&key, &was) in keys.iter().zip(&before) {
+            let now = pick(key);
+            assert_ne!(now, victim);
+            if was != victim {
+                assert_eq!(now, was, "a client of a server still in moved");
+            }
+        }
     }
 }
