@@ -314,13 +314,7 @@ fn an_upgraded_connection_is_passed_through_both_ways() {
         let (mut conn, _) = listener.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            conn.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let head = read_head(&mut conn).unwrap().to_ascii_lowercase();
         assert!(head.contains("upgrade: websocket"), "{head}");
         assert!(
             head.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="),
@@ -342,13 +336,7 @@ fn an_upgraded_connection_is_passed_through_both_ways() {
     let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(b"GET /ws HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = read_head(&mut c).unwrap().to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(
         head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
@@ -925,7 +913,7 @@ struct StallingServer {
 
 impl StallingServer {
     fn start() -> StallingServer {
-        use std::io::{Read, Write};
+        use std::io::Write;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use std::sync::Arc;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -945,13 +933,8 @@ impl StallingServer {
                 std::thread::spawn(move || {
                     conn.set_nonblocking(false).ok();
                     conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match conn.read(&mut byte) {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
-                        }
+                    if read_head(&mut conn).is_none() {
+                        return;
                     }
                     let half = "x".repeat(50);
                     let begun = format!("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{half}");

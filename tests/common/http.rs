@@ -280,3 +280,15 @@ pub fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, Vec<(String, Stri
         &format!("GET {path} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n{extra}\r\n"),
     )
 }
+
+/// Reads one HTTP head (through its blank line) byte by byte, so nothing after it is taken
+/// from the stream; `None` when the stream ends or fails first.
+pub fn read_head(conn: &mut impl Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).ok()?;
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
