@@ -31,13 +31,22 @@ fn pair(names: &[&str]) -> Pair {
 
 /// A client trusting `roots`, offering `alpn`.
 fn client(roots: &[&Pair], alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    client_of(rustls::DEFAULT_VERSIONS, roots, alpn)
+}
+
+/// A client of the TLS `versions` given.
+fn client_of(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    roots: &[&Pair],
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
     let mut store = rustls::RootCertStore::empty();
     for p in roots {
         store.add(p.der.clone()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(store)
         .with_no_client_auth();
@@ -365,16 +374,7 @@ async fn a_returning_client_resumes_its_session_with_tls_13_and_tls_12() {
     let api = pair(&["api.site.test"]);
     let proxy = start(&up, &www, &api);
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(www.der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[version])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let c = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let c = client_of(&[version], &[&www], &[b"http/1.1"]);
         // A first connection, used once (TLS 1.3 tickets come after the handshake).
         let first = connect(&c, proxy.addr, "www.site.test").await;
         assert_eq!(
@@ -439,16 +439,7 @@ async fn a_listener_without_resumption_makes_every_handshake_full() {
     );
     let proxy = SiteProxy::start_in(dir, &site);
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(www.der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[version])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let c = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let c = client_of(&[version], &[&www], &[b"http/1.1"]);
         for _ in 0..2 {
             let s = connect(&c, proxy.addr, "www.site.test").await;
             assert_eq!(

@@ -5,6 +5,17 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../../tests/e2e/lib.sh"
 work_dir bench
 
+# Sets MERIDIAN: the binary MERIDIAN_BINARY names (built elsewhere, so the tree can change
+# during a long run), else this tree's, built now.
+meridian_binary() {
+  if [ -n "${MERIDIAN_BINARY:-}" ]; then
+    MERIDIAN="$(realpath "$MERIDIAN_BINARY")"
+  else
+    (cd "$ROOT" && cargo build --release --quiet)
+    MERIDIAN="$ROOT/target/release/meridian"
+  fi
+}
+
 # A local HTTP server for Meridian's health probes; sets BACKEND_PORT. It stands for the remote
 # sites' servers, so it runs beside the load generator on CPU 1, never on the server's core.
 start_backend() {

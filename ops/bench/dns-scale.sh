@@ -7,12 +7,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-MERIDIAN="$(realpath "${MERIDIAN_BINARY:-$ROOT/target/release/meridian}")"
 # shellcheck source=ops/bench/common.sh
 source "$ROOT/ops/bench/common.sh"
 
-# MERIDIAN_BINARY runs a binary built elsewhere; otherwise this tree's, built here.
-[ -n "${MERIDIAN_BINARY:-}" ] || (cd "$ROOT" && cargo build --release --quiet)
+meridian_binary
 need=()
 command -v nsd >/dev/null || need+=(nsd)
 command -v dig >/dev/null || need+=(bind9-dnsutils)

@@ -75,13 +75,7 @@ done
 [ -e /usr/lib/x86_64-linux-gnu/pdns/libgeoipbackend.so ] || need+=(pdns-backend-geoip)
 [ -z "$PROFILE" ] || command -v perf >/dev/null || need+=(linux-perf)
 install_missing "${need[@]}"
-# MERIDIAN_BINARY runs a binary built elsewhere (so the tree can change during a long run).
-if [ -n "${MERIDIAN_BINARY:-}" ]; then
-  MERIDIAN="$(realpath "$MERIDIAN_BINARY")"
-else
-  (cd "$ROOT" && cargo build --release --quiet)
-  MERIDIAN="$ROOT/target/release/meridian"
-fi
+meridian_binary
 
 # ---------------------------------------------------------------- data
 {

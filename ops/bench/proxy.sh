@@ -70,12 +70,7 @@ for pair in wrk:wrk h2load:nghttp2-client nginx:nginx-light haproxy:haproxy curl
 done
 [ -z "$PROFILE" ] || command -v perf >/dev/null || need+=(linux-perf)
 install_missing "${need[@]}"
-if [ -n "${MERIDIAN_BINARY:-}" ]; then
-  MERIDIAN="$(realpath "$MERIDIAN_BINARY")"
-else
-  (cd "$ROOT" && cargo build --release --quiet)
-  MERIDIAN="$ROOT/target/release/meridian"
-fi
+meridian_binary
 
 # ---------------------------------------------------------------- origin and certificate
 mkdir -p "$W/www"
@@ -255,7 +250,8 @@ for line in out.splitlines():
         f = line.split()
         done, ok = int(f[5]), int(f[7])
     if line.startswith("finished in"):
-        secs = float(line.split()[2].rstrip("s,"))
+        took = line.split()[2].rstrip(",")
+        secs = float(took[:-2]) / 1000 if took.endswith("ms") else float(took.rstrip("s"))
 lat = sorted(int(l.split()[2]) for l in open(sys.argv[1]) if len(l.split()) == 3)
 p = lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] if lat else float("nan")
 print(ok, secs, done - ok, p(0.5), p(0.99))' "$W/h2.log"
