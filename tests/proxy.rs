@@ -277,6 +277,10 @@ fn check_validates_a_site_config_naming_file_line_and_object() {
             "[proxy]\nworkers = 0\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"web\"\n\n[pool.web]\nservers = [{ address = \"127.0.0.1:9\" }]\n",
             "proxy.workers",
         ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:0\"\ndeny = [\"10.0.0.0/33\"]\n\n[[route]]\npool = \"web\"\n\n[pool.web]\nservers = [{ address = \"127.0.0.1:9\" }]\n",
+            "site.toml:1: listener \"127.0.0.1:0\": deny: \"10.0.0.0/33\" is not an address or prefix",
+        ),
     ] {
         std::fs::write(&path, text).unwrap();
         let (code, err) = check(&path);
@@ -1096,4 +1100,46 @@ fn an_idempotent_request_with_a_small_body_is_held_and_goes_to_another_server() 
         3,
         "{statuses:?}"
     );
+}
+
+#[test]
+fn access_rules_refuse_denied_clients_with_403_on_a_listener_and_a_route() {
+    let up = Upstream::start("u");
+    // The test connects from 127.0.0.1, a trusted proxy here: the client is the nearest
+    // untrusted address in X-Forwarded-For.
+    let text = format!(
+        "[proxy]\naccess_log = \"off\"\ncontrol = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n\n[[listener]]\naddress = \"127.0.0.1:0\"\nallow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\ndeny = [\"10.9.0.0/16\"]\n\n[[route]]\npath_prefix = \"/admin/\"\ndeny = [\"10.1.0.0/16\"]\npool = \"p\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        up.addr
+    );
+    let proxy = SiteProxy::start(&text);
+    let status = |path: &str, xff: Option<&str>| {
+        let extra = xff.map_or(String::new(), |x| format!("X-Forwarded-For: {x}\r\n"));
+        get(proxy.addr, path, &extra).0
+    };
+    assert_eq!(status("/", Some("10.1.2.3")), 200);
+    assert_eq!(status("/", Some("2001:db8::7")), 200);
+    // Read from the right: the trusted hop is skipped, the one before it decides.
+    assert_eq!(status("/", Some("10.1.2.3, 127.0.0.1")), 200);
+    // The client could claim anything to the left of the nearest untrusted hop.
+    assert_eq!(status("/", Some("10.1.2.3, 192.0.2.1")), 403);
+    // Outside every allowed network, inside a denied one (deny wins), or no header at all
+    // (the client is the trusted peer itself, which is not allowed).
+    assert_eq!(status("/", Some("192.0.2.1")), 403);
+    assert_eq!(status("/", Some("10.9.1.1")), 403);
+    assert_eq!(status("/", None), 403);
+    // The route's own rules on top.
+    assert_eq!(status("/admin/x", Some("10.2.0.1")), 200);
+    assert_eq!(status("/admin/x", Some("10.1.0.1")), 403);
+    let (code, page) = {
+        let control = proxy.control.unwrap();
+        let (code, body) = http(control, "GET", "/metrics", None, None);
+        (code, body)
+    };
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("meridian_proxy_denied_total{scope=\"listener\"} 4")
+            && page.contains("meridian_proxy_denied_total{scope=\"route\"} 1"),
+        "{page}"
+    );
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
 }

@@ -34,9 +34,9 @@ use gslb::Builder;
 use ipnet::IpNet;
 pub use settings::{CookieSecrets, RateLimit, TsigAlgorithm, TsigKey};
 pub use site::{
-    load_site, looks_like_site, parse_site, AccessLog, Algorithm, HashOn, Listener, PoolSettings,
-    Route, SiteConfig, SiteSource, Sticky, StickyCookie, TlsSettings, UpstreamProtocol,
-    UpstreamTls, DEMO_SITE,
+    load_site, looks_like_site, parse_site, AccessLog, AccessRules, Algorithm, HashOn, Listener,
+    PoolSettings, Route, SiteConfig, SiteSource, Sticky, StickyCookie, TlsSettings,
+    UpstreamProtocol, UpstreamTls, DEMO_SITE,
 };
 
 /// The demo server file, compiled in so `meridian serve` runs with no flags.

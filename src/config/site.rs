@@ -55,6 +55,8 @@ struct ProxySection {
 struct ListenerFile {
     address: String,
     tls: Option<TlsFile>,
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +87,8 @@ struct RouteFile {
     set_request_headers: Option<BTreeMap<String, String>>,
     set_response_headers: Option<BTreeMap<String, String>>,
     error_page: Option<String>,
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +191,54 @@ pub struct SiteConfig {
 pub struct Listener {
     pub addr: SocketAddr,
     pub tls: Option<TlsSettings>,
+    /// Which clients it serves (a reload applies a change).
+    pub access: AccessRules,
+}
+
+/// Allow and deny lists of networks: a client in a denied network is refused; when there
+/// are allowed networks, a client outside all of them is refused too. Deny wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessRules {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+impl AccessRules {
+    pub fn permits(&self, client: std::net::IpAddr) -> bool {
+        let client = match client {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        !self.deny.iter().any(|n| n.contains(&client))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&client)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+/// Addresses or prefixes (`192.0.2.1`, `10.0.0.0/8`, `2001:db8::/32`); the one that is
+/// neither is named in the error.
+fn networks(list: &Option<Vec<String>>) -> Result<Vec<IpNet>, String> {
+    list.iter()
+        .flatten()
+        .map(|t| {
+            t.parse::<IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{t:?} is not an address or prefix"))
+        })
+        .collect()
+}
+
+fn access_rules(
+    allow: &Option<Vec<String>>,
+    deny: &Option<Vec<String>>,
+) -> Result<AccessRules, String> {
+    Ok(AccessRules {
+        allow: networks(allow).map_err(|m| format!("allow: {m}"))?,
+        deny: networks(deny).map_err(|m| format!("deny: {m}"))?,
+    })
 }
 
 /// TLS termination on a listener.
@@ -231,6 +283,8 @@ pub struct Route {
     /// An HTML page sent instead of the body of any 5xx response (the servers' and the
     /// proxy's own), read when the config loads.
     pub error_page: Option<std::sync::Arc<Vec<u8>>>,
+    /// Which clients the route serves (others get 403).
+    pub access: AccessRules,
     pub line: usize,
 }
 
@@ -424,22 +478,8 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
     }
     let drain_timeout = duration(&section.drain_timeout, Duration::from_secs(30))
         .map_err(|m| invalid(at, Object::Setting("proxy.drain_timeout"), m))?;
-    let trusted_proxies = section
-        .trusted_proxies
-        .iter()
-        .flatten()
-        .map(|t| {
-            t.parse::<IpNet>()
-                .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    invalid(
-                        at,
-                        Object::Setting("proxy.trusted_proxies"),
-                        format!("{t:?} is not an address or prefix"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let trusted_proxies = networks(&section.trusted_proxies)
+        .map_err(|m| invalid(at, Object::Setting("proxy.trusted_proxies"), m))?;
     let request_id_header = section
         .request_id_header
         .clone()
@@ -556,7 +596,9 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                 Some(settings)
             }
         };
-        listeners.push(Listener { addr, tls });
+        let access = access_rules(&l.get_ref().allow, &l.get_ref().deny)
+            .map_err(|m| invalid(l.span().start, Object::Listener(address.clone()), m))?;
+        listeners.push(Listener { addr, tls, access });
     }
 
     // Checks first: pools refer to them.
@@ -878,6 +920,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                         .map_err(|e| invalid(at, object(), format!("error_page {f:?}: {e}")))?,
                 )),
             },
+            access: access_rules(&fr.allow, &fr.deny).map_err(|m| invalid(at, object(), m))?,
             line: line_of(text, at),
         });
     }

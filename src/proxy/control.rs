@@ -279,6 +279,12 @@ fn metrics(shared: &Shared) -> String {
         "Requests tried again on another server.",
         stats.retries.load(Ordering::Relaxed),
     );
+    let _ = writeln!(
+        out,
+        "# HELP meridian_proxy_denied_total Requests refused by access rules, by where the rule is.\n# TYPE meridian_proxy_denied_total counter\nmeridian_proxy_denied_total{{scope=\"listener\"}} {}\nmeridian_proxy_denied_total{{scope=\"route\"}} {}",
+        stats.denied_by_listener.load(Ordering::Relaxed),
+        stats.denied_by_route.load(Ordering::Relaxed),
+    );
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_connections_opened_total Connections opened to servers, by pool.\n# TYPE meridian_proxy_upstream_connections_opened_total counter");
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_connection_reuses_total Requests sent on a connection kept from an earlier request, by pool.\n# TYPE meridian_proxy_upstream_connection_reuses_total counter");
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_idle_connections HTTP/1.1 connections kept idle for the next request, by pool.\n# TYPE meridian_proxy_upstream_idle_connections gauge");

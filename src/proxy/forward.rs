@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::connections::{Connections, Lease, SendError};
+use super::report::RuleScope;
 use super::route::{self, RequestFacts};
 use super::sticky;
 use super::upstream::InFlight;
@@ -118,6 +119,8 @@ impl Body for Tracked {
 #[derive(Debug, Clone)]
 pub struct Conn {
     pub peer: SocketAddr,
+    /// Which of the config's listeners accepted it.
+    pub listener: usize,
     pub tls: bool,
     /// The drain generation the connection was opened in.
     pub born: u64,
@@ -132,6 +135,7 @@ pub struct Conn {
 impl Conn {
     pub fn new(
         peer: SocketAddr,
+        listener: usize,
         tls: bool,
         born: u64,
         verdicts: Arc<super::framing::Verdicts>,
@@ -144,6 +148,7 @@ impl Conn {
         };
         Conn {
             peer,
+            listener,
             tls,
             born,
             verdicts,
@@ -418,6 +423,17 @@ async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return (r, None);
     }
+    // Access rules: the listener's, then the route's, for the client the request speaks for.
+    let listener_rules = running.site.listeners.get(conn.listener).map(|l| &l.access);
+    let client = match listener_rules.is_some_and(|r| !r.is_empty())
+        || running.site.routes.iter().any(|r| !r.access.is_empty())
+    {
+        true => client_address(running, conn, req.headers()),
+        false => conn.peer.ip(),
+    };
+    if listener_rules.is_some_and(|r| !r.permits(client)) {
+        return (refused(shared, RuleScope::Listener, client), None);
+    }
     let host = route::host_of(&req);
     let facts = RequestFacts {
         host: &host,
@@ -433,6 +449,9 @@ async fn forward(
     };
     *route_taken = Some(ri);
     let r = &running.site.routes[ri];
+    if !r.access.permits(client) {
+        return (refused(shared, RuleScope::Route, client), None);
+    }
     let pi = r.pool;
     let pool = &running.site.pools[pi];
     let settings = &running.site.pool_settings[pi];
@@ -702,6 +721,36 @@ async fn forward(
         pinned = false;
         chosen = state.choose(pool, settings, &health, client_ip, key, &tried);
     }
+}
+
+/// The client a request speaks for: the peer, or when the peer is a trusted proxy, the
+/// nearest address in `X-Forwarded-For` that is not one (read from the right, as each proxy
+/// appends the address it saw).
+fn client_address(running: &Running, conn: &Conn, headers: &HeaderMap) -> std::net::IpAddr {
+    let peer = conn.peer.ip();
+    if !running.trusts(peer) {
+        return peer;
+    }
+    let hops: Vec<std::net::IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !running.trusts(**ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// A client the access rules refuse: 403, counted by the rules' place.
+fn refused(shared: &Shared, scope: RuleScope, client: std::net::IpAddr) -> Response<ProxyBody> {
+    shared.stats.denied(scope);
+    tracing::debug!(%client, ?scope, "client refused by the access rules");
+    own(StatusCode::FORBIDDEN, "forbidden")
 }
 
 /// The target a server is sent: origin-form (`/path?query`) to HTTP/1.1 servers; for HTTP/2

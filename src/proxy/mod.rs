@@ -418,9 +418,9 @@ pub async fn serve(
     let drain = shared.drain.clone();
     drain.set_timeout(drain_timeout);
     let mut accepts = tokio::task::JoinSet::new();
-    for (l, tls) in listeners {
+    for (index, (l, tls)) in listeners.into_iter().enumerate() {
         accepts.spawn(accept(
-            l,
+            (index, l),
             tls,
             shared.clone(),
             stopping.clone(),
@@ -480,7 +480,13 @@ pub async fn serve(
             match load_site(&source) {
                 Ok(site) => {
                     let before = &shared.current.load().site;
-                    if site.listeners != before.listeners || site.control != before.control {
+                    let bound = |s: &SiteConfig| {
+                        s.listeners
+                            .iter()
+                            .map(|l| (l.addr, l.tls.clone()))
+                            .collect::<Vec<_>>()
+                    };
+                    if bound(&site) != bound(before) || site.control != before.control {
                         tracing::warn!("listener and control addresses change only with a restart; the running ones stay");
                     }
                     if let Err(e) = shared.access.set(site.access_log_file.as_deref()) {
@@ -645,7 +651,7 @@ where
 /// Accepts connections on one listener until told to stop; each is served with h1 or h2
 /// as the client speaks, and closed gracefully on reload and shutdown.
 async fn accept(
-    listener: TcpListener,
+    (index, listener): (usize, TcpListener),
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
@@ -667,7 +673,7 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         let born = drain.generation();
         let verdicts = Arc::new(framing::Verdicts::default());
-        let conn = forward::Conn::new(peer, tls.is_some(), born, verdicts.clone());
+        let conn = forward::Conn::new(peer, index, tls.is_some(), born, verdicts.clone());
         let shared = shared.clone();
         let service = hyper::service::service_fn(move |req| {
             forward::handle(shared.clone(), req, conn.clone())

@@ -43,8 +43,29 @@ pub struct Stats {
     /// Responses with a 5xx status, the proxy's own included.
     pub errors: AtomicU64,
     pub retries: AtomicU64,
+    /// Requests refused by a listener's and by a route's access rules.
+    pub denied_by_listener: AtomicU64,
+    pub denied_by_route: AtomicU64,
     /// From the request's arrival to the response head's departure.
     pub latency: Histogram,
+}
+
+/// Where the access rules that refused a request are.
+#[derive(Debug, Clone, Copy)]
+pub enum RuleScope {
+    Listener,
+    Route,
+}
+
+impl Stats {
+    /// Counts a request the access rules refused.
+    pub fn denied(&self, scope: RuleScope) {
+        let counter = match scope {
+            RuleScope::Listener => &self.denied_by_listener,
+            RuleScope::Route => &self.denied_by_route,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One second's sample of the counters.

@@ -91,6 +91,7 @@ mod tests {
             set_request_headers: Vec::new(),
             set_response_headers: Vec::new(),
             error_page: None,
+            access: Default::default(),
             line: 1,
         };
         f(&mut r);
