@@ -1143,3 +1143,42 @@ fn access_rules_refuse_denied_clients_with_403_on_a_listener_and_a_route() {
     );
     assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
 }
+
+#[test]
+fn a_client_sending_its_head_slowly_is_cut_off_while_others_are_served() {
+    use std::io::{Read, Write};
+    let up = Upstream::start("u");
+    let text = site("", &[&up], "").replace(
+        "access_log = \"off\"",
+        "access_log = \"off\"\nheader_timeout = \"1s\"",
+    );
+    let proxy = SiteProxy::start(&text);
+    let mut slow = std::net::TcpStream::connect(proxy.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut cut = None;
+    // One header byte every 200 ms, for at most 8 s: the head never completes.
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(200));
+        // Others are served meanwhile.
+        assert_eq!(get(proxy.addr, "/", "").0, 200);
+        let mut buf = [0u8; 256];
+        let closed = match slow.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false, // a 408 before the close
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        if closed || slow.write_all(b"X").is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut = cut.expect("the slow client was never cut off");
+    assert!(cut < Duration::from_secs(4), "cut after {cut:?}");
+}

@@ -42,6 +42,7 @@ struct SiteFile {
 struct ProxySection {
     control: Option<String>,
     drain_timeout: Option<DurationValue>,
+    header_timeout: Option<DurationValue>,
     trusted_proxies: Option<Vec<String>>,
     request_id_header: Option<String>,
     access_log: Option<String>,
@@ -170,6 +171,10 @@ pub struct SiteConfig {
     pub control: Option<SocketAddr>,
     /// How long reload and shutdown wait for requests in flight before cutting them.
     pub drain_timeout: Duration,
+    /// A client must send a request's whole head within this time of starting it (or of
+    /// its connection going idle), or the connection closes (slow-header attacks). Read at
+    /// start only.
+    pub header_timeout: Duration,
     /// Peers whose `X-Forwarded-For` and `Forwarded` headers are kept (and extended).
     pub trusted_proxies: Vec<IpNet>,
     /// The header that carries each request's ID (added when absent), logged with it.
@@ -478,6 +483,8 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
     }
     let drain_timeout = duration(&section.drain_timeout, Duration::from_secs(30))
         .map_err(|m| invalid(at, Object::Setting("proxy.drain_timeout"), m))?;
+    let header_timeout = duration(&section.header_timeout, Duration::from_secs(10))
+        .map_err(|m| invalid(at, Object::Setting("proxy.header_timeout"), m))?;
     let trusted_proxies = networks(&section.trusted_proxies)
         .map_err(|m| invalid(at, Object::Setting("proxy.trusted_proxies"), m))?;
     let request_id_header = section
@@ -955,6 +962,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         probes,
         control,
         drain_timeout,
+        header_timeout,
         trusted_proxies,
         request_id_header,
         access_log,
