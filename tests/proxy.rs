@@ -1182,3 +1182,54 @@ fn a_client_sending_its_head_slowly_is_cut_off_while_others_are_served() {
     let cut = cut.expect("the slow client was never cut off");
     assert!(cut < Duration::from_secs(4), "cut after {cut:?}");
 }
+
+#[test]
+fn bodies_over_the_limit_get_413_and_heads_over_theirs_431() {
+    let up = Upstream::start("u");
+    let text = site("", &[&up], "").replace(
+        "access_log = \"off\"",
+        "access_log = \"off\"\nmax_body = 1000\nmax_headers = 10",
+    );
+    let proxy = SiteProxy::start(&text);
+    let post = |head: &str, body: &str| {
+        raw_http(
+            proxy.addr,
+            &format!(
+                "POST /up HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n{head}\r\n{body}"
+            ),
+        )
+        .0
+    };
+    let small = "s".repeat(500);
+    assert_eq!(
+        post(&format!("Content-Length: {}\r\n", small.len()), &small),
+        200
+    );
+    // Declared too large: refused before anything goes upstream.
+    let big = "b".repeat(2000);
+    assert_eq!(
+        post(&format!("Content-Length: {}\r\n", big.len()), &big),
+        413
+    );
+    // Chunked, so only counting tells: cut at the limit.
+    let chunked: String = (0..3)
+        .map(|_| format!("3e8\r\n{}\r\n", "c".repeat(1000)))
+        .collect::<String>()
+        + "0\r\n\r\n";
+    assert_eq!(post("Transfer-Encoding: chunked\r\n", &chunked), 413);
+    let hits = up.hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(hits <= 2, "{hits}");
+    // Eleven header fields where ten are allowed.
+    let many: String = (0..9).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    let (status, _, _) = raw_http(
+        proxy.addr,
+        &format!("GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n{many}\r\n"),
+    );
+    assert_eq!(status, 431);
+    let fewer: String = (0..5).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    let (status, _, _) = raw_http(
+        proxy.addr,
+        &format!("GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n{fewer}\r\n"),
+    );
+    assert_eq!(status, 200);
+}

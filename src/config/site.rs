@@ -43,6 +43,9 @@ struct ProxySection {
     control: Option<String>,
     drain_timeout: Option<DurationValue>,
     header_timeout: Option<DurationValue>,
+    max_headers: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_body: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
     request_id_header: Option<String>,
     access_log: Option<String>,
@@ -88,6 +91,7 @@ struct RouteFile {
     set_request_headers: Option<BTreeMap<String, String>>,
     set_response_headers: Option<BTreeMap<String, String>>,
     error_page: Option<String>,
+    max_body: Option<u64>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
 }
@@ -175,6 +179,9 @@ pub struct SiteConfig {
     /// its connection going idle), or the connection closes (slow-header attacks). Read at
     /// start only.
     pub header_timeout: Duration,
+    /// Request heads with more header fields, or more bytes, get 431 (read at start).
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
     /// Peers whose `X-Forwarded-For` and `Forwarded` headers are kept (and extended).
     pub trusted_proxies: Vec<IpNet>,
     /// The header that carries each request's ID (added when absent), logged with it.
@@ -290,6 +297,8 @@ pub struct Route {
     pub error_page: Option<std::sync::Arc<Vec<u8>>>,
     /// Which clients the route serves (others get 403).
     pub access: AccessRules,
+    /// Request bodies larger than this get 413 (the route's, else `[proxy] max_body`).
+    pub max_body: Option<u64>,
     pub line: usize,
 }
 
@@ -485,6 +494,15 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         .map_err(|m| invalid(at, Object::Setting("proxy.drain_timeout"), m))?;
     let header_timeout = duration(&section.header_timeout, Duration::from_secs(10))
         .map_err(|m| invalid(at, Object::Setting("proxy.header_timeout"), m))?;
+    let max_headers = section.max_headers.unwrap_or(100);
+    let max_header_bytes = section.max_header_bytes.unwrap_or(64 * 1024);
+    if max_header_bytes < 8192 {
+        return Err(invalid(
+            at,
+            Object::Setting("proxy.max_header_bytes"),
+            format!("{max_header_bytes} is below the least allowed, 8192"),
+        ));
+    }
     let trusted_proxies = networks(&section.trusted_proxies)
         .map_err(|m| invalid(at, Object::Setting("proxy.trusted_proxies"), m))?;
     let request_id_header = section
@@ -928,6 +946,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                 )),
             },
             access: access_rules(&fr.allow, &fr.deny).map_err(|m| invalid(at, object(), m))?,
+            max_body: fr.max_body.or(section.max_body),
             line: line_of(text, at),
         });
     }
@@ -963,6 +982,8 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         control,
         drain_timeout,
         header_timeout,
+        max_headers,
+        max_header_bytes,
         trusted_proxies,
         request_id_header,
         access_log,

@@ -33,27 +33,52 @@ pub type UpstreamBody = Either<Sent, Full<Bytes>>;
 
 /// A request body on its way to a server: it notes when its last frame has gone, so the wait
 /// for the response starts there (a slow upload is not a slow server).
+/// It also ends with an error once it passes the route's size limit, and says so.
 pub struct Sent {
     inner: Incoming,
     done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Bytes still allowed, and the flag raised when more came.
+    allowed: Option<u64>,
+    too_large: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The error a body over its size limit ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the route allows")]
+struct TooLarge;
 
 impl Body for Sent {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            if let Some(done) = this.done.take() {
-                let _ = done.send(());
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(done) = this.done.take() {
+                    let _ = done.send(());
+                }
             }
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(left) = &mut this.allowed {
+                    match left.checked_sub(len) {
+                        Some(rest) => *left = rest,
+                        None => {
+                            this.too_large
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                            return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
-        polled
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -452,6 +477,16 @@ async fn forward(
     if !r.access.permits(client) {
         return (refused(shared, RuleScope::Route, client), None);
     }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if r.max_body
+        .is_some_and(|max| declared.is_some_and(|n| n > max))
+    {
+        return (too_large(), None);
+    }
+    let too_large_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let pi = r.pool;
     let pool = &running.site.pools[pi];
     let settings = &running.site.pool_settings[pi];
@@ -560,9 +595,6 @@ async fn forward(
     // which are read whole first. Any other body streams, and goes once.
     let mut stream = (!body.is_end_stream()).then_some(body);
     let mut held = Bytes::new();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let may_hold = idempotent(&parts.method)
         && upgrade.is_none()
         && declared.is_some_and(|n| n <= settings.retry_body_limit);
@@ -609,7 +641,15 @@ async fn forward(
                 Some(b) => Outgoing::Streamed(b),
                 None => Outgoing::Held(held.clone()),
             };
-            upstream_request(&parts.method, uri.clone(), headers, body, settings.protocol)
+            let limit = (r.max_body, too_large_seen.clone());
+            upstream_request(
+                &parts.method,
+                uri.clone(),
+                headers,
+                body,
+                limit,
+                settings.protocol,
+            )
         };
         let (up, sent_all) = match replayable {
             true => build(headers.clone(), None),
@@ -697,6 +737,9 @@ async fn forward(
             Err(failure) => failure,
         };
         drop(in_flight);
+        if too_large_seen.load(std::sync::atomic::Ordering::Relaxed) {
+            return (too_large(), Some(addr));
+        }
         tracing::warn!(server = %addr, pool = %pool.name, error = %failure, "upstream failed");
         if state.record(server, super::upstream::Outcome::Failed, settings) {
             tracing::warn!(server = %addr, pool = %pool.name, "server ejected after failures in a row");
@@ -753,6 +796,18 @@ fn refused(shared: &Shared, scope: RuleScope, client: std::net::IpAddr) -> Respo
     own(StatusCode::FORBIDDEN, "forbidden")
 }
 
+/// 413, for a request body over the route's limit; the connection closes (the rest of the
+/// body is not read).
+fn too_large() -> Response<ProxyBody> {
+    let mut r = own(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the request body is larger than allowed",
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// The target a server is sent: origin-form (`/path?query`) to HTTP/1.1 servers; for HTTP/2
 /// the scheme and authority too (the `Host` sent, else the server's address).
 fn upstream_uri(
@@ -796,6 +851,7 @@ fn upstream_request(
     uri: http::Uri,
     headers: HeaderMap,
     body: Outgoing,
+    (allowed, too_large): (Option<u64>, Arc<std::sync::atomic::AtomicBool>),
     protocol: UpstreamProtocol,
 ) -> (
     Request<UpstreamBody>,
@@ -807,6 +863,8 @@ fn upstream_request(
             let sent = Sent {
                 inner: b,
                 done: Some(done),
+                allowed,
+                too_large,
             };
             (Either::Left(sent), Some(sent_all))
         }

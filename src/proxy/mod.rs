@@ -658,10 +658,18 @@ async fn accept(
     drain: Arc<Drain>,
 ) {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(shared.current.load().site.header_timeout);
+    {
+        let site = &shared.current.load().site;
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(site.header_timeout)
+            .max_headers(site.max_headers)
+            .max_buf_size(site.max_header_bytes);
+        builder
+            .http2()
+            .max_header_list_size(u32::try_from(site.max_header_bytes).unwrap_or(u32::MAX));
+    }
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -92,6 +92,7 @@ mod tests {
             set_response_headers: Vec::new(),
             error_page: None,
             access: Default::default(),
+            max_body: None,
             line: 1,
         };
         f(&mut r);
