@@ -27,6 +27,7 @@ mod file;
 mod gslb;
 mod settings;
 mod site;
+mod site_file;
 pub use file::parse_duration;
 use file::*;
 pub(crate) use file::{line_of, parse_toml, read};
@@ -34,10 +35,11 @@ use gslb::Builder;
 use ipnet::IpNet;
 pub use settings::{CookieSecrets, RateLimit, TsigAlgorithm, TsigKey};
 pub use site::{
-    load_site, looks_like_site, parse_site, AccessLog, AccessRules, Algorithm, HashOn, Listener,
-    PoolSettings, Route, SiteConfig, SiteSource, Sticky, StickyCookie, TlsSettings,
-    UpstreamProtocol, UpstreamTls, DEMO_SITE,
+    load_site, looks_like_site, AccessLog, AccessRules, Algorithm, HashOn, Listener, PoolSettings,
+    Route, SiteConfig, SiteSource, Sticky, StickyCookie, TlsSettings, UpstreamProtocol,
+    UpstreamTls, DEMO_SITE,
 };
+pub use site_file::parse_site;
 
 /// The demo server file, compiled in so `meridian serve` runs with no flags.
 pub const DEMO_CONFIG: &str = include_str!("../../zones/meridian.toml");

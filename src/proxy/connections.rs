@@ -23,7 +23,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::forward::UpstreamBody;
+use super::body::UpstreamBody;
 use crate::config::{PoolSettings, UpstreamProtocol};
 
 /// Why a connection could not be had.

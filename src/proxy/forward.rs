@@ -1,144 +1,30 @@
 //! One request through the proxy: framing checks, route, server choice (sticky first, then
 //! the pool's algorithm), the upstream request with forwarding headers over a pooled
 //! connection, a retry on another server while that is safe, and the response with its
-//! headers cleaned. Bodies stream both ways; nothing is buffered whole.
+//! headers cleaned. Bodies stream both ways ([`super::body`]); only a small body an
+//! idempotent request may need again is held whole.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 
+use super::body::{ProxyBody, Sent, Tracked, UpstreamBody};
 use super::connections::{Connections, Lease, SendError};
+use super::framing::bad_framing;
+use super::headers::{client_address, forwarding_headers, strip_hop_by_hop};
 use super::report::RuleScope;
 use super::route::{self, RequestFacts};
 use super::sticky;
 use super::upstream::InFlight;
 use super::{Running, Shared};
 use crate::config::{AccessLog, Sticky, UpstreamProtocol};
-
-/// What the client receives: an upstream body (counted in flight until it ends) or a short
-/// body of the proxy's own.
-pub type ProxyBody = Either<Tracked, Full<Bytes>>;
-/// What a server receives: the client's body streamed (which says when it has all gone), or
-/// a body held whole (empty, or small enough to keep for another try).
-pub type UpstreamBody = Either<Sent, Full<Bytes>>;
-
-/// A request body on its way to a server: it notes when its last frame has gone, so the wait
-/// for the response starts there (a slow upload is not a slow server).
-/// It also ends with an error once it passes the route's size limit, and says so.
-pub struct Sent {
-    inner: Incoming,
-    done: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Bytes still allowed, and the flag raised when more came.
-    allowed: Option<u64>,
-    too_large: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// The error a body over its size limit ends with.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body is larger than the route allows")]
-struct TooLarge;
-
-impl Body for Sent {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(done) = this.done.take() {
-                    let _ = done.send(());
-                }
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-                if let Some(left) = &mut this.allowed {
-                    match left.checked_sub(len) {
-                        Some(rest) => *left = rest,
-                        None => {
-                            this.too_large
-                                .store(true, std::sync::atomic::Ordering::Relaxed);
-                            return Poll::Ready(Some(Err(Box::new(TooLarge))));
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-        polled.map(|f| f.map(|r| r.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// An upstream response body that keeps its server's in-flight count until it ends, and
-/// gives its connection back for the next request once it has been read to its end.
-pub struct Tracked {
-    inner: Incoming,
-    _in_flight: InFlight,
-    lease: Option<(Lease, Arc<Connections>)>,
-}
-
-impl Tracked {
-    fn give_back(&mut self) {
-        if let Some((lease, conns)) = self.lease.take() {
-            conns.give_back(lease);
-        }
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        // A body that did not reach its end leaves its connection mid-response: it closes.
-        if self.inner.is_end_stream() {
-            self.give_back();
-        }
-    }
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.give_back();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
 
 /// The client connection a request came on.
 #[derive(Debug, Clone)]
@@ -153,8 +39,8 @@ pub struct Conn {
     pub verdicts: Arc<super::framing::Verdicts>,
     /// The peer's address as `X-Forwarded-For` gives it, and the start of its `Forwarded`
     /// element (`for=...;proto=...`): the same for every request on the connection.
-    peer_text: HeaderValue,
-    forwarded_for: Arc<str>,
+    pub(super) peer_text: HeaderValue,
+    pub(super) forwarded_for: Arc<str>,
 }
 
 impl Conn {
@@ -182,24 +68,6 @@ impl Conn {
         }
     }
 }
-
-/// Headers that belong to one connection, never forwarded (RFC 9110 section 7.6.1), and
-/// `Upgrade`, which only an upgrade passes on.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Answers one request.
 pub async fn handle(
@@ -359,65 +227,6 @@ pub fn own(status: StatusCode, text: &str) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-/// Request framing that could let a request be read two ways by two parsers (request
-/// smuggling), refused before anything goes upstream: several or malformed `Content-Length`
-/// values, `Transfer-Encoding` together with `Content-Length`, and over h2 the
-/// connection-specific headers RFC 9113 section 8.2.2 forbids.
-fn bad_framing<B>(req: &Request<B>, ambiguous: bool) -> Option<&'static str> {
-    let h = req.headers();
-    if ambiguous {
-        return Some("ambiguous framing: Content-Length twice, or with Transfer-Encoding");
-    }
-    let lengths: Vec<&HeaderValue> = h.get_all(header::CONTENT_LENGTH).iter().collect();
-    if lengths.len() > 1 {
-        return Some("several Content-Length headers");
-    }
-    if let Some(v) = lengths.first() {
-        if v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) {
-            return Some("a malformed Content-Length");
-        }
-    }
-    if h.contains_key(header::TRANSFER_ENCODING) && !lengths.is_empty() {
-        return Some("Transfer-Encoding with Content-Length");
-    }
-    if req.version() == Version::HTTP_2 {
-        let forbidden = [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "transfer-encoding",
-            "upgrade",
-        ];
-        if forbidden.iter().any(|n| h.contains_key(*n))
-            || h.get(header::TE).is_some_and(|v| v != "trailers")
-        {
-            return Some("a connection-specific header in an h2 request");
-        }
-    }
-    None
-}
-
-/// Removes hop-by-hop headers, and those the `Connection` header names.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names says so.
-    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
-    }
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
 }
 
 /// Methods a retry may repeat (RFC 9110 section 9.2.2).
@@ -766,29 +575,6 @@ async fn forward(
     }
 }
 
-/// The client a request speaks for: the peer, or when the peer is a trusted proxy, the
-/// nearest address in `X-Forwarded-For` that is not one (read from the right, as each proxy
-/// appends the address it saw).
-fn client_address(running: &Running, conn: &Conn, headers: &HeaderMap) -> std::net::IpAddr {
-    let peer = conn.peer.ip();
-    if !running.trusts(peer) {
-        return peer;
-    }
-    let hops: Vec<std::net::IpAddr> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|h| h.trim().parse().ok())
-        .collect();
-    hops.iter()
-        .rev()
-        .find(|ip| !running.trusts(**ip))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
-}
-
 /// A client the access rules refuse: 403, counted by the rules' place.
 fn refused(shared: &Shared, scope: RuleScope, client: std::net::IpAddr) -> Response<ProxyBody> {
     shared.stats.denied(scope);
@@ -952,62 +738,6 @@ fn hash_key<B>(on: &crate::config::HashOn, req: &Request<B>) -> Option<u64> {
     }
 }
 
-/// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` (RFC 7239): extended when the
-/// peer is a trusted proxy, replaced otherwise (a client cannot claim another address).
-fn forwarding_headers(
-    h: &mut HeaderMap,
-    running: &Running,
-    conn: &Conn,
-    host: Option<&HeaderValue>,
-    request_id: &HeaderValue,
-) {
-    let trusted = running.trusts(conn.peer.ip());
-    let proto = if conn.tls { "https" } else { "http" };
-    let prior = |h: &HeaderMap, name: &HeaderName| {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|_| trusted)
-            .map(|p| format!("{p}, "))
-    };
-    let xff = match prior(h, &X_FORWARDED_FOR) {
-        Some(mut chain) => {
-            chain.push_str(conn.peer_text.to_str().unwrap_or_default());
-            HeaderValue::try_from(chain).ok()
-        }
-        None => Some(conn.peer_text.clone()),
-    };
-    let mut forwarded = prior(h, &header::FORWARDED).unwrap_or_default();
-    forwarded.push_str(&conn.forwarded_for);
-    let host_text = host.and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !host_text.is_empty() && host_text.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
-        forwarded.push_str(";host=\"");
-        forwarded.push_str(host_text);
-        forwarded.push('"');
-    }
-    let keep_proto = trusted && h.contains_key(&X_FORWARDED_PROTO);
-    let keep_host = trusted && h.contains_key(&X_FORWARDED_HOST);
-    if let Some(v) = xff {
-        h.insert(X_FORWARDED_FOR, v);
-    }
-    if let Ok(v) = HeaderValue::try_from(forwarded) {
-        h.insert(header::FORWARDED, v);
-    }
-    if !keep_proto {
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if !keep_host {
-        match host {
-            Some(host) => {
-                h.insert(X_FORWARDED_HOST, host.clone());
-            }
-            None => {
-                h.remove(X_FORWARDED_HOST);
-            }
-        }
-    }
-    h.insert(running.request_id_header.clone(), request_id.clone());
-}
-
 /// The client's response: the server's, with hop-by-hop and hidden headers removed and the
 /// route's headers set.
 fn respond(
@@ -1038,53 +768,4 @@ fn respond(
             lease: Some(lease),
         }),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bad_framing_plain<B>(req: &Request<B>) -> Option<&'static str> {
-        bad_framing(req, false)
-    }
-
-    #[test]
-    fn smuggling_forms_are_refused() {
-        let req = |f: &dyn Fn(http::request::Builder) -> http::request::Builder| {
-            f(Request::builder().uri("/")).body(()).unwrap()
-        };
-        assert!(bad_framing_plain(&req(&|b| b.header("content-length", "5"))).is_none());
-        assert!(bad_framing_plain(&req(&|b| b
-            .header("content-length", "5")
-            .header("content-length", "6")))
-        .is_some());
-        assert!(bad_framing_plain(&req(&|b| b.header("content-length", "5, 5"))).is_some());
-        assert!(bad_framing_plain(&req(&|b| b
-            .header("content-length", "5")
-            .header("transfer-encoding", "chunked")))
-        .is_some());
-        assert!(bad_framing_plain(&req(&|b| b
-            .version(Version::HTTP_2)
-            .header("connection", "close")))
-        .is_some());
-        assert!(bad_framing_plain(&req(&|b| b
-            .version(Version::HTTP_2)
-            .header("te", "trailers")))
-        .is_none());
-        assert!(
-            bad_framing_plain(&req(&|b| b.version(Version::HTTP_2).header("te", "gzip"))).is_some()
-        );
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_those_named_by_connection_go() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
-    }
 }

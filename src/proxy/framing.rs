@@ -12,6 +12,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use http::header::{self, HeaderValue};
+use http::{Request, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Per connection, for each request head read in order: whether its framing was ambiguous.
@@ -277,8 +279,78 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
     }
 }
 
+/// Request framing that could let a request be read two ways by two parsers (request
+/// smuggling), refused before anything goes upstream: several or malformed `Content-Length`
+/// values, `Transfer-Encoding` together with `Content-Length`, and over h2 the
+/// connection-specific headers RFC 9113 section 8.2.2 forbids.
+pub fn bad_framing<B>(req: &Request<B>, ambiguous: bool) -> Option<&'static str> {
+    let h = req.headers();
+    if ambiguous {
+        return Some("ambiguous framing: Content-Length twice, or with Transfer-Encoding");
+    }
+    let lengths: Vec<&HeaderValue> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+    if lengths.len() > 1 {
+        return Some("several Content-Length headers");
+    }
+    if let Some(v) = lengths.first() {
+        if v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Some("a malformed Content-Length");
+        }
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) && !lengths.is_empty() {
+        return Some("Transfer-Encoding with Content-Length");
+    }
+    if req.version() == Version::HTTP_2 {
+        let forbidden = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        if forbidden.iter().any(|n| h.contains_key(*n))
+            || h.get(header::TE).is_some_and(|v| v != "trailers")
+        {
+            return Some("a connection-specific header in an h2 request");
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    fn bad_framing_plain<B>(req: &Request<B>) -> Option<&'static str> {
+        bad_framing(req, false)
+    }
+
+    #[test]
+    fn smuggling_forms_are_refused() {
+        let req = |f: &dyn Fn(http::request::Builder) -> http::request::Builder| {
+            f(Request::builder().uri("/")).body(()).unwrap()
+        };
+        assert!(bad_framing_plain(&req(&|b| b.header("content-length", "5"))).is_none());
+        assert!(bad_framing_plain(&req(&|b| b
+            .header("content-length", "5")
+            .header("content-length", "6")))
+        .is_some());
+        assert!(bad_framing_plain(&req(&|b| b.header("content-length", "5, 5"))).is_some());
+        assert!(bad_framing_plain(&req(&|b| b
+            .header("content-length", "5")
+            .header("transfer-encoding", "chunked")))
+        .is_some());
+        assert!(bad_framing_plain(&req(&|b| b
+            .version(Version::HTTP_2)
+            .header("connection", "close")))
+        .is_some());
+        assert!(bad_framing_plain(&req(&|b| b
+            .version(Version::HTTP_2)
+            .header("te", "trailers")))
+        .is_none());
+        assert!(
+            bad_framing_plain(&req(&|b| b.version(Version::HTTP_2).header("te", "gzip"))).is_some()
+        );
+    }
+
     use super::*;
 
     /// The verdicts for the whole input, fed in pieces of `step` bytes.

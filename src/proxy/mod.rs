@@ -18,6 +18,8 @@
 //! - [`route`]: matching a request to a route.
 //! - [`sticky`]: the signed server cookie.
 //! - [`forward`]: one request, end to end.
+//! - [`body`]: request and response bodies on their way through (streamed, held, counted).
+//! - [`headers`]: hop-by-hop fields, forwarding headers, the client behind trusted proxies.
 //! - [`connections`]: connections to a pool's servers (HTTP/1.1 kept alive, or HTTP/2), kept
 //!   idle per server between requests.
 //! - [`framing`]: HTTP/1.1 request framing followed on the client's bytes, to refuse the
@@ -29,11 +31,13 @@
 
 pub mod access;
 pub mod algorithm;
+pub mod body;
 pub mod connections;
 pub mod control;
 pub mod demo;
 pub mod forward;
 pub mod framing;
+pub mod headers;
 pub mod report;
 pub mod route;
 pub mod sticky;
