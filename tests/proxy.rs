@@ -21,6 +21,11 @@ fn site(pool_extra: &str, servers: &[&Upstream], extra: &str) -> String {
     )
 }
 
+/// [`site`] with `keys` added to its `[proxy]` table.
+fn site_with(keys: &str, servers: &[&Upstream]) -> String {
+    site("", servers, "").replace("[proxy]\n", &format!("[proxy]\n{keys}\n"))
+}
+
 /// Which upstream answered (the first line of its body).
 fn who(body: &str) -> String {
     body.lines().next().unwrap_or("").to_string()
@@ -90,10 +95,7 @@ fn forwarding_headers_are_set_and_a_client_cannot_forge_them() {
 
     // Behind a trusted proxy the chain is extended instead.
     drop(proxy);
-    let proxy = SiteProxy::start(&site("", &[&up], "").replace(
-        "[proxy]\n",
-        "[proxy]\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
-    ));
+    let proxy = SiteProxy::start(&site_with("trusted_proxies = [\"127.0.0.0/8\"]", &[&up]));
     let (_, _, body) = get(
         proxy.addr,
         "/",
@@ -912,30 +914,29 @@ fn a_kept_alive_connection_the_server_closed_costs_a_bodiless_request_nothing() 
 struct StallingServer {
     addr: SocketAddr,
     stalled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Raised (and waited on) to stop.
+    halt: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl StallingServer {
     fn start() -> StallingServer {
         use std::io::Write;
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Condvar, Mutex};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stalled = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (count, halt) = (stalled.clone(), stop.clone());
+        let halt = Arc::new((Mutex::new(false), Condvar::new()));
+        let (count, stop) = (stalled.clone(), halt.clone());
         std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !halt.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let Ok((mut conn, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let (count, halt) = (count.clone(), halt.clone());
+            // At most 100 connections; `kill` wakes the accept with one of its own.
+            for conn in listener.incoming().take(100) {
+                if *stop.0.lock().unwrap() {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let (count, stop) = (count.clone(), stop.clone());
                 std::thread::spawn(move || {
-                    conn.set_nonblocking(false).ok();
                     conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
                     if read_head(&mut conn).is_none() {
                         return;
@@ -946,9 +947,10 @@ impl StallingServer {
                         return;
                     }
                     count.fetch_add(1, Ordering::SeqCst);
-                    while !halt.load(Ordering::SeqCst) && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+                    let (flag, raised) = &*stop;
+                    let _stopped = raised
+                        .wait_timeout_while(flag.lock().unwrap(), Duration::from_secs(60), |h| !*h)
+                        .unwrap();
                     // Dropping the connection closes it, mid-body.
                 });
             }
@@ -956,13 +958,17 @@ impl StallingServer {
         StallingServer {
             addr,
             stalled,
-            stop,
+            halt,
         }
     }
 
     /// Kills it: every connection and the listener close.
     fn kill(&self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (flag, raised) = &*self.halt;
+        *flag.lock().unwrap() = true;
+        raised.notify_all();
+        // Wakes the accepting thread, which then sees the flag and drops the listener.
+        let _ = std::net::TcpStream::connect(self.addr);
     }
 }
 
@@ -1148,10 +1154,7 @@ fn access_rules_refuse_denied_clients_with_403_on_a_listener_and_a_route() {
 fn a_client_sending_its_head_slowly_is_cut_off_while_others_are_served() {
     use std::io::{Read, Write};
     let up = Upstream::start("u");
-    let text = site("", &[&up], "").replace(
-        "access_log = \"off\"",
-        "access_log = \"off\"\nheader_timeout = \"1s\"",
-    );
+    let text = site_with("header_timeout = \"1s\"", &[&up]);
     let proxy = SiteProxy::start(&text);
     let mut slow = std::net::TcpStream::connect(proxy.addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_millis(50)))
@@ -1186,10 +1189,7 @@ fn a_client_sending_its_head_slowly_is_cut_off_while_others_are_served() {
 #[test]
 fn bodies_over_the_limit_get_413_and_heads_over_theirs_431() {
     let up = Upstream::start("u");
-    let text = site("", &[&up], "").replace(
-        "access_log = \"off\"",
-        "access_log = \"off\"\nmax_body = 1000\nmax_headers = 10",
-    );
+    let text = site_with("max_body = 1000\nmax_headers = 10", &[&up]);
     let proxy = SiteProxy::start(&text);
     let post = |head: &str, body: &str| {
         raw_http(
