@@ -26,6 +26,73 @@ fn site_with(keys: &str, servers: &[&Upstream]) -> String {
     site("", servers, "").replace("[proxy]\n", &format!("[proxy]\n{keys}\n"))
 }
 
+/// A client asking for `/` all the time on kept-alive connections (reqwest), counting what
+/// it sent, what was answered 200 and what failed, until told to stop.
+struct BusyClient {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl BusyClient {
+    fn start(addr: SocketAddr) -> BusyClient {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, ok, failed) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (s, n, o, f) = (stop.clone(), sent.clone(), ok.clone(), failed.clone());
+        let url = format!("http://{addr}/");
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let http = reqwest::Client::new();
+                while !s.load(Ordering::Relaxed) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => o.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            f.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            });
+        });
+        BusyClient {
+            stop,
+            sent,
+            ok,
+            failed,
+            thread,
+        }
+    }
+
+    /// Answers with status 200 so far.
+    fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops it; returns (sent, failed).
+    fn finish(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Which upstream answered (the first line of its body).
 fn who(body: &str) -> String {
     body.lines().next().unwrap_or("").to_string()
@@ -360,8 +427,6 @@ fn an_upgraded_connection_is_passed_through_both_ways() {
 
 #[test]
 fn twenty_reloads_under_load_fail_no_request_and_a_bad_config_keeps_the_old_one() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Arc;
     let a = Upstream::start("a");
     let b = Upstream::start("b");
     let text = |u: &Upstream| site("", &[u], "");
@@ -374,31 +439,7 @@ fn twenty_reloads_under_load_fail_no_request_and_a_bad_config_keeps_the_old_one(
     };
 
     // A client on kept-alive connections, asking all the time.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let url = format!("http://{}/", proxy.addr);
-    let client = {
-        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let http = reqwest::Client::new();
-                while !stop.load(Ordering::Relaxed) {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    match http.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => {}
-                        other => {
-                            eprintln!("failed: {other:?}");
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            });
-        })
-    };
+    let client = BusyClient::start(proxy.addr);
     for i in 0..20 {
         let next = if i % 2 == 0 { &b } else { &a };
         write(&text(next));
@@ -427,14 +468,9 @@ fn twenty_reloads_under_load_fail_no_request_and_a_bad_config_keeps_the_old_one(
             == "b"),
         "a changed file was not reloaded"
     );
-    stop.store(true, Ordering::Relaxed);
-    client.join().unwrap();
-    assert!(sent.load(Ordering::Relaxed) > 20);
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed across reloads"
-    );
+    let (sent, failed) = client.finish();
+    assert!(sent > 20);
+    assert_eq!(failed, 0, "requests failed across reloads");
 }
 
 #[test]
@@ -748,57 +784,23 @@ fn fifty_megabyte_bodies_stream_to_and_from_a_slow_client_without_growing_memory
 
 #[test]
 fn a_server_killed_mid_run_costs_idempotent_requests_nothing() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     let a = Upstream::start("a");
     let b = Upstream::start("b");
     let victim = Upstream::start("victim");
     let proxy = SiteProxy::start(&site("algorithm = \"round-robin\"", &[&a, &b, &victim], ""));
-    let (stop, ok, failed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-    );
     // Four clients asking all the time, on kept-alive connections.
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            let url = format!("http://{}/", proxy.addr);
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let http = reqwest::Client::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        match http.get(&url).send().await {
-                            Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                            _ => failed.fetch_add(1, Ordering::Relaxed),
-                        };
-                    }
-                });
-            })
-        })
-        .collect();
+    let clients: Vec<BusyClient> = (0..4).map(|_| BusyClient::start(proxy.addr)).collect();
+    let ok = || clients.iter().map(BusyClient::ok).sum::<usize>();
     assert!(wait_until(Duration::from_secs(10), || {
         victim.hits.load(Ordering::Relaxed) > 30
     }));
     // Killed: its open connections end without an answer, its port refuses.
     drop(victim);
-    let at_kill = ok.load(Ordering::Relaxed);
-    assert!(wait_until(Duration::from_secs(10), || {
-        ok.load(Ordering::Relaxed) > at_kill + 200
-    }));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed when a server died"
-    );
+    let at_kill = ok();
+    assert!(wait_until(Duration::from_secs(10), || ok() > at_kill + 200));
+    let failed: usize = clients.into_iter().map(|c| c.finish().1).sum();
+    assert_eq!(failed, 0, "requests failed when a server died");
 }
 
 #[test]
