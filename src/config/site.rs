@@ -56,6 +56,47 @@ pub struct SiteConfig {
     pub workers: usize,
     /// Built-in demo responders to start on these addresses (the demo site only).
     pub demo_responders: Vec<SocketAddr>,
+    /// What one client network may open and send (`[limits]`).
+    pub limits: ClientLimits,
+}
+
+/// Limits per client network, and in all (`[limits]`). A client network is the client's
+/// address with its host bits cleared to `prefix_v4` or `prefix_v6`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+    /// Connections open at once per client network; one more is closed at accept.
+    pub connections: Option<u32>,
+    /// Requests per client network: `count` per `period`, with `burst` at once; more get
+    /// 429 with `Retry-After`.
+    pub rate: Option<RequestRate>,
+    /// Client networks the rate limiter remembers; the least recent are forgotten first.
+    pub max_clients: usize,
+    /// Connections open at once in all (read at start only); more wait in the listen
+    /// queue until one closes, as with HAProxy's `maxconn`.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ClientLimits {
+    fn default() -> ClientLimits {
+        ClientLimits {
+            prefix_v4: 32,
+            prefix_v6: 64,
+            connections: None,
+            rate: None,
+            max_clients: 100_000,
+            max_connections: None,
+        }
+    }
+}
+
+/// A request rate: `count` requests per `period`, and up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestRate {
+    pub count: std::num::NonZeroU32,
+    pub period: Duration,
+    pub burst: std::num::NonZeroU32,
 }
 
 /// A listening address, plain or TLS.

@@ -31,6 +31,20 @@ struct SiteFile {
     #[serde(default)]
     check: BTreeMap<String, Spanned<FileCheck>>,
     demo: Option<Spanned<DemoFile>>,
+    limits: Option<Spanned<LimitsFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    client_prefix_v4: Option<u8>,
+    client_prefix_v6: Option<u8>,
+    connections_per_client: Option<u32>,
+    /// `"N/s"`, `"N/m"` or `"N/h"`.
+    rate: Option<String>,
+    burst: Option<u32>,
+    max_clients: Option<usize>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -696,6 +710,12 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             .collect::<Result<_, _>>()?,
     };
 
+    let limits = match &parsed.limits {
+        None => ClientLimits::default(),
+        Some(l) => client_limits(l.get_ref())
+            .map_err(|(key, m)| invalid(l.span().start, Object::Setting(key), m))?,
+    };
+
     Ok(SiteConfig {
         file: file.to_path_buf(),
         listeners,
@@ -715,7 +735,80 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         access_log_file: section.access_log_file.as_ref().map(|f| base.join(f)),
         workers,
         demo_responders,
+        limits,
     })
+}
+
+/// `[limits]`; an error names the key at fault.
+fn client_limits(l: &LimitsFile) -> Result<ClientLimits, (&'static str, String)> {
+    let mut limits = ClientLimits::default();
+    if let Some(p) = l.client_prefix_v4 {
+        if p == 0 || p > 32 {
+            return Err(("limits.client_prefix_v4", format!("{p}: 1 to 32")));
+        }
+        limits.prefix_v4 = p;
+    }
+    if let Some(p) = l.client_prefix_v6 {
+        if p == 0 || p > 128 {
+            return Err(("limits.client_prefix_v6", format!("{p}: 1 to 128")));
+        }
+        limits.prefix_v6 = p;
+    }
+    if let Some(n) = l.connections_per_client {
+        if n == 0 {
+            return Err((
+                "limits.connections_per_client",
+                "0 would refuse every client".into(),
+            ));
+        }
+        limits.connections = Some(n);
+    }
+    if let Some(text) = &l.rate {
+        let bad = || {
+            (
+                "limits.rate",
+                format!("{text:?}: requests per second, minute or hour, as \"10/s\", \"600/m\" or \"1000/h\""),
+            )
+        };
+        let (count, per) = text.split_once('/').ok_or_else(bad)?;
+        let count = count
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+            .ok_or_else(bad)?;
+        let period = match per.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        let burst = match l.burst {
+            None => count,
+            Some(b) => std::num::NonZeroU32::new(b)
+                .ok_or(("limits.burst", "0 would refuse every request".to_string()))?,
+        };
+        limits.rate = Some(RequestRate {
+            count,
+            period,
+            burst,
+        });
+    } else if l.burst.is_some() {
+        return Err(("limits.burst", "a burst needs a rate".into()));
+    }
+    if let Some(n) = l.max_clients {
+        if n == 0 {
+            return Err(("limits.max_clients", "needs room for one client".into()));
+        }
+        limits.max_clients = n;
+    }
+    if let Some(n) = l.max_connections {
+        if n == 0 {
+            return Err(("limits.max_connections", "0 would accept nothing".into()));
+        }
+        limits.max_connections = Some(n);
+    }
+    Ok(limits)
 }
 
 fn sticky(s: &StickyFile, base: &Path) -> Result<Sticky, String> {

@@ -285,6 +285,37 @@ fn metrics(shared: &Shared) -> String {
         stats.denied_by_listener.load(Ordering::Relaxed),
         stats.denied_by_route.load(Ordering::Relaxed),
     );
+    let _ = writeln!(out, "# HELP meridian_proxy_limited_total Clients refused by a limit, by reason.\n# TYPE meridian_proxy_limited_total counter");
+    for reason in super::guard::Refusal::ALL {
+        if reason != super::guard::Refusal::Denied {
+            let _ = writeln!(
+                out,
+                "meridian_proxy_limited_total{{reason=\"{}\"}} {}",
+                reason.name(),
+                shared.refusals.count(reason)
+            );
+        }
+    }
+    if let Some(rate) = &running.rate {
+        gauge(
+            &mut out,
+            "meridian_proxy_rate_limiter_clients",
+            "Client networks the rate limiter remembers.",
+            rate.clients().len() as f64,
+        );
+        counter(
+            &mut out,
+            "meridian_proxy_rate_limiter_evictions_total",
+            "Client networks the rate limiter forgot to make room (the least recent first).",
+            rate.clients().evicted(),
+        );
+    }
+    gauge(
+        &mut out,
+        "meridian_proxy_connection_clients",
+        "Client networks with a connection open.",
+        shared.open.clients() as f64,
+    );
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_connections_opened_total Connections opened to servers, by pool.\n# TYPE meridian_proxy_upstream_connections_opened_total counter");
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_connection_reuses_total Requests sent on a connection kept from an earlier request, by pool.\n# TYPE meridian_proxy_upstream_connection_reuses_total counter");
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_idle_connections HTTP/1.1 connections kept idle for the next request, by pool.\n# TYPE meridian_proxy_upstream_idle_connections gauge");

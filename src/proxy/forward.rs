@@ -18,6 +18,7 @@ use hyper::body::{Body, Incoming};
 use super::body::{ProxyBody, Sent, Tracked, UpstreamBody};
 use super::connections::{Connections, Lease, SendError};
 use super::framing::bad_framing;
+use super::guard::Refusal;
 use super::headers::{client_address, forwarding_headers, strip_hop_by_hop};
 use super::report::RuleScope;
 use super::route::{self, RequestFacts};
@@ -259,14 +260,18 @@ async fn forward(
     }
     // Access rules: the listener's, then the route's, for the client the request speaks for.
     let listener_rules = running.site.listeners.get(conn.listener).map(|l| &l.access);
-    let client = match listener_rules.is_some_and(|r| !r.is_empty())
-        || running.site.routes.iter().any(|r| !r.access.is_empty())
-    {
+    let client = match running.client_matters {
         true => client_address(running, conn, req.headers()),
         false => conn.peer.ip(),
     };
     if listener_rules.is_some_and(|r| !r.permits(client)) {
         return (refused(shared, RuleScope::Listener, client), None);
+    }
+    if let Some(rate) = &running.rate {
+        if let Err(wait) = rate.check(super::guard::client_key(client, &running.site.limits)) {
+            shared.refusals.refuse(Refusal::Rate, client);
+            return (too_many(wait), None);
+        }
     }
     let host = route::host_of(&req);
     let facts = RequestFacts {
@@ -578,8 +583,17 @@ async fn forward(
 /// A client the access rules refuse: 403, counted by the rules' place.
 fn refused(shared: &Shared, scope: RuleScope, client: std::net::IpAddr) -> Response<ProxyBody> {
     shared.stats.denied(scope);
-    tracing::debug!(%client, ?scope, "client refused by the access rules");
+    shared.refusals.refuse(Refusal::Denied, client);
     own(StatusCode::FORBIDDEN, "forbidden")
+}
+
+/// 429, for a client over its request rate, with the whole seconds until it may send again.
+fn too_many(wait: std::time::Duration) -> Response<ProxyBody> {
+    let mut r = own(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    r
 }
 
 /// 413, for a request body over the route's limit; the connection closes (the rest of the

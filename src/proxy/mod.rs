@@ -22,6 +22,7 @@
 //! - [`headers`]: hop-by-hop fields, forwarding headers, the client behind trusted proxies.
 //! - [`connections`]: connections to a pool's servers (HTTP/1.1 kept alive, or HTTP/2), kept
 //!   idle per server between requests.
+//! - [`guard`]: limits per client network (connections, request rate) and the refusal log.
 //! - [`framing`]: HTTP/1.1 request framing followed on the client's bytes, to refuse the
 //!   ambiguous forms hyper would resolve out of sight.
 //! - [`demo`]: the built-in responders of the demo site.
@@ -37,6 +38,7 @@ pub mod control;
 pub mod demo;
 pub mod forward;
 pub mod framing;
+pub mod guard;
 pub mod headers;
 pub mod report;
 pub mod route;
@@ -156,12 +158,19 @@ pub struct Running {
     pub request_id_header: http::HeaderName,
     /// Response headers removed before the client sees them.
     hide_headers: Vec<http::HeaderName>,
+    /// The request rate per client network, when limited.
+    pub rate: Option<Arc<guard::RateLimit>>,
+    /// Whether a request's client must be worked out from trusted forwarding headers (some
+    /// rule or limit depends on who the client is and there are trusted proxies in front),
+    /// rather than taken as the connection's peer.
+    pub(crate) client_matters: bool,
 }
 
 impl Running {
     /// Builds the run-time state of `site`; `process_key` signs sticky cookies of pools that
-    /// configure no key.
-    pub fn new(site: SiteConfig, process_key: &[u8]) -> Running {
+    /// configure no key. A rate limiter with the same rate as `before`'s is carried over, so
+    /// a reload forgets no client.
+    pub fn new(site: SiteConfig, process_key: &[u8], before: Option<&Running>) -> Running {
         let pools = site
             .pools
             .iter()
@@ -218,6 +227,20 @@ impl Running {
             .iter()
             .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
             .collect();
+        let rate = site.limits.rate.map(|r| {
+            let quota = governor::Quota::with_period(r.period / r.count.get())
+                .unwrap_or(governor::Quota::per_second(r.count))
+                .allow_burst(r.burst);
+            let cap = std::num::NonZeroUsize::new(site.limits.max_clients)
+                .unwrap_or(std::num::NonZeroUsize::MIN);
+            before
+                .and_then(|b| b.rate.clone())
+                .filter(|old| old.quota == quota && old.cap == cap)
+                .unwrap_or_else(|| Arc::new(guard::RateLimit::new(quota, cap)))
+        });
+        let client_matters = site.listeners.iter().any(|l| !l.access.is_empty())
+            || site.routes.iter().any(|r| !r.access.is_empty())
+            || rate.is_some();
         Running {
             site,
             pools,
@@ -227,6 +250,8 @@ impl Running {
             set_cookies,
             request_id_header,
             hide_headers,
+            rate,
+            client_matters,
         }
     }
 
@@ -283,6 +308,12 @@ pub struct Shared {
     process_key: [u8; 32],
     /// Where access log lines go.
     pub access: access::Sink,
+    /// Connections open per client network.
+    pub open: Arc<guard::OpenConnections>,
+    /// Clients turned away, by reason.
+    pub refusals: guard::Refusals,
+    /// Room for one more client connection in all, under `[limits] max_connections`.
+    capacity: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Shared {
@@ -405,9 +436,13 @@ pub async fn serve(
     let health = Arc::new(HealthStore::in_memory());
     let mut probes = ProbeSet::start(site.probes.clone(), health.clone())?;
     let drain_timeout = site.drain_timeout;
+    let capacity = site
+        .limits
+        .max_connections
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let process_key: [u8; 32] = rand::random();
     let shared = Arc::new(Shared {
-        current: ArcSwap::from_pointee(Running::new(site, &process_key)),
+        current: ArcSwap::from_pointee(Running::new(site, &process_key, None)),
         health: health.clone(),
         drain: Arc::new(Drain::default()),
         stats: report::Stats::default(),
@@ -416,6 +451,9 @@ pub async fn serve(
         drained_at: Default::default(),
         process_key,
         access,
+        open: Default::default(),
+        refusals: Default::default(),
+        capacity,
     });
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -505,9 +543,11 @@ pub async fn serve(
                             continue;
                         }
                     }
-                    shared
-                        .current
-                        .store(Arc::new(Running::new(site, &shared.process_key)));
+                    shared.current.store(Arc::new(Running::new(
+                        site,
+                        &shared.process_key,
+                        Some(&shared.current.load()),
+                    )));
                     // Connections opened before close once their request in hand is done:
                     // clients reconnect to the new config.
                     drain.close_open_connections();
@@ -652,6 +692,19 @@ where
     }
 }
 
+/// Counts a new connection from `peer` against its client network's limit: its slot, or
+/// `None` (counted and logged) when the network has all the connections it may have.
+fn admit(shared: &Shared, peer: IpAddr) -> Option<guard::ConnectionSlot> {
+    let running = shared.current.load();
+    let limits = &running.site.limits;
+    let key = guard::client_key(peer, limits);
+    let slot = shared.open.admit(key, limits.connections);
+    if slot.is_none() {
+        shared.refusals.refuse(guard::Refusal::Connections, peer);
+    }
+    slot
+}
+
 /// Accepts connections on one listener until told to stop; each is served with h1 or h2
 /// as the client speaks, and closed gracefully on reload and shutdown.
 async fn accept(
@@ -675,6 +728,14 @@ async fn accept(
             .max_header_list_size(u32::try_from(site.max_header_bytes).unwrap_or(u32::MAX));
     }
     loop {
+        // At the global cap, connections wait in the listen queue.
+        let room = match &shared.capacity {
+            None => None,
+            Some(cap) => tokio::select! {
+                permit = cap.clone().acquire_owned() => permit.ok(),
+                _ = stopping.changed() => return,
+            },
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -685,6 +746,9 @@ async fn accept(
                 }
             },
             _ = stopping.changed() => return,
+        };
+        let Some(slot) = admit(&shared, peer.ip()) else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let born = drain.generation();
@@ -702,13 +766,18 @@ async fn accept(
                         service,
                     )
                     .into_owned();
-                tokio::spawn(drain.clone().serve(served, peer, born));
+                let drain = drain.clone();
+                tokio::spawn(async move {
+                    let _held = (slot, room);
+                    drain.serve(served, peer, born).await
+                });
             }
             Some(acceptor) => {
                 // The handshake runs in the connection's own task: a slow client holds up
                 // nobody else.
                 let (acceptor, builder, drain) = (acceptor.clone(), builder.clone(), drain.clone());
                 tokio::spawn(async move {
+                    let _held = (slot, room);
                     let stream = match tokio::time::timeout(
                         HANDSHAKE_TIMEOUT,
                         acceptor.accept(stream),
