@@ -99,13 +99,66 @@ pub struct RequestRate {
     pub burst: std::num::NonZeroU32,
 }
 
-/// A listening address, plain or TLS.
+/// A listening address: HTTP (plain or TLS), or TCP forwarded as bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub addr: SocketAddr,
     pub tls: Option<TlsSettings>,
     /// Which clients it serves (a reload applies a change).
     pub access: AccessRules,
+    pub mode: ListenerMode,
+    /// Each connection starts with a PROXY protocol header (v1 or v2) from a trusted proxy,
+    /// naming the client; a connection from any other peer, or without one, is closed.
+    pub proxy_protocol: bool,
+}
+
+/// What a listener does with a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// Reads HTTP requests and routes each.
+    Http,
+    /// Forwards the connection's bytes to a pool's server, both ways (layer 4).
+    Tcp(TcpForward),
+}
+
+/// A TCP listener's forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpForward {
+    /// The pool connections go to (and, with server names, the one for names not listed).
+    pub pool: usize,
+    /// TLS passthrough: the ClientHello's server name picks the pool (lower case; a leading
+    /// `*.` matches any subdomain). The TLS is not terminated.
+    pub by_server_name: Vec<(String, usize)>,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// With server names: the ClientHello must have arrived within this time.
+    pub hello_timeout: Duration,
+}
+
+impl TcpForward {
+    /// The pool for a ClientHello naming `name` (or none).
+    pub fn pool_for(&self, name: Option<&str>) -> usize {
+        let Some(name) = name else { return self.pool };
+        let name = name.to_ascii_lowercase();
+        self.by_server_name
+            .iter()
+            .find(|(pattern, _)| match pattern.strip_prefix("*.") {
+                Some(parent) => name
+                    .strip_suffix(parent)
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => *pattern == name,
+            })
+            .map_or(self.pool, |(_, pool)| *pool)
+    }
+}
+
+/// The PROXY protocol version a pool sends its servers first on each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text form (`PROXY TCP4 ...`).
+    V1,
+    /// The binary form.
+    V2,
 }
 
 /// Allow and deny lists of networks: a client in a denied network is refused; when there
@@ -248,6 +301,8 @@ pub struct PoolSettings {
     pub tls: Option<UpstreamTls>,
     /// HTTP/1.1 or HTTP/2 to the servers.
     pub protocol: UpstreamProtocol,
+    /// A PROXY protocol header sent first on each connection (TCP listeners' pools).
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 /// The HTTP version a pool speaks to its servers.

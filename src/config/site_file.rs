@@ -71,6 +71,22 @@ struct ListenerFile {
     tls: Option<TlsFile>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
+    /// `"http"` (the default) or `"tcp"`.
+    mode: Option<String>,
+    /// A TCP listener's pool.
+    pool: Option<String>,
+    /// A TCP listener's TLS passthrough routes.
+    server_names: Option<Vec<ServerNameFile>>,
+    proxy_protocol: Option<bool>,
+    idle_timeout: Option<DurationValue>,
+    hello_timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerNameFile {
+    name: String,
+    pool: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +148,8 @@ struct PoolFile {
     retry_body_limit: Option<u64>,
     tls: Option<UpstreamTlsFile>,
     protocol: Option<String>,
+    /// `"v1"` or `"v2"`: a PROXY protocol header first on each connection (TCP listeners).
+    proxy_protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +210,15 @@ fn access_rules(
     })
 }
 
+/// A duration the file may give, else `default`.
+fn duration(value: &Option<DurationValue>, default: Duration) -> Result<Duration, String> {
+    value
+        .as_ref()
+        .map(DurationValue::get)
+        .transpose()
+        .map(|d| d.unwrap_or(default))
+}
+
 /// Validates a site config's text (`file` names it in errors; `base` resolves relative paths).
 pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, ConfigError> {
     let parsed: SiteFile = parse_toml(text, file)?;
@@ -200,13 +227,6 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         line: line_of(text, offset),
         object,
         message,
-    };
-    let duration = |value: &Option<DurationValue>, default: Duration| {
-        value
-            .as_ref()
-            .map(DurationValue::get)
-            .transpose()
-            .map(|d| d.unwrap_or(default))
     };
 
     let section = parsed.proxy.as_ref().map(|s| s.get_ref());
@@ -361,7 +381,23 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         };
         let access = access_rules(&l.get_ref().allow, &l.get_ref().deny)
             .map_err(|m| invalid(l.span().start, Object::Listener(address.clone()), m))?;
-        listeners.push(Listener { addr, tls, access });
+        let proxy_protocol = l.get_ref().proxy_protocol.unwrap_or(false);
+        if proxy_protocol && trusted_proxies.is_empty() {
+            return Err(invalid(
+                l.span().start,
+                Object::Listener(address.clone()),
+                "proxy_protocol is accepted from trusted_proxies only, and [proxy] lists none"
+                    .into(),
+            ));
+        }
+        listeners.push(Listener {
+            addr,
+            tls,
+            access,
+            // Set once the pools are known (TCP listeners name one).
+            mode: ListenerMode::Http,
+            proxy_protocol,
+        });
     }
 
     // Checks first: pools refer to them.
@@ -524,6 +560,18 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                     )
                 })?,
         };
+        let send_proxy = match fp.proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(ProxyVersion::V1),
+            Some("v2") => Some(ProxyVersion::V2),
+            Some(other) => {
+                return Err(invalid(
+                    at,
+                    object(),
+                    format!("proxy_protocol {other:?}: \"v1\" or \"v2\""),
+                ))
+            }
+        };
         let protocol = match (fp.protocol.as_deref(), fp.tls.is_some()) {
             (None | Some("http/1.1"), _) => UpstreamProtocol::Http1,
             (Some("h2"), true) | (Some("h2c"), false) => UpstreamProtocol::Http2,
@@ -600,10 +648,29 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                 }
             },
             protocol,
+            send_proxy,
         });
     }
 
-    if parsed.route.is_empty() {
+    for (listener, l) in listeners.iter_mut().zip(&parsed.listener) {
+        listener.mode = listener_mode(l.get_ref(), &pool_index, &pool_settings).map_err(|m| {
+            invalid(
+                l.span().start,
+                Object::Listener(l.get_ref().address.clone()),
+                m,
+            )
+        })?;
+        if listener.tls.is_some() && listener.mode != ListenerMode::Http {
+            return Err(invalid(
+                l.span().start,
+                Object::Listener(l.get_ref().address.clone()),
+                "a tcp listener forwards TLS untouched (route it with server_names); tls terminates it on an http listener".into(),
+            ));
+        }
+    }
+    let serves_http = listeners.iter().any(|l| l.mode == ListenerMode::Http);
+
+    if parsed.route.is_empty() && serves_http {
         return Err(invalid(
             0,
             Object::Setting("route"),
@@ -618,6 +685,16 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         let pool = *pool_index
             .get(fr.pool.as_str())
             .ok_or_else(|| invalid(at, object(), format!("unknown pool {:?}", fr.pool)))?;
+        if pool_settings[pool].send_proxy.is_some() {
+            return Err(invalid(
+                at,
+                object(),
+                format!(
+                    "pool {:?} sends a PROXY protocol header, which only tcp listeners send",
+                    fr.pool
+                ),
+            ));
+        }
         if let Some(p) = &fr.path_prefix {
             if !p.starts_with('/') {
                 return Err(invalid(
@@ -737,6 +814,66 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         demo_responders,
         limits,
     })
+}
+
+/// A listener's mode: HTTP, or TCP to a pool (and by server name to others); the pools a TCP
+/// listener uses must not need a request to balance.
+fn listener_mode(
+    l: &ListenerFile,
+    pool_index: &HashMap<&str, usize>,
+    settings: &[PoolSettings],
+) -> Result<ListenerMode, String> {
+    let tcp_only = l.pool.is_some()
+        || l.server_names.is_some()
+        || l.idle_timeout.is_some()
+        || l.hello_timeout.is_some();
+    match l.mode.as_deref().unwrap_or("http") {
+        "http" if tcp_only => {
+            Err("pool, server_names, idle_timeout and hello_timeout apply to mode = \"tcp\"; an http listener routes with [[route]]".into())
+        }
+        "http" => Ok(ListenerMode::Http),
+        "tcp" => {
+            let pool_of = |name: &str| -> Result<usize, String> {
+                let pool = *pool_index
+                    .get(name)
+                    .ok_or_else(|| format!("unknown pool {name:?}"))?;
+                let s = &settings[pool];
+                if matches!(s.algorithm, Algorithm::Hash(_)) {
+                    return Err(format!("pool {name:?} hashes a request property; a tcp listener has no requests (ip-hash keys on the client)"));
+                }
+                if matches!(s.sticky, Some(Sticky::Cookie(_))) {
+                    return Err(format!("pool {name:?} is sticky by cookie; a tcp listener has no cookies (use mode = \"source-ip\")"));
+                }
+                if s.tls.is_some() || s.protocol != UpstreamProtocol::Http1 {
+                    return Err(format!("pool {name:?} speaks HTTPS or HTTP/2 to its servers; a tcp listener forwards bytes as they are"));
+                }
+                Ok(pool)
+            };
+            let pool = pool_of(
+                l.pool
+                    .as_deref()
+                    .ok_or("mode = \"tcp\" needs a pool")?,
+            )?;
+            let mut by_server_name = Vec::new();
+            for n in l.server_names.iter().flatten() {
+                let name = n.name.to_ascii_lowercase();
+                let bare = name.strip_prefix("*.").unwrap_or(&name);
+                if rustls::pki_types::DnsName::try_from(bare).is_err() {
+                    return Err(format!("server name {:?} is not a DNS name", n.name));
+                }
+                by_server_name.push((name, pool_of(&n.pool)?));
+            }
+            Ok(ListenerMode::Tcp(TcpForward {
+                pool,
+                by_server_name,
+                idle_timeout: duration(&l.idle_timeout, Duration::from_secs(600))
+                    .map_err(|m| format!("idle_timeout: {m}"))?,
+                hello_timeout: duration(&l.hello_timeout, Duration::from_secs(5))
+                    .map_err(|m| format!("hello_timeout: {m}"))?,
+            }))
+        }
+        other => Err(format!("mode {other:?}: \"http\" or \"tcp\"")),
+    }
 }
 
 /// `[limits]`; an error names the key at fault.

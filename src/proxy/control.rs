@@ -310,6 +310,24 @@ fn metrics(shared: &Shared) -> String {
             rate.clients().evicted(),
         );
     }
+    counter(
+        &mut out,
+        "meridian_proxy_l4_connections_total",
+        "Connections accepted by TCP listeners.",
+        stats.l4_connections.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "meridian_proxy_l4_unrouted_total",
+        "TCP listener connections closed unforwarded: no usable ClientHello, or no server reachable.",
+        stats.l4_unrouted.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP meridian_proxy_l4_bytes_total Bytes forwarded by TCP listeners, by direction (in: from clients).\n# TYPE meridian_proxy_l4_bytes_total counter\nmeridian_proxy_l4_bytes_total{{direction=\"in\"}} {}\nmeridian_proxy_l4_bytes_total{{direction=\"out\"}} {}",
+        stats.l4_bytes_in.load(Ordering::Relaxed),
+        stats.l4_bytes_out.load(Ordering::Relaxed),
+    );
     gauge(
         &mut out,
         "meridian_proxy_connection_clients",

@@ -25,6 +25,8 @@
 //! - [`guard`]: limits per client network (connections, request rate) and the refusal log.
 //! - [`framing`]: HTTP/1.1 request framing followed on the client's bytes, to refuse the
 //!   ambiguous forms hyper would resolve out of sight.
+//! - [`l4`]: TCP listeners: bytes forwarded to a pool's server, TLS passed through by SNI.
+//! - [`proxy_header`]: the PROXY protocol, read from trusted proxies and sent to servers.
 //! - [`demo`]: the built-in responders of the demo site.
 //! - [`control`]: the loopback control endpoint (status, overrides, metrics, load report).
 //! - [`report`]: the counters, the latency histogram and the load report's window.
@@ -40,6 +42,8 @@ pub mod forward;
 pub mod framing;
 pub mod guard;
 pub mod headers;
+pub mod l4;
+pub mod proxy_header;
 pub mod report;
 pub mod route;
 pub mod sticky;
@@ -54,7 +58,7 @@ use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::config::{load_site, SiteConfig, SiteSource, Sticky};
+use crate::config::{load_site, ListenerMode, SiteConfig, SiteSource, Sticky};
 use crate::health::{HealthStore, ProbeSet};
 use crate::tls;
 use upstream::PoolState;
@@ -619,6 +623,13 @@ impl Drain {
         *self.live.borrow()
     }
 
+    /// Counts a connection open until the guard is dropped (forwarded TCP connections,
+    /// which a reload leaves alone and shutdown waits for up to the drain timeout).
+    fn hold(self: &Arc<Self>) -> LiveGuard {
+        self.live.send_modify(|n| *n += 1);
+        LiveGuard(self.clone())
+    }
+
     /// Waits until no connection is open, for at most `limit`; whether none is.
     async fn all_closed(&self, limit: Duration) -> bool {
         let mut live = self.live.subscribe();
@@ -635,7 +646,7 @@ impl Drain {
         C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
             + GracefulClose,
     {
-        self.live.send_modify(|n| *n += 1);
+        let _live = self.hold();
         let mut generation = self.generation.subscribe();
         let mut conn = std::pin::pin!(conn);
         let ended = loop {
@@ -669,7 +680,15 @@ impl Drain {
         if let Err(e) = ended {
             tracing::debug!(%peer, error = %e, "client connection ended with an error");
         }
-        self.live.send_modify(|n| *n -= 1);
+    }
+}
+
+/// One open connection in [`Drain`]'s count.
+struct LiveGuard(Arc<Drain>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live.send_modify(|n| *n -= 1);
     }
 }
 
@@ -692,21 +711,26 @@ where
     }
 }
 
-/// Counts a new connection from `peer` against its client network's limit: its slot, or
+/// How long a trusted proxy in front may take to send a connection's PROXY header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counts a new connection from `client` against its client network's limit: its slot, or
 /// `None` (counted and logged) when the network has all the connections it may have.
-fn admit(shared: &Shared, peer: IpAddr) -> Option<guard::ConnectionSlot> {
-    let running = shared.current.load();
+fn admit(shared: &Shared, running: &Running, client: IpAddr) -> Option<guard::ConnectionSlot> {
     let limits = &running.site.limits;
-    let key = guard::client_key(peer, limits);
+    let key = guard::client_key(client, limits);
     let slot = shared.open.admit(key, limits.connections);
     if slot.is_none() {
-        shared.refusals.refuse(guard::Refusal::Connections, peer);
+        shared.refusals.refuse(guard::Refusal::Connections, client);
     }
     slot
 }
 
-/// Accepts connections on one listener until told to stop; each is served with h1 or h2
-/// as the client speaks, and closed gracefully on reload and shutdown.
+/// The HTTP server settings every connection of a listener shares.
+type HttpBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+
+/// Accepts connections on one listener until told to stop; each is served in its own task
+/// ([`connection`]).
 async fn accept(
     (index, listener): (usize, TcpListener),
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -714,7 +738,7 @@ async fn accept(
     mut stopping: tokio::sync::watch::Receiver<bool>,
     drain: Arc<Drain>,
 ) {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = HttpBuilder::new(TokioExecutor::new());
     {
         let site = &shared.current.load().site;
         builder
@@ -747,18 +771,90 @@ async fn accept(
             },
             _ = stopping.changed() => return,
         };
-        let Some(slot) = admit(&shared, peer.ip()) else {
-            continue;
-        };
         let _ = stream.set_nodelay(true);
+        let accepted = Accepted {
+            shared: shared.clone(),
+            drain: drain.clone(),
+            listener: index,
+            stream,
+            peer,
+        };
+        let (builder, tls) = (builder.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _room = room;
+            accepted.serve(&builder, tls).await;
+        });
+    }
+}
+
+/// A connection just accepted on listener `listener`.
+struct Accepted {
+    shared: Arc<Shared>,
+    drain: Arc<Drain>,
+    listener: usize,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+}
+
+impl Accepted {
+    /// Serves the connection until it ends: the PROXY header when the listener takes one,
+    /// the client's connection limit, then bytes forwarded (TCP listeners) or HTTP (after the
+    /// TLS handshake on TLS listeners). Everything runs in the connection's own task, so a
+    /// slow client holds up nobody else.
+    async fn serve(self, builder: &HttpBuilder, tls: Option<tokio_rustls::TlsAcceptor>) {
+        let Accepted {
+            shared,
+            drain,
+            listener,
+            mut stream,
+            peer,
+        } = self;
+        let running = shared.current.load_full();
+        let Some(config) = running.site.listeners.get(listener) else {
+            return;
+        };
+        let mut client = peer;
+        if config.proxy_protocol {
+            let refused = |why: &dyn std::fmt::Display| {
+                tracing::debug!(%peer, why = %why, "PROXY header refused");
+                shared
+                    .refusals
+                    .refuse(guard::Refusal::ProxyHeader, peer.ip());
+            };
+            if !running.trusts(peer.ip()) {
+                return refused(&"the peer is not a trusted proxy");
+            }
+            match tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy_header::read(&mut stream)).await
+            {
+                Ok(Ok(Some(named))) => client = named,
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return refused(&e),
+                Err(_) => return refused(&"no header in time"),
+            }
+        }
+        let Some(_slot) = admit(&shared, &running, client.ip()) else {
+            return;
+        };
         let born = drain.generation();
+        if let ListenerMode::Tcp(forward) = &config.mode {
+            if !config.access.permits(client.ip()) {
+                shared.stats.denied(report::RuleScope::Listener);
+                shared.refusals.refuse(guard::Refusal::Denied, client.ip());
+                return;
+            }
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
+            let _live = drain.hold();
+            return l4::forward(&shared, &running, forward, stream, client, local).await;
+        }
+        drop(running);
         let verdicts = Arc::new(framing::Verdicts::default());
-        let conn = forward::Conn::new(peer, index, tls.is_some(), born, verdicts.clone());
-        let shared = shared.clone();
+        let conn = forward::Conn::new(client, listener, tls.is_some(), born, verdicts.clone());
         let service = hyper::service::service_fn(move |req| {
             forward::handle(shared.clone(), req, conn.clone())
         });
-        match &tls {
+        match tls {
             None => {
                 let served = builder
                     .serve_connection_with_upgrades(
@@ -766,42 +862,28 @@ async fn accept(
                         service,
                     )
                     .into_owned();
-                let drain = drain.clone();
-                tokio::spawn(async move {
-                    let _held = (slot, room);
-                    drain.serve(served, peer, born).await
-                });
+                drain.serve(served, client, born).await;
             }
             Some(acceptor) => {
-                // The handshake runs in the connection's own task: a slow client holds up
-                // nobody else.
-                let (acceptor, builder, drain) = (acceptor.clone(), builder.clone(), drain.clone());
-                tokio::spawn(async move {
-                    let _held = (slot, room);
-                    let stream = match tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
+                let stream =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            tracing::debug!(%client, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
+                            tracing::debug!(%client, "TLS handshake timed out");
                             return;
                         }
                     };
-                    let served = builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(framing::Framed::new(stream, verdicts)),
-                            service,
-                        )
-                        .into_owned();
-                    drain.serve(served, peer, born).await;
-                });
+                let served = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(framing::Framed::new(stream, verdicts)),
+                        service,
+                    )
+                    .into_owned();
+                drain.serve(served, client, born).await;
             }
         }
     }

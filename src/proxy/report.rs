@@ -46,6 +46,12 @@ pub struct Stats {
     /// Requests refused by a listener's and by a route's access rules.
     pub denied_by_listener: AtomicU64,
     pub denied_by_route: AtomicU64,
+    /// Connections accepted by TCP listeners; those closed unrouted (no ClientHello, or no
+    /// server reachable); bytes from clients and to them.
+    pub l4_connections: AtomicU64,
+    pub l4_unrouted: AtomicU64,
+    pub l4_bytes_in: AtomicU64,
+    pub l4_bytes_out: AtomicU64,
     /// From the request's arrival to the response head's departure.
     pub latency: Histogram,
 }

@@ -1,0 +1,340 @@
+//! Layer 4: a TCP listener's connection forwarded byte for byte to a pool's server, both
+//! ways, with half-closes passed on (one side's end of stream becomes a shutdown of the
+//! other's writing side while the other direction goes on), an idle timeout, and a connect
+//! that fails over to another server. With server names configured, the ClientHello is read
+//! first (rustls' `Acceptor`, which reassembles it across TCP segments and TLS records) and
+//! its name picks the pool; the TLS itself passes through untouched. A pool may send its
+//! servers a PROXY protocol header first.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::upstream::Outcome;
+use super::{Running, Shared};
+use crate::config::{Sticky, TcpForward};
+
+/// The most ClientHello bytes read to find the server name.
+const HELLO_LIMIT: usize = 16 * 1024;
+/// Servers one connection may try.
+const MAX_TRIES: usize = 3;
+/// Each direction's copy buffer.
+const BUFFER: usize = 16 * 1024;
+
+/// Why a ClientHello could not route a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum HelloError {
+    #[error("the client closed before its ClientHello was complete")]
+    Closed,
+    #[error("no ClientHello within {0:?}")]
+    Timeout(Duration),
+    #[error("the ClientHello is longer than {HELLO_LIMIT} bytes")]
+    TooLong,
+    #[error("not a TLS ClientHello: {0}")]
+    Malformed(rustls::Error),
+    #[error("reading the ClientHello: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads a TLS ClientHello off `stream`: the server name it asks for (if any) and every
+/// byte read, to be sent on to the server as they came.
+pub async fn client_hello<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> Result<(Option<String>, Vec<u8>), HelloError> {
+    let read = async {
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(HelloError::Closed);
+            }
+            if seen.len() + n > HELLO_LIMIT {
+                return Err(HelloError::TooLong);
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let mut fresh = &buf[..n];
+            while !fresh.is_empty() {
+                if acceptor.read_tls(&mut fresh)? == 0 {
+                    return Err(HelloError::TooLong);
+                }
+            }
+            match acceptor.accept() {
+                Ok(None) => continue,
+                Ok(Some(accepted)) => {
+                    let name = accepted.client_hello().server_name().map(str::to_owned);
+                    return Ok((name, seen));
+                }
+                Err((e, _alert)) => return Err(HelloError::Malformed(e)),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .unwrap_or(Err(HelloError::Timeout(limit)))
+}
+
+/// Forwards one accepted connection from `client` (to our `local` address) until both
+/// directions have ended, it has been idle for the listener's `idle_timeout`, or no server
+/// can be reached.
+pub async fn forward(
+    shared: &Shared,
+    running: &Running,
+    forward: &TcpForward,
+    mut stream: TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+) {
+    shared.stats.l4_connections.fetch_add(1, Ordering::Relaxed);
+    let (name, hello) = if forward.by_server_name.is_empty() {
+        (None, Vec::new())
+    } else {
+        match client_hello(&mut stream, forward.hello_timeout).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "connection closed before it could be routed");
+                shared.stats.l4_unrouted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    };
+    let pi = forward.pool_for(name.as_deref());
+    let Some((mut server, in_flight)) = connect(shared, running, pi, client).await else {
+        shared.stats.l4_unrouted.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let settings = &running.site.pool_settings[pi];
+    let mut first = match settings.send_proxy {
+        Some(version) => super::proxy_header::write(version, client, local),
+        None => Vec::new(),
+    };
+    first.extend_from_slice(&hello);
+    if !first.is_empty() && server.write_all(&first).await.is_err() {
+        return;
+    }
+    shared
+        .stats
+        .l4_bytes_in
+        .fetch_add(hello.len() as u64, Ordering::Relaxed);
+    let last = Arc::new(Activity::new());
+    let mut from_client = Counted {
+        inner: stream,
+        bytes: &shared.stats.l4_bytes_in,
+        last: &last,
+    };
+    let mut from_server = Counted {
+        inner: server,
+        bytes: &shared.stats.l4_bytes_out,
+        last: &last,
+    };
+    let copy = tokio::io::copy_bidirectional_with_sizes(
+        &mut from_client,
+        &mut from_server,
+        BUFFER,
+        BUFFER,
+    );
+    tokio::select! {
+        ended = copy => {
+            if let Err(e) = ended {
+                tracing::debug!(%client, error = %e, "forwarded connection ended with an error");
+            }
+        }
+        _ = last.idle_for(forward.idle_timeout) => {
+            tracing::debug!(%client, "forwarded connection closed after its idle timeout");
+        }
+    }
+    drop(in_flight);
+}
+
+/// Connects to a server of pool `pi` for `client`: the source-address choice when the pool
+/// is sticky by it, else the pool's algorithm; a server that does not answer within the
+/// pool's `connect_timeout` counts as failing and the next is tried.
+async fn connect(
+    shared: &Shared,
+    running: &Running,
+    pi: usize,
+    client: SocketAddr,
+) -> Option<(TcpStream, super::upstream::InFlight)> {
+    let pool = &running.site.pools[pi];
+    let settings = &running.site.pool_settings[pi];
+    let state = &running.pools[pi];
+    let health = shared.health.snapshot();
+    let mut tried: smallvec::SmallVec<[usize; MAX_TRIES]> = smallvec::SmallVec::new();
+    while tried.len() < MAX_TRIES {
+        let sticky = match (&settings.sticky, tried.is_empty()) {
+            (Some(Sticky::SourceIp), true) => state.by_hash(
+                pool,
+                settings,
+                &health,
+                super::algorithm::hash_ip(client.ip()),
+            ),
+            _ => None,
+        };
+        let server = match sticky {
+            Some(s) => s,
+            None => state.choose(pool, settings, &health, client.ip(), None, &tried)?,
+        };
+        tried.push(server);
+        let addr = super::upstream::address(&pool.members[server])?;
+        let in_flight = state.start(server);
+        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                state.record(server, Outcome::Answered, settings);
+                return Some((stream, in_flight));
+            }
+            Ok(Err(e)) => tracing::debug!(server = %addr, error = %e, "connect failed"),
+            Err(_) => tracing::debug!(server = %addr, "connect timed out"),
+        }
+        state.record(server, Outcome::Failed, settings);
+    }
+    None
+}
+
+/// When either direction last moved a byte.
+struct Activity {
+    started: Instant,
+    /// Milliseconds after `started`.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Completes once no byte has moved for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// A stream whose reads are counted and mark the connection active.
+struct Counted<'a, S> {
+    inner: S,
+    bytes: &'a AtomicU64,
+    last: &'a Activity,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            this.last.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello_for(name: &str) -> Vec<u8> {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let mut conn = rustls::ClientConnection::new(
+            Arc::new(config),
+            rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_server_name_is_read_from_a_hello_in_pieces_and_every_byte_is_kept() {
+        let hello = hello_for("b.example");
+        // Delivered a few bytes at a time.
+        let (mut tx, mut rx) = tokio::io::duplex(64);
+        let sent = hello.clone();
+        let writer = tokio::spawn(async move {
+            for piece in sent.chunks(7) {
+                tx.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            tx
+        });
+        let (name, seen) = client_hello(&mut rx, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(name.as_deref(), Some("b.example"));
+        assert_eq!(seen, hello);
+        drop(writer.await);
+    }
+
+    #[tokio::test]
+    async fn garbage_silence_and_a_short_hello_are_refused() {
+        let mut garbage: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(matches!(
+            client_hello(&mut garbage, Duration::from_secs(5)).await,
+            Err(HelloError::Malformed(_))
+        ));
+        let hello = hello_for("a.example");
+        let mut short = &hello[..hello.len() / 2];
+        assert!(matches!(
+            client_hello(&mut short, Duration::from_secs(5)).await,
+            Err(HelloError::Closed)
+        ));
+        let (_tx, mut silent) = tokio::io::duplex(64);
+        assert!(matches!(
+            client_hello(&mut silent, Duration::from_millis(50)).await,
+            Err(HelloError::Timeout(_))
+        ));
+    }
+}
