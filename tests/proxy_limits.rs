@@ -221,3 +221,239 @@ fn check_names_the_limit_at_fault() {
         );
     }
 }
+
+/// A server that answers every GET with `size` bytes (and any request body it is sent read
+/// and dropped), for as many connections as come.
+fn big_server(size: usize) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let Some(head) = read_head(&mut conn) else {
+                    return;
+                };
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                if conn.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n"
+                );
+                let chunk = vec![7u8; 64 * 1024];
+                let mut left = size;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if conn.write_all(&chunk[..n]).is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn site_to(addr: SocketAddr, proxy_extra: &str) -> String {
+    format!(
+        "[proxy]\naccess_log = \"off\"\ndrain_timeout = \"2s\"\ncontrol = \"127.0.0.1:0\"\n{proxy_extra}\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{addr}\" }}]\n"
+    )
+}
+
+/// A client that asks for a large response and never reads it is cut off after the send
+/// timeout (its connection no longer counts), while a client that reads gets all of it.
+#[test]
+fn a_client_that_does_not_read_is_cut_off_after_the_send_timeout() {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let server = big_server(SIZE);
+    let proxy = SiteProxy::start(&site_to(server, "send_timeout = \"1s\""));
+    let active =
+        || metric(&metrics(&proxy), "meridian_proxy_active_connections").unwrap_or(f64::NAN);
+    let mut idle = connect_from("127.0.0.1", proxy.addr);
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(2), || active() == 1.0));
+    // Cut within a few seconds of the buffers filling.
+    assert!(
+        wait_until(Duration::from_secs(10), || active() == 0.0),
+        "the client that does not read was never cut off"
+    );
+    let mut got = Vec::new();
+    let _ = idle.read_to_end(&mut got);
+    assert!(got.len() < SIZE, "it got all {} bytes", got.len());
+    // A client that reads gets everything.
+    let mut reader = connect_from("127.0.0.1", proxy.addr);
+    reader
+        .write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    reader.read_to_end(&mut all).unwrap();
+    assert!(all.len() > SIZE, "{} bytes", all.len());
+}
+
+/// A request body trickling below the minimum rate gets 408 (and reaches no conclusion at
+/// the server); one sent at once is forwarded.
+#[test]
+fn a_body_trickling_below_the_minimum_rate_gets_408() {
+    let server = big_server(2);
+    let proxy = SiteProxy::start(&site_to(
+        server,
+        "body_timeout = \"1s\"\nbody_min_rate = 1000",
+    ));
+    let mut slow = connect_from("127.0.0.1", proxy.addr);
+    slow.write_all(b"POST /up HTTP/1.1\r\nHost: site.test\r\nContent-Length: 100000\r\n\r\n")
+        .unwrap();
+    let mut writer = slow.try_clone().unwrap();
+    let started = std::time::Instant::now();
+    // Ten bytes every 100 ms: 100 bytes a second, for at most 10 s.
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if writer.write_all(&[b'x'; 10]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let answer = read_head(&mut slow).unwrap_or_default();
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(took < Duration::from_secs(5), "cut after {took:?}");
+    drop(slow);
+    let _ = trickle.join();
+    // A body sent whole is forwarded.
+    let body = "y".repeat(100_000);
+    let (status, _, _) = raw_http(
+        proxy.addr,
+        &format!(
+            "POST /up HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 200);
+}
+
+/// An h2 client is told the stream limit, and one that opens and resets streams as fast as
+/// it can (rapid reset) loses its connection, while others are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_clients_get_the_stream_limit_and_a_rapid_reset_flood_is_closed() {
+    let up = Upstream::start("u");
+    let proxy = SiteProxy::start(&limited_site("", &[&up], "h2_max_streams = 10"));
+    let addr = proxy.addr;
+    let get = || {
+        ::http::Request::builder()
+            .uri(format!("http://{addr}/"))
+            .body(())
+            .unwrap()
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let (answer, _) = send.send_request(get(), true).unwrap();
+    let answer = tokio::select! {
+        a = answer => a.unwrap(),
+        _ = &mut conn => panic!("the connection ended"),
+    };
+    assert_eq!(answer.status(), 200);
+    assert_eq!(conn.max_concurrent_send_streams(), 10);
+
+    // The flood: each stream reset as soon as it is opened, 5,000 at most.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let flood = async move {
+        let mut send = send;
+        for _ in 0..5000 {
+            send = match send.ready().await {
+                Ok(s) => s,
+                Err(_) => return true,
+            };
+            match send.send_request(get(), false) {
+                Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+                Err(_) => return true,
+            }
+        }
+        false
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(20), flood)
+        .await
+        .expect("the flood neither ended nor was stopped");
+    assert!(
+        closed,
+        "5,000 reset streams and the connection still stands"
+    );
+    driver.abort();
+    // Others are still served.
+    assert_eq!(
+        tokio::task::spawn_blocking(move || get_from("127.0.0.1", addr).map(|e| e.0))
+            .await
+            .unwrap(),
+        Some(200)
+    );
+}
+
+/// One h2 frame: length, type, flags, stream, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A header block that never ends (HEADERS, then CONTINUATION frames without END_HEADERS)
+/// is cut once it passes the header size limit: the connection is closed with GOAWAY long
+/// before the 1.6 MB the client would send.
+#[test]
+fn an_endless_h2_header_block_is_cut_at_the_header_limit() {
+    let up = Upstream::start("u");
+    let proxy = SiteProxy::start(&limited_site("", &[&up], ""));
+    let mut c = connect_from("127.0.0.1", proxy.addr);
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    c.write_all(&frame(0x4, 0, 0, &[])).unwrap();
+    // Literal fields `x: y` without indexing, 16 KB a frame.
+    let fields: Vec<u8> = [0x00u8, 0x01, b'x', 0x01, b'y'].repeat(3200);
+    let mut writer = c.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        // HEADERS with END_STREAM but not END_HEADERS, then 100 CONTINUATIONs.
+        let mut sent = 0;
+        if writer.write_all(&frame(0x1, 0x1, 1, &fields)).is_err() {
+            return sent;
+        }
+        for _ in 0..100 {
+            if writer.write_all(&frame(0x9, 0, 1, &fields)).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    // Read frames until the connection ends; note a GOAWAY.
+    let mut goaway = false;
+    let mut head = [0u8; 9];
+    while c.read_exact(&mut head).is_ok() {
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if c.read_exact(&mut payload).is_err() {
+            break;
+        }
+        if head[3] == 0x7 {
+            goaway = true;
+            break;
+        }
+    }
+    drop(c);
+    let sent = sender.join().unwrap();
+    assert!(goaway, "no GOAWAY (continuations sent: {sent})");
+    // The proxy still serves.
+    assert_eq!(get_from("127.0.0.1", proxy.addr).map(|e| e.0), Some(200));
+}

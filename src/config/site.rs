@@ -39,6 +39,16 @@ pub struct SiteConfig {
     /// its connection going idle), or the connection closes (slow-header attacks). Read at
     /// start only.
     pub header_timeout: Duration,
+    /// A response that makes no progress towards a client that does not read for this long
+    /// is cut (read at start).
+    pub send_timeout: Duration,
+    /// A request body must keep coming: no wait for its next bytes longer than
+    /// `body_timeout`, and, with `body_min_rate` (bytes per second), no more waiting in all
+    /// than `body_timeout` plus the time its bytes so far would take at that rate. Else 408.
+    pub body_timeout: Duration,
+    pub body_min_rate: Option<u64>,
+    /// Concurrent streams an h2 client may open on one connection (read at start).
+    pub h2_max_streams: u32,
     /// Request heads with more header fields, or more bytes, get 431 (read at start).
     pub max_headers: usize,
     pub max_header_bytes: usize,

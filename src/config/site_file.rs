@@ -53,6 +53,10 @@ struct ProxySection {
     control: Option<String>,
     drain_timeout: Option<DurationValue>,
     header_timeout: Option<DurationValue>,
+    send_timeout: Option<DurationValue>,
+    body_timeout: Option<DurationValue>,
+    body_min_rate: Option<u64>,
+    h2_max_streams: Option<u32>,
     max_headers: Option<usize>,
     max_header_bytes: Option<usize>,
     max_body: Option<u64>,
@@ -252,6 +256,25 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         .map_err(|m| invalid(at, Object::Setting("proxy.drain_timeout"), m))?;
     let header_timeout = duration(&section.header_timeout, Duration::from_secs(10))
         .map_err(|m| invalid(at, Object::Setting("proxy.header_timeout"), m))?;
+    let send_timeout = duration(&section.send_timeout, Duration::from_secs(60))
+        .map_err(|m| invalid(at, Object::Setting("proxy.send_timeout"), m))?;
+    let body_timeout = duration(&section.body_timeout, Duration::from_secs(60))
+        .map_err(|m| invalid(at, Object::Setting("proxy.body_timeout"), m))?;
+    if section.body_min_rate == Some(0) {
+        return Err(invalid(
+            at,
+            Object::Setting("proxy.body_min_rate"),
+            "0 bytes a second is no minimum; leave it out instead".into(),
+        ));
+    }
+    let h2_max_streams = section.h2_max_streams.unwrap_or(100);
+    if h2_max_streams == 0 {
+        return Err(invalid(
+            at,
+            Object::Setting("proxy.h2_max_streams"),
+            "an h2 client needs at least one stream".into(),
+        ));
+    }
     let max_headers = section.max_headers.unwrap_or(100);
     let max_header_bytes = section.max_header_bytes.unwrap_or(64 * 1024);
     if max_header_bytes < 8192 {
@@ -803,6 +826,10 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         control,
         drain_timeout,
         header_timeout,
+        send_timeout,
+        body_timeout,
+        body_min_rate: section.body_min_rate,
+        h2_max_streams,
         max_headers,
         max_header_bytes,
         trusted_proxies,

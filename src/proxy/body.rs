@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -22,19 +23,103 @@ pub type UpstreamBody = Either<Sent, Full<Bytes>>;
 
 /// A request body on its way to a server: it notes when its last frame has gone, so the wait
 /// for the response starts there (a slow upload is not a slow server).
-/// It also ends with an error once it passes the route's size limit, and says so.
+/// It also ends with an error once it passes the route's size limit, or comes too slowly,
+/// and says which in `cut`.
 pub struct Sent {
     pub(super) inner: Incoming,
     pub(super) done: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Bytes still allowed, and the flag raised when more came.
+    /// Bytes still allowed.
     pub(super) allowed: Option<u64>,
-    pub(super) too_large: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) pace: Pace,
+    pub(super) cut: Arc<Cut>,
 }
 
-/// The error a body over its size limit ends with.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body is larger than the route allows")]
-struct TooLarge;
+/// Why a request body was cut off, if it was: what the client is answered.
+#[derive(Debug, Default)]
+pub struct Cut(std::sync::atomic::AtomicU8);
+
+/// The reasons a [`Cut`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CutReason {
+    #[error("the request body is larger than the route allows")]
+    TooLarge = 1,
+    #[error("the request body came too slowly")]
+    TooSlow = 2,
+}
+
+impl Cut {
+    fn set(&self, why: CutReason) {
+        self.0
+            .store(why as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn reason(&self) -> Option<CutReason> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(CutReason::TooLarge),
+            2 => Some(CutReason::TooSlow),
+            _ => None,
+        }
+    }
+}
+
+/// How fast a request body must come: no wait for its next bytes longer than `timeout`, and
+/// with a minimum rate, no more waiting in all than `timeout` plus what the bytes so far
+/// would take at that rate. Only the time spent waiting on the client counts (not the time
+/// the server took to read).
+pub struct Pace {
+    timeout: Duration,
+    /// Bytes per second.
+    min_rate: Option<u64>,
+    received: u64,
+    /// Waiting on the client in all, before the current wait.
+    waited: Duration,
+    /// The current wait's start, and its timer.
+    waiting: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl Pace {
+    pub fn new(timeout: Duration, min_rate: Option<u64>) -> Pace {
+        Pace {
+            timeout,
+            min_rate,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting: None,
+        }
+    }
+
+    /// How long the current wait may last.
+    fn allowance(&self) -> Duration {
+        match self.min_rate {
+            None => self.timeout,
+            Some(rate) => {
+                let earned = Duration::from_secs_f64(self.received as f64 / rate as f64);
+                (self.timeout + earned)
+                    .saturating_sub(self.waited)
+                    .min(self.timeout)
+            }
+        }
+    }
+
+    /// Bytes came: the wait (if any) is over.
+    fn arrived(&mut self, bytes: usize) {
+        self.received += bytes as u64;
+        if let Some((since, _)) = self.waiting.take() {
+            self.waited += since.elapsed();
+        }
+    }
+
+    /// Nothing came: whether the client has now waited too long.
+    fn too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        use std::future::Future;
+        if self.waiting.is_none() {
+            let allowance = self.allowance();
+            self.waiting = Some((Instant::now(), Box::pin(tokio::time::sleep(allowance))));
+        }
+        let (_, timer) = self.waiting.as_mut().expect("armed above");
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
 
 impl Body for Sent {
     type Data = Bytes;
@@ -53,19 +138,25 @@ impl Body for Sent {
                 }
             }
             Poll::Ready(Some(Ok(frame))) => {
-                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                let len = frame.data_ref().map_or(0, |d| d.len());
+                this.pace.arrived(len);
                 if let Some(left) = &mut this.allowed {
-                    match left.checked_sub(len) {
+                    match left.checked_sub(len as u64) {
                         Some(rest) => *left = rest,
                         None => {
-                            this.too_large
-                                .store(true, std::sync::atomic::Ordering::Relaxed);
-                            return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                            this.cut.set(CutReason::TooLarge);
+                            return Poll::Ready(Some(Err(Box::new(CutReason::TooLarge))));
                         }
                     }
                 }
             }
-            _ => {}
+            Poll::Pending => {
+                if this.pace.too_slow(cx) {
+                    this.cut.set(CutReason::TooSlow);
+                    return Poll::Ready(Some(Err(Box::new(CutReason::TooSlow))));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {}
         }
         polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }

@@ -15,7 +15,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 
-use super::body::{ProxyBody, Sent, Tracked, UpstreamBody};
+use super::body::{Cut, CutReason, Pace, ProxyBody, Sent, Tracked, UpstreamBody};
 use super::connections::{Connections, Lease, SendError};
 use super::framing::bad_framing;
 use super::guard::Refusal;
@@ -300,7 +300,8 @@ async fn forward(
     {
         return (too_large(), None);
     }
-    let too_large_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cut = Arc::new(Cut::default());
+    let pace = || Pace::new(running.site.body_timeout, running.site.body_min_rate);
     let pi = r.pool;
     let pool = &running.site.pools[pi];
     let settings = &running.site.pool_settings[pi];
@@ -413,23 +414,25 @@ async fn forward(
         && upgrade.is_none()
         && declared.is_some_and(|n| n <= settings.retry_body_limit);
     if let Some(body) = stream.take_if(|_| may_hold) {
-        match tokio::time::timeout(r.timeout, body.collect()).await {
+        let paced = Sent {
+            inner: body,
+            done: None,
+            allowed: None,
+            pace: pace(),
+            cut: cut.clone(),
+        };
+        match tokio::time::timeout(r.timeout, paced.collect()).await {
             Ok(Ok(all)) => held = all.to_bytes(),
+            Ok(Err(_)) if cut.reason().is_some() => {
+                return (cut_off(CutReason::TooSlow), None);
+            }
             Ok(Err(_)) => {
                 return (
                     own(StatusCode::BAD_REQUEST, "the request body ended early"),
                     None,
                 )
             }
-            Err(_) => {
-                return (
-                    own(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the request body came too slowly",
-                    ),
-                    None,
-                )
-            }
+            Err(_) => return (cut_off(CutReason::TooSlow), None),
         }
     }
     let replayable = stream.is_none();
@@ -455,7 +458,7 @@ async fn forward(
                 Some(b) => Outgoing::Streamed(b),
                 None => Outgoing::Held(held.clone()),
             };
-            let limit = (r.max_body, too_large_seen.clone());
+            let limit = (r.max_body, pace(), cut.clone());
             upstream_request(
                 &parts.method,
                 uri.clone(),
@@ -551,8 +554,8 @@ async fn forward(
             Err(failure) => failure,
         };
         drop(in_flight);
-        if too_large_seen.load(std::sync::atomic::Ordering::Relaxed) {
-            return (too_large(), Some(addr));
+        if let Some(why) = cut.reason() {
+            return (cut_off(why), Some(addr));
         }
         tracing::warn!(server = %addr, pool = %pool.name, error = %failure, "upstream failed");
         if state.record(server, super::upstream::Outcome::Failed, settings) {
@@ -599,10 +602,17 @@ fn too_many(wait: std::time::Duration) -> Response<ProxyBody> {
 /// 413, for a request body over the route's limit; the connection closes (the rest of the
 /// body is not read).
 fn too_large() -> Response<ProxyBody> {
-    let mut r = own(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "the request body is larger than allowed",
-    );
+    cut_off(CutReason::TooLarge)
+}
+
+/// The answer to a request whose body was cut off: 413 (too large) or 408 (too slow); the
+/// connection closes, as the rest of the body is not read.
+fn cut_off(why: CutReason) -> Response<ProxyBody> {
+    let status = match why {
+        CutReason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        CutReason::TooSlow => StatusCode::REQUEST_TIMEOUT,
+    };
+    let mut r = own(status, &why.to_string());
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
@@ -651,7 +661,7 @@ fn upstream_request(
     uri: http::Uri,
     headers: HeaderMap,
     body: Outgoing,
-    (allowed, too_large): (Option<u64>, Arc<std::sync::atomic::AtomicBool>),
+    (allowed, pace, cut): (Option<u64>, Pace, Arc<Cut>),
     protocol: UpstreamProtocol,
 ) -> (
     Request<UpstreamBody>,
@@ -664,7 +674,8 @@ fn upstream_request(
                 inner: b,
                 done: Some(done),
                 allowed,
-                too_large,
+                pace,
+                cut,
             };
             (Either::Left(sent), Some(sent_all))
         }

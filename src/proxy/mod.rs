@@ -711,6 +711,12 @@ where
     }
 }
 
+/// Streams an h2 client may reset before they are served (hyper's default, stated here as a
+/// limit of ours).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams reset on one connection for the client's protocol errors before it is closed.
+const H2_MAX_ERROR_RESETS: usize = 1024;
+
 /// How long a trusted proxy in front may take to send a connection's PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -749,8 +755,14 @@ async fn accept(
             .max_buf_size(site.max_header_bytes);
         builder
             .http2()
-            .max_header_list_size(u32::try_from(site.max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(site.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(site.h2_max_streams)
+            // Streams the client resets before they are served, and streams reset for
+            // errors of its making: past these the connection is closed (rapid reset).
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_ERROR_RESETS);
     }
+    let send_timeout = shared.current.load().site.send_timeout;
     loop {
         // At the global cap, connections wait in the listen queue.
         let room = match &shared.capacity {
@@ -778,6 +790,7 @@ async fn accept(
             listener: index,
             stream,
             peer,
+            send_timeout,
         };
         let (builder, tls) = (builder.clone(), tls.clone());
         tokio::spawn(async move {
@@ -794,6 +807,7 @@ struct Accepted {
     listener: usize,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    send_timeout: Duration,
 }
 
 impl Accepted {
@@ -808,6 +822,7 @@ impl Accepted {
             listener,
             mut stream,
             peer,
+            send_timeout,
         } = self;
         let running = shared.current.load_full();
         let Some(config) = running.site.listeners.get(listener) else {
@@ -849,6 +864,7 @@ impl Accepted {
             return l4::forward(&shared, &running, forward, stream, client, local).await;
         }
         drop(running);
+        let stream = guard::SendTimeout::new(stream, send_timeout);
         let verdicts = Arc::new(framing::Verdicts::default());
         let conn = forward::Conn::new(client, listener, tls.is_some(), born, verdicts.clone());
         let service = hyper::service::service_fn(move |req| {
