@@ -457,3 +457,106 @@ fn an_endless_h2_header_block_is_cut_at_the_header_limit() {
     // The proxy still serves.
     assert_eq!(get_from("127.0.0.1", proxy.addr).map(|e| e.0), Some(200));
 }
+
+/// A server that holds each request until it is given a ticket, then answers `ok`.
+struct GateServer {
+    addr: SocketAddr,
+    /// Requests that arrived, and tickets given.
+    state: std::sync::Arc<(std::sync::Mutex<(usize, usize)>, std::sync::Condvar)>,
+}
+
+impl GateServer {
+    fn start() -> GateServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new((
+            std::sync::Mutex::new((0usize, 0usize)),
+            std::sync::Condvar::new(),
+        ));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(50) {
+                let Ok(mut conn) = conn else { continue };
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    if read_head(&mut conn).is_none() {
+                        return;
+                    }
+                    let (lock, changed) = &*shared;
+                    let mut s = lock.lock().unwrap();
+                    s.0 += 1;
+                    changed.notify_all();
+                    // Wait for a ticket (at most 20 s), and take it.
+                    let (mut s, _) = changed
+                        .wait_timeout_while(s, Duration::from_secs(20), |s| s.1 == 0)
+                        .unwrap();
+                    s.1 = s.1.saturating_sub(1);
+                    drop(s);
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                });
+            }
+        });
+        GateServer { addr, state }
+    }
+
+    fn arrived(&self) -> usize {
+        self.state.0.lock().unwrap().0
+    }
+
+    fn release(&self, n: usize) {
+        let (lock, changed) = &*self.state;
+        lock.lock().unwrap().1 += n;
+        changed.notify_all();
+    }
+}
+
+/// With `max_in_flight` reached, a request waits for a slot and is served when one frees,
+/// or gets 503 after `queue_timeout`.
+#[test]
+fn requests_over_a_servers_cap_queue_then_get_503() {
+    let gate = GateServer::start();
+    let text = site_to(gate.addr, "").replace(
+        "[pool.p]\n",
+        "[pool.p]\nmax_in_flight = 2\nqueue_timeout = \"2s\"\n",
+    );
+    let proxy = SiteProxy::start(&text);
+    let addr = proxy.addr;
+    let ask = move || std::thread::spawn(move || get(addr, "/", "").0);
+    let queued = || {
+        metric(
+            &metrics(&proxy),
+            "meridian_proxy_queued_requests{pool=\"p\"}",
+        )
+        .unwrap_or(-1.0)
+    };
+    let (a, b) = (ask(), ask());
+    assert!(wait_until(Duration::from_secs(5), || gate.arrived() == 2));
+    // The third waits in the queue, not at the server.
+    let c = ask();
+    assert!(wait_until(Duration::from_secs(5), || queued() == 1.0));
+    assert_eq!(gate.arrived(), 2);
+    // One finishes: the third goes.
+    gate.release(1);
+    assert!(wait_until(Duration::from_secs(5), || gate.arrived() == 3));
+    gate.release(2);
+    for t in [a, b, c] {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    // Two held again; a third waits its two seconds and gets 503.
+    let (a, b) = (ask(), ask());
+    assert!(wait_until(Duration::from_secs(5), || gate.arrived() == 5));
+    let (status, headers, _) = get(addr, "/", "");
+    assert_eq!(status, 503);
+    assert!(headers.iter().any(|(k, _)| k == "retry-after"));
+    assert_eq!(gate.arrived(), 5);
+    gate.release(2);
+    assert_eq!((a.join().unwrap(), b.join().unwrap()), (200, 200));
+    let page = metrics(&proxy);
+    assert_eq!(
+        metric(&page, "meridian_proxy_limited_total{reason=\"queue\"}"),
+        Some(1.0),
+        "{page}"
+    );
+}

@@ -313,6 +313,10 @@ pub struct PoolSettings {
     pub protocol: UpstreamProtocol,
     /// A PROXY protocol header sent first on each connection (TCP listeners' pools).
     pub send_proxy: Option<ProxyVersion>,
+    /// Requests (or forwarded connections) in flight per server at most; with every usable
+    /// server at it, a request waits up to `queue_timeout` for one to finish, then gets 503.
+    pub max_in_flight: Option<u32>,
+    pub queue_timeout: Duration,
 }
 
 /// The HTTP version a pool speaks to its servers.

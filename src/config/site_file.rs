@@ -154,6 +154,8 @@ struct PoolFile {
     protocol: Option<String>,
     /// `"v1"` or `"v2"`: a PROXY protocol header first on each connection (TCP listeners).
     proxy_protocol: Option<String>,
+    max_in_flight: Option<u32>,
+    queue_timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -672,6 +674,18 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             },
             protocol,
             send_proxy,
+            max_in_flight: match fp.max_in_flight {
+                Some(0) => {
+                    return Err(invalid(
+                        at,
+                        object(),
+                        "max_in_flight 0 would send nothing".into(),
+                    ))
+                }
+                n => n,
+            },
+            queue_timeout: duration(&fp.queue_timeout, Duration::from_secs(5))
+                .map_err(|m| invalid(at, object(), format!("queue_timeout: {m}")))?,
         });
     }
 

@@ -337,6 +337,15 @@ fn metrics(shared: &Shared) -> String {
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_connections_opened_total Connections opened to servers, by pool.\n# TYPE meridian_proxy_upstream_connections_opened_total counter");
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_connection_reuses_total Requests sent on a connection kept from an earlier request, by pool.\n# TYPE meridian_proxy_upstream_connection_reuses_total counter");
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_idle_connections HTTP/1.1 connections kept idle for the next request, by pool.\n# TYPE meridian_proxy_upstream_idle_connections gauge");
+    let _ = writeln!(out, "# HELP meridian_proxy_queued_requests Requests waiting for a server below its max_in_flight, by pool.\n# TYPE meridian_proxy_queued_requests gauge");
+    for (pool, state) in running.site.pools.iter().zip(&running.pools) {
+        let _ = writeln!(
+            out,
+            "meridian_proxy_queued_requests{{pool=\"{}\"}} {}",
+            label(&pool.name),
+            state.queued.load(Ordering::Relaxed)
+        );
+    }
     for (pool, conns) in running.site.pools.iter().zip(&running.connections) {
         let name = label(&pool.name);
         let _ = writeln!(

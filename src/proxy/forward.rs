@@ -23,7 +23,7 @@ use super::headers::{client_address, forwarding_headers, strip_hop_by_hop};
 use super::report::RuleScope;
 use super::route::{self, RequestFacts};
 use super::sticky;
-use super::upstream::InFlight;
+use super::upstream::{AllBusy, InFlight, Pick};
 use super::{Running, Shared};
 use crate::config::{AccessLog, Sticky, UpstreamProtocol};
 
@@ -342,7 +342,27 @@ async fn forward(
         crate::config::Algorithm::Hash(on) => hash_key(on, &req),
         _ => None,
     };
-    if chosen.is_none() {
+    if settings.max_in_flight.is_some() {
+        // Servers have caps: a pinned server's client waits for that server, others for any.
+        let pinned_to = chosen;
+        let waited = state
+            .queue_for(settings, || match pinned_to {
+                Some(s) if state.has_room(s) => Pick::Server(s),
+                Some(_) => Pick::AllFull,
+                None => state.pick(pool, settings, &health, client_ip, key, &[]),
+            })
+            .await;
+        match waited {
+            Ok(s) => chosen = s,
+            Err(AllBusy) => {
+                shared.refusals.refuse(Refusal::Queue, client);
+                let mut r = own(StatusCode::SERVICE_UNAVAILABLE, "every server is busy");
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return (r, None);
+            }
+        }
+    } else if chosen.is_none() {
         chosen = state.choose(pool, settings, &health, client_ip, key, &[]);
     }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::guard::Refusal;
 use super::upstream::Outcome;
 use super::{Running, Shared};
 use crate::config::{Sticky, TcpForward};
@@ -180,6 +181,17 @@ async fn connect(
         };
         let server = match sticky {
             Some(s) => s,
+            // Servers with caps: the first choice waits for room.
+            None if tried.is_empty() && settings.max_in_flight.is_some() => {
+                let pick = || state.pick(pool, settings, &health, client.ip(), None, &[]);
+                match state.queue_for(settings, pick).await {
+                    Ok(s) => s?,
+                    Err(super::upstream::AllBusy) => {
+                        shared.refusals.refuse(Refusal::Queue, client.ip());
+                        return None;
+                    }
+                }
+            }
             None => state.choose(pool, settings, &health, client.ip(), None, &tried)?,
         };
         tried.push(server);

@@ -71,6 +71,9 @@ impl Drop for InFlight {
         self.0.load[self.1]
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
+        if self.0.max_in_flight.is_some() {
+            self.0.freed.notify_waiters();
+        }
     }
 }
 
@@ -85,6 +88,11 @@ pub struct PoolState {
     id_hashes: Vec<u64>,
     cursor: AtomicU64,
     balancer: Box<dyn Balancer>,
+    /// Each server's cap on requests in flight, and the signal that one finished.
+    max_in_flight: Option<u32>,
+    freed: tokio::sync::Notify,
+    /// Requests waiting for a server below its cap.
+    pub queued: AtomicU32,
 }
 
 impl PoolState {
@@ -101,7 +109,49 @@ impl PoolState {
                 .collect(),
             cursor: AtomicU64::new(0),
             balancer: algorithm::for_kind(&settings.algorithm),
+            max_in_flight: settings.max_in_flight,
+            freed: tokio::sync::Notify::new(),
+            queued: AtomicU32::new(0),
         }
+    }
+
+    /// Whether `server` is below its cap on requests in flight.
+    pub fn has_room(&self, server: usize) -> bool {
+        self.max_in_flight
+            .is_none_or(|max| self.load[server].in_flight.load(Ordering::Relaxed) < max)
+    }
+
+    /// Waits, up to the pool's `queue_timeout`, until `pick` finds a server: it is tried at
+    /// once and again each time a request finishes. `Err(AllBusy)` when time ran out with every
+    /// usable server at its cap, `Ok(None)` when none is usable at all.
+    pub async fn queue_for(
+        &self,
+        settings: &PoolSettings,
+        mut pick: impl FnMut() -> Pick,
+    ) -> Result<Option<usize>, AllBusy> {
+        let deadline = tokio::time::Instant::now() + settings.queue_timeout;
+        let mut counted = false;
+        let outcome = loop {
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            match pick() {
+                Pick::Server(s) => break Ok(Some(s)),
+                Pick::NoneUsable => break Ok(None),
+                Pick::AllFull => {}
+            }
+            if !counted {
+                counted = true;
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break Err(AllBusy);
+            }
+        };
+        if counted {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        outcome
     }
 
     /// Marks a request in flight on `server`.
@@ -204,6 +254,31 @@ impl PoolState {
         Some(candidates[self.balancer.pick(&candidates, &input)].server)
     }
 
+    /// [`PoolState::choose`], telling a pool whose usable servers are all at their cap
+    /// from one with none usable.
+    pub fn pick(
+        &self,
+        pool: &Pool,
+        settings: &PoolSettings,
+        health: &HealthSnapshot,
+        client: IpAddr,
+        key: Option<u64>,
+        tried: &[usize],
+    ) -> Pick {
+        if let Some(s) = self.choose(pool, settings, health, client, key, tried) {
+            return Pick::Server(s);
+        }
+        let any_usable = pool
+            .members
+            .iter()
+            .enumerate()
+            .any(|(i, m)| !tried.contains(&i) && usable(m, settings, health));
+        match any_usable {
+            true => Pick::AllFull,
+            false => Pick::NoneUsable,
+        }
+    }
+
     /// The server a hash picks among the usable ones (source-address stickiness); an ejected
     /// server sits out here too, so its clients move while it does and come back after.
     pub fn by_hash(
@@ -227,7 +302,9 @@ impl PoolState {
         health: &HealthSnapshot,
         tried: &[usize],
     ) -> smallvec::SmallVec<[Candidate; 8]> {
-        let open = |i: usize, m: &Member| !tried.contains(&i) && usable(m, settings, health);
+        let open = |i: usize, m: &Member| {
+            !tried.contains(&i) && usable(m, settings, health) && self.has_room(i)
+        };
         let any_in = pool
             .members
             .iter()
@@ -247,6 +324,19 @@ impl PoolState {
             .collect()
     }
 }
+
+/// What a server choice came to, when servers have caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Server(usize),
+    /// Usable servers exist, each at its cap: wait for one.
+    AllFull,
+    NoneUsable,
+}
+
+/// Every usable server of the pool stayed at its cap for the queue timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct AllBusy;
 
 /// The shared step: whether a server may take requests. Drained and forced-down servers may
 /// not; a server whose health is not known yet may only where the pool starts servers up (no
