@@ -24,6 +24,9 @@
 #   handshake  a full TLS handshake per request (resumption off on that listener)    wrk
 #   resumed    a resumed TLS handshake per request (tickets)       wrk
 #   h2         HTTP/2 over TLS, 10 streams per connection          h2load
+#   tcp        layer 4: a new TCP connection per request (the small body), forwarded as
+#              bytes (Meridian `mode = "tcp"`, HAProxy `mode tcp`, nginx `stream`)   wrk
+#   bulk       layer 4: 8 MiB bodies on 4 kept-alive connections (req/s x 8 MiB = bytes)  wrk
 # wrk and h2load resume TLS sessions by themselves: the handshake row's listener refuses
 # resumption on the server side (nginx `ssl_session_cache off` and tickets off; HAProxy no
 # tickets and no session cache; Meridian `resumption = false`).
@@ -43,7 +46,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ROUNDS=3
 SECONDS_PER_RUN=8
 PROXIES="meridian nginx haproxy"
-ROWS="small 16k tls handshake resumed h2"
+ROWS="small 16k tls handshake resumed h2 tcp bulk"
 CONNECTIONS=50
 PROFILE=""
 BASELINE=""
@@ -56,7 +59,7 @@ while [ $# -gt 0 ]; do
     --connections) CONNECTIONS=$2; shift 2 ;;
     --profile) PROFILE=1; shift ;;
     --baseline) BASELINE=$(realpath "$2"); shift 2 ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
 done
@@ -69,6 +72,9 @@ for pair in wrk:wrk h2load:nghttp2-client nginx:nginx-light haproxy:haproxy curl
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 [ -z "$PROFILE" ] || command -v perf >/dev/null || need+=(linux-perf)
+# nginx's layer 4 is a dynamic module.
+NGINX_STREAM=/usr/lib/nginx/modules/ngx_stream_module.so
+[ -e "$NGINX_STREAM" ] || need+=(libnginx-mod-stream)
 install_missing "${need[@]}"
 meridian_binary
 
@@ -76,6 +82,7 @@ meridian_binary
 mkdir -p "$W/www"
 printf 'hello, world\n' > "$W/www/small"
 head -c 16384 /dev/zero | tr '\0' 'x' > "$W/www/16k"
+head -c $((8 * 1024 * 1024)) /dev/zero | tr '\0' 'b' > "$W/www/bulk"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 \
   -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
@@ -106,9 +113,11 @@ taskset -c 1 nginx -p "$W/origin" -c "$W/origin/nginx.conf" -g 'daemon off;' 2>"
 PIDS+=($!)
 
 # ---------------------------------------------------------------- proxies
-# Each proxy listens three times: plain, TLS with resumption, TLS without.
-declare -A PLAIN TLS FULL PID
-for p in $PROXIES; do PLAIN[$p]=$(free_port); TLS[$p]=$(free_port); FULL[$p]=$(free_port); done
+# Each proxy listens four times: plain, TLS with resumption, TLS without, and layer 4.
+declare -A PLAIN TLS FULL L4 PID
+for p in $PROXIES; do
+  PLAIN[$p]=$(free_port); TLS[$p]=$(free_port); FULL[$p]=$(free_port); L4[$p]=$(free_port)
+done
 
 config_meridian() { meridian_as meridian "$MERIDIAN"; }
 config_baseline() {
@@ -135,6 +144,11 @@ tls = { certificates = [{ cert = "$W/cert.pem", key = "$W/key.pem" }] }
 address = "127.0.0.1:${FULL[$name]}"
 tls = { certificates = [{ cert = "$W/cert.pem", key = "$W/key.pem" }], resumption = false }
 
+[[listener]]
+address = "127.0.0.1:${L4[$name]}"
+mode = "tcp"
+pool = "origin_tcp"
+
 [[route]]
 pool = "origin"
 
@@ -142,6 +156,10 @@ pool = "origin"
 algorithm = "round-robin"
 start = "up"
 sticky = { cookie = "srv" }
+servers = [{ address = "127.0.0.1:$ORIGIN_PORT" }]
+
+[pool.origin_tcp]
+start = "up"
 servers = [{ address = "127.0.0.1:$ORIGIN_PORT" }]
 EOF
   MERIDIAN_LOG=warn taskset -c 0 "$binary" proxy --config "$d/site.toml" >"$d/out" 2>"$d/err" &
@@ -152,7 +170,9 @@ config_nginx() {
   local pass="location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; }"
   local cert="ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
   {
+    echo "load_module $NGINX_STREAM;"
     nginx_common "$d"
+    echo "stream { upstream origin_tcp { server 127.0.0.1:$ORIGIN_PORT; } server { listen 127.0.0.1:${L4[nginx]}; proxy_pass origin_tcp; } }"
     echo "http {"
     echo "  access_log off;"
     nginx_temp_paths "$d"
@@ -201,6 +221,15 @@ frontend full
 
 backend origin
   server origin 127.0.0.1:$ORIGIN_PORT
+
+frontend l4
+  mode tcp
+  bind 127.0.0.1:${L4[haproxy]}
+  default_backend origin_tcp
+
+backend origin_tcp
+  mode tcp
+  server origin 127.0.0.1:$ORIGIN_PORT
 EOF
   taskset -c 0 haproxy -db -f "$d/haproxy.cfg" >"$d/out" 2>"$d/err" &
 }
@@ -214,7 +243,8 @@ for p in $PROXIES; do
   ok=""
   for _ in $(seq 1 100); do
     if curl -sf "http://127.0.0.1:${PLAIN[$p]}/small" 2>/dev/null | grep -q hello \
-      && curl -sfk "https://127.0.0.1:${FULL[$p]}/small" 2>/dev/null | grep -q hello; then ok=1; break; fi
+      && curl -sfk "https://127.0.0.1:${FULL[$p]}/small" 2>/dev/null | grep -q hello \
+      && curl -sf "http://127.0.0.1:${L4[$p]}/small" 2>/dev/null | grep -q hello; then ok=1; break; fi
     sleep 0.1
   done
   [ -n "$ok" ] || { echo "$p did not start:"; cat "$W/$p/out" "$W/$p/err" 2>/dev/null | tail -20; exit 1; }
@@ -235,6 +265,8 @@ load() { # load PROXY ROW: the load generator's output, run on CPU 1
     tls) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SECONDS_PER_RUN" --latency "https://127.0.0.1:${TLS[$p]}/small" ;;
     handshake) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SECONDS_PER_RUN" --latency -H 'Connection: close' "https://127.0.0.1:${FULL[$p]}/small" ;;
     resumed) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SECONDS_PER_RUN" --latency -H 'Connection: close' "https://127.0.0.1:${TLS[$p]}/small" ;;
+    tcp) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SECONDS_PER_RUN" --latency -H 'Connection: close' "http://127.0.0.1:${L4[$p]}/small" ;;
+    bulk) taskset -c 1 wrk -t1 -c4 -d"$SECONDS_PER_RUN" --latency "http://127.0.0.1:${L4[$p]}/bulk" ;;
     h2) taskset -c 1 h2load -c"$CONNECTIONS" -m10 -D"$SECONDS_PER_RUN" --log-file="$W/h2.log" "https://127.0.0.1:${TLS[$p]}/small" ;;
   esac
 }

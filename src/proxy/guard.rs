@@ -184,39 +184,38 @@ pub struct OpenConnections {
 
 impl OpenConnections {
     /// Takes a slot for one more connection from `key`, unless it has `limit` open already.
-    /// The slot is given back when dropped.
+    /// The slot is given back when dropped. Without a limit nothing is counted.
     pub fn admit(self: &Arc<Self>, key: IpAddr, limit: Option<u32>) -> Option<ConnectionSlot> {
+        if limit.is_none() {
+            return Some(ConnectionSlot(None));
+        }
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(key).or_insert(0);
         if limit.is_some_and(|l| *n >= l) {
             return None;
         }
         *n += 1;
-        Some(ConnectionSlot {
-            table: self.clone(),
-            key,
-        })
+        Some(ConnectionSlot(Some((self.clone(), key))))
     }
 
-    /// Client networks with a connection open.
+    /// Client networks with a connection open (counted while there is a limit).
     pub fn clients(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
-/// One open connection, counted against its client network until dropped.
-pub struct ConnectionSlot {
-    table: Arc<OpenConnections>,
-    key: IpAddr,
-}
+/// One open connection, counted against its client network until dropped (when there is a
+/// limit to count for).
+pub struct ConnectionSlot(Option<(Arc<OpenConnections>, IpAddr)>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.key) {
+        let Some((table, key)) = &self.0 else { return };
+        let mut open = table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(key) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.key);
+                open.remove(key);
             }
         }
     }

@@ -7,13 +7,10 @@
 //! servers a PROXY protocol header first.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::guard::Refusal;
@@ -83,16 +80,14 @@ pub async fn client_hello<S: AsyncRead + Unpin>(
         .unwrap_or(Err(HelloError::Timeout(limit)))
 }
 
-/// Forwards one accepted connection from `client` (to our `local` address) until both
-/// directions have ended, it has been idle for the listener's `idle_timeout`, or no server
-/// can be reached.
+/// Forwards one accepted connection from `client` until both directions have ended, it has
+/// been idle for the listener's `idle_timeout`, or no server can be reached.
 pub async fn forward(
     shared: &Shared,
     running: &Running,
     forward: &TcpForward,
     mut stream: TcpStream,
     client: SocketAddr,
-    local: SocketAddr,
 ) {
     shared.stats.l4_connections.fetch_add(1, Ordering::Relaxed);
     let (name, hello) = if forward.by_server_name.is_empty() {
@@ -113,10 +108,14 @@ pub async fn forward(
         return;
     };
     let settings = &running.site.pool_settings[pi];
-    let mut first = match settings.send_proxy {
-        Some(version) => super::proxy_header::write(version, client, local),
-        None => Vec::new(),
-    };
+    // The PROXY header names the address the client connected to.
+    let mut first = Vec::new();
+    if let Some(version) = settings.send_proxy {
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        first = super::proxy_header::write(version, client, local);
+    }
     first.extend_from_slice(&hello);
     if !first.is_empty() && server.write_all(&first).await.is_err() {
         return;
@@ -125,25 +124,23 @@ pub async fn forward(
         .stats
         .l4_bytes_in
         .fetch_add(hello.len() as u64, Ordering::Relaxed);
-    let last = Arc::new(Activity::new());
-    let mut from_client = Counted {
-        inner: stream,
-        bytes: &shared.stats.l4_bytes_in,
-        last: &last,
-    };
-    let mut from_server = Counted {
-        inner: server,
-        bytes: &shared.stats.l4_bytes_out,
-        last: &last,
-    };
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut from_client,
-        &mut from_server,
-        BUFFER,
-        BUFFER,
+    let last = Activity::new();
+    let (mut client_read, mut client_write) = stream.split();
+    let (mut server_read, mut server_write) = server.split();
+    let up = pipe(
+        &mut client_read,
+        &mut server_write,
+        &shared.stats.l4_bytes_in,
+        &last,
+    );
+    let down = pipe(
+        &mut server_read,
+        &mut client_write,
+        &shared.stats.l4_bytes_out,
+        &last,
     );
     tokio::select! {
-        ended = copy => {
+        ended = async { tokio::try_join!(up, down) } => {
             if let Err(e) = ended {
                 tracing::debug!(%client, error = %e, "forwarded connection ended with an error");
             }
@@ -244,52 +241,36 @@ impl Activity {
     }
 }
 
-/// A stream whose reads are counted and mark the connection active.
-struct Counted<'a, S> {
-    inner: S,
-    bytes: &'a AtomicU64,
-    last: &'a Activity,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            this.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            this.last.touch();
+/// Copies `from` to `to` until `from` ends, then ends `to`'s writing side: a half-close
+/// passed on, while the other direction goes on. The buffer is taken uninitialised (no
+/// zeroing per connection), and each read counts its bytes and marks the connection active.
+async fn pipe<R, W>(
+    from: &mut R,
+    to: &mut W,
+    bytes: &AtomicU64,
+    last: &Activity,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = Vec::with_capacity(BUFFER);
+    loop {
+        buf.clear();
+        let n = from.read_buf(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
         }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        last.touch();
+        to.write_all(&buf).await?;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn hello_for(name: &str) -> Vec<u8> {
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(

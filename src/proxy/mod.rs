@@ -857,11 +857,8 @@ impl Accepted {
                 shared.refusals.refuse(guard::Refusal::Denied, client.ip());
                 return;
             }
-            let Ok(local) = stream.local_addr() else {
-                return;
-            };
             let _live = drain.hold();
-            return l4::forward(&shared, &running, forward, stream, client, local).await;
+            return l4::forward(&shared, &running, forward, stream, client).await;
         }
         drop(running);
         let stream = guard::SendTimeout::new(stream, send_timeout);
