@@ -442,3 +442,27 @@ fn check_refuses_tcp_listeners_it_cannot_serve_naming_the_listener() {
         );
     }
 }
+
+/// On a TCP listener the per-client rate counts connections: over it a connection is closed
+/// at once, and another client network still gets through.
+#[test]
+fn a_tcp_client_over_its_connection_rate_is_closed() {
+    let server = echo("one");
+    let proxy = SiteProxy::start(&tcp_site(
+        &[server.addr],
+        "",
+        "",
+        "\n[limits]\nrate = \"1/h\"\nburst = 2",
+    ));
+    for _ in 0..2 {
+        assert_eq!(echo_through(proxy.addr, b"x"), "xbye from one");
+    }
+    let mut third = connect_from("127.0.0.1", proxy.addr);
+    assert!(closed_without_a_word(&mut third));
+    let mut other = connect_from("127.0.0.2", proxy.addr);
+    other.write_all(b"y").unwrap();
+    other.shutdown(Shutdown::Write).unwrap();
+    let mut back = String::new();
+    let _ = other.read_to_string(&mut back);
+    assert_eq!(back, "ybye from one");
+}

@@ -560,3 +560,67 @@ fn requests_over_a_servers_cap_queue_then_get_503() {
         "{page}"
     );
 }
+
+/// The proxy's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A million clients, each named by the PROXY header of its own connection, never make the
+/// rate limiter remember more than its cap of 100,000, and the proxy stays within the memory
+/// the README states. (Run by CI with `--ignored`: about a million connections.)
+#[test]
+#[ignore]
+fn a_million_clients_by_proxy_header_stay_within_the_key_cap_and_memory_bound() {
+    const CLIENTS: u32 = 1_000_000;
+    const THREADS: u32 = 8;
+    let up = Upstream::start("u");
+    let site = format!(
+        "[proxy]\naccess_log = \"off\"\ncontrol = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n\n[limits]\nrate = \"10/s\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        up.addr
+    );
+    let proxy = SiteProxy::start(&site);
+    let addr = proxy.addr;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut refused = 0u32;
+                for i in (t..CLIENTS).step_by(THREADS as usize) {
+                    let client = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+                    let mut c = TcpStream::connect(addr).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let ask = format!(
+                        "PROXY TCP4 {client} 127.0.0.1 40000 80\r\nGET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n"
+                    );
+                    c.write_all(ask.as_bytes()).unwrap();
+                    match read_head(&mut c).as_deref().and_then(|h| h.get(9..12)) {
+                        Some("200") => {}
+                        _ => refused += 1,
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let refused: u32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(refused, 0);
+    let page = metrics(&proxy);
+    assert_eq!(
+        metric(&page, "meridian_proxy_rate_limiter_clients"),
+        Some(100_000.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "meridian_proxy_rate_limiter_evictions_total"),
+        Some(f64::from(CLIENTS - 100_000)),
+        "{page}"
+    );
+    let rss = rss_kib(proxy.child.id());
+    eprintln!("proxy RSS after {CLIENTS} clients: {rss} KiB");
+    assert!(rss < 64 * 1024, "RSS {rss} KiB");
+}

@@ -857,6 +857,14 @@ impl Accepted {
                 shared.refusals.refuse(guard::Refusal::Denied, client.ip());
                 return;
             }
+            // On a TCP listener the request rate counts connections.
+            if let Some(rate) = &running.rate {
+                let key = guard::client_key(client.ip(), &running.site.limits);
+                if rate.check(key).is_err() {
+                    shared.refusals.refuse(guard::Refusal::Rate, client.ip());
+                    return;
+                }
+            }
             let _live = drain.hold();
             return l4::forward(&shared, &running, forward, stream, client).await;
         }
