@@ -131,11 +131,8 @@ impl AnycastConfig {
 
     pub fn parse(text: &str, path: &Path) -> Result<AnycastConfig, ConfigError> {
         let file: AnycastFile = parse_toml(text, path)?;
-        let invalid = |offset: usize, object: Object, message: String| ConfigError::Invalid {
-            file: path.to_path_buf(),
-            line: line_of(text, offset),
-            object,
-            message,
+        let invalid = |offset: usize, object: Object, message: String| {
+            ConfigError::at(path, text, offset, object, message)
         };
         let (section, at) = match &file.anycast {
             Some(s) => (s.get_ref(), s.span().start),

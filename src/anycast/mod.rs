@@ -43,7 +43,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::config::{line_of, parse_duration, parse_toml, ConfigError};
+use crate::config::{parse_duration, parse_toml, ConfigError};
 
 /// What can go wrong outside the checks themselves.
 #[derive(Debug, thiserror::Error)]

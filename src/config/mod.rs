@@ -138,6 +138,16 @@ impl std::fmt::Display for Object {
 }
 
 impl ConfigError {
+    /// The error of a value at byte `offset` of `text` (the file `file`), naming `object`.
+    pub fn at(file: &Path, text: &str, offset: usize, object: Object, message: String) -> Self {
+        ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line: line_of(text, offset),
+            object,
+            message,
+        }
+    }
+
     /// Each single error's message (several errors, of several files or of one zone file,
     /// taken apart).
     pub fn messages(&self) -> Vec<String> {
@@ -348,13 +358,9 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         ),
     };
     let parsed: ServerFile = parse_toml(&text, &file)?;
-    let invalid =
-        |span: std::ops::Range<usize>, object: Object, message: String| ConfigError::Invalid {
-            file: file.clone(),
-            line: line_of(&text, span.start),
-            object,
-            message,
-        };
+    let invalid = |span: std::ops::Range<usize>, object: Object, message: String| {
+        ConfigError::at(&file, &text, span.start, object, message)
+    };
 
     let default_section = ServerSection::default();
     let section = parsed

@@ -228,11 +228,8 @@ fn duration(value: &Option<DurationValue>, default: Duration) -> Result<Duration
 /// Validates a site config's text (`file` names it in errors; `base` resolves relative paths).
 pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, ConfigError> {
     let parsed: SiteFile = parse_toml(text, file)?;
-    let invalid = |offset: usize, object: Object, message: String| ConfigError::Invalid {
-        file: file.to_path_buf(),
-        line: line_of(text, offset),
-        object,
-        message,
+    let invalid = |offset: usize, object: Object, message: String| {
+        ConfigError::at(file, text, offset, object, message)
     };
 
     let section = parsed.proxy.as_ref().map(|s| s.get_ref());
