@@ -466,3 +466,39 @@ fn a_tcp_client_over_its_connection_rate_is_closed() {
     let _ = other.read_to_string(&mut back);
     assert_eq!(back, "ybye from one");
 }
+
+/// A forwarded connection with no bytes either way for `idle_timeout` is closed; one that
+/// keeps talking is not.
+#[test]
+fn an_idle_forwarded_connection_is_closed_after_the_idle_timeout() {
+    // Answers each byte it reads with the same byte.
+    let server = TcpServer::start(|mut conn| {
+        let mut b = [0u8; 1];
+        while conn.read_exact(&mut b).is_ok() {
+            if conn.write_all(&b).is_err() {
+                return;
+            }
+        }
+    });
+    let proxy = SiteProxy::start(&tcp_site(&[server.addr], "idle_timeout = \"1s\"", "", ""));
+    // Talking every 300 ms for 2 s: kept open throughout.
+    let mut talker = connect_from("127.0.0.1", proxy.addr);
+    for _ in 0..7 {
+        talker.write_all(b"k").unwrap();
+        let mut b = [0u8; 1];
+        talker.read_exact(&mut b).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Silent: closed about a second later.
+    let mut silent = connect_from("127.0.0.1", proxy.addr);
+    silent.write_all(b"s").unwrap();
+    let mut b = [0u8; 1];
+    silent.read_exact(&mut b).unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_without_a_word(&mut silent));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+}

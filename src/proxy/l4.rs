@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::guard::Refusal;
@@ -125,20 +125,8 @@ pub async fn forward(
         .l4_bytes_in
         .fetch_add(hello.len() as u64, Ordering::Relaxed);
     let last = Activity::new();
-    let (mut client_read, mut client_write) = stream.split();
-    let (mut server_read, mut server_write) = server.split();
-    let up = pipe(
-        &mut client_read,
-        &mut server_write,
-        &shared.stats.l4_bytes_in,
-        &last,
-    );
-    let down = pipe(
-        &mut server_read,
-        &mut client_write,
-        &shared.stats.l4_bytes_out,
-        &last,
-    );
+    let up = relay(&stream, &server, &shared.stats.l4_bytes_in, &last);
+    let down = relay(&server, &stream, &shared.stats.l4_bytes_out, &last);
     tokio::select! {
         ended = async { tokio::try_join!(up, down) } => {
             if let Err(e) = ended {
@@ -241,29 +229,82 @@ impl Activity {
     }
 }
 
-/// Copies `from` to `to` until `from` ends, then ends `to`'s writing side: a half-close
-/// passed on, while the other direction goes on. The buffer is taken uninitialised (no
-/// zeroing per connection), and each read counts its bytes and marks the connection active.
-async fn pipe<R, W>(
-    from: &mut R,
-    to: &mut W,
+/// What one splice(2) call moves at most (a pipe's default capacity).
+const PIPE_CHUNK: usize = 64 * 1024;
+
+/// Moves `from`'s bytes to `to` until `from` ends, then shuts `to`'s writing side (a
+/// half-close passed on while the other direction goes on). Each read counts its bytes and
+/// marks the connection active. Small exchanges are copied through a buffer taken
+/// uninitialised; once one read fills the whole buffer the direction is a bulk transfer and
+/// the rest moves with splice(2) through a pipe, never entering user space (as HAProxy's
+/// `splice-auto`): a pipe per direction costs more than it saves on short connections.
+async fn relay(
+    from: &TcpStream,
+    to: &TcpStream,
     bytes: &AtomicU64,
     last: &Activity,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(BUFFER);
     loop {
         buf.clear();
-        let n = from.read_buf(&mut buf).await?;
+        let n = loop {
+            from.readable().await?;
+            match from.try_read_buf(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
         if n == 0 {
-            return to.shutdown().await;
+            return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
         }
         bytes.fetch_add(n as u64, Ordering::Relaxed);
         last.touch();
-        to.write_all(&buf).await?;
+        let mut sent = 0;
+        while sent < n {
+            to.writable().await?;
+            match to.try_write(&buf[sent..n]) {
+                Ok(m) => sent += m,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if n == BUFFER {
+            return splice_rest(from, to, bytes, last).await;
+        }
+    }
+}
+
+/// The rest of [`relay`], through a pipe with splice(2).
+async fn splice_rest(
+    from: &TcpStream,
+    to: &TcpStream,
+    bytes: &AtomicU64,
+    last: &Activity,
+) -> std::io::Result<()> {
+    use nix::fcntl::{splice, OFlag, SpliceFFlags};
+    use tokio::io::Interest;
+    let (pipe_out, pipe_in) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+    loop {
+        let n = from
+            .async_io(Interest::READABLE, || {
+                splice(from, None, &pipe_in, None, PIPE_CHUNK, flags).map_err(std::io::Error::from)
+            })
+            .await?;
+        if n == 0 {
+            return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+        }
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        last.touch();
+        let mut left = n;
+        while left > 0 {
+            left -= to
+                .async_io(Interest::WRITABLE, || {
+                    splice(&pipe_out, None, to, None, left, flags).map_err(std::io::Error::from)
+                })
+                .await?;
+        }
     }
 }
 
