@@ -883,28 +883,36 @@ impl Accepted {
                         service,
                     )
                     .into_owned();
-                drain.serve(served, client, born).await;
+                // Boxed, like the handshake: the task every connection spawns stays small
+                // (a TCP listener's connections never take these states).
+                Box::pin(drain.serve(served, client, born)).await;
             }
             Some(acceptor) => {
-                let stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%client, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%client, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                let stream = match Box::pin(tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    acceptor.accept(stream),
+                ))
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%client, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%client, "TLS handshake timed out");
+                        return;
+                    }
+                };
                 let served = builder
                     .serve_connection_with_upgrades(
                         TokioIo::new(framing::Framed::new(stream, verdicts)),
                         service,
                     )
                     .into_owned();
-                drain.serve(served, client, born).await;
+                // Boxed, like the handshake: the task every connection spawns stays small
+                // (a TCP listener's connections never take these states).
+                Box::pin(drain.serve(served, client, born)).await;
             }
         }
     }
