@@ -43,15 +43,7 @@ fn exchange(conn: &mut TcpStream, extra: &str) -> Option<(u16, String)> {
         .ok()?;
     let head = read_head(conn)?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
+    let mut body = vec![0u8; content_length(&head)];
     conn.read_exact(&mut body).ok()?;
     Some((status, head))
 }
@@ -234,15 +226,7 @@ fn big_server(size: usize) -> SocketAddr {
                 let Some(head) = read_head(&mut conn) else {
                     return;
                 };
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                let mut body = vec![0u8; length];
+                let mut body = vec![0u8; content_length(&head)];
                 if conn.read_exact(&mut body).is_err() {
                     return;
                 }

@@ -870,50 +870,45 @@ impl Accepted {
         }
         drop(running);
         let stream = guard::SendTimeout::new(stream, send_timeout);
-        let verdicts = Arc::new(framing::Verdicts::default());
-        let conn = forward::Conn::new(client, listener, tls.is_some(), born, verdicts.clone());
-        let service = hyper::service::service_fn(move |req| {
-            forward::handle(shared.clone(), req, conn.clone())
-        });
-        match tls {
-            None => {
-                let served = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(framing::Framed::new(stream, verdicts)),
-                        service,
-                    )
-                    .into_owned();
-                // Boxed, like the handshake: the task every connection spawns stays small
-                // (a TCP listener's connections never take these states).
-                Box::pin(drain.serve(served, client, born)).await;
-            }
-            Some(acceptor) => {
-                let stream = match Box::pin(tokio::time::timeout(
-                    HANDSHAKE_TIMEOUT,
-                    acceptor.accept(stream),
-                ))
-                .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%client, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%client, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let served = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(framing::Framed::new(stream, verdicts)),
-                        service,
-                    )
-                    .into_owned();
-                // Boxed, like the handshake: the task every connection spawns stays small
-                // (a TCP listener's connections never take these states).
-                Box::pin(drain.serve(served, client, born)).await;
-            }
+        let tls_on = tls.is_some();
+        let conn = move |verdicts| forward::Conn::new(client, listener, tls_on, born, verdicts);
+        let Some(acceptor) = tls else {
+            return serve_http(builder, stream, conn, shared, drain, born).await;
+        };
+        // Boxed, like the service below: the task every connection spawns stays small (a
+        // TCP listener's connections never take these states).
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+        match Box::pin(handshake).await {
+            Ok(Ok(s)) => serve_http(builder, s, conn, shared, drain, born).await,
+            Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
         }
     }
+}
+
+/// Serves HTTP/1.1 and h2 on `stream` (plain or after its TLS handshake) until the connection
+/// ends or is retired; `conn` describes it to the request path, given the framing watcher's
+/// verdicts.
+async fn serve_http<S>(
+    builder: &HttpBuilder,
+    stream: S,
+    conn: impl FnOnce(Arc<framing::Verdicts>) -> forward::Conn,
+    shared: Arc<Shared>,
+    drain: Arc<Drain>,
+    born: u64,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let verdicts = Arc::new(framing::Verdicts::default());
+    let conn = conn(verdicts.clone());
+    let peer = conn.peer;
+    let service =
+        hyper::service::service_fn(move |req| forward::handle(shared.clone(), req, conn.clone()));
+    let served = builder
+        .serve_connection_with_upgrades(
+            TokioIo::new(framing::Framed::new(stream, verdicts)),
+            service,
+        )
+        .into_owned();
+    Box::pin(drain.serve(served, peer, born)).await;
 }

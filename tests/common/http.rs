@@ -281,6 +281,17 @@ pub fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, Vec<(String, Stri
     )
 }
 
+/// The `Content-Length` a response or request head gives (0 when none).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
 /// Reads one HTTP head (through its blank line) byte by byte, so nothing after it is taken
 /// from the stream; `None` when the stream ends or fails first.
 pub fn read_head(conn: &mut impl Read) -> Option<String> {
