@@ -27,6 +27,7 @@
 //!   ambiguous forms hyper would resolve out of sight.
 //! - [`l4`]: TCP listeners: bytes forwarded to a pool's server, TLS passed through by SNI.
 //! - [`proxy_header`]: the PROXY protocol, read from trusted proxies and sent to servers.
+//! - [`drain`]: retiring client connections on reload and shutdown.
 //! - [`demo`]: the built-in responders of the demo site.
 //! - [`control`]: the loopback control endpoint (status, overrides, metrics, load report).
 //! - [`report`]: the counters, the latency histogram and the load report's window.
@@ -38,6 +39,7 @@ pub mod body;
 pub mod connections;
 pub mod control;
 pub mod demo;
+pub mod drain;
 pub mod forward;
 pub mod framing;
 pub mod guard;
@@ -61,6 +63,7 @@ use tokio::net::TcpListener;
 use crate::config::{load_site, ListenerMode, SiteConfig, SiteSource, Sticky};
 use crate::health::{HealthStore, ProbeSet};
 use crate::tls;
+use drain::Drain;
 use upstream::PoolState;
 
 /// A proxy failure that stops it from starting.
@@ -97,11 +100,6 @@ fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// How long a retired connection may still take requests (each answered with `Connection:
-/// close`) before it is closed when idle: closing an idle kept-alive connection at once races
-/// with a request the client is sending on it.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// How often certificate files are checked for a change.
 const CERT_POLL: Duration = Duration::from_secs(2);
 
 /// A TLS listener's (certificate, key) files, the resolver that serves them, and the files'
@@ -586,129 +584,6 @@ pub async fn serve(
     }
     tracing::info!("proxy stopped");
     Ok(())
-}
-
-/// The open client connections: how many, and a generation that closes every connection
-/// opened before it changes (reload and shutdown). A closing connection finishes the request
-/// in hand: HTTP/1.1 answers it with `Connection: close`, h2 sends GOAWAY, an idle one closes
-/// at once.
-#[derive(Default)]
-struct Drain {
-    generation: tokio::sync::watch::Sender<u64>,
-    live: tokio::sync::watch::Sender<usize>,
-    /// How long a retired connection may take to finish, in milliseconds (`drain_timeout`);
-    /// then it is cut.
-    timeout_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Drain {
-    fn set_timeout(&self, limit: Duration) {
-        self.timeout_ms.store(
-            limit.as_millis() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
-    fn close_open_connections(&self) {
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    /// The current generation: connections opened in an earlier one are closing.
-    pub(crate) fn generation(&self) -> u64 {
-        *self.generation.borrow()
-    }
-
-    /// Connections open now.
-    pub(crate) fn live(&self) -> usize {
-        *self.live.borrow()
-    }
-
-    /// Counts a connection open until the guard is dropped (forwarded TCP connections,
-    /// which a reload leaves alone and shutdown waits for up to the drain timeout).
-    fn hold(self: &Arc<Self>) -> LiveGuard {
-        self.live.send_modify(|n| *n += 1);
-        LiveGuard(self.clone())
-    }
-
-    /// Waits until no connection is open, for at most `limit`; whether none is.
-    async fn all_closed(&self, limit: Duration) -> bool {
-        let mut live = self.live.subscribe();
-        let closed = tokio::time::timeout(limit, live.wait_for(|n| *n == 0)).await;
-        closed.is_ok()
-    }
-
-    /// Serves one connection until it ends, closing it gracefully when generation `born`, the
-    /// one it was opened in, ends. Meanwhile its HTTP/1.1 responses say `Connection: close`
-    /// (see [`forward::handle`]), so a client busy on it learns before it sends again; after
-    /// [`CLOSE_GRACE`] it is closed as soon as it is idle, and h2 gets its GOAWAY.
-    async fn serve<C>(self: Arc<Self>, conn: C, peer: SocketAddr, born: u64)
-    where
-        C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
-            + GracefulClose,
-    {
-        let _live = self.hold();
-        let mut generation = self.generation.subscribe();
-        let mut conn = std::pin::pin!(conn);
-        let ended = loop {
-            if *generation.borrow_and_update() != born {
-                tokio::select! {
-                    ended = conn.as_mut() => break ended,
-                    _ = tokio::time::sleep(CLOSE_GRACE) => {}
-                }
-                conn.as_mut().close_gracefully();
-                let limit = Duration::from_millis(
-                    self.timeout_ms.load(std::sync::atomic::Ordering::Relaxed),
-                );
-                match tokio::time::timeout(limit, conn.as_mut()).await {
-                    Ok(ended) => break ended,
-                    Err(_) => {
-                        tracing::debug!(%peer, "a retired connection was cut at the drain timeout");
-                        break Ok(());
-                    }
-                }
-            }
-            tokio::select! {
-                ended = conn.as_mut() => break ended,
-                changed = generation.changed() => {
-                    if changed.is_err() {
-                        conn.as_mut().close_gracefully();
-                        break conn.as_mut().await;
-                    }
-                }
-            }
-        };
-        if let Err(e) = ended {
-            tracing::debug!(%peer, error = %e, "client connection ended with an error");
-        }
-    }
-}
-
-/// One open connection in [`Drain`]'s count.
-struct LiveGuard(Arc<Drain>);
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.live.send_modify(|n| *n -= 1);
-    }
-}
-
-/// A served connection that can be asked to finish its request in hand and close.
-trait GracefulClose {
-    fn close_gracefully(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S, E> GracefulClose for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: hyper::body::Body + Send + 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn close_gracefully(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
 }
 
 /// Streams an h2 client may reset before they are served (hyper's default, stated here as a
