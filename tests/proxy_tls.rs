@@ -452,3 +452,75 @@ async fn a_listener_without_resumption_makes_every_handshake_full() {
         }
     }
 }
+
+/// The load report's own listener: over TLS, to a caller with the token only, and nothing
+/// but `GET /load`; off loopback the config must have TLS and a way to prove the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_listener_serves_the_load_report_over_tls_to_token_holders_only() {
+    let up = Upstream::start("u");
+    let cert = pair(&["report.site.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.pem"), &cert.cert).unwrap();
+    std::fs::write(dir.path().join("r.key"), &cert.key).unwrap();
+    std::fs::write(
+        dir.path().join("token"),
+        "a-report-token-of-enough-length\n",
+    )
+    .unwrap();
+    let report = "report = { address = \"127.0.0.1:0\", token_file = \"token\", tls = { certificates = [{ cert = \"r.pem\", key = \"r.key\" }] } }";
+    let site = format!(
+        "[proxy]\naccess_log = \"off\"\n{report}\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        up.addr
+    );
+    let proxy = SiteProxy::start_in(dir, &site);
+    let at = proxy.report.expect("report= in the first line");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.as_bytes()).unwrap())
+        .resolve("report.site.test", at)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("https://report.site.test:{}{path}", at.port());
+    let without = client.get(url("/load")).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+    let wrong = client
+        .get(url("/load"))
+        .bearer_auth("a-report-token-of-enough-lengtX")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let with = client
+        .get(url("/load"))
+        .bearer_auth("a-report-token-of-enough-length")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), 200);
+    let doc: serde_json::Value = serde_json::from_str(&with.text().await.unwrap()).unwrap();
+    assert_eq!(doc["servers"], 1, "{doc}");
+    let other = client
+        .get(url("/status"))
+        .bearer_auth("a-report-token-of-enough-length")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+
+    // Off loopback without TLS: a config error naming the setting.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = site.replace(report, "report = { address = \"0.0.0.0:0\" }");
+    let file = dir.path().join("site.toml");
+    std::fs::write(&file, bad).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("proxy.report") && said.contains("off loopback"),
+        "{said}"
+    );
+}

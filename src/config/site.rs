@@ -33,6 +33,8 @@ pub struct SiteConfig {
     pub probes: Vec<(ProbeSpec, Vec<MemberId>)>,
     /// The loopback control endpoint, if any.
     pub control: Option<SocketAddr>,
+    /// The load report's own listener, for the DNS side's checks (read at start).
+    pub report: Option<ReportListener>,
     /// How long reload and shutdown wait for requests in flight before cutting them.
     pub drain_timeout: Duration,
     /// A client must send a request's whole head within this time of starting it (or of
@@ -107,6 +109,16 @@ pub struct RequestRate {
     pub count: std::num::NonZeroU32,
     pub period: Duration,
     pub burst: std::num::NonZeroU32,
+}
+
+/// Where the load report (`GET /load`) is served for DNS nodes: anywhere, but off loopback
+/// only over TLS and only to a caller with the token or a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportListener {
+    pub addr: SocketAddr,
+    /// Callers must send `Authorization: Bearer TOKEN`.
+    pub token: Option<Vec<u8>>,
+    pub tls: Option<TlsSettings>,
 }
 
 /// A listening address: HTTP (plain or TLS), or TCP forwarded as bytes.

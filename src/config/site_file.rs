@@ -54,6 +54,7 @@ struct LimitsFile {
 #[serde(deny_unknown_fields)]
 struct ProxySection {
     control: Option<String>,
+    report: Option<ReportFile>,
     drain_timeout: Option<DurationValue>,
     header_timeout: Option<DurationValue>,
     send_timeout: Option<DurationValue>,
@@ -94,6 +95,14 @@ struct ListenerFile {
 struct ServerNameFile {
     name: String,
     pool: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportFile {
+    address: String,
+    token_file: Option<String>,
+    tls: Option<TlsFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +228,66 @@ fn access_rules(
     })
 }
 
+/// A `tls` table, its files read now so `check` and a reload catch a broken pair.
+fn tls_settings(t: &TlsFile, base: &Path) -> Result<TlsSettings, String> {
+    let settings = TlsSettings {
+        certificates: t
+            .certificates
+            .iter()
+            .map(|c| (base.join(&c.cert), base.join(&c.key)))
+            .collect(),
+        client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
+        resumption: t.resumption.unwrap_or(true),
+    };
+    if settings.certificates.is_empty() {
+        return Err("tls needs at least one certificate".into());
+    }
+    crate::tls::Certificates::load(&settings.certificates)
+        .and_then(|certs| {
+            crate::tls::server_config(
+                certs.into(),
+                settings.client_ca.as_deref(),
+                settings.resumption,
+            )
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(settings)
+}
+
+/// `[proxy] report`: off loopback it must be TLS, and callers must prove themselves (a token,
+/// or a client certificate).
+fn report_listener(r: &ReportFile, base: &Path) -> Result<ReportListener, String> {
+    let addr = r
+        .address
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("address {:?}: {e}", r.address))?;
+    let token = match &r.token_file {
+        None => None,
+        Some(f) => {
+            let token = std::fs::read(base.join(f))
+                .map_err(|e| format!("token_file {f:?}: {e}"))?
+                .trim_ascii()
+                .to_vec();
+            if token.len() < 16 {
+                return Err(format!(
+                    "token_file {f:?}: the token must be at least 16 bytes"
+                ));
+            }
+            Some(token)
+        }
+    };
+    let tls = r.tls.as_ref().map(|t| tls_settings(t, base)).transpose()?;
+    if !addr.ip().is_loopback() {
+        let proven = token.is_some() || tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if tls.is_none() || !proven {
+            return Err(
+                "off loopback the report needs tls and a token_file or tls.client_ca".into(),
+            );
+        }
+    }
+    Ok(ReportListener { addr, token, tls })
+}
+
 /// A duration the file may give, else `default`.
 fn duration(value: &Option<DurationValue>, default: Duration) -> Result<Duration, String> {
     value
@@ -254,6 +323,12 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             "the control endpoint listens on loopback only".into(),
         ));
     }
+    let report = section
+        .report
+        .as_ref()
+        .map(|r| report_listener(r, base))
+        .transpose()
+        .map_err(|m| invalid(at, Object::Setting("proxy.report"), m))?;
     let drain_timeout = duration(&section.drain_timeout, Duration::from_secs(30))
         .map_err(|m| invalid(at, Object::Setting("proxy.drain_timeout"), m))?;
     let header_timeout = duration(&section.header_timeout, Duration::from_secs(10))
@@ -366,44 +441,13 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                 "listed twice".into(),
             ));
         }
-        let tls = match &l.get_ref().tls {
-            None => None,
-            Some(t) => {
-                let settings = TlsSettings {
-                    certificates: t
-                        .certificates
-                        .iter()
-                        .map(|c| (base.join(&c.cert), base.join(&c.key)))
-                        .collect(),
-                    client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
-                    resumption: t.resumption.unwrap_or(true),
-                };
-                if settings.certificates.is_empty() {
-                    return Err(invalid(
-                        l.span().start,
-                        Object::Listener(address.clone()),
-                        "tls needs at least one certificate".into(),
-                    ));
-                }
-                // The files are read now, so `check` and a reload catch a broken pair.
-                crate::tls::Certificates::load(&settings.certificates)
-                    .and_then(|certs| {
-                        crate::tls::server_config(
-                            certs.into(),
-                            settings.client_ca.as_deref(),
-                            settings.resumption,
-                        )
-                    })
-                    .map_err(|e| {
-                        invalid(
-                            l.span().start,
-                            Object::Listener(address.clone()),
-                            e.to_string(),
-                        )
-                    })?;
-                Some(settings)
-            }
-        };
+        let tls = l
+            .get_ref()
+            .tls
+            .as_ref()
+            .map(|t| tls_settings(t, base))
+            .transpose()
+            .map_err(|m| invalid(l.span().start, Object::Listener(address.clone()), m))?;
         let access = access_rules(&l.get_ref().allow, &l.get_ref().deny)
             .map_err(|m| invalid(l.span().start, Object::Listener(address.clone()), m))?;
         let proxy_protocol = l.get_ref().proxy_protocol.unwrap_or(false);
@@ -838,6 +882,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         pool_settings,
         probes,
         control,
+        report,
         drain_timeout,
         header_timeout,
         send_timeout,

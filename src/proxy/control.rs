@@ -47,6 +47,80 @@ pub async fn run(
     }
 }
 
+/// How long a DNS node may take over the report listener's TLS handshake.
+const REPORT_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves the load report alone (`GET /load`) on `listener` for DNS nodes, over TLS when
+/// given, to callers with `Authorization: Bearer TOKEN` when a token is set, until
+/// `stopping` turns true. Nothing else is answered there: it may face the network.
+pub async fn report(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    token: Option<Vec<u8>>,
+    shared: Arc<Shared>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let token: Option<Arc<[u8]>> = token.map(Into::into);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+            _ = stopping.changed() => return,
+        };
+        let (shared, token, tls) = (shared.clone(), token.clone(), tls.clone());
+        let service = hyper::service::service_fn(move |req| {
+            let answer = load_for(&shared, token.as_deref(), &req);
+            async move { Ok::<_, Infallible>(answer) }
+        });
+        tokio::spawn(async move {
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    let shaken =
+                        tokio::time::timeout(REPORT_HANDSHAKE, acceptor.accept(stream)).await;
+                    if let Ok(Ok(stream)) = shaken {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The report listener's one answer: the load report to a caller with the token.
+fn load_for<B>(shared: &Shared, token: Option<&[u8]>, req: &Request<B>) -> Response<Full<Bytes>> {
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if aws_lc_rs::constant_time::verify_slices_are_equal(given, token).is_err() {
+            let mut r = json_reply(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "a token is needed"}),
+            );
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/load") => json_reply(StatusCode::OK, &json!(load_report(shared))),
+        _ => json_reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "only GET /load is served here"}),
+        ),
+    }
+}
+
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;

@@ -423,16 +423,44 @@ pub async fn serve(
         ),
         None => None,
     };
-    let control_addr = control
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .map_or_else(|| "-".to_string(), |a| a.to_string());
+    let report = match &site.report {
+        None => None,
+        Some(r) => {
+            let listener = TcpListener::bind(r.addr)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    addr: r.addr,
+                    source,
+                })?;
+            let tls = match &r.tls {
+                None => None,
+                Some(t) => {
+                    let certs =
+                        tls::Certificates::load(&t.certificates).map_err(ProxyError::Tls)?;
+                    let config =
+                        tls::server_config(certs.into(), t.client_ca.as_deref(), t.resumption)
+                            .map_err(ProxyError::Tls)?;
+                    Some(tokio_rustls::TlsAcceptor::from(config))
+                }
+            };
+            Some((listener, tls, r.token.clone()))
+        }
+    };
+    let shown = |l: Option<&TcpListener>| {
+        l.and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "-".to_string(), |a| a.to_string())
+    };
+    let control_addr = shown(control.as_ref());
+    let report_addr = shown(report.as_ref().map(|(l, _, _)| l));
     let bound: Vec<String> = listeners
         .iter()
         .filter_map(|(l, _)| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
-    println!("listening proxy={} control={control_addr}", bound.join(","));
+    println!(
+        "listening proxy={} control={control_addr} report={report_addr}",
+        bound.join(",")
+    );
     tracing::info!(listeners = %bound.join(","), config = %site.file.display(), "proxy started");
 
     let health = Arc::new(HealthStore::in_memory());
@@ -474,6 +502,15 @@ pub async fn serve(
     let cert_watch = tokio::spawn(watch_certificates(watched_certs));
     let control_task =
         control.map(|l| tokio::spawn(control::run(l, shared.clone(), stopping.clone())));
+    let report_task = report.map(|(l, tls, token)| {
+        tokio::spawn(control::report(
+            l,
+            tls,
+            token,
+            shared.clone(),
+            stopping.clone(),
+        ))
+    });
     let ticker = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -576,7 +613,7 @@ pub async fn serve(
     probes.stop().await;
     cert_watch.abort();
     ticker.abort();
-    if let Some(t) = control_task {
+    for t in [control_task, report_task].into_iter().flatten() {
         let _ = t.await;
     }
     for r in responders {

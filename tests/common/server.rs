@@ -290,6 +290,8 @@ pub struct SiteProxy {
     pub addr: SocketAddr,
     /// The control endpoint's, when the config has one.
     pub control: Option<SocketAddr>,
+    /// The load report listener's, when the config has one.
+    pub report: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub stderr_log: PathBuf,
 }
@@ -327,10 +329,15 @@ impl SiteProxy {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("control="))
             .and_then(|v| v.parse().ok());
+        let report = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("report="))
+            .and_then(|v| v.parse().ok());
         SiteProxy {
             child,
             addr,
             control,
+            report,
             dir,
             stderr_log: log,
         }
