@@ -232,3 +232,61 @@ jitter = "0%"
         "{per_interval:.2} requests per interval"
     );
 }
+
+/// A `proxy-load` check reads a site proxy's load report from its report listener (with the
+/// token): the site is up while the proxy has a healthy server, and down once its own checks
+/// take the last one out, while the proxy itself still answers.
+#[test]
+fn a_proxy_load_check_takes_a_site_down_when_its_proxy_has_no_healthy_server() {
+    let server = Backend::start(200);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "site-report-token-0123456789\n").unwrap();
+    let site = format!(
+        "[proxy]\naccess_log = \"off\"\nreport = {{ address = \"127.0.0.1:0\", token_file = \"token\" }}\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\ncheck = \"ok\"\nservers = [{{ address = \"{}\" }}]\n\n[check.ok]\nkind = \"http\"\ninterval = \"200ms\"\nrise = 1\nfall = 1\n",
+        server.addr
+    );
+    let proxy = SiteProxy::start_in(dir, &site);
+    let report = proxy.report.expect("a report listener");
+    let gslb = format!(
+        r#"
+[[name]]
+name = "www"
+policy = "all"
+pool = "sites"
+when_all_down = "nodata"
+
+[pool.sites]
+check = "load"
+members = [ {{ site = "a", address = "192.0.2.1", probe = "{report}" }} ]
+
+[check.load]
+kind = "proxy-load"
+token_file = "token"
+interval = "200ms"
+rise = 1
+fall = 1
+"#
+    );
+    let cfg = ConfigDir::new(&zone_with(""), &gslb);
+    cfg.write("token", "site-report-token-0123456789\n");
+    let srv = Server::start(&cfg);
+    let health = |want: &str| {
+        wait_until(Duration::from_secs(10), || {
+            srv.member_health("a/192.0.2.1") == want
+        })
+    };
+    assert!(health("up"), "{}", srv.member_health("a/192.0.2.1"));
+    // The proxy's only server fails its check: the proxy reports no healthy server.
+    server.set(500);
+    assert!(health("down"), "{}", srv.member_health("a/192.0.2.1"));
+    server.set(200);
+    assert!(health("up"), "{}", srv.member_health("a/192.0.2.1"));
+
+    // A wrong token is refused by the proxy: down.
+    let cfg = ConfigDir::new(&zone_with(""), &gslb);
+    cfg.write("token", "not-the-site-report-token\n");
+    let srv = Server::start(&cfg);
+    assert!(wait_until(Duration::from_secs(10), || {
+        srv.member_health("a/192.0.2.1") == "down"
+    }));
+}

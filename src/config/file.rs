@@ -161,6 +161,9 @@ pub(super) struct FileCheck {
     pub(super) body_contains: Option<String>,
     pub(super) ca_file: Option<String>,
     pub(super) verify_tls: Option<bool>,
+    /// `proxy-load`: the report listener speaks TLS, and the token it wants.
+    pub(super) tls: Option<bool>,
+    pub(super) token_file: Option<String>,
     pub(super) interval: Option<DurationValue>,
     pub(super) timeout: Option<DurationValue>,
     pub(super) rise: Option<u32>,

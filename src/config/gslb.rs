@@ -704,15 +704,28 @@ pub(super) fn check_kind(c: &FileCheck, file: &Path) -> Result<Option<ProbeKind>
             insecure: c.verify_tls == Some(false),
         }))
     };
+    let base = file.parent().unwrap_or(Path::new("."));
     let kind = match c.kind.as_str() {
         "http" => Some(http(false)?),
         "https" => Some(http(true)?),
         "tcp" => Some(ProbeKind::Tcp),
+        "proxy-load" => Some(proxy_load(c, base)?),
         "none" => None,
-        other => return Err(format!("unknown kind {other:?} (http, https, tcp or none)")),
+        other => {
+            return Err(format!(
+                "unknown kind {other:?} (http, https, tcp, proxy-load or none)"
+            ))
+        }
     };
-    if !matches!(c.kind.as_str(), "https") && (c.ca_file.is_some() || c.verify_tls.is_some()) {
-        return Err("ca_file and verify_tls apply to kind = \"https\" only".into());
+    let tls_load = c.kind == "proxy-load" && c.tls == Some(true);
+    if c.kind != "https" && !tls_load && (c.ca_file.is_some() || c.verify_tls.is_some()) {
+        return Err(
+            "ca_file and verify_tls apply to kind = \"https\" and to proxy-load with tls = true"
+                .into(),
+        );
+    }
+    if c.kind != "proxy-load" && (c.tls.is_some() || c.token_file.is_some()) {
+        return Err("tls and token_file apply to kind = \"proxy-load\" only".into());
     }
     if c.kind == "tcp"
         && (c.path.is_some()
@@ -730,6 +743,39 @@ pub(super) fn check_kind(c: &FileCheck, file: &Path) -> Result<Option<ProbeKind>
         }
     }
     Ok(kind)
+}
+
+/// A `proxy-load` check: `GET /load` from a site proxy's report listener.
+fn proxy_load(c: &FileCheck, base: &Path) -> Result<ProbeKind, String> {
+    if c.path.is_some()
+        || c.method.is_some()
+        || c.expect_status.is_some()
+        || c.body_contains.is_some()
+    {
+        return Err("a proxy-load check asks for /load and reads it; path, method, expect_status and body_contains do not apply".into());
+    }
+    let token = match &c.token_file {
+        None => None,
+        Some(f) => Some(
+            std::fs::read_to_string(base.join(f))
+                .map_err(|e| format!("token_file {f:?}: {e}"))?
+                .trim()
+                .to_string(),
+        ),
+    };
+    Ok(ProbeKind::ProxyLoad {
+        http: HttpCheck {
+            tls: c.tls.unwrap_or(false),
+            method: "GET".into(),
+            path: "/load".into(),
+            host: c.host.clone(),
+            expect: vec![(200, 200)],
+            body_contains: None,
+            ca_file: c.ca_file.as_ref().map(|p| base.join(p)),
+            insecure: c.verify_tls == Some(false),
+        },
+        token,
+    })
 }
 
 pub(super) fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {

@@ -8,6 +8,12 @@ pub enum ProbeKind {
     /// A TCP connect that completes within the timeout.
     Tcp,
     Http(HttpCheck),
+    /// A site proxy's load report (`GET /load` on its report listener, with the bearer token
+    /// when given): down when the site has no healthy server.
+    ProxyLoad {
+        http: HttpCheck,
+        token: Option<String>,
+    },
 }
 
 /// An HTTP or HTTPS request and what its answer must look like.
@@ -82,6 +88,9 @@ pub struct HttpProber {
     url: String,
     method: reqwest::Method,
     check: HttpCheck,
+    /// Reading a site proxy's load report (with this token, if any) rather than judging
+    /// status and body only.
+    report: Option<Option<String>>,
 }
 
 /// Why a probe could not be built from its spec.
@@ -130,7 +139,30 @@ impl HttpProber {
             url: format!("{scheme}://{authority}{}", check.path),
             method,
             check: check.clone(),
+            report: None,
         })
+    }
+
+    /// This prober reading a site proxy's load report, sending `token` as a bearer token.
+    pub fn reading_load(mut self, token: Option<String>) -> Self {
+        self.report = Some(token);
+        self
+    }
+}
+
+/// What a load report says of a site's health: down with no healthy server.
+fn judge_report(body: &str) -> Result<(), String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("not a load report: {e}"))?;
+    let healthy = doc["healthy_servers"]
+        .as_u64()
+        .ok_or("not a load report: no healthy_servers")?;
+    match healthy {
+        0 => Err(format!(
+            "the site proxy has no healthy server (of {})",
+            doc["servers"]
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -138,12 +170,11 @@ impl Prober for HttpProber {
     fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
         Box::pin(async move {
             let start = tokio::time::Instant::now();
-            let resp = match self
-                .client
-                .request(self.method.clone(), &self.url)
-                .send()
-                .await
-            {
+            let mut request = self.client.request(self.method.clone(), &self.url);
+            if let Some(Some(token)) = &self.report {
+                request = request.bearer_auth(token);
+            }
+            let resp = match request.send().await {
                 Ok(r) => r,
                 Err(e) => {
                     return ProbeOutcome::Down {
@@ -160,6 +191,17 @@ impl Prober for HttpProber {
             {
                 return ProbeOutcome::Down {
                     reason: format!("status {status}"),
+                };
+            }
+            if self.report.is_some() {
+                return match resp.text().await.map_err(|e| format!("body: {e}")) {
+                    Ok(body) => match judge_report(&body) {
+                        Ok(()) => ProbeOutcome::Up {
+                            latency: start.elapsed(),
+                        },
+                        Err(reason) => ProbeOutcome::Down { reason },
+                    },
+                    Err(reason) => ProbeOutcome::Down { reason },
                 };
             }
             if let Some(needle) = &self.check.body_contains {
@@ -203,5 +245,8 @@ pub fn prober_for(spec: &ProbeSpec) -> Result<Box<dyn Prober>, ProbeError> {
             timeout: spec.timeout,
         }),
         ProbeKind::Http(check) => Box::new(HttpProber::new(spec, check)?),
+        ProbeKind::ProxyLoad { http, token } => {
+            Box::new(HttpProber::new(spec, http)?.reading_load(token.clone()))
+        }
     })
 }
