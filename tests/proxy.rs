@@ -736,7 +736,7 @@ fn fifty_megabyte_bodies_stream_to_and_from_a_slow_client_without_growing_memory
                 got += n;
                 let due = start + tick * (got / per_tick) as u32;
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
+                    pace(wait);
                 }
             }
             got
@@ -758,7 +758,7 @@ fn fifty_megabyte_bodies_stream_to_and_from_a_slow_client_without_growing_memory
                 c.write_all(&chunk).unwrap();
                 let due = start + tick * (i as u32 + 1);
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
+                    pace(wait);
                 }
             }
             let mut reply = String::new();
@@ -1167,7 +1167,7 @@ fn a_client_sending_its_head_slowly_is_cut_off_while_others_are_served() {
     let mut cut = None;
     // One header byte every 200 ms, for at most 8 s: the head never completes.
     for _ in 0..40 {
-        std::thread::sleep(Duration::from_millis(200));
+        pace(Duration::from_millis(200));
         // Others are served meanwhile.
         assert_eq!(get(proxy.addr, "/", "").0, 200);
         let mut buf = [0u8; 256];

@@ -340,7 +340,7 @@ fn tls_through(
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     tcp.write_all(&hello[..split]).unwrap();
     // Not a synchronisation: only so the two parts arrive as two reads.
-    std::thread::sleep(Duration::from_millis(30));
+    pace(Duration::from_millis(30));
     tcp.write_all(&hello[split..]).unwrap();
     let mut tls = rustls::StreamOwned::new(session, tcp);
     tls.write_all(b"ping\n").unwrap();
@@ -487,7 +487,7 @@ fn an_idle_forwarded_connection_is_closed_after_the_idle_timeout() {
         talker.write_all(b"k").unwrap();
         let mut b = [0u8; 1];
         talker.read_exact(&mut b).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        pace(Duration::from_millis(300));
     }
     // Silent: closed about a second later.
     let mut silent = connect_from("127.0.0.1", proxy.addr);

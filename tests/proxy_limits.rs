@@ -306,7 +306,7 @@ fn a_body_trickling_below_the_minimum_rate_gets_408() {
             if writer.write_all(&[b'x'; 10]).is_err() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            pace(Duration::from_millis(100));
         }
     });
     let answer = read_head(&mut slow).unwrap_or_default();

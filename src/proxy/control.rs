@@ -405,7 +405,7 @@ fn metrics(shared: &Shared) -> String {
     gauge(
         &mut out,
         "meridian_proxy_connection_clients",
-        "Client networks with a connection open.",
+        "Client networks with a connection open (counted while connections_per_client is set).",
         shared.open.clients() as f64,
     );
     let _ = writeln!(out, "# HELP meridian_proxy_upstream_connections_opened_total Connections opened to servers, by pool.\n# TYPE meridian_proxy_upstream_connections_opened_total counter");

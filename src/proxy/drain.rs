@@ -61,7 +61,7 @@ impl Drain {
 
     /// Serves one connection until it ends, closing it gracefully when generation `born`, the
     /// one it was opened in, ends. Meanwhile its HTTP/1.1 responses say `Connection: close`
-    /// (see [`forward::handle`]), so a client busy on it learns before it sends again; after
+    /// (see [`super::forward::handle`]), so a client busy on it learns before it sends again; after
     /// [`CLOSE_GRACE`] it is closed as soon as it is idle, and h2 gets its GOAWAY.
     pub(crate) async fn serve<C>(self: Arc<Self>, conn: C, peer: SocketAddr, born: u64)
     where

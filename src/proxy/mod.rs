@@ -100,6 +100,7 @@ fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
+/// How often certificate files are checked for a change.
 const CERT_POLL: Duration = Duration::from_secs(2);
 
 /// A TLS listener's (certificate, key) files, the resolver that serves them, and the files'
@@ -162,9 +163,9 @@ pub struct Running {
     hide_headers: Vec<http::HeaderName>,
     /// The request rate per client network, when limited.
     pub rate: Option<Arc<guard::RateLimit>>,
-    /// Whether a request's client must be worked out from trusted forwarding headers (some
-    /// rule or limit depends on who the client is and there are trusted proxies in front),
-    /// rather than taken as the connection's peer.
+    /// Whether some access rule or limit depends on who a request's client is, so it must be
+    /// worked out (behind trusted proxies, from `X-Forwarded-For`) rather than taken as the
+    /// connection's peer.
     pub(crate) client_matters: bool,
 }
 
@@ -648,7 +649,7 @@ fn admit(shared: &Shared, running: &Running, client: IpAddr) -> Option<guard::Co
 type HttpBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
 
 /// Accepts connections on one listener until told to stop; each is served in its own task
-/// ([`connection`]).
+/// ([`Accepted::serve`]).
 async fn accept(
     (index, listener): (usize, TcpListener),
     tls: Option<tokio_rustls::TlsAcceptor>,

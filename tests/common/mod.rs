@@ -13,6 +13,12 @@ pub use server::*;
 
 use std::time::{Duration, Instant};
 
+/// Waits `d`: the pace of a slow client or server under test (a trickle, a slow reader),
+/// never a stand-in for waiting on a condition (that is [`wait_until`]).
+pub fn pace(d: Duration) {
+    std::thread::sleep(d);
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
