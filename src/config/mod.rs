@@ -23,6 +23,7 @@ use crate::geo::{Coords, GeoError, GeoLocator, Mmdb, NoGeo};
 use crate::health::{HttpCheck, MemberId, ProbeKind, ProbeSpec};
 use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
 
+mod check;
 mod file;
 mod gslb;
 mod settings;
@@ -683,7 +684,7 @@ fn transfer(t: &TransferSection, keys: &[TsigKey]) -> Result<Transfer, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::gslb::parse_status_ranges;
+    use super::check::parse_status_ranges;
     use super::*;
 
     #[test]

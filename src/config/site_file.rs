@@ -11,13 +11,13 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::check::{check_kind, Timing};
 use super::file::{line_of, parse_toml, DurationValue, FileCheck};
-use super::gslb::{check_kind, Timing};
 use super::site::*;
 use super::{ConfigError, Object};
 use crate::balance::{DrainSafety, Member, Pool, Target};
 use crate::health::{MemberId, ProbeKind, ProbeSpec};
-use tables::{client_limits, listener_mode, sticky};
+use tables::{client_limits, listener_mode, report_listener, sticky, tls_settings};
 
 mod tables;
 
@@ -226,66 +226,6 @@ fn access_rules(
         allow: networks(allow).map_err(|m| format!("allow: {m}"))?,
         deny: networks(deny).map_err(|m| format!("deny: {m}"))?,
     })
-}
-
-/// A `tls` table, its files read now so `check` and a reload catch a broken pair.
-fn tls_settings(t: &TlsFile, base: &Path) -> Result<TlsSettings, String> {
-    let settings = TlsSettings {
-        certificates: t
-            .certificates
-            .iter()
-            .map(|c| (base.join(&c.cert), base.join(&c.key)))
-            .collect(),
-        client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
-        resumption: t.resumption.unwrap_or(true),
-    };
-    if settings.certificates.is_empty() {
-        return Err("tls needs at least one certificate".into());
-    }
-    crate::tls::Certificates::load(&settings.certificates)
-        .and_then(|certs| {
-            crate::tls::server_config(
-                certs.into(),
-                settings.client_ca.as_deref(),
-                settings.resumption,
-            )
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(settings)
-}
-
-/// `[proxy] report`: off loopback it must be TLS, and callers must prove themselves (a token,
-/// or a client certificate).
-fn report_listener(r: &ReportFile, base: &Path) -> Result<ReportListener, String> {
-    let addr = r
-        .address
-        .parse::<SocketAddr>()
-        .map_err(|e| format!("address {:?}: {e}", r.address))?;
-    let token = match &r.token_file {
-        None => None,
-        Some(f) => {
-            let token = std::fs::read(base.join(f))
-                .map_err(|e| format!("token_file {f:?}: {e}"))?
-                .trim_ascii()
-                .to_vec();
-            if token.len() < 16 {
-                return Err(format!(
-                    "token_file {f:?}: the token must be at least 16 bytes"
-                ));
-            }
-            Some(token)
-        }
-    };
-    let tls = r.tls.as_ref().map(|t| tls_settings(t, base)).transpose()?;
-    if !addr.ip().is_loopback() {
-        let proven = token.is_some() || tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-        if tls.is_none() || !proven {
-            return Err(
-                "off loopback the report needs tls and a token_file or tls.client_ca".into(),
-            );
-        }
-    }
-    Ok(ReportListener { addr, token, tls })
 }
 
 /// A duration the file may give, else `default`.

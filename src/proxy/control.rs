@@ -24,8 +24,33 @@ use crate::health::{Admin, Change, Health, MemberId};
 pub async fn run(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) {
+    each_connection(listener, stopping, move |stream| {
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(answer(&shared, req)) }
+        });
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    })
+    .await
+}
+
+/// Accepts connections on `listener` until `stopping` turns true, each served by `serve` in
+/// a task of its own.
+async fn each_connection<F, Fut>(
+    listener: tokio::net::TcpListener,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -34,16 +59,7 @@ pub async fn run(
             },
             _ = stopping.changed() => return,
         };
-        let shared = shared.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(answer(&shared, req)) }
-        });
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(serve(stream));
     }
 }
 
@@ -58,23 +74,16 @@ pub async fn report(
     tls: Option<tokio_rustls::TlsAcceptor>,
     token: Option<Vec<u8>>,
     shared: Arc<Shared>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let token: Option<Arc<[u8]>> = token.map(Into::into);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(_) => continue,
-            },
-            _ = stopping.changed() => return,
-        };
+    each_connection(listener, stopping, move |stream| {
         let (shared, token, tls) = (shared.clone(), token.clone(), tls.clone());
         let service = hyper::service::service_fn(move |req| {
             let answer = load_for(&shared, token.as_deref(), &req);
             async move { Ok::<_, Infallible>(answer) }
         });
-        tokio::spawn(async move {
+        async move {
             let http = hyper::server::conn::http1::Builder::new();
             match tls {
                 None => {
@@ -88,8 +97,9 @@ pub async fn report(
                     }
                 }
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// The report listener's one answer: the load report to a caller with the token.
