@@ -201,6 +201,8 @@ struct Activity {
     started: Instant,
     /// Milliseconds after `started`.
     last_ms: AtomicU64,
+    /// Whether one direction has ended already.
+    one_ended: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -208,7 +210,18 @@ impl Activity {
         Activity {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
+            one_ended: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A direction's source ended: its end is passed on to `to` by shutting its writing side,
+    /// unless the other direction has ended already, when the connection is about to close
+    /// (and the close says the same, one system call fewer).
+    fn pass_end(&self, to: &TcpStream) -> std::io::Result<()> {
+        if self.one_ended.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)
     }
 
     fn touch(&self) {
@@ -256,7 +269,7 @@ async fn relay(
             }
         };
         if n == 0 {
-            return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+            return last.pass_end(to);
         }
         bytes.fetch_add(n as u64, Ordering::Relaxed);
         last.touch();
@@ -293,7 +306,7 @@ async fn splice_rest(
             })
             .await?;
         if n == 0 {
-            return socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+            return last.pass_end(to);
         }
         bytes.fetch_add(n as u64, Ordering::Relaxed);
         last.touch();
