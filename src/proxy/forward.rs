@@ -267,11 +267,8 @@ async fn forward(
     if listener_rules.is_some_and(|r| !r.permits(client)) {
         return (refused(shared, RuleScope::Listener, client), None);
     }
-    if let Some(rate) = &running.rate {
-        if let Err(wait) = rate.check(super::guard::client_key(client, &running.site.limits)) {
-            shared.refusals.refuse(Refusal::Rate, client);
-            return (too_many(wait), None);
-        }
+    if let Some(wait) = shared.over_rate(running, client) {
+        return (too_many(wait), None);
     }
     let host = route::host_of(&req);
     let facts = RequestFacts {
@@ -605,8 +602,7 @@ async fn forward(
 
 /// A client the access rules refuse: 403, counted by the rules' place.
 fn refused(shared: &Shared, scope: RuleScope, client: std::net::IpAddr) -> Response<ProxyBody> {
-    shared.stats.denied(scope);
-    shared.refusals.refuse(Refusal::Denied, client);
+    shared.deny(scope, client);
     own(StatusCode::FORBIDDEN, "forbidden")
 }
 

@@ -119,6 +119,18 @@ fn cert_stamps(pairs: &[(PathBuf, PathBuf)]) -> Vec<Option<std::time::SystemTime
     tls::stamps(&files)
 }
 
+/// TLS termination as `t` configures it: the acceptor, and the resolver that serves its
+/// certificates (replaced when their files change).
+fn tls_acceptor(
+    t: &crate::config::TlsSettings,
+) -> Result<(tokio_rustls::TlsAcceptor, Arc<tls::Resolver>), ProxyError> {
+    let certs = tls::Certificates::load(&t.certificates).map_err(ProxyError::Tls)?;
+    let resolver: Arc<tls::Resolver> = certs.into();
+    let config = tls::server_config(resolver.clone(), t.client_ca.as_deref(), t.resumption)
+        .map_err(ProxyError::Tls)?;
+    Ok((tokio_rustls::TlsAcceptor::from(config), resolver))
+}
+
 /// Reloads a listener's certificates when their files change; a pair that no longer loads
 /// leaves the old ones serving, and says why.
 async fn watch_certificates(mut listeners: Vec<WatchedCerts>) {
@@ -320,6 +332,23 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Counts and logs a client that `scope`'s access rules refuse.
+    fn deny(&self, scope: report::RuleScope, client: IpAddr) {
+        self.stats.denied(scope);
+        self.refusals.refuse(guard::Refusal::Denied, client);
+    }
+
+    /// How long `client` must wait when it is over its network's request rate under
+    /// `running` (the refusal counted and logged); `None` when it may go on.
+    fn over_rate(&self, running: &Running, client: IpAddr) -> Option<Duration> {
+        let rate = running.rate.as_ref()?;
+        let wait = rate
+            .check(guard::client_key(client, &running.site.limits))
+            .err()?;
+        self.refusals.refuse(guard::Refusal::Rate, client);
+        Some(wait)
+    }
+
     /// Whether `member` is drained but its sticky sessions may still reach it: drained less
     /// than `grace` ago, and not down.
     fn in_drain_grace(
@@ -405,13 +434,9 @@ pub async fn serve(
             Some(t) => {
                 // Stamped before reading, so a change from then on is noticed.
                 let stamped = cert_stamps(&t.certificates);
-                let certs = tls::Certificates::load(&t.certificates).map_err(ProxyError::Tls)?;
-                let resolver: Arc<tls::Resolver> = certs.into();
-                let config =
-                    tls::server_config(resolver.clone(), t.client_ca.as_deref(), t.resumption)
-                        .map_err(ProxyError::Tls)?;
+                let (acceptor, resolver) = tls_acceptor(t)?;
                 watched_certs.push((t.certificates.clone(), resolver, stamped));
-                Some(tokio_rustls::TlsAcceptor::from(config))
+                Some(acceptor)
             }
         };
         listeners.push((l, tls));
@@ -435,14 +460,7 @@ pub async fn serve(
                 })?;
             let tls = match &r.tls {
                 None => None,
-                Some(t) => {
-                    let certs =
-                        tls::Certificates::load(&t.certificates).map_err(ProxyError::Tls)?;
-                    let config =
-                        tls::server_config(certs.into(), t.client_ca.as_deref(), t.resumption)
-                            .map_err(ProxyError::Tls)?;
-                    Some(tokio_rustls::TlsAcceptor::from(config))
-                }
+                Some(t) => Some(tls_acceptor(t)?.0),
             };
             Some((listener, tls, r.token.clone()))
         }
@@ -658,7 +676,7 @@ async fn accept(
     drain: Arc<Drain>,
 ) {
     let mut builder = HttpBuilder::new(TokioExecutor::new());
-    {
+    let send_timeout = {
         let site = &shared.current.load().site;
         builder
             .http1()
@@ -674,8 +692,8 @@ async fn accept(
             // errors of its making: past these the connection is closed (rapid reset).
             .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
             .max_local_error_reset_streams(H2_MAX_ERROR_RESETS);
-    }
-    let send_timeout = shared.current.load().site.send_timeout;
+        site.send_timeout
+    };
     loop {
         // At the global cap, connections wait in the listen queue.
         let room = match &shared.capacity {
@@ -766,17 +784,11 @@ impl Accepted {
         let born = drain.generation();
         if let ListenerMode::Tcp(forward) = &config.mode {
             if !config.access.permits(client.ip()) {
-                shared.stats.denied(report::RuleScope::Listener);
-                shared.refusals.refuse(guard::Refusal::Denied, client.ip());
-                return;
+                return shared.deny(report::RuleScope::Listener, client.ip());
             }
             // On a TCP listener the request rate counts connections.
-            if let Some(rate) = &running.rate {
-                let key = guard::client_key(client.ip(), &running.site.limits);
-                if rate.check(key).is_err() {
-                    shared.refusals.refuse(guard::Refusal::Rate, client.ip());
-                    return;
-                }
+            if shared.over_rate(&running, client.ip()).is_some() {
+                return;
             }
             let _live = drain.hold();
             return l4::forward(&shared, &running, forward, stream, client).await;
