@@ -348,6 +348,8 @@ fn scrape(node: &Node) -> crate::metrics::Scrape {
                 },
                 usable: crate::balance::usable(st.admin, st.health),
                 transitions: node.health.transitions(&m.id),
+                factor: st.factor.share(),
+                factor_changes: node.health.factor_changes(&m.id),
             }
         })
         .collect();
@@ -469,6 +471,9 @@ fn status(node: &Node) -> Value {
                         "admin_expires_at": expiries.get(&m.id),
                         "usable": crate::balance::usable(st.admin, st.health),
                         "flaps": node.health.transitions(&m.id),
+                        "factor": st.factor.share(),
+                        "factor_changes": node.health.factor_changes(&m.id),
+                        "load": node.health.last_report(&m.id),
                         "answer_share_last_minute": shares.get(&(p.name.clone(), m.id.0.clone())),
                         "probe": probe.map(|a| a.to_string()),
                         "last_probe": last_probe.map(|l| json!({

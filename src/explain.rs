@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::balance::{self, Basis, ClientInfo, Reason, Selection, Target};
 use crate::dns::{self, HealthView, Loaded, Trace, Transport};
-use crate::health::{Admin, Health, HealthSnapshot, MemberId, MemberState};
+use crate::health::{Admin, Factor, Health, HealthSnapshot, MemberId};
 
 /// What to explain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,9 +110,17 @@ pub fn explain(
                 "drained" => st.admin = Admin::Drained,
                 "forced-up" => st.admin = Admin::ForcedUp,
                 "forced-down" => st.admin = Admin::ForcedDown,
-                _ => return Err(ExplainError::Assumption(a.clone())),
+                _ => match state
+                    .strip_prefix("shed:")
+                    .map(|p| p.trim_end_matches('%').parse::<f64>())
+                {
+                    Some(Ok(percent)) if (0.0..=100.0).contains(&percent) => {
+                        st.factor = Factor::of(percent / 100.0)
+                    }
+                    _ => return Err(ExplainError::Assumption(a.clone())),
+                },
             }
-            snap.set(id.clone(), MemberState { ..st });
+            snap.set(id.clone(), st);
             assumed.push((id, state.to_string()));
         }
     }
@@ -317,6 +325,7 @@ pub fn describe(
     if let balance::WhenAllDown::Fallback(p) = b.when_all_down {
         pools.push(p);
     }
+    let mut shedding = false;
     for p in pools {
         for m in &cfg.pools[p].members {
             let st = health.get(&m.id);
@@ -324,8 +333,14 @@ pub fn describe(
                 Target::Addr(a) => a.to_string(),
                 Target::Alias(n) => format!("CNAME {n}"),
             };
+            let load = if st.factor == Factor::FULL {
+                String::new()
+            } else {
+                shedding = true;
+                format!(", shed to {}", st.factor)
+            };
             lines.push(format!(
-                "member:    {} in pool {:?}: {target}, weight {}, priority {}, health {}, admin {} -> {}",
+                "member:    {} in pool {:?}: {target}, weight {}, priority {}, health {}, admin {}{load} -> {}",
                 m.id,
                 cfg.pools[p].name,
                 m.weight,
@@ -335,6 +350,17 @@ pub fn describe(
                 if balance::usable(st.admin, st.health) { "usable" } else { "not usable" }
             ));
         }
+    }
+    if shedding {
+        let unit = balance::shed_unit(client.network);
+        lines.push(if matches!(b.policy, balance::PolicyKind::Weighted) {
+            "load:      weights scaled by each member's factor; members shed to 0% left out while others answer".to_string()
+        } else {
+            format!(
+                "load:      client network {unit} falls at {} of the split: members shed to that or less spill to the next-ranked",
+                Factor::from_permille(balance::shed_point(unit))
+            )
+        });
     }
     let chosen: Vec<String> = sel
         .members

@@ -77,7 +77,8 @@ enum Command {
         /// An ECS prefix the query carries, e.g. 10.3.0.0/24.
         #[arg(long)]
         ecs: Option<ipnet::IpNet>,
-        /// Hypothetical state: MEMBER=down|up|drained|forced-up|forced-down (repeatable).
+        /// Hypothetical state: MEMBER=down|up|drained|forced-up|forced-down, or
+        /// MEMBER=shed:PERCENT for a weight factor load shedding would set (repeatable).
         #[arg(long)]
         assume: Vec<String>,
         /// Read the config files instead of asking the running server (no live health:

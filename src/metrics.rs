@@ -418,6 +418,9 @@ pub struct MemberGauge {
     pub usable: bool,
     /// Health transitions since start.
     pub transitions: u64,
+    /// The weight factor load shedding leaves it (1 in full), and its changes since start.
+    pub factor: f64,
+    pub factor_changes: u64,
 }
 
 /// One probe's rounds since start.
@@ -543,6 +546,8 @@ pub fn render(s: &Scrape) -> String {
     );
     let mut usable_lines = String::new();
     let mut transitions = String::new();
+    let mut factors = String::new();
+    let mut factor_changes = String::new();
     for m in &s.members {
         let labels = format!(
             "pool=\"{}\",member=\"{}\"",
@@ -560,6 +565,16 @@ pub fn render(s: &Scrape) -> String {
             "meridian_member_transitions_total{{{labels}}} {}",
             m.transitions
         );
+        let _ = writeln!(
+            factors,
+            "meridian_member_weight_factor{{{labels}}} {}",
+            m.factor
+        );
+        let _ = writeln!(
+            factor_changes,
+            "meridian_member_weight_factor_changes_total{{{labels}}} {}",
+            m.factor_changes
+        );
     }
     head(
         &mut out,
@@ -575,6 +590,20 @@ pub fn render(s: &Scrape) -> String {
         "Health state transitions (flaps) per member since start.",
     );
     out.push_str(&transitions);
+    head(
+        &mut out,
+        "member_weight_factor",
+        "gauge",
+        "The share of its weight (or of client networks) load shedding leaves a member: 1 in full, 0 left out.",
+    );
+    out.push_str(&factors);
+    head(
+        &mut out,
+        "member_weight_factor_changes_total",
+        "counter",
+        "Weight factor changes per member since start.",
+    );
+    out.push_str(&factor_changes);
 
     let e = events().lock().unwrap_or_else(|p| p.into_inner());
     head(

@@ -261,11 +261,15 @@ fn member_row(m: &Value, now: SystemTime) -> Vec<String> {
     let share = m["answer_share_last_minute"]
         .as_f64()
         .map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0));
+    let mut health = text(&m["health"]);
+    if let Some(f) = m["factor"].as_f64().filter(|&f| f < 1.0) {
+        health = format!("{health}, shed to {:.0}%", f * 100.0);
+    }
     vec![
         text(&m["id"]),
         text(&m["pool"]),
         text(&m["weight"]),
-        text(&m["health"]),
+        health,
         overridden,
         if m["usable"] == true { "yes" } else { "no" }.to_string(),
         last,

@@ -91,6 +91,7 @@ pub async fn serve(
     report_orphans(&cfg, &health);
     check_serials(&cfg, &store)?;
     let probe_specs = cfg.probes.clone();
+    let shedding = cfg.shedding.clone();
     let listen = cfg.server.listen.clone();
     let workers = cfg.server.udp_workers;
     let control_addr = cfg.server.control;
@@ -111,7 +112,7 @@ pub async fn serve(
         .map_err(|e| ServeError::BindControl(control_addr, e))?;
 
     // Probes start as soon as the sockets are bound (a member may probe this node itself).
-    let probes = ProbeSet::start(probe_specs, health.clone())?;
+    let probes = ProbeSet::start(probe_specs, &shedding, health.clone())?;
     let node = Arc::new(Node::new(NodeParts {
         source,
         overrides,
@@ -147,7 +148,7 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
-    let probes = ProbeSet::start(Vec::new(), node.health.clone())?;
+    let probes = ProbeSet::start(Vec::new(), &Default::default(), node.health.clone())?;
     let running = std::mem::replace(
         &mut *node.probes.lock().unwrap_or_else(|p| p.into_inner()),
         probes,

@@ -168,6 +168,24 @@ fn broken_inputs() -> Vec<(&'static str, &'static str, String, &'static str)> {
             "needs server.geo_database",
         ),
         (
+            "shedding on an unknown signal",
+            "example.test.gslb.toml",
+            g("[site.a]\nshed = { signal = \"load\", low = 1, high = 2 }\n"),
+            "site \"a\": shed signal \"load\" is not one of connections, requests, healthy-servers",
+        ),
+        (
+            "shedding watermarks upside down",
+            "example.test.gslb.toml",
+            g("[site.a]\nshed = { signal = \"requests\", low = 500, high = 100 }\n"),
+            "shed watermarks need 0 <= low < high (low 500, high 100)",
+        ),
+        (
+            "shedding with a check that reads no load",
+            "example.test.gslb.toml",
+            g("[site.a]\nshed = { signal = \"connections\", low = 10, high = 20 }\n"),
+            "member 1: site \"a\" sheds load, which its pool's check must read",
+        ),
+        (
             "subnet with host bits",
             "example.test.gslb.toml",
             n("name = \"x\"\npool = \"p\"\npolicy = \"subnet\"\nsubnets = { \"10.0.0.1/8\" = [\"a\"] }\n[site.a]\n"),

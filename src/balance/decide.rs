@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::IpNet;
 
-use super::{plan, ClientInfo, Family, Plan, PolicyKind, Request, Selection};
+use super::{plan, shed_unit, ClientInfo, Family, Plan, PolicyKind, Request, Selection};
 use crate::geo::{whole_space, GeoLocator};
 use crate::hash::FastMap;
 use crate::health::HealthSnapshot;
@@ -59,7 +59,8 @@ pub fn decide(
 /// Plans by (rule, family, client network), for one thread. A plan is everything of a
 /// decision but the round-robin position (database lookup, site order, health filtering,
 /// fallbacks), so a hit costs a hash lookup instead of the tree walk and the ranking. Only
-/// geo plans are kept per client network; the others hold for the whole address family. The
+/// geo plans (and, while load shedding splits clients, failover and all plans) are kept per
+/// client network; the others hold for the whole address family. The
 /// cache empties itself when the config or the health snapshot it was filled from is no
 /// longer current, and when it reaches [`PLAN_LIMIT`] entries.
 #[derive(Default)]
@@ -89,9 +90,13 @@ impl PlanCache {
             self.config = config;
             self.health = health.id();
         }
-        // Only geo decisions depend on the client; the others hold for its whole family.
+        // Geo decisions depend on the client; the others hold for its whole family, unless
+        // load shedding keeps part of the client networks on some member.
         let network = match req.policy {
             PolicyKind::Geo(_) => client.network,
+            PolicyKind::Failover | PolicyKind::All if health.splits_networks() => {
+                shed_unit(client.network)
+            }
             _ => whole_space(client.network.network()),
         };
         let key = (rule, req.family == Family::V6, network);

@@ -199,6 +199,7 @@ impl SelectionPolicy for GeoPolicy {
                 groups.push(Group {
                     members,
                     weighted: true,
+                    factors: None,
                 });
             }
         }

@@ -7,7 +7,9 @@
 //! - [`geo`]: the geo policies' site order (distance, map, subnet table);
 //! - [`decide`](mod@self::decide): a decision for a client as the query path takes it (the geo
 //!   lookup when the policy needs one, round-robin cursors, a per-thread plan cache);
-//! - [`safety`]: what an override would do to each pool, per address family.
+//! - [`safety`]: what an override would do to each pool, per address family;
+//! - [`shed`](mod@self::shed): load shedding, the weight factors of members whose site
+//!   reports too much load.
 //!
 //! A [`SelectionPolicy`] only *ranks* candidates. One shared step, [`select`], then applies
 //! health, admin overrides and `when_all_down`, and says why it chose what it chose
@@ -27,14 +29,17 @@ pub type Indexes = SmallVec<[usize; 4]>;
 pub type Sites = SmallVec<[RankedSite; 4]>;
 
 use crate::geo::{whole_space, GeoHit};
-use crate::health::{Admin, Health, HealthSnapshot, MemberId};
+use crate::health::{Admin, Factor, Health, HealthSnapshot, MemberId};
 
 pub mod decide;
 pub mod geo;
 pub mod safety;
+pub mod shed;
 pub use decide::{decide, plan_for, Cursors, PlanCache};
 pub use geo::{common_prefix_len, Basis, GeoMode, GeoPolicy, RankedSite, SiteName, SiteOrder};
 pub use safety::{drain_impact, PoolImpact};
+use shed::shed;
+pub use shed::{shed_point, shed_unit};
 
 /// What a member answers with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -202,12 +207,18 @@ pub struct Ranking {
 pub struct Group {
     pub members: Indexes,
     pub weighted: bool,
+    /// Each member's weight factor in thousandths, when load shedding scales the weights.
+    pub factors: Option<SmallVec<[u16; 4]>>,
 }
 
 impl Ranking {
     fn one(members: Indexes, weighted: bool) -> Ranking {
         let mut groups = SmallVec::new();
-        groups.push(Group { members, weighted });
+        groups.push(Group {
+            members,
+            weighted,
+            factors: None,
+        });
         Ranking {
             groups,
             sites: None,
@@ -233,22 +244,55 @@ impl SelectionPolicy for Weighted {
     }
 }
 
-/// Position in `members` of the one the cursor's point falls on, by weight.
+/// Position in the group's members of the one the cursor's point falls on, by weight.
+///
+/// Plain weights are walked in order: a member of weight 3 leads three positions in a row.
+/// Weights scaled by load factors are reduced by their greatest common divisor and the
+/// positions visited in a stride coprime with the total, so that members still lead in
+/// proportion over every full cycle, but interleaved: a factor in thousandths would otherwise
+/// make runs hundreds of answers long.
 #[inline]
-fn weighted_first(pool: &Pool, members: &[usize], cursor: u64) -> usize {
-    let total: u64 = members.iter().map(|&i| pool.members[i].weight as u64).sum();
+fn weighted_first(pool: &Pool, group: &Group, cursor: u64) -> usize {
+    let weight = |pos: usize| u64::from(pool.members[group.members[pos]].weight);
+    let Some(factors) = &group.factors else {
+        return position_of((0..group.members.len()).map(weight), cursor);
+    };
+    let scaled = |pos: usize| weight(pos) * u64::from(factors[pos]);
+    let divisor = (0..group.members.len()).map(scaled).fold(0, gcd).max(1);
+    let total: u64 = (0..group.members.len()).map(|p| scaled(p) / divisor).sum();
+    if total == 0 {
+        return 0;
+    }
+    let stride = [7919u64, 7907, 7901]
+        .into_iter()
+        .find(|p| !total.is_multiple_of(*p))
+        .unwrap_or(1);
+    let point = ((u128::from(cursor % total) * u128::from(stride)) % u128::from(total)) as u64;
+    position_of((0..group.members.len()).map(|p| scaled(p) / divisor), point)
+}
+
+/// Which of `weights` the point `cursor mod total` falls on.
+fn position_of(weights: impl Iterator<Item = u64> + Clone, cursor: u64) -> usize {
+    let total: u64 = weights.clone().sum();
     if total == 0 {
         return 0;
     }
     let mut point = cursor % total;
-    for (pos, &i) in members.iter().enumerate() {
-        let w = pool.members[i].weight as u64;
+    for (pos, w) in weights.enumerate() {
         if point < w {
             return pos;
         }
         point -= w;
     }
     0
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Failover: the lowest priority group that has usable members, weighted inside it; the other
@@ -271,6 +315,7 @@ impl SelectionPolicy for Failover {
             ranking.groups.push(Group {
                 members,
                 weighted: true,
+                factors: None,
             });
         }
         ranking
@@ -375,7 +420,7 @@ impl Plan {
         let mut out = SmallVec::new();
         for (pool, g) in &self.groups {
             let first = if g.weighted {
-                weighted_first(&pools[*pool], &g.members, cursor)
+                weighted_first(&pools[*pool], g, cursor)
             } else {
                 0
             };
@@ -393,11 +438,16 @@ impl Plan {
 /// Applies health and admin state, ranks with the policy, and falls back as configured.
 pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> Plan {
     let everyone = whole_space(client.network.network());
+    let unit = shed_unit(client.network);
+    let point = shed_point(unit);
+    let weighted = matches!(req.policy, PolicyKind::Weighted);
     let mut sites: Option<SiteOrder> = None;
     let mut forced = false;
+    let mut split = false;
     let mut rank = |pool_idx: usize, only_usable: bool| -> SmallVec<[(usize, Group); 4]> {
         let pool = &req.pools[pool_idx];
         let mut candidates = Indexes::new();
+        let mut factors: SmallVec<[Factor; 4]> = SmallVec::new();
         for (i, m) in pool.members.iter().enumerate() {
             if !m.target.serves(req.family) {
                 continue;
@@ -410,9 +460,17 @@ pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> 
             };
             if candidate {
                 candidates.push(i);
+                factors.push(health.factor(&m.id));
                 forced |= admin == Admin::ForcedUp && h == Health::Down;
             }
         }
+        // Failing open answers whatever is left: load does not matter then.
+        let (weights, splits) = if only_usable {
+            shed(&mut candidates, &factors, weighted, point)
+        } else {
+            (None, false)
+        };
+        split |= splits;
         let ranking = req.policy.policy().rank(pool, &candidates, client);
         if ranking.sites.is_some() {
             sites = ranking.sites;
@@ -421,7 +479,13 @@ pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> 
             .groups
             .into_iter()
             .filter(|g| !g.members.is_empty())
-            .map(|g| (pool_idx, g))
+            .map(|mut g| {
+                if let Some(w) = &weights {
+                    // A weighted ranking is one group of the candidates in order.
+                    g.factors = Some(w.clone());
+                }
+                (pool_idx, g)
+            })
             .collect()
     };
 
@@ -452,7 +516,10 @@ pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> 
     } else {
         reason
     };
-    let valid_for = sites.as_ref().map_or(everyone, |s| s.valid_for);
+    let mut valid_for = sites.as_ref().map_or(everyone, |s| s.valid_for);
+    if split && unit.prefix_len() > valid_for.prefix_len() {
+        valid_for = unit;
+    }
     Plan {
         groups,
         reason,
@@ -478,7 +545,7 @@ mod tests {
     use super::*;
     use crate::health::{HealthSnapshot, MemberState};
 
-    fn pool(weights: &[(u32, u32)]) -> Pool {
+    pub(super) fn pool(weights: &[(u32, u32)]) -> Pool {
         Pool {
             safety: DrainSafety::default(),
             name: "p".into(),
@@ -504,6 +571,7 @@ mod tests {
             MemberState {
                 health: Health::Down,
                 admin,
+                ..Default::default()
             },
         );
     }
@@ -512,21 +580,30 @@ mod tests {
         ClientInfo::from_network("198.51.100.7/32".parse().unwrap())
     }
 
-    fn run(
+    /// One answer for IPv4 clients from the first pool.
+    pub(super) fn request<'a>(
+        pools: &'a [Pool],
+        policy: &'a PolicyKind,
+        wad: &'a WhenAllDown,
+    ) -> Request<'a> {
+        Request {
+            pools,
+            pool: 0,
+            policy,
+            answers: 1,
+            when_all_down: wad,
+            family: Family::V4,
+        }
+    }
+
+    pub(super) fn run(
         pools: &[Pool],
         policy: PolicyKind,
         wad: WhenAllDown,
         snap: &HealthSnapshot,
         n: u64,
     ) -> Vec<Selection> {
-        let req = Request {
-            pools,
-            pool: 0,
-            policy: &policy,
-            answers: 1,
-            when_all_down: &wad,
-            family: Family::V4,
-        };
+        let req = request(pools, &policy, &wad);
         (0..n).map(|c| select(&req, snap, &client(), c)).collect()
     }
 
@@ -574,14 +651,7 @@ mod tests {
         let mut snap = HealthSnapshot::default();
         mark(&mut snap, &pools[0].members[0], Admin::Normal);
         mark(&mut snap, &pools[0].members[1], Admin::Drained);
-        let req = Request {
-            pools: &pools,
-            pool: 0,
-            policy: &PolicyKind::All,
-            answers: 1,
-            when_all_down: &WhenAllDown::FailOpen,
-            family: Family::V4,
-        };
+        let req = request(&pools, &PolicyKind::All, &WhenAllDown::FailOpen);
         let s = select(&req, &snap, &client(), 0);
         assert_eq!(s.reason, Reason::FailOpen);
         assert_eq!(s.members.to_vec(), vec![(0, 0)]);

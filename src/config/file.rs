@@ -109,6 +109,16 @@ pub(super) struct GslbFile {
 pub(super) struct FileSite {
     /// `[latitude, longitude]` in degrees.
     pub(super) location: Option<[f64; 2]>,
+    /// Load shedding: `{ signal = "connections", low = 800, high = 1000 }`.
+    pub(super) shed: Option<FileShed>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileShed {
+    pub(super) signal: String,
+    pub(super) low: f64,
+    pub(super) high: f64,
 }
 
 #[derive(Debug, Deserialize)]

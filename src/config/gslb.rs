@@ -18,6 +18,7 @@ pub(super) struct Builder {
     /// Pool name (per zone's gslb file, qualified as `zone/pool` internally) -> index.
     pub(super) probes: HashMap<ProbeSpec, Vec<MemberId>>,
     pub(super) probe_order: Vec<ProbeSpec>,
+    pub(super) shedding: Shedding,
     pub(super) sources: Vec<PathBuf>,
     pub(super) warnings: Vec<String>,
 }
@@ -39,9 +40,15 @@ impl Builder {
                 message,
             };
 
-        // Sites: where members are, for geo policies.
+        // Sites: where members are, for geo policies, and how they shed load.
         let mut sites: BTreeMap<String, Option<Coords>> = BTreeMap::new();
+        let mut shed_rules: HashMap<&str, ShedRule> = HashMap::new();
         for (name, site) in &parsed.site {
+            if let Some(shed) = &site.get_ref().shed {
+                let rule = shed_rule(shed)
+                    .map_err(|m| invalid(site.span(), Object::Site(name.clone()), m))?;
+                shed_rules.insert(name.as_str(), rule);
+            }
             let location =
                 match site.get_ref().location {
                     None => None,
@@ -152,6 +159,16 @@ impl Builder {
                 let id = MemberId::new(&fm.site, &target_text);
                 if members.iter().any(|o| o.id == id) {
                     return Err(err(format!("duplicate member {id}")));
+                }
+                if let Some(rule) = shed_rules.get(fm.site.as_str()) {
+                    if !matches!(check, Some((Some(ProbeKind::ProxyLoad { .. }), _))) {
+                        return Err(err(format!(
+                            "site {:?} sheds load, which its pool's check must read: give the \
+                             pool a check of kind \"proxy-load\"",
+                            fm.site
+                        )));
+                    }
+                    self.shedding.insert(id.clone(), *rule);
                 }
                 if let Some((kind, timing)) = check {
                     if let Some(kind) = kind {
@@ -643,6 +660,7 @@ impl Builder {
             pools,
             mut probes,
             probe_order,
+            shedding,
             sources,
             mut warnings,
         } = self;
@@ -678,10 +696,33 @@ impl Builder {
                     (s, members)
                 })
                 .collect(),
+            shedding,
             sources,
             warnings,
         })
     }
+}
+
+/// A site's `shed` table: a known signal and `low < high` (percentages for healthy servers).
+fn shed_rule(shed: &FileShed) -> Result<ShedRule, String> {
+    let signal = Signal::from_name(&shed.signal).ok_or_else(|| {
+        format!(
+            "shed signal {:?} is not one of connections, requests, healthy-servers",
+            shed.signal
+        )
+    })?;
+    let (low, high) = (shed.low, shed.high);
+    if !(low.is_finite() && high.is_finite() && 0.0 <= low && low < high) {
+        return Err(format!(
+            "shed watermarks need 0 <= low < high (low {low}, high {high})"
+        ));
+    }
+    if signal == Signal::HealthyServers && high > 100.0 {
+        return Err(format!(
+            "shed watermarks on healthy-servers are percentages, at most 100 (high {high})"
+        ));
+    }
+    Ok(ShedRule { signal, low, high })
 }
 
 /// What a member's probe checks: its `probe` address, else its address at the check's port,

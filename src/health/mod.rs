@@ -6,8 +6,9 @@
 //! member that shares the spec -> new snapshot swapped in, and the change handed to the
 //! [`Persist`] hook (the `state` module's sled store when serving).
 //!
-//! Files: `probe` (the probers), `tracker` (rise and fall), `scheduler` (the probe tasks of a
-//! config), `store` (the health table); this one holds a member's identity and states.
+//! Files: `probe` (the probers), `tracker` (rise and fall), `load` (load reports and the
+//! weight factor they earn), `scheduler` (the probe tasks of a config), `store` (the health
+//! table); this one holds a member's identity and states.
 
 use crate::clock::unix_now;
 use std::collections::HashMap;
@@ -83,12 +84,19 @@ impl Admin {
 pub struct MemberState {
     pub admin: Admin,
     pub health: Health,
+    /// The share of its weight (or of client networks) its site's load leaves it; full
+    /// unless load shedding is configured for its site. Not persisted: the first load
+    /// report after a start sets it.
+    #[serde(default)]
+    pub factor: Factor,
 }
 
+mod load;
 mod probe;
 mod scheduler;
 mod store;
 mod tracker;
+pub use load::*;
 pub use probe::*;
 pub use scheduler::*;
 pub use store::*;
@@ -124,6 +132,19 @@ mod tests {
         assert_eq!(t.observe(true).map(|t| t.to), Some(Health::Up));
     }
 
+    /// A TCP probe every two seconds, without jitter; rise 2, fall 3.
+    fn every_two_seconds() -> ProbeSpec {
+        ProbeSpec {
+            kind: ProbeKind::Tcp,
+            addr: "127.0.0.1:9".parse().unwrap(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            jitter_percent: 0,
+        }
+    }
+
     struct Scripted(Mutex<Vec<bool>>);
     impl Prober for Scripted {
         fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
@@ -132,6 +153,7 @@ mod tests {
                 if up {
                     ProbeOutcome::Up {
                         latency: Duration::ZERO,
+                        load: None,
                     }
                 } else {
                     ProbeOutcome::Down {
@@ -146,15 +168,7 @@ mod tests {
     async fn member_goes_down_after_fall_intervals_under_paused_time() {
         let store = Arc::new(HealthStore::in_memory());
         let id = MemberId::new("s", "192.0.2.1");
-        let spec = ProbeSpec {
-            kind: ProbeKind::Tcp,
-            addr: "127.0.0.1:9".parse().unwrap(),
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
-            rise: 2,
-            fall: 3,
-            jitter_percent: 0,
-        };
+        let spec = every_two_seconds();
         // popped from the end: up, then down forever
         let prober = Box::new(Scripted(Mutex::new(vec![false, false, false, true])));
         let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -162,7 +176,7 @@ mod tests {
             spec,
             prober,
             Tracker::new(2, 3, Health::Unknown),
-            vec![id.clone()],
+            vec![id.clone().into()],
             store.clone(),
             Default::default(),
             stopping,
@@ -179,5 +193,76 @@ mod tests {
             .await
             .expect("stopped at once")
             .unwrap();
+    }
+
+    /// Up every time, with the load reports of a script (popped from the end).
+    struct Reports(Mutex<Vec<usize>>);
+    impl Prober for Reports {
+        fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
+            let connections = self.0.lock().unwrap().pop().unwrap_or(0);
+            Box::pin(async move {
+                ProbeOutcome::Up {
+                    latency: Duration::ZERO,
+                    load: Some(LoadReport {
+                        servers: 2,
+                        healthy_servers: 2,
+                        active_connections: connections,
+                        ..Default::default()
+                    }),
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shedding_acts_on_each_report_while_health_waits_for_fall() {
+        let store = Arc::new(HealthStore::in_memory());
+        let id = MemberId::new("s", "192.0.2.1");
+        let spec = every_two_seconds();
+        let rule = ShedRule {
+            signal: Signal::Connections,
+            low: 100.0,
+            high: 200.0,
+        };
+        // Popped from the end: quiet, past the high mark, just under it, at the middle of
+        // the band, quiet again.
+        let script = vec![10, 150, 190, 500, 10];
+        let prober = Box::new(Reports(Mutex::new(script)));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let member = Driven {
+            id: id.clone(),
+            shedder: Some(Shedder::new(rule, Factor::FULL)),
+        };
+        tokio::spawn(run_probe(
+            spec,
+            prober,
+            Tracker::new(2, 3, Health::Unknown),
+            vec![member],
+            store.clone(),
+            Default::default(),
+            stopping,
+        ));
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let state = store.snapshot().get(&id);
+            assert_eq!(state.health, Health::Up);
+            seen.push(state.factor);
+            tokio::time::sleep(Duration::from_millis(1990)).await;
+        }
+        assert_eq!(
+            seen,
+            [
+                Factor::FULL,
+                Factor::NONE,
+                Factor::NONE,
+                Factor::of(0.5),
+                Factor::FULL
+            ]
+        );
+        assert_eq!(store.factor_changes(&id), 3);
+        let last = store.last_report(&id).expect("a report is kept");
+        assert_eq!(last.report.active_connections, 10);
+        stop.send(true).unwrap();
     }
 }

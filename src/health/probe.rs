@@ -69,6 +69,7 @@ impl Prober for TcpProber {
             {
                 Ok(Ok(_)) => ProbeOutcome::Up {
                     latency: start.elapsed(),
+                    load: None,
                 },
                 Ok(Err(e)) => ProbeOutcome::Down {
                     reason: format!("connect: {e}"),
@@ -150,19 +151,16 @@ impl HttpProber {
     }
 }
 
-/// What a load report says of a site's health: down with no healthy server.
-fn judge_report(body: &str) -> Result<(), String> {
-    let doc: serde_json::Value =
+/// Reads a load report; an error when the body is not one or the site has no healthy server.
+fn judge_report(body: &str) -> Result<LoadReport, String> {
+    let report: LoadReport =
         serde_json::from_str(body).map_err(|e| format!("not a load report: {e}"))?;
-    let healthy = doc["healthy_servers"]
-        .as_u64()
-        .ok_or("not a load report: no healthy_servers")?;
-    match healthy {
+    match report.healthy_servers {
         0 => Err(format!(
             "the site proxy has no healthy server (of {})",
-            doc["servers"]
+            report.servers
         )),
-        _ => Ok(()),
+        _ => Ok(report),
     }
 }
 
@@ -196,8 +194,9 @@ impl Prober for HttpProber {
             if self.report.is_some() {
                 return match resp.text().await.map_err(|e| format!("body: {e}")) {
                     Ok(body) => match judge_report(&body) {
-                        Ok(()) => ProbeOutcome::Up {
+                        Ok(report) => ProbeOutcome::Up {
                             latency: start.elapsed(),
+                            load: Some(report),
                         },
                         Err(reason) => ProbeOutcome::Down { reason },
                     },
@@ -221,6 +220,7 @@ impl Prober for HttpProber {
             }
             ProbeOutcome::Up {
                 latency: start.elapsed(),
+                load: None,
             }
         })
     }

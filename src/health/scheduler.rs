@@ -30,11 +30,16 @@ impl Drop for ProbeSet {
     }
 }
 
+/// The watermarks of the members whose site sheds load, by member.
+pub type Shedding = HashMap<MemberId, ShedRule>;
+
 impl ProbeSet {
-    /// Starts one task per distinct spec; each drives the health of the members listed with it.
-    /// Trackers start from the members' current health, so a reload keeps what is known.
+    /// Starts one task per distinct spec; each drives the health of the members listed with it
+    /// and, for those in `shedding`, their weight factor. Trackers and shedders start from the
+    /// members' current state, so a reload keeps what is known.
     pub fn start(
         probes: Vec<(ProbeSpec, Vec<MemberId>)>,
+        shedding: &Shedding,
         store: Arc<HealthStore>,
     ) -> Result<ProbeSet, ProbeError> {
         let last = Arc::new(Mutex::new(HashMap::new()));
@@ -47,6 +52,15 @@ impl ProbeSet {
                 .map(|m| store.snapshot().get(m).health)
                 .unwrap_or_default();
             let tracker = Tracker::new(spec.rise, spec.fall, start);
+            let members = members
+                .into_iter()
+                .map(|id| {
+                    let shedder = shedding
+                        .get(&id)
+                        .map(|rule| Shedder::new(*rule, store.snapshot().factor(&id)));
+                    Driven { id, shedder }
+                })
+                .collect();
             tasks.push(tokio::spawn(run_probe(
                 spec,
                 prober,
@@ -69,11 +83,23 @@ impl ProbeSet {
     }
 }
 
+/// A member a probe drives, with its shedder when its site sheds load.
+pub(super) struct Driven {
+    pub(super) id: MemberId,
+    pub(super) shedder: Option<Shedder>,
+}
+
+impl From<MemberId> for Driven {
+    fn from(id: MemberId) -> Self {
+        Driven { id, shedder: None }
+    }
+}
+
 pub(super) async fn run_probe(
     spec: ProbeSpec,
     prober: Box<dyn Prober>,
     mut tracker: Tracker,
-    members: Vec<MemberId>,
+    mut members: Vec<Driven>,
     store: Arc<HealthStore>,
     last: Arc<Mutex<HashMap<SocketAddr, LastProbe>>>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
@@ -85,7 +111,7 @@ pub(super) async fn run_probe(
         };
         let up = matches!(outcome, ProbeOutcome::Up { .. });
         let (detail, latency_ms) = match &outcome {
-            ProbeOutcome::Up { latency } => (
+            ProbeOutcome::Up { latency, .. } => (
                 format!("up in {} ms", latency.as_millis()),
                 Some(latency.as_secs_f64() * 1000.0),
             ),
@@ -94,7 +120,7 @@ pub(super) async fn run_probe(
         store.probe_observed(
             spec.addr,
             match &outcome {
-                ProbeOutcome::Up { latency } => Some(*latency),
+                ProbeOutcome::Up { latency, .. } => Some(*latency),
                 ProbeOutcome::Down { .. } => None,
             },
         );
@@ -105,7 +131,23 @@ pub(super) async fn run_probe(
         // restored from disk, converge without waiting for the next transition.
         if tracker.state != Health::Unknown {
             for m in &members {
-                store.apply(Change::Health(m.clone(), tracker.state));
+                store.apply(Change::Health(m.id.clone(), tracker.state));
+            }
+        }
+        if let ProbeOutcome::Up {
+            load: Some(report), ..
+        } = &outcome
+        {
+            for m in &mut members {
+                if let Some(shed) = m.shedder.as_mut().and_then(|s| s.observe(report)) {
+                    tracing::debug!(member = %m.id, from = %shed.from, to = %shed.to,
+                        signal = m.shedder.as_ref().map(|s| s.rule.signal.name()),
+                        value = shed.value, "weight factor changed");
+                }
+                if let Some(s) = &m.shedder {
+                    store.apply(Change::Factor(m.id.clone(), s.factor));
+                }
+                store.reported(&m.id, report.clone());
             }
         }
         last.lock().unwrap_or_else(|p| p.into_inner()).insert(

@@ -7,6 +7,9 @@ use super::*;
 #[derive(Debug, Clone, Default)]
 pub struct HealthSnapshot {
     members: crate::hash::FastMap<MemberId, MemberState>,
+    /// Members whose factor is partial: while there are any, decisions depend on the
+    /// client's network even for policies that otherwise do not.
+    partial: usize,
     /// Unique per snapshot a store publishes (0 for one built elsewhere), so a cache of
     /// decisions can tell it still holds for the current health.
     id: u64,
@@ -38,7 +41,24 @@ impl HealthSnapshot {
     }
 
     pub fn set(&mut self, id: MemberId, state: MemberState) {
-        self.members.insert(id, state);
+        let was = self.members.insert(id, state);
+        if was.is_some_and(|w| w.factor.is_partial()) {
+            self.partial -= 1;
+        }
+        if state.factor.is_partial() {
+            self.partial += 1;
+        }
+    }
+
+    /// A member's weight factor (full for members never seen).
+    pub fn factor(&self, id: &MemberId) -> Factor {
+        self.members.get(id).map_or(Factor::FULL, |s| s.factor)
+    }
+
+    /// Whether some member keeps only part of its client networks, so that which networks
+    /// those are matters to every decision.
+    pub fn splits_networks(&self) -> bool {
+        self.partial > 0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&MemberId, &MemberState)> {
@@ -53,6 +73,8 @@ pub enum Change {
     Health(MemberId, Health),
     /// An operator override (Normal clears it).
     Admin(MemberId, Admin),
+    /// A weight factor the member's load report earned it.
+    Factor(MemberId, Factor),
 }
 
 /// Where changes are written so they survive a restart. Implemented by `state::Store`.
@@ -76,6 +98,16 @@ pub struct HealthStore {
     /// Probe rounds per probe address since start (kept across reloads, which replace the
     /// probe tasks but not this store).
     rounds: Mutex<HashMap<SocketAddr, ProbeRounds>>,
+    /// The last load report read for each member whose check reads one.
+    reports: Mutex<HashMap<MemberId, Reported>>,
+}
+
+/// A load report as a member's check last read it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reported {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub report: LoadReport,
 }
 
 /// Upper bounds of the probe latency buckets, in seconds.
@@ -101,6 +133,8 @@ pub(super) const HISTORY: usize = 200;
 pub(super) struct History {
     events: std::collections::VecDeque<Event>,
     transitions: HashMap<MemberId, u64>,
+    /// Weight factor changes per member.
+    factor_changes: HashMap<MemberId, u64>,
 }
 
 /// One change to a member's state, as status and the status page list them.
@@ -109,7 +143,7 @@ pub struct Event {
     /// Seconds since the Unix epoch.
     pub at: u64,
     pub member: MemberId,
-    /// `health` or `admin`.
+    /// `health`, `admin` or `factor`.
     pub kind: &'static str,
     pub from: String,
     pub to: String,
@@ -125,7 +159,26 @@ impl HealthStore {
             generation: tokio::sync::watch::channel(0).0,
             history: Mutex::new(History::default()),
             rounds: Mutex::new(HashMap::new()),
+            reports: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps the load report a member's check read last.
+    pub fn reported(&self, id: &MemberId, report: LoadReport) {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.insert(
+            id.clone(),
+            Reported {
+                at: unix_now(),
+                report,
+            },
+        );
+    }
+
+    /// The load report a member's check read last, if its check reads one.
+    pub fn last_report(&self, id: &MemberId) -> Option<Reported> {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.get(id).cloned()
     }
 
     /// Counts one probe round: its latency when it passed, `None` when it failed.
@@ -173,6 +226,12 @@ impl HealthStore {
         h.transitions.values().sum()
     }
 
+    /// Weight factor changes of `id` since start.
+    pub fn factor_changes(&self, id: &MemberId) -> u64 {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.factor_changes.get(id).copied().unwrap_or(0)
+    }
+
     fn record(&self, id: &MemberId, before: MemberState, after: MemberState) {
         let at = unix_now();
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
@@ -194,6 +253,14 @@ impl HealthStore {
         }
         if before.admin != after.admin {
             push("admin", label(&before.admin), label(&after.admin));
+        }
+        if before.factor != after.factor {
+            push(
+                "factor",
+                before.factor.to_string(),
+                after.factor.to_string(),
+            );
+            *h.factor_changes.entry(id.clone()).or_default() += 1;
         }
         if before.health != after.health && before.health != Health::Unknown {
             *h.transitions.entry(id.clone()).or_default() += 1;
@@ -219,13 +286,14 @@ impl HealthStore {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load();
         let id = match &change {
-            Change::Health(id, _) | Change::Admin(id, _) => id,
+            Change::Health(id, _) | Change::Admin(id, _) | Change::Factor(id, _) => id,
         };
         let before = old.get(id);
         let mut after = before;
         match change {
             Change::Health(_, h) => after.health = h,
             Change::Admin(_, a) => after.admin = a,
+            Change::Factor(_, f) => after.factor = f,
         }
         if after == before {
             return false;

@@ -5,8 +5,11 @@ use super::*;
 /// What a single probe saw.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeOutcome {
-    /// The check passed.
-    Up { latency: Duration },
+    /// The check passed; a site proxy's load check carries the report it read.
+    Up {
+        latency: Duration,
+        load: Option<LoadReport>,
+    },
     /// The check failed; `reason` says how, for logs and status.
     Down { reason: String },
 }

@@ -483,7 +483,7 @@ pub async fn serve(
     tracing::info!(listeners = %bound.join(","), config = %site.file.display(), "proxy started");
 
     let health = Arc::new(HealthStore::in_memory());
-    let mut probes = ProbeSet::start(site.probes.clone(), health.clone())?;
+    let mut probes = ProbeSet::start(site.probes.clone(), &Default::default(), health.clone())?;
     let drain_timeout = site.drain_timeout;
     let capacity = site
         .limits
@@ -594,7 +594,8 @@ pub async fn serve(
                         continue;
                     }
                     drain.set_timeout(site.drain_timeout);
-                    match ProbeSet::start(site.probes.clone(), health.clone()) {
+                    match ProbeSet::start(site.probes.clone(), &Default::default(), health.clone())
+                    {
                         Ok(p) => probes = p,
                         Err(e) => {
                             tracing::error!(error = %e, "reload refused: the checks cannot start; the running config stays");

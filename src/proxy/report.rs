@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 /// Upper bounds of the latency buckets, in seconds.
 pub const BOUNDS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -90,22 +88,8 @@ pub struct Window(Mutex<VecDeque<Sample>>);
 /// How far back the load report looks.
 pub const WINDOW: usize = 10;
 
-/// The load report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LoadReport {
-    pub servers: usize,
-    pub healthy_servers: usize,
-    pub active_connections: usize,
-    pub in_flight: u64,
-    pub requests_per_second: f64,
-    /// Over the window; `None` without requests.
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    /// The share of 5xx responses over the window (0 without requests).
-    pub error_rate: f64,
-    /// Seconds the figures cover.
-    pub window_seconds: f64,
-}
+/// The load report, as the DNS side's `proxy-load` check reads it.
+pub use crate::health::LoadReport;
 
 impl Window {
     /// Takes a sample of `stats`; called once a second.
