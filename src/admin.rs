@@ -350,6 +350,7 @@ fn scrape(node: &Node) -> crate::metrics::Scrape {
                 transitions: node.health.transitions(&m.id),
                 factor: st.factor.share(),
                 factor_changes: node.health.factor_changes(&m.id),
+                tripped: st.passive != crate::health::Passive::Clear,
             }
         })
         .collect();
@@ -472,6 +473,7 @@ fn status(node: &Node) -> Value {
                         "usable": crate::balance::usable(st.admin, st.health),
                         "flaps": node.health.transitions(&m.id),
                         "factor": st.factor.share(),
+                        "passive": st.passive,
                         "factor_changes": node.health.factor_changes(&m.id),
                         "load": node.health.last_report(&m.id),
                         "answer_share_last_minute": shares.get(&(p.name.clone(), m.id.0.clone())),

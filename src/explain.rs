@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::balance::{self, Basis, ClientInfo, Reason, Selection, Target};
 use crate::dns::{self, HealthView, Loaded, Trace, Transport};
-use crate::health::{Admin, Factor, Health, HealthSnapshot, MemberId};
+use crate::health::{Admin, Factor, Health, HealthSnapshot, MemberId, Passive};
 
 /// What to explain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -333,12 +333,14 @@ pub fn describe(
                 Target::Addr(a) => a.to_string(),
                 Target::Alias(n) => format!("CNAME {n}"),
             };
-            let load = if st.factor == Factor::FULL {
-                String::new()
-            } else {
+            let mut load = String::new();
+            if st.passive != Passive::Clear {
+                load.push_str(&format!(", tripped by {}", json_name(&st.passive)));
+            }
+            if st.factor != Factor::FULL {
                 shedding = true;
-                format!(", shed to {}", st.factor)
-            };
+                load.push_str(&format!(", shed to {}", st.factor));
+            }
             lines.push(format!(
                 "member:    {} in pool {:?}: {target}, weight {}, priority {}, health {}, admin {}{load} -> {}",
                 m.id,

@@ -421,6 +421,8 @@ pub struct MemberGauge {
     /// The weight factor load shedding leaves it (1 in full), and its changes since start.
     pub factor: f64,
     pub factor_changes: u64,
+    /// Whether what its clients got (errors, latency) has tripped it.
+    pub tripped: bool,
 }
 
 /// One probe's rounds since start.
@@ -548,6 +550,7 @@ pub fn render(s: &Scrape) -> String {
     let mut transitions = String::new();
     let mut factors = String::new();
     let mut factor_changes = String::new();
+    let mut tripped = String::new();
     for m in &s.members {
         let labels = format!(
             "pool=\"{}\",member=\"{}\"",
@@ -569,6 +572,11 @@ pub fn render(s: &Scrape) -> String {
             factors,
             "meridian_member_weight_factor{{{labels}}} {}",
             m.factor
+        );
+        let _ = writeln!(
+            tripped,
+            "meridian_member_tripped{{{labels}}} {}",
+            u8::from(m.tripped)
         );
         let _ = writeln!(
             factor_changes,
@@ -604,6 +612,13 @@ pub fn render(s: &Scrape) -> String {
         "Weight factor changes per member since start.",
     );
     out.push_str(&factor_changes);
+    head(
+        &mut out,
+        "member_tripped",
+        "gauge",
+        "Whether the errors or latency a member's site proxy reported have tripped it (passive health).",
+    );
+    out.push_str(&tripped);
 
     let e = events().lock().unwrap_or_else(|p| p.into_inner());
     head(

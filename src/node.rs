@@ -375,7 +375,7 @@ impl Node {
             Ok(c) => c,
             Err(e) => return rejected(e.to_string()),
         };
-        let probes = match ProbeSet::start(cfg.probes.clone(), &cfg.shedding, self.health.clone()) {
+        let probes = match ProbeSet::start(cfg.probes.clone(), &cfg.steering, self.health.clone()) {
             Ok(p) => p,
             Err(e) => return rejected(e.to_string()),
         };

@@ -262,6 +262,9 @@ fn member_row(m: &Value, now: SystemTime) -> Vec<String> {
         .as_f64()
         .map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0));
     let mut health = text(&m["health"]);
+    if let Some(by) = m["passive"].as_str().filter(|&p| p != "clear") {
+        health = format!("{health}, tripped by {by}");
+    }
     if let Some(f) = m["factor"].as_f64().filter(|&f| f < 1.0) {
         health = format!("{health}, shed to {:.0}%", f * 100.0);
     }

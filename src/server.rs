@@ -91,7 +91,7 @@ pub async fn serve(
     report_orphans(&cfg, &health);
     check_serials(&cfg, &store)?;
     let probe_specs = cfg.probes.clone();
-    let shedding = cfg.shedding.clone();
+    let steering = cfg.steering.clone();
     let listen = cfg.server.listen.clone();
     let workers = cfg.server.udp_workers;
     let control_addr = cfg.server.control;
@@ -112,7 +112,7 @@ pub async fn serve(
         .map_err(|e| ServeError::BindControl(control_addr, e))?;
 
     // Probes start as soon as the sockets are bound (a member may probe this node itself).
-    let probes = ProbeSet::start(probe_specs, &shedding, health.clone())?;
+    let probes = ProbeSet::start(probe_specs, &steering, health.clone())?;
     let node = Arc::new(Node::new(NodeParts {
         source,
         overrides,

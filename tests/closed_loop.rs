@@ -173,3 +173,54 @@ fn weighted_answers_scale_a_shedding_sites_weight() {
     assert_eq!(scope, Some(0), "weights do not depend on the client");
     drop(held);
 }
+
+/// Site a's server answers 5xx while everything its probes see stays fine: what site a's
+/// clients got takes it out of the DNS answers after two reports, and good answers bring it
+/// back after the check's rise.
+#[test]
+fn errors_its_clients_got_take_a_site_down_before_its_probes_fail() {
+    let (server_a, server_b) = (Backend::start(200), Backend::start(200));
+    let a = SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\nreport = {{ address = \"127.0.0.1:0\" }}\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\neject_after = 0\nservers = [{{ address = \"{}\" }}]\n",
+        server_a.addr
+    ));
+    let b = site(&server_b);
+    let gslb = gslb(&a, &b, "failover").replace(
+        "shed = {",
+        "passive = { errors_above = \"20%\", reports = 2, min_requests = 5 }\n# shed = {",
+    );
+    let cfg = ConfigDir::new(&zone_with(""), &gslb);
+    let srv = Server::start(&cfg);
+    let answer = || ask(&srv, 1).0;
+    assert!(wait_until(Duration::from_secs(10), || {
+        member(&srv, "b/192.0.2.2")["health"] == "up" && answer() == "192.0.2.1"
+    }));
+
+    server_a.set(503);
+    for _ in 0..30 {
+        assert_eq!(get(a.addr, "/", "").0, 503);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || answer() == "192.0.2.2"),
+        "{}",
+        member(&srv, "a/192.0.2.1")
+    );
+    let m = member(&srv, "a/192.0.2.1");
+    assert_eq!(m["health"], "down");
+    assert_eq!(m["passive"], "errors");
+    assert_eq!(m["last_probe"]["up"], true, "its probes still pass: {m}");
+    let metrics = http(srv.control, "GET", "/metrics", None, None).1;
+    assert!(metrics.contains("meridian_member_tripped{pool=\"sites\",member=\"a/192.0.2.1\"} 1"));
+
+    // The server recovers; good answers dilute the window under the threshold.
+    server_a.set(200);
+    for _ in 0..200 {
+        assert_eq!(get(a.addr, "/", "").0, 200);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || answer() == "192.0.2.1"),
+        "{}",
+        member(&srv, "a/192.0.2.1")
+    );
+    assert_eq!(member(&srv, "a/192.0.2.1")["passive"], "clear");
+}

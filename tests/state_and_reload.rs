@@ -183,7 +183,19 @@ fn broken_inputs() -> Vec<(&'static str, &'static str, String, &'static str)> {
             "shedding with a check that reads no load",
             "example.test.gslb.toml",
             g("[site.a]\nshed = { signal = \"connections\", low = 10, high = 20 }\n"),
-            "member 1: site \"a\" sheds load, which its pool's check must read",
+            "member 1: site \"a\" sheds load or judges what its clients got, which its pool's check must read",
+        ),
+        (
+            "passive health without a threshold",
+            "example.test.gslb.toml",
+            g("[site.a]\npassive = { reports = 3 }\n"),
+            "passive needs errors_above, p99_above or both",
+        ),
+        (
+            "passive health with a bad percentage",
+            "example.test.gslb.toml",
+            g("[site.a]\npassive = { errors_above = \"0.05\" }\n"),
+            "passive errors_above \"0.05\" must be a percentage like \"5%\"",
         ),
         (
             "subnet with host bits",

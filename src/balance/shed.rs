@@ -106,14 +106,11 @@ mod tests {
     fn weighted_shedding_scales_weights_and_leaves_out_only_while_others_answer() {
         let pools = [pool(&[(1, 1), (1, 1)])];
         let mut snap = HealthSnapshot::default();
+        let weighted = |snap: &HealthSnapshot, n| {
+            run(&pools, PolicyKind::Weighted, WhenAllDown::FailOpen, snap, n)
+        };
         shed_member(&mut snap, &pools[0].members[0], 0.5);
-        let sels = run(
-            &pools,
-            PolicyKind::Weighted,
-            WhenAllDown::FailOpen,
-            &snap,
-            1500,
-        );
+        let sels = weighted(&snap, 1500);
         let first = sels.iter().filter(|s| s.members[0].1 == 0).count();
         assert_eq!(first, 500, "weight 1 x 0.5 against weight 1");
         // Interleaved: every three answers hold one led by the shedding member.
@@ -121,13 +118,7 @@ mod tests {
             assert_eq!(window.iter().filter(|s| s.members[0].1 == 0).count(), 1);
         }
         shed_member(&mut snap, &pools[0].members[0], 0.3);
-        let sels = run(
-            &pools,
-            PolicyKind::Weighted,
-            WhenAllDown::FailOpen,
-            &snap,
-            130,
-        );
+        let sels = weighted(&snap, 130);
         for window in sels.chunks(13) {
             assert_eq!(window.iter().filter(|s| s.members[0].1 == 0).count(), 3);
         }
@@ -139,23 +130,11 @@ mod tests {
         assert!(sels.iter().all(|s| s.valid_for.prefix_len() == 0));
 
         shed_member(&mut snap, &pools[0].members[0], 0.0);
-        let sels = run(
-            &pools,
-            PolicyKind::Weighted,
-            WhenAllDown::FailOpen,
-            &snap,
-            10,
-        );
+        let sels = weighted(&snap, 10);
         assert!(sels.iter().all(|s| s.members.to_vec() == vec![(0, 1)]));
 
         shed_member(&mut snap, &pools[0].members[1], 0.0);
-        let sels = run(
-            &pools,
-            PolicyKind::Weighted,
-            WhenAllDown::FailOpen,
-            &snap,
-            10,
-        );
+        let sels = weighted(&snap, 10);
         let first = sels.iter().filter(|s| s.members[0].1 == 0).count();
         assert_eq!(
             first, 5,

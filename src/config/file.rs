@@ -111,6 +111,19 @@ pub(super) struct FileSite {
     pub(super) location: Option<[f64; 2]>,
     /// Load shedding: `{ signal = "connections", low = 800, high = 1000 }`.
     pub(super) shed: Option<FileShed>,
+    /// Passive health: `{ errors_above = "5%", p99_above = "800ms", reports = 3 }`.
+    pub(super) passive: Option<FilePassive>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FilePassive {
+    pub(super) errors_above: Option<String>,
+    pub(super) p99_above: Option<DurationValue>,
+    pub(super) reports: Option<u32>,
+    pub(super) min_requests: Option<u32>,
+    pub(super) action: Option<String>,
+    pub(super) degrade_to: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

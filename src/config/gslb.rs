@@ -18,7 +18,7 @@ pub(super) struct Builder {
     /// Pool name (per zone's gslb file, qualified as `zone/pool` internally) -> index.
     pub(super) probes: HashMap<ProbeSpec, Vec<MemberId>>,
     pub(super) probe_order: Vec<ProbeSpec>,
-    pub(super) shedding: Shedding,
+    pub(super) steering: Steering,
     pub(super) sources: Vec<PathBuf>,
     pub(super) warnings: Vec<String>,
 }
@@ -42,12 +42,25 @@ impl Builder {
 
         // Sites: where members are, for geo policies, and how they shed load.
         let mut sites: BTreeMap<String, Option<Coords>> = BTreeMap::new();
-        let mut shed_rules: HashMap<&str, ShedRule> = HashMap::new();
+        let mut site_rules: HashMap<&str, LoadRules> = HashMap::new();
         for (name, site) in &parsed.site {
-            if let Some(shed) = &site.get_ref().shed {
-                let rule = shed_rule(shed)
-                    .map_err(|m| invalid(site.span(), Object::Site(name.clone()), m))?;
-                shed_rules.insert(name.as_str(), rule);
+            let object = || Object::Site(name.clone());
+            let rules = LoadRules {
+                shed: match &site.get_ref().shed {
+                    Some(shed) => {
+                        Some(shed_rule(shed).map_err(|m| invalid(site.span(), object(), m))?)
+                    }
+                    None => None,
+                },
+                passive: match &site.get_ref().passive {
+                    Some(p) => {
+                        Some(passive_rule(p).map_err(|m| invalid(site.span(), object(), m))?)
+                    }
+                    None => None,
+                },
+            };
+            if rules != LoadRules::default() {
+                site_rules.insert(name.as_str(), rules);
             }
             let location =
                 match site.get_ref().location {
@@ -160,15 +173,19 @@ impl Builder {
                 if members.iter().any(|o| o.id == id) {
                     return Err(err(format!("duplicate member {id}")));
                 }
-                if let Some(rule) = shed_rules.get(fm.site.as_str()) {
-                    if !matches!(check, Some((Some(ProbeKind::ProxyLoad { .. }), _))) {
+                if let Some(rules) = site_rules.get(fm.site.as_str()) {
+                    let Some((Some(ProbeKind::ProxyLoad { .. }), timing)) = check else {
                         return Err(err(format!(
-                            "site {:?} sheds load, which its pool's check must read: give the \
-                             pool a check of kind \"proxy-load\"",
+                            "site {:?} sheds load or judges what its clients got, which its \
+                             pool's check must read: give the pool a check of kind \"proxy-load\"",
                             fm.site
                         )));
+                    };
+                    let mut rules = *rules;
+                    if let Some(p) = &mut rules.passive {
+                        p.rise = timing.rise;
                     }
-                    self.shedding.insert(id.clone(), *rule);
+                    self.steering.insert(id.clone(), rules);
                 }
                 if let Some((kind, timing)) = check {
                     if let Some(kind) = kind {
@@ -660,7 +677,7 @@ impl Builder {
             pools,
             mut probes,
             probe_order,
-            shedding,
+            steering,
             sources,
             mut warnings,
         } = self;
@@ -696,7 +713,7 @@ impl Builder {
                     (s, members)
                 })
                 .collect(),
-            shedding,
+            steering,
             sources,
             warnings,
         })
@@ -723,6 +740,57 @@ fn shed_rule(shed: &FileShed) -> Result<ShedRule, String> {
         ));
     }
     Ok(ShedRule { signal, low, high })
+}
+
+/// A site's `passive` table: at least one threshold; `action` down (default) or degrade, to
+/// `degrade_to` (default 25%).
+fn passive_rule(p: &FilePassive) -> Result<PassiveRule, String> {
+    let percent = |key: &str, text: &str| -> Result<f64, String> {
+        text.trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .filter(|v| (0.0..=100.0).contains(v))
+            .map(|v| v / 100.0)
+            .ok_or_else(|| format!("passive {key} {text:?} must be a percentage like \"5%\""))
+    };
+    let max_error_rate = match &p.errors_above {
+        Some(t) => Some(percent("errors_above", t)?),
+        None => None,
+    };
+    let max_p99_ms = match &p.p99_above {
+        Some(d) => Some(
+            d.get()
+                .map_err(|m| format!("passive p99_above: {m}"))?
+                .as_secs_f64()
+                * 1000.0,
+        ),
+        None => None,
+    };
+    if max_error_rate.is_none() && max_p99_ms.is_none() {
+        return Err("passive needs errors_above, p99_above or both".into());
+    }
+    let action = match p.action.as_deref() {
+        None | Some("down") if p.degrade_to.is_none() => PassiveAction::Down,
+        None | Some("degrade") => PassiveAction::Degrade(Factor::of(percent(
+            "degrade_to",
+            p.degrade_to.as_deref().unwrap_or("25%"),
+        )?)),
+        Some("down") => return Err("passive degrade_to goes with action = \"degrade\"".into()),
+        Some(other) => {
+            return Err(format!(
+                "passive action {other:?} is not one of down, degrade"
+            ))
+        }
+    };
+    Ok(PassiveRule {
+        max_error_rate,
+        max_p99_ms,
+        min_requests: f64::from(p.min_requests.unwrap_or(20)),
+        reports: p.reports.unwrap_or(3).max(1),
+        // The check's, filled in for each member.
+        rise: 1,
+        action,
+    })
 }
 
 /// What a member's probe checks: its `probe` address, else its address at the check's port,

@@ -20,7 +20,10 @@ use crate::balance::{
     DrainSafety, GeoMode, GeoPolicy, Member, PolicyKind, Pool, SiteName, Target, WhenAllDown,
 };
 use crate::geo::{Coords, GeoError, GeoLocator, Mmdb, NoGeo};
-use crate::health::{HttpCheck, MemberId, ProbeKind, ProbeSpec, ShedRule, Shedding, Signal};
+use crate::health::{
+    Factor, HttpCheck, LoadRules, MemberId, PassiveAction, PassiveRule, ProbeKind, ProbeSpec,
+    ShedRule, Signal, Steering,
+};
 use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
 
 mod check;
@@ -287,8 +290,9 @@ pub struct Config {
     pub pools: Vec<Pool>,
     /// Distinct probes and the members each one drives.
     pub probes: Vec<(ProbeSpec, Vec<MemberId>)>,
-    /// The watermarks of members whose site sheds load.
-    pub shedding: Shedding,
+    /// What the load reports of members whose site sheds load or judges what its clients
+    /// got may do to them.
+    pub steering: Steering,
     /// Every file read, for change detection.
     pub sources: Vec<PathBuf>,
     /// What is served but probably not meant (`file:line: object: message` each): printed by

@@ -7,7 +7,7 @@
 //! [`Persist`] hook (the `state` module's sled store when serving).
 //!
 //! Files: `probe` (the probers), `tracker` (rise and fall), `load` (load reports and the
-//! weight factor they earn), `scheduler` (the probe tasks of a config), `store` (the health
+//! weight factor they earn), `passive` (what clients got, tripping a member), `scheduler` (the probe tasks of a config), `store` (the health
 //! table); this one holds a member's identity and states.
 
 use crate::clock::unix_now;
@@ -89,14 +89,19 @@ pub struct MemberState {
     /// report after a start sets it.
     #[serde(default)]
     pub factor: Factor,
+    /// Whether what its clients got (errors, latency) has tripped it. Not persisted either.
+    #[serde(default)]
+    pub passive: Passive,
 }
 
 mod load;
+mod passive;
 mod probe;
 mod scheduler;
 mod store;
 mod tracker;
 pub use load::*;
+pub use passive::*;
 pub use probe::*;
 pub use scheduler::*;
 pub use store::*;
@@ -232,6 +237,7 @@ mod tests {
         let member = Driven {
             id: id.clone(),
             shedder: Some(Shedder::new(rule, Factor::FULL)),
+            passive: None,
         };
         tokio::spawn(run_probe(
             spec,

@@ -30,16 +30,24 @@ impl Drop for ProbeSet {
     }
 }
 
-/// The watermarks of the members whose site sheds load, by member.
-pub type Shedding = HashMap<MemberId, ShedRule>;
+/// What a member's load reports may do to it: shed load between watermarks, trip it on what
+/// its clients got.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LoadRules {
+    pub shed: Option<ShedRule>,
+    pub passive: Option<PassiveRule>,
+}
+
+/// The load rules of the members whose site has any, by member.
+pub type Steering = HashMap<MemberId, LoadRules>;
 
 impl ProbeSet {
     /// Starts one task per distinct spec; each drives the health of the members listed with it
-    /// and, for those in `shedding`, their weight factor. Trackers and shedders start from the
-    /// members' current state, so a reload keeps what is known.
+    /// and, for those in `steering`, their weight factor and passive state. Trackers, shedders
+    /// and judges start from the members' current state, so a reload keeps what is known.
     pub fn start(
         probes: Vec<(ProbeSpec, Vec<MemberId>)>,
-        shedding: &Shedding,
+        steering: &Steering,
         store: Arc<HealthStore>,
     ) -> Result<ProbeSet, ProbeError> {
         let last = Arc::new(Mutex::new(HashMap::new()));
@@ -55,10 +63,13 @@ impl ProbeSet {
             let members = members
                 .into_iter()
                 .map(|id| {
-                    let shedder = shedding
-                        .get(&id)
-                        .map(|rule| Shedder::new(*rule, store.snapshot().factor(&id)));
-                    Driven { id, shedder }
+                    let rules = steering.get(&id).copied().unwrap_or_default();
+                    let now = store.snapshot().get(&id);
+                    Driven {
+                        shedder: rules.shed.map(|r| Shedder::new(r, now.factor)),
+                        passive: rules.passive.map(|r| PassiveJudge::new(r, now.passive)),
+                        id,
+                    }
                 })
                 .collect();
             tasks.push(tokio::spawn(run_probe(
@@ -83,15 +94,57 @@ impl ProbeSet {
     }
 }
 
-/// A member a probe drives, with its shedder when its site sheds load.
+/// A member a probe drives, with its shedder and passive judge when its site has them.
 pub(super) struct Driven {
     pub(super) id: MemberId,
     pub(super) shedder: Option<Shedder>,
+    pub(super) passive: Option<PassiveJudge>,
 }
 
 impl From<MemberId> for Driven {
     fn from(id: MemberId) -> Self {
-        Driven { id, shedder: None }
+        Driven {
+            id,
+            shedder: None,
+            passive: None,
+        }
+    }
+}
+
+impl Driven {
+    /// Reads a load report: the shedder and the judge each take it.
+    fn read(&mut self, report: &LoadReport, store: &HealthStore) {
+        if let Some(shed) = self.shedder.as_mut().and_then(|s| s.observe(report)) {
+            tracing::debug!(member = %self.id, from = %shed.from, to = %shed.to, value = shed.value,
+                "weight factor changed");
+        }
+        if let Some(p) = self.passive.as_mut() {
+            p.observe(report);
+        }
+        store.reported(&self.id, report.clone());
+    }
+
+    /// Applies what the probe and the reports decided to the health table.
+    fn apply(&self, probed: Health, store: &HealthStore) {
+        let health = if self.passive.as_ref().is_some_and(PassiveJudge::takes_down) {
+            Health::Down
+        } else {
+            probed
+        };
+        if health != Health::Unknown {
+            store.apply(Change::Health(self.id.clone(), health));
+        }
+        if let Some(p) = &self.passive {
+            store.apply(Change::Passive(self.id.clone(), p.state));
+        }
+        if self.shedder.is_some() || self.passive.is_some() {
+            let shed = self.shedder.as_ref().map_or(Factor::FULL, |s| s.factor);
+            let cap = self
+                .passive
+                .as_ref()
+                .map_or(Factor::FULL, PassiveJudge::cap);
+            store.apply(Change::Factor(self.id.clone(), shed.min(cap)));
+        }
     }
 }
 
@@ -127,28 +180,16 @@ pub(super) async fn run_probe(
         if let Some(t) = tracker.observe(up) {
             tracing::info!(probe = %spec.addr, from = ?t.from, to = ?t.to, %detail, "health changed");
         }
-        // Re-assert the tracker's state every round: members added by a reload, or a store
-        // restored from disk, converge without waiting for the next transition.
-        if tracker.state != Health::Unknown {
-            for m in &members {
-                store.apply(Change::Health(m.id.clone(), tracker.state));
+        // Re-assert the state every round: members added by a reload, or a store restored
+        // from disk, converge without waiting for the next transition.
+        for m in &mut members {
+            if let ProbeOutcome::Up {
+                load: Some(report), ..
+            } = &outcome
+            {
+                m.read(report, &store);
             }
-        }
-        if let ProbeOutcome::Up {
-            load: Some(report), ..
-        } = &outcome
-        {
-            for m in &mut members {
-                if let Some(shed) = m.shedder.as_mut().and_then(|s| s.observe(report)) {
-                    tracing::debug!(member = %m.id, from = %shed.from, to = %shed.to,
-                        signal = m.shedder.as_ref().map(|s| s.rule.signal.name()),
-                        value = shed.value, "weight factor changed");
-                }
-                if let Some(s) = &m.shedder {
-                    store.apply(Change::Factor(m.id.clone(), s.factor));
-                }
-                store.reported(&m.id, report.clone());
-            }
+            m.apply(tracker.state, &store);
         }
         last.lock().unwrap_or_else(|p| p.into_inner()).insert(
             spec.addr,

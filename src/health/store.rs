@@ -75,6 +75,8 @@ pub enum Change {
     Admin(MemberId, Admin),
     /// A weight factor the member's load report earned it.
     Factor(MemberId, Factor),
+    /// Whether what its clients got has tripped it.
+    Passive(MemberId, Passive),
 }
 
 /// Where changes are written so they survive a restart. Implemented by `state::Store`.
@@ -143,7 +145,7 @@ pub struct Event {
     /// Seconds since the Unix epoch.
     pub at: u64,
     pub member: MemberId,
-    /// `health`, `admin` or `factor`.
+    /// `health`, `admin`, `passive` or `factor`.
     pub kind: &'static str,
     pub from: String,
     pub to: String,
@@ -254,6 +256,9 @@ impl HealthStore {
         if before.admin != after.admin {
             push("admin", label(&before.admin), label(&after.admin));
         }
+        if before.passive != after.passive {
+            push("passive", label(&before.passive), label(&after.passive));
+        }
         if before.factor != after.factor {
             push(
                 "factor",
@@ -286,7 +291,10 @@ impl HealthStore {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load();
         let id = match &change {
-            Change::Health(id, _) | Change::Admin(id, _) | Change::Factor(id, _) => id,
+            Change::Health(id, _)
+            | Change::Admin(id, _)
+            | Change::Factor(id, _)
+            | Change::Passive(id, _) => id,
         };
         let before = old.get(id);
         let mut after = before;
@@ -294,6 +302,7 @@ impl HealthStore {
             Change::Health(_, h) => after.health = h,
             Change::Admin(_, a) => after.admin = a,
             Change::Factor(_, f) => after.factor = f,
+            Change::Passive(_, p) => after.passive = p,
         }
         if after == before {
             return false;

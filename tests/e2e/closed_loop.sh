@@ -6,7 +6,9 @@
 # moves answers to site b within two report rounds and back once they close, one weight
 # factor change per watermark crossing; half way between the marks, dig over 1,000 client
 # networks (ECS) finds site a's share within 5 points of its factor, each answer scoped to
-# its /24.
+# its /24. Then site a's server starts answering 503 while the proxy's load report (its
+# probe) stays fine: what site a's clients got takes it out of the answers before any probe
+# fails, and it comes back once they get 200 again.
 # Usage: tests/e2e/closed_loop.sh [path/to/meridian]   (needs dig and curl)
 set -euo pipefail
 
@@ -23,13 +25,31 @@ work_dir closed-loop
 
 PORT=$(free_port)
 REPORT_PORT=$(free_port)
+# Each site's server answers 200, or the status written in $W/status-SITE.
 for s in a b; do
-  mkdir -p "$W/www-$s"
-  echo "site $s" > "$W/www-$s/index.html"
   port=$(free_port)
-  /usr/bin/python3 -m http.server "$port" --bind 127.0.0.1 --directory "$W/www-$s" >/dev/null 2>&1 &
+  /usr/bin/python3 - "$port" "$W/status-$s" >/dev/null 2>&1 <<'PY' &
+import http.server, sys
+port, status_file = int(sys.argv[1]), sys.argv[2]
+class Answer(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        try:
+            code = int(open(status_file).read())
+        except (OSError, ValueError):
+            code = 200
+        body = b"ok\n"
+        self.send_response(code)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Answer).serve_forever()
+PY
   PIDS+=($!)
   eval "SERVER_$s=$port"
+  eventually 10 curl -sf "http://127.0.0.1:$port/" || { echo "server $s did not start"; exit 1; }
 done
 
 start_proxy() { # start_proxy SITE ADDRESS SERVER_PORT
@@ -46,6 +66,7 @@ address = "$2:$PORT"
 pool = "web"
 
 [pool.web]
+eject_after = 0
 servers = [{ address = "127.0.0.1:$3" }]
 EOF
   "$BIN" proxy --config "$W/site-$1.toml" >"$W/proxy-$1.out" 2>"$W/proxy-$1.log" &
@@ -55,12 +76,6 @@ EOF
 start_proxy a 127.0.0.21 "$SERVER_a"
 start_proxy b 127.0.0.22 "$SERVER_b"
 
-cat > "$W/example.test.zone" <<'EOF'
-$TTL 300
-@ IN SOA ns1.example.test. hostmaster.example.test. 1 7200 900 1209600 60
-@ IN NS ns1
-ns1 IN A 192.0.2.53
-EOF
 cat > "$W/example.test.gslb.toml" <<EOF
 [[name]]
 name = "www"
@@ -85,19 +100,9 @@ fall = 2
 
 [site.a]
 shed = { signal = "connections", low = 4, high = 12 }
+passive = { errors_above = "20%", reports = 2, min_requests = 10 }
 EOF
-cat > "$W/meridian.toml" <<'EOF'
-[server]
-listen = ["127.0.0.1:0"]
-control = "127.0.0.1:0"
-state_dir = "state"
-
-[[zone]]
-origin = "example.test"
-file = "example.test.zone"
-gslb = "example.test.gslb.toml"
-EOF
-start_serve "$BIN" "$W/meridian.toml"
+serve_example_test "$BIN"
 DNS_HOST=${DNS%:*}
 DNS_PORT=${DNS##*:}
 
@@ -170,5 +175,17 @@ check "a split answer is scoped to the client's /24 ($scope)" test "$scope" = "C
 why=$("$BIN" explain --control "$CONTROL" www.example.test --client 192.0.2.9 --ecs 10.3.7.0/24)
 check "explain shows the factor and the split" eval 'grep -q "shed to 50%" <<<"$why" && grep -q "falls at" <<<"$why"'
 release
+check "factor back to 1" eventually 10 factor_is 1
+
+# Site a's server fails its clients; the proxy's report, which its probe reads, stays fine.
+echo 503 > "$W/status-a"
+through_a() { curl -s -o /dev/null -w '%{http_code}\n' --resolve "www.example.test:$PORT:127.0.0.21" "http://www.example.test:$PORT/"; }
+codes=$(for _ in $(seq 1 40); do through_a; done | sort | uniq -c | tr -s ' ' | tr '\n' ' ')
+check "site a's clients get 503 ($codes)" test "$codes" = " 40 503 "
+check "what its clients got takes site a out of the answers" eventually 10 eval 'test "$(share_of_a 50)" = 0'
+check "tripped by errors, not by a failed probe" eval 'test "$(metric meridian_member_tripped)" = 1 && test "$(metric meridian_probe_failures_total)" = 0'
+echo 200 > "$W/status-a"
+for _ in $(seq 1 300); do through_a; done >/dev/null
+check "site a's clients get 200 again: back in the answers" eventually 15 eval 'test "$(share_of_a 50)" = 50'
 
 finish "closed loop suite"

@@ -7,6 +7,7 @@
 #   free_port                                   a loopback port free for TCP and UDP
 #   check "what" COMMAND...                     runs and counts one check
 #   eventually SECONDS COMMAND...               polls COMMAND every 0.2 s, at most SECONDS
+#   serve_example_test BINARY                   serves example.test with $W/example.test.gslb.toml
 #   finish NAME                                 prints the tally; fails if any check did
 #   nsd_conf STATE ZONES PORT [LINE...]          an unprivileged NSD's server section
 #   install_missing PACKAGE...                  installs Debian packages (none given: nothing)
@@ -69,6 +70,29 @@ start_serve() { # start_serve BINARY CONFIG
   eventually 10 grep -q listening "$W/serve.out" || { echo "meridian did not start"; cat "$W/serve.log"; return 1; }
   DNS=$(grep -o 'dns=[0-9.:]*' "$W/serve.out" | tail -n 1 | cut -d= -f2)
   CONTROL=$(grep -o 'control=[0-9.:]*' "$W/serve.out" | tail -n 1 | cut -d= -f2)
+}
+
+# Serves zone example.test (an SOA, its NS and the NS's address) with the load-balanced names
+# of "$W/example.test.gslb.toml", on loopback ports: `start_serve` on a config it writes.
+serve_example_test() { # serve_example_test BINARY
+  cat > "$W/example.test.zone" <<'EOF'
+$TTL 300
+@ IN SOA ns1.example.test. hostmaster.example.test. 1 7200 900 1209600 60
+@ IN NS ns1
+ns1 IN A 192.0.2.53
+EOF
+  cat > "$W/meridian.toml" <<'EOF'
+[server]
+listen = ["127.0.0.1:0"]
+control = "127.0.0.1:0"
+state_dir = "state"
+
+[[zone]]
+origin = "example.test"
+file = "example.test.zone"
+gslb = "example.test.gslb.toml"
+EOF
+  start_serve "$1" "$W/meridian.toml"
 }
 
 # The server section of an NSD config for a daemon this script runs: on 127.0.0.1:PORT, one

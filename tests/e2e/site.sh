@@ -69,12 +69,6 @@ start_proxy a 127.0.0.21 a1 a2
 start_proxy b 127.0.0.22 b1 b2
 
 # The DNS side: www answers the sites whose proxies pass their checks.
-cat > "$W/example.test.zone" <<'EOF'
-$TTL 300
-@ IN SOA ns1.example.test. hostmaster.example.test. 1 7200 900 1209600 60
-@ IN NS ns1
-ns1 IN A 192.0.2.53
-EOF
 cat > "$W/example.test.gslb.toml" <<EOF
 [[name]]
 name = "www"
@@ -97,18 +91,7 @@ timeout = "400ms"
 rise = 1
 fall = 2
 EOF
-cat > "$W/meridian.toml" <<'EOF'
-[server]
-listen = ["127.0.0.1:0"]
-control = "127.0.0.1:0"
-state_dir = "state"
-
-[[zone]]
-origin = "example.test"
-file = "example.test.zone"
-gslb = "example.test.gslb.toml"
-EOF
-start_serve "$BIN" "$W/meridian.toml"
+serve_example_test "$BIN"
 DNS_HOST=${DNS%:*}
 DNS_PORT=${DNS##*:}
 answers() { dig +short +norec @"$DNS_HOST" -p "$DNS_PORT" www.example.test A | sort | tr '\n' ' '; }
