@@ -308,9 +308,10 @@ pub fn describe(
         let sites: Vec<String> = order
             .sites
             .iter()
-            .map(|s| match s.distance_km() {
-                Some(d) => format!("{} {:.0} km", s.site, d),
-                None => s.site.to_string(),
+            .map(|s| match (s.rtt_ms, s.distance_km()) {
+                (Some(rtt), _) => format!("{} {rtt:.1} ms", s.site),
+                (None, Some(d)) => format!("{} {:.0} km", s.site, d),
+                (None, None) => s.site.to_string(),
             })
             .collect();
         let basis = match &order.basis {
@@ -318,6 +319,17 @@ pub fn describe(
             Basis::Distance => "by distance".into(),
             Basis::Map { key } => format!("map key {key}"),
             Basis::Default => "default order".into(),
+            Basis::Measured { network } => format!(
+                "round trips measured from {network}{}",
+                if order.explore > 0 {
+                    format!(
+                        ", {} of answers try the second site",
+                        Factor::from_permille(order.explore)
+                    )
+                } else {
+                    String::new()
+                }
+            ),
         };
         lines.push(format!("sites:     {} ({basis})", sites.join(" > ")));
     }
@@ -354,7 +366,7 @@ pub fn describe(
         }
     }
     if shedding {
-        let unit = balance::shed_unit(client.network);
+        let unit = balance::client_unit(client.network);
         lines.push(if matches!(b.policy, balance::PolicyKind::Weighted) {
             "load:      weights scaled by each member's factor; members shed to 0% left out while others answer".to_string()
         } else {

@@ -20,11 +20,12 @@
 //!   path increments without hashing labels. It knows no other module: callers pass what they
 //!   count.
 //! - [`balance`]: the decision core: pools, members, selection policies (weighted, failover,
-//!   all, geo-nearest, geo-map, subnet), `when_all_down`, load shedding, cursors, the plan
-//!   cache and drain safety; no DNS types, metrics or control endpoint, so the site proxy can
-//!   reuse it.
-//! - [`health`]: probers (HTTP, HTTPS, TCP, a site proxy's load report), the rise/fall
-//!   tracker, the shedder that turns load reports into weight factors, and the lock-free
+//!   all, geo-nearest, geo-map, subnet, latency), `when_all_down`, load shedding, cursors,
+//!   the plan cache and drain safety; no DNS types, metrics or control endpoint, so the site
+//!   proxy can reuse it.
+//! - [`health`]: probers (HTTP, HTTPS, TCP, a site proxy's load report and round-trip
+//!   times), the rise/fall tracker, the shedder that turns load reports into weight factors,
+//!   passive health, the measured latency table, and the lock-free
 //!   health table; no DNS types either.
 //! - [`state`]: the sled store of last-known health and admin overrides; the only module that
 //!   sees sled.

@@ -307,7 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(meridian::proxy::serve(source, shutdown_signal()))?;
+            rt.block_on(async { meridian::proxy::serve(source, shutdown_signal()).await })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
@@ -357,7 +357,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 control: admin,
                 state_dir,
             };
-            rt.block_on(server::serve(source(config), overrides, shutdown_signal()))?;
+            rt.block_on(async {
+                server::serve(source(config), overrides, shutdown_signal()).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ctl {
@@ -460,12 +462,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers at once, inside the runtime and before the
+/// server binds and says it is listening (a signal that came between the two would otherwise
+/// find the default action and kill the process), and returns what completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 

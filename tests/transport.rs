@@ -196,6 +196,7 @@ fn sigterm_drains_connections_and_exits_cleanly() {
         .try_wait()
         .unwrap()
         .is_some()));
-    assert!(srv.child.try_wait().unwrap().unwrap().success());
+    let status = srv.child.try_wait().unwrap().unwrap();
+    assert!(status.success(), "{status}: {}", srv.stderr());
     assert!(srv.stderr().contains("shutting down"));
 }

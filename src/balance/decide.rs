@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::IpNet;
 
-use super::{plan, shed_unit, ClientInfo, Family, Plan, PolicyKind, Request, Selection};
+use super::{client_unit, plan, ClientInfo, Family, Plan, PolicyKind, Request, RttHit, Selection};
 use crate::geo::{whole_space, GeoLocator};
 use crate::hash::FastMap;
 use crate::health::HealthSnapshot;
@@ -41,6 +41,9 @@ pub fn plan_for(
 ) -> Plan {
     if req.policy.needs_location() && client.geo.is_none() {
         client.geo = Some(geo.locate(client.network.network()));
+    }
+    if req.policy.needs_rtt() && client.rtt.is_none() {
+        client.rtt = Some(RttHit::lookup(health.latency(), client.network));
     }
     plan(req, health, client)
 }
@@ -95,7 +98,7 @@ impl PlanCache {
         let network = match req.policy {
             PolicyKind::Geo(_) => client.network,
             PolicyKind::Failover | PolicyKind::All if health.splits_networks() => {
-                shed_unit(client.network)
+                client_unit(client.network)
             }
             _ => whole_space(client.network.network()),
         };

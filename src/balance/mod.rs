@@ -29,7 +29,7 @@ pub type Indexes = SmallVec<[usize; 4]>;
 pub type Sites = SmallVec<[RankedSite; 4]>;
 
 use crate::geo::{whole_space, GeoHit};
-use crate::health::{Admin, Factor, Health, HealthSnapshot, MemberId};
+use crate::health::{Admin, Factor, Health, HealthSnapshot, Latency, MemberId, SiteRtt};
 
 pub mod decide;
 pub mod geo;
@@ -39,7 +39,7 @@ pub use decide::{decide, plan_for, Cursors, PlanCache};
 pub use geo::{common_prefix_len, Basis, GeoMode, GeoPolicy, RankedSite, SiteName, SiteOrder};
 pub use safety::{drain_impact, PoolImpact};
 use shed::shed;
-pub use shed::{shed_point, shed_unit};
+pub use shed::shed_point;
 
 /// What a member answers with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -129,12 +129,39 @@ impl Default for DrainSafety {
 pub struct ClientInfo {
     pub network: IpNet,
     pub geo: Option<GeoHit>,
+    /// For the latency policy: what the site proxies measured for the client's network.
+    pub rtt: Option<RttHit>,
 }
 
 impl ClientInfo {
     /// A client known only by its network.
     pub fn from_network(network: IpNet) -> Self {
-        ClientInfo { network, geo: None }
+        ClientInfo {
+            network,
+            geo: None,
+            rtt: None,
+        }
+    }
+}
+
+/// The round-trip times site proxies measured for a client's network (a /24 or /48), fastest
+/// site first; none when the client's network is wider than that (an ECS prefix of /16 says
+/// nothing about one /24 in it) or nothing was measured.
+#[derive(Debug, Clone)]
+pub struct RttHit {
+    pub network: IpNet,
+    pub sites: SmallVec<[SiteRtt; 2]>,
+}
+
+impl RttHit {
+    pub fn lookup(latency: &Latency, client: IpNet) -> RttHit {
+        let network = client_unit(client);
+        let sites = if network.prefix_len() == unit_len(client) {
+            latency.of(&network).iter().cloned().collect()
+        } else {
+            SmallVec::new()
+        };
+        RttHit { network, sites }
     }
 }
 
@@ -351,12 +378,18 @@ impl PolicyKind {
         matches!(self, PolicyKind::Geo(g) if !matches!(g.mode, GeoMode::Subnet))
     }
 
+    /// Whether the site proxies' round-trip times for the client are needed.
+    pub fn needs_rtt(&self) -> bool {
+        matches!(self, PolicyKind::Geo(g) if g.latency.is_some())
+    }
+
     /// The name used in config files.
     pub fn name(&self) -> &'static str {
         match self {
             PolicyKind::Weighted => "weighted",
             PolicyKind::Failover => "failover",
             PolicyKind::All => "all",
+            PolicyKind::Geo(g) if g.latency.is_some() => "latency",
             PolicyKind::Geo(g) => match g.mode {
                 GeoMode::Nearest { .. } => "geo-nearest",
                 GeoMode::Map(_) => "geo-map",
@@ -415,10 +448,19 @@ impl Plan {
         }
     }
 
-    /// The members to answer at round-robin position `cursor`, best first.
+    /// The members to answer at round-robin position `cursor`, best first. A latency plan
+    /// that explores puts its second site first at its share of positions, spread evenly.
     pub fn pick(&self, pools: &[Pool], cursor: u64) -> SmallVec<[(usize, usize); 4]> {
         let mut out = SmallVec::new();
-        for (pool, g) in &self.groups {
+        let explore = self.sites.as_ref().map_or(0, |s| s.explore);
+        let swap = explore > 0
+            && self.groups.len() >= 2
+            && (cursor.wrapping_mul(7919) % 1000) < u64::from(explore);
+        let mut order: SmallVec<[usize; 4]> = (0..self.groups.len()).collect();
+        if swap {
+            order.swap(0, 1);
+        }
+        for (pool, g) in order.iter().map(|&i| &self.groups[i]) {
             let first = if g.weighted {
                 weighted_first(&pools[*pool], g, cursor)
             } else {
@@ -435,10 +477,31 @@ impl Plan {
     }
 }
 
+/// The client network decisions that tell clients apart work by: the client's network, at
+/// most a /24 (IPv4) or a /48 (IPv6) wide. Load shedding keeps or spills every address in it
+/// alike (so it bounds the ECS scope of a split decision), and site proxies measure latency
+/// per such network.
+pub fn client_unit(network: IpNet) -> IpNet {
+    IpNet::new(
+        network.network(),
+        network.prefix_len().min(unit_len(network)),
+    )
+    .map(|n| n.trunc())
+    .unwrap_or(network)
+}
+
+/// The prefix length of a whole [`client_unit`] in the network's family.
+fn unit_len(network: IpNet) -> u8 {
+    match network {
+        IpNet::V4(_) => 24,
+        IpNet::V6(_) => 48,
+    }
+}
+
 /// Applies health and admin state, ranks with the policy, and falls back as configured.
 pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> Plan {
     let everyone = whole_space(client.network.network());
-    let unit = shed_unit(client.network);
+    let unit = client_unit(client.network);
     let point = shed_point(unit);
     let weighted = matches!(req.policy, PolicyKind::Weighted);
     let mut sites: Option<SiteOrder> = None;

@@ -11,19 +11,6 @@ use smallvec::SmallVec;
 use super::Indexes;
 use crate::health::Factor;
 
-/// The client network load shedding splits clients by: the client's network, at most a /24
-/// (IPv4) or a /48 (IPv6) wide. Every address in it is kept on a shedding member or spilled
-/// alike, so it bounds the ECS scope of a decision that shedding split.
-pub fn shed_unit(network: IpNet) -> IpNet {
-    let widest = match network {
-        IpNet::V4(_) => 24,
-        IpNet::V6(_) => 48,
-    };
-    IpNet::new(network.network(), network.prefix_len().min(widest))
-        .map(|n| n.trunc())
-        .unwrap_or(network)
-}
-
 /// Where a client network falls among all of them, in thousandths: a member whose factor is
 /// above it keeps the network. A fixed mix of the network's bits, so every node and every
 /// restart splits clients the same way.
@@ -89,7 +76,6 @@ pub(super) fn shed(
 mod tests {
     use super::super::tests::{pool, request, run};
     use super::super::*;
-    use super::*;
     use crate::health::{HealthSnapshot, MemberState};
 
     fn shed_member(snap: &mut HealthSnapshot, m: &Member, share: f64) {
@@ -217,7 +203,7 @@ mod tests {
 
     #[test]
     fn the_shedding_unit_is_at_most_a_slash_24_or_48_and_never_wider_than_the_client() {
-        let unit = |s: &str| shed_unit(s.parse().unwrap()).to_string();
+        let unit = |s: &str| client_unit(s.parse().unwrap()).to_string();
         assert_eq!(unit("198.51.100.7/32"), "198.51.100.0/24");
         assert_eq!(unit("198.51.0.0/16"), "198.51.0.0/16");
         assert_eq!(unit("2001:db8:1:2::1/128"), "2001:db8:1::/48");

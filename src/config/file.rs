@@ -150,6 +150,8 @@ pub(super) struct FileName {
     pub(super) map: Option<BTreeMap<String, Vec<String>>>,
     pub(super) subnets: Option<BTreeMap<String, Vec<String>>>,
     pub(super) subnet_file: Option<String>,
+    /// For the latency policy: the share of answers that try the second site (`"2%"`).
+    pub(super) explore: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -400,12 +400,26 @@ fn build_policy(
         "weighted" => Some(PolicyKind::Weighted),
         "failover" => Some(PolicyKind::Failover),
         "all" => Some(PolicyKind::All),
-        "geo-nearest" | "geo-map" | "subnet" => None,
+        "geo-nearest" | "geo-map" | "subnet" | "latency" => None,
         other => {
             return Err(format!(
-            "unknown policy {other:?} (weighted, failover, all, geo-nearest, geo-map or subnet)"
+            "unknown policy {other:?} (weighted, failover, all, geo-nearest, geo-map, subnet or latency)"
         ))
         }
+    };
+    let latency = match (kind, &fname.explore) {
+        ("latency", None) => Some(20),
+        ("latency", Some(share)) => Some(
+            share
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .filter(|v| (0.0..=50.0).contains(v))
+                .map(|v| (v * 10.0).round() as u16)
+                .ok_or_else(|| format!("explore {share:?} must be a percentage from 0% to 50%"))?,
+        ),
+        (_, Some(_)) => return Err(format!("explore applies to the latency policy, not {kind}")),
+        (_, None) => None,
     };
     if let Some(p) = simple {
         if geo_keys {
@@ -427,7 +441,9 @@ fn build_policy(
     for site in member_sites {
         known(&site.to_string()).map_err(|e| format!("{e}: a member of its pool is there"))?;
     }
-    if kind != "subnet" && !has_geo {
+    // Latency falls back to geography, or without a database to the default order.
+    let nearest = kind == "geo-nearest" || (kind == "latency" && has_geo);
+    if !matches!(kind, "subnet" | "latency") && !has_geo {
         return Err(format!("policy {kind:?} needs server.geo_database"));
     }
     let default_order = match &fname.default_order {
@@ -494,9 +510,9 @@ fn build_policy(
     }
     subnets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
     let mode = match kind {
-        "geo-nearest" => {
+        _ if nearest => {
             if fname.map.is_some() {
-                return Err("map applies to geo-map, not geo-nearest".into());
+                return Err(format!("map applies to geo-map, not {kind}"));
             }
             let limit = match fname.limit {
                 None => None,
@@ -510,11 +526,7 @@ fn build_policy(
                 }
                 match sites.get(*site) {
                     Some(Some(c)) => located.push((site.to_string(), *c)),
-                    _ => {
-                        return Err(format!(
-                            "site {site:?} has no location, which geo-nearest needs"
-                        ))
-                    }
+                    _ => return Err(format!("site {site:?} has no location, which {kind} needs")),
                 }
             }
             GeoMode::Nearest {
@@ -557,9 +569,11 @@ fn build_policy(
         }
         _ => {
             if fname.limit.is_some() || fname.map.is_some() {
-                return Err("limit and map do not apply to the subnet policy".into());
+                return Err(format!(
+                    "limit and map do not apply to the {kind} policy here"
+                ));
             }
-            if subnets.is_empty() {
+            if subnets.is_empty() && kind == "subnet" {
                 return Err("the subnet policy needs subnets or subnet_file".into());
             }
             GeoMode::Subnet
@@ -567,6 +581,7 @@ fn build_policy(
     };
     Ok(PolicyKind::Geo(Arc::new(GeoPolicy {
         mode,
+        latency,
         subnets: subnets
             .into_iter()
             .map(|(n, v)| (n, names(interned, v)))

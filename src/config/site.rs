@@ -51,6 +51,9 @@ pub struct SiteConfig {
     pub body_min_rate: Option<u64>,
     /// Concurrent streams an h2 client may open on one connection (read at start).
     pub h2_max_streams: u32,
+    /// Client networks whose round-trip times are kept for latency steering (0: none are
+    /// measured; read at start).
+    pub rtt_networks: usize,
     /// Request heads with more header fields, or more bytes, get 431 (read at start).
     pub max_headers: usize,
     pub max_header_bytes: usize,

@@ -61,6 +61,7 @@ struct ProxySection {
     body_timeout: Option<DurationValue>,
     body_min_rate: Option<u64>,
     h2_max_streams: Option<u32>,
+    rtt_networks: Option<usize>,
     max_headers: Option<usize>,
     max_header_bytes: Option<usize>,
     max_body: Option<u64>,
@@ -292,6 +293,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             "an h2 client needs at least one stream".into(),
         ));
     }
+    let rtt_networks = section.rtt_networks.unwrap_or(65_536);
     let max_headers = section.max_headers.unwrap_or(100);
     let max_header_bytes = section.max_header_bytes.unwrap_or(64 * 1024);
     if max_header_bytes < 8192 {
@@ -829,6 +831,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         body_timeout,
         body_min_rate: section.body_min_rate,
         h2_max_streams,
+        rtt_networks,
         max_headers,
         max_header_bytes,
         trusted_proxies,

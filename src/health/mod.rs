@@ -7,7 +7,8 @@
 //! [`Persist`] hook (the `state` module's sled store when serving).
 //!
 //! Files: `probe` (the probers), `tracker` (rise and fall), `load` (load reports and the
-//! weight factor they earn), `passive` (what clients got, tripping a member), `scheduler` (the probe tasks of a config), `store` (the health
+//! weight factor they earn), `latency` (round-trip times per client network and site),
+//! `passive` (what clients got, tripping a member), `scheduler` (the probe tasks of a config), `store` (the health
 //! table); this one holds a member's identity and states.
 
 use crate::clock::unix_now;
@@ -94,12 +95,14 @@ pub struct MemberState {
     pub passive: Passive,
 }
 
+mod latency;
 mod load;
 mod passive;
 mod probe;
 mod scheduler;
 mod store;
 mod tracker;
+pub use latency::*;
 pub use load::*;
 pub use passive::*;
 pub use probe::*;
@@ -158,7 +161,7 @@ mod tests {
                 if up {
                     ProbeOutcome::Up {
                         latency: Duration::ZERO,
-                        load: None,
+                        report: None,
                     }
                 } else {
                     ProbeOutcome::Down {
@@ -208,11 +211,14 @@ mod tests {
             Box::pin(async move {
                 ProbeOutcome::Up {
                     latency: Duration::ZERO,
-                    load: Some(LoadReport {
-                        servers: 2,
-                        healthy_servers: 2,
-                        active_connections: connections,
-                        ..Default::default()
+                    report: Some(SiteReport {
+                        load: LoadReport {
+                            servers: 2,
+                            healthy_servers: 2,
+                            active_connections: connections,
+                            ..Default::default()
+                        },
+                        rtt: None,
                     }),
                 }
             })

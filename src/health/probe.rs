@@ -69,7 +69,7 @@ impl Prober for TcpProber {
             {
                 Ok(Ok(_)) => ProbeOutcome::Up {
                     latency: start.elapsed(),
-                    load: None,
+                    report: None,
                 },
                 Ok(Err(e)) => ProbeOutcome::Down {
                     reason: format!("connect: {e}"),
@@ -87,11 +87,21 @@ impl Prober for TcpProber {
 pub struct HttpProber {
     client: reqwest::Client,
     url: String,
+    /// Scheme and authority, for the other documents a site proxy serves.
+    base: String,
     method: reqwest::Method,
     check: HttpCheck,
-    /// Reading a site proxy's load report (with this token, if any) rather than judging
-    /// status and body only.
-    report: Option<Option<String>>,
+    /// Reading a site proxy's load report rather than judging status and body only.
+    report: Option<LoadReading>,
+}
+
+/// How a prober reads a site proxy: with a bearer token, if any; and after each load report
+/// the round-trip times (`/rtt`), all of them at first, then those sampled since the last
+/// read (with a margin).
+struct LoadReading {
+    token: Option<String>,
+    rtt_url: String,
+    last_rtt: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Why a probe could not be built from its spec.
@@ -138,6 +148,7 @@ impl HttpProber {
         Ok(HttpProber {
             client: builder.build().map_err(ProbeError::Client)?,
             url: format!("{scheme}://{authority}{}", check.path),
+            base: format!("{scheme}://{authority}"),
             method,
             check: check.clone(),
             report: None,
@@ -146,8 +157,42 @@ impl HttpProber {
 
     /// This prober reading a site proxy's load report, sending `token` as a bearer token.
     pub fn reading_load(mut self, token: Option<String>) -> Self {
-        self.report = Some(token);
+        self.report = Some(LoadReading {
+            token,
+            rtt_url: format!("{}/rtt", self.base),
+            last_rtt: Mutex::new(None),
+        });
         self
+    }
+
+    /// The round-trip times a site proxy published since the last read (all at first); none
+    /// when it publishes none or the read fails (the next read asks for everything again).
+    async fn read_rtt(&self, reading: &LoadReading) -> Option<RttUpdate> {
+        let now = tokio::time::Instant::now();
+        let since = *reading.last_rtt.lock().unwrap_or_else(|p| p.into_inner());
+        let url = match since {
+            // Whole seconds, with a margin: overlapping reads only refresh what is known.
+            Some(last) => format!(
+                "{}?within={}",
+                reading.rtt_url,
+                now.duration_since(last).as_secs() + 2
+            ),
+            None => reading.rtt_url.clone(),
+        };
+        let mut request = self.client.get(url);
+        if let Some(token) = &reading.token {
+            request = request.bearer_auth(token);
+        }
+        let read = async {
+            let resp = request.send().await.ok()?.error_for_status().ok()?;
+            serde_json::from_slice::<RttReport>(&resp.bytes().await.ok()?).ok()
+        };
+        let report = read.await;
+        *reading.last_rtt.lock().unwrap_or_else(|p| p.into_inner()) = report.as_ref().map(|_| now);
+        report.map(|r| RttUpdate {
+            whole: since.is_none(),
+            networks: r.networks,
+        })
     }
 }
 
@@ -169,7 +214,10 @@ impl Prober for HttpProber {
         Box::pin(async move {
             let start = tokio::time::Instant::now();
             let mut request = self.client.request(self.method.clone(), &self.url);
-            if let Some(Some(token)) = &self.report {
+            if let Some(LoadReading {
+                token: Some(token), ..
+            }) = &self.report
+            {
                 request = request.bearer_auth(token);
             }
             let resp = match request.send().await {
@@ -191,16 +239,19 @@ impl Prober for HttpProber {
                     reason: format!("status {status}"),
                 };
             }
-            if self.report.is_some() {
-                return match resp.text().await.map_err(|e| format!("body: {e}")) {
+            if let Some(reading) = &self.report {
+                let load = match resp.text().await.map_err(|e| format!("body: {e}")) {
                     Ok(body) => match judge_report(&body) {
-                        Ok(report) => ProbeOutcome::Up {
-                            latency: start.elapsed(),
-                            load: Some(report),
-                        },
-                        Err(reason) => ProbeOutcome::Down { reason },
+                        Ok(load) => load,
+                        Err(reason) => return ProbeOutcome::Down { reason },
                     },
-                    Err(reason) => ProbeOutcome::Down { reason },
+                    Err(reason) => return ProbeOutcome::Down { reason },
+                };
+                let latency = start.elapsed();
+                let rtt = self.read_rtt(reading).await;
+                return ProbeOutcome::Up {
+                    latency,
+                    report: Some(SiteReport { load, rtt }),
                 };
             }
             if let Some(needle) = &self.check.body_contains {
@@ -220,7 +271,7 @@ impl Prober for HttpProber {
             }
             ProbeOutcome::Up {
                 latency: start.elapsed(),
-                load: None,
+                report: None,
             }
         })
     }

@@ -112,8 +112,10 @@ impl From<MemberId> for Driven {
 }
 
 impl Driven {
-    /// Reads a load report: the shedder and the judge each take it.
-    fn read(&mut self, report: &LoadReport, store: &HealthStore) {
+    /// Reads what a site proxy reported: the shedder and the judge each take the load
+    /// report, the health table the round-trip times.
+    fn read(&mut self, site: &SiteReport, store: &HealthStore) {
+        let report = &site.load;
         if let Some(shed) = self.shedder.as_mut().and_then(|s| s.observe(report)) {
             tracing::debug!(member = %self.id, from = %shed.from, to = %shed.to, value = shed.value,
                 "weight factor changed");
@@ -122,6 +124,9 @@ impl Driven {
             p.observe(report);
         }
         store.reported(&self.id, report.clone());
+        if let Some(rtt) = &site.rtt {
+            store.measured(&self.id, rtt);
+        }
     }
 
     /// Applies what the probe and the reports decided to the health table.
@@ -184,7 +189,8 @@ pub(super) async fn run_probe(
         // from disk, converge without waiting for the next transition.
         for m in &mut members {
             if let ProbeOutcome::Up {
-                load: Some(report), ..
+                report: Some(report),
+                ..
             } = &outcome
             {
                 m.read(report, &store);

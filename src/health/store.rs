@@ -10,6 +10,8 @@ pub struct HealthSnapshot {
     /// Members whose factor is partial: while there are any, decisions depend on the
     /// client's network even for policies that otherwise do not.
     partial: usize,
+    /// Round-trip times per client network and site, from the site proxies.
+    latency: Arc<Latency>,
     /// Unique per snapshot a store publishes (0 for one built elsewhere), so a cache of
     /// decisions can tell it still holds for the current health.
     id: u64,
@@ -53,6 +55,11 @@ impl HealthSnapshot {
     /// A member's weight factor (full for members never seen).
     pub fn factor(&self, id: &MemberId) -> Factor {
         self.members.get(id).map_or(Factor::FULL, |s| s.factor)
+    }
+
+    /// Round-trip times per client network and site, as the site proxies measured them.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
     }
 
     /// Whether some member keeps only part of its client networks, so that which networks
@@ -102,6 +109,8 @@ pub struct HealthStore {
     rounds: Mutex<HashMap<SocketAddr, ProbeRounds>>,
     /// The last load report read for each member whose check reads one.
     reports: Mutex<HashMap<MemberId, Reported>>,
+    /// Round-trip times each member's site proxy measured, per client network.
+    measured: Mutex<HashMap<MemberId, Measured>>,
 }
 
 /// A load report as a member's check last read it.
@@ -162,7 +171,27 @@ impl HealthStore {
             history: Mutex::new(History::default()),
             rounds: Mutex::new(HashMap::new()),
             reports: Mutex::new(HashMap::new()),
+            measured: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes in round-trip times a member's site proxy published, and publishes a snapshot
+    /// whose latency table holds them.
+    pub fn measured(&self, id: &MemberId, update: &RttUpdate) {
+        if !update.whole && update.networks.is_empty() {
+            return;
+        }
+        let now = unix_now();
+        let latency = {
+            let mut measured = self.measured.lock().unwrap_or_else(|p| p.into_inner());
+            merge(measured.entry(id.clone()).or_default(), update, now);
+            Arc::new(Latency::build(measured.iter(), now))
+        };
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**self.current.load()).clone();
+        next.latency = latency;
+        next.id = fresh_snapshot_id();
+        self.current.store(Arc::new(next));
     }
 
     /// Keeps the load report a member's check read last.

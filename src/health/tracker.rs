@@ -5,10 +5,10 @@ use super::*;
 /// What a single probe saw.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeOutcome {
-    /// The check passed; a site proxy's load check carries the report it read.
+    /// The check passed; a site proxy's load check carries what it read.
     Up {
         latency: Duration,
-        load: Option<LoadReport>,
+        report: Option<SiteReport>,
     },
     /// The check failed; `reason` says how, for logs and status.
     Down { reason: String },

@@ -2,8 +2,8 @@
 //! ctl` drives both: `GET /status` (pools and servers with health, overrides, load),
 //! `POST /members/POOL%2FADDRESS/{drain,undrain,force-up,force-down}` (`?dry_run=true` to
 //! ask first; a drain that would leave a pool without a usable server is refused, by the
-//! decision core's drain safety rule), `GET /metrics` (Prometheus) and `GET /load` (the load
-//! report).
+//! decision core's drain safety rule), `GET /metrics` (Prometheus), `GET /load` (the load
+//! report) and `GET /rtt` (client networks' round-trip times).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -66,9 +66,10 @@ async fn each_connection<F, Fut>(
 /// How long a DNS node may take over the report listener's TLS handshake.
 const REPORT_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves the load report alone (`GET /load`) on `listener` for DNS nodes, over TLS when
-/// given, to callers with `Authorization: Bearer TOKEN` when a token is set, until
-/// `stopping` turns true. Nothing else is answered there: it may face the network.
+/// Serves the load report and the round-trip times alone (`GET /load`, `GET /rtt`) on
+/// `listener` for DNS nodes, over TLS when given, to callers with `Authorization: Bearer
+/// TOKEN` when a token is set, until `stopping` turns true. Nothing else is answered there:
+/// it may face the network.
 pub async fn report(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -124,11 +125,37 @@ fn load_for<B>(shared: &Shared, token: Option<&[u8]>, req: &Request<B>) -> Respo
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/load") => json_reply(StatusCode::OK, &json!(load_report(shared))),
+        (&Method::GET, "/rtt") => rtt_report(shared, req.uri().query()),
         _ => json_reply(
             StatusCode::NOT_FOUND,
-            &json!({"error": "only GET /load is served here"}),
+            &json!({"error": "only GET /load and GET /rtt are served here"}),
         ),
     }
+}
+
+/// `GET /rtt[?within=SECONDS]`: client networks and their round-trip times, those sampled in
+/// the last SECONDS only when asked (a DNS node that read the whole table asks for what
+/// changed since).
+fn rtt_report(shared: &Shared, query: Option<&str>) -> Response<Full<Bytes>> {
+    let within = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|p| p.strip_prefix("within="));
+    let within = match within.map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(s)) => Some(std::time::Duration::from_secs(s)),
+        Some(Err(_)) => {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "within is a number of seconds"}),
+            )
+        }
+    };
+    let report = crate::health::RttReport {
+        max_age_seconds: super::rtt::MAX_AGE.as_secs(),
+        networks: shared.rtt.published(within),
+    };
+    json_reply(StatusCode::OK, &json!(report))
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -153,6 +180,7 @@ fn answer<B>(shared: &Shared, req: Request<B>) -> Response<Full<Bytes>> {
     match (req.method(), path.as_str()) {
         (&Method::GET, "/status") => json_reply(StatusCode::OK, &status(shared)),
         (&Method::GET, "/load") => json_reply(StatusCode::OK, &json!(load_report(shared))),
+        (&Method::GET, "/rtt") => rtt_report(shared, req.uri().query()),
         (&Method::GET, "/metrics") => {
             reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(shared))
         }
@@ -356,6 +384,12 @@ fn metrics(shared: &Shared) -> String {
         "meridian_proxy_active_connections",
         "Client connections open.",
         shared.drain.live() as f64,
+    );
+    gauge(
+        &mut out,
+        "meridian_proxy_rtt_networks",
+        "Client networks with a measured round-trip time, for latency steering.",
+        shared.rtt.len() as f64,
     );
     counter(
         &mut out,

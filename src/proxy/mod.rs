@@ -31,6 +31,7 @@
 //! - [`demo`]: the built-in responders of the demo site.
 //! - [`control`]: the loopback control endpoint (status, overrides, metrics, load report).
 //! - [`report`]: the counters, the latency histogram and the load report's window.
+//! - [`rtt`]: client connections' round-trip times per client network, for latency steering.
 //! - [`access`]: the access log's lines and where they go (the process log or a file).
 
 pub mod access;
@@ -48,6 +49,7 @@ pub mod l4;
 pub mod proxy_header;
 pub mod report;
 pub mod route;
+pub mod rtt;
 pub mod sticky;
 pub mod upstream;
 
@@ -329,6 +331,8 @@ pub struct Shared {
     pub refusals: guard::Refusals,
     /// Room for one more client connection in all, under `[limits] max_connections`.
     capacity: Option<Arc<tokio::sync::Semaphore>>,
+    /// Round-trip times of client connections per client network, for latency steering.
+    pub rtt: rtt::RttTable,
 }
 
 impl Shared {
@@ -490,6 +494,7 @@ pub async fn serve(
         .max_connections
         .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let process_key: [u8; 32] = rand::random();
+    let rtt = rtt::RttTable::new(site.rtt_networks);
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(Running::new(site, &process_key, None)),
         health: health.clone(),
@@ -503,6 +508,7 @@ pub async fn serve(
         open: Default::default(),
         refusals: Default::default(),
         capacity,
+        rtt,
     });
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -782,6 +788,12 @@ impl Accepted {
         let Some(_slot) = admit(&shared, &running, client.ip()) else {
             return;
         };
+        // The client is the TCP peer: the kernel measured the round trip in the handshake.
+        if client == peer && shared.rtt.enabled() {
+            if let Some(rtt) = rtt::tcp_min_rtt(&stream) {
+                shared.rtt.observe(client.ip(), rtt);
+            }
+        }
         let born = drain.generation();
         if let ListenerMode::Tcp(forward) = &config.mode {
             if !config.access.permits(client.ip()) {
@@ -803,9 +815,16 @@ impl Accepted {
         };
         // Boxed, like the service below: the task every connection spawns stays small (a
         // TCP listener's connections never take these states).
+        let began = std::time::Instant::now();
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
         match Box::pin(handshake).await {
-            Ok(Ok(s)) => serve_http(builder, s, conn, shared, drain, born).await,
+            Ok(Ok(s)) => {
+                // Behind a relay, the handshake is the round trip this site can measure.
+                if client != peer {
+                    shared.rtt.observe(client.ip(), began.elapsed());
+                }
+                serve_http(builder, s, conn, shared, drain, born).await
+            }
             Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
         }
