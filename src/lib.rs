@@ -25,8 +25,8 @@
 //!   proxy can reuse it.
 //! - [`health`]: probers (HTTP, HTTPS, TCP, a site proxy's load report and round-trip
 //!   times), the rise/fall tracker, the shedder that turns load reports into weight factors,
-//!   passive health, the measured latency table, and the lock-free
-//!   health table; no DNS types either.
+//!   passive health, the measured latency table, and the lock-free health table; no DNS
+//!   types either.
 //! - [`state`]: the sled store of last-known health and admin overrides; the only module that
 //!   sees sled.
 //! - [`admin`]: the loopback control endpoint (JSON) used by `meridian ctl`.

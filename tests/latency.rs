@@ -3,7 +3,7 @@
 //! of this test that names them with a PROXY v2 header; the relay to one site holds every
 //! chunk a while (this kernel has no netem). Their network's answers converge on the faster
 //! site as the sites measure the TLS handshakes, with the ECS scope of that network; a
-//! network nobody measured gets the fallback order.
+//! network nobody measured gets the geo answer, with the geo scope.
 
 mod common;
 
@@ -131,7 +131,6 @@ fn a_client_network_converges_on_the_site_with_the_shorter_round_trip() {
 name = "www"
 policy = "latency"
 pool = "sites"
-default_order = ["slow", "fast"]
 
 [pool.sites]
 check = "load"
@@ -146,13 +145,21 @@ interval = "200ms"
 rise = 1
 fall = 1
 
+# The demo database places 10.1.0.0/17 in Frankfurt, 10.2.0.0/16 in Ashburn.
 [site.slow]
+location = [50.11, 8.68]
 [site.fast]
+location = [39.04, -77.49]
 "#,
         slow.report.unwrap(),
         fast.report.unwrap()
     );
-    let cfg = ConfigDir::new(&zone_with(""), &gslb);
+    let cfg = ConfigDir::new_with(&zone_with(""), &gslb, "geo_database = \"geo.mmdb\"", "");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/geo/demo-city.mmdb"),
+        cfg.path("geo.mmdb"),
+    )
+    .unwrap();
     let srv = Server::start(&cfg);
     assert!(wait_until(Duration::from_secs(10), || {
         let st = srv.status();
@@ -174,15 +181,15 @@ fall = 1
             .with_no_client_auth(),
     );
 
-    // Clients of 10.1.2.0/24 ask, then go where they are sent. Nobody has measured them
-    // yet: the fallback order sends them to the slow site, and a share of answers tries the
-    // other one, so both sites come to measure them.
+    // Clients of 10.1.2.0/24 (Frankfurt) ask, then go where they are sent. Nobody has
+    // measured them yet: geography sends them to the slow site, and once it has measured
+    // them a share of answers tries the other one, so both sites come to measure them.
     let ask = |net: &str| {
         let (answers, scope) = srv.query_ecs("www.example.test.", RecordType::A, net);
         assert_eq!(answers.len(), 1, "{answers:?}");
         (answers[0].clone(), scope)
     };
-    assert_eq!(ask("10.1.2.0/24"), ("192.0.2.1".to_string(), Some(0)));
+    assert_eq!(ask("10.1.2.0/24"), ("192.0.2.1".to_string(), Some(17)));
     let mut fast_in_a_row = 0;
     let mut queries = 0;
     while fast_in_a_row < 30 && queries < 600 {
@@ -203,9 +210,11 @@ fall = 1
     // Measured: scoped to the network the measurements are about.
     assert_eq!(ask("10.1.2.0/24"), ("192.0.2.2".to_string(), Some(24)));
     assert_eq!(ask("10.1.2.128/25").0, "192.0.2.2");
-    // A network nobody measured, and one too wide to say anything about a /24: fallback.
-    assert_eq!(ask("10.9.9.0/24"), ("192.0.2.1".to_string(), Some(0)));
-    assert_eq!(ask("10.1.0.0/16"), ("192.0.2.1".to_string(), Some(0)));
+    // Networks nobody measured, and one too wide to say anything about a /24: geography,
+    // with its scope.
+    assert_eq!(ask("10.1.9.0/24"), ("192.0.2.1".to_string(), Some(17)));
+    assert_eq!(ask("10.2.9.0/24"), ("192.0.2.2".to_string(), Some(16)));
+    assert_eq!(ask("10.1.0.0/16").0, "192.0.2.1");
 
     let out = std::process::Command::new(BIN)
         .args(["explain", "--control", &srv.control.to_string()])
