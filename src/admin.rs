@@ -351,6 +351,7 @@ fn scrape(node: &Node) -> crate::metrics::Scrape {
                 factor: st.factor.share(),
                 factor_changes: node.health.factor_changes(&m.id),
                 tripped: st.passive != crate::health::Passive::Clear,
+                rtt_networks: node.health.measured_networks(&m.id),
             }
         })
         .collect();
@@ -474,6 +475,7 @@ fn status(node: &Node) -> Value {
                         "flaps": node.health.transitions(&m.id),
                         "factor": st.factor.share(),
                         "passive": st.passive,
+                        "rtt_networks": node.health.measured_networks(&m.id),
                         "factor_changes": node.health.factor_changes(&m.id),
                         "load": node.health.last_report(&m.id),
                         "answer_share_last_minute": shares.get(&(p.name.clone(), m.id.0.clone())),

@@ -423,6 +423,8 @@ pub struct MemberGauge {
     pub factor_changes: u64,
     /// Whether what its clients got (errors, latency) has tripped it.
     pub tripped: bool,
+    /// Client networks whose round trips its site proxy measured, for latency steering.
+    pub rtt_networks: usize,
 }
 
 /// One probe's rounds since start.
@@ -551,6 +553,7 @@ pub fn render(s: &Scrape) -> String {
     let mut factors = String::new();
     let mut factor_changes = String::new();
     let mut tripped = String::new();
+    let mut rtt_networks = String::new();
     for m in &s.members {
         let labels = format!(
             "pool=\"{}\",member=\"{}\"",
@@ -572,6 +575,11 @@ pub fn render(s: &Scrape) -> String {
             factors,
             "meridian_member_weight_factor{{{labels}}} {}",
             m.factor
+        );
+        let _ = writeln!(
+            rtt_networks,
+            "meridian_member_rtt_networks{{{labels}}} {}",
+            m.rtt_networks
         );
         let _ = writeln!(
             tripped,
@@ -619,6 +627,13 @@ pub fn render(s: &Scrape) -> String {
         "Whether the errors or latency a member's site proxy reported have tripped it (passive health).",
     );
     out.push_str(&tripped);
+    head(
+        &mut out,
+        "member_rtt_networks",
+        "gauge",
+        "Client networks whose round trips a member's site proxy measured (latency steering).",
+    );
+    out.push_str(&rtt_networks);
 
     let e = events().lock().unwrap_or_else(|p| p.into_inner());
     head(

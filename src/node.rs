@@ -331,13 +331,14 @@ impl Node {
             let now = crate::clock::unix_now();
             for (id, at) in self.store.expiries() {
                 if at <= now {
-                    self.health.apply(Change::Admin(id.clone(), Admin::Normal));
+                    // Recorded before it shows: whoever sees the override gone finds why.
                     self.store.set_expiry(&id, None);
                     tracing::info!(member = %id, "override expired");
                     self.store.audit(&serde_json::json!({
                         "at": now, "peer": null, "call": "expire", "target": id,
                         "outcome": {"applied": Admin::Normal},
                     }));
+                    self.health.apply(Change::Admin(id.clone(), Admin::Normal));
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

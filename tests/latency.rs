@@ -207,6 +207,12 @@ location = [39.04, -77.49]
     eprintln!("converged on the fast site after {queries} queries");
     assert!(queries <= 200, "{queries} queries to converge");
 
+    // Both sites' proxies published the network, as status shows.
+    let st = srv.status();
+    for m in st["pools"][0]["members"].as_array().unwrap() {
+        assert!(m["rtt_networks"].as_u64() >= Some(1), "{m}");
+    }
+
     // Measured: scoped to the network the measurements are about.
     assert_eq!(ask("10.1.2.0/24"), ("192.0.2.2".to_string(), Some(24)));
     assert_eq!(ask("10.1.2.128/25").0, "192.0.2.2");

@@ -95,6 +95,9 @@ pub struct HttpProber {
     report: Option<LoadReading>,
 }
 
+/// The shortest time between two reads of a site proxy's round-trip times.
+pub const RTT_READ_EVERY: Duration = Duration::from_secs(2);
+
 /// How a prober reads a site proxy: with a bearer token, if any; and after each load report
 /// the round-trip times (`/rtt`), all of them at first, then those sampled since the last
 /// read (with a margin).
@@ -170,6 +173,11 @@ impl HttpProber {
     async fn read_rtt(&self, reading: &LoadReading) -> Option<RttUpdate> {
         let now = tokio::time::Instant::now();
         let since = *reading.last_rtt.lock().unwrap_or_else(|p| p.into_inner());
+        // Round trips change slowly, and each read that brings news publishes a snapshot
+        // (emptying the plan caches): at most one read per RTT_READ_EVERY.
+        if since.is_some_and(|last| now.duration_since(last) < RTT_READ_EVERY) {
+            return None;
+        }
         let url = match since {
             // Whole seconds, with a margin: overlapping reads only refresh what is known.
             Some(last) => format!(

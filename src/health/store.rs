@@ -175,6 +175,13 @@ impl HealthStore {
         }
     }
 
+    /// Client networks whose round trips a member's site proxy has published (and are not
+    /// too old).
+    pub fn measured_networks(&self, id: &MemberId) -> usize {
+        let measured = self.measured.lock().unwrap_or_else(|p| p.into_inner());
+        measured.get(id).map_or(0, |m| m.len())
+    }
+
     /// Takes in round-trip times a member's site proxy published, and publishes a snapshot
     /// whose latency table holds them.
     pub fn measured(&self, id: &MemberId, update: &RttUpdate) {
