@@ -13,3 +13,86 @@ pub fn unix_seconds(at: SystemTime) -> u64 {
 pub fn unix_now() -> u64 {
     unix_seconds(SystemTime::now())
 }
+
+/// A time in seconds since the epoch as `YYYYMMDDHHMMSS` in UTC, the form DNSSEC key files
+/// and RRSIG presentation use.
+pub fn stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// Reads a `YYYYMMDDHHMMSS` UTC time; `None` unless it is one (from 1970 on).
+pub fn parse_stamp(text: &str) -> Option<u64> {
+    if text.len() != 14 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| text[r].parse::<u32>().ok();
+    let (y, m, d) = (n(0..4)? as i64, n(4..6)?, n(6..8)?);
+    let (h, mi, s) = (n(8..10)?, n(10..12)?, n(12..14)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    if civil_from_days(days) != (y, m, d) || days < 0 {
+        return None;
+    }
+    Some(days as u64 * 86_400 + u64::from(h * 3600 + mi * 60 + s))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (eras of 400 years, March-based
+/// years so the leap day falls last).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_from_march = (i64::from(m) + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(d) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The date of a day since 1970-01-01: the inverse of [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let d = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let m = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let y = year_of_era + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip_and_match_known_dates() {
+        assert_eq!(stamp(0), "19700101000000");
+        // 2000-02-29 12:34:56 UTC, a leap day of a century leap year.
+        assert_eq!(stamp(951_827_696), "20000229123456");
+        assert_eq!(parse_stamp("20000229123456"), Some(951_827_696));
+        assert_eq!(stamp(1_798_761_600), "20270101000000");
+        for secs in [0, 86_399, 951_827_696, 1_798_761_599, 4_102_444_800] {
+            assert_eq!(parse_stamp(&stamp(secs)), Some(secs));
+        }
+        assert_eq!(parse_stamp("20250230000000"), None, "no 30 February");
+        assert_eq!(parse_stamp("2025010100000"), None);
+        assert_eq!(parse_stamp("1969123123595x"), None);
+    }
+}

@@ -11,6 +11,7 @@
 //!   function (a fast path for ordinary queries, the general path for the rest), the one OPT
 //!   writer, EDNS Client Subnet, cookies, NSID, rate limiting, zone transfer out and NOTIFY,
 //!   and the UDP/TCP transports.
+//! - [`dnssec`]: zone keys in BIND's file format, their DNSKEY and DS records.
 //! - [`geo`]: `.mmdb` lookups, great-circle distance, the demo database builder.
 //! - [`explain`]: why a name answered what it did, from the same code that answers it.
 //! - [`hash`]: the fast hasher of the tables read on every query.
@@ -49,6 +50,7 @@ pub mod balance;
 pub mod clock;
 pub mod config;
 pub mod dns;
+pub mod dnssec;
 pub mod explain;
 pub mod geo;
 pub mod hash;

@@ -101,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         action: GeoAction,
     },
+    /// DNSSEC keys: make them in BIND's format, print the DS records for the parent.
+    Dnssec {
+        #[command(subcommand)]
+        action: DnssecAction,
+    },
     /// Announce this node's anycast prefixes through ExaBGP or BIRD only while it answers
     /// as a client expects (see ops/anycast/). Under ExaBGP, run it as a `process`.
     Anycast {
@@ -138,6 +143,44 @@ enum Command {
         #[command(subcommand)]
         action: CtlAction,
     },
+}
+
+#[derive(Subcommand)]
+enum DnssecAction {
+    /// Make a key pair for ZONE in BIND's format (K<zone>+<alg>+<tag>.key and .private),
+    /// created, published and active now; prints the files' stem.
+    Keygen {
+        zone: String,
+        /// ecdsap256sha256 (13) or ed25519 (15).
+        #[arg(long, default_value = "ecdsap256sha256")]
+        algorithm: String,
+        /// csk signs everything; ksk signs the DNSKEY set, zsk the rest.
+        #[arg(long, value_enum, default_value = "csk")]
+        role: RoleArg,
+        /// Where the files go.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// When the key stops signing: YYYYMMDDHHMMSS (UTC), or +N with s, m, h, d or w
+        /// from now.
+        #[arg(long)]
+        inactive: Option<String>,
+        /// When the key leaves the zone, in the same forms.
+        #[arg(long)]
+        delete: Option<String>,
+    },
+    /// Print the DS records (SHA-256) of ZONE's key-signing keys found in DIR, for the parent.
+    Ds {
+        zone: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum RoleArg {
+    Csk,
+    Ksk,
+    Zsk,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -411,6 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Geo { action } => geo(action),
+        Command::Dnssec { action } => dnssec(action),
         Command::Explain {
             name,
             qtype,
@@ -630,6 +674,86 @@ fn http(
         let status = resp.status();
         anyhow::Ok((status, resp.text().await?))
     })
+}
+
+fn dnssec(action: DnssecAction) -> anyhow::Result<ExitCode> {
+    use meridian::dnssec::{Algorithm, KeyRole, ZoneKey};
+    match action {
+        DnssecAction::Keygen {
+            zone,
+            algorithm,
+            role,
+            dir,
+            inactive,
+            delete,
+        } => {
+            let algorithm = Algorithm::from_name(&algorithm).with_context(|| {
+                format!("algorithm {algorithm:?} is not ecdsap256sha256 (13) or ed25519 (15)")
+            })?;
+            let role = match role {
+                RoleArg::Csk => KeyRole::Csk,
+                RoleArg::Ksk => KeyRole::Ksk,
+                RoleArg::Zsk => KeyRole::Zsk,
+            };
+            let now = meridian::clock::unix_now();
+            let mut key = ZoneKey::generate(&zone, algorithm, role, now)?;
+            key.times.inactive = inactive.map(|t| key_time(&t, now)).transpose()?;
+            key.times.delete = delete.map(|t| key_time(&t, now)).transpose()?;
+            key.write(&dir)?;
+            println!("{}", key.file_stem());
+        }
+        DnssecAction::Ds { zone, dir } => {
+            let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+            let prefix = format!("K{zone}.+");
+            let mut found = 0;
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.to_ascii_lowercase()
+                            .starts_with(&prefix.to_ascii_lowercase())
+                            && n.ends_with(".key")
+                    })
+                })
+                .collect();
+            entries.sort();
+            for path in entries {
+                let key = ZoneKey::read(&path)?;
+                if key.is_sep() {
+                    println!("{}", key.ds_record());
+                    found += 1;
+                }
+            }
+            if found == 0 {
+                anyhow::bail!(
+                    "no key-signing key (DNSKEY flags 257) for {zone} in {}",
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A key event's time: `YYYYMMDDHHMMSS` (UTC) or `+N` with s, m, h, d or w after `now`.
+fn key_time(text: &str, now: u64) -> anyhow::Result<u64> {
+    if let Some(rel) = text.strip_prefix('+') {
+        let split = rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len());
+        let (n, unit) = rel.split_at(split);
+        let n: u64 = n.parse().with_context(|| format!("bad time {text:?}"))?;
+        let unit = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 604_800,
+            _ => anyhow::bail!("bad time unit in {text:?} (s, m, h, d or w)"),
+        };
+        return Ok(now + n * unit);
+    }
+    meridian::clock::parse_stamp(text)
+        .with_context(|| format!("bad time {text:?} (YYYYMMDDHHMMSS or +N[smhdw])"))
 }
 
 fn geo(action: GeoAction) -> anyhow::Result<ExitCode> {
