@@ -188,6 +188,11 @@ impl ZoneKey {
         })
     }
 
+    /// The private key's bytes, for the signer only.
+    pub(super) fn private(&self) -> &[u8] {
+        &self.private
+    }
+
     /// Whether the key carries the SEP flag (a KSK or CSK: the parent's DS points at it).
     pub fn is_sep(&self) -> bool {
         self.flags & 1 == 1
