@@ -533,6 +533,15 @@ fn status(node: &Node) -> Value {
                     "notify": t.notify.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                     "key": t.key.as_ref().map(|k| k.name.clone()),
                 })),
+                // Public facts only: never key material.
+                "dnssec_keys": z.dnssec_keys.iter().map(|k| json!({
+                    "tag": k.key_tag(),
+                    "algorithm": k.algorithm.mnemonic(),
+                    "sep": k.is_sep(),
+                    "activate": k.times.activate,
+                    "inactive": k.times.inactive,
+                    "delete": k.times.delete,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -78,6 +78,9 @@ pub(super) struct ZoneEntry {
     pub(super) gslb: Option<String>,
     pub(super) ecs: Option<bool>,
     pub(super) transfer: Option<TransferSection>,
+    /// DNSSEC key files (BIND's `K<zone>.+<alg>+<tag>`, either file or the stem), relative
+    /// to the server file.
+    pub(super) dnssec_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ use super::*;
 pub(super) struct Builder {
     pub(super) zones: Vec<Zone>,
     pub(super) zone_ecs: Vec<bool>,
+    pub(super) zone_keys: Vec<Arc<[crate::dnssec::ZoneKey]>>,
     pub(super) zone_transfer: Vec<Option<Transfer>>,
     pub(super) keys: Vec<TsigKey>,
     pub(super) geo: Option<Arc<Mmdb>>,
@@ -684,6 +685,7 @@ impl Builder {
         let Builder {
             zones,
             zone_ecs,
+            zone_keys,
             zone_transfer,
             keys,
             geo,
@@ -706,11 +708,13 @@ impl Builder {
             zones: zones
                 .into_iter()
                 .zip(zone_ecs)
+                .zip(zone_keys)
                 .zip(zone_transfer)
-                .map(|((zone, ecs), transfer)| ServedZone {
+                .map(|(((zone, ecs), keys), transfer)| ServedZone {
                     data: Arc::new(zone),
                     ecs,
                     transfer,
+                    dnssec_keys: keys,
                 })
                 .collect(),
             keys,

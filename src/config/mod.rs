@@ -265,6 +265,8 @@ pub struct ServedZone {
     pub ecs: bool,
     /// Who may transfer it, and whom to notify.
     pub transfer: Option<Transfer>,
+    /// Its DNSSEC keys, checked at load (signing with them is not done yet).
+    pub dnssec_keys: Arc<[crate::dnssec::ZoneKey]>,
 }
 
 impl std::ops::Deref for ServedZone {
@@ -623,14 +625,39 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
                 .map(Some)
                 .map_err(|m| invalid(entry.span(), object(), m)),
         };
-        let zone = match (Zone::load(&zone_file, &origin), transfer) {
-            (Ok(zone), Ok(transfer)) => {
+        let keys = match &z.dnssec_keys {
+            None => Ok(Vec::new()),
+            Some(paths) => {
+                let paths: Vec<PathBuf> = paths.iter().map(|p| base.join(p)).collect();
+                let now = crate::clock::unix_now();
+                crate::dnssec::zone_keys(&z.origin, &paths, now)
+                    .map(|checked| {
+                        let at = line_of(&text, entry.span().start);
+                        for w in checked.warnings.iter().chain(std::iter::once(
+                            &"DNSSEC keys are loaded and checked, but answers are not signed yet"
+                                .to_string(),
+                        )) {
+                            builder.warnings.push(format!(
+                                "{}:{at}: {}: {w}",
+                                file.display(),
+                                object()
+                            ));
+                        }
+                        checked.keys
+                    })
+                    .map_err(|m| invalid(entry.span(), object(), format!("dnssec_keys: {m}")))
+            }
+        };
+        let zone = match (Zone::load(&zone_file, &origin), transfer, keys) {
+            (Ok(zone), Ok(transfer), Ok(keys)) => {
                 builder.zone_transfer.push(transfer);
+                builder.zone_keys.push(keys.into());
                 zone
             }
-            (zone, transfer) => {
+            (zone, transfer, keys) => {
                 errors.extend(zone.err().map(ConfigError::from));
                 errors.extend(transfer.err());
+                errors.extend(keys.err());
                 continue;
             }
         };

@@ -404,6 +404,57 @@ impl ZoneKey {
     }
 }
 
+/// A zone's keys as its config names them, checked for serving at `now`.
+pub struct ZoneKeys {
+    pub keys: Vec<ZoneKey>,
+    /// What is served but probably not meant (a key past its Inactive time).
+    pub warnings: Vec<String>,
+}
+
+/// Reads the keys of `zone` (each a path to either file, or their stem) and checks them as
+/// a signer would at `now`: each belongs to the zone and its halves match, none is past its
+/// Delete time, and a key-signing key (KSK or CSK) is active.
+pub fn zone_keys(zone: &str, paths: &[PathBuf], now: u64) -> Result<ZoneKeys, String> {
+    let zone = canonical_zone(zone).map_err(|e| e.to_string())?.to_string();
+    let mut keys: Vec<ZoneKey> = Vec::new();
+    let mut warnings = Vec::new();
+    for path in paths {
+        let key = ZoneKey::read(path).map_err(|e| e.to_string())?;
+        let name = key.file_stem();
+        if key.zone != zone {
+            return Err(format!("key {name} is for {}, not this zone", key.zone));
+        }
+        if keys
+            .iter()
+            .any(|k| k.key_tag() == key.key_tag() && k.algorithm == key.algorithm)
+        {
+            return Err(format!("key {name} is listed twice"));
+        }
+        if let Some(at) = key.times.delete.filter(|&at| at <= now) {
+            return Err(format!(
+                "key {name} was deleted at {}: take it out of dnssec_keys",
+                stamp(at)
+            ));
+        }
+        if let Some(at) = key.times.inactive.filter(|&at| at <= now) {
+            warnings.push(format!(
+                "key {name} is inactive since {}: it signs nothing",
+                stamp(at)
+            ));
+        }
+        keys.push(key);
+    }
+    let active = |k: &&ZoneKey| {
+        k.times.activate.is_some_and(|at| at <= now) && k.times.inactive.is_none_or(|at| at > now)
+    };
+    if !keys.iter().filter(active).any(|k| k.is_sep()) {
+        return Err(
+            "no active key-signing key (a CSK or KSK, DNSKEY flags 257) among dnssec_keys".into(),
+        );
+    }
+    Ok(ZoneKeys { keys, warnings })
+}
+
 /// The DNSKEY record of a `.key` file: (zone, flags, algorithm, public key).
 fn parse_dnskey(path: &Path, text: &str) -> Result<(String, u16, Algorithm, Vec<u8>), KeyError> {
     let bad = |line: usize, m: String| KeyError::Format(path.to_path_buf(), line, m);
@@ -594,5 +645,60 @@ mod tests {
         std::fs::write(stem.with_extension("private"), b.private_file()).unwrap();
         let err = ZoneKey::read(&stem).unwrap_err().to_string();
         assert!(err.contains("does not belong"), "{err}");
+    }
+
+    #[test]
+    fn a_zones_keys_need_an_active_key_signing_key_and_none_past_its_delete_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |key: &ZoneKey| key.write(dir.path()).unwrap();
+        let now = 1_800_000_000;
+        let zsk = ZoneKey::generate(
+            "example.test",
+            Algorithm::EcdsaP256Sha256,
+            KeyRole::Zsk,
+            now,
+        )
+        .unwrap();
+        let ksk = ZoneKey::generate(
+            "example.test",
+            Algorithm::EcdsaP256Sha256,
+            KeyRole::Ksk,
+            now,
+        )
+        .unwrap();
+        let (zsk_path, ksk_path) = (write(&zsk), write(&ksk));
+        let err = zone_keys("example.test", std::slice::from_ref(&zsk_path), now)
+            .err()
+            .unwrap();
+        assert!(err.contains("no active key-signing key"), "{err}");
+        let ok = zone_keys("Example.Test.", &[zsk_path.clone(), ksk_path.clone()], now).unwrap();
+        assert_eq!(ok.keys.len(), 2);
+        assert!(ok.warnings.is_empty());
+        let err = zone_keys("other.test", std::slice::from_ref(&ksk_path), now)
+            .err()
+            .unwrap();
+        assert!(err.contains("is for example.test., not this zone"), "{err}");
+        let err = zone_keys("example.test", &[ksk_path.clone(), ksk_path.clone()], now)
+            .err()
+            .unwrap();
+        assert!(err.contains("listed twice"), "{err}");
+
+        let mut old =
+            ZoneKey::generate("example.test", Algorithm::Ed25519, KeyRole::Zsk, now - 100).unwrap();
+        old.times.inactive = Some(now - 10);
+        let old_path = write(&old);
+        let ok = zone_keys("example.test", &[ksk_path.clone(), old_path], now).unwrap();
+        assert!(
+            ok.warnings[0].contains("is inactive since"),
+            "{:?}",
+            ok.warnings
+        );
+        let mut gone =
+            ZoneKey::generate("example.test", Algorithm::Ed25519, KeyRole::Zsk, now - 100).unwrap();
+        gone.times.delete = Some(now - 1);
+        let err = zone_keys("example.test", &[ksk_path, write(&gone)], now)
+            .err()
+            .unwrap();
+        assert!(err.contains("was deleted at"), "{err}");
     }
 }

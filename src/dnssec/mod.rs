@@ -6,5 +6,5 @@
 pub mod keys;
 pub mod sign;
 
-pub use keys::{Algorithm, KeyError, KeyRole, KeyTimes, ZoneKey};
+pub use keys::{zone_keys, Algorithm, KeyError, KeyRole, KeyTimes, ZoneKey, ZoneKeys};
 pub use sign::{Rrset, Signer, Validity};
