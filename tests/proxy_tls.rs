@@ -507,6 +507,28 @@ async fn the_report_listener_serves_the_load_report_over_tls_to_token_holders_on
         .unwrap();
     assert_eq!(other.status(), 404);
 
+    // A renewed certificate, written as deployment tools do: new handshakes present it.
+    let renewed = pair(&["report.site.test"]);
+    let dir = proxy.dir.path().to_path_buf();
+    for (name, text) in [("r.pem", &renewed.cert), ("r.key", &renewed.key)] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+    let c = client_of(rustls::DEFAULT_VERSIONS, &[&cert, &renewed], &[b"http/1.1"]);
+    let mut served = false;
+    for _ in 0..100 {
+        if presented(&connect(&c, at, "report.site.test").await) == renewed.der {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served,
+        "the report listener never served its renewed certificate"
+    );
+
     // Off loopback without TLS: a config error naming the setting.
     let dir = tempfile::tempdir().unwrap();
     let bad = site.replace(report, "report = { address = \"0.0.0.0:0\" }");

@@ -305,6 +305,7 @@ async fn forward(
     let state = &running.pools[pi];
     let health = shared.health.snapshot();
     let client_ip = conn.peer.ip();
+    state.count_request();
 
     // Sticky: the server a valid cookie or the client address names, while it may be used.
     let (mut chosen, mut pinned) = (None, false);

@@ -121,6 +121,18 @@ fn cert_stamps(pairs: &[(PathBuf, PathBuf)]) -> Vec<Option<std::time::SystemTime
     tls::stamps(&files)
 }
 
+/// [`tls_acceptor`], its certificate files added to those watched for changes (stamped
+/// before they are read, so a change from then on is noticed).
+fn watched_acceptor(
+    t: &crate::config::TlsSettings,
+    watched: &mut Vec<WatchedCerts>,
+) -> Result<tokio_rustls::TlsAcceptor, ProxyError> {
+    let stamped = cert_stamps(&t.certificates);
+    let (acceptor, resolver) = tls_acceptor(t)?;
+    watched.push((t.certificates.clone(), resolver, stamped));
+    Ok(acceptor)
+}
+
 /// TLS termination as `t` configures it: the acceptor, and the resolver that serves its
 /// certificates (replaced when their files change).
 fn tls_acceptor(
@@ -435,13 +447,7 @@ pub async fn serve(
             .map_err(|source| ProxyError::Bind { addr, source })?;
         let tls = match &listener.tls {
             None => None,
-            Some(t) => {
-                // Stamped before reading, so a change from then on is noticed.
-                let stamped = cert_stamps(&t.certificates);
-                let (acceptor, resolver) = tls_acceptor(t)?;
-                watched_certs.push((t.certificates.clone(), resolver, stamped));
-                Some(acceptor)
-            }
+            Some(t) => Some(watched_acceptor(t, &mut watched_certs)?),
         };
         listeners.push((l, tls));
     }
@@ -464,7 +470,7 @@ pub async fn serve(
                 })?;
             let tls = match &r.tls {
                 None => None,
-                Some(t) => Some(tls_acceptor(t)?.0),
+                Some(t) => Some(watched_acceptor(t, &mut watched_certs)?),
             };
             Some((listener, tls, r.token.clone()))
         }

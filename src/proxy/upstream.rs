@@ -215,8 +215,9 @@ impl PoolState {
         true
     }
 
-    /// Counts a first try, for the retry budget.
-    fn count_try(&self) {
+    /// Counts a request routed to this pool, once whatever picks its server (a sticky
+    /// cookie, a hash, the balancer, or several tries of a queue), for the retry budget.
+    pub fn count_request(&self) {
         let second = self.now_ms() / 1000;
         let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
         if b.0 != second {
@@ -237,9 +238,6 @@ impl PoolState {
         key: Option<u64>,
         tried: &[usize],
     ) -> Option<usize> {
-        if tried.is_empty() {
-            self.count_try();
-        }
         let candidates = self.candidates(pool, settings, health, tried);
         if candidates.is_empty() {
             return None;
@@ -364,6 +362,32 @@ pub fn address(member: &Member) -> Option<SocketAddr> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn the_retry_budget_counts_requests_not_the_picks_a_queued_one_makes() {
+        let text = "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{ address = \"127.0.0.1:1\" }]\n";
+        let site = crate::config::parse_site(text, Path::new("t.toml"), Path::new(".")).unwrap();
+        let (pool, settings) = (&site.pools[0], &site.pool_settings[0]);
+        let health = crate::health::HealthStore::in_memory().snapshot();
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let allowed = || {
+            let state = PoolState::new(0, pool, settings);
+            // Twenty requests, each picking its server a hundred times (as a queued request
+            // does each time a slot frees).
+            for _ in 0..20 {
+                state.count_request();
+                for _ in 0..100 {
+                    state.choose(pool, settings, &health, client, None, &[]);
+                }
+            }
+            (0..100).take_while(|_| state.may_retry(50)).count()
+        };
+        // Ten retries a second always, and half of twenty requests more: 20 in all (a run
+        // that straddles a second starts a new budget of 10, so it is measured again).
+        let counts: Vec<usize> = (0..3).map(|_| allowed()).collect();
+        assert!(counts.contains(&20), "{counts:?}");
+        assert!(counts.iter().all(|&c| c == 20 || c == 10), "{counts:?}");
+    }
 
     #[test]
     fn hashing_by_source_address_skips_an_ejected_server_and_moves_only_its_clients() {
