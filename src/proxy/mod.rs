@@ -795,7 +795,7 @@ impl Accepted {
             return;
         };
         // The client is the TCP peer: the kernel measured the round trip in the handshake.
-        if client == peer && shared.rtt.enabled() {
+        if client == peer && shared.rtt.wants(client.ip()) {
             if let Some(rtt) = rtt::tcp_min_rtt(&stream) {
                 shared.rtt.observe(client.ip(), rtt);
             }
@@ -826,7 +826,7 @@ impl Accepted {
         match Box::pin(handshake).await {
             Ok(Ok(s)) => {
                 // Behind a relay, the handshake is the round trip this site can measure.
-                if client != peer {
+                if client != peer && shared.rtt.wants(client.ip()) {
                     shared.rtt.observe(client.ip(), began.elapsed());
                 }
                 serve_http(builder, s, conn, shared, drain, born).await

@@ -21,6 +21,9 @@ use crate::health::NetworkRtt;
 /// How far one sample moves a network's average.
 const WEIGHT: f64 = 0.3;
 
+/// How long a network's last sample stands before a new connection from it is measured.
+pub const RESAMPLE: Duration = Duration::from_secs(1);
+
 /// How long a network without new samples is kept.
 pub const MAX_AGE: Duration = Duration::from_secs(600);
 
@@ -47,8 +50,18 @@ impl RttTable {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.cap > 0
+    /// Whether a sample from `client` is wanted now: measuring is on and its network has
+    /// had none for [`RESAMPLE`]. Asked before the system call that takes a sample, so a
+    /// busy network costs one call a second, not one per connection.
+    pub fn wants(&self, client: IpAddr) -> bool {
+        if self.cap == 0 {
+            return false;
+        }
+        let network = client_unit(IpNet::from(client));
+        let networks = self.networks.lock().unwrap_or_else(|p| p.into_inner());
+        networks
+            .get(&network)
+            .is_none_or(|e| e.last.elapsed() >= RESAMPLE)
     }
 
     /// Counts one connection's round trip from `client`.
@@ -181,6 +194,9 @@ mod tests {
         );
         assert!(networks.contains(&"11.0.15.0/24".to_string()));
         assert!(RttTable::new(0).published(None).is_empty());
+        assert!(!RttTable::new(0).wants("10.1.2.3".parse().unwrap()));
+        assert!(!t.wants("11.0.15.9".parse().unwrap()), "sampled just now");
+        assert!(t.wants("12.0.0.1".parse().unwrap()), "never sampled");
     }
 
     #[test]
