@@ -277,4 +277,18 @@ mod tests {
         assert_eq!(last.report.active_connections, 10);
         stop.send(true).unwrap();
     }
+
+    #[test]
+    fn a_member_whose_rules_a_reload_took_away_is_clear_and_in_full_again() {
+        let store = HealthStore::in_memory();
+        let id = MemberId::new("s", "192.0.2.1");
+        store.apply(Change::Factor(id.clone(), Factor::of(0.25)));
+        store.apply(Change::Passive(id.clone(), Passive::Errors));
+        Driven::from(id.clone()).apply(Health::Up, &store);
+        let state = store.snapshot().get(&id);
+        assert_eq!(
+            (state.health, state.factor, state.passive),
+            (Health::Up, Factor::FULL, Passive::Clear)
+        );
+    }
 }

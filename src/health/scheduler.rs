@@ -130,7 +130,7 @@ impl Driven {
     }
 
     /// Applies what the probe and the reports decided to the health table.
-    fn apply(&self, probed: Health, store: &HealthStore) {
+    pub(super) fn apply(&self, probed: Health, store: &HealthStore) {
         let health = if self.passive.as_ref().is_some_and(PassiveJudge::takes_down) {
             Health::Down
         } else {
@@ -139,17 +139,15 @@ impl Driven {
         if health != Health::Unknown {
             store.apply(Change::Health(self.id.clone(), health));
         }
-        if let Some(p) = &self.passive {
-            store.apply(Change::Passive(self.id.clone(), p.state));
-        }
-        if self.shedder.is_some() || self.passive.is_some() {
-            let shed = self.shedder.as_ref().map_or(Factor::FULL, |s| s.factor);
-            let cap = self
-                .passive
-                .as_ref()
-                .map_or(Factor::FULL, PassiveJudge::cap);
-            store.apply(Change::Factor(self.id.clone(), shed.min(cap)));
-        }
+        // Without rules (a reload took them away) the member is clear and in full again.
+        let passive = self.passive.as_ref().map_or(Passive::Clear, |p| p.state);
+        store.apply(Change::Passive(self.id.clone(), passive));
+        let shed = self.shedder.as_ref().map_or(Factor::FULL, |s| s.factor);
+        let cap = self
+            .passive
+            .as_ref()
+            .map_or(Factor::FULL, PassiveJudge::cap);
+        store.apply(Change::Factor(self.id.clone(), shed.min(cap)));
     }
 }
 
