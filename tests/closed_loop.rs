@@ -132,19 +132,13 @@ fn a_site_past_its_high_watermark_is_left_out_and_sheds_part_of_its_clients_betw
             .contains("meridian_member_weight_factor{pool=\"sites\",member=\"a/192.0.2.1\"} 0.5"),
         "{metrics}"
     );
-    let out = std::process::Command::new(BIN)
-        .args(["explain", "--control", &srv.control.to_string()])
-        .args([
-            "www.example.test",
-            "--client",
-            "192.0.2.9",
-            "--ecs",
-            "10.0.7.0/24",
-        ])
-        .output()
-        .unwrap();
-    let why = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{why}");
+    let why = srv.explain(&[
+        "www.example.test",
+        "--client",
+        "192.0.2.9",
+        "--ecs",
+        "10.0.7.0/24",
+    ]);
     assert!(why.contains("shed to 50%"), "{why}");
     assert!(why.contains("client network 10.0.7.0/24 falls at"), "{why}");
     drop(held);

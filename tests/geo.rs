@@ -266,15 +266,7 @@ fn chaos_txt(name: &str) -> Vec<u8> {
 }
 
 fn explain(srv: &Server, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["explain", "--control", &srv.control.to_string()])
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    text
+    srv.explain(args)
 }
 
 #[test]

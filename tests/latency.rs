@@ -222,18 +222,13 @@ location = [39.04, -77.49]
     assert_eq!(ask("10.2.9.0/24"), ("192.0.2.2".to_string(), Some(16)));
     assert_eq!(ask("10.1.0.0/16").0, "192.0.2.1");
 
-    let out = std::process::Command::new(BIN)
-        .args(["explain", "--control", &srv.control.to_string()])
-        .args([
-            "www.example.test",
-            "--client",
-            "192.0.2.9",
-            "--ecs",
-            "10.1.2.0/24",
-        ])
-        .output()
-        .unwrap();
-    let why = String::from_utf8_lossy(&out.stdout).into_owned();
+    let why = srv.explain(&[
+        "www.example.test",
+        "--client",
+        "192.0.2.9",
+        "--ecs",
+        "10.1.2.0/24",
+    ]);
     assert!(
         why.contains("round trips measured from 10.1.2.0/24"),
         "{why}"

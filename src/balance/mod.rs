@@ -502,7 +502,6 @@ fn unit_len(network: IpNet) -> u8 {
 pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> Plan {
     let everyone = whole_space(client.network.network());
     let unit = client_unit(client.network);
-    let point = shed_point(unit);
     let weighted = matches!(req.policy, PolicyKind::Weighted);
     let mut sites: Option<SiteOrder> = None;
     let mut forced = false;
@@ -515,21 +514,21 @@ pub fn plan(req: &Request<'_>, health: &HealthSnapshot, client: &ClientInfo) -> 
             if !m.target.serves(req.family) {
                 continue;
             }
-            let (admin, h) = health.state(&m.id);
+            let st = health.get(&m.id);
             let candidate = if only_usable {
-                usable(admin, h)
+                usable(st.admin, st.health)
             } else {
-                !matches!(admin, Admin::Drained | Admin::ForcedDown)
+                !matches!(st.admin, Admin::Drained | Admin::ForcedDown)
             };
             if candidate {
                 candidates.push(i);
-                factors.push(health.factor(&m.id));
-                forced |= admin == Admin::ForcedUp && h == Health::Down;
+                factors.push(st.factor);
+                forced |= st.admin == Admin::ForcedUp && st.health == Health::Down;
             }
         }
         // Failing open answers whatever is left: load does not matter then.
         let (weights, splits) = if only_usable {
-            shed(&mut candidates, &factors, weighted, point)
+            shed(&mut candidates, &factors, weighted, unit)
         } else {
             (None, false)
         };

@@ -30,15 +30,16 @@ pub fn shed_point(unit: IpNet) -> u16 {
 
 /// Load shedding over a pool's usable candidates, `factors` beside them. Weighted policies
 /// drop members left out and scale the others' weights (returned as factors for the group);
-/// the others keep only the members that keep this client's network (`point`), the rest
-/// spilling to the next-ranked. Members left out still answer when every candidate is; a
-/// client no partial member keeps goes to a partial one rather than one left out. Returns
-/// the weights' factors and whether a partial factor split the decision by network.
+/// the others keep only the members that keep this client's network (`unit`, placed by
+/// [`shed_point`] only when some factor is partial), the rest spilling to the next-ranked.
+/// Members left out still answer when every candidate is; a client no partial member keeps
+/// goes to a partial one rather than one left out. Returns the weights' factors and whether
+/// a partial factor split the decision by network.
 pub(super) fn shed(
     candidates: &mut Indexes,
     factors: &[Factor],
     weighted: bool,
-    point: u16,
+    unit: IpNet,
 ) -> (Option<SmallVec<[u16; 4]>>, bool) {
     if factors.iter().all(|&f| f == Factor::FULL) {
         return (None, false);
@@ -66,6 +67,7 @@ pub(super) fn shed(
         return (Some(weights), false);
     }
     let split = factors.iter().any(|f| f.is_partial());
+    let point = if split { shed_point(unit) } else { 0 };
     if let Some(kept) = keep(&|f| f.permille() > point).or_else(|| keep(&open)) {
         *candidates = kept;
     }

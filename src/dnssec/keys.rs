@@ -133,6 +133,15 @@ pub enum KeyError {
     Mismatch(PathBuf, String),
 }
 
+/// A name in canonical wire form (RFC 4034 section 6.2): lower case, uncompressed.
+pub(super) fn canonical_name(name: &Name, out: &mut Vec<u8>) {
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+}
+
 /// The canonical form of a zone name: fully qualified, lower case.
 fn canonical_zone(zone: &str) -> Result<Name, KeyError> {
     let name =
@@ -227,13 +236,10 @@ impl ZoneKey {
     /// canonical wire form followed by the DNSKEY data.
     pub fn ds_sha256(&self) -> Vec<u8> {
         let mut data = Vec::new();
-        if let Ok(name) = canonical_zone(&self.zone) {
-            for label in name.iter() {
-                data.push(label.len() as u8);
-                data.extend_from_slice(label);
-            }
+        match canonical_zone(&self.zone) {
+            Ok(name) => canonical_name(&name, &mut data),
+            Err(_) => data.push(0),
         }
-        data.push(0);
         data.extend_from_slice(&self.dnskey_rdata());
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &data)
             .as_ref()

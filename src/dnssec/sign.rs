@@ -7,7 +7,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use hickory_proto::rr::Name;
 
-use super::keys::{Algorithm, KeyError, ZoneKey};
+use super::keys::{canonical_name, Algorithm, KeyError, ZoneKey};
 
 /// A zone key loaded for signing.
 pub struct Signer {
@@ -39,15 +39,6 @@ pub struct Rrset<'a> {
 pub struct Validity {
     pub inception: u32,
     pub expiration: u32,
-}
-
-/// A name in canonical wire form: lower case, uncompressed.
-fn canonical_name(name: &Name, out: &mut Vec<u8>) {
-    for label in name.iter() {
-        out.push(label.len() as u8);
-        out.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    out.push(0);
 }
 
 /// The RRSIG labels field: the owner's labels, not counting the root or a leading `*`.

@@ -104,7 +104,14 @@ pub const RTT_READ_EVERY: Duration = Duration::from_secs(2);
 struct LoadReading {
     token: Option<String>,
     rtt_url: String,
-    last_rtt: Mutex<Option<tokio::time::Instant>>,
+    /// When the round trips were last asked for, and last read.
+    last_rtt: Mutex<RttReads>,
+}
+
+#[derive(Default)]
+struct RttReads {
+    asked: Option<tokio::time::Instant>,
+    read: Option<tokio::time::Instant>,
 }
 
 /// Why a probe could not be built from its spec.
@@ -163,7 +170,7 @@ impl HttpProber {
         self.report = Some(LoadReading {
             token,
             rtt_url: format!("{}/rtt", self.base),
-            last_rtt: Mutex::new(None),
+            last_rtt: Mutex::new(RttReads::default()),
         });
         self
     }
@@ -172,12 +179,20 @@ impl HttpProber {
     /// when it publishes none or the read fails (the next read asks for everything again).
     async fn read_rtt(&self, reading: &LoadReading) -> Option<RttUpdate> {
         let now = tokio::time::Instant::now();
-        let since = *reading.last_rtt.lock().unwrap_or_else(|p| p.into_inner());
-        // Round trips change slowly, and each read that brings news publishes a snapshot
-        // (emptying the plan caches): at most one read per RTT_READ_EVERY.
-        if since.is_some_and(|last| now.duration_since(last) < RTT_READ_EVERY) {
-            return None;
-        }
+        let since = {
+            let mut reads = reading.last_rtt.lock().unwrap_or_else(|p| p.into_inner());
+            // Round trips change slowly, and each read that brings news publishes a snapshot
+            // (emptying the plan caches): at most one request per RTT_READ_EVERY, also to a
+            // proxy that does not answer it.
+            if reads
+                .asked
+                .is_some_and(|at| now.duration_since(at) < RTT_READ_EVERY)
+            {
+                return None;
+            }
+            reads.asked = Some(now);
+            reads.read
+        };
         let url = match since {
             // Whole seconds, with a margin: overlapping reads only refresh what is known.
             Some(last) => format!(
@@ -196,7 +211,11 @@ impl HttpProber {
             serde_json::from_slice::<RttReport>(&resp.bytes().await.ok()?).ok()
         };
         let report = read.await;
-        *reading.last_rtt.lock().unwrap_or_else(|p| p.into_inner()) = report.as_ref().map(|_| now);
+        reading
+            .last_rtt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read = report.as_ref().map(|_| now);
         report.map(|r| RttUpdate {
             whole: since.is_none(),
             networks: r.networks,

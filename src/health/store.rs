@@ -52,11 +52,6 @@ impl HealthSnapshot {
         }
     }
 
-    /// A member's weight factor (full for members never seen).
-    pub fn factor(&self, id: &MemberId) -> Factor {
-        self.members.get(id).map_or(Factor::FULL, |s| s.factor)
-    }
-
     /// Round-trip times per client network and site, as the site proxies measured them.
     pub fn latency(&self) -> &Latency {
         &self.latency

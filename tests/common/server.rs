@@ -154,6 +154,20 @@ impl Server {
         )
     }
 
+    /// Runs `meridian explain` against this server with `args`; returns what it printed
+    /// (standard output, then standard error), after checking that it succeeded.
+    pub fn explain(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(["explain", "--control", &self.control.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        text
+    }
+
     /// Runs `meridian ctl` against this server; returns (success, stdout).
     pub fn ctl(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(BIN)
