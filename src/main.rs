@@ -147,7 +147,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DnssecAction {
-    /// Make a key pair for ZONE in BIND's format (K<zone>+<alg>+<tag>.key and .private),
+    /// Make a key pair for ZONE in BIND's format (K<zone>.+<alg>+<tag>.key and .private),
     /// created, published and active now; prints the files' stem.
     Keygen {
         zone: String,

@@ -179,18 +179,40 @@ pub fn status(doc: &Value, now: SystemTime) -> String {
         .into_iter()
         .flatten()
         .map(|z| {
+            // Each key as `TAG/ALGORITHM`, with `SEP` for a key-signing key.
+            let keys: Vec<String> = z["dnssec_keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    let sep = if k["sep"] == true { " SEP" } else { "" };
+                    format!("{}/{}{sep}", text(&k["tag"]), text(&k["algorithm"]))
+                })
+                .collect();
             vec![
                 text(&z["origin"]),
                 text(&z["serial"]),
                 text(&z["names"]),
                 text(&z["load_balanced"]),
+                if keys.is_empty() {
+                    "-".to_string()
+                } else {
+                    keys.join(", ")
+                },
                 text(&z["file"]),
             ]
         })
         .collect();
     out.push('\n');
     out.push_str(&table(
-        &["ZONE", "SERIAL", "NAMES", "LOAD-BALANCED", "FILE"],
+        &[
+            "ZONE",
+            "SERIAL",
+            "NAMES",
+            "LOAD-BALANCED",
+            "DNSSEC KEYS",
+            "FILE",
+        ],
         &zones,
     ));
 
@@ -416,10 +438,12 @@ mod tests {
             "started_at": 1_764_999_000u64,
             "last_reload": {"at": 1_764_999_990u64, "result": "rejected", "error": "x.zone:3: bad"},
             "restart_needed": ["server.listen"], "state_lost": null,
-            "zones": [{"origin": "example.test.", "serial": 7, "names": 4, "load_balanced": 1, "file": "z"}],
+            "zones": [{"origin": "example.test.", "serial": 7, "names": 4, "load_balanced": 1, "file": "z",
+                       "dnssec_keys": [{"tag": 4711, "algorithm": "ECDSAP256SHA256", "sep": true}]}],
             "pools": [{"name": "web", "min_usable": 1, "min_weight_percent": 0, "members": [
                 {"id": "fra/192.0.2.10", "pool": "web", "weight": 3, "health": "down",
                  "admin": "drained", "admin_expires_at": 1_765_000_600u64, "usable": false,
+                 "factor": 0.4, "passive": "errors",
                  "last_probe": {"up": false, "detail": "connection refused", "latency_ms": null, "at": 1_764_999_998u64},
                  "answer_share_last_minute": 0.0},
                 {"id": "iad/198.51.100.10", "pool": "web", "weight": 1, "health": "up",
@@ -442,6 +466,11 @@ mod tests {
         assert!(out.contains("2s ago, down: connection refused"), "{out}");
         assert!(out.contains("1s ago, up  "), "{out}");
         assert!(out.contains("1.2 ms"), "{out}");
+        assert!(out.contains("4711/ECDSAP256SHA256 SEP"), "{out}");
+        assert!(
+            out.contains("down, tripped by errors, shed to 40%"),
+            "{out}"
+        );
         assert!(!out.contains("1764999"), "epoch seconds in:\n{out}");
     }
 

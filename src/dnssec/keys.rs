@@ -268,7 +268,8 @@ impl ZoneKey {
         )
     }
 
-    /// `K<zone>+<alg>+<tag>`, the name both files share.
+    /// `K<zone>.+<alg>+<tag>` (the zone fully qualified, the numbers zero-padded), the name
+    /// both files share.
     pub fn file_stem(&self) -> String {
         format!(
             "K{}+{:03}+{:05}",
