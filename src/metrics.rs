@@ -542,98 +542,74 @@ pub fn render(s: &Scrape) -> String {
         }
     }
 
-    head(
-        &mut out,
-        "member_up",
-        "gauge",
-        "Member health from its probes: 1 up, 0 down, -1 not yet known.",
+    // Each member series: name, type, help, and the member's value in it.
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&MemberGauge) -> String,
     );
-    let mut usable_lines = String::new();
-    let mut transitions = String::new();
-    let mut factors = String::new();
-    let mut factor_changes = String::new();
-    let mut tripped = String::new();
-    let mut rtt_networks = String::new();
-    for m in &s.members {
-        let labels = format!(
-            "pool=\"{}\",member=\"{}\"",
-            escape(&m.pool),
-            escape(&m.member)
-        );
-        let _ = writeln!(out, "meridian_member_up{{{labels}}} {}", m.up);
-        let _ = writeln!(
-            usable_lines,
-            "meridian_member_usable{{{labels}}} {}",
-            u8::from(m.usable)
-        );
-        let _ = writeln!(
-            transitions,
-            "meridian_member_transitions_total{{{labels}}} {}",
-            m.transitions
-        );
-        let _ = writeln!(
-            factors,
-            "meridian_member_weight_factor{{{labels}}} {}",
-            m.factor
-        );
-        let _ = writeln!(
-            rtt_networks,
-            "meridian_member_rtt_networks{{{labels}}} {}",
-            m.rtt_networks
-        );
-        let _ = writeln!(
-            tripped,
-            "meridian_member_tripped{{{labels}}} {}",
-            u8::from(m.tripped)
-        );
-        let _ = writeln!(
-            factor_changes,
-            "meridian_member_weight_factor_changes_total{{{labels}}} {}",
-            m.factor_changes
-        );
+    let series: [Series; 7] = [
+        (
+            "member_up",
+            "gauge",
+            "Member health from its probes: 1 up, 0 down, -1 not yet known.",
+            |m| m.up.to_string(),
+        ),
+        (
+            "member_usable",
+            "gauge",
+            "Whether a member may be answered: health with overrides applied.",
+            |m| u8::from(m.usable).to_string(),
+        ),
+        (
+            "member_transitions_total",
+            "counter",
+            "Health state transitions (flaps) per member since start.",
+            |m| m.transitions.to_string(),
+        ),
+        (
+            "member_weight_factor",
+            "gauge",
+            "The share of its weight (or of client networks) load shedding leaves a member: 1 in full, 0 left out.",
+            |m| m.factor.to_string(),
+        ),
+        (
+            "member_weight_factor_changes_total",
+            "counter",
+            "Weight factor changes per member since start.",
+            |m| m.factor_changes.to_string(),
+        ),
+        (
+            "member_tripped",
+            "gauge",
+            "Whether the errors or latency a member's site proxy reported have tripped it (passive health).",
+            |m| u8::from(m.tripped).to_string(),
+        ),
+        (
+            "member_rtt_networks",
+            "gauge",
+            "Client networks whose round trips a member's site proxy measured (latency steering).",
+            |m| m.rtt_networks.to_string(),
+        ),
+    ];
+    let labels: Vec<String> = s
+        .members
+        .iter()
+        .map(|m| {
+            format!(
+                "pool=\"{}\",member=\"{}\"",
+                escape(&m.pool),
+                escape(&m.member)
+            )
+        })
+        .collect();
+    for (name, kind, help, value) in series {
+        head(&mut out, name, kind, help);
+        for (m, labels) in s.members.iter().zip(&labels) {
+            let _ = writeln!(out, "meridian_{name}{{{labels}}} {}", value(m));
+        }
     }
-    head(
-        &mut out,
-        "member_usable",
-        "gauge",
-        "Whether a member may be answered: health with overrides applied.",
-    );
-    out.push_str(&usable_lines);
-    head(
-        &mut out,
-        "member_transitions_total",
-        "counter",
-        "Health state transitions (flaps) per member since start.",
-    );
-    out.push_str(&transitions);
-    head(
-        &mut out,
-        "member_weight_factor",
-        "gauge",
-        "The share of its weight (or of client networks) load shedding leaves a member: 1 in full, 0 left out.",
-    );
-    out.push_str(&factors);
-    head(
-        &mut out,
-        "member_weight_factor_changes_total",
-        "counter",
-        "Weight factor changes per member since start.",
-    );
-    out.push_str(&factor_changes);
-    head(
-        &mut out,
-        "member_tripped",
-        "gauge",
-        "Whether the errors or latency a member's site proxy reported have tripped it (passive health).",
-    );
-    out.push_str(&tripped);
-    head(
-        &mut out,
-        "member_rtt_networks",
-        "gauge",
-        "Client networks whose round trips a member's site proxy measured (latency steering).",
-    );
-    out.push_str(&rtt_networks);
 
     let e = events().lock().unwrap_or_else(|p| p.into_inner());
     head(
