@@ -371,7 +371,30 @@ fn scrape(node: &Node) -> crate::metrics::Scrape {
             failures: r.failures,
         })
         .collect();
+    let now = crate::clock::unix_now();
+    let signed = loaded
+        .config
+        .zones
+        .iter()
+        .filter_map(|z| {
+            let signing = z.signing.as_ref()?;
+            let cache = signing.summary(now);
+            Some(crate::metrics::SignedZone {
+                zone: z.origin.to_string(),
+                cached_sets: cache.entries as u64,
+                cached_bytes: cache.bytes as u64,
+                made: cache.made,
+                earliest_expiry: cache.earliest_expiry,
+                keys: z
+                    .dnssec_keys
+                    .iter()
+                    .map(|k| (k.key_tag(), k.times.state(now).name()))
+                    .collect(),
+            })
+        })
+        .collect();
     crate::metrics::Scrape {
+        signed,
         config_version: loaded.version,
         config_loaded_at: unix_seconds(loaded.loaded_at),
         members,
@@ -516,6 +539,7 @@ fn status(node: &Node) -> Value {
             })
         })
         .collect();
+    let now = crate::clock::unix_now();
     let zones: Vec<Value> = cfg
         .zones
         .iter()
@@ -538,10 +562,20 @@ fn status(node: &Node) -> Value {
                     "tag": k.key_tag(),
                     "algorithm": k.algorithm.mnemonic(),
                     "sep": k.is_sep(),
+                    "state": k.times.state(now).name(),
                     "activate": k.times.activate,
                     "inactive": k.times.inactive,
                     "delete": k.times.delete,
                 })).collect::<Vec<_>>(),
+                "signatures": z.signing.as_ref().map(|s| {
+                    let cache = s.summary(now);
+                    json!({
+                        "cached_sets": cache.entries,
+                        "cached_bytes": cache.bytes,
+                        "made": cache.made,
+                        "earliest_expiry": cache.earliest_expiry,
+                    })
+                }),
             })
         })
         .collect();

@@ -11,7 +11,9 @@
 //!   function (a fast path for ordinary queries, the general path for the rest), the one OPT
 //!   writer, EDNS Client Subnet, cookies, NSID, rate limiting, zone transfer out and NOTIFY,
 //!   and the UDP/TCP transports.
-//! - [`dnssec`]: zone keys in BIND's file format, their DNSKEY and DS records.
+//! - [`dnssec`]: zone keys in BIND's file format, their DNSKEY and DS records, RRSIGs, and
+//!   online signing with a bounded signature cache; `dns::secure` puts the signatures and
+//!   compact denial into answers.
 //! - [`geo`]: `.mmdb` lookups, great-circle distance, the demo database builder.
 //! - [`explain`]: why a name answered what it did, from the same code that answers it.
 //! - [`hash`]: the fast hasher of the tables read on every query.

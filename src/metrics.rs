@@ -407,6 +407,22 @@ pub struct Scrape {
     pub tcp_refused: u64,
     /// UDP responses dropped and slipped by rate limiting, since start.
     pub rate_limited: (u64, u64),
+    /// The signed zones: their signature caches and keys.
+    pub signed: Vec<SignedZone>,
+}
+
+/// A signed zone, as the DNSSEC gauges show it.
+pub struct SignedZone {
+    pub zone: String,
+    /// RRsets whose signatures are cached, and their bytes.
+    pub cached_sets: u64,
+    pub cached_bytes: u64,
+    /// Signatures made since the cache was created.
+    pub made: u64,
+    /// The earliest expiration among the signatures served (Unix seconds).
+    pub earliest_expiry: Option<u64>,
+    /// Each key's tag and state name.
+    pub keys: Vec<(u16, &'static str)>,
 }
 
 /// One member's state, as the gauges show it.
@@ -723,7 +739,63 @@ pub fn render(s: &Scrape) -> String {
         "meridian_rate_limited_total{{action=\"slipped\"}} {}",
         s.rate_limited.1
     );
+    dnssec(&mut out, &s.signed);
     out
+}
+
+/// The DNSSEC series: per signed zone its signature cache and each key's state. The
+/// families are declared even with no signed zone, so rules may name them.
+fn dnssec(out: &mut String, zones: &[SignedZone]) {
+    type Gauge = fn(&SignedZone) -> Option<u64>;
+    let series: [(&str, &str, &str, Gauge); 4] = [
+        (
+            "dnssec_signature_cache_sets",
+            "gauge",
+            "RRsets whose signatures the zone's cache holds.",
+            |z| Some(z.cached_sets),
+        ),
+        (
+            "dnssec_signature_cache_bytes",
+            "gauge",
+            "Bytes the zone's signature cache takes.",
+            |z| Some(z.cached_bytes),
+        ),
+        (
+            "dnssec_signatures_made_total",
+            "counter",
+            "Signatures made (the cache lives across reloads that keep the keys).",
+            |z| Some(z.made),
+        ),
+        (
+            "dnssec_earliest_signature_expiry_timestamp_seconds",
+            "gauge",
+            "The earliest expiration among the signatures the zone serves.",
+            |z| z.earliest_expiry,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        head(out, name, kind, help);
+        for z in zones {
+            if let Some(v) = value(z) {
+                let _ = writeln!(out, "meridian_{name}{{zone=\"{}\"}} {v}", escape(&z.zone));
+            }
+        }
+    }
+    head(
+        out,
+        "dnssec_key_state",
+        "gauge",
+        "1 for each key's state (future, published, active, retired, removed).",
+    );
+    for z in zones {
+        for (tag, state) in &z.keys {
+            let zone = escape(&z.zone);
+            let _ = writeln!(
+                out,
+                "meridian_dnssec_key_state{{zone=\"{zone}\",tag=\"{tag}\",state=\"{state}\"}} 1"
+            );
+        }
+    }
 }
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {

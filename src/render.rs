@@ -186,7 +186,9 @@ pub fn status(doc: &Value, now: SystemTime) -> String {
                 .flatten()
                 .map(|k| {
                     let sep = if k["sep"] == true { " SEP" } else { "" };
-                    format!("{}/{}{sep}", text(&k["tag"]), text(&k["algorithm"]))
+                    let state = k["state"].as_str().map(|s| format!(" {s}"));
+                    let state = state.unwrap_or_default();
+                    format!("{}/{}{sep}{state}", text(&k["tag"]), text(&k["algorithm"]))
                 })
                 .collect();
             vec![
@@ -439,7 +441,7 @@ mod tests {
             "last_reload": {"at": 1_764_999_990u64, "result": "rejected", "error": "x.zone:3: bad"},
             "restart_needed": ["server.listen"], "state_lost": null,
             "zones": [{"origin": "example.test.", "serial": 7, "names": 4, "load_balanced": 1, "file": "z",
-                       "dnssec_keys": [{"tag": 4711, "algorithm": "ECDSAP256SHA256", "sep": true}]}],
+                       "dnssec_keys": [{"tag": 4711, "algorithm": "ECDSAP256SHA256", "sep": true, "state": "active"}]}],
             "pools": [{"name": "web", "min_usable": 1, "min_weight_percent": 0, "members": [
                 {"id": "fra/192.0.2.10", "pool": "web", "weight": 3, "health": "down",
                  "admin": "drained", "admin_expires_at": 1_765_000_600u64, "usable": false,
@@ -466,7 +468,7 @@ mod tests {
         assert!(out.contains("2s ago, down: connection refused"), "{out}");
         assert!(out.contains("1s ago, up  "), "{out}");
         assert!(out.contains("1.2 ms"), "{out}");
-        assert!(out.contains("4711/ECDSAP256SHA256 SEP"), "{out}");
+        assert!(out.contains("4711/ECDSAP256SHA256 SEP active"), "{out}");
         assert!(
             out.contains("down, tripped by errors, shed to 40%"),
             "{out}"

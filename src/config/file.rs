@@ -81,6 +81,11 @@ pub(super) struct ZoneEntry {
     /// DNSSEC key files (BIND's `K<zone>.+<alg>+<tag>`, either file or the stem), relative
     /// to the server file.
     pub(super) dnssec_keys: Option<Vec<String>>,
+    /// How long signatures hold (`"14d"`), when they are made again (`"7d"` before they
+    /// expire), and how much is added to spread expirations (`"12h"`).
+    pub(super) dnssec_validity: Option<String>,
+    pub(super) dnssec_refresh: Option<String>,
+    pub(super) dnssec_jitter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,7 +233,7 @@ pub(super) fn networks(list: &[String]) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
-/// Parses `"250ms"`, `"2s"`, `"5m"`, `"1h"` or a bare number of seconds.
+/// Parses `"250ms"`, `"2s"`, `"5m"`, `"1h"`, `"14d"` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -241,7 +246,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m or h)")),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m, h or d)")),
     };
     Ok(d)
 }

@@ -5,11 +5,17 @@
 use super::check::{check_kind, Timing};
 use super::*;
 
+/// A zone's DNSSEC keys and how it signs with them.
+pub(super) type ZoneDnssec = (
+    Arc<[crate::dnssec::ZoneKey]>,
+    Option<Arc<crate::dnssec::ZoneSigning>>,
+);
+
 #[derive(Default)]
 pub(super) struct Builder {
     pub(super) zones: Vec<Zone>,
     pub(super) zone_ecs: Vec<bool>,
-    pub(super) zone_keys: Vec<Arc<[crate::dnssec::ZoneKey]>>,
+    pub(super) zone_keys: Vec<ZoneDnssec>,
     pub(super) zone_transfer: Vec<Option<Transfer>>,
     pub(super) keys: Vec<TsigKey>,
     pub(super) geo: Option<Arc<Mmdb>>,
@@ -710,11 +716,12 @@ impl Builder {
                 .zip(zone_ecs)
                 .zip(zone_keys)
                 .zip(zone_transfer)
-                .map(|(((zone, ecs), keys), transfer)| ServedZone {
+                .map(|(((zone, ecs), (keys, signing)), transfer)| ServedZone {
                     data: Arc::new(zone),
                     ecs,
                     transfer,
                     dnssec_keys: keys,
+                    signing,
                 })
                 .collect(),
             keys,

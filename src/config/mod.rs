@@ -265,8 +265,10 @@ pub struct ServedZone {
     pub ecs: bool,
     /// Who may transfer it, and whom to notify.
     pub transfer: Option<Transfer>,
-    /// Its DNSSEC keys, checked at load (signing with them is not done yet).
+    /// Its DNSSEC keys, checked at load.
     pub dnssec_keys: Arc<[crate::dnssec::ZoneKey]>,
+    /// How its answers are signed, when it has keys.
+    pub signing: Option<Arc<crate::dnssec::ZoneSigning>>,
 }
 
 impl std::ops::Deref for ServedZone {
@@ -626,32 +628,30 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
                 .map_err(|m| invalid(entry.span(), object(), m)),
         };
         let keys = match &z.dnssec_keys {
-            None => Ok(Vec::new()),
+            None => Ok((Vec::new(), None)),
             Some(paths) => {
                 let paths: Vec<PathBuf> = paths.iter().map(|p| base.join(p)).collect();
-                let now = crate::clock::unix_now();
-                crate::dnssec::zone_keys(&z.origin, &paths, now)
-                    .map(|checked| {
-                        let at = line_of(&text, entry.span().start);
-                        for w in checked.warnings.iter().chain(std::iter::once(
-                            &"DNSSEC keys are loaded and checked, but answers are not signed yet"
-                                .to_string(),
-                        )) {
-                            builder.warnings.push(format!(
-                                "{}:{at}: {}: {w}",
-                                file.display(),
-                                object()
-                            ));
-                        }
-                        checked.keys
-                    })
-                    .map_err(|m| invalid(entry.span(), object(), format!("dnssec_keys: {m}")))
+                zone_signing(z, &paths).map(|(keys, signing, warnings)| {
+                    let at = line_of(&text, entry.span().start);
+                    for w in warnings {
+                        builder.warnings.push(format!(
+                            "{}:{at}: {}: {w}",
+                            file.display(),
+                            object()
+                        ));
+                    }
+                    (keys, Some(signing))
+                })
             }
-        };
+        }
+        .map_err(|m| invalid(entry.span(), object(), m));
         let zone = match (Zone::load(&zone_file, &origin), transfer, keys) {
-            (Ok(zone), Ok(transfer), Ok(keys)) => {
+            (Ok(mut zone), Ok(transfer), Ok((keys, signing))) => {
+                if let Some(signing) = &signing {
+                    zone.publish_dnskeys(signing.published());
+                }
                 builder.zone_transfer.push(transfer);
-                builder.zone_keys.push(keys.into());
+                builder.zone_keys.push((keys.into(), signing.map(Arc::new)));
                 zone
             }
             (zone, transfer, keys) => {
@@ -674,6 +674,50 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         1 => Err(errors.remove(0)),
         _ => Err(ConfigError::Several(errors)),
     }
+}
+
+/// A zone's DNSSEC keys, checked ([`crate::dnssec::zone_keys`]), and its signing as it
+/// stands now, with the warnings to print.
+fn zone_signing(
+    z: &file::ZoneEntry,
+    paths: &[PathBuf],
+) -> Result<
+    (
+        Vec<crate::dnssec::ZoneKey>,
+        crate::dnssec::ZoneSigning,
+        Vec<String>,
+    ),
+    String,
+> {
+    use crate::dnssec::{CacheLimits, SigningPolicy, ZoneSigning};
+    let now = crate::clock::unix_now();
+    let checked =
+        crate::dnssec::zone_keys(&z.origin, paths, now).map_err(|m| format!("dnssec_keys: {m}"))?;
+    let defaults = SigningPolicy::default();
+    let seconds = |key: &str, value: &Option<String>, default: u32| match value {
+        None => Ok(default),
+        Some(text) => parse_duration(text)
+            .map_err(|m| format!("{key}: {m}"))
+            .and_then(|d| u32::try_from(d.as_secs()).map_err(|_| format!("{key}: too long"))),
+    };
+    let policy = SigningPolicy {
+        validity: seconds("dnssec_validity", &z.dnssec_validity, defaults.validity)?,
+        refresh: seconds("dnssec_refresh", &z.dnssec_refresh, defaults.refresh)?,
+        jitter: seconds("dnssec_jitter", &z.dnssec_jitter, defaults.jitter)?,
+    };
+    if policy.validity < 3600 {
+        return Err("dnssec_validity: at least an hour".into());
+    }
+    if policy.refresh >= policy.validity {
+        return Err(format!(
+            "dnssec_refresh ({}s) must be shorter than dnssec_validity ({}s): signatures would be \
+             made again on every answer",
+            policy.refresh, policy.validity
+        ));
+    }
+    let signing = ZoneSigning::new(&checked.keys, policy, CacheLimits::default(), now)
+        .map_err(|e| format!("dnssec_keys: {e}"))?;
+    Ok((checked.keys, signing, checked.warnings))
 }
 
 fn transfer(t: &TransferSection, keys: &[TsigKey]) -> Result<Transfer, String> {

@@ -10,9 +10,9 @@
 //! `decide_lb` and only encoded here; names that do not exist get the zone's SOA.
 //!
 //! Anything unusual (other opcodes or classes, EDNS versions above 0, malformed options, ANY,
-//! wildcards, delegations, names whose pools hold CNAME members, answers that need shedding
-//! or truncation) returns `false` and is answered by the general path, which stays the
-//! authority. A test compares both paths.
+//! wildcards, delegations, names whose pools hold CNAME members, DO queries to signed zones,
+//! answers that need shedding or truncation) returns `false` and is answered by the general
+//! path, which stays the authority. A test compares both paths.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -45,6 +45,8 @@ struct FastZone {
     soa_ttl: u32,
     has_wildcard: bool,
     ecs: bool,
+    /// Answers to DO queries carry signatures: the general path's.
+    signed: bool,
 }
 
 impl FastZone {
@@ -207,6 +209,7 @@ impl FastIndex {
                 soa_ttl: soa.ttl,
                 has_wildcard: zone.has_wildcard(),
                 ecs: zone.ecs,
+                signed: zone.signing.is_some(),
             });
 
             // Zones nested inside this one own their names (the general path picks the most
@@ -489,6 +492,7 @@ pub(crate) fn answer_noting(
         return false;
     }
     let key = question.name();
+    let dnssec_ok = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
     let ours = loaded.config.server.edns_udp_size;
     let cap = super::reply_cap(transport, q.edns.as_ref().map(|e| e.payload), ours);
     let reply = Reply {
@@ -512,7 +516,7 @@ pub(crate) fn answer_noting(
                 return false;
             }
             let z = &index.zones[up.zone];
-            if z.has_wildcard {
+            if z.has_wildcard || (z.signed && dnssec_ok) {
                 return false;
             }
             *seen = crate::metrics::Seen::new(up.zone, qtype);
@@ -527,6 +531,9 @@ pub(crate) fn answer_noting(
         return false;
     }
     let z = &index.zones[entry.zone];
+    if z.signed && dnssec_ok {
+        return false;
+    }
     *seen = crate::metrics::Seen::new(entry.zone, qtype);
     let covered = entry.kind == KIND_LB
         && ((qtype == 1 && entry.flags & FLAG_A != 0)

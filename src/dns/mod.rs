@@ -8,7 +8,8 @@
 //! RRset, CNAME chain, referral, NXDOMAIN/NODATA with the RFC 2308 SOA, or a load-balanced
 //! name decided by `resolve::decide_lb` over the health snapshot -> additional data -> encode,
 //! shedding additional data and then truncating for UDP -> the OPT record (`opt`), written
-//! by one writer for both paths.
+//! by one writer for both paths. A DO query to a signed zone has its signatures and compact
+//! denial added (`secure`) before it is encoded.
 //!
 //! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
 //! and the in-band explanation, so every path gives the same answer. [`Responder::answer_into`]
@@ -23,6 +24,7 @@ mod opt;
 pub mod query;
 mod resolve;
 pub mod rrl;
+mod secure;
 mod transport;
 pub mod tsig;
 pub mod xfr;
@@ -86,7 +88,21 @@ static LOADED_IDS: AtomicU64 = AtomicU64::new(1);
 impl Loaded {
     /// A config loaded to replace `previous`: rate-limit accounts carry over when their
     /// settings did not change, and the limiter's counts always do.
-    pub fn replacing(config: Config, version: u64, previous: &Loaded) -> Self {
+    pub fn replacing(mut config: Config, version: u64, previous: &Loaded) -> Self {
+        // A zone whose keys did not change keeps the signatures made so far.
+        for zone in &mut config.zones {
+            let before = previous
+                .config
+                .zones
+                .iter()
+                .find(|z| z.origin == zone.origin)
+                .and_then(|z| z.signing.as_deref());
+            if let (Some(signing), Some(before)) = (zone.signing.as_mut(), before) {
+                if let Some(signing) = Arc::get_mut(signing) {
+                    signing.adopt_cache(before);
+                }
+            }
+        }
         let mut loaded = Loaded::new(config, version);
         loaded.explainer = previous.explainer;
         loaded.limiter = if *previous.limiter.settings() == loaded.config.server.rate_limit {
@@ -511,6 +527,7 @@ fn answer_query(
         used_ecs: client.used_ecs,
         peek: trace.is_some(),
         trace,
+        denial: None,
     };
     if let Some(t) = ctx.trace.as_deref_mut() {
         t.used_ecs = client.used_ecs;
@@ -541,6 +558,24 @@ fn answer_query(
 
     if resp.metadata.response_code == ResponseCode::NoError {
         ctx.additional_data(&mut resp);
+    }
+    let edns = q.edns.as_ref();
+    if let (Some(signing), true, DNSClass::IN) = (
+        zone.signing.as_deref(),
+        edns.is_some_and(|e| e.dnssec_ok),
+        qclass,
+    ) {
+        let compact_ok = edns.is_some_and(|e| e.compact_ok);
+        let negative_ttl = zone.negative_soa().ttl;
+        let now = crate::clock::unix_now();
+        secure::secure(
+            &mut resp,
+            signing,
+            ctx.denial.take(),
+            compact_ok,
+            negative_ttl,
+            now,
+        );
     }
     if let Some(opt) = opt.as_mut() {
         opt.echo_ecs(q, zone.ecs, client, ctx.scope, !ctx.peek);

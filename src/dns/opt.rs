@@ -1,5 +1,5 @@
 //! The reply's OPT record (RFC 6891), written in one place for every path: our payload size,
-//! the extended rcode, DO echoed, the cookie reply (RFC 7873), NSID (RFC 5001), ECS with
+//! the extended rcode, DO (and CO, RFC 9824) echoed, the cookie reply (RFC 7873), NSID (RFC 5001), ECS with
 //! its scope (RFC 7871) and an Extended DNS Error (RFC 8914). Answers are encoded without it
 //! and [`OptReply::append`] adds it, so its size is known before the answer is fitted.
 
@@ -23,6 +23,8 @@ pub(super) struct OptReply<'a> {
     /// Our UDP payload size.
     payload: u16,
     dnssec_ok: bool,
+    /// CO echoed (RFC 9824): the client asked, with DO.
+    compact_ok: bool,
     cookie: Option<cookie::Reply>,
     nsid: Option<&'a [u8]>,
     /// The client's ECS option echoed, with the scope the answer holds for.
@@ -39,6 +41,7 @@ impl<'a> OptReply<'a> {
         Some(OptReply {
             payload: loaded.config.server.edns_udp_size,
             dnssec_ok: edns.dnssec_ok,
+            compact_ok: edns.dnssec_ok && edns.compact_ok,
             cookie: None,
             nsid: None,
             ecs: None,
@@ -109,7 +112,8 @@ impl<'a> OptReply<'a> {
         reply.push(0);
         reply.extend_from_slice(&OPT.to_be_bytes());
         reply.extend_from_slice(&self.payload.to_be_bytes());
-        reply.extend_from_slice(&[rcode_high, 0, if self.dnssec_ok { 0x80 } else { 0 }, 0]);
+        let flags = u8::from(self.dnssec_ok) << 7 | u8::from(self.compact_ok) << 6;
+        reply.extend_from_slice(&[rcode_high, 0, flags, 0]);
         let rdlen_at = reply.len();
         reply.extend_from_slice(&[0, 0]);
         let mut option = |code: u16, data: &[&[u8]]| {

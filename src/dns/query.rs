@@ -85,6 +85,8 @@ pub struct Edns {
     pub payload: u16,
     pub version: u8,
     pub dnssec_ok: bool,
+    /// CO: the client takes NXDOMAIN with compact denial (RFC 9824).
+    pub compact_ok: bool,
     pub ecs: ecs::Found,
     pub cookie: Cookie,
     /// The client asks for the server's identity (NSID, RFC 5001).
@@ -335,6 +337,7 @@ fn read_opt(p: &[u8], class: u16, ttl_at: usize, rdata: &[u8], rdata_at: usize) 
         payload: class,
         version: p[ttl_at + 1],
         dnssec_ok: p[ttl_at + 2] & 0x80 != 0,
+        compact_ok: p[ttl_at + 2] & 0x40 != 0,
         ecs: ecs::Found::None,
         cookie: Cookie::None,
         nsid: false,

@@ -10,6 +10,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
+use super::secure::Denial;
 use super::{HealthView, Loaded, Trace, MAX_CNAME_HOPS};
 use crate::balance::{self, ClientInfo, Family, Reason, Selection, Target};
 use crate::config::Binding;
@@ -30,6 +31,8 @@ pub(super) struct Ctx<'a, 't> {
     /// Read round-robin cursors without advancing them (explanations).
     pub(super) peek: bool,
     pub(super) trace: Option<&'t mut Trace>,
+    /// What a negative answer or referral denies, for a signed zone's proof.
+    pub(super) denial: Option<super::secure::Denial<'a>>,
 }
 
 /// What a load-balanced name answers, decided once for the general and the fast path.
@@ -103,11 +106,13 @@ impl Ctx<'_, '_> {
                 Position::Referral { cut, node } => {
                     // Also at the end of a CNAME chain (RFC 1034 section 4.3.2 step 3b).
                     self.referral(&cut, node, resp);
+                    self.denial = Some(Denial::Delegation { cut, node });
                     return;
                 }
                 Position::Missing => {
                     resp.metadata.response_code = ResponseCode::NXDomain;
                     resp.authorities.push(zone.negative_soa());
+                    self.denial = Some(Denial::Name(name));
                     return;
                 }
                 Position::Exact(node) | Position::Wildcard(node) => node,
@@ -143,6 +148,11 @@ impl Ctx<'_, '_> {
                             let mut soa = zone.negative_soa();
                             soa.ttl = soa.ttl.min(neg);
                             resp.authorities.push(soa);
+                            self.denial = Some(Denial::Type {
+                                owner: name,
+                                node,
+                                qtype: t,
+                            });
                         }
                     }
                     return;
@@ -152,7 +162,14 @@ impl Ctx<'_, '_> {
                 // RFC 8482: answer one RRset rather than everything.
                 match node.rrsets.first() {
                     Some(set) => resp.answers.extend(set.records(&name)),
-                    None => resp.authorities.push(zone.negative_soa()),
+                    None => {
+                        resp.authorities.push(zone.negative_soa());
+                        self.denial = Some(Denial::Type {
+                            owner: name,
+                            node,
+                            qtype,
+                        });
+                    }
                 }
                 return;
             }
@@ -174,6 +191,11 @@ impl Ctx<'_, '_> {
                 continue;
             }
             resp.authorities.push(zone.negative_soa());
+            self.denial = Some(Denial::Type {
+                owner: name,
+                node,
+                qtype,
+            });
             return;
         }
     }

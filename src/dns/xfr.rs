@@ -234,6 +234,7 @@ fn snapshot(loaded: &Loaded, health: HealthView<'_>, zone: &Zone, cap: u32) -> V
                 // The snapshot must not move the round-robin rotation clients see.
                 peek: true,
                 trace: None,
+                denial: None,
             };
             let mut records = Vec::new();
             match ctx.answer_lb(lb.binding, &name, rtype, &mut records) {

@@ -91,6 +91,62 @@ pub struct KeyTimes {
     pub delete: Option<u64>,
 }
 
+/// Where a key stands in its life (RFC 7583's states, as far as the timing metadata tells).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Not yet published.
+    Future,
+    /// Its DNSKEY is in the zone but it does not sign yet (pre-publication).
+    Published,
+    /// It signs.
+    Active,
+    /// It signs no more; its DNSKEY stays until its Delete time.
+    Retired,
+    /// Past its Delete time.
+    Removed,
+}
+
+impl KeyState {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyState::Future => "future",
+            KeyState::Published => "published",
+            KeyState::Active => "active",
+            KeyState::Retired => "retired",
+            KeyState::Removed => "removed",
+        }
+    }
+}
+
+impl KeyTimes {
+    /// The key's state at `now`.
+    pub fn state(&self, now: u64) -> KeyState {
+        if self.delete.is_some_and(|at| at <= now) {
+            KeyState::Removed
+        } else if self.inactive.is_some_and(|at| at <= now) {
+            KeyState::Retired
+        } else if self.is_active(now) {
+            KeyState::Active
+        } else if self.is_published(now) {
+            KeyState::Published
+        } else {
+            KeyState::Future
+        }
+    }
+
+    /// Whether a key with these times signs at `now`: activated, and not yet inactive.
+    pub fn is_active(&self, now: u64) -> bool {
+        self.activate.is_some_and(|at| at <= now) && self.inactive.is_none_or(|at| at > now)
+    }
+
+    /// Whether its DNSKEY is in the zone at `now`: published (or, with no Publish time,
+    /// activated), and not yet deleted.
+    pub fn is_published(&self, now: u64) -> bool {
+        self.publish.or(self.activate).is_some_and(|at| at <= now)
+            && self.delete.is_none_or(|at| at > now)
+    }
+}
+
 /// A zone key: its public half as in the DNSKEY record, its private half, and its timing.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ZoneKey {
@@ -451,10 +507,7 @@ pub fn zone_keys(zone: &str, paths: &[PathBuf], now: u64) -> Result<ZoneKeys, St
         }
         keys.push(key);
     }
-    let active = |k: &&ZoneKey| {
-        k.times.activate.is_some_and(|at| at <= now) && k.times.inactive.is_none_or(|at| at > now)
-    };
-    if !keys.iter().filter(active).any(|k| k.is_sep()) {
+    if !keys.iter().any(|k| k.is_sep() && k.times.is_active(now)) {
         return Err(
             "no active key-signing key (a CSK or KSK, DNSKEY flags 257) among dnssec_keys".into(),
         );

@@ -1,10 +1,13 @@
 //! DNSSEC: zone keys in BIND's file format (`K<zone>.+<alg>+<tag>.key` and `.private`),
 //! their DNSKEY and DS records, key generation (`meridian dnssec keygen`, `meridian dnssec
-//! ds`), and RRSIGs over RRsets in canonical form. Files: `keys` (the key files and what is
-//! computed from a key), `sign` (RRSIGs).
+//! ds`), RRSIGs over RRsets in canonical form, and online signing with a bounded signature
+//! cache. Files: `keys` (the key files and what is computed from a key), `sign` (RRSIGs),
+//! `online` (a zone's signing keys as served, the cache, compact-denial NSEC data).
 
 pub mod keys;
+pub mod online;
 pub mod sign;
 
-pub use keys::{zone_keys, Algorithm, KeyError, KeyRole, KeyTimes, ZoneKey, ZoneKeys};
+pub use keys::{zone_keys, Algorithm, KeyError, KeyRole, KeyState, KeyTimes, ZoneKey, ZoneKeys};
+pub use online::{compact_nsec, CacheLimits, CacheSummary, SigningPolicy, ZoneSigning};
 pub use sign::{Rrset, Signer, Validity};

@@ -83,34 +83,65 @@ impl ZoneKey {
     }
 }
 
+impl Rrset<'_> {
+    /// The records as they are signed (RFC 4034 section 6.3): each as owner, type, class,
+    /// TTL, length and data, in canonical order, duplicates dropped. This is also what the
+    /// signature cache keys on: two answers holding the same set in any order share it.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut owner = Vec::with_capacity(64);
+        canonical_name(self.owner, &mut owner);
+        let mut records: Vec<&Vec<u8>> = self.rdatas.iter().collect();
+        records.sort();
+        records.dedup();
+        let size: usize = records.iter().map(|d| owner.len() + 10 + d.len()).sum();
+        let mut out = Vec::with_capacity(size);
+        for data in records {
+            out.extend_from_slice(&owner);
+            out.extend_from_slice(&self.rtype.to_be_bytes());
+            out.extend_from_slice(&self.class.to_be_bytes());
+            out.extend_from_slice(&self.ttl.to_be_bytes());
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(data);
+        }
+        out
+    }
+}
+
 impl Signer {
+    /// The key tag of the key signing.
+    pub fn tag(&self) -> u16 {
+        self.tag
+    }
+
     /// The RRSIG record's data for `set`: the fields, then the signature over them and the
     /// RRset in canonical order.
     pub fn rrsig(&self, set: &Rrset<'_>, validity: Validity) -> Vec<u8> {
+        self.sign_canonical(set.owner, set.rtype, set.ttl, &set.canonical(), validity)
+    }
+
+    /// The RRSIG record's data for an RRset already in canonical form ([`Rrset::canonical`]),
+    /// owned by `owner`, of type `rtype` and original TTL `ttl`.
+    pub fn sign_canonical(
+        &self,
+        owner: &Name,
+        rtype: u16,
+        ttl: u32,
+        canonical: &[u8],
+        validity: Validity,
+    ) -> Vec<u8> {
         let mut rdata = Vec::with_capacity(128);
-        rdata.extend_from_slice(&set.rtype.to_be_bytes());
+        rdata.extend_from_slice(&rtype.to_be_bytes());
         rdata.push(self.algorithm.number());
-        rdata.push(labels(set.owner));
-        rdata.extend_from_slice(&set.ttl.to_be_bytes());
+        rdata.push(labels(owner));
+        rdata.extend_from_slice(&ttl.to_be_bytes());
         rdata.extend_from_slice(&validity.expiration.to_be_bytes());
         rdata.extend_from_slice(&validity.inception.to_be_bytes());
         rdata.extend_from_slice(&self.tag.to_be_bytes());
         canonical_name(&self.zone, &mut rdata);
 
-        let mut signed = rdata.clone();
-        let mut owner = Vec::with_capacity(64);
-        canonical_name(set.owner, &mut owner);
-        let mut records: Vec<&Vec<u8>> = set.rdatas.iter().collect();
-        records.sort();
-        records.dedup();
-        for data in records {
-            signed.extend_from_slice(&owner);
-            signed.extend_from_slice(&set.rtype.to_be_bytes());
-            signed.extend_from_slice(&set.class.to_be_bytes());
-            signed.extend_from_slice(&set.ttl.to_be_bytes());
-            signed.extend_from_slice(&(data.len() as u16).to_be_bytes());
-            signed.extend_from_slice(data);
-        }
+        let mut signed = Vec::with_capacity(rdata.len() + canonical.len());
+        signed.extend_from_slice(&rdata);
+        signed.extend_from_slice(canonical);
         let signature = match &self.pair {
             Pair::Ecdsa(pair) => pair
                 .sign(&self.random, &signed)

@@ -272,6 +272,22 @@ impl Zone {
         }
     }
 
+    /// Adds the DNSKEY set of a signed zone at its apex (data already in the zone file is
+    /// kept; the same key twice is held once), with the SOA's TTL.
+    pub fn publish_dnskeys(&mut self, keys: &[Vec<u8>]) {
+        let apex = self.origin.clone();
+        let ttl = self.soa.as_ref().map_or(3600, |s| s.ttl);
+        for key in keys {
+            let data = RData::Unknown {
+                code: RecordType::DNSKEY,
+                rdata: null(key.clone()),
+            };
+            // Key data is at most a few hundred bytes: it always fits a set.
+            let _ = self.insert(&apex, ttl, &data, 0);
+        }
+        self.digest = std::sync::OnceLock::new();
+    }
+
     /// Makes sure `name` and every ancestor down from the apex has a node.
     pub fn ensure_node(&mut self, name: &Name) {
         let apex_labels = self.origin.num_labels();

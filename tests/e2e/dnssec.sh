@@ -57,4 +57,117 @@ sed -i 's/^PrivateKey: ./PrivateKey: A/' "$zsk.private"
 "$BIN" dnssec ds example.test --dir "$W" >/dev/null 2>"$W/err" || true
 check "a private key that is not the public key's is refused ($(head -c 120 "$W/err"))" grep -q "$zsk.private" "$W/err"
 
-finish "dnssec keys suite"
+# Serving: a signed zone that delv validates with the zone's key as its trust anchor.
+command -v delv >/dev/null || { echo "delv is missing (bind9-dnsutils)"; exit 2; }
+mkdir -p "$W/serve" && cd "$W/serve"
+signer=$("$BIN" dnssec keygen example.test --dir "$W/serve")
+cat > example.test.zone <<'EOF'
+$TTL 300
+@ IN SOA ns1.example.test. hostmaster.example.test. 1 7200 900 1209600 60
+@ IN NS ns1
+@ IN MX 10 mail
+ns1 IN A 192.0.2.53
+mail IN A 192.0.2.25
+static IN A 192.0.2.80
+*.wild IN A 192.0.2.90
+a.ent IN TXT "under an empty non-terminal"
+secure IN NS ns.secure
+secure IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF
+ns.secure IN A 192.0.2.153
+insecure IN NS ns.insecure
+ns.insecure IN A 192.0.2.154
+EOF
+cat > example.test.gslb.toml <<'EOF'
+[[name]]
+name = "www"
+policy = "weighted"
+pool = "web"
+answers = 2
+
+[[name]]
+name = "geo"
+policy = "geo-nearest"
+pool = "global"
+default_order = ["iad", "sin"]
+subnets = { "127.0.0.2/32" = ["sin"] }
+
+[pool.web]
+members = [
+  { site = "iad", address = "192.0.2.1" },
+  { site = "iad", address = "192.0.2.2" },
+  { site = "sin", address = "192.0.2.3" },
+]
+
+[pool.global]
+members = [
+  { site = "iad", address = "198.51.100.20" },
+  { site = "sin", address = "203.0.113.20" },
+]
+
+[site.iad]
+location = [38.95, -77.45]
+[site.sin]
+location = [1.35, 103.82]
+EOF
+cat > meridian.toml <<EOF
+[server]
+listen = ["127.0.0.1:0"]
+control = "127.0.0.1:0"
+state_dir = "state"
+geo_database = "$ROOT/geo/demo-city.mmdb"
+
+[[zone]]
+origin = "example.test"
+file = "example.test.zone"
+gslb = "example.test.gslb.toml"
+dnssec_keys = ["$signer"]
+EOF
+start_serve "$BIN" "$W/serve/meridian.toml"
+read -r _ _ _ flags proto alg key < <(grep DNSKEY "$signer.key")
+printf 'trust-anchors {\n  example.test. static-key %s %s %s "%s";\n};\n' "$flags" "$proto" "$alg" "$key" > anchors
+delv_at() { # delv_at SERVER ARG...: delv's output, validating from the zone's key
+  local at=$1; shift
+  delv @"${at%:*}" -p "${at##*:}" -a anchors +root=example.test "$@" 2>&1
+}
+validated() { delv_at "$DNS" "$@" | grep -q '^; fully validated'; }
+proven() { delv_at "$DNS" "$@" | grep -q '^; negative response, fully validated'; }
+check "delv validates a static answer" validated static.example.test A
+check "delv validates the DNSKEY set" validated example.test DNSKEY
+check "delv validates an MX answer" validated example.test MX
+check "delv validates a weighted answer" validated www.example.test A
+check "delv validates a wildcard's answer" validated x.wild.example.test A
+check "delv validates a geo answer for a client the subnets place" eval 'delv_at "$DNS" -b 127.0.0.2 geo.example.test A | grep -A1 "fully validated" | grep -q 203.0.113.20'
+check "delv validates the geo answer for another client" eval 'delv_at "$DNS" -b 127.0.0.1 geo.example.test A | grep -A1 "fully validated" | grep -q 198.51.100.20'
+check "delv validates the secure delegation's DS" validated secure.example.test DS
+check "delv validates a name that does not exist (compact denial)" proven nope.example.test A
+check "delv validates a type the name lacks" proven static.example.test TXT
+check "delv validates a wildcard's missing type" proven x.wild.example.test AAAA
+check "delv validates an empty non-terminal" proven ent.example.test A
+check "delv validates the insecure delegation's missing DS" proven insecure.example.test DS
+check "dig +dnssec shows the RRSIG" eval 'dig @"${DNS%:*}" -p "${DNS##*:}" +dnssec +norec static.example.test A | grep -q "RRSIG.*A 13 3 300"'
+check "a referral carries the DS set signed" eval 'dig @"${DNS%:*}" -p "${DNS##*:}" +dnssec +norec host.secure.example.test A | grep -A3 "AUTHORITY SECTION" | grep -q "RRSIG.*DS 13"'
+
+# A relay that changes one byte of the static address: validation fails.
+relay_port=$(free_port)
+/usr/bin/python3 - "$relay_port" "${DNS##*:}" <<'RELAY' &
+import socket, sys
+relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+relay.bind(("127.0.0.1", int(sys.argv[1])))
+upstream = ("127.0.0.1", int(sys.argv[2]))
+relay.settimeout(60)
+for _ in range(200):
+    try:
+        query, client = relay.recvfrom(65535)
+    except OSError:
+        break
+    ask = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ask.settimeout(5)
+    ask.sendto(query, upstream)
+    reply = ask.recv(65535).replace(bytes([192, 0, 2, 80]), bytes([192, 0, 2, 81]))
+    relay.sendto(reply, client)
+RELAY
+PIDS+=($!)
+check "dig through the relay gets the changed address" eventually 10 eval 'dig @127.0.0.1 -p "$relay_port" +dnssec +norec static.example.test A | grep -q "A[[:space:]]*192.0.2.81"'
+check "delv fails to validate it" eval 'delv_at "127.0.0.1:$relay_port" static.example.test A | grep -q "resolution failed"'
+
+finish "dnssec suite"

@@ -1,0 +1,180 @@
+//! DNSSEC in answers, for a query with DO set to a signed zone: each authoritative RRset
+//! followed by its RRSIGs (from [`crate::dnssec::ZoneSigning`], which signs each distinct set
+//! once), and denial of existence in compact form (RFC 9824): one NSEC owned by the name
+//! asked about, whose next name is the least name after it, so every denial is one signature
+//! over a record that covers nothing else.
+//!
+//! - A name that does not exist: NOERROR (NXDOMAIN when the client sets CO) with an NSEC
+//!   listing RRSIG, NSEC and NXNAME.
+//! - A name without the type asked: an NSEC listing what the name holds, less that type.
+//!   An empty non-terminal lists RRSIG and NSEC only.
+//! - A wildcard's answer is signed as the name asked (an online signer may: the RRSIG's
+//!   labels are the query name's), so it needs no proof that the name is absent, and a
+//!   wildcard's NODATA is the name's NSEC like any other.
+//! - A referral carries the child's DS set and its RRSIGs, or an NSEC at the cut showing NS
+//!   without DS (an insecure delegation). Glue and the NS set are the child's and unsigned.
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::NULL;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+use crate::dnssec::{compact_nsec, Rrset, ZoneSigning};
+use crate::zone::Node;
+
+/// NXNAME (RFC 9824): in a compact denial's bitmap, the name does not exist.
+const NXNAME: u16 = 128;
+
+/// What a negative answer or a referral has to prove, as the resolver found it.
+#[derive(Debug)]
+pub(super) enum Denial<'z> {
+    /// `0` does not exist.
+    Name(Name),
+    /// `owner` exists (as `node`, which may be a wildcard's or empty) without `qtype`.
+    Type {
+        owner: Name,
+        node: &'z Node,
+        qtype: RecordType,
+    },
+    /// A referral to the zone cut at `cut`.
+    Delegation { cut: Name, node: &'z Node },
+}
+
+/// Adds the proofs and signatures to an answer from a signed zone. `compact_ok` is the
+/// client's CO flag; `negative_ttl` is the zone's SOA negative TTL (RFC 2308).
+pub(super) fn secure(
+    resp: &mut Message,
+    signing: &ZoneSigning,
+    denial: Option<Denial<'_>>,
+    compact_ok: bool,
+    negative_ttl: u32,
+    now: u64,
+) {
+    // NSEC records take the TTL of the SOA they come with (lowered for a load-balanced name's
+    // NODATA), else the zone's negative TTL.
+    let ttl = resp
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map_or(negative_ttl, |r| r.ttl);
+    let mut cut = None;
+    match denial {
+        None => {}
+        Some(Denial::Name(owner)) => {
+            if !compact_ok {
+                resp.metadata.response_code = ResponseCode::NoError;
+            }
+            resp.authorities.push(nsec(owner, ttl, &[NXNAME]));
+        }
+        Some(Denial::Type { owner, node, qtype }) => {
+            let types: Vec<u16> = held(node).filter(|&t| t != u16::from(qtype)).collect();
+            resp.authorities.push(nsec(owner, ttl, &types));
+        }
+        Some(Denial::Delegation { cut: at, node }) => {
+            match node.rrset(RecordType::DS) {
+                Some(ds) => resp.authorities.extend(ds.records(&at)),
+                None => {
+                    let types: Vec<u16> = held(node).collect();
+                    resp.authorities
+                        .push(nsec(at.clone(), negative_ttl, &types));
+                }
+            }
+            cut = Some(at);
+        }
+    }
+    for section in [
+        &mut resp.answers,
+        &mut resp.authorities,
+        &mut resp.additionals,
+    ] {
+        let records = std::mem::take(section);
+        *section = signed(records, signing, cut.as_ref(), now);
+    }
+}
+
+/// The types a node holds, as an NSEC bitmap lists them (a load-balanced name's A and AAAA
+/// included).
+fn held(node: &Node) -> impl Iterator<Item = u16> + '_ {
+    let lb = node.lb.into_iter().flat_map(|lb| {
+        [(lb.a, 1u16), (lb.aaaa, 28)]
+            .into_iter()
+            .filter_map(|(covered, t)| covered.then_some(t))
+    });
+    node.rrsets
+        .iter()
+        .map(|s| u16::from(s.rtype))
+        .chain(lb)
+        .filter(|&t| t != 46 && t != 47)
+}
+
+fn nsec(owner: Name, ttl: u32, types: &[u16]) -> Record {
+    let data = compact_nsec(&owner, types);
+    Record::from_rdata(owner, ttl, opaque(RecordType::NSEC, data))
+}
+
+fn opaque(code: RecordType, data: Vec<u8>) -> RData {
+    RData::Unknown {
+        code,
+        rdata: NULL::with(data),
+    }
+}
+
+/// A section with each signable RRset (records of one owner and type in a row) followed by
+/// its RRSIGs. Below a referral's cut only the DS set and its NSEC are this zone's to sign.
+fn signed(
+    records: Vec<Record>,
+    signing: &ZoneSigning,
+    cut: Option<&Name>,
+    now: u64,
+) -> Vec<Record> {
+    if records.is_empty() {
+        return records;
+    }
+    let mut out = Vec::with_capacity(records.len() + 2);
+    let mut rest = records.as_slice();
+    while let Some(first) = rest.first() {
+        let rtype = first.record_type();
+        let len = rest
+            .iter()
+            .take_while(|r| r.record_type() == rtype && r.name == first.name)
+            .count();
+        let (set, tail) = rest.split_at(len);
+        rest = tail;
+        out.extend_from_slice(set);
+        let child = cut.is_some_and(|c| c.zone_of(&first.name))
+            && !matches!(rtype, RecordType::DS | RecordType::NSEC);
+        if child || first.dns_class != hickory_proto::rr::DNSClass::IN {
+            continue;
+        }
+        let rdatas: Vec<Vec<u8>> = set.iter().map(|r| canonical_rdata(&r.data)).collect();
+        let signatures = signing.signatures(
+            &Rrset {
+                owner: &first.name,
+                rtype: u16::from(rtype),
+                class: 1,
+                ttl: first.ttl,
+                rdatas: &rdatas,
+            },
+            now,
+        );
+        for signature in signatures.iter() {
+            out.push(Record::from_rdata(
+                first.name.clone(),
+                first.ttl,
+                opaque(RecordType::RRSIG, signature.clone()),
+            ));
+        }
+    }
+    out
+}
+
+/// Record data in canonical form (RFC 4034 section 6.2): names uncompressed, and lower case
+/// in the types that section lists.
+fn canonical_rdata(data: &RData) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(32);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_canonical_form(true);
+    // Data that was encoded once already encodes again.
+    let _ = data.emit(&mut encoder);
+    bytes
+}

@@ -1,0 +1,472 @@
+//! Online signing: a zone's keys as they serve at load time (which sign, which are
+//! published), and its signatures, made the first time an RRset is answered and kept in a
+//! cache bounded by entries and bytes. The cache keys on the RRset in canonical form, so a
+//! load-balanced answer is signed once per distinct address set, whatever order the
+//! rotation gives it and whichever client asked.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::rr::Name;
+
+use super::keys::{KeyError, ZoneKey};
+use super::sign::{Rrset, Signer, Validity};
+
+/// DNSKEY, CDS and CDNSKEY: the sets the key-signing keys sign.
+const KEY_SETS: [u16; 3] = [48, 59, 60];
+
+/// How long signatures hold, and when they are made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigningPolicy {
+    /// From inception to expiration, in seconds (jitter added).
+    pub validity: u32,
+    /// A cached signature with less than this left is made again.
+    pub refresh: u32,
+    /// Up to this much is added to each expiration, so signatures made together do not all
+    /// expire together.
+    pub jitter: u32,
+}
+
+impl Default for SigningPolicy {
+    fn default() -> Self {
+        SigningPolicy {
+            validity: 14 * 86_400,
+            refresh: 7 * 86_400,
+            jitter: 12 * 3600,
+        }
+    }
+}
+
+/// Inception is set this far in the past, for validators whose clocks run behind.
+const INCEPTION_SKEW: u64 = 3600;
+
+/// What the signature cache may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            entries: 200_000,
+            bytes: 64 << 20,
+        }
+    }
+}
+
+/// A zone's signing keys as served.
+pub struct ZoneSigning {
+    /// Active keys that sign the zone's data: the ZSKs, or the key-signing keys when there is
+    /// no active ZSK (they are then CSKs).
+    zone_signers: Vec<Signer>,
+    /// Active key-signing keys (SEP): they sign the DNSKEY, CDS and CDNSKEY sets.
+    key_signers: Vec<Signer>,
+    /// The DNSKEY data of every published key.
+    published: Vec<Vec<u8>>,
+    policy: SigningPolicy,
+    /// Which keys sign (tag and public key, zone signers then key signers): a reload that
+    /// keeps them keeps the cache.
+    identity: Vec<(u16, Vec<u8>)>,
+    cache: Arc<SignatureCache>,
+}
+
+impl std::fmt::Debug for ZoneSigning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tags = |s: &[Signer]| s.iter().map(Signer::tag).collect::<Vec<_>>();
+        f.debug_struct("ZoneSigning")
+            .field("zone_signers", &tags(&self.zone_signers))
+            .field("key_signers", &tags(&self.key_signers))
+            .field("published", &self.published.len())
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl ZoneSigning {
+    /// Signing for a zone with `keys` (checked by [`super::zone_keys`]) as they stand at
+    /// `now`.
+    pub fn new(
+        keys: &[ZoneKey],
+        policy: SigningPolicy,
+        limits: CacheLimits,
+        now: u64,
+    ) -> Result<ZoneSigning, KeyError> {
+        let active: Vec<&ZoneKey> = keys.iter().filter(|k| k.times.is_active(now)).collect();
+        let seps: Vec<&ZoneKey> = active.iter().copied().filter(|k| k.is_sep()).collect();
+        let zsks: Vec<&ZoneKey> = active.iter().copied().filter(|k| !k.is_sep()).collect();
+        let zone_keys = if zsks.is_empty() { &seps } else { &zsks };
+        let identity = zone_keys
+            .iter()
+            .chain(&seps)
+            .map(|k| (k.key_tag(), k.public.clone()))
+            .collect();
+        Ok(ZoneSigning {
+            zone_signers: zone_keys
+                .iter()
+                .map(|k| k.signer())
+                .collect::<Result<_, _>>()?,
+            key_signers: seps.iter().map(|k| k.signer()).collect::<Result<_, _>>()?,
+            published: keys
+                .iter()
+                .filter(|k| k.times.is_published(now))
+                .map(ZoneKey::dnskey_rdata)
+                .collect(),
+            policy,
+            identity,
+            cache: Arc::new(SignatureCache::new(limits)),
+        })
+    }
+
+    /// The DNSKEY data of the published keys, for the apex DNSKEY set.
+    pub fn published(&self) -> &[Vec<u8>] {
+        &self.published
+    }
+
+    /// Keeps `previous`'s signatures when the same keys sign with the same policy (a reload
+    /// that changed no key). Signatures over data the reload changed are simply not asked
+    /// for again and age out.
+    pub fn adopt_cache(&mut self, previous: &ZoneSigning) {
+        if previous.identity == self.identity && previous.policy == self.policy {
+            self.cache = previous.cache.clone();
+        }
+    }
+
+    /// The RRSIG data for `set`, one per signing key, made now or taken from the cache.
+    pub fn signatures(&self, set: &Rrset<'_>, now: u64) -> Arc<[Vec<u8>]> {
+        let canonical = set.canonical();
+        if let Some(found) = self.cache.get(&canonical, now) {
+            return found;
+        }
+        let signers = if KEY_SETS.contains(&set.rtype) {
+            &self.key_signers
+        } else {
+            &self.zone_signers
+        };
+        // The jitter is taken from the set itself: spread across sets, stable for one.
+        let jitter = match self.policy.jitter {
+            0 => 0,
+            j => (self.cache.hasher.hash_one(&canonical) % u64::from(j)) as u32,
+        };
+        let validity = Validity {
+            inception: now.saturating_sub(INCEPTION_SKEW) as u32,
+            expiration: (now + u64::from(self.policy.validity) + u64::from(jitter)) as u32,
+        };
+        let signatures: Arc<[Vec<u8>]> = signers
+            .iter()
+            .map(|s| s.sign_canonical(set.owner, set.rtype, set.ttl, &canonical, validity))
+            .collect();
+        let expires = u64::from(validity.expiration);
+        let renew_at = expires.saturating_sub(u64::from(self.policy.refresh));
+        self.cache
+            .made
+            .fetch_add(signatures.len() as u64, Ordering::Relaxed);
+        self.cache
+            .insert(canonical, signatures.clone(), renew_at, expires);
+        signatures
+    }
+
+    /// What the signature cache holds at `now` (a walk over it: for status and metrics).
+    pub fn summary(&self, now: u64) -> CacheSummary {
+        self.cache.summary(now)
+    }
+}
+
+/// The signature cache of a zone, as status and metrics show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheSummary {
+    /// RRsets whose signatures are cached, and the bytes they take.
+    pub entries: usize,
+    pub bytes: usize,
+    /// Signatures made since the cache was created (it lives across reloads that keep the
+    /// keys).
+    pub made: u64,
+    /// The earliest expiration among the signatures still served (those not yet due to be
+    /// made again), in seconds since the epoch.
+    pub earliest_expiry: Option<u64>,
+}
+
+/// Signatures by canonical RRset. Sharded, each shard two generations: when the young one
+/// fills, it becomes the old one and the old one is dropped; a hit in the old generation moves
+/// back to the young. So the cache holds at most twice its shard limits, and what is asked
+/// for keeps its place. Keys can come from query names (denial of a name that does not
+/// exist), so they are hashed with a keyed hash.
+struct SignatureCache {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    /// Per shard and generation.
+    entries: usize,
+    bytes: usize,
+    /// Signatures made, since the cache was created.
+    made: AtomicU64,
+}
+
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Shard {
+    young: HashMap<Box<[u8]>, Cached, RandomState>,
+    young_bytes: usize,
+    old: HashMap<Box<[u8]>, Cached, RandomState>,
+    old_bytes: usize,
+}
+
+#[derive(Clone)]
+struct Cached {
+    signatures: Arc<[Vec<u8>]>,
+    /// Seconds since the epoch after which the signatures are made again.
+    renew_at: u64,
+    /// Their expiration.
+    expires: u64,
+}
+
+impl Cached {
+    fn bytes(&self, key: &[u8]) -> usize {
+        key.len() + self.signatures.iter().map(|s| s.len() + 24).sum::<usize>() + 64
+    }
+}
+
+impl SignatureCache {
+    fn new(limits: CacheLimits) -> SignatureCache {
+        SignatureCache {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            entries: (limits.entries / SHARDS / 2).max(1),
+            bytes: (limits.bytes / SHARDS / 2).max(1),
+            made: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
+        let at = self.hasher.hash_one(key) as usize % SHARDS;
+        self.shards[at]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &[u8], now: u64) -> Option<Arc<[Vec<u8>]>> {
+        let mut shard = self.shard(key);
+        if let Some(hit) = shard.young.get(key) {
+            return (hit.renew_at > now).then(|| hit.signatures.clone());
+        }
+        let (key, hit) = shard.old.remove_entry(key)?;
+        let size = hit.bytes(&key);
+        shard.old_bytes -= size;
+        if hit.renew_at <= now {
+            return None;
+        }
+        let signatures = hit.signatures.clone();
+        self.place(&mut shard, key, hit);
+        Some(signatures)
+    }
+
+    fn insert(&self, key: Vec<u8>, signatures: Arc<[Vec<u8>]>, renew_at: u64, expires: u64) {
+        let mut shard = self.shard(&key);
+        let cached = Cached {
+            signatures,
+            renew_at,
+            expires,
+        };
+        self.place(&mut shard, key.into(), cached);
+    }
+
+    fn place(&self, shard: &mut Shard, key: Box<[u8]>, cached: Cached) {
+        let size = cached.bytes(&key);
+        if shard.young.len() >= self.entries || shard.young_bytes + size > self.bytes {
+            shard.old = std::mem::take(&mut shard.young);
+            shard.old_bytes = std::mem::take(&mut shard.young_bytes);
+        }
+        if let Some(replaced) = shard.young.insert(key.clone(), cached) {
+            shard.young_bytes -= replaced.bytes(&key);
+        }
+        shard.young_bytes += size;
+    }
+
+    fn summary(&self, now: u64) -> CacheSummary {
+        let mut summary = CacheSummary {
+            made: self.made.load(Ordering::Relaxed),
+            ..CacheSummary::default()
+        };
+        for shard in self.shards.iter() {
+            let s = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            summary.entries += s.young.len() + s.old.len();
+            summary.bytes += s.young_bytes + s.old_bytes;
+            let served = s.young.values().chain(s.old.values());
+            let earliest = served.filter(|c| c.renew_at > now).map(|c| c.expires).min();
+            summary.earliest_expiry = match (summary.earliest_expiry, earliest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        summary
+    }
+}
+
+/// The data of a compact-denial NSEC record (RFC 9824) owned by `owner`: the next name is
+/// `\000.owner`, the least name after it, so the record covers no other name; the bitmap
+/// lists `types` (RRSIG and NSEC are added).
+pub fn compact_nsec(owner: &Name, types: &[u16]) -> Vec<u8> {
+    let mut rdata = Vec::with_capacity(owner.len() + 16);
+    let mut next = Vec::with_capacity(owner.len() + 2);
+    super::keys::canonical_name(owner, &mut next);
+    // `\000.owner` when it fits in 255 bytes; otherwise the owner itself, which leaves the
+    // proof to the bitmap alone.
+    if next.len() + 2 <= 255 {
+        rdata.extend_from_slice(&[1, 0]);
+    }
+    rdata.extend_from_slice(&next);
+    let mut all: Vec<u16> = types.to_vec();
+    all.extend([46, 47]);
+    type_bitmap(&mut all, &mut rdata);
+    rdata
+}
+
+/// Writes an NSEC type bitmap (RFC 4034 section 4.1.2): per window of 256 types, its number,
+/// its length and the bits, each window as short as its highest type allows.
+fn type_bitmap(types: &mut [u16], out: &mut Vec<u8>) {
+    types.sort_unstable();
+    let mut at = 0;
+    while at < types.len() {
+        let window = (types[at] >> 8) as u8;
+        let mut bits = [0u8; 32];
+        let mut len = 0;
+        while at < types.len() && (types[at] >> 8) as u8 == window {
+            let low = (types[at] & 0xff) as usize;
+            bits[low / 8] |= 0x80 >> (low % 8);
+            len = len.max(low / 8 + 1);
+            at += 1;
+        }
+        out.push(window);
+        out.push(len as u8);
+        out.extend_from_slice(&bits[..len]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dnssec::Algorithm;
+    use crate::dnssec::KeyRole;
+
+    #[test]
+    fn bitmaps_are_written_per_window() {
+        // RFC 4034 section 4.3's example: A MX RRSIG NSEC TYPE1234.
+        let mut out = Vec::new();
+        type_bitmap(&mut [1, 15, 46, 47, 1234], &mut out);
+        assert_eq!(
+            out,
+            [
+                0, 6, 0x40, 0x01, 0x00, 0x00, 0x00, 0x03, 4, 27, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20
+            ]
+        );
+    }
+
+    #[test]
+    fn compact_denial_covers_only_its_owner() {
+        let owner = Name::from_ascii("Nope.Example.test.").unwrap();
+        let rdata = compact_nsec(&owner, &[128]);
+        let mut want = b"\x01\x00\x04nope\x07example\x04test\x00".to_vec();
+        // RRSIG (46) and NSEC (47) in window 0, NXNAME (128) too.
+        want.extend_from_slice(&[0, 17, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80]);
+        assert_eq!(rdata, want);
+    }
+
+    #[test]
+    fn one_signature_per_distinct_set_and_signer() {
+        let now = 1_800_000_000;
+        let csk =
+            ZoneKey::generate("example.test", Algorithm::Ed25519, KeyRole::Csk, now - 10).unwrap();
+        let zsk =
+            ZoneKey::generate("example.test", Algorithm::Ed25519, KeyRole::Zsk, now - 10).unwrap();
+        let signing = ZoneSigning::new(
+            &[csk.clone(), zsk.clone()],
+            SigningPolicy::default(),
+            CacheLimits::default(),
+            now,
+        )
+        .unwrap();
+        let owner = Name::from_ascii("www.example.test.").unwrap();
+        let set = |rdatas: &[Vec<u8>], rtype| {
+            let rdatas = rdatas.to_vec();
+            let set = Rrset {
+                owner: &owner,
+                rtype,
+                class: 1,
+                ttl: 30,
+                rdatas: &rdatas,
+            };
+            signing.signatures(&set, now)
+        };
+        let a = set(&[vec![192, 0, 2, 1], vec![192, 0, 2, 2]], 1);
+        assert_eq!(a.len(), 1, "the ZSK signs data, the KSK does not");
+        assert_eq!(u16::from_be_bytes([a[0][16], a[0][17]]), zsk.key_tag());
+        let rotated = set(&[vec![192, 0, 2, 2], vec![192, 0, 2, 1]], 1);
+        assert!(Arc::ptr_eq(&a, &rotated), "a rotation reuses the signature");
+        let summary = signing.summary(now);
+        assert_eq!((summary.entries, summary.made), (1, 1));
+        let keys = set(&[csk.dnskey_rdata(), zsk.dnskey_rdata()], 48);
+        assert_eq!(
+            u16::from_be_bytes([keys[0][16], keys[0][17]]),
+            csk.key_tag()
+        );
+        // Expiration: validity plus at most the jitter.
+        let expiration = u64::from(u32::from_be_bytes(a[0][8..12].try_into().unwrap()));
+        let p = SigningPolicy::default();
+        assert!(expiration >= now + u64::from(p.validity));
+        assert!(expiration < now + u64::from(p.validity + p.jitter));
+        // Past the refresh point the set is signed again.
+        let later = expiration - u64::from(p.refresh) + 1;
+        let rdatas = vec![vec![192, 0, 2, 1], vec![192, 0, 2, 2]];
+        let again = signing.signatures(
+            &Rrset {
+                owner: &owner,
+                rtype: 1,
+                class: 1,
+                ttl: 30,
+                rdatas: &rdatas,
+            },
+            later,
+        );
+        assert!(!Arc::ptr_eq(&a, &again));
+        let summary = signing.summary(later);
+        assert!(summary.earliest_expiry > Some(later + u64::from(p.refresh)));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_limits() {
+        let cache = SignatureCache::new(CacheLimits {
+            entries: 64,
+            bytes: 1 << 20,
+        });
+        for i in 0u32..10_000 {
+            cache.insert(
+                i.to_be_bytes().to_vec(),
+                Arc::from(vec![vec![0; 64]]),
+                u64::MAX,
+                0,
+            );
+        }
+        let entries = cache.summary(0).entries;
+        assert!(entries <= 64 + SHARDS * 2, "{entries} entries");
+        let cache = SignatureCache::new(CacheLimits {
+            entries: 1 << 20,
+            bytes: 64 << 10,
+        });
+        for i in 0u32..10_000 {
+            cache.insert(
+                i.to_be_bytes().to_vec(),
+                Arc::from(vec![vec![0; 64]]),
+                u64::MAX,
+                0,
+            );
+        }
+        let bytes = cache.summary(0).bytes;
+        assert!(bytes <= 64 << 10, "{bytes} bytes");
+    }
+}
