@@ -17,6 +17,8 @@
 //! - [`geo`]: `.mmdb` lookups, great-circle distance, the demo database builder.
 //! - [`explain`]: why a name answered what it did, from the same code that answers it.
 //! - [`hash`]: the fast hasher of the tables read on every query.
+//! - [`bounded`]: a map bounded by entries and bytes, for the caches on the query path
+//!   (signatures, encoded answers); depends on nothing.
 //! - [`clock`]: wall-clock seconds since the epoch, as status, logs, the store and TSIG use
 //!   them; depends on nothing.
 //! - [`metrics`]: Prometheus metrics, every name defined there; per-thread counters the query
@@ -49,6 +51,7 @@
 pub mod admin;
 pub mod anycast;
 pub mod balance;
+pub mod bounded;
 pub mod clock;
 pub mod config;
 pub mod dns;

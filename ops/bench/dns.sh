@@ -5,6 +5,11 @@
 #                    [--profile]
 #   ops/bench/dns.sh --scale    memory and load time at 1,000,000 records (see dns-scale.sh)
 #   MERIDIAN_BINARY=FILE ops/bench/dns.sh ...   benchmark that binary instead of building one
+#   ops/bench/dns.sh --dnssec   signed workloads (DO set) beside their unsigned ones: Meridian
+#                               signing online with ECDSA P-256 and (`meridian-ed25519`) with
+#                               Ed25519, Knot signing the zone (`knot`) and with
+#                               mod-onlinesign (`knot-online`), PowerDNS signing online; the
+#                               summary adds each server's signed rate over its unsigned one
 #   ops/bench/dns.sh --baseline OLD-BINARY --servers "meridian baseline"
 #                               this build against another Meridian binary (a redesign's before
 #                               and after) in the same interleaved rounds: the table's
@@ -34,6 +39,12 @@
 #   geo       a geo-nearest name over 3 sites (source 127.0.0.1)     meridian gdnsd pdns
 #   geo-ecs   the same with an ECS option on every query             meridian gdnsd pdns
 #   mix       resolver-like: DO bit, a COOKIE option, 0x20 mixed case, static names   all
+# With --dnssec (every server's zone signed, ECDSA P-256):
+#   static-do, weighted-do, geo-ecs-do   the workloads above with DO set
+#   nxset, nxset-do   1,000 names that do not exist, asked over and over, without and with
+#                 DO (each denial's signature fits Meridian's cache)
+#   nxdomain-do   the random names with DO set: every denial needs a fresh signature, so this
+#                 is each server's signing rate
 # dnsperf advertises its own EDNS buffer size; every server caps answers at its own.
 #
 # Meridian runs with its health probes active against a local HTTP backend throughout.
@@ -50,6 +61,7 @@ LAT_QPS=20000
 LAT_SECONDS=4
 PROFILE=""
 BASELINE=""
+DNSSEC=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) exec bash "$(dirname "$0")/dns-scale.sh" ;;
@@ -59,7 +71,13 @@ while [ $# -gt 0 ]; do
     --workloads) WORKLOADS=$2; shift 2 ;;
     --profile) PROFILE=1; shift ;;
     --baseline) BASELINE=$(realpath "$2"); shift 2 ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+    --dnssec)
+      DNSSEC=1
+      [ "$SERVERS" = "meridian gdnsd nsd knot pdns" ] && SERVERS="meridian meridian-ed25519 knot knot-online pdns"
+      [ "$WORKLOADS" = "static nxdomain weighted geo geo-ecs mix" ] \
+        && WORKLOADS="static static-do weighted weighted-do geo-ecs geo-ecs-do nxset nxset-do nxdomain nxdomain-do"
+      shift ;;
+    -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
 done
@@ -105,6 +123,12 @@ for _ in range(100000):
 echo "wrr.bench.test A" > "$W/q-weighted"
 echo "geo.bench.test A" > "$W/q-geo"
 cp "$W/q-geo" "$W/q-geo-ecs"
+python3 -c 'import random, string
+r = random.Random(11)
+for _ in range(1000):
+    print("".join(r.choice(string.ascii_lowercase) for _ in range(12)) + ".bench.test A")' > "$W/q-nxset-do"
+cp "$W/q-nxset-do" "$W/q-nxset"
+for w in static weighted geo-ecs nxdomain; do cp "$W/q-$w" "$W/q-$w-do"; done
 python3 -c 'import random
 r = random.Random(9)
 for i in range(1000):
@@ -120,13 +144,15 @@ declare -A PORT PID
 for s in $SERVERS; do PORT[$s]=$(free_port); done
 
 config_meridian() { meridian_as meridian "$MERIDIAN"; }
+config_meridian-ed25519() { meridian_as meridian-ed25519 "$MERIDIAN" ed25519; }
 config_baseline() {
   [ -x "$BASELINE" ] || { echo "baseline: give --baseline BINARY"; exit 2; }
   meridian_as baseline "$BASELINE"
 }
 
-meridian_as() { # meridian_as NAME BINARY: a Meridian server under NAME (its port and folder)
-  local name=$1 binary=$2 d="$W/$1"; mkdir -p "$d"
+meridian_as() { # meridian_as NAME BINARY [ALGORITHM]: a Meridian server under NAME (its port
+  # and folder), its zone signed with ALGORITHM (default ECDSA P-256) under --dnssec
+  local name=$1 binary=$2 algorithm=${3:-ecdsap256sha256} d="$W/$1"; mkdir -p "$d"
   cp "$W/static.zone" "$d/bench.test.zone"
   cp "$W/bench.mmdb" "$d/"
   cat > "$d/meridian.toml" <<EOF
@@ -142,6 +168,11 @@ origin = "bench.test"
 file = "bench.test.zone"
 gslb = "bench.test.gslb.toml"
 EOF
+  if [ -n "$DNSSEC" ]; then
+    local key
+    key=$("$MERIDIAN" dnssec keygen bench.test --dir "$d" --algorithm "$algorithm")
+    echo "dnssec_keys = [\"$key\"]" >> "$d/meridian.toml"
+  fi
   cat > "$d/bench.test.gslb.toml" <<EOF
 [[name]]
 name = "wrr"
@@ -255,6 +286,32 @@ zone:
     storage: $d
     file: bench.test.zone
 EOF
+  [ -z "$DNSSEC" ] || echo "    dnssec-signing: on" >> "$d/knot.conf"
+  taskset -c 0 knotd -c "$d/knot.conf" >"$d/out" 2>&1 &
+}
+
+config_knot-online() { # Knot signing each answer as it goes out (mod-onlinesign)
+  local d="$W/knot-online"; mkdir -p "$d/db"
+  cp "$W/static.zone" "$d/bench.test.zone"
+  cat > "$d/knot.conf" <<EOF
+server:
+    listen: 127.0.0.1@${PORT[knot-online]}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+    rundir: $d
+    pidfile: $d/knot.pid
+database:
+    storage: $d/db
+log:
+  - target: stderr
+    any: error
+zone:
+  - domain: bench.test
+    storage: $d
+    file: bench.test.zone
+    module: mod-onlinesign
+EOF
   taskset -c 0 knotd -c "$d/knot.conf" >"$d/out" 2>&1 &
 }
 
@@ -267,9 +324,12 @@ config_pdns() {
   } > "$d/bench.test.zone"
   echo "zone \"bench.test\" { type master; file \"$d/bench.test.zone\"; };" > "$d/named.conf"
   echo "domains: []" > "$d/geo.yaml"
+  local signing=""
+  [ -z "$DNSSEC" ] || signing="bind-dnssec-db=$d/dnssec.sqlite3"
   cat > "$d/pdns.conf" <<EOF
 launch=bind,geoip
 bind-config=$d/named.conf
+$signing
 geoip-database-files=mmdb:$W/bench.mmdb
 geoip-zones-file=$d/geo.yaml
 enable-lua-records=yes
@@ -284,12 +344,16 @@ daemon=no
 disable-syslog=yes
 loglevel=3
 EOF
+  if [ -n "$DNSSEC" ]; then
+    pdnsutil --config-dir="$d" create-bind-db "$d/dnssec.sqlite3" >/dev/null 2>&1
+    pdnsutil --config-dir="$d" secure-zone bench.test >/dev/null 2>&1
+  fi
   taskset -c 0 pdns_server --config-dir="$d" >"$d/out" 2>&1 &
 }
 
 serves() { # serves SERVER WORKLOAD
   case "$2" in
-    weighted|geo|geo-ecs) [[ "$1" == meridian || "$1" == baseline || "$1" == gdnsd || "$1" == pdns ]] ;;
+    weighted*|geo*) [[ "$1" == meridian* || "$1" == baseline || "$1" == gdnsd || "$1" == pdns ]] ;;
     *) true ;;
   esac
 }
@@ -320,6 +384,8 @@ extra_for() { # extra_for WORKLOAD: dnsperf's EDNS options for it, in EXTRA
   EXTRA=()
   case "$1" in
     geo-ecs) EXTRA=(-E "$ECS_OPT") ;;
+    geo-ecs-do) EXTRA=(-D -E "$ECS_OPT") ;;
+    *-do) EXTRA=(-D) ;;
     mix) EXTRA=(-D -E "$COOKIE_OPT") ;;
   esac
 }
@@ -397,6 +463,27 @@ fi
 echo
 echo "== results (medians over $ROUNDS rounds; per core = q/s / server CPU share)"
 python3 "$ROOT/ops/bench/summarize.py" "$W/results.tsv" "$W/latency.tsv"
+if [ -n "$DNSSEC" ]; then
+  echo
+  echo "== signed over unsigned, per core (medians of the per-round ratios)"
+  python3 - "$W/results.tsv" <<'PY'
+import statistics, sys
+rate = {}
+for line in open(sys.argv[1]):
+    r, s, w, qps, cpu, run = line.split()
+    cpu, qps = float(cpu), float(qps)
+    rate[(r, s, w)] = qps * float(run) / cpu if cpu > 0 else 0.0
+servers = sorted({s for _, s, _ in rate})
+for signed in sorted({w for _, _, w in rate if w.endswith("-do")}):
+    plain = signed[:-3]
+    cells = []
+    for s in servers:
+        ratios = [rate[k] / rate[(k[0], s, plain)] for k in rate
+                  if k[1] == s and k[2] == signed and rate.get((k[0], s, plain))]
+        cells.append("%s %.2f" % (s, statistics.median(ratios)) if ratios else "%s -" % s)
+    print("%-12s %s" % (signed, "   ".join(cells)))
+PY
+fi
 if [ -n "$PROFILE" ]; then
   echo
   echo "== where the CPU time goes (perf samples; kernel: socket calls, loopback path, scheduling)"

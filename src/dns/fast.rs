@@ -45,8 +45,9 @@ struct FastZone {
     soa_ttl: u32,
     has_wildcard: bool,
     ecs: bool,
-    /// Answers to DO queries carry signatures: the general path's.
-    signed: bool,
+    /// A signed zone's signing: a DO query's load-balanced answer is signed here, its other
+    /// answers come from the general path (and then from its stored answers).
+    signing: Option<std::sync::Arc<crate::dnssec::ZoneSigning>>,
 }
 
 impl FastZone {
@@ -209,7 +210,7 @@ impl FastIndex {
                 soa_ttl: soa.ttl,
                 has_wildcard: zone.has_wildcard(),
                 ecs: zone.ecs,
-                signed: zone.signing.is_some(),
+                signing: zone.signing.clone(),
             });
 
             // Zones nested inside this one own their names (the general path picks the most
@@ -432,6 +433,7 @@ pub fn answer(
 }
 
 /// One fast answer in the making: the query and what its reply carries besides the records.
+#[derive(Clone)]
 struct Reply<'a, 'q> {
     loaded: &'a Loaded,
     q: &'a Query<'q>,
@@ -513,11 +515,13 @@ pub(crate) fn answer_noting(
                 continue;
             };
             if up.kind == KIND_SLOW {
-                return false;
+                *seen = crate::metrics::Seen::new(up.zone, qtype);
+                return recall(&reply, index, qtype, out, cap);
             }
             let z = &index.zones[up.zone];
-            if z.has_wildcard || (z.signed && dnssec_ok) {
-                return false;
+            if z.has_wildcard || (z.signing.is_some() && dnssec_ok) {
+                *seen = crate::metrics::Seen::new(up.zone, qtype);
+                return recall(&reply, index, qtype, out, cap);
             }
             *seen = crate::metrics::Seen::new(up.zone, qtype);
             reply.header(out, 3, [0, 1, 0]);
@@ -527,14 +531,11 @@ pub(crate) fn answer_noting(
         }
         return false;
     };
+    *seen = crate::metrics::Seen::new(entry.zone, qtype);
     if entry.kind == KIND_SLOW {
-        return false;
+        return recall(&reply, index, qtype, out, cap);
     }
     let z = &index.zones[entry.zone];
-    if z.signed && dnssec_ok {
-        return false;
-    }
-    *seen = crate::metrics::Seen::new(entry.zone, qtype);
     let covered = entry.kind == KIND_LB
         && ((qtype == 1 && entry.flags & FLAG_A != 0)
             || (qtype == 28 && entry.flags & FLAG_AAAA != 0));
@@ -542,8 +543,11 @@ pub(crate) fn answer_noting(
         let family = if qtype == 1 { Family::V4 } else { Family::V6 };
         return lb_answer(reply, health, z, entry.binding, family, out) && out.len() <= cap;
     }
+    if z.signing.is_some() && dnssec_ok {
+        return recall(&reply, index, qtype, out, cap);
+    }
     match entry.pick(qtype) {
-        Pick::General => return false,
+        Pick::General => return recall(&reply, index, qtype, out, cap),
         Pick::Answer {
             count,
             extra,
@@ -561,6 +565,40 @@ pub(crate) fn answer_noting(
     out.len() <= cap
 }
 
+/// Answers from the general path's stored answers ([`super::cache`]) when one is stored for
+/// this question and fits.
+fn recall(
+    reply: &Reply<'_, '_>,
+    index: &FastIndex,
+    qtype: u16,
+    out: &mut Vec<u8>,
+    cap: usize,
+) -> bool {
+    let edns = reply.q.edns.as_ref();
+    let flags = super::cache::flags(
+        edns.is_some_and(|e| e.dnssec_ok),
+        edns.is_some_and(|e| e.compact_ok),
+    );
+    let now = crate::clock::unix_now();
+    let name = reply.question.name();
+    let Some(stored) = reply.loaded.answers.get(name, qtype, flags, now) else {
+        return false;
+    };
+    let Some(z) = index.zones.get(stored.zone) else {
+        return false;
+    };
+    out.clear();
+    out.extend_from_slice(&reply.q.id);
+    out.push(stored.flags | u8::from(reply.q.recursion_desired()));
+    out.push(stored.rcode);
+    out.extend_from_slice(&[0, 1]);
+    out.extend_from_slice(&stored.counts);
+    out.extend_from_slice(&reply.q.packet[12..reply.question.end]);
+    out.extend_from_slice(&stored.sections);
+    reply.clone().finish(out, z, None);
+    out.len() <= cap
+}
+
 /// Writes a load-balanced answer as [`super::decide_lb`] decides it.
 fn lb_answer(
     reply: Reply<'_, '_>,
@@ -571,6 +609,8 @@ fn lb_answer(
     out: &mut Vec<u8>,
 ) -> bool {
     let loaded = reply.loaded;
+    let dnssec_ok = reply.q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
+    let signing = z.signing.as_deref().filter(|_| dnssec_ok);
     let mut client = ClientInfo::from_network(reply.q.client(z.ecs, reply.src).network);
     let (sel, answer) = super::decide_lb(loaded, health, binding, &mut client, family, false);
     let scope = Some(sel.valid_for);
@@ -578,10 +618,12 @@ fn lb_answer(
         LbAnswer::Addresses(ttl) => {
             reply.header(out, 0, [0, 0, 0]);
             let mut count: u16 = 0;
+            let rtype: u8 = if family == Family::V4 { 1 } else { 28 };
+            let first = out.len();
             for ip in super::addresses(&loaded.config.pools, &sel, family) {
-                let (rtype, data): (u8, &[u8]) = match &ip {
-                    IpAddr::V4(a) => (1, &a.octets()),
-                    IpAddr::V6(a) => (28, &a.octets()),
+                let data: &[u8] = match &ip {
+                    IpAddr::V4(a) => &a.octets(),
+                    IpAddr::V6(a) => &a.octets(),
                 };
                 out.extend_from_slice(&[0xC0, 12, 0, rtype, 0, 1]);
                 out.extend_from_slice(&ttl.to_be_bytes());
@@ -589,8 +631,24 @@ fn lb_answer(
                 out.extend_from_slice(data);
                 count += 1;
             }
+            if let Some(signing) = signing {
+                let owner = reply.question.name();
+                let width = if family == Family::V4 { 4 } else { 16 };
+                let records = &out[first..];
+                let rdatas = records.chunks(12 + width).map(|r| &r[12..]);
+                let signed = super::secure::sign_addresses(signing, owner, rtype, ttl, rdatas);
+                for rrsig in signed.iter() {
+                    out.extend_from_slice(&[0xC0, 12, 0, 46, 0, 1]);
+                    out.extend_from_slice(&ttl.to_be_bytes());
+                    out.extend_from_slice(&(rrsig.len() as u16).to_be_bytes());
+                    out.extend_from_slice(rrsig);
+                    count += 1;
+                }
+            }
             out[6..8].copy_from_slice(&count.to_be_bytes());
         }
+        // A signed NODATA needs its proof: the general path's.
+        LbAnswer::Empty(_) if signing.is_some() => return false,
         LbAnswer::Empty(negative_ttl) => {
             reply.header(out, 0, [0, 1, 0]);
             let at = z.write_soa(out, reply.question.name().len()) + z.soa_ttl_at;

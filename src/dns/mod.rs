@@ -17,6 +17,7 @@
 //! whichever answered. Zone transfers ([`xfr`]) are the one multi-message exchange: TCP hands
 //! them to [`Responder::transfer`] before the one-answer path.
 
+mod cache;
 pub mod cookie;
 pub mod ecs;
 pub mod fast;
@@ -63,6 +64,8 @@ pub struct Loaded {
     pub(crate) id: u64,
     /// Every static answer as bytes, for the fast path.
     fast: Option<fast::FastIndex>,
+    /// Answers the general path built that hold for every client, for the fast path.
+    answers: cache::AnswerCache,
     /// UDP response rate limiting; kept across reloads that leave its settings alone.
     pub limiter: Arc<rrl::Limiter>,
     /// Metric slots of this config's zones, names and members.
@@ -126,6 +129,7 @@ impl Loaded {
             version,
             id: LOADED_IDS.fetch_add(1, Ordering::Relaxed),
             fast: None,
+            answers: cache::AnswerCache::default(),
             limiter,
             slots: crate::metrics::Slots::default(),
             explainer: None,
@@ -560,6 +564,10 @@ fn answer_query(
         ctx.additional_data(&mut resp);
     }
     let edns = q.edns.as_ref();
+    // Whether this answer needed a signature made for it: such an answer is stored only
+    // when asked again (its signature is cached by then), so names asked once, like the
+    // random names of a denial flood, do not churn the stored answers.
+    let mut fresh = false;
     if let (Some(signing), true, DNSClass::IN) = (
         zone.signing.as_deref(),
         edns.is_some_and(|e| e.dnssec_ok),
@@ -568,6 +576,7 @@ fn answer_query(
         let compact_ok = edns.is_some_and(|e| e.compact_ok);
         let negative_ttl = zone.negative_soa().ttl;
         let now = crate::clock::unix_now();
+        let made = signing.made();
         secure::secure(
             &mut resp,
             signing,
@@ -576,6 +585,29 @@ fn answer_query(
             negative_ttl,
             now,
         );
+        fresh = signing.made() != made;
+    }
+    // An answer that consulted no load-balanced name holds for every client: kept for the
+    // fast path.
+    let general = ctx.trace.is_none() && ctx.scope.is_none() && reserve == 0 && !fresh;
+    if general && qclass == DNSClass::IN && resp.metadata.op_code == OpCode::Query {
+        let flags = cache::flags(
+            edns.is_some_and(|e| e.dnssec_ok),
+            edns.is_some_and(|e| e.compact_ok),
+        );
+        resp.metadata.message_type = MessageType::Response;
+        resp.edns = None;
+        if let Ok(encoded) = resp.to_vec() {
+            let question_len = question.end - 12;
+            let echoed = encoded.get(12..12 + question_len);
+            if echoed.is_some_and(|e| e.eq_ignore_ascii_case(&q.packet[12..question.end])) {
+                let now = crate::clock::unix_now();
+                let asked = (question.name(), question.qtype, flags);
+                loaded
+                    .answers
+                    .store(asked, zone_index, question_len, &encoded, now);
+            }
+        }
     }
     if let Some(opt) = opt.as_mut() {
         opt.echo_ecs(q, zone.ecs, client, ctx.scope, !ctx.peek);

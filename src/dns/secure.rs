@@ -168,6 +168,31 @@ fn signed(
     out
 }
 
+/// The RRSIGs of a load-balanced name's address set as the fast path wrote it: `owner` in
+/// lower-case wire form, each address's data; canonical form built straight from the bytes.
+pub(super) fn sign_addresses<'d>(
+    signing: &ZoneSigning,
+    owner: &[u8],
+    rtype: u8,
+    ttl: u32,
+    rdatas: impl Iterator<Item = &'d [u8]>,
+) -> std::sync::Arc<[Vec<u8>]> {
+    let mut sorted: Vec<&[u8]> = rdatas.collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut canonical = Vec::with_capacity(sorted.len() * (owner.len() + 26));
+    for data in sorted {
+        canonical.extend_from_slice(owner);
+        canonical.extend_from_slice(&[0, rtype, 0, 1]);
+        canonical.extend_from_slice(&ttl.to_be_bytes());
+        canonical.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        canonical.extend_from_slice(data);
+    }
+    let labels = crate::dnssec::sign::wire_labels(owner);
+    let now = crate::clock::unix_now();
+    signing.signatures_canonical(labels, u16::from(rtype), ttl, canonical, now)
+}
+
 /// Record data in canonical form (RFC 4034 section 6.2): names uncompressed, and lower case
 /// in the types that section lists.
 fn canonical_rdata(data: &RData) -> Vec<u8> {

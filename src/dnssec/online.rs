@@ -4,12 +4,12 @@
 //! load-balanced answer is signed once per distinct address set, whatever order the
 //! rotation gives it and whichever client asked.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hickory_proto::rr::Name;
+
+use crate::bounded::BoundedMap;
 
 use super::keys::{KeyError, ZoneKey};
 use super::sign::{Rrset, Signer, Validity};
@@ -137,11 +137,24 @@ impl ZoneSigning {
 
     /// The RRSIG data for `set`, one per signing key, made now or taken from the cache.
     pub fn signatures(&self, set: &Rrset<'_>, now: u64) -> Arc<[Vec<u8>]> {
-        let canonical = set.canonical();
+        let labels = super::sign::labels(set.owner);
+        self.signatures_canonical(labels, set.rtype, set.ttl, set.canonical(), now)
+    }
+
+    /// [`ZoneSigning::signatures`] for an RRset already in canonical form
+    /// ([`Rrset::canonical`]), whose owner has `labels` labels.
+    pub fn signatures_canonical(
+        &self,
+        labels: u8,
+        rtype: u16,
+        ttl: u32,
+        canonical: Vec<u8>,
+        now: u64,
+    ) -> Arc<[Vec<u8>]> {
         if let Some(found) = self.cache.get(&canonical, now) {
             return found;
         }
-        let signers = if KEY_SETS.contains(&set.rtype) {
+        let signers = if KEY_SETS.contains(&rtype) {
             &self.key_signers
         } else {
             &self.zone_signers
@@ -149,7 +162,7 @@ impl ZoneSigning {
         // The jitter is taken from the set itself: spread across sets, stable for one.
         let jitter = match self.policy.jitter {
             0 => 0,
-            j => (self.cache.hasher.hash_one(&canonical) % u64::from(j)) as u32,
+            j => (self.cache.map.hash(&canonical) % u64::from(j)) as u32,
         };
         let validity = Validity {
             inception: now.saturating_sub(INCEPTION_SKEW) as u32,
@@ -157,7 +170,7 @@ impl ZoneSigning {
         };
         let signatures: Arc<[Vec<u8>]> = signers
             .iter()
-            .map(|s| s.sign_canonical(set.owner, set.rtype, set.ttl, &canonical, validity))
+            .map(|s| s.sign_canonical(labels, rtype, ttl, &canonical, validity))
             .collect();
         let expires = u64::from(validity.expiration);
         let renew_at = expires.saturating_sub(u64::from(self.policy.refresh));
@@ -167,6 +180,11 @@ impl ZoneSigning {
         self.cache
             .insert(canonical, signatures.clone(), renew_at, expires);
         signatures
+    }
+
+    /// Signatures made so far (one atomic read).
+    pub fn made(&self) -> u64 {
+        self.cache.made.load(Ordering::Relaxed)
     }
 
     /// What the signature cache holds at `now` (a walk over it: for status and metrics).
@@ -189,29 +207,12 @@ pub struct CacheSummary {
     pub earliest_expiry: Option<u64>,
 }
 
-/// Signatures by canonical RRset. Sharded, each shard two generations: when the young one
-/// fills, it becomes the old one and the old one is dropped; a hit in the old generation moves
-/// back to the young. So the cache holds at most twice its shard limits, and what is asked
-/// for keeps its place. Keys can come from query names (denial of a name that does not
-/// exist), so they are hashed with a keyed hash.
+/// Signatures by canonical RRset, in a map bounded by entries and bytes (its keys can come
+/// from query names: the denial of a name that does not exist).
 struct SignatureCache {
-    shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
-    /// Per shard and generation.
-    entries: usize,
-    bytes: usize,
+    map: BoundedMap<Cached>,
     /// Signatures made, since the cache was created.
     made: AtomicU64,
-}
-
-const SHARDS: usize = 16;
-
-#[derive(Default)]
-struct Shard {
-    young: HashMap<Box<[u8]>, Cached, RandomState>,
-    young_bytes: usize,
-    old: HashMap<Box<[u8]>, Cached, RandomState>,
-    old_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -223,87 +224,45 @@ struct Cached {
     expires: u64,
 }
 
-impl Cached {
-    fn bytes(&self, key: &[u8]) -> usize {
-        key.len() + self.signatures.iter().map(|s| s.len() + 24).sum::<usize>() + 64
-    }
-}
-
 impl SignatureCache {
     fn new(limits: CacheLimits) -> SignatureCache {
         SignatureCache {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
-            entries: (limits.entries / SHARDS / 2).max(1),
-            bytes: (limits.bytes / SHARDS / 2).max(1),
+            map: BoundedMap::new(limits.entries, limits.bytes),
             made: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
-        let at = self.hasher.hash_one(key) as usize % SHARDS;
-        self.shards[at]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn get(&self, key: &[u8], now: u64) -> Option<Arc<[Vec<u8>]>> {
-        let mut shard = self.shard(key);
-        if let Some(hit) = shard.young.get(key) {
-            return (hit.renew_at > now).then(|| hit.signatures.clone());
-        }
-        let (key, hit) = shard.old.remove_entry(key)?;
-        let size = hit.bytes(&key);
-        shard.old_bytes -= size;
-        if hit.renew_at <= now {
-            return None;
-        }
-        let signatures = hit.signatures.clone();
-        self.place(&mut shard, key, hit);
-        Some(signatures)
+        self.map
+            .get(key, |c| c.renew_at > now)
+            .map(|c| c.signatures)
     }
 
     fn insert(&self, key: Vec<u8>, signatures: Arc<[Vec<u8>]>, renew_at: u64, expires: u64) {
-        let mut shard = self.shard(&key);
+        let size = signatures.iter().map(|s| s.len() + 24).sum::<usize>();
         let cached = Cached {
             signatures,
             renew_at,
             expires,
         };
-        self.place(&mut shard, key.into(), cached);
-    }
-
-    fn place(&self, shard: &mut Shard, key: Box<[u8]>, cached: Cached) {
-        let size = cached.bytes(&key);
-        if shard.young.len() >= self.entries || shard.young_bytes + size > self.bytes {
-            shard.old = std::mem::take(&mut shard.young);
-            shard.old_bytes = std::mem::take(&mut shard.young_bytes);
-        }
-        if let Some(replaced) = shard.young.insert(key.clone(), cached) {
-            shard.young_bytes -= replaced.bytes(&key);
-        }
-        shard.young_bytes += size;
+        self.map.insert(key.into(), cached, size);
     }
 
     fn summary(&self, now: u64) -> CacheSummary {
-        let mut summary = CacheSummary {
+        let (entries, bytes) = self.map.size();
+        let earliest_expiry = self.map.fold(None, |earliest: Option<u64>, c, _| {
+            match (earliest, c.renew_at > now) {
+                (Some(e), true) => Some(e.min(c.expires)),
+                (None, true) => Some(c.expires),
+                (e, false) => e,
+            }
+        });
+        CacheSummary {
+            entries,
+            bytes,
             made: self.made.load(Ordering::Relaxed),
-            ..CacheSummary::default()
-        };
-        for shard in self.shards.iter() {
-            let s = shard
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            summary.entries += s.young.len() + s.old.len();
-            summary.bytes += s.young_bytes + s.old_bytes;
-            let served = s.young.values().chain(s.old.values());
-            let earliest = served.filter(|c| c.renew_at > now).map(|c| c.expires).min();
-            summary.earliest_expiry = match (summary.earliest_expiry, earliest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            earliest_expiry,
         }
-        summary
     }
 }
 
@@ -436,37 +395,5 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &again));
         let summary = signing.summary(later);
         assert!(summary.earliest_expiry > Some(later + u64::from(p.refresh)));
-    }
-
-    #[test]
-    fn the_cache_stays_within_its_limits() {
-        let cache = SignatureCache::new(CacheLimits {
-            entries: 64,
-            bytes: 1 << 20,
-        });
-        for i in 0u32..10_000 {
-            cache.insert(
-                i.to_be_bytes().to_vec(),
-                Arc::from(vec![vec![0; 64]]),
-                u64::MAX,
-                0,
-            );
-        }
-        let entries = cache.summary(0).entries;
-        assert!(entries <= 64 + SHARDS * 2, "{entries} entries");
-        let cache = SignatureCache::new(CacheLimits {
-            entries: 1 << 20,
-            bytes: 64 << 10,
-        });
-        for i in 0u32..10_000 {
-            cache.insert(
-                i.to_be_bytes().to_vec(),
-                Arc::from(vec![vec![0; 64]]),
-                u64::MAX,
-                0,
-            );
-        }
-        let bytes = cache.summary(0).bytes;
-        assert!(bytes <= 64 << 10, "{bytes} bytes");
     }
 }

@@ -42,10 +42,20 @@ pub struct Validity {
 }
 
 /// The RRSIG labels field: the owner's labels, not counting the root or a leading `*`.
-fn labels(owner: &Name) -> u8 {
+pub fn labels(owner: &Name) -> u8 {
     let n = owner.iter().count();
     let wild = owner.iter().next().is_some_and(|l| l == b"*");
     (n - usize::from(wild)) as u8
+}
+
+/// [`labels`] of an owner in wire form (uncompressed).
+pub fn wire_labels(owner: &[u8]) -> u8 {
+    let (mut at, mut n) = (0, 0u8);
+    while at < owner.len() && owner[at] != 0 {
+        n += 1;
+        at += 1 + owner[at] as usize;
+    }
+    n - u8::from(owner.starts_with(b"\x01*"))
 }
 
 impl ZoneKey {
@@ -116,14 +126,15 @@ impl Signer {
     /// The RRSIG record's data for `set`: the fields, then the signature over them and the
     /// RRset in canonical order.
     pub fn rrsig(&self, set: &Rrset<'_>, validity: Validity) -> Vec<u8> {
-        self.sign_canonical(set.owner, set.rtype, set.ttl, &set.canonical(), validity)
+        let labels = labels(set.owner);
+        self.sign_canonical(labels, set.rtype, set.ttl, &set.canonical(), validity)
     }
 
     /// The RRSIG record's data for an RRset already in canonical form ([`Rrset::canonical`]),
-    /// owned by `owner`, of type `rtype` and original TTL `ttl`.
+    /// whose owner has `labels` labels ([`labels`]), of type `rtype` and original TTL `ttl`.
     pub fn sign_canonical(
         &self,
-        owner: &Name,
+        labels: u8,
         rtype: u16,
         ttl: u32,
         canonical: &[u8],
@@ -132,7 +143,7 @@ impl Signer {
         let mut rdata = Vec::with_capacity(128);
         rdata.extend_from_slice(&rtype.to_be_bytes());
         rdata.push(self.algorithm.number());
-        rdata.push(labels(owner));
+        rdata.push(labels);
         rdata.extend_from_slice(&ttl.to_be_bytes());
         rdata.extend_from_slice(&validity.expiration.to_be_bytes());
         rdata.extend_from_slice(&validity.inception.to_be_bytes());
