@@ -326,6 +326,19 @@ async fn handle(
 }
 
 /// The node facts a Prometheus scrape shows besides the counters.
+/// A key's state as status and metrics name it: its timing's, or `held` when a retired
+/// key-signing key keeps signing until the parent points at its successor.
+fn key_state(
+    zone: &crate::config::ServedZone,
+    key: &crate::dnssec::ZoneKey,
+    now: u64,
+) -> &'static str {
+    match &zone.signing {
+        Some(s) if s.is_held(key.key_tag()) => "held",
+        _ => key.times.state(now).name(),
+    }
+}
+
 fn scrape(node: &Node) -> crate::metrics::Scrape {
     use crate::health::Health;
     use std::sync::atomic::Ordering::Relaxed;
@@ -388,7 +401,7 @@ fn scrape(node: &Node) -> crate::metrics::Scrape {
                 keys: z
                     .dnssec_keys
                     .iter()
-                    .map(|k| (k.key_tag(), k.times.state(now).name()))
+                    .map(|k| (k.key_tag(), key_state(z, k, now)))
                     .collect(),
             })
         })
@@ -562,7 +575,7 @@ fn status(node: &Node) -> Value {
                     "tag": k.key_tag(),
                     "algorithm": k.algorithm.mnemonic(),
                     "sep": k.is_sep(),
-                    "state": k.times.state(now).name(),
+                    "state": key_state(z, k, now),
                     "activate": k.times.activate,
                     "inactive": k.times.inactive,
                     "delete": k.times.delete,

@@ -785,7 +785,7 @@ fn dnssec(out: &mut String, zones: &[SignedZone]) {
         out,
         "dnssec_key_state",
         "gauge",
-        "1 for each key's state (future, published, active, retired, removed).",
+        "1 for each key's state (future, published, active, held, retired, removed).",
     );
     for z in zones {
         for (tag, state) in &z.keys {

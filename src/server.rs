@@ -142,6 +142,7 @@ pub async fn serve(
     tasks.spawn(crate::admin::run(control, node.clone(), stopping.clone()));
     tasks.spawn(until(stopping.clone(), watch_files(node.clone(), stamps)));
     tasks.spawn(until(stopping.clone(), reload_on_sighup(node.clone())));
+    tasks.spawn(until(stopping.clone(), reload_at_key_events(node.clone())));
     tasks.spawn(until(stopping, node.clone().housekeeping()));
 
     shutdown.await;
@@ -191,6 +192,41 @@ async fn reload_on_sighup(node: Arc<Node>) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading");
         node.reload().await;
+    }
+}
+
+/// Reloads when a DNSSEC key's timing metadata says its state changes (Publish, Activate,
+/// Inactive, Delete): the zone then publishes and signs with the keys as they stand, so a
+/// rollover the key files describe is carried out on time without an operator's reload.
+async fn reload_at_key_events(node: Arc<Node>) {
+    loop {
+        let now = crate::clock::unix_now();
+        let next = {
+            let loaded = node.config();
+            loaded
+                .config
+                .zones
+                .iter()
+                .flat_map(|z| z.dnssec_keys.iter())
+                .flat_map(|k| {
+                    [
+                        k.times.publish,
+                        k.times.activate,
+                        k.times.inactive,
+                        k.times.delete,
+                    ]
+                })
+                .flatten()
+                .filter(|&at| at > now)
+                .min()
+        };
+        // Looked at again at least hourly: a reload may have brought other keys.
+        let wait = next.map_or(3600, |at| (at - now).min(3600));
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        if next.is_some_and(|at| crate::clock::unix_now() >= at) {
+            tracing::info!("a DNSSEC key's state changes now: reloading");
+            node.reload().await;
+        }
     }
 }
 

@@ -253,6 +253,12 @@ fn answers_with_do_are_signed_and_deny_compactly() {
     let keys = ask("example.test", RecordType::DNSKEY, None, false);
     assert_eq!(keys.answers.len(), 2, "{keys:?}");
     assert_eq!(verify_all(&keys, &public), Ok(1));
+    // CDS and CDNSKEY for the parent, signed by the key-signing key.
+    for rtype in [RecordType::CDS, RecordType::CDNSKEY] {
+        let m = ask("example.test", rtype, None, false);
+        assert_eq!(m.answers.len(), 2, "{rtype}: {m:?}");
+        assert_eq!(verify_all(&m, &public), Ok(1), "{rtype}");
+    }
 
     // Static data, an MX with its target's addresses, a wildcard's answer (signed as the
     // name asked: labels 4).

@@ -86,6 +86,8 @@ pub(super) struct ZoneEntry {
     pub(super) dnssec_validity: Option<String>,
     pub(super) dnssec_refresh: Option<String>,
     pub(super) dnssec_jitter: Option<String>,
+    /// Publish CDS and CDNSKEY for the parent (default true).
+    pub(super) dnssec_cds: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

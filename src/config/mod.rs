@@ -601,6 +601,8 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     }
     // Every zone is read even after one fails, so one run reports every broken file.
     let mut errors = Vec::new();
+    // Zones with keys, signed once every zone is read: (index, policy, where declared).
+    let mut signed = Vec::new();
     let mut origins: Vec<Name> = Vec::new();
     for entry in &parsed.zone {
         let z = entry.get_ref();
@@ -631,7 +633,20 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             None => Ok((Vec::new(), None)),
             Some(paths) => {
                 let paths: Vec<PathBuf> = paths.iter().map(|p| base.join(p)).collect();
-                zone_signing(z, &paths).map(|(keys, signing, warnings)| {
+                // Both files of each key are watched: a timing change (`dnssec-settime`)
+                // reloads like any other edit.
+                for path in &paths {
+                    let text = path.to_string_lossy();
+                    let stem = text
+                        .strip_suffix(".key")
+                        .or_else(|| text.strip_suffix(".private"))
+                        .unwrap_or(&text);
+                    builder.sources.push(PathBuf::from(format!("{stem}.key")));
+                    builder
+                        .sources
+                        .push(PathBuf::from(format!("{stem}.private")));
+                }
+                zone_dnssec(z, &paths).map(|(keys, policy, warnings)| {
                     let at = line_of(&text, entry.span().start);
                     for w in warnings {
                         builder.warnings.push(format!(
@@ -640,18 +655,19 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
                             object()
                         ));
                     }
-                    (keys, Some(signing))
+                    (keys, Some(policy))
                 })
             }
         }
         .map_err(|m| invalid(entry.span(), object(), m));
         let zone = match (Zone::load(&zone_file, &origin), transfer, keys) {
-            (Ok(mut zone), Ok(transfer), Ok((keys, signing))) => {
-                if let Some(signing) = &signing {
-                    zone.publish_dnskeys(signing.published());
+            (Ok(zone), Ok(transfer), Ok((keys, policy))) => {
+                if let Some(policy) = policy {
+                    let at = line_of(&text, entry.span().start);
+                    signed.push((builder.zones.len(), policy, entry.span(), object(), at));
                 }
                 builder.zone_transfer.push(transfer);
-                builder.zone_keys.push((keys.into(), signing.map(Arc::new)));
+                builder.zone_keys.push((keys.into(), None));
                 zone
             }
             (zone, transfer, keys) => {
@@ -669,6 +685,41 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
             errors.extend(added.err());
         }
     }
+    // Signing is set up once every zone is read: a zone's parent, when this node serves it,
+    // says which DS records point at the zone's keys.
+    let now = crate::clock::unix_now();
+    for (i, policy, span, object, at) in signed {
+        let origin = builder.zones[i].origin.clone();
+        let parent_ds: Option<Vec<Vec<u8>>> = builder
+            .zones
+            .iter()
+            .filter(|z| z.origin != origin && z.origin.zone_of(&origin))
+            .max_by_key(|z| z.origin.num_labels())
+            .map(|parent| {
+                let ds = parent.node(&origin).and_then(|n| n.rrset(RecordType::DS));
+                ds.map(|set| set.wire_rdata().map(<[u8]>::to_vec).collect())
+                    .unwrap_or_default()
+            });
+        let keys = builder.zone_keys[i].0.clone();
+        let limits = crate::dnssec::CacheLimits::default();
+        match crate::dnssec::ZoneSigning::new(&keys, policy, limits, now, parent_ds.as_deref()) {
+            Ok(signing) => {
+                for key in keys.iter().filter(|k| signing.is_held(k.key_tag())) {
+                    builder.warnings.push(format!(
+                        "{}:{at}: {object}: key {} is past its Inactive time but keeps signing \
+                         the key set: the parent's DS points at no other active key-signing \
+                         key yet",
+                        file.display(),
+                        key.file_stem()
+                    ));
+                }
+                let (cds, cdnskey) = signing.parent_signals();
+                builder.zones[i].publish_keys(signing.published(), cds, cdnskey);
+                builder.zone_keys[i].1 = Some(Arc::new(signing));
+            }
+            Err(e) => errors.push(invalid(span, object, format!("dnssec_keys: {e}"))),
+        }
+    }
     match errors.len() {
         0 => builder.finish(server),
         1 => Err(errors.remove(0)),
@@ -676,20 +727,20 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     }
 }
 
-/// A zone's DNSSEC keys, checked ([`crate::dnssec::zone_keys`]), and its signing as it
-/// stands now, with the warnings to print.
-fn zone_signing(
+/// A zone's DNSSEC keys, checked ([`crate::dnssec::zone_keys`]), and how it signs, with the
+/// warnings to print.
+fn zone_dnssec(
     z: &file::ZoneEntry,
     paths: &[PathBuf],
 ) -> Result<
     (
         Vec<crate::dnssec::ZoneKey>,
-        crate::dnssec::ZoneSigning,
+        crate::dnssec::SigningPolicy,
         Vec<String>,
     ),
     String,
 > {
-    use crate::dnssec::{CacheLimits, SigningPolicy, ZoneSigning};
+    use crate::dnssec::SigningPolicy;
     let now = crate::clock::unix_now();
     let checked =
         crate::dnssec::zone_keys(&z.origin, paths, now).map_err(|m| format!("dnssec_keys: {m}"))?;
@@ -704,9 +755,10 @@ fn zone_signing(
         validity: seconds("dnssec_validity", &z.dnssec_validity, defaults.validity)?,
         refresh: seconds("dnssec_refresh", &z.dnssec_refresh, defaults.refresh)?,
         jitter: seconds("dnssec_jitter", &z.dnssec_jitter, defaults.jitter)?,
+        cds: z.dnssec_cds.unwrap_or(defaults.cds),
     };
-    if policy.validity < 3600 {
-        return Err("dnssec_validity: at least an hour".into());
+    if policy.refresh < 3600 {
+        return Err("dnssec_refresh: at least an hour".into());
     }
     if policy.refresh >= policy.validity {
         return Err(format!(
@@ -715,9 +767,7 @@ fn zone_signing(
             policy.refresh, policy.validity
         ));
     }
-    let signing = ZoneSigning::new(&checked.keys, policy, CacheLimits::default(), now)
-        .map_err(|e| format!("dnssec_keys: {e}"))?;
-    Ok((checked.keys, signing, checked.warnings))
+    Ok((checked.keys, policy, checked.warnings))
 }
 
 fn transfer(t: &TransferSection, keys: &[TsigKey]) -> Result<Transfer, String> {

@@ -489,8 +489,12 @@ pub(crate) fn answer_noting(
     }
     let qtype = question.qtype;
     // ANY, transfers and the other query-only types (128-255, RFC 6895 section 3.1), OPT
-    // and type 0 are the general path's.
+    // and type 0 are the general path's; so is DS, which the parent zone answers at a child
+    // zone's apex.
     if (128..=255).contains(&qtype) || qtype == u16::from(RecordType::OPT) || qtype == 0 {
+        return false;
+    }
+    if qtype == u16::from(RecordType::DS) {
         return false;
     }
     let key = question.name();

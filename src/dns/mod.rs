@@ -43,7 +43,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
 use crate::balance::{self, ClientInfo, Selection};
-use crate::config::Config;
+use crate::config::{Config, ServedZone};
 use crate::health::{HealthSnapshot, HealthStore};
 
 use opt::OptReply;
@@ -505,12 +505,16 @@ fn answer_query(
         return encode(&mut resp, opt, cap, 0);
     }
     let cfg = &loaded.config;
+    // The most specific zone holding the name; but a DS set belongs to the parent side of a
+    // cut (RFC 4035 section 3.1.4.1): asked at a zone's apex, the enclosing zone answers when
+    // this server has it too.
+    let parent_side = |z: &ServedZone| qtype == RecordType::DS && z.origin == qname;
     let zone_index = cfg
         .zones
         .iter()
         .enumerate()
         .filter(|(_, z)| z.origin.zone_of(&qname))
-        .max_by_key(|(_, z)| z.origin.num_labels())
+        .max_by_key(|(_, z)| (!parent_side(z), z.origin.num_labels()))
         .map(|(i, _)| i);
     let Some(zone_index) = zone_index else {
         resp.metadata.response_code = ResponseCode::Refused;

@@ -302,6 +302,16 @@ impl ZoneKey {
             .to_vec()
     }
 
+    /// The data of a SHA-256 DS (or CDS) record for this key: tag, algorithm, digest type 2,
+    /// digest.
+    pub fn ds_rdata(&self) -> Vec<u8> {
+        let mut rdata = self.key_tag().to_be_bytes().to_vec();
+        rdata.push(self.algorithm.number());
+        rdata.push(2);
+        rdata.extend_from_slice(&self.ds_sha256());
+        rdata
+    }
+
     /// The DS record in presentation form, as `dnssec-dsfromkey -2` prints it.
     pub fn ds_record(&self) -> String {
         format!(
@@ -475,8 +485,8 @@ pub struct ZoneKeys {
 }
 
 /// Reads the keys of `zone` (each a path to either file, or their stem) and checks them as
-/// a signer would at `now`: each belongs to the zone and its halves match, none is past its
-/// Delete time, and a key-signing key (KSK or CSK) is active.
+/// a signer would at `now`: each belongs to the zone and its halves match, and a key-signing
+/// key (KSK or CSK) is active. A key past its Inactive or Delete time is a warning.
 pub fn zone_keys(zone: &str, paths: &[PathBuf], now: u64) -> Result<ZoneKeys, String> {
     let zone = canonical_zone(zone).map_err(|e| e.to_string())?.to_string();
     let mut keys: Vec<ZoneKey> = Vec::new();
@@ -494,12 +504,14 @@ pub fn zone_keys(zone: &str, paths: &[PathBuf], now: u64) -> Result<ZoneKeys, St
             return Err(format!("key {name} is listed twice"));
         }
         if let Some(at) = key.times.delete.filter(|&at| at <= now) {
-            return Err(format!(
-                "key {name} was deleted at {}: take it out of dnssec_keys",
+            // Reached while serving (the node reloads at each key event): not an error, or
+            // the reload would be refused and the key kept.
+            warnings.push(format!(
+                "key {name} was deleted at {}: it is no longer published; take it out of \
+                 dnssec_keys",
                 stamp(at)
             ));
-        }
-        if let Some(at) = key.times.inactive.filter(|&at| at <= now) {
+        } else if let Some(at) = key.times.inactive.filter(|&at| at <= now) {
             warnings.push(format!(
                 "key {name} is inactive since {}: it signs nothing",
                 stamp(at)
@@ -756,9 +768,11 @@ mod tests {
         let mut gone =
             ZoneKey::generate("example.test", Algorithm::Ed25519, KeyRole::Zsk, now - 100).unwrap();
         gone.times.delete = Some(now - 1);
-        let err = zone_keys("example.test", &[ksk_path, write(&gone)], now)
-            .err()
-            .unwrap();
-        assert!(err.contains("was deleted at"), "{err}");
+        let ok = zone_keys("example.test", &[ksk_path, write(&gone)], now).unwrap();
+        assert!(
+            ok.warnings[0].contains("was deleted at"),
+            "{:?}",
+            ok.warnings
+        );
     }
 }

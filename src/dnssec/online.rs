@@ -11,7 +11,7 @@ use hickory_proto::rr::Name;
 
 use crate::bounded::BoundedMap;
 
-use super::keys::{KeyError, ZoneKey};
+use super::keys::{KeyError, KeyState, ZoneKey};
 use super::sign::{Rrset, Signer, Validity};
 
 /// DNSKEY, CDS and CDNSKEY: the sets the key-signing keys sign.
@@ -27,6 +27,8 @@ pub struct SigningPolicy {
     /// Up to this much is added to each expiration, so signatures made together do not all
     /// expire together.
     pub jitter: u32,
+    /// Publish CDS and CDNSKEY at the apex for the parent (RFC 7344).
+    pub cds: bool,
 }
 
 impl Default for SigningPolicy {
@@ -35,6 +37,7 @@ impl Default for SigningPolicy {
             validity: 14 * 86_400,
             refresh: 7 * 86_400,
             jitter: 12 * 3600,
+            cds: true,
         }
     }
 }
@@ -67,6 +70,12 @@ pub struct ZoneSigning {
     key_signers: Vec<Signer>,
     /// The DNSKEY data of every published key.
     published: Vec<Vec<u8>>,
+    /// The key-signing keys the parent's DS set should point at (published or active, not
+    /// retired), as CDS and CDNSKEY data (RFC 7344); empty when the zone withholds them.
+    cds: Vec<Vec<u8>>,
+    cdnskey: Vec<Vec<u8>>,
+    /// Tags of key-signing keys held past their Inactive time for the parent's DS.
+    held: Vec<u16>,
     policy: SigningPolicy,
     /// Which keys sign (tag and public key, zone signers then key signers): a reload that
     /// keeps them keeps the cache.
@@ -88,17 +97,56 @@ impl std::fmt::Debug for ZoneSigning {
 
 impl ZoneSigning {
     /// Signing for a zone with `keys` (checked by [`super::zone_keys`]) as they stand at
-    /// `now`.
+    /// `now`. `parent_ds` is the DS data the parent zone holds for this zone, when this node
+    /// knows it: a key-signing key past its Inactive time that the parent still points at
+    /// is then held (it keeps signing the key set and stays published) until the parent
+    /// points at another active key-signing key, the retire step of a Double-KSK rollover
+    /// (RFC 7583 section 3.3.2) waiting for the new DS.
     pub fn new(
         keys: &[ZoneKey],
         policy: SigningPolicy,
         limits: CacheLimits,
         now: u64,
+        parent_ds: Option<&[Vec<u8>]>,
     ) -> Result<ZoneSigning, KeyError> {
-        let active: Vec<&ZoneKey> = keys.iter().filter(|k| k.times.is_active(now)).collect();
+        let pointed_at = |k: &ZoneKey| {
+            parent_ds.is_some_and(|ds| {
+                ds.iter().any(|d| {
+                    d.len() > 3
+                        && d[..2] == k.key_tag().to_be_bytes()
+                        && d[2] == k.algorithm.number()
+                })
+            })
+        };
+        let successor = keys
+            .iter()
+            .any(|k| k.is_sep() && k.times.state(now) == KeyState::Active && pointed_at(k));
+        let held: Vec<u16> = keys
+            .iter()
+            .filter(|k| {
+                k.is_sep()
+                    && matches!(k.times.state(now), KeyState::Retired | KeyState::Removed)
+                    && pointed_at(k)
+                    && !successor
+            })
+            .map(ZoneKey::key_tag)
+            .collect();
+        let is_held = |k: &ZoneKey| k.is_sep() && held.contains(&k.key_tag());
+        let active: Vec<&ZoneKey> = keys
+            .iter()
+            .filter(|k| k.times.is_active(now) || is_held(k))
+            .collect();
         let seps: Vec<&ZoneKey> = active.iter().copied().filter(|k| k.is_sep()).collect();
         let zsks: Vec<&ZoneKey> = active.iter().copied().filter(|k| !k.is_sep()).collect();
         let zone_keys = if zsks.is_empty() { &seps } else { &zsks };
+        // What the parent should point at: key-signing keys in the zone and not retiring.
+        let parent_keys = || {
+            keys.iter().filter(move |k| {
+                k.is_sep()
+                    && policy.cds
+                    && matches!(k.times.state(now), KeyState::Published | KeyState::Active)
+            })
+        };
         let identity = zone_keys
             .iter()
             .chain(&seps)
@@ -112,9 +160,12 @@ impl ZoneSigning {
             key_signers: seps.iter().map(|k| k.signer()).collect::<Result<_, _>>()?,
             published: keys
                 .iter()
-                .filter(|k| k.times.is_published(now))
+                .filter(|k| k.times.is_published(now) || is_held(k))
                 .map(ZoneKey::dnskey_rdata)
                 .collect(),
+            held,
+            cds: parent_keys().map(ZoneKey::ds_rdata).collect(),
+            cdnskey: parent_keys().map(ZoneKey::dnskey_rdata).collect(),
             policy,
             identity,
             cache: Arc::new(SignatureCache::new(limits)),
@@ -124,6 +175,16 @@ impl ZoneSigning {
     /// The DNSKEY data of the published keys, for the apex DNSKEY set.
     pub fn published(&self) -> &[Vec<u8>] {
         &self.published
+    }
+
+    /// Whether the key with this tag is held past its Inactive time (see [`ZoneSigning::new`]).
+    pub fn is_held(&self, tag: u16) -> bool {
+        self.held.contains(&tag)
+    }
+
+    /// The CDS and CDNSKEY data for the apex (empty when withheld).
+    pub fn parent_signals(&self) -> (&[Vec<u8>], &[Vec<u8>]) {
+        (&self.cds, &self.cdnskey)
     }
 
     /// Keeps `previous`'s signatures when the same keys sign with the same policy (a reload
@@ -348,6 +409,7 @@ mod tests {
             SigningPolicy::default(),
             CacheLimits::default(),
             now,
+            None,
         )
         .unwrap();
         let owner = Name::from_ascii("www.example.test.").unwrap();
@@ -395,5 +457,49 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &again));
         let summary = signing.summary(later);
         assert!(summary.earliest_expiry > Some(later + u64::from(p.refresh)));
+    }
+
+    #[test]
+    fn a_retired_key_signing_key_is_held_until_the_parent_points_at_its_successor() {
+        let now = 1_800_000_000;
+        let mut old =
+            ZoneKey::generate("example.test", Algorithm::Ed25519, KeyRole::Ksk, now - 100).unwrap();
+        old.times.inactive = Some(now - 10);
+        let new =
+            ZoneKey::generate("example.test", Algorithm::Ed25519, KeyRole::Ksk, now - 50).unwrap();
+        let zsk =
+            ZoneKey::generate("example.test", Algorithm::Ed25519, KeyRole::Zsk, now - 100).unwrap();
+        let keys = [old.clone(), new.clone(), zsk];
+        let signing = |parent: Option<Vec<Vec<u8>>>| {
+            ZoneSigning::new(
+                &keys,
+                SigningPolicy::default(),
+                CacheLimits::default(),
+                now,
+                parent.as_deref(),
+            )
+            .unwrap()
+        };
+        // The parent points at the old key only: it is held, and the key set is signed by both.
+        let waiting = signing(Some(vec![old.ds_rdata()]));
+        assert!(waiting.is_held(old.key_tag()));
+        assert_eq!(waiting.key_signers.len(), 2);
+        assert_eq!(waiting.published().len(), 3);
+        assert_eq!(
+            waiting.parent_signals().0,
+            [new.ds_rdata()],
+            "CDS asks for the new key"
+        );
+        // The parent points at the new key too: the old one retires.
+        let done = signing(Some(vec![old.ds_rdata(), new.ds_rdata()]));
+        assert!(!done.is_held(old.key_tag()));
+        assert_eq!(done.key_signers.len(), 1);
+        assert_eq!(
+            done.published().len(),
+            3,
+            "still published until its Delete time"
+        );
+        // The parent unknown: the timing alone decides.
+        assert!(!signing(None).is_held(old.key_tag()));
     }
 }

@@ -272,18 +272,26 @@ impl Zone {
         }
     }
 
-    /// Adds the DNSKEY set of a signed zone at its apex (data already in the zone file is
-    /// kept; the same key twice is held once), with the SOA's TTL.
-    pub fn publish_dnskeys(&mut self, keys: &[Vec<u8>]) {
+    /// Adds a signed zone's key sets at its apex (data already in the zone file is kept; the
+    /// same record twice is held once), with the SOA's TTL: DNSKEY, and CDS and CDNSKEY for
+    /// the parent.
+    pub fn publish_keys(&mut self, dnskey: &[Vec<u8>], cds: &[Vec<u8>], cdnskey: &[Vec<u8>]) {
         let apex = self.origin.clone();
         let ttl = self.soa.as_ref().map_or(3600, |s| s.ttl);
-        for key in keys {
-            let data = RData::Unknown {
-                code: RecordType::DNSKEY,
-                rdata: null(key.clone()),
-            };
-            // Key data is at most a few hundred bytes: it always fits a set.
-            let _ = self.insert(&apex, ttl, &data, 0);
+        let sets = [
+            (RecordType::DNSKEY, dnskey),
+            (RecordType::CDS, cds),
+            (RecordType::CDNSKEY, cdnskey),
+        ];
+        for (code, records) in sets {
+            for data in records {
+                let data = RData::Unknown {
+                    code,
+                    rdata: null(data.clone()),
+                };
+                // Key data is at most a few hundred bytes: it always fits a set.
+                let _ = self.insert(&apex, ttl, &data, 0);
+            }
         }
         self.digest = std::sync::OnceLock::new();
     }
