@@ -88,7 +88,11 @@ pub(super) fn secure(
         &mut resp.additionals,
     ] {
         let records = std::mem::take(section);
-        *section = signed(records, signing, cut.as_ref(), now);
+        let child = |owner: &Name, rtype: RecordType| {
+            cut.as_ref().is_some_and(|c| c.zone_of(owner))
+                && !matches!(rtype, RecordType::DS | RecordType::NSEC)
+        };
+        *section = signed(records, signing, &child, now);
     }
 }
 
@@ -112,6 +116,72 @@ fn nsec(owner: Name, ttl: u32, types: &[u16]) -> Record {
     Record::from_rdata(owner, ttl, opaque(RecordType::NSEC, data))
 }
 
+/// A signed zone as a transfer carries it (`records`: every record but the closing SOA,
+/// the load-balanced names' snapshot included): in canonical order, with a full NSEC chain
+/// over the authoritative names (RFC 4034 section 4; a delegation point is in it, names
+/// below a cut are not) and every authoritative RRset signed, so a secondary serves data
+/// that validates and proves no load-balanced name absent.
+pub(super) fn signed_zone(
+    mut records: Vec<Record>,
+    apex: &Name,
+    signing: &ZoneSigning,
+    negative_ttl: u32,
+    now: u64,
+) -> Vec<Record> {
+    use crate::dnssec::canonical_order;
+    records.sort_by(|a, b| {
+        canonical_order(&a.name, &b.name)
+            .then(u16::from(a.record_type()).cmp(&u16::from(b.record_type())))
+    });
+    records.dedup();
+    let cuts: Vec<Name> = records
+        .iter()
+        .filter(|r| r.record_type() == RecordType::NS && r.name != *apex)
+        .map(|r| r.name.clone())
+        .collect();
+    let below_cut = |owner: &Name| cuts.iter().any(|c| c != owner && c.zone_of(owner));
+    // The chain's owners in canonical order, each with the types it holds.
+    let mut owners: Vec<(Name, Vec<u16>)> = Vec::new();
+    for r in &records {
+        if below_cut(&r.name) {
+            continue;
+        }
+        let t = u16::from(r.record_type());
+        match owners.last_mut() {
+            Some((name, types)) if *name == r.name => {
+                if !types.contains(&t) {
+                    types.push(t);
+                }
+            }
+            _ => owners.push((r.name.clone(), vec![t])),
+        }
+    }
+    let mut chained = Vec::with_capacity(records.len() + owners.len());
+    let mut rest = records.into_iter().peekable();
+    for (i, (owner, types)) in owners.iter().enumerate() {
+        let next = &owners[(i + 1) % owners.len()].0;
+        while let Some(r) = rest.next_if(|r| canonical_order(&r.name, owner).is_le()) {
+            chained.push(r);
+        }
+        let mut all = types.clone();
+        all.extend([46, 47]);
+        let mut data = Vec::with_capacity(next.len() + 40);
+        crate::dnssec::write_canonical_name(next, &mut data);
+        crate::dnssec::write_type_bitmap(&mut all, &mut data);
+        chained.push(Record::from_rdata(
+            owner.clone(),
+            negative_ttl,
+            opaque(RecordType::NSEC, data),
+        ));
+    }
+    chained.extend(rest);
+    let child = |owner: &Name, rtype: RecordType| {
+        below_cut(owner)
+            || (cuts.contains(owner) && !matches!(rtype, RecordType::DS | RecordType::NSEC))
+    };
+    signed(chained, signing, &child, now)
+}
+
 fn opaque(code: RecordType, data: Vec<u8>) -> RData {
     RData::Unknown {
         code,
@@ -120,11 +190,12 @@ fn opaque(code: RecordType, data: Vec<u8>) -> RData {
 }
 
 /// A section with each signable RRset (records of one owner and type in a row) followed by
-/// its RRSIGs. Below a referral's cut only the DS set and its NSEC are this zone's to sign.
-fn signed(
+/// its RRSIGs; `child` says which sets are not this zone's to sign (at or below a cut, all
+/// but DS and NSEC).
+pub(super) fn signed(
     records: Vec<Record>,
     signing: &ZoneSigning,
-    cut: Option<&Name>,
+    child: &dyn Fn(&Name, RecordType) -> bool,
     now: u64,
 ) -> Vec<Record> {
     if records.is_empty() {
@@ -141,9 +212,7 @@ fn signed(
         let (set, tail) = rest.split_at(len);
         rest = tail;
         out.extend_from_slice(set);
-        let child = cut.is_some_and(|c| c.zone_of(&first.name))
-            && !matches!(rtype, RecordType::DS | RecordType::NSEC);
-        if child || first.dns_class != hickory_proto::rr::DNSClass::IN {
+        if child(&first.name, rtype) || first.dns_class != hickory_proto::rr::DNSClass::IN {
             continue;
         }
         let rdatas: Vec<Vec<u8>> = set.iter().map(|r| canonical_rdata(&r.data)).collect();

@@ -123,11 +123,29 @@ pub fn answer(
         LbInTransfer::Snapshot { ttl } => snapshot(loaded, health, zone, ttl),
         LbInTransfer::Omit => Vec::new(),
     };
-    // Records are encoded a batch at a time: the zone is never held as decoded records.
-    let mut records = std::iter::once(soa.clone())
-        .chain(zone_records(zone))
-        .chain(lb)
-        .chain(std::iter::once(soa));
+    // Records are encoded a batch at a time: an unsigned zone is never held as decoded
+    // records. A signed one is, to be put in canonical order, chained and signed.
+    let body: Box<dyn Iterator<Item = Record>> = match zone.signing.as_deref() {
+        None => Box::new(
+            std::iter::once(soa.clone())
+                .chain(zone_records(zone))
+                .chain(lb),
+        ),
+        Some(signing) => {
+            let all: Vec<Record> = std::iter::once(soa.clone())
+                .chain(zone_records(zone))
+                .chain(lb)
+                .collect();
+            let negative_ttl = zone.negative_soa().ttl;
+            let signed = super::secure::signed_zone(all, &zone.origin, signing, negative_ttl, now);
+            // The SOA and its RRSIG open the transfer.
+            let (head, rest): (Vec<Record>, Vec<Record>) = signed
+                .into_iter()
+                .partition(|r| r.name == zone.origin && r.record_type() == RecordType::SOA);
+            Box::new(head.into_iter().chain(rest))
+        }
+    };
+    let mut records = body.chain(std::iter::once(soa));
     let (mut out, mut first, mut count) = (Vec::new(), true, 0);
     let mut chunk = Vec::with_capacity(BATCH);
     loop {

@@ -9,5 +9,8 @@ pub mod online;
 pub mod sign;
 
 pub use keys::{zone_keys, Algorithm, KeyError, KeyRole, KeyState, KeyTimes, ZoneKey, ZoneKeys};
-pub use online::{compact_nsec, CacheLimits, CacheSummary, SigningPolicy, ZoneSigning};
+pub use online::{
+    canonical_order, compact_nsec, type_bitmap as write_type_bitmap, write_canonical_name,
+    CacheLimits, CacheSummary, SigningPolicy, ZoneSigning,
+};
 pub use sign::{Rrset, Signer, Validity};

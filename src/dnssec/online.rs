@@ -346,9 +346,32 @@ pub fn compact_nsec(owner: &Name, types: &[u16]) -> Vec<u8> {
     rdata
 }
 
+/// The canonical order of names (RFC 4034 section 6.1): label by label from the root, each
+/// compared as lower-case bytes, a name before its descendants.
+pub fn canonical_order(a: &Name, b: &Name) -> std::cmp::Ordering {
+    let lower = |l: &[u8]| l.iter().map(u8::to_ascii_lowercase).collect::<Vec<u8>>();
+    let (mut x, mut y) = (a.iter().rev(), b.iter().rev());
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(l), Some(m)) => match lower(l).cmp(&lower(m)) {
+                std::cmp::Ordering::Equal => {}
+                other => return other,
+            },
+        }
+    }
+}
+
+/// Writes a name in canonical wire form (lower case, uncompressed).
+pub fn write_canonical_name(name: &Name, out: &mut Vec<u8>) {
+    super::keys::canonical_name(name, out);
+}
+
 /// Writes an NSEC type bitmap (RFC 4034 section 4.1.2): per window of 256 types, its number,
 /// its length and the bits, each window as short as its highest type allows.
-fn type_bitmap(types: &mut [u16], out: &mut Vec<u8>) {
+pub fn type_bitmap(types: &mut [u16], out: &mut Vec<u8>) {
     types.sort_unstable();
     let mut at = 0;
     while at < types.len() {
@@ -372,6 +395,31 @@ mod tests {
     use super::*;
     use crate::dnssec::Algorithm;
     use crate::dnssec::KeyRole;
+
+    #[test]
+    fn names_sort_in_canonical_order() {
+        // RFC 4034 section 6.1's example, shuffled.
+        let order: [&[&[u8]]; 9] = [
+            &[b"example"],
+            &[b"a", b"example"],
+            &[b"yljkjljk", b"a", b"example"],
+            &[b"Z", b"a", b"example"],
+            &[b"zABC", b"a", b"EXAMPLE"],
+            &[b"z", b"example"],
+            &[b"\x01", b"z", b"example"],
+            &[b"*", b"z", b"example"],
+            &[b"\x80", b"z", b"example"],
+        ];
+        let name = |labels: &[&[u8]]| {
+            let mut n = Name::from_labels(labels.iter().copied()).unwrap();
+            n.set_fqdn(true);
+            n
+        };
+        let sorted: Vec<Name> = order.iter().map(|l| name(l)).collect();
+        let mut names: Vec<Name> = sorted.iter().rev().cloned().collect();
+        names.sort_by(canonical_order);
+        assert_eq!(names, sorted);
+    }
 
     #[test]
     fn bitmaps_are_written_per_window() {

@@ -121,6 +121,8 @@ origin = "example.test"
 file = "example.test.zone"
 gslb = "example.test.gslb.toml"
 dnssec_keys = ["$signer"]
+[zone.transfer]
+allow = ["127.0.0.0/8"]
 EOF
 start_serve "$BIN" "$W/serve/meridian.toml"
 read -r _ _ _ flags proto alg key < <(grep DNSKEY "$signer.key")
@@ -169,5 +171,30 @@ RELAY
 PIDS+=($!)
 check "dig through the relay gets the changed address" eventually 10 eval 'dig @127.0.0.1 -p "$relay_port" +dnssec +norec static.example.test A | grep -q "A[[:space:]]*192.0.2.81"'
 check "delv fails to validate it" eval 'delv_at "127.0.0.1:$relay_port" static.example.test A | grep -q "resolution failed"'
+
+# The signed zone transferred: BIND's verifier accepts it (signatures, the NSEC chain over
+# every name, the load-balanced ones included), and an NSD secondary serving it answers what
+# delv validates, the load-balanced name too.
+dig @"${DNS%:*}" -p "${DNS##*:}" +nocmd +nostats +nocomments example.test AXFR > transferred.zone
+check "the transfer holds an NSEC at the load-balanced name" grep -Eq '^www\.example\.test\.[[:space:]].*NSEC' transferred.zone
+check "dnssec-verify accepts the transferred zone (-z: a CSK signs everything)" eval 'dnssec-verify -q -z -o example.test transferred.zone >verify.out 2>&1 || { cat verify.out; false; }'
+if command -v nsd >/dev/null; then
+  mkdir -p nsd
+  nport=$(free_port)
+  nsd_conf "$W/serve/nsd" "$W/serve/nsd" "$nport" > nsd/nsd.conf
+  cat >> nsd/nsd.conf <<CONF
+zone:
+  name: example.test
+  zonefile: example.test.zone
+  request-xfr: AXFR 127.0.0.1@${DNS##*:} NOKEY
+CONF
+  nsd -d -c "$W/serve/nsd/nsd.conf" 2>nsd/stderr &
+  PIDS+=($!)
+  check "NSD transfers the signed zone" eventually 20 dig +short +time=1 +tries=1 @127.0.0.1 -p "$nport" example.test DNSKEY
+  at_nsd() { delv @127.0.0.1 -p "$nport" -a anchors +root=example.test "$@" 2>&1; }
+  check "delv validates a load-balanced name at the NSD secondary" eval 'at_nsd www.example.test A | grep -q "^; fully validated"'
+  check "and a static name" eval 'at_nsd static.example.test A | grep -q "^; fully validated"'
+  check "and a name that does not exist (NSEC chain)" eval 'at_nsd nope.example.test A | grep -q "^; negative response, fully validated"'
+fi
 
 finish "dnssec suite"
