@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Differential conformance: Meridian, NSD and Knot serve the same zone (conf.test.zone beside
 # this script); every query of a corpus generated from the zone plus edge cases goes to all
-# three, and their replies are compared (rcode, flags, each section as a set, EDNS).
+# three, and their replies are compared (rcode, flags, each section as a set, EDNS). Then a
+# signed pass: Meridian and Knot sign the zone with one key and answer DO queries, compared
+# and each of Meridian's replies validated (see dns_diff.py's signed_pass).
 #
 #   ops/conformance/dns-diff.sh [path/to/meridian [CASE-GLOB...]]
 #     (default: target/debug/meridian, built if missing; each CASE-GLOB prints those cases' replies)
@@ -99,8 +101,57 @@ CONF
 "$MERIDIAN" serve --config "$W/meridian/meridian.toml" >"$W/meridian/stdout" 2>"$W/meridian/stderr" &
 PIDS+=($!)
 
+# ---- The signed pass: Meridian and Knot sign the zone with the same keys (a KSK and a ZSK
+# Meridian makes, imported into Knot's key store), and answer DO queries.
+KSK=$("$MERIDIAN" dnssec keygen "$ZONE" --dir "$W" --role ksk)
+ZSK=$("$MERIDIAN" dnssec keygen "$ZONE" --dir "$W" --role zsk)
+cat "$W/$KSK.key" "$W/$ZSK.key" > "$W/keys.key"
+SIGNED_MERIDIAN_PORT=$(free_port)
+mkdir -p "$W/signed-meridian"
+sed -e "s|127.0.0.1:$MERIDIAN_PORT|127.0.0.1:$SIGNED_MERIDIAN_PORT|" \
+    -e "s|$W/meridian/state|$W/signed-meridian/state|" "$W/meridian/meridian.toml" > "$W/signed-meridian/meridian.toml"
+echo "dnssec_keys = [\"$W/$KSK\", \"$W/$ZSK\"]" >> "$W/signed-meridian/meridian.toml"
+"$MERIDIAN" serve --config "$W/signed-meridian/meridian.toml" >"$W/signed-meridian/stdout" 2>"$W/signed-meridian/stderr" &
+PIDS+=($!)
+SIGNED_KNOT_PORT=$(free_port)
+mkdir -p "$W/signed-knot"
+for key in "$KSK" "$ZSK"; do
+  keymgr -D "$W/signed-knot/keys" "$ZONE." import-bind "$W/$key.private" >/dev/null
+done
+cat > "$W/signed-knot/knot.conf" <<CONF
+server:
+  listen: 127.0.0.1@$SIGNED_KNOT_PORT
+  rundir: "$W/signed-knot"
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+  udp-max-payload: 1232
+log:
+  - target: "$W/signed-knot/knot.log"
+    any: info
+database:
+  storage: "$W/signed-knot"
+policy:
+  - id: imported
+    manual: on
+template:
+  - id: default
+    storage: "$W/signed-knot"
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: $ZONE
+    file: "$W/$ZONE.zone"
+    dnssec-signing: on
+    dnssec-policy: imported
+CONF
+knotd -c "$W/signed-knot/knot.conf" 2>"$W/signed-knot/stderr" &
+PIDS+=($!)
+
 /usr/bin/python3 "$HERE/dns_diff.py" --zone "$W/$ZONE.zone" --origin "$ZONE" \
   --deliberate "$HERE/deliberate.toml" \
   --meridian "127.0.0.1:$MERIDIAN_PORT" --nsd "127.0.0.1:$NSD_PORT" --knot "127.0.0.1:$KNOT_PORT" \
+  --signed-meridian "127.0.0.1:$SIGNED_MERIDIAN_PORT" --signed-knot "127.0.0.1:$SIGNED_KNOT_PORT" \
+  --dnskey "$W/keys.key" \
   "${SHOW[@]}" \
-  || { status=$?; for d in nsd knot meridian; do echo "--- $d stderr"; tail -n 5 "$W/$d/stderr"; done; exit $status; }
+  || { status=$?; for d in nsd knot meridian signed-meridian signed-knot; do echo "--- $d stderr"; tail -n 5 "$W/$d/stderr"; done; exit $status; }

@@ -26,6 +26,7 @@ import textwrap
 import sys
 import tomllib
 
+import dns.dnssec
 import dns.edns
 import dns.flags
 import dns.message
@@ -34,6 +35,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 import dns.zone
 
 PROTECTED = {"rcode", "flag.AA", "flag.TC", "answer", "authority", "additional.ttl"}
@@ -299,6 +301,168 @@ def show(value):
     return repr(value)
 
 
+# ---- the signed pass: DO queries to Meridian and Knot signing the same zone with one key
+
+CO = 0x4000  # the Compact Answers OK EDNS flag (RFC 9824)
+NXNAME = 128
+
+
+def signed_corpus(zone_file, origin):
+    """DO queries over the zone: every name with the common types and its own, names below
+    each, empty non-terminals, wildcards and delegations; NXDOMAIN names with and without CO."""
+    zone = dns.zone.from_file(zone_file, origin=origin, relativize=False)
+    cases = []
+    add = lambda name, wire: cases.append(Case(name, wire))
+    common = ["A", "AAAA", "NS", "SOA", "MX", "TXT", "CNAME", "SRV", "DS", "DNSKEY"]
+    for node_name, node in sorted(zone.nodes.items()):
+        present = {dns.rdatatype.to_text(r.rdtype) for r in node.rdatasets}
+        name = node_name.to_text()
+        for t in sorted(set(common) | present):
+            add(f"do {name} {t}", query(name, t, do=True))
+        if not name.startswith("*"):
+            add(f"do below {name}", query("zz." + name, "A", do=True))
+    for name in ["c.ent", "b.c.ent", "y.wild", "a.b.wild", "host.wild", "deep.a.b.c.ent",
+                 "sub", "ns.sub", "deep.x.sub", "sub2", "far", "x.far"]:
+        for t in ["A", "TXT", "DS"]:
+            add(f"do {name} {t}", query(f"{name}.{origin}.", t, do=True))
+    for name in ["nothing", "zz.c.ent", "a.nothing"]:
+        add(f"do {name} A co", query(f"{name}.{origin}.", "A", do=True, ednsflags=CO))
+    return cases
+
+
+def rrsig_summary(rrsets):
+    """RRSIGs as compared: (owner, type covered, algorithm, labels, original TTL, signer)."""
+    out = set()
+    for rrset in rrsets:
+        if rrset.rdtype == dns.rdatatype.RRSIG:
+            for rd in rrset:
+                out.add((rrset.name.to_text().lower(), dns.rdatatype.to_text(rd.type_covered),
+                         int(rd.algorithm), rd.labels, rd.original_ttl,
+                         rd.signer.to_text().lower()))
+    return out
+
+
+def plain_records(rrsets, skip=(dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3)):
+    out = set()
+    for rrset in rrsets:
+        if rrset.rdtype not in skip:
+            out |= rrset_key(rrset)
+    return out
+
+
+def validation_problems(m, keys, origin):
+    """Every RRset of `m` signed by the zone must validate with `keys`; the answer's and the
+    authority's sets of the zone must be signed (not the NS set and glue of a referral)."""
+    problems = []
+    apex = dns.name.from_text(origin)
+    for section, rrsets in [("answer", m.answer), ("authority", m.authority),
+                            ("additional", m.additional)]:
+        sigs = [r for r in rrsets if r.rdtype == dns.rdatatype.RRSIG]
+        for rrset in rrsets:
+            if rrset.rdtype == dns.rdatatype.RRSIG:
+                continue
+            mine = [s for s in sigs if s.name == rrset.name and s[0].type_covered == rrset.rdtype]
+            # A delegation's NS set is the child's: never signed by the parent.
+            needed = section != "additional" and rrset.name.is_subdomain(apex) and not (
+                rrset.rdtype == dns.rdatatype.NS and rrset.name != apex)
+            if not mine:
+                if needed:
+                    problems.append(f"{section} {rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} unsigned")
+                continue
+            try:
+                dns.dnssec.validate(rrset, mine[0], {apex: keys})
+            except Exception as e:
+                problems.append(f"{section} {rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}: {e}")
+    return problems
+
+
+def compact_denial(m, qname):
+    """Whether `m` denies `qname` (or the end of the CNAME chain it starts) the compact way: an
+    NSEC at the name, next name \\000.name, NXNAME in its bitmap."""
+    for _ in range(10):
+        alias = [r for r in m.answer if r.name == qname and r.rdtype == dns.rdatatype.CNAME]
+        if not alias:
+            break
+        qname = alias[0][0].target
+    for rrset in m.authority:
+        if rrset.rdtype == dns.rdatatype.NSEC and rrset.name == qname:
+            rd = rrset[0]
+            types = {t for window, bits in rd.windows for t in
+                     (window * 256 + i * 8 + b for i, byte in enumerate(bits)
+                      for b in range(8) if byte & (0x80 >> b))}
+            return rd.next == dns.name.Name((b"\x00",) + qname.labels) and NXNAME in types
+    return False
+
+
+def signed_pass(args):
+    """Meridian against Knot, both signing with the zone's one key: rcodes (compact denial's
+    NOERROR, and NXDOMAIN under CO, is the rule here), AA and TC, the answer's and authority's
+    records but the denial's, RRSIGs by (owner, type covered, algorithm, labels, original TTL,
+    signer), and every Meridian reply validated with the key. Knot denies with its NSEC chain
+    and Meridian with one compact NSEC: each reply's denial is checked on its own. Knot signs a
+    wildcard's answer with the wildcard's labels and proves the name absent; Meridian, signing
+    online, signs it as the name asked (labels of the query name), which needs no proof."""
+    keys = dns.rrset.from_text(f"{args.origin}.", 300, "IN", "DNSKEY",
+                               *[l.split("DNSKEY", 1)[1].strip()
+                                 for l in open(args.dnskey) if "DNSKEY" in l and not l.startswith(";")])
+    servers = {"meridian": args.signed_meridian, "knot": args.signed_knot}
+    probe = Case("probe", query(f"{args.origin}.", "SOA"))
+    for name, addr in servers.items():
+        for _ in range(50):
+            if exchange(addr, probe) is not None:
+                break
+        else:
+            sys.exit(f"signed {name} on {addr} does not answer")
+    cases = signed_corpus(args.zone, args.origin)
+    failures, rules = [], {"compact NXDOMAIN": 0, "CO restores NXDOMAIN": 0, "wildcard labels": 0}
+    for case in cases:
+        raw = {n: exchange(a, case) for n, a in servers.items()}
+        if raw["meridian"] is None or raw["knot"] is None:
+            failures.append((case.name, "reply", f"meridian {raw['meridian'] is not None}, knot {raw['knot'] is not None}"))
+            continue
+        m, k = (dns.message.from_wire(raw[n], ignore_trailing=True) for n in ("meridian", "knot"))
+        qname = dns.message.from_wire(case.wire).question[0].name
+        co = bool(dns.message.from_wire(case.wire).ednsflags & CO)
+        mr, kr = m.rcode(), k.rcode()
+        if mr != kr:
+            if kr == dns.rcode.NXDOMAIN and mr == dns.rcode.NOERROR and not co and compact_denial(m, qname):
+                rules["compact NXDOMAIN"] += 1
+            else:
+                failures.append((case.name, "rcode", f"meridian {dns.rcode.to_text(mr)}, knot {dns.rcode.to_text(kr)}"))
+        elif co and mr == dns.rcode.NXDOMAIN:
+            rules["CO restores NXDOMAIN"] += 1
+        for f in ["AA", "TC"]:
+            flag = dns.flags.from_text(f)
+            if bool(m.flags & flag) != bool(k.flags & flag):
+                failures.append((case.name, f"flag.{f}", f"meridian {bool(m.flags & flag)}"))
+        for section in ["answer", "authority"]:
+            mine, theirs = getattr(m, section), getattr(k, section)
+            if plain_records(mine) != plain_records(theirs):
+                failures.append((case.name, section, f"meridian {show(frozenset(plain_records(mine)))}, "
+                                 f"knot {show(frozenset(plain_records(theirs)))}"))
+            skip_denial = lambda s: {r for r in s if r[1] not in ("NSEC", "NSEC3")}
+            ms, ks = skip_denial(rrsig_summary(mine)), skip_denial(rrsig_summary(theirs))
+            if ms != ks:
+                # The wildcard rule: the same signatures but for labels, Meridian's counting
+                # the owner's labels and Knot's fewer.
+                strip = lambda s: {r[:3] + r[4:] for r in s}
+                owner_labels = lambda r: len(dns.name.from_text(r[0]).labels) - 1
+                if strip(ms) == strip(ks) and all(r[3] == owner_labels(r) for r in ms):
+                    rules["wildcard labels"] += 1
+                else:
+                    failures.append((case.name, f"{section} RRSIGs", f"meridian {show(frozenset(ms))}, knot {show(frozenset(ks))}"))
+        for problem in validation_problems(m, keys, args.origin + "."):
+            failures.append((case.name, "validation", problem))
+    print(f"\nsigned pass: {len(cases)} DO queries to Meridian and Knot signing with one key")
+    for rule, n in rules.items():
+        print(f"  rule {rule}: {n} replies")
+    if failures:
+        print(f"\n{len(failures)} differences in the signed pass:")
+        for name, aspect, what in failures:
+            print(f"  {name!r} {aspect}: {what}")
+    return not failures
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--zone", required=True)
@@ -309,6 +473,9 @@ def main():
     p.add_argument("--knot", required=True)
     p.add_argument("--show", action="append", default=[],
                    help="print the three replies of the cases matching this glob")
+    p.add_argument("--signed-meridian", help="Meridian serving the zone signed")
+    p.add_argument("--signed-knot", help="Knot serving the zone signed with the same key")
+    p.add_argument("--dnskey", help="the key's .key file")
     args = p.parse_args()
     with open(args.deliberate, "rb") as f:
         documented = tomllib.load(f).get("difference", [])
@@ -381,7 +548,10 @@ def main():
                   f"    knot     {show(knot)}")
     if not alive:
         print("\nmeridian stopped answering")
-    if failures or not alive:
+    signed_ok = True
+    if args.signed_meridian:
+        signed_ok = signed_pass(args)
+    if failures or not alive or not signed_ok:
         sys.exit(1)
     print("\nno undocumented differences")
 

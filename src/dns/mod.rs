@@ -578,17 +578,10 @@ fn answer_query(
         qclass,
     ) {
         let compact_ok = edns.is_some_and(|e| e.compact_ok);
-        let negative_ttl = zone.negative_soa().ttl;
+        let ttls = (zone.soa().ttl, zone.negative_soa().ttl);
         let now = crate::clock::unix_now();
         let made = signing.made();
-        secure::secure(
-            &mut resp,
-            signing,
-            ctx.denial.take(),
-            compact_ok,
-            negative_ttl,
-            now,
-        );
+        secure::secure(&mut resp, signing, ctx.denial.take(), compact_ok, ttls, now);
         fresh = signing.made() != made;
     }
     // An answer that consulted no load-balanced name holds for every client: kept for the

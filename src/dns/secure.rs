@@ -41,15 +41,16 @@ pub(super) enum Denial<'z> {
 }
 
 /// Adds the proofs and signatures to an answer from a signed zone. `compact_ok` is the
-/// client's CO flag; `negative_ttl` is the zone's SOA negative TTL (RFC 2308).
+/// client's CO flag; `ttls` are the zone's SOA TTL and negative TTL (RFC 2308).
 pub(super) fn secure(
     resp: &mut Message,
     signing: &ZoneSigning,
     denial: Option<Denial<'_>>,
     compact_ok: bool,
-    negative_ttl: u32,
+    ttls: (u32, u32),
     now: u64,
 ) {
+    let (soa_ttl, negative_ttl) = ttls;
     // NSEC records take the TTL of the SOA they come with (lowered for a load-balanced name's
     // NODATA), else the zone's negative TTL.
     let ttl = resp
@@ -92,7 +93,7 @@ pub(super) fn secure(
             cut.as_ref().is_some_and(|c| c.zone_of(owner))
                 && !matches!(rtype, RecordType::DS | RecordType::NSEC)
         };
-        *section = signed(records, signing, &child, now);
+        *section = signed(records, signing, &child, Some(soa_ttl), now);
     }
 }
 
@@ -179,7 +180,7 @@ pub(super) fn signed_zone(
         below_cut(owner)
             || (cuts.contains(owner) && !matches!(rtype, RecordType::DS | RecordType::NSEC))
     };
-    signed(chained, signing, &child, now)
+    signed(chained, signing, &child, None, now)
 }
 
 fn opaque(code: RecordType, data: Vec<u8>) -> RData {
@@ -196,6 +197,7 @@ pub(super) fn signed(
     records: Vec<Record>,
     signing: &ZoneSigning,
     child: &dyn Fn(&Name, RecordType) -> bool,
+    soa_ttl: Option<u32>,
     now: u64,
 ) -> Vec<Record> {
     if records.is_empty() {
@@ -216,12 +218,19 @@ pub(super) fn signed(
             continue;
         }
         let rdatas: Vec<Vec<u8>> = set.iter().map(|r| canonical_rdata(&r.data)).collect();
+        // A negative answer's SOA goes out with the negative TTL; it is signed with the
+        // TTL it has in the zone (the RRSIG's original TTL), as every other answer holding
+        // it is.
+        let ttl = match (rtype, soa_ttl) {
+            (RecordType::SOA, Some(zone_ttl)) => zone_ttl,
+            _ => first.ttl,
+        };
         let signatures = signing.signatures(
             &Rrset {
                 owner: &first.name,
                 rtype: u16::from(rtype),
                 class: 1,
-                ttl: first.ttl,
+                ttl,
                 rdatas: &rdatas,
             },
             now,
