@@ -35,9 +35,11 @@
 # Workloads (servers that cannot serve one are skipped for it):
 #   static    A queries for 1,000 static names                      all
 #   nxdomain  random names that do not exist                         all
-#   weighted  a weighted name over 4 addresses                       meridian gdnsd pdns
-#   geo       a geo-nearest name over 3 sites (source 127.0.0.1)     meridian gdnsd pdns
-#   geo-ecs   the same with an ECS option on every query             meridian gdnsd pdns
+#   weighted  a weighted name over 4 addresses                       meridian gdnsd knot pdns
+#   geo       a geo-nearest name over 3 sites (source 127.0.0.1)     meridian gdnsd knot pdns
+#   geo-ecs   the same with an ECS option on every query             meridian gdnsd knot pdns
+# (Knot through its geoip module: weighted mode, and geodb mode mapping each country of the
+# bench database to its nearest site.)
 #   mix       resolver-like: DO bit, a COOKIE option, 0x20 mixed case, static names   all
 # With --dnssec (every server's zone signed, ECDSA P-256):
 #   static-do, weighted-do, geo-ecs-do   the workloads above with DO set
@@ -89,6 +91,7 @@ need=()
 for pair in dig:bind9-dnsutils dnsperf:dnsperf gdnsd:gdnsd nsd:nsd knotd:knot pdns_server:pdns-server; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
+compgen -G "/usr/lib/*/knot/modules-*/geoip.so" >/dev/null || need+=(knot-module-geoip)
 [ -e /usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so ] || need+=(pdns-backend-bind)
 [ -e /usr/lib/x86_64-linux-gnu/pdns/libgeoipbackend.so ] || need+=(pdns-backend-geoip)
 [ -z "$PROFILE" ] || command -v perf >/dev/null || need+=(linux-perf)
@@ -265,9 +268,35 @@ config_nsd() {
   taskset -c 0 nsd -d -c "$d/nsd.conf" >"$d/out" 2>&1 &
 }
 
-config_knot() {
+config_knot() { # Knot with its geoip module: weighted and geodb (by country, ECS honoured)
   local d="$W/knot"; mkdir -p "$d/db"
-  cp "$W/static.zone" "$d/bench.test.zone"
+  # The module answers for names the zone holds: placeholders it replaces.
+  { cat "$W/static.zone"; echo "wrr 30 IN A 192.0.2.1"; echo "geo 30 IN A 192.0.2.20"; } > "$d/bench.test.zone"
+  cat > "$d/wrr.yaml" <<EOF
+wrr.bench.test:
+  - weight: 1
+    A: 192.0.2.1
+  - weight: 2
+    A: 192.0.2.2
+  - weight: 3
+    A: 192.0.2.3
+  - weight: 4
+    A: 192.0.2.4
+EOF
+  # Each country of the bench database to its nearest site (Paris, for 127/8: Frankfurt).
+  cat > "$d/geo.yaml" <<EOF
+geo.bench.test:
+  - geo: "DE"
+    A: 192.0.2.20
+  - geo: "FR"
+    A: 192.0.2.20
+  - geo: "US"
+    A: 198.51.100.20
+  - geo: "SG"
+    A: 203.0.113.20
+EOF
+  local signing=off
+  [ -z "$DNSSEC" ] || signing=on
   cat > "$d/knot.conf" <<EOF
 server:
     listen: 127.0.0.1@${PORT[knot]}
@@ -276,17 +305,34 @@ server:
     background-workers: 1
     rundir: $d
     pidfile: $d/knot.pid
+    edns-client-subnet: on
 database:
     storage: $d/db
 log:
   - target: stderr
     any: error
+mod-geoip:
+  - id: wrr
+    config-file: $d/wrr.yaml
+    ttl: 30
+    mode: weighted
+    dnssec: $signing
+  - id: geo
+    config-file: $d/geo.yaml
+    ttl: 30
+    mode: geodb
+    geodb-file: $W/bench.mmdb
+    geodb-key: [ country/iso_code ]
+    dnssec: $signing
 zone:
   - domain: bench.test
     storage: $d
     file: bench.test.zone
+    dnssec-signing: $signing
+    module: [ mod-geoip/wrr, mod-geoip/geo ]
 EOF
-  [ -z "$DNSSEC" ] || echo "    dnssec-signing: on" >> "$d/knot.conf"
+  # Signing variants are made when the module loads: the keys must exist by then.
+  [ -z "$DNSSEC" ] || keymgr -c "$d/knot.conf" bench.test. generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null
   taskset -c 0 knotd -c "$d/knot.conf" >"$d/out" 2>&1 &
 }
 
@@ -353,7 +399,7 @@ EOF
 
 serves() { # serves SERVER WORKLOAD
   case "$2" in
-    weighted*|geo*) [[ "$1" == meridian* || "$1" == baseline || "$1" == gdnsd || "$1" == pdns ]] ;;
+    weighted*|geo*) [[ "$1" == meridian* || "$1" == baseline || "$1" == gdnsd || "$1" == pdns || "$1" == knot ]] ;;
     *) true ;;
   esac
 }
