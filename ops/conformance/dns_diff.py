@@ -301,7 +301,19 @@ def show(value):
     return repr(value)
 
 
-# ---- the signed pass: DO queries to Meridian and Knot signing the same zone with one key
+def wait_for(servers, origin):
+    """Waits until each server answers the zone's SOA (50 tries); returns that query."""
+    probe = Case("probe", query(f"{origin}.", "SOA"))
+    for name, addr in servers.items():
+        for _ in range(50):
+            if exchange(addr, probe) is not None:
+                break
+        else:
+            sys.exit(f"{name} on {addr} does not answer")
+    return probe
+
+
+# ---- the signed pass: DO queries to Meridian and Knot signing the same zone with the same keys
 
 CO = 0x4000  # the Compact Answers OK EDNS flag (RFC 9824)
 NXNAME = 128
@@ -395,7 +407,7 @@ def compact_denial(m, qname):
 
 
 def signed_pass(args):
-    """Meridian against Knot, both signing with the zone's one key: rcodes (compact denial's
+    """Meridian against Knot, both signing with the same keys: rcodes (compact denial's
     NOERROR, and NXDOMAIN under CO, is the rule here), AA and TC, the answer's and authority's
     records but the denial's, RRSIGs by (owner, type covered, algorithm, labels, original TTL,
     signer), and every Meridian reply validated with the key. Knot denies with its NSEC chain
@@ -406,13 +418,7 @@ def signed_pass(args):
                                *[l.split("DNSKEY", 1)[1].strip()
                                  for l in open(args.dnskey) if "DNSKEY" in l and not l.startswith(";")])
     servers = {"meridian": args.signed_meridian, "knot": args.signed_knot}
-    probe = Case("probe", query(f"{args.origin}.", "SOA"))
-    for name, addr in servers.items():
-        for _ in range(50):
-            if exchange(addr, probe) is not None:
-                break
-        else:
-            sys.exit(f"signed {name} on {addr} does not answer")
+    wait_for(servers, args.origin)
     cases = signed_corpus(args.zone, args.origin)
     failures, rules = [], {"compact NXDOMAIN": 0, "CO restores NXDOMAIN": 0, "wildcard labels": 0}
     for case in cases:
@@ -453,7 +459,7 @@ def signed_pass(args):
                     failures.append((case.name, f"{section} RRSIGs", f"meridian {show(frozenset(ms))}, knot {show(frozenset(ks))}"))
         for problem in validation_problems(m, keys, args.origin + "."):
             failures.append((case.name, "validation", problem))
-    print(f"\nsigned pass: {len(cases)} DO queries to Meridian and Knot signing with one key")
+    print(f"\nsigned pass: {len(cases)} DO queries to Meridian and Knot signing with the same keys")
     for rule, n in rules.items():
         print(f"  rule {rule}: {n} replies")
     if failures:
@@ -484,13 +490,7 @@ def main():
             sys.exit(f"deliberate.toml: '{d['id']}' documents a protected aspect")
 
     servers = {"meridian": args.meridian, "nsd": args.nsd, "knot": args.knot}
-    probe = Case("probe", query(f"{args.origin}.", "SOA"))
-    for name, addr in servers.items():
-        for _ in range(50):
-            if exchange(addr, probe) is not None:
-                break
-        else:
-            sys.exit(f"{name} on {addr} does not answer")
+    probe = wait_for(servers, args.origin)
 
     cases = corpus(args.zone, args.origin)
     failures, tolerated, used = [], {}, set()

@@ -12,7 +12,14 @@
 //! case) has the same length, so the pointers hold for every query that finds the entry. An
 //! entry lives [`LIFETIME`] seconds, well inside the shortest signature refresh, and a config
 //! (with its cache) is replaced whole on reload.
+//!
+//! An answer is stored the second time it is built, not the first: a doorkeeper (two bits per
+//! hashed question, cleared now and then) remembers what was asked once. So a flood of names
+//! asked once each (random subdomains of a wildcard, denials of names that do not exist)
+//! costs one bit apiece instead of churning the store, and a signed answer is stored once
+//! its signatures are cached.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::bounded::BoundedMap;
@@ -45,12 +52,24 @@ pub(crate) struct Stored {
 
 pub(crate) struct AnswerCache {
     map: BoundedMap<Arc<Stored>>,
+    /// Two bits per hashed question asked once ([`DOORKEEPER_BITS`], 128 KiB).
+    doorkeeper: Box<[AtomicU64]>,
+    /// Bits set since the doorkeeper was last cleared.
+    marked: AtomicU64,
 }
+
+/// The doorkeeper's size; it is cleared after marking this many questions, so a bit set long
+/// ago does not admit a question forever.
+const DOORKEEPER_BITS: usize = 1 << 20;
 
 impl Default for AnswerCache {
     fn default() -> Self {
         AnswerCache {
             map: BoundedMap::new(ENTRIES, BYTES),
+            doorkeeper: (0..DOORKEEPER_BITS / 64)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            marked: AtomicU64::new(0),
         }
     }
 }
@@ -68,6 +87,25 @@ fn key<'b>(name: &[u8], qtype: u16, flags: u8, buf: &'b mut [u8; 259]) -> Option
 }
 
 impl AnswerCache {
+    /// Whether `key` was marked before (both of its bits set); marks it.
+    fn seen_before(&self, key: &[u8]) -> bool {
+        let hash = self.map.hash(key);
+        let mut seen = true;
+        for bit in [hash as u32, (hash >> 32) as u32].map(|h| h as usize % DOORKEEPER_BITS) {
+            let mask = 1u64 << (bit % 64);
+            seen &= self.doorkeeper[bit / 64].fetch_or(mask, Ordering::Relaxed) & mask != 0;
+        }
+        // Cleared at an eighth full: a question asked once is then taken for one asked
+        // before about once in sixty.
+        if !seen && self.marked.fetch_add(1, Ordering::Relaxed) + 1 >= DOORKEEPER_BITS as u64 / 16 {
+            self.marked.store(0, Ordering::Relaxed);
+            for word in self.doorkeeper.iter() {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
+        seen
+    }
+
     /// The answer stored for (`name`, `qtype`, `flags`) and still served at `now`.
     pub(crate) fn get(&self, name: &[u8], qtype: u16, flags: u8, now: u64) -> Option<Arc<Stored>> {
         let mut buf = [0; 259];
@@ -97,6 +135,9 @@ impl AnswerCache {
         let Some(key) = key(name, qtype, flags, &mut buf) else {
             return;
         };
+        if !self.seen_before(key) {
+            return;
+        }
         let stored = Stored {
             zone,
             flags: encoded[2] & !0x01,
@@ -107,5 +148,52 @@ impl AnswerCache {
         };
         self.map
             .insert(key.into(), Arc::new(stored), sections.len() + 64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply() -> Vec<u8> {
+        // A header (NOERROR, AA, one answer), the question www.example A, one A record.
+        let mut m = vec![0, 0, 0x84, 0, 0, 1, 0, 1, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x03www\x07example\x00\x00\x01\x00\x01");
+        m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        m
+    }
+
+    #[test]
+    fn an_answer_is_stored_the_second_time_it_is_built() {
+        let cache = AnswerCache::default();
+        let name = b"\x03www\x07example\x00";
+        let question = (&name[..], 1, 0);
+        cache.store(question, 0, name.len() + 4, &reply(), 100);
+        assert!(
+            cache.get(name, 1, 0, 100).is_none(),
+            "asked once: only marked"
+        );
+        cache.store(question, 0, name.len() + 4, &reply(), 100);
+        let stored = cache.get(name, 1, 0, 100).expect("stored");
+        assert_eq!(stored.counts, [0, 1, 0, 0, 0, 0]);
+        assert_eq!(stored.sections.len(), 16);
+        assert!(
+            cache.get(name, 1, 1, 100).is_none(),
+            "DO is part of the key"
+        );
+        assert!(cache.get(name, 1, 0, 100 + LIFETIME).is_none(), "expired");
+    }
+
+    #[test]
+    fn names_asked_once_do_not_fill_the_store() {
+        let cache = AnswerCache::default();
+        for i in 0..20_000u32 {
+            let name = format!("\x08{i:08}\x07example\x00");
+            let mut m = reply();
+            m.splice(12..25, name.bytes());
+            cache.store((name.as_bytes(), 1, 0), 0, name.len() + 4, &m, 100);
+        }
+        // Hash collisions in the doorkeeper admit a few.
+        assert!(cache.map.size().0 < 20_000 / 50, "{:?}", cache.map.size());
     }
 }

@@ -10,9 +10,12 @@
 //! `decide_lb` and only encoded here; names that do not exist get the zone's SOA.
 //!
 //! Anything unusual (other opcodes or classes, EDNS versions above 0, malformed options, ANY,
-//! wildcards, delegations, names whose pools hold CNAME members, DO queries to signed zones,
-//! answers that need shedding or truncation) returns `false` and is answered by the general
-//! path, which stays the authority. A test compares both paths.
+//! wildcards, delegations, names whose pools hold CNAME members, DO queries to signed zones
+//! but for load-balanced addresses, answers that need shedding or truncation) is answered from
+//! what the general path stored for it ([`super::cache`]) when it holds for every client, or
+//! returns `false` and is answered by the general path, which stays the authority. A signed
+//! load-balanced address set is signed here, through the zone's signature cache. A test
+//! compares both paths, signed and not.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -491,10 +494,8 @@ pub(crate) fn answer_noting(
     // ANY, transfers and the other query-only types (128-255, RFC 6895 section 3.1), OPT
     // and type 0 are the general path's; so is DS, which the parent zone answers at a child
     // zone's apex.
-    if (128..=255).contains(&qtype) || qtype == u16::from(RecordType::OPT) || qtype == 0 {
-        return false;
-    }
-    if qtype == u16::from(RecordType::DS) {
+    let special = [RecordType::OPT, RecordType::DS].map(u16::from);
+    if (128..=255).contains(&qtype) || special.contains(&qtype) || qtype == 0 {
         return false;
     }
     let key = question.name();
@@ -518,16 +519,11 @@ pub(crate) fn answer_noting(
             let Some(up) = index.get(&key[at..]) else {
                 continue;
             };
-            if up.kind == KIND_SLOW {
-                *seen = crate::metrics::Seen::new(up.zone, qtype);
-                return recall(&reply, index, qtype, out, cap);
-            }
-            let z = &index.zones[up.zone];
-            if z.has_wildcard || (z.signing.is_some() && dnssec_ok) {
-                *seen = crate::metrics::Seen::new(up.zone, qtype);
-                return recall(&reply, index, qtype, out, cap);
-            }
             *seen = crate::metrics::Seen::new(up.zone, qtype);
+            let z = &index.zones[up.zone];
+            if up.kind == KIND_SLOW || z.has_wildcard || (z.signing.is_some() && dnssec_ok) {
+                return recall(&reply, index, qtype, out, cap);
+            }
             reply.header(out, 3, [0, 1, 0]);
             z.write_soa(out, key.len());
             reply.finish(out, z, None);

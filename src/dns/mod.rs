@@ -568,10 +568,6 @@ fn answer_query(
         ctx.additional_data(&mut resp);
     }
     let edns = q.edns.as_ref();
-    // Whether this answer needed a signature made for it: such an answer is stored only
-    // when asked again (its signature is cached by then), so names asked once, like the
-    // random names of a denial flood, do not churn the stored answers.
-    let mut fresh = false;
     if let (Some(signing), true, DNSClass::IN) = (
         zone.signing.as_deref(),
         edns.is_some_and(|e| e.dnssec_ok),
@@ -580,13 +576,11 @@ fn answer_query(
         let compact_ok = edns.is_some_and(|e| e.compact_ok);
         let ttls = (zone.soa().ttl, zone.negative_soa().ttl);
         let now = crate::clock::unix_now();
-        let made = signing.made();
         secure::secure(&mut resp, signing, ctx.denial.take(), compact_ok, ttls, now);
-        fresh = signing.made() != made;
     }
     // An answer that consulted no load-balanced name holds for every client: kept for the
     // fast path.
-    let general = ctx.trace.is_none() && ctx.scope.is_none() && reserve == 0 && !fresh;
+    let general = ctx.trace.is_none() && ctx.scope.is_none() && reserve == 0;
     if general && qclass == DNSClass::IN && resp.metadata.op_code == OpCode::Query {
         let flags = cache::flags(
             edns.is_some_and(|e| e.dnssec_ok),

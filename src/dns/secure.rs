@@ -164,11 +164,7 @@ pub(super) fn signed_zone(
         while let Some(r) = rest.next_if(|r| canonical_order(&r.name, owner).is_le()) {
             chained.push(r);
         }
-        let mut all = types.clone();
-        all.extend([46, 47]);
-        let mut data = Vec::with_capacity(next.len() + 40);
-        crate::dnssec::write_canonical_name(next, &mut data);
-        crate::dnssec::write_type_bitmap(&mut all, &mut data);
+        let data = crate::dnssec::nsec_rdata(next, types);
         chained.push(Record::from_rdata(
             owner.clone(),
             negative_ttl,

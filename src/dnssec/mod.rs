@@ -10,7 +10,7 @@ pub mod sign;
 
 pub use keys::{zone_keys, Algorithm, KeyError, KeyRole, KeyState, KeyTimes, ZoneKey, ZoneKeys};
 pub use online::{
-    canonical_order, compact_nsec, type_bitmap as write_type_bitmap, write_canonical_name,
-    CacheLimits, CacheSummary, SigningPolicy, ZoneSigning,
+    canonical_order, compact_nsec, nsec_rdata, CacheLimits, CacheSummary, SigningPolicy,
+    ZoneSigning,
 };
 pub use sign::{Rrset, Signer, Validity};

@@ -243,11 +243,6 @@ impl ZoneSigning {
         signatures
     }
 
-    /// Signatures made so far (one atomic read).
-    pub fn made(&self) -> u64 {
-        self.cache.made.load(Ordering::Relaxed)
-    }
-
     /// What the signature cache holds at `now` (a walk over it: for status and metrics).
     pub fn summary(&self, now: u64) -> CacheSummary {
         self.cache.summary(now)
@@ -331,15 +326,19 @@ impl SignatureCache {
 /// `\000.owner`, the least name after it, so the record covers no other name; the bitmap
 /// lists `types` (RRSIG and NSEC are added).
 pub fn compact_nsec(owner: &Name, types: &[u16]) -> Vec<u8> {
-    let mut rdata = Vec::with_capacity(owner.len() + 16);
-    let mut next = Vec::with_capacity(owner.len() + 2);
-    super::keys::canonical_name(owner, &mut next);
     // `\000.owner` when it fits in 255 bytes; otherwise the owner itself, which leaves the
     // proof to the bitmap alone.
-    if next.len() + 2 <= 255 {
-        rdata.extend_from_slice(&[1, 0]);
-    }
-    rdata.extend_from_slice(&next);
+    let next = owner
+        .prepend_label(&[0u8][..])
+        .unwrap_or_else(|_| owner.clone());
+    nsec_rdata(&next, types)
+}
+
+/// The data of an NSEC record: `next` in canonical form, then the bitmap of `types` with
+/// RRSIG and NSEC added.
+pub fn nsec_rdata(next: &Name, types: &[u16]) -> Vec<u8> {
+    let mut rdata = Vec::with_capacity(next.len() + 40);
+    super::keys::canonical_name(next, &mut rdata);
     let mut all: Vec<u16> = types.to_vec();
     all.extend([46, 47]);
     type_bitmap(&mut all, &mut rdata);
@@ -364,14 +363,9 @@ pub fn canonical_order(a: &Name, b: &Name) -> std::cmp::Ordering {
     }
 }
 
-/// Writes a name in canonical wire form (lower case, uncompressed).
-pub fn write_canonical_name(name: &Name, out: &mut Vec<u8>) {
-    super::keys::canonical_name(name, out);
-}
-
 /// Writes an NSEC type bitmap (RFC 4034 section 4.1.2): per window of 256 types, its number,
 /// its length and the bits, each window as short as its highest type allows.
-pub fn type_bitmap(types: &mut [u16], out: &mut Vec<u8>) {
+fn type_bitmap(types: &mut [u16], out: &mut Vec<u8>) {
     types.sort_unstable();
     let mut at = 0;
     while at < types.len() {
