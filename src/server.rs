@@ -198,14 +198,18 @@ async fn reload_on_sighup(node: Arc<Node>) {
 /// Reloads when a DNSSEC key's timing metadata says its state changes (Publish, Activate,
 /// Inactive, Delete): the zone then publishes and signs with the keys as they stand, so a
 /// rollover the key files describe is carried out on time without an operator's reload.
+/// While a key-signing key is held for the parent's DS, reloads every [`PARENT_RECHECK`] to
+/// read the parent again.
 async fn reload_at_key_events(node: Arc<Node>) {
     loop {
         let now = crate::clock::unix_now();
-        let next = {
+        let (next, held) = {
             let loaded = node.config();
-            loaded
-                .config
-                .zones
+            let zones = &loaded.config.zones;
+            let held = zones
+                .iter()
+                .any(|z| z.signing.as_ref().is_some_and(|s| s.holds_any()));
+            let next = zones
                 .iter()
                 .flat_map(|z| z.dnssec_keys.iter())
                 .flat_map(|k| {
@@ -218,17 +222,26 @@ async fn reload_at_key_events(node: Arc<Node>) {
                 })
                 .flatten()
                 .filter(|&at| at > now)
-                .min()
+                .min();
+            (next, held)
         };
         // Looked at again at least hourly: a reload may have brought other keys.
         let wait = next.map_or(3600, |at| (at - now).min(3600));
+        let wait = if held { wait.min(PARENT_RECHECK) } else { wait };
         tokio::time::sleep(Duration::from_secs(wait)).await;
         if next.is_some_and(|at| crate::clock::unix_now() >= at) {
             tracing::info!("a DNSSEC key's state changes now: reloading");
             node.reload().await;
+        } else if held {
+            tracing::info!("a key-signing key is held for the parent's DS: reloading to read it");
+            node.reload().await;
         }
     }
 }
+
+/// How often the parent's DS set is read again while a key-signing key waits for it, in
+/// seconds.
+const PARENT_RECHECK: u64 = 300;
 
 /// Polls the config's files once a second; after a change, waits until they have been quiet
 /// for half a second (editors write in several steps), then reloads.

@@ -662,9 +662,10 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         .map_err(|m| invalid(entry.span(), object(), m));
         let zone = match (Zone::load(&zone_file, &origin), transfer, keys) {
             (Ok(zone), Ok(transfer), Ok((keys, policy))) => {
-                if let Some(policy) = policy {
+                if let Some((policy, parents)) = policy {
                     let at = line_of(&text, entry.span().start);
-                    signed.push((builder.zones.len(), policy, entry.span(), object(), at));
+                    let declared = (entry.span(), object(), at);
+                    signed.push((builder.zones.len(), policy, parents, declared));
                 }
                 builder.zone_transfer.push(transfer);
                 builder.zone_keys.push((keys.into(), None));
@@ -688,9 +689,9 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     // Signing is set up once every zone is read: a zone's parent, when this node serves it,
     // says which DS records point at the zone's keys.
     let now = crate::clock::unix_now();
-    for (i, policy, span, object, at) in signed {
+    for (i, policy, parents, (span, object, at)) in signed {
         let origin = builder.zones[i].origin.clone();
-        let parent_ds: Option<Vec<Vec<u8>>> = builder
+        let local = builder
             .zones
             .iter()
             .filter(|z| z.origin != origin && z.origin.zone_of(&origin))
@@ -700,6 +701,22 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
                 ds.map(|set| set.wire_rdata().map(<[u8]>::to_vec).collect())
                     .unwrap_or_default()
             });
+        // Not served here: asked of the parent's servers, when the zone names them.
+        let parent_ds: Option<Vec<Vec<u8>>> = match local {
+            Some(ds) => Some(ds),
+            None if parents.is_empty() => None,
+            None => match crate::dnssec::parent_ds(&origin, &parents) {
+                Ok(ds) => Some(ds),
+                Err(e) => {
+                    builder.warnings.push(format!(
+                        "{}:{at}: {object}: dnssec_parent: the parent's DS set could not be \
+                         read ({e}): a retiring key-signing key is not held for it",
+                        file.display()
+                    ));
+                    None
+                }
+            },
+        };
         let keys = builder.zone_keys[i].0.clone();
         let limits = crate::dnssec::CacheLimits::default();
         match crate::dnssec::ZoneSigning::new(&keys, policy, limits, now, parent_ds.as_deref()) {
@@ -727,15 +744,15 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     }
 }
 
-/// A zone's DNSSEC keys, checked ([`crate::dnssec::zone_keys`]), and how it signs, with the
-/// warnings to print.
+/// A zone's DNSSEC keys, checked ([`crate::dnssec::zone_keys`]), how it signs and its
+/// parent's servers, with the warnings to print.
 fn zone_dnssec(
     z: &file::ZoneEntry,
     paths: &[PathBuf],
 ) -> Result<
     (
         Vec<crate::dnssec::ZoneKey>,
-        crate::dnssec::SigningPolicy,
+        ZoneSigningSettings,
         Vec<String>,
     ),
     String,
@@ -767,8 +784,21 @@ fn zone_dnssec(
             policy.refresh, policy.validity
         ));
     }
-    Ok((checked.keys, policy, checked.warnings))
+    let parents = z
+        .dnssec_parent
+        .iter()
+        .flatten()
+        .map(|text| {
+            text.parse::<std::net::SocketAddr>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| format!("dnssec_parent: {text:?} is not ADDR or ADDR:PORT"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((checked.keys, (policy, parents), checked.warnings))
 }
+
+/// How a zone signs, and the servers of its parent zone.
+type ZoneSigningSettings = (crate::dnssec::SigningPolicy, Vec<std::net::SocketAddr>);
 
 fn transfer(t: &TransferSection, keys: &[TsigKey]) -> Result<Transfer, String> {
     let key = match &t.key {

@@ -12,7 +12,7 @@
 //! Anything unusual (other opcodes or classes, EDNS versions above 0, malformed options, ANY,
 //! wildcards, delegations, names whose pools hold CNAME members, DO queries to signed zones
 //! but for load-balanced addresses, answers that need shedding or truncation) is answered from
-//! what the general path stored for it ([`super::cache`]) when it holds for every client, or
+//! what the general path stored for it (`dns::cache`) when it holds for every client, or
 //! returns `false` and is answered by the general path, which stays the authority. A signed
 //! load-balanced address set is signed here, through the zone's signature cache. A test
 //! compares both paths, signed and not.
@@ -565,7 +565,7 @@ pub(crate) fn answer_noting(
     out.len() <= cap
 }
 
-/// Answers from the general path's stored answers ([`super::cache`]) when one is stored for
+/// Answers from the general path's stored answers (`dns::cache`) when one is stored for
 /// this question and fits.
 fn recall(
     reply: &Reply<'_, '_>,

@@ -177,6 +177,12 @@ impl ZoneSigning {
         &self.published
     }
 
+    /// Whether a key is held for the parent's DS: the node then reads the parent again
+    /// every few minutes.
+    pub fn holds_any(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// Whether the key with this tag is held past its Inactive time (see [`ZoneSigning::new`]).
     pub fn is_held(&self, tag: u16) -> bool {
         self.held.contains(&tag)

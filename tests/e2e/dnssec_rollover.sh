@@ -155,4 +155,50 @@ dnssec-settime -D now "$ksk1" >/dev/null
 check "remove: the old KSK leaves the key set" eventually 10 eval 'test "$(keyset)" = 2'
 check "remove: answers validate" validates
 
+# The parent on another server: the child's node reads the DS set from it (dnssec_parent).
+# Another KSK rollover, the retire step held until that server's DS changes.
+mkdir -p "$W/parent" && cp "$W/test.zone" "$W/parent/test.zone"
+cat > "$W/parent/meridian.toml" <<EOF
+[server]
+listen = ["127.0.0.1:0"]
+control = "127.0.0.1:0"
+state_dir = "state"
+
+[[zone]]
+origin = "test"
+file = "test.zone"
+EOF
+CHILD_DNS=$DNS CHILD_CONTROL=$CONTROL CHILD_W=$W
+W=$W/parent  # start_serve reads the addresses from $W/serve.out
+start_serve "$BIN" "$W/meridian.toml"
+W=$CHILD_W
+PARENT_DNS=$DNS DNS=$CHILD_DNS CONTROL=$CHILD_CONTROL
+remote_parent_zone() { # remote_parent_zone SERIAL DS-LINE: the parent server's zone
+  { grep -v ' DS ' "$W/test.zone" | sed "s/ 1 7200 / $1 7200 /; s/ 2 7200 / $1 7200 /"; echo "$2"; } > "$W/parent/test.zone.new"
+  mv "$W/parent/test.zone.new" "$W/parent/test.zone"
+}
+ksk3=$("$BIN" dnssec keygen example.test --dir "$W" --role ksk)
+T3=$(tag "$ksk3")
+child_keys "$ksk2" "$zsk2" "$ksk3"
+# The child zone alone now, its parent asked over DNS.
+/usr/bin/python3 - "$W/meridian.toml" "$PARENT_DNS" <<'PY'
+import re, sys
+path, parent = sys.argv[1], sys.argv[2]
+text = open(path).read()
+# Drop the parent zone's table; the child's gains dnssec_parent.
+text = re.sub(r'\[\[zone\]\]\norigin = "test"\n(?:.+\n)*\n*', '', text)
+text = text.rstrip("\n") + f'\ndnssec_parent = ["{parent}"]\n'
+open(path + ".new", "w").write(text)
+PY
+mv "$W/meridian.toml.new" "$W/meridian.toml"
+check "remote parent: both new and old KSK sign the key set" eventually 10 eval 'test "$(signers example.test DNSKEY)" = "$(printf '\''%s\n'\'' "$T2" "$T3" | sort -n | tr '\''\n'\'' '\'' '\'')"'
+dnssec-settime -I now "$ksk2" >/dev/null
+check "remote parent: the old KSK is held while the parent's DS points at it" eventually 10 eval 'test "$(state_of "$T2")" = held'
+remote_parent_zone 3 "example IN DS $(cds)"
+check "remote parent: its DS follows the CDS" eventually 10 eval 'dig @"${PARENT_DNS%:*}" -p "${PARENT_DNS##*:}" +short example.test DS | grep -q "^$T3 "'
+# The node reads the parent again every few minutes while it holds a key; a reload now.
+"$BIN" ctl --control "$CONTROL" reload >/dev/null
+check "remote parent: once read, the old KSK retires" eventually 10 eval 'test "$(state_of "$T2")" = retired'
+check "remote parent: the new KSK alone signs the key set" test "$(signers example.test DNSKEY)" = "$T3 "
+
 finish "dnssec rollover suite"
