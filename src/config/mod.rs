@@ -7,6 +7,11 @@
 //! Files: the server file (`meridian.toml`) lists zones; each zone has an RFC 1035 zone file
 //! and optionally a `*.gslb.toml` file declaring its load-balanced names, pools and checks.
 //! Relative paths are resolved against the directory of the file that names them.
+//!
+//! Modules: `file` (the file structs), `gslb` (the load-balancing files and the builder),
+//! `check` (a `[check.*]` table), `settings` (plain server settings), `dnssec` (a zone's
+//! keys, signing policy and parent, and its signing set up once every zone is read), `site`
+//! and `site_file` (the site proxy's config).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +32,7 @@ use crate::health::{
 use crate::zone::{fqdn_lower, LbMark, Zone, ZoneError};
 
 mod check;
+mod dnssec;
 mod file;
 mod gslb;
 mod settings;
@@ -601,8 +607,8 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     }
     // Every zone is read even after one fails, so one run reports every broken file.
     let mut errors = Vec::new();
-    // Zones with keys, signed once every zone is read: (index, policy, where declared).
-    let mut signed = Vec::new();
+    // Zones with keys, signed once every zone is read.
+    let mut signed: Vec<dnssec::Pending> = Vec::new();
     let mut origins: Vec<Name> = Vec::new();
     for entry in &parsed.zone {
         let z = entry.get_ref();
@@ -646,7 +652,7 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
                         .sources
                         .push(PathBuf::from(format!("{stem}.private")));
                 }
-                zone_dnssec(z, &paths).map(|(keys, policy, warnings)| {
+                dnssec::zone_dnssec(z, &paths).map(|(keys, policy, warnings)| {
                     let at = line_of(&text, entry.span().start);
                     for w in warnings {
                         builder.warnings.push(format!(
@@ -662,10 +668,10 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         .map_err(|m| invalid(entry.span(), object(), m));
         let zone = match (Zone::load(&zone_file, &origin), transfer, keys) {
             (Ok(zone), Ok(transfer), Ok((keys, policy))) => {
-                if let Some((policy, parents)) = policy {
+                if let Some(settings) = policy {
                     let at = line_of(&text, entry.span().start);
                     let declared = (entry.span(), object(), at);
-                    signed.push((builder.zones.len(), policy, parents, declared));
+                    signed.push((builder.zones.len(), settings, declared));
                 }
                 builder.zone_transfer.push(transfer);
                 builder.zone_keys.push((keys.into(), None));
@@ -688,54 +694,8 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
     }
     // Signing is set up once every zone is read: a zone's parent, when this node serves it,
     // says which DS records point at the zone's keys.
-    let now = crate::clock::unix_now();
-    for (i, policy, parents, (span, object, at)) in signed {
-        let origin = builder.zones[i].origin.clone();
-        let local = builder
-            .zones
-            .iter()
-            .filter(|z| z.origin != origin && z.origin.zone_of(&origin))
-            .max_by_key(|z| z.origin.num_labels())
-            .map(|parent| {
-                let ds = parent.node(&origin).and_then(|n| n.rrset(RecordType::DS));
-                ds.map(|set| set.wire_rdata().map(<[u8]>::to_vec).collect())
-                    .unwrap_or_default()
-            });
-        // Not served here: asked of the parent's servers, when the zone names them.
-        let parent_ds: Option<Vec<Vec<u8>>> = match local {
-            Some(ds) => Some(ds),
-            None if parents.is_empty() => None,
-            None => match crate::dnssec::parent_ds(&origin, &parents) {
-                Ok(ds) => Some(ds),
-                Err(e) => {
-                    builder.warnings.push(format!(
-                        "{}:{at}: {object}: dnssec_parent: the parent's DS set could not be \
-                         read ({e}): a retiring key-signing key is not held for it",
-                        file.display()
-                    ));
-                    None
-                }
-            },
-        };
-        let keys = builder.zone_keys[i].0.clone();
-        let limits = crate::dnssec::CacheLimits::default();
-        match crate::dnssec::ZoneSigning::new(&keys, policy, limits, now, parent_ds.as_deref()) {
-            Ok(signing) => {
-                for key in keys.iter().filter(|k| signing.is_held(k.key_tag())) {
-                    builder.warnings.push(format!(
-                        "{}:{at}: {object}: key {} is past its Inactive time but keeps signing \
-                         the key set: the parent's DS points at no other active key-signing \
-                         key yet",
-                        file.display(),
-                        key.file_stem()
-                    ));
-                }
-                let (cds, cdnskey) = signing.parent_signals();
-                builder.zones[i].publish_keys(signing.published(), cds, cdnskey);
-                builder.zone_keys[i].1 = Some(Arc::new(signing));
-            }
-            Err(e) => errors.push(invalid(span, object, format!("dnssec_keys: {e}"))),
-        }
+    for (span, object, message) in dnssec::set_up_signing(&mut builder, signed, &file) {
+        errors.push(invalid(span, object, message));
     }
     match errors.len() {
         0 => builder.finish(server),
@@ -743,62 +703,6 @@ pub fn load(source: &Source) -> Result<Config, ConfigError> {
         _ => Err(ConfigError::Several(errors)),
     }
 }
-
-/// A zone's DNSSEC keys, checked ([`crate::dnssec::zone_keys`]), how it signs and its
-/// parent's servers, with the warnings to print.
-fn zone_dnssec(
-    z: &file::ZoneEntry,
-    paths: &[PathBuf],
-) -> Result<
-    (
-        Vec<crate::dnssec::ZoneKey>,
-        ZoneSigningSettings,
-        Vec<String>,
-    ),
-    String,
-> {
-    use crate::dnssec::SigningPolicy;
-    let now = crate::clock::unix_now();
-    let checked =
-        crate::dnssec::zone_keys(&z.origin, paths, now).map_err(|m| format!("dnssec_keys: {m}"))?;
-    let defaults = SigningPolicy::default();
-    let seconds = |key: &str, value: &Option<String>, default: u32| match value {
-        None => Ok(default),
-        Some(text) => parse_duration(text)
-            .map_err(|m| format!("{key}: {m}"))
-            .and_then(|d| u32::try_from(d.as_secs()).map_err(|_| format!("{key}: too long"))),
-    };
-    let policy = SigningPolicy {
-        validity: seconds("dnssec_validity", &z.dnssec_validity, defaults.validity)?,
-        refresh: seconds("dnssec_refresh", &z.dnssec_refresh, defaults.refresh)?,
-        jitter: seconds("dnssec_jitter", &z.dnssec_jitter, defaults.jitter)?,
-        cds: z.dnssec_cds.unwrap_or(defaults.cds),
-    };
-    if policy.refresh < 3600 {
-        return Err("dnssec_refresh: at least an hour".into());
-    }
-    if policy.refresh >= policy.validity {
-        return Err(format!(
-            "dnssec_refresh ({}s) must be shorter than dnssec_validity ({}s): signatures would be \
-             made again on every answer",
-            policy.refresh, policy.validity
-        ));
-    }
-    let parents = z
-        .dnssec_parent
-        .iter()
-        .flatten()
-        .map(|text| {
-            text.parse::<std::net::SocketAddr>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
-                .map_err(|_| format!("dnssec_parent: {text:?} is not ADDR or ADDR:PORT"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((checked.keys, (policy, parents), checked.warnings))
-}
-
-/// How a zone signs, and the servers of its parent zone.
-type ZoneSigningSettings = (crate::dnssec::SigningPolicy, Vec<std::net::SocketAddr>);
 
 fn transfer(t: &TransferSection, keys: &[TsigKey]) -> Result<Transfer, String> {
     let key = match &t.key {
