@@ -113,29 +113,34 @@ impl AnswerCache {
         self.map.get(key, |s| s.until > now)
     }
 
-    /// Stores `encoded`, a whole reply without OPT whose question is `question_len` bytes,
-    /// as the answer of zone `zone` to (`name`, `qtype`, `flags`). Only NOERROR and NXDOMAIN
-    /// replies are stored.
+    /// Stores the reply `encode` makes (a whole message without OPT whose question is
+    /// `question_len` bytes; `None` when it cannot) as the answer of zone `zone` to (`name`,
+    /// `qtype`, `flags`), if the question was asked before: `encode` runs only then. Only
+    /// NOERROR and NXDOMAIN replies are stored.
     pub(crate) fn store(
         &self,
         question: (&[u8], u16, u8),
         zone: usize,
         question_len: usize,
-        encoded: &[u8],
         now: u64,
+        encode: impl FnOnce() -> Option<Vec<u8>>,
     ) {
         let (name, qtype, flags) = question;
-        let Some(sections) = encoded.get(12 + question_len..) else {
-            return;
-        };
-        if !matches!(encoded[3] & 0x0f, 0 | 3) {
-            return;
-        }
         let mut buf = [0; 259];
         let Some(key) = key(name, qtype, flags, &mut buf) else {
             return;
         };
+        // A question asked once costs a bit, not an encoding.
         if !self.seen_before(key) {
+            return;
+        }
+        let Some(encoded) = encode() else {
+            return;
+        };
+        let Some(sections) = encoded.get(12 + question_len..) else {
+            return;
+        };
+        if !matches!(encoded[3] & 0x0f, 0 | 3) {
             return;
         }
         let stored = Stored {
@@ -168,12 +173,14 @@ mod tests {
         let cache = AnswerCache::default();
         let name = b"\x03www\x07example\x00";
         let question = (&name[..], 1, 0);
-        cache.store(question, 0, name.len() + 4, &reply(), 100);
+        cache.store(question, 0, name.len() + 4, 100, || {
+            panic!("encoded when asked once")
+        });
         assert!(
             cache.get(name, 1, 0, 100).is_none(),
             "asked once: only marked"
         );
-        cache.store(question, 0, name.len() + 4, &reply(), 100);
+        cache.store(question, 0, name.len() + 4, 100, || Some(reply()));
         let stored = cache.get(name, 1, 0, 100).expect("stored");
         assert_eq!(stored.counts, [0, 1, 0, 0, 0, 0]);
         assert_eq!(stored.sections.len(), 16);
@@ -191,7 +198,7 @@ mod tests {
             let name = format!("\x08{i:08}\x07example\x00");
             let mut m = reply();
             m.splice(12..25, name.bytes());
-            cache.store((name.as_bytes(), 1, 0), 0, name.len() + 4, &m, 100);
+            cache.store((name.as_bytes(), 1, 0), 0, name.len() + 4, 100, || Some(m));
         }
         // Hash collisions in the doorkeeper admit a few.
         assert!(cache.map.size().0 < 20_000 / 50, "{:?}", cache.map.size());

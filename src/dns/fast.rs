@@ -436,7 +436,6 @@ pub fn answer(
 }
 
 /// One fast answer in the making: the query and what its reply carries besides the records.
-#[derive(Clone)]
 struct Reply<'a, 'q> {
     loaded: &'a Loaded,
     q: &'a Query<'q>,
@@ -458,8 +457,8 @@ impl Reply<'_, '_> {
     }
 
     /// Appends the OPT, echoing ECS for zone `z` with the scope the answer holds for.
-    fn finish(mut self, out: &mut Vec<u8>, z: &FastZone, scope: Option<IpNet>) {
-        if let Some(opt) = self.opt.as_mut() {
+    fn finish(&self, out: &mut Vec<u8>, z: &FastZone, scope: Option<IpNet>) {
+        if let Some(mut opt) = self.opt {
             let client = self.q.client(z.ecs, self.src);
             opt.echo_ecs(self.q, z.ecs, client, scope, true);
             opt.append(out, 0);
@@ -595,7 +594,7 @@ fn recall(
     out.extend_from_slice(&stored.counts);
     out.extend_from_slice(&reply.q.packet[12..reply.question.end]);
     out.extend_from_slice(&stored.sections);
-    reply.clone().finish(out, z, None);
+    reply.finish(out, z, None);
     out.len() <= cap
 }
 

@@ -586,19 +586,22 @@ fn answer_query(
             edns.is_some_and(|e| e.dnssec_ok),
             edns.is_some_and(|e| e.compact_ok),
         );
-        resp.metadata.message_type = MessageType::Response;
-        resp.edns = None;
-        if let Ok(encoded) = resp.to_vec() {
-            let question_len = question.end - 12;
-            let echoed = encoded.get(12..12 + question_len);
-            if echoed.is_some_and(|e| e.eq_ignore_ascii_case(&q.packet[12..question.end])) {
-                let now = crate::clock::unix_now();
-                let asked = (question.name(), question.qtype, flags);
-                loaded
-                    .answers
-                    .store(asked, zone_index, question_len, &encoded, now);
-            }
-        }
+        let question_len = question.end - 12;
+        let asked = (question.name(), question.qtype, flags);
+        let now = crate::clock::unix_now();
+        let resp = &mut resp;
+        loaded
+            .answers
+            .store(asked, zone_index, question_len, now, || {
+                resp.metadata.message_type = MessageType::Response;
+                resp.edns = None;
+                let encoded = resp.to_vec().ok()?;
+                // Stored only when the question was echoed as asked (same length, any case).
+                let echoed = encoded.get(12..12 + question_len)?;
+                echoed
+                    .eq_ignore_ascii_case(&q.packet[12..question.end])
+                    .then_some(encoded)
+            });
     }
     if let Some(opt) = opt.as_mut() {
         opt.echo_ecs(q, zone.ecs, client, ctx.scope, !ctx.peek);

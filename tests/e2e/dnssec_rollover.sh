@@ -64,26 +64,21 @@ members = [
   { site = "b", address = "192.0.2.2" },
 ]
 EOF
-child_keys() { # child_keys STEM...: the child zone's dnssec_keys
+server_section() { # the [server] table of each node's file, on loopback ports
+  printf '[server]\nlisten = ["127.0.0.1:0"]\ncontrol = "127.0.0.1:0"\nstate_dir = "state"\n\n'
+}
+PARENT_AT=""
+child_keys() { # child_keys STEM...: the node's file with the child zone's dnssec_keys; the
+  # parent zone served beside it, or, with PARENT_AT set, asked of that server
   local list="" k
   for k in "$@"; do list+="\"$k\", "; done
-  cat > meridian.toml.new <<EOF
-[server]
-listen = ["127.0.0.1:0"]
-control = "127.0.0.1:0"
-state_dir = "state"
-
-[[zone]]
-origin = "test"
-file = "test.zone"
-dnssec_keys = ["$parent_key"]
-
-[[zone]]
-origin = "example.test"
-file = "example.test.zone"
-gslb = "example.test.gslb.toml"
-dnssec_keys = [${list%, }]
-EOF
+  {
+    server_section
+    [ -n "$PARENT_AT" ] || printf '[[zone]]\norigin = "test"\nfile = "test.zone"\ndnssec_keys = ["%s"]\n\n' "$parent_key"
+    printf '[[zone]]\norigin = "example.test"\nfile = "example.test.zone"\ngslb = "example.test.gslb.toml"\n'
+    printf 'dnssec_keys = [%s]\n' "${list%, }"
+    [ -z "$PARENT_AT" ] || printf 'dnssec_parent = ["%s"]\n' "$PARENT_AT"
+  } > meridian.toml.new
   mv meridian.toml.new meridian.toml
 }
 child_keys "$ksk1" "$zsk1"
@@ -158,16 +153,7 @@ check "remove: answers validate" validates
 # The parent on another server: the child's node reads the DS set from it (dnssec_parent).
 # Another KSK rollover, the retire step held until that server's DS changes.
 mkdir -p "$W/parent" && cp "$W/test.zone" "$W/parent/test.zone"
-cat > "$W/parent/meridian.toml" <<EOF
-[server]
-listen = ["127.0.0.1:0"]
-control = "127.0.0.1:0"
-state_dir = "state"
-
-[[zone]]
-origin = "test"
-file = "test.zone"
-EOF
+{ server_section; printf '[[zone]]\norigin = "test"\nfile = "test.zone"\n'; } > "$W/parent/meridian.toml"
 CHILD_DNS=$DNS CHILD_CONTROL=$CONTROL CHILD_W=$W
 W=$W/parent  # start_serve reads the addresses from $W/serve.out
 start_serve "$BIN" "$W/meridian.toml"
@@ -179,18 +165,9 @@ remote_parent_zone() { # remote_parent_zone SERIAL DS-LINE: the parent server's 
 }
 ksk3=$("$BIN" dnssec keygen example.test --dir "$W" --role ksk)
 T3=$(tag "$ksk3")
-child_keys "$ksk2" "$zsk2" "$ksk3"
 # The child zone alone now, its parent asked over DNS.
-/usr/bin/python3 - "$W/meridian.toml" "$PARENT_DNS" <<'PY'
-import re, sys
-path, parent = sys.argv[1], sys.argv[2]
-text = open(path).read()
-# Drop the parent zone's table; the child's gains dnssec_parent.
-text = re.sub(r'\[\[zone\]\]\norigin = "test"\n(?:.+\n)*\n*', '', text)
-text = text.rstrip("\n") + f'\ndnssec_parent = ["{parent}"]\n'
-open(path + ".new", "w").write(text)
-PY
-mv "$W/meridian.toml.new" "$W/meridian.toml"
+PARENT_AT=$PARENT_DNS
+child_keys "$ksk2" "$zsk2" "$ksk3"
 check "remote parent: both new and old KSK sign the key set" eventually 10 eval 'test "$(signers example.test DNSKEY)" = "$(printf '\''%s\n'\'' "$T2" "$T3" | sort -n | tr '\''\n'\'' '\'' '\'')"'
 dnssec-settime -I now "$ksk2" >/dev/null
 check "remote parent: the old KSK is held while the parent's DS points at it" eventually 10 eval 'test "$(state_of "$T2")" = held'
