@@ -380,3 +380,92 @@ fn answers_with_do_are_signed_and_deny_compactly() {
         assert_eq!(a, b, "{name} {rtype}");
     }
 }
+
+/// The canonical order of names (RFC 4034 section 6.1).
+fn canonical_cmp(a: &Name, b: &Name) -> std::cmp::Ordering {
+    let labels = |n: &Name| -> Vec<Vec<u8>> {
+        let mut l: Vec<Vec<u8>> = n.iter().map(|l| l.to_ascii_lowercase()).collect();
+        l.reverse();
+        l
+    };
+    labels(a).cmp(&labels(b))
+}
+
+#[test]
+fn white_lies_deny_with_nxdomain_and_two_covering_nsecs() {
+    let cfg = ConfigDir::new(&zone_with(SIGNED_ZONE), SIGNED_GSLB);
+    let csk = dnssec(&cfg.path(""), &["keygen", "example.test"]);
+    let config = std::fs::read_to_string(cfg.config()).unwrap();
+    cfg.write(
+        "meridian.toml",
+        &format!("{config}dnssec_keys = [{csk:?}]\ndnssec_denial = \"nsec\"\n"),
+    );
+    let (ok, out) = check_config(&cfg);
+    assert!(!ok);
+    assert!(
+        out.contains("dnssec_denial: \"nsec\" is neither \"compact\""),
+        "{out}"
+    );
+    cfg.write(
+        "meridian.toml",
+        &format!("{config}dnssec_keys = [{csk:?}]\ndnssec_denial = \"white-lies\"\n"),
+    );
+    let key_line = std::fs::read_to_string(cfg.path(&format!("{csk}.key"))).unwrap();
+    let public = key_line
+        .lines()
+        .find(|l| l.contains("DNSKEY"))
+        .and_then(|l| l.split_whitespace().last())
+        .map(|k| data_encoding::BASE64.decode(k.as_bytes()).unwrap())
+        .unwrap();
+    let srv = Server::start(&cfg);
+    let ask = |name: &str, rtype, co| query_udp(srv.dns, &signed_query(name, rtype, None, co));
+    let n = |s: &str| Name::from_ascii(s).unwrap();
+    let covers = |nsec: &Record, name: &Name| {
+        let data = canonical(&nsec.data);
+        let mut decoder = hickory_proto::serialize::binary::BinDecoder::new(&data);
+        let next: Name =
+            hickory_proto::serialize::binary::BinDecodable::read(&mut decoder).unwrap();
+        canonical_cmp(&nsec.name, name).is_lt() && canonical_cmp(name, &next).is_lt()
+    };
+
+    // NXDOMAIN whether or not the client understands compact denial; the closest encloser
+    // is the apex, or the empty non-terminal, or a name below it.
+    for (name, encloser, co) in [
+        ("nope.example.test", "example.test", false),
+        ("nope.example.test", "example.test", true),
+        ("a.b.nope.example.test", "example.test", false),
+        ("b.ent.example.test", "ent.example.test", false),
+        ("z.a.ent.example.test", "a.ent.example.test", false),
+    ] {
+        let m = ask(name, RecordType::A, co);
+        assert_eq!(m.response_code, ResponseCode::NXDomain, "{name}");
+        assert_eq!(verify_all(&m, &public), Ok(3), "SOA and two NSECs: {m:?}");
+        let nsecs: Vec<&Record> = m
+            .authorities
+            .iter()
+            .filter(|r| r.record_type() == RecordType::NSEC)
+            .collect();
+        assert_eq!(nsecs.len(), 2, "{name}: {m:?}");
+        let wildcard = n(&format!("*.{encloser}"));
+        assert!(covers(nsecs[0], &n(name)), "{name}: {:?}", nsecs[0]);
+        assert!(covers(nsecs[1], &wildcard), "{name}: {:?}", nsecs[1]);
+        // Neither covers a name that exists: the encloser, or the zone's names around.
+        for exists in [
+            "example.test",
+            "ent.example.test",
+            "mail.example.test",
+            "www.example.test",
+        ] {
+            assert!(
+                !nsecs.iter().any(|r| covers(r, &n(exists))),
+                "{name}: {exists}"
+            );
+        }
+    }
+    // NODATA and the empty non-terminal are as in compact denial: the name's own NSEC.
+    let m = ask("ent.example.test", RecordType::A, false);
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert_eq!(verify_all(&m, &public), Ok(2));
+    assert_eq!(nsec_of(&m).0, n("ent.example.test."));
+    assert_eq!(nsec_of(&m).2, [46, 47]);
+}

@@ -26,7 +26,7 @@ pub(super) fn zone_dnssec(
     ),
     String,
 > {
-    use crate::dnssec::SigningPolicy;
+    use crate::dnssec::{DenialStyle, SigningPolicy};
     let now = crate::clock::unix_now();
     let checked =
         crate::dnssec::zone_keys(&z.origin, paths, now).map_err(|m| format!("dnssec_keys: {m}"))?;
@@ -42,6 +42,16 @@ pub(super) fn zone_dnssec(
         refresh: seconds("dnssec_refresh", &z.dnssec_refresh, defaults.refresh)?,
         jitter: seconds("dnssec_jitter", &z.dnssec_jitter, defaults.jitter)?,
         cds: z.dnssec_cds.unwrap_or(defaults.cds),
+        denial: match z.dnssec_denial.as_deref() {
+            None | Some("compact") => DenialStyle::Compact,
+            Some("white-lies") => DenialStyle::WhiteLies,
+            Some(other) => {
+                return Err(format!(
+                    "dnssec_denial: {other:?} is neither \"compact\" (RFC 9824) nor \"white-lies\" \
+                     (RFC 4470)"
+                ))
+            }
+        },
     };
     if policy.refresh < 3600 {
         return Err("dnssec_refresh: at least an hour".into());

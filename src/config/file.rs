@@ -88,6 +88,9 @@ pub(super) struct ZoneEntry {
     pub(super) dnssec_jitter: Option<String>,
     /// Publish CDS and CDNSKEY for the parent (default true).
     pub(super) dnssec_cds: Option<bool>,
+    /// How absent names are denied: `"compact"` (RFC 9824, the default) or `"white-lies"`
+    /// (RFC 4470).
+    pub(super) dnssec_denial: Option<String>,
     /// Servers of the parent zone (`ADDR` or `ADDR:PORT`), asked for the zone's DS set when
     /// this node does not serve the parent.
     pub(super) dnssec_parent: Option<Vec<String>>,

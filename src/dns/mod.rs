@@ -574,9 +574,8 @@ fn answer_query(
         qclass,
     ) {
         let compact_ok = edns.is_some_and(|e| e.compact_ok);
-        let ttls = (zone.soa().ttl, zone.negative_soa().ttl);
         let now = crate::clock::unix_now();
-        secure::secure(&mut resp, signing, ctx.denial.take(), compact_ok, ttls, now);
+        secure::secure(&mut resp, zone, signing, ctx.denial.take(), compact_ok, now);
     }
     // An answer that consulted no load-balanced name holds for every client: kept for the
     // fast path.

@@ -109,10 +109,10 @@ impl Ctx<'_, '_> {
                     self.denial = Some(Denial::Delegation { cut, node });
                     return;
                 }
-                Position::Missing => {
+                Position::Missing { encloser } => {
                     resp.metadata.response_code = ResponseCode::NXDomain;
                     resp.authorities.push(zone.negative_soa());
-                    self.denial = Some(Denial::Name(name));
+                    self.denial = Some(Denial::Name { name, encloser });
                     return;
                 }
                 Position::Exact(node) | Position::Wildcard(node) => node,

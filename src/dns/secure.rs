@@ -5,7 +5,10 @@
 //! over a record that covers nothing else.
 //!
 //! - A name that does not exist: NOERROR (NXDOMAIN when the client sets CO) with an NSEC
-//!   listing RRSIG, NSEC and NXNAME.
+//!   listing RRSIG, NSEC and NXNAME. A zone set to white lies (RFC 4470) answers NXDOMAIN
+//!   with two NSEC records instead, one covering the name (from just before the next closer
+//!   name to just past it, [`crate::dnssec::cover`]) and one covering the wildcard at the
+//!   closest encloser.
 //! - A name without the type asked: an NSEC listing what the name holds, less that type.
 //!   An empty non-terminal lists RRSIG and NSEC only.
 //! - A wildcard's answer is signed as the name asked (an online signer may: the RRSIG's
@@ -19,8 +22,8 @@ use hickory_proto::rr::rdata::NULL;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::dnssec::{compact_nsec, Rrset, ZoneSigning};
-use crate::zone::Node;
+use crate::dnssec::{compact_nsec, cover, nsec_rdata, DenialStyle, Rrset, ZoneSigning};
+use crate::zone::{Node, Zone};
 
 /// NXNAME (RFC 9824): in a compact denial's bitmap, the name does not exist.
 const NXNAME: u16 = 128;
@@ -28,8 +31,8 @@ const NXNAME: u16 = 128;
 /// What a negative answer or a referral has to prove, as the resolver found it.
 #[derive(Debug)]
 pub(super) enum Denial<'z> {
-    /// `0` does not exist.
-    Name(Name),
+    /// `name` does not exist; `encloser` is its deepest existing ancestor.
+    Name { name: Name, encloser: Name },
     /// `owner` exists (as `node`, which may be a wildcard's or empty) without `qtype`.
     Type {
         owner: Name,
@@ -40,17 +43,17 @@ pub(super) enum Denial<'z> {
     Delegation { cut: Name, node: &'z Node },
 }
 
-/// Adds the proofs and signatures to an answer from a signed zone. `compact_ok` is the
-/// client's CO flag; `ttls` are the zone's SOA TTL and negative TTL (RFC 2308).
+/// Adds the proofs and signatures to an answer from `zone`, signed by `signing`.
+/// `compact_ok` is the client's CO flag.
 pub(super) fn secure(
     resp: &mut Message,
+    zone: &Zone,
     signing: &ZoneSigning,
     denial: Option<Denial<'_>>,
     compact_ok: bool,
-    ttls: (u32, u32),
     now: u64,
 ) {
-    let (soa_ttl, negative_ttl) = ttls;
+    let (soa_ttl, negative_ttl) = (zone.soa().ttl, zone.negative_soa().ttl);
     // NSEC records take the TTL of the SOA they come with (lowered for a load-balanced name's
     // NODATA), else the zone's negative TTL.
     let ttl = resp
@@ -61,12 +64,25 @@ pub(super) fn secure(
     let mut cut = None;
     match denial {
         None => {}
-        Some(Denial::Name(owner)) => {
-            if !compact_ok {
-                resp.metadata.response_code = ResponseCode::NoError;
+        Some(Denial::Name { name, encloser }) => match signing.denial() {
+            DenialStyle::Compact => {
+                if !compact_ok {
+                    resp.metadata.response_code = ResponseCode::NoError;
+                }
+                resp.authorities.push(nsec(name, ttl, &[NXNAME]));
             }
-            resp.authorities.push(nsec(owner, ttl, &[NXNAME]));
-        }
+            DenialStyle::WhiteLies => {
+                // The name just below the closest encloser on the way to the one asked
+                // (RFC 5155's "next closer"): covering it covers the name asked too.
+                let next_closer = name.trim_to(encloser.iter().count() + 1);
+                let wildcard = encloser
+                    .prepend_label("*")
+                    .expect("the encloser held a child");
+                for covered in [next_closer, wildcard] {
+                    resp.authorities.push(covering_nsec(zone, &covered, ttl));
+                }
+            }
+        },
         Some(Denial::Type { owner, node, qtype }) => {
             let types: Vec<u16> = held(node).filter(|&t| t != u16::from(qtype)).collect();
             resp.authorities.push(nsec(owner, ttl, &types));
@@ -110,6 +126,22 @@ fn held(node: &Node) -> impl Iterator<Item = u16> + '_ {
         .map(|s| u16::from(s.rtype))
         .chain(lb)
         .filter(|&t| t != 46 && t != 47)
+}
+
+/// An NSEC record that covers `name`, absent from `zone`, and no name that exists (RFC 4470):
+/// from just before `name` to just past it and its subtree. Its owner lists what it holds
+/// when it is a name of the zone (the encloser itself, before a `\000` label).
+fn covering_nsec(zone: &Zone, name: &Name, ttl: u32) -> Record {
+    let owner = cover::before(name, |n| zone.node(n).is_some());
+    let next = cover::after_subtree(name)
+        .filter(|n| zone.origin.zone_of(n))
+        .unwrap_or_else(|| zone.origin.clone());
+    let types: Vec<u16> = zone
+        .node(&owner)
+        .map(|n| held(n).collect())
+        .unwrap_or_default();
+    let data = nsec_rdata(&next, &types);
+    Record::from_rdata(owner, ttl, opaque(RecordType::NSEC, data))
 }
 
 fn nsec(owner: Name, ttl: u32, types: &[u16]) -> Record {

@@ -29,6 +29,21 @@ pub struct SigningPolicy {
     pub jitter: u32,
     /// Publish CDS and CDNSKEY at the apex for the parent (RFC 7344).
     pub cds: bool,
+    /// How a name that does not exist is denied.
+    pub denial: DenialStyle,
+}
+
+/// How a signed zone proves that a name does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenialStyle {
+    /// Compact denial (RFC 9824): NOERROR with one NSEC owned by the name, listing NXNAME
+    /// (NXDOMAIN restored when the client sets CO). One signature per denial.
+    #[default]
+    Compact,
+    /// Minimally covering NSEC records, "white lies" (RFC 4470): NXDOMAIN with one NSEC
+    /// covering the name and one covering the wildcard at its closest encloser, each spanning
+    /// no other name. Two signatures per denial, understood by every validator.
+    WhiteLies,
 }
 
 impl Default for SigningPolicy {
@@ -38,6 +53,7 @@ impl Default for SigningPolicy {
             refresh: 7 * 86_400,
             jitter: 12 * 3600,
             cds: true,
+            denial: DenialStyle::Compact,
         }
     }
 }
@@ -170,6 +186,11 @@ impl ZoneSigning {
             identity,
             cache: Arc::new(SignatureCache::new(limits)),
         })
+    }
+
+    /// How the zone proves a name absent.
+    pub fn denial(&self) -> DenialStyle {
+        self.policy.denial
     }
 
     /// The DNSKEY data of the published keys, for the apex DNSKEY set.

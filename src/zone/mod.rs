@@ -226,8 +226,9 @@ pub enum Position<'z> {
     Wildcard(&'z Node),
     /// The name is at or below a zone cut: refer to the child's name servers.
     Referral { cut: Name, node: &'z Node },
-    /// Nothing here and no wildcard: NXDOMAIN.
-    Missing,
+    /// Nothing here and no wildcard: NXDOMAIN. `encloser` is the closest encloser, the
+    /// deepest existing ancestor of the name asked (RFC 4592 section 3.3.1).
+    Missing { encloser: Name },
 }
 
 /// A parsed, validated zone.
@@ -470,7 +471,7 @@ impl Zone {
         for n in apex_labels + 1..=total {
             let ancestor = qname.trim_to(n);
             let Some(node) = self.node(&ancestor) else {
-                return self.wildcard(&encloser);
+                return self.wildcard(encloser);
             };
             if node.rrset(RecordType::NS).is_some() && node.lb.is_none() {
                 // A zone cut. DS lives on the parent side of the cut (RFC 4035 section 3.1.4.1).
@@ -486,14 +487,14 @@ impl Zone {
         }
         match self.node(qname) {
             Some(node) => Position::Exact(node),
-            None => self.wildcard(&encloser),
+            None => self.wildcard(encloser),
         }
     }
 
-    fn wildcard(&self, encloser: &Name) -> Position<'_> {
+    fn wildcard(&self, encloser: Name) -> Position<'_> {
         match encloser.prepend_label("*").ok().and_then(|w| self.node(&w)) {
             Some(node) => Position::Wildcard(node),
-            None => Position::Missing,
+            None => Position::Missing { encloser },
         }
     }
 
@@ -602,7 +603,7 @@ mod tests {
         ));
         assert!(matches!(
             z.find(&n("zz.example.test."), RecordType::A),
-            Position::Missing
+            Position::Missing { encloser } if encloser == n("example.test.")
         ));
     }
 

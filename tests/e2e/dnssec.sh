@@ -61,6 +61,7 @@ check "a private key that is not the public key's is refused ($(head -c 120 "$W/
 command -v delv >/dev/null || { echo "delv is missing (bind9-dnsutils)"; exit 2; }
 mkdir -p "$W/serve" && cd "$W/serve"
 signer=$("$BIN" dnssec keygen example.test --dir "$W/serve")
+liar=$("$BIN" dnssec keygen lies.test --dir "$W/serve")
 cat > example.test.zone <<'EOF'
 $TTL 300
 @ IN SOA ns1.example.test. hostmaster.example.test. 1 7200 900 1209600 60
@@ -77,6 +78,7 @@ ns.secure IN A 192.0.2.153
 insecure IN NS ns.insecure
 ns.insecure IN A 192.0.2.154
 EOF
+cp example.test.zone lies.test.zone
 cat > example.test.gslb.toml <<'EOF'
 [[name]]
 name = "www"
@@ -123,6 +125,12 @@ gslb = "example.test.gslb.toml"
 dnssec_keys = ["$signer"]
 [zone.transfer]
 allow = ["127.0.0.0/8"]
+
+[[zone]]
+origin = "lies.test"
+file = "lies.test.zone"
+dnssec_keys = ["$liar"]
+dnssec_denial = "white-lies"
 EOF
 start_serve "$BIN" "$W/serve/meridian.toml"
 read -r _ _ _ flags proto alg key < <(grep DNSKEY "$signer.key")
@@ -171,6 +179,37 @@ RELAY
 PIDS+=($!)
 check "dig through the relay gets the changed address" eventually 10 eval 'dig @127.0.0.1 -p "$relay_port" +dnssec +norec static.example.test A | grep -q "A[[:space:]]*192.0.2.81"'
 check "delv fails to validate it" eval 'delv_at "127.0.0.1:$relay_port" static.example.test A | grep -q "resolution failed"'
+
+# A zone that denies names with NSEC white lies (RFC 4470): NXDOMAIN with an NSEC covering
+# the name and one covering the wildcard, each spanning nothing else; validated by delv (BIND)
+# and by unbound-host (libunbound), which find the closest encloser in different ways.
+read -r _ _ _ flags proto alg key < <(grep DNSKEY "$liar.key")
+printf 'trust-anchors {\n  lies.test. static-key %s %s %s "%s";\n};\n' "$flags" "$proto" "$alg" "$key" > lies.anchors
+lies_proven() { delv @"${DNS%:*}" -p "${DNS##*:}" -a lies.anchors +root=lies.test "$@" 2>&1 | grep -q '^; negative response, fully validated'; }
+check "a missing name gets NXDOMAIN with two NSEC records" eval '[ "$(dig @"${DNS%:*}" -p "${DNS##*:}" +dnssec +norec nope.lies.test A | grep -Ec "status: NXDOMAIN|IN[[:space:]]+NSEC[[:space:]]")" = 3 ]'
+for name in nope.lies.test a.b.nope.lies.test b.ent.lies.test z.a.ent.lies.test 0.lies.test zzz.lies.test; do
+  check "delv validates the white lies for $name" lies_proven "$name" A
+done
+check "delv validates an empty non-terminal in that zone" lies_proven ent.lies.test A
+check "delv validates a type a name lacks in that zone" lies_proven static.lies.test TXT
+if command -v unbound-host >/dev/null; then
+  cat > unbound.conf <<CONF
+server:
+  do-not-query-localhost: no
+  local-zone: "test." nodefault
+  module-config: "validator iterator"
+  trust-anchor: "lies.test. DNSKEY $flags $proto $alg $key"
+stub-zone:
+  name: "lies.test"
+  stub-addr: 127.0.0.1@${DNS##*:}
+CONF
+  ub() { unbound-host -C unbound.conf -v -t A "$1" 2>&1; }
+  for asked in nope.lies.test a.b.nope.lies.test b.ent.lies.test '(.lies.test' ns1a.lies.test; do
+    check "unbound-host finds NXDOMAIN for $asked secure" eval '[[ "$(ub "$asked")" == *"(NXDOMAIN). (secure)" ]]'
+  done
+  check "unbound-host finds the empty non-terminal secure" eval '[[ "$(ub ent.lies.test)" == *"has no address (secure)" ]]'
+  check "unbound-host finds a static name secure" eval '[[ "$(ub static.lies.test)" == *"has address 192.0.2.80 (secure)" ]]'
+fi
 
 # The signed zone transferred: BIND's verifier accepts it (signatures, the NSEC chain over
 # every name, the load-balanced ones included), and an NSD secondary serving it answers what
