@@ -398,6 +398,7 @@ fn scrape(node: &Node) -> crate::metrics::Scrape {
                 cached_bytes: cache.bytes as u64,
                 made: cache.made,
                 earliest_expiry: cache.earliest_expiry,
+                transferred_expiry: cache.transferred_expiry,
                 keys: z
                     .dnssec_keys
                     .iter()
@@ -587,6 +588,7 @@ fn status(node: &Node) -> Value {
                         "cached_bytes": cache.bytes,
                         "made": cache.made,
                         "earliest_expiry": cache.earliest_expiry,
+                        "transferred_expiry": cache.transferred_expiry,
                     })
                 }),
             })

@@ -421,6 +421,8 @@ pub struct SignedZone {
     pub made: u64,
     /// The earliest expiration among the signatures served (Unix seconds).
     pub earliest_expiry: Option<u64>,
+    /// The earliest expiration among the signatures secondaries hold (Unix seconds).
+    pub transferred_expiry: Option<u64>,
     /// Each key's tag and state name.
     pub keys: Vec<(u16, &'static str)>,
 }
@@ -747,7 +749,7 @@ pub fn render(s: &Scrape) -> String {
 /// families are declared even with no signed zone, so rules may name them.
 fn dnssec(out: &mut String, zones: &[SignedZone]) {
     type Gauge = fn(&SignedZone) -> Option<u64>;
-    let series: [(&str, &str, &str, Gauge); 4] = [
+    let series: [(&str, &str, &str, Gauge); 5] = [
         (
             "dnssec_signature_cache_sets",
             "gauge",
@@ -771,6 +773,12 @@ fn dnssec(out: &mut String, zones: &[SignedZone]) {
             "gauge",
             "The earliest expiration among the signatures the zone serves.",
             |z| z.earliest_expiry,
+        ),
+        (
+            "dnssec_transferred_signature_expiry_timestamp_seconds",
+            "gauge",
+            "The earliest expiration among the signatures sent with the serial last transferred.",
+            |z| z.transferred_expiry,
         ),
     ];
     for (name, kind, help, value) in series {

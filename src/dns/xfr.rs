@@ -138,6 +138,9 @@ pub fn answer(
                 .collect();
             let negative_ttl = zone.negative_soa().ttl;
             let signed = super::secure::signed_zone(all, &zone.origin, signing, negative_ttl, now);
+            if let Some(earliest) = signed.iter().filter_map(rrsig_expiration).min() {
+                signing.note_transfer(zone.serial(), earliest);
+            }
             // The SOA and its RRSIG open the transfer.
             let (head, rest): (Vec<Record>, Vec<Record>) = signed
                 .into_iter()
@@ -277,6 +280,17 @@ fn snapshot(loaded: &Loaded, health: HealthView<'_>, zone: &Zone, cap: u32) -> V
         }
     }
     out
+}
+
+/// The expiration of an RRSIG record (RFC 4034 section 3.1.5), in seconds since the epoch.
+fn rrsig_expiration(record: &Record) -> Option<u64> {
+    match &record.data {
+        RData::Unknown { code, rdata } if *code == RecordType::RRSIG => {
+            let at = rdata.anything.get(8..12)?;
+            Some(u64::from(u32::from_be_bytes(at.try_into().ok()?)))
+        }
+        _ => None,
+    }
 }
 
 /// RFC 1982 serial number arithmetic: whether `a` comes before `b`.

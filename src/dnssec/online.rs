@@ -274,6 +274,17 @@ impl ZoneSigning {
     pub fn summary(&self, now: u64) -> CacheSummary {
         self.cache.summary(now)
     }
+
+    /// Notes that a transfer of `serial` carried signatures expiring at `earliest` or later.
+    /// A secondary keeps them until the serial changes, so the earliest over every transfer
+    /// of one serial is what status and the alert rules watch.
+    pub fn note_transfer(&self, serial: u32, earliest: u64) {
+        let mut noted = self.cache.transferred.lock().unwrap();
+        *noted = match *noted {
+            Some((s, e)) if s == serial => Some((s, e.min(earliest))),
+            _ => Some((serial, earliest)),
+        };
+    }
 }
 
 /// The signature cache of a zone, as status and metrics show it.
@@ -288,6 +299,9 @@ pub struct CacheSummary {
     /// The earliest expiration among the signatures still served (those not yet due to be
     /// made again), in seconds since the epoch.
     pub earliest_expiry: Option<u64>,
+    /// The earliest expiration among the signatures sent in transfers of the serial last
+    /// transferred: secondaries keep them until the serial changes.
+    pub transferred_expiry: Option<u64>,
 }
 
 /// Signatures by canonical RRset, in a map bounded by entries and bytes (its keys can come
@@ -296,6 +310,9 @@ struct SignatureCache {
     map: BoundedMap<Cached>,
     /// Signatures made, since the cache was created.
     made: AtomicU64,
+    /// The serial last transferred, and the earliest expiration of the signatures sent with
+    /// it (over every transfer of that serial).
+    transferred: std::sync::Mutex<Option<(u32, u64)>>,
 }
 
 #[derive(Clone)]
@@ -312,6 +329,7 @@ impl SignatureCache {
         SignatureCache {
             map: BoundedMap::new(limits.entries, limits.bytes),
             made: AtomicU64::new(0),
+            transferred: std::sync::Mutex::new(None),
         }
     }
 
@@ -345,6 +363,7 @@ impl SignatureCache {
             bytes,
             made: self.made.load(Ordering::Relaxed),
             earliest_expiry,
+            transferred_expiry: self.transferred.lock().unwrap().map(|(_, e)| e),
         }
     }
 }

@@ -217,6 +217,8 @@ fi
 dig @"${DNS%:*}" -p "${DNS##*:}" +nocmd +nostats +nocomments example.test AXFR > transferred.zone
 check "the transfer holds an NSEC at the load-balanced name" grep -Eq '^www\.example\.test\.[[:space:]].*NSEC' transferred.zone
 check "dnssec-verify accepts the transferred zone (-z: a CSK signs everything)" eval 'dnssec-verify -q -z -o example.test transferred.zone >verify.out 2>&1 || { cat verify.out; false; }'
+check "status shows when the signatures secondaries hold expire" eval 'curl -sf "http://$CONTROL/status" | grep -Eq "\"transferred_expiry\": ?[0-9]{10}"'
+check "and so does the metric the alert rule watches" eval 'curl -sf "http://$CONTROL/metrics" | grep -Eq "^meridian_dnssec_transferred_signature_expiry_timestamp_seconds\{zone=\"example.test.\"\} [0-9]{10}$"'
 if command -v nsd >/dev/null; then
   mkdir -p nsd
   nport=$(free_port)
