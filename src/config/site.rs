@@ -73,6 +73,9 @@ pub struct SiteConfig {
     pub demo_responders: Vec<SocketAddr>,
     /// What one client network may open and send (`[limits]`).
     pub limits: ClientLimits,
+    /// Bytes of stored responses the cache keeps in memory (`[proxy] cache_memory`); read
+    /// at start only.
+    pub cache_memory: u64,
 }
 
 /// Limits per client network, and in all (`[limits]`). A client network is the client's
@@ -255,7 +258,27 @@ pub struct Route {
     pub access: AccessRules,
     /// Request bodies larger than this get 413 (the route's, else `[proxy] max_body`).
     pub max_body: Option<u64>,
+    /// How the route caches responses, when it does (`cache`).
+    pub cache: Option<RouteCache>,
     pub line: usize,
+}
+
+/// The default size of the cache's memory tier.
+pub(super) const DEFAULT_CACHE_MEMORY: u64 = 64 << 20;
+
+/// The default largest response body a route stores.
+pub(super) const DEFAULT_CACHE_MAX_ENTRY: u64 = 8 << 20;
+
+/// A route's cache settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    /// Bodies larger than this stream through uncached.
+    pub max_entry: u64,
+    /// A stored response is not used longer than this after it was stored, whatever its
+    /// freshness.
+    pub ttl_max: Option<Duration>,
+    /// Responses with `Set-Cookie` may be stored (off by default, as nginx and Varnish).
+    pub store_set_cookie: bool,
 }
 
 /// How a pool balances.

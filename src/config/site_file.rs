@@ -71,6 +71,8 @@ struct ProxySection {
     access_log_file: Option<String>,
     hide_headers: Option<Vec<String>>,
     workers: Option<usize>,
+    /// Bytes of the cache's memory tier.
+    cache_memory: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +139,23 @@ struct RouteFile {
     max_body: Option<u64>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
+    /// `true`, or a table of the route's cache settings.
+    cache: Option<CacheFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CacheFile {
+    On(bool),
+    Settings(CacheSettingsFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheSettingsFile {
+    max_entry: Option<u64>,
+    ttl_max: Option<DurationValue>,
+    store_set_cookie: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -785,6 +804,24 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             },
             access: access_rules(&fr.allow, &fr.deny).map_err(|m| invalid(at, object(), m))?,
             max_body: fr.max_body.or(section.max_body),
+            cache: match &fr.cache {
+                None | Some(CacheFile::On(false)) => None,
+                Some(CacheFile::On(true)) => Some(RouteCache {
+                    max_entry: DEFAULT_CACHE_MAX_ENTRY,
+                    ttl_max: None,
+                    store_set_cookie: false,
+                }),
+                Some(CacheFile::Settings(c)) => Some(RouteCache {
+                    max_entry: c.max_entry.unwrap_or(DEFAULT_CACHE_MAX_ENTRY),
+                    ttl_max: c
+                        .ttl_max
+                        .as_ref()
+                        .map(DurationValue::get)
+                        .transpose()
+                        .map_err(|m| invalid(at, object(), format!("cache.ttl_max: {m}")))?,
+                    store_set_cookie: c.store_set_cookie.unwrap_or(false),
+                }),
+            },
             line: line_of(text, at),
         });
     }
@@ -842,5 +879,6 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         workers,
         demo_responders,
         limits,
+        cache_memory: section.cache_memory.unwrap_or(DEFAULT_CACHE_MEMORY),
     })
 }

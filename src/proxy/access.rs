@@ -27,6 +27,8 @@ pub struct Entry<'a> {
     pub took: Duration,
     pub upstream: Option<SocketAddr>,
     pub request_id: &'a str,
+    /// The response's `Cache-Status` (on routes that cache).
+    pub cache: Option<&'a str>,
 }
 
 impl Entry<'_> {
@@ -36,7 +38,7 @@ impl Entry<'_> {
         match format {
             AccessLog::Off => None,
             AccessLog::Combined => Some(format!(
-                "{} - - [{}] \"{} {} {:?}\" {} - \"{}\" \"{}\" rt={:.3} upstream={} id={}",
+                "{} - - [{}] \"{} {} {:?}\" {} - \"{}\" \"{}\" rt={:.3} upstream={} id={}{}",
                 self.client,
                 humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
                 self.method,
@@ -48,6 +50,9 @@ impl Entry<'_> {
                 self.took.as_secs_f64(),
                 upstream.as_deref().unwrap_or("-"),
                 self.request_id,
+                self.cache
+                    .map(|c| format!(" cache=\"{c}\""))
+                    .unwrap_or_default(),
             )),
             AccessLog::Json => Some(
                 serde_json::json!({
@@ -61,6 +66,7 @@ impl Entry<'_> {
                     "seconds": self.took.as_secs_f64(),
                     "upstream": upstream,
                     "request_id": self.request_id,
+                    "cache": self.cache,
                 })
                 .to_string(),
             ),

@@ -176,6 +176,8 @@ pub struct Tracked {
     pub(super) inner: Incoming,
     pub(super) _in_flight: InFlight,
     pub(super) lease: Option<(Lease, Arc<Connections>)>,
+    /// The cache's copy of the body, when the response is being stored.
+    pub(super) tee: Option<super::cache::Tee>,
 }
 
 impl Tracked {
@@ -191,6 +193,9 @@ impl Drop for Tracked {
         // A body that did not reach its end leaves its connection mid-response: it closes.
         if self.inner.is_end_stream() {
             self.give_back();
+            if let Some(tee) = self.tee.as_mut() {
+                tee.end();
+            }
         }
     }
 }
@@ -205,8 +210,23 @@ impl Body for Tracked {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.give_back();
+        match &polled {
+            Poll::Ready(None) => {
+                this.give_back();
+                if let Some(tee) = this.tee.as_mut() {
+                    tee.end();
+                }
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(tee), Some(data)) = (this.tee.as_mut(), frame.data_ref()) {
+                    tee.data(data);
+                    if this.inner.is_end_stream() {
+                        tee.end();
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.tee = None,
+            Poll::Pending => {}
         }
         polled
     }

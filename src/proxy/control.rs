@@ -391,6 +391,32 @@ fn metrics(shared: &Shared) -> String {
         "Client networks with a measured round-trip time, for latency steering.",
         shared.rtt.len() as f64,
     );
+    let c = &shared.cache.counters;
+    let _ = writeln!(out, "# HELP meridian_proxy_cache_total What the cache did with requests of caching routes and their responses.\n# TYPE meridian_proxy_cache_total counter");
+    for (what, n) in [
+        ("hit", &c.hits),
+        ("miss", &c.misses),
+        ("stored", &c.stored),
+        ("revalidated", &c.revalidated),
+        ("invalidated", &c.invalidated),
+    ] {
+        let _ = writeln!(
+            out,
+            "meridian_proxy_cache_total{{result=\"{what}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let (bytes, keys) = shared.cache.size();
+    let _ = writeln!(
+        out,
+        "# HELP meridian_proxy_cache_bytes Bytes the cache holds, by tier.\n# TYPE meridian_proxy_cache_bytes gauge\nmeridian_proxy_cache_bytes{{tier=\"memory\"}} {bytes}"
+    );
+    gauge(
+        &mut out,
+        "meridian_proxy_cache_keys",
+        "Keys with stored responses in the memory tier.",
+        keys as f64,
+    );
     counter(
         &mut out,
         "meridian_proxy_retries_total",

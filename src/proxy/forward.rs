@@ -122,7 +122,11 @@ pub async fn handle(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     shared.stats.latency.observe(started.elapsed());
-    let own_body = matches!(response.body(), Either::Right(_));
+    let own_body = matches!(response.body(), Either::Right(_))
+        && response
+            .extensions()
+            .get::<super::cache::FromCache>()
+            .is_none();
     if own_body && status != 101 {
         let mut local = shared.local.lock().unwrap_or_else(|p| p.into_inner());
         *local.entry(status).or_default() += 1;
@@ -154,6 +158,10 @@ pub async fn handle(
         took,
         upstream,
         request_id: request_id.to_str().unwrap_or("-"),
+        cache: response
+            .headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok()),
     };
     if let Some(line) = entry.line(running.site.access_log) {
         shared.access.write(&line);
@@ -297,6 +305,20 @@ async fn forward(
     {
         return (too_large(), None);
     }
+    // The cache answers before a server is chosen; what goes upstream comes back through it.
+    let mut pending = None;
+    if let Some(rc) = r
+        .cache
+        .as_ref()
+        .filter(|_| !req.headers().contains_key(header::UPGRADE))
+    {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let key = super::cache::key(conn.tls, &host, target);
+        match shared.cache.lookup(key, &req, rc) {
+            super::cache::Lookup::Hit(response) => return (*response, None),
+            super::cache::Lookup::Forward(p) => pending = Some(p),
+        }
+    }
     let cut = Arc::new(Cut::default());
     let pace = || Pace::new(running.site.body_timeout, running.site.body_min_rate);
     let pi = r.pool;
@@ -407,6 +429,11 @@ async fn forward(
             HeaderValue::from_str(v),
         ) {
             headers.insert(k, v);
+        }
+    }
+    if let Some(p) = &pending {
+        for (k, v) in p.conditional_headers() {
+            headers.insert(k.clone(), v.clone());
         }
     }
     if upgrade.is_some() && settings.protocol == UpstreamProtocol::Http2 {
@@ -562,6 +589,9 @@ async fn forward(
                     );
                 }
                 let mut resp = respond(resp, in_flight, (lease, conns.clone()), running, ri);
+                if let Some(p) = pending.take() {
+                    resp = shared.cache.complete(*p, resp);
+                }
                 if let (Some(Sticky::Cookie(_)), false) = (&settings.sticky, pinned) {
                     if let Some(v) = running.set_cookie(pi, server) {
                         resp.headers_mut().append(header::SET_COOKIE, v.clone());
@@ -808,6 +838,7 @@ fn respond(
             inner: body,
             _in_flight: in_flight,
             lease: Some(lease),
+            tee: None,
         }),
     )
 }

@@ -19,6 +19,7 @@
 //! - [`sticky`]: the signed server cookie.
 //! - [`forward`]: one request, end to end.
 //! - [`body`]: request and response bodies on their way through (streamed, held, counted).
+//! - [`cache`]: stored responses (RFC 9111), looked up before a server is chosen.
 //! - [`headers`]: hop-by-hop fields, forwarding headers, the client behind trusted proxies.
 //! - [`connections`]: connections to a pool's servers (HTTP/1.1 kept alive, or HTTP/2), kept
 //!   idle per server between requests.
@@ -37,6 +38,7 @@
 pub mod access;
 pub mod algorithm;
 pub mod body;
+pub mod cache;
 pub mod connections;
 pub mod control;
 pub mod demo;
@@ -345,6 +347,8 @@ pub struct Shared {
     capacity: Option<Arc<tokio::sync::Semaphore>>,
     /// Round-trip times of client connections per client network, for latency steering.
     pub rtt: rtt::RttTable,
+    /// Stored responses, for the routes that cache.
+    pub cache: Arc<cache::Cache>,
 }
 
 impl Shared {
@@ -501,6 +505,7 @@ pub async fn serve(
         .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let process_key: [u8; 32] = rand::random();
     let rtt = rtt::RttTable::new(site.rtt_networks);
+    let cache = Arc::new(cache::Cache::new(site.cache_memory));
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(Running::new(site, &process_key, None)),
         health: health.clone(),
@@ -515,6 +520,7 @@ pub async fn serve(
         refusals: Default::default(),
         capacity,
         rtt,
+        cache,
     });
 
     let (stop, stopping) = tokio::sync::watch::channel(false);

@@ -93,6 +93,7 @@ mod tests {
             error_page: None,
             access: Default::default(),
             max_body: None,
+            cache: None,
             line: 1,
         };
         f(&mut r);

@@ -1,0 +1,333 @@
+//! The site proxy's cache (RFC 9111) end to end: the real `meridian proxy` on port 0 in front
+//! of an origin started in the test, whose answers each test scripts by path.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+/// What the origin answers: status, extra header lines, and the body. It gets the request's
+/// path, its headers (lower-case names) and how many requests came before it for that path.
+type Script = dyn Fn(&str, &[(String, String)], usize) -> (u16, Vec<String>, String) + Send + Sync;
+
+/// An HTTP/1.1 origin on 127.0.0.1:0 answering as its script says, one request per
+/// connection, counting requests by path.
+struct Origin {
+    addr: SocketAddr,
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Origin {
+    fn start(
+        script: impl Fn(&str, &[(String, String)], usize) -> (u16, Vec<String>, String)
+            + Send
+            + Sync
+            + 'static,
+    ) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+            Default::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let script: Arc<Script> = Arc::new(script);
+        let (c, s) = (counts.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let (c, script) = (c.clone(), script.clone());
+                std::thread::spawn(move || serve(conn, &c, &*script));
+            }
+        });
+        Origin { addr, counts, stop }
+    }
+
+    fn count(&self, path: &str) -> usize {
+        self.counts.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(
+    mut conn: TcpStream,
+    counts: &std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    script: &Script,
+) {
+    conn.set_nonblocking(false).ok();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or("");
+    let mut words = request_line.split(' ');
+    let method = words.next().unwrap_or("").to_string();
+    let path = words.next().unwrap_or("/").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let before = {
+        let mut c = counts.lock().unwrap();
+        let n = c.entry(path.clone()).or_default();
+        *n += 1;
+        *n - 1
+    };
+    let (status, extra, body) = script(&path, &headers, before);
+    let mut reply = format!("HTTP/1.1 {status} X\r\nconnection: close\r\n");
+    for line in extra {
+        reply.push_str(&line);
+        reply.push_str("\r\n");
+    }
+    let body = if method == "HEAD" || status == 304 {
+        String::new()
+    } else {
+        body
+    };
+    reply.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    let _ = conn.write_all(reply.as_bytes());
+}
+
+/// A proxy with one caching route to `origin`.
+fn proxy(origin: &Origin, cache: &str) -> SiteProxy {
+    SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\ndrain_timeout = \"1s\"\ncontrol = \"127.0.0.1:0\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\ncache = {cache}\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        origin.addr
+    ))
+}
+
+/// One request through the proxy: status, headers, body.
+fn get(
+    at: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    raw_http(
+        at,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: cache.test\r\nConnection: close\r\n{extra}\r\n"
+        ),
+    )
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn fresh_responses_are_served_from_the_cache_with_age_and_cache_status() {
+    let origin = Origin::start(|path, _, n| match path {
+        "/fresh" => (
+            200,
+            vec!["cache-control: max-age=60".into()],
+            format!("fresh {n}"),
+        ),
+        "/no-store" => (
+            200,
+            vec!["cache-control: no-store, max-age=60".into()],
+            format!("ns {n}"),
+        ),
+        "/private" => (
+            200,
+            vec!["cache-control: private, max-age=60".into()],
+            format!("pv {n}"),
+        ),
+        "/cookie" => (
+            200,
+            vec!["cache-control: max-age=60".into(), "set-cookie: s=1".into()],
+            format!("ck {n}"),
+        ),
+        "/plain" => (200, vec![], format!("plain {n}")),
+        _ => (404, vec![], "no".into()),
+    });
+    let p = proxy(&origin, "true");
+
+    let (status, headers, body) = get(p.addr, "GET", "/fresh", "");
+    assert_eq!((status, body.as_str()), (200, "fresh 0"));
+    let first = header(&headers, "cache-status")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.starts_with("Meridian; fwd=uri-miss") && first.ends_with("stored"),
+        "{first}"
+    );
+    let (status, headers, body) = get(p.addr, "GET", "/fresh", "");
+    assert_eq!((status, body.as_str()), (200, "fresh 0"), "the stored body");
+    assert!(
+        header(&headers, "cache-status")
+            .unwrap()
+            .starts_with("Meridian; hit"),
+        "{headers:?}"
+    );
+    assert!(header(&headers, "age").is_some(), "{headers:?}");
+    assert_eq!(origin.count("/fresh"), 1, "a hit asks no server");
+    // HEAD is answered from the stored GET, without a body.
+    let (status, headers, body) = get(p.addr, "HEAD", "/fresh", "");
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert!(header(&headers, "cache-status")
+        .unwrap()
+        .starts_with("Meridian; hit"));
+    assert_eq!(origin.count("/fresh"), 1);
+    // The client may ask for a fresh copy.
+    let (_, _, body) = get(p.addr, "GET", "/fresh", "Cache-Control: no-cache\r\n");
+    assert_eq!(body, "fresh 1");
+    let metrics = http(p.control.unwrap(), "GET", "/metrics", None, None).1;
+    for line in [
+        "meridian_proxy_cache_total{result=\"hit\"} 2",
+        "meridian_proxy_cache_total{result=\"stored\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+
+    // What may not be stored goes to the server every time.
+    for (path, why) in [
+        ("/no-store", "no-store"),
+        ("/private", "private"),
+        ("/cookie", "Set-Cookie"),
+        ("/plain", "no freshness"),
+    ] {
+        let (_, headers, _) = get(p.addr, "GET", path, "");
+        let status = header(&headers, "cache-status").unwrap();
+        assert!(!status.contains("stored"), "{why}: {status}");
+        get(p.addr, "GET", path, "");
+        assert_eq!(origin.count(path), 2, "{why}");
+    }
+}
+
+#[test]
+fn vary_keeps_variants_and_a_304_refreshes_the_stored_response() {
+    let origin = Origin::start(|path, headers, n| {
+        let h = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        match path {
+            "/vary" => (
+                200,
+                vec![
+                    "cache-control: max-age=60".into(),
+                    "vary: accept-language".into(),
+                ],
+                format!("{} {n}", h("accept-language")),
+            ),
+            "/etag" if h("if-none-match") == "\"v1\"" => (
+                304,
+                vec![
+                    "etag: \"v1\"".into(),
+                    "cache-control: max-age=0".into(),
+                    "x-refreshed: yes".into(),
+                ],
+                String::new(),
+            ),
+            "/etag" => (
+                200,
+                vec!["etag: \"v1\"".into(), "cache-control: max-age=0".into()],
+                format!("etag {n}"),
+            ),
+            _ => (404, vec![], "no".into()),
+        }
+    });
+    let p = proxy(&origin, "true");
+
+    let ask = |lang: &str| {
+        get(
+            p.addr,
+            "GET",
+            "/vary",
+            &format!("Accept-Language: {lang}\r\n"),
+        )
+        .2
+    };
+    assert_eq!(ask("en"), "en 0");
+    assert_eq!(ask("de"), "de 1");
+    assert_eq!(ask("en"), "en 0", "the en variant is kept beside de");
+    assert_eq!(ask("de"), "de 1");
+    assert_eq!(origin.count("/vary"), 2);
+
+    // Stale at once: the next request revalidates with the ETag, and the 304 serves the
+    // stored body with the 304's headers.
+    assert_eq!(get(p.addr, "GET", "/etag", "").2, "etag 0");
+    let (status, headers, body) = get(p.addr, "GET", "/etag", "");
+    assert_eq!((status, body.as_str()), (200, "etag 0"));
+    assert_eq!(header(&headers, "x-refreshed"), Some("yes"), "{headers:?}");
+    assert_eq!(
+        header(&headers, "cache-status"),
+        Some("Meridian; fwd=stale; fwd-status=304"),
+        "{headers:?}"
+    );
+    assert_eq!(origin.count("/etag"), 2);
+}
+
+#[test]
+fn unsafe_methods_invalidate_and_caps_apply() {
+    let origin = Origin::start(|path, _, n| match path {
+        "/doc" => (
+            200,
+            vec!["cache-control: max-age=60".into()],
+            format!("doc {n}"),
+        ),
+        "/big" => (
+            200,
+            vec!["cache-control: max-age=60".into()],
+            "x".repeat(4096),
+        ),
+        "/other" => (
+            200,
+            vec!["cache-control: max-age=60".into()],
+            format!("other {n}"),
+        ),
+        _ => (200, vec!["location: /other".into()], "done".into()),
+    });
+    let p = proxy(&origin, "{ max_entry = 1024 }");
+
+    assert_eq!(get(p.addr, "GET", "/doc", "").2, "doc 0");
+    assert_eq!(get(p.addr, "GET", "/doc", "").2, "doc 0");
+    assert_eq!(get(p.addr, "GET", "/other", "").2, "other 0");
+    // A POST to /doc invalidates /doc; one to /form invalidates the /other its Location names.
+    let (status, headers, _) = get(p.addr, "POST", "/doc", "Content-Length: 0\r\n");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "cache-status"),
+        Some("Meridian; fwd=method")
+    );
+    assert_eq!(get(p.addr, "GET", "/doc", "").2, "doc 2");
+    get(p.addr, "POST", "/form", "Content-Length: 0\r\n");
+    assert_eq!(get(p.addr, "GET", "/other", "").2, "other 1");
+
+    // A body over the route's max_entry streams through uncached.
+    for _ in 0..2 {
+        let (status, _, body) = get(p.addr, "GET", "/big", "");
+        assert_eq!((status, body.len()), (200, 4096));
+    }
+    assert_eq!(origin.count("/big"), 2);
+}
