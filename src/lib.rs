@@ -39,7 +39,7 @@
 //! - [`node`]: a running node's config lifecycle (load with overrides, `check`, reload, the
 //!   serial rule), shared by `server` and `admin`.
 //! - [`server`]: start-up, reload on SIGHUP and file change, shutdown.
-//! - [`proxy`]: the site proxy (`meridian proxy`): routes, balancing algorithms, sticky
+//! - [`proxy`]: the site proxy (`meridian proxy`): routes, the HTTP cache, balancing algorithms, sticky
 //!   sessions and forwarding over pooled connections, deciding health through [`health`]
 //!   and pools through [`balance`].
 //! - [`tls`]: TLS server configs for the proxy: certificates by SNI (reloaded when their files

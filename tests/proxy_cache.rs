@@ -21,6 +21,7 @@ struct Origin {
     addr: SocketAddr,
     counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     stop: Arc<AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Origin {
@@ -38,7 +39,7 @@ impl Origin {
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
         let (c, s) = (counts.clone(), stop.clone());
-        std::thread::spawn(move || {
+        let accepting = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let Ok((conn, _)) = listener.accept() else {
                     std::thread::sleep(Duration::from_millis(2));
@@ -48,7 +49,20 @@ impl Origin {
                 std::thread::spawn(move || serve(conn, &c, &*script));
             }
         });
-        Origin { addr, counts, stop }
+        Origin {
+            addr,
+            counts,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+
+    /// Stops accepting and closes the listener: connections are refused from then on.
+    fn shut(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.accepting.take() {
+            t.join().unwrap();
+        }
     }
 
     fn count(&self, path: &str) -> usize {
@@ -58,7 +72,7 @@ impl Origin {
 
 impl Drop for Origin {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shut();
     }
 }
 
@@ -330,4 +344,64 @@ fn unsafe_methods_invalidate_and_caps_apply() {
         assert_eq!((status, body.len()), (200, 4096));
     }
     assert_eq!(origin.count("/big"), 2);
+}
+
+#[test]
+fn a_stale_response_answers_while_the_origin_is_down_unless_it_forbids_it() {
+    // Stored already stale (its Age is past its max-age), so the next request goes upstream.
+    let mut origin = Origin::start(|path, _, n| match path {
+        "/sie" => (
+            200,
+            vec![
+                "cache-control: max-age=10, stale-if-error=600".into(),
+                "age: 20".into(),
+                "etag: \"a\"".into(),
+            ],
+            format!("sie {n}"),
+        ),
+        "/plain" => (
+            200,
+            vec![
+                "cache-control: max-age=10".into(),
+                "age: 20".into(),
+                "etag: \"b\"".into(),
+            ],
+            format!("plain {n}"),
+        ),
+        "/strict" => (
+            200,
+            vec![
+                "cache-control: max-age=10, must-revalidate".into(),
+                "age: 20".into(),
+                "etag: \"c\"".into(),
+            ],
+            format!("strict {n}"),
+        ),
+        _ => (404, vec![], "no".into()),
+    });
+    let p = proxy(&origin, "{ stale_if_down = \"1h\" }");
+    for path in ["/sie", "/plain", "/strict"] {
+        assert_eq!(get(p.addr, "GET", path, "").0, 200);
+    }
+    origin.shut();
+    let (status, headers, body) = get(p.addr, "GET", "/sie", "");
+    assert_eq!((status, body.as_str()), (200, "sie 0"));
+    assert!(
+        header(&headers, "cache-status")
+            .unwrap()
+            .ends_with("detail=stale-if-error"),
+        "{headers:?}"
+    );
+    // No stale-if-error, but the route serves stale while no server answers.
+    let (status, headers, body) = get(p.addr, "GET", "/plain", "");
+    assert_eq!((status, body.as_str()), (200, "plain 0"));
+    assert!(header(&headers, "cache-status")
+        .unwrap()
+        .ends_with("detail=server-down"));
+    // must-revalidate forbids it: the failure shows.
+    let (status, headers, _) = get(p.addr, "GET", "/strict", "");
+    assert_eq!(status, 502, "{headers:?}");
+    assert!(header(&headers, "cache-status")
+        .unwrap()
+        .contains("detail=no-response"));
 }

@@ -269,6 +269,9 @@ pub(super) const DEFAULT_CACHE_MEMORY: u64 = 64 << 20;
 /// The default largest response body a route stores.
 pub(super) const DEFAULT_CACHE_MAX_ENTRY: u64 = 8 << 20;
 
+/// How long past its freshness a stored response may answer while no server does.
+pub(super) const DEFAULT_STALE_IF_DOWN: Duration = Duration::from_secs(86_400);
+
 /// A route's cache settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteCache {
@@ -279,6 +282,9 @@ pub struct RouteCache {
     pub ttl_max: Option<Duration>,
     /// Responses with `Set-Cookie` may be stored (off by default, as nginx and Varnish).
     pub store_set_cookie: bool,
+    /// How long past its freshness a stored response may answer when no server answers
+    /// (unless it says `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`).
+    pub stale_if_down: Duration,
 }
 
 /// How a pool balances.

@@ -156,6 +156,7 @@ struct CacheSettingsFile {
     max_entry: Option<u64>,
     ttl_max: Option<DurationValue>,
     store_set_cookie: Option<bool>,
+    stale_if_down: Option<DurationValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -810,6 +811,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                     max_entry: DEFAULT_CACHE_MAX_ENTRY,
                     ttl_max: None,
                     store_set_cookie: false,
+                    stale_if_down: DEFAULT_STALE_IF_DOWN,
                 }),
                 Some(CacheFile::Settings(c)) => Some(RouteCache {
                     max_entry: c.max_entry.unwrap_or(DEFAULT_CACHE_MAX_ENTRY),
@@ -820,6 +822,8 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                         .transpose()
                         .map_err(|m| invalid(at, object(), format!("cache.ttl_max: {m}")))?,
                     store_set_cookie: c.store_set_cookie.unwrap_or(false),
+                    stale_if_down: duration(&c.stale_if_down, DEFAULT_STALE_IF_DOWN)
+                        .map_err(|m| invalid(at, object(), format!("cache.stale_if_down: {m}")))?,
                 }),
             },
             line: line_of(text, at),

@@ -91,17 +91,21 @@ pub async fn handle(
         referer: header_text(req.headers(), header::REFERER),
         agent: header_text(req.headers(), header::USER_AGENT),
     });
-    let mut route = None;
+    let (mut route, mut pending) = (None, None);
     let (mut response, upstream) = forward(
         &shared,
         &running,
         req,
         &conn,
-        &request_id,
-        ambiguous,
+        (&request_id, ambiguous),
         &mut route,
+        &mut pending,
     )
     .await;
+    // A request the cache sent upstream that no server answered.
+    if let Some(p) = pending {
+        response = shared.cache.failed(*p, response);
+    }
     if response.status().is_server_error() {
         if let Some(page) = route.and_then(|r| running.site.routes[r].error_page.clone()) {
             response = error_page(response, &page);
@@ -254,9 +258,9 @@ async fn forward(
     running: &Arc<Running>,
     mut req: Request<Incoming>,
     conn: &Conn,
-    request_id: &HeaderValue,
-    ambiguous: bool,
+    (request_id, ambiguous): (&HeaderValue, bool),
     route_taken: &mut Option<usize>,
+    pending: &mut Option<Box<super::cache::Pending>>,
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
     if let Some(why) = bad_framing(&req, ambiguous) {
         tracing::debug!(peer = %conn.peer, why, "request refused");
@@ -306,7 +310,6 @@ async fn forward(
         return (too_large(), None);
     }
     // The cache answers before a server is chosen; what goes upstream comes back through it.
-    let mut pending = None;
     if let Some(rc) = r
         .cache
         .as_ref()
@@ -316,7 +319,7 @@ async fn forward(
         let key = super::cache::key(conn.tls, &host, target);
         match shared.cache.lookup(key, &req, rc) {
             super::cache::Lookup::Hit(response) => return (*response, None),
-            super::cache::Lookup::Forward(p) => pending = Some(p),
+            super::cache::Lookup::Forward(p) => *pending = Some(p),
         }
     }
     let cut = Arc::new(Cut::default());
@@ -431,10 +434,8 @@ async fn forward(
             headers.insert(k, v);
         }
     }
-    if let Some(p) = &pending {
-        for (k, v) in p.conditional_headers() {
-            headers.insert(k.clone(), v.clone());
-        }
+    if let Some(p) = pending.as_deref() {
+        p.make_conditional(&mut headers);
     }
     if upgrade.is_some() && settings.protocol == UpstreamProtocol::Http2 {
         return (

@@ -1,16 +1,23 @@
 //! The HTTP cache in front of balancing (RFC 9111): a stored response answers a request
 //! before any server is chosen, so a hit counts no request in flight.
 //!
-//! Whether a response may be stored, whether a stored one may answer a request (freshness,
-//! `Age`, `Vary`, request directives) and how it is revalidated come from
-//! `http-cache-semantics`, evaluated as a shared cache; this module adds what a proxy needs
-//! around it: the key, variants per key, the memory tier (moka, TinyLFU admission, bounded by
-//! bytes), bodies stored while they stream to the client, `Cache-Status` (RFC 9211) on every
-//! response of a caching route, invalidation after unsafe methods (section 4.4), and the
-//! route's caps (entry size, freshness, `Set-Cookie`).
+//! `policy` holds the rules (what may be stored, freshness and age, reuse, `Vary`, `304`
+//! updates, the fields targeted at this cache, `stale-if-error`); this module is the store
+//! around them: the key, variants per key, the memory tier (moka, TinyLFU admission, bounded
+//! by bytes), bodies stored while they stream to the client, `304` answers to clients'
+//! conditional requests, `Cache-Status` (RFC 9211) on every response of a caching route,
+//! invalidation after unsafe methods (section 4.4), and the route's caps (entry size,
+//! freshness, `Set-Cookie`).
+//!
+//! The rules are written here rather than taken from `http-cache-semantics`: that crate
+//! stores only a fixed list of status codes (no `500` with explicit freshness), reads a
+//! malformed `Age` leniently, rewrites `Date`, and has no `stale-if-error`, no targeted
+//! fields and no qualified `private`; the HTTP caching test suite counts each of these.
 //!
 //! A response is stored as the proxy sends it (hidden headers removed, the route's headers
 //! set); the sticky cookie and the request ID are added after the cache and never stored.
+
+mod policy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,10 +26,10 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
-use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
 
 use super::body::ProxyBody;
 use crate::config::RouteCache;
+use policy::Meta;
 
 /// Stored responses per key at most (one per `Vary` variant).
 const MAX_VARIANTS: usize = 8;
@@ -44,6 +51,7 @@ pub struct Counters {
     pub stored: AtomicU64,
     pub revalidated: AtomicU64,
     pub invalidated: AtomicU64,
+    pub stale_served: AtomicU64,
 }
 
 /// The stored responses of one key.
@@ -51,8 +59,8 @@ struct Variants(Vec<Arc<Entry>>);
 
 /// One stored response.
 struct Entry {
-    policy: CachePolicy,
-    /// The headers as stored (the policy's copy is what it judges by; these are sent).
+    meta: Meta,
+    status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
     /// The route's freshness cap: after this the entry is not used.
@@ -66,7 +74,7 @@ impl Entry {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 32)
             .sum();
-        self.body.len() + 2 * headers + 256
+        self.body.len() + headers + 256
     }
 }
 
@@ -74,37 +82,42 @@ impl Entry {
 pub enum Lookup {
     /// A stored response answers it.
     Hit(Box<Response<ProxyBody>>),
-    /// It goes upstream; what comes back goes through [`Cache::complete`].
+    /// It goes upstream; what comes back goes through [`Cache::complete`] (or
+    /// [`Cache::failed`] when no server answered).
     Forward(Box<Pending>),
 }
 
 /// A request on its way upstream, as the cache needs it back.
 pub struct Pending {
     key: String,
-    /// The client's request head (no body), for the policy.
-    request: http::request::Parts,
-    /// A stored response being revalidated, and the headers that ask the server whether it
-    /// changed (`If-None-Match`, `If-Modified-Since`).
-    stale: Option<(Arc<Entry>, HeaderMap)>,
+    method: Method,
+    /// The client's request headers.
+    request: HeaderMap,
+    /// When it went upstream.
+    sent: SystemTime,
+    /// A stored response being revalidated.
+    stale: Option<Arc<Entry>>,
     /// Why it went upstream (`Cache-Status`'s `fwd`).
     fwd: &'static str,
     route: RouteCache,
 }
 
 impl Pending {
-    /// The validators to add to the upstream request, when a stored response is revalidated.
-    pub fn conditional_headers(&self) -> impl Iterator<Item = (&header::HeaderName, &HeaderValue)> {
-        self.stale.iter().flat_map(|(_, h)| {
-            h.iter()
-                .filter(|(k, _)| *k == header::IF_NONE_MATCH || *k == header::IF_MODIFIED_SINCE)
-        })
-    }
-}
-
-fn options() -> CacheOptions {
-    CacheOptions {
-        shared: true,
-        ..CacheOptions::default()
+    /// Makes the upstream request revalidate the stored response it holds, if any: the
+    /// client's own validators are replaced by the stored response's.
+    pub fn make_conditional(&self, headers: &mut HeaderMap) {
+        let Some(entry) = &self.stale else {
+            return;
+        };
+        let ours = policy::validators(&entry.headers);
+        if ours.is_empty() {
+            return;
+        }
+        headers.remove(header::IF_NONE_MATCH);
+        headers.remove(header::IF_MODIFIED_SINCE);
+        for (k, v) in ours {
+            headers.insert(k, v);
+        }
     }
 }
 
@@ -135,25 +148,18 @@ impl Cache {
 
     /// Looks `req` up under `key` (the route caches as `route` says).
     pub fn lookup<B>(&self, key: String, req: &Request<B>, route: &RouteCache) -> Lookup {
-        let mut head = Request::builder()
-            .method(req.method().clone())
-            .uri(req.uri().clone())
-            .version(req.version())
-            .body(())
-            .expect("a request head")
-            .into_parts()
-            .0;
-        head.headers = req.headers().clone();
+        let method = req.method();
         let pending = |stale, fwd| {
             Lookup::Forward(Box::new(Pending {
                 key: key.clone(),
-                request: head.clone(),
+                method: method.clone(),
+                request: req.headers().clone(),
+                sent: SystemTime::now(),
                 stale,
                 fwd,
                 route: route.clone(),
             }))
         };
-        let method = req.method();
         if method != Method::GET && method != Method::HEAD {
             return pending(None, "method");
         }
@@ -162,26 +168,19 @@ impl Cache {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return pending(None, "uri-miss");
         };
-        // A HEAD is answered from the stored GET.
-        let mut as_get = head.clone();
-        as_get.method = Method::GET;
         let mut stale = None;
         for entry in &variants.0 {
-            if entry.until.is_some_and(|u| u <= now) {
+            if entry.until.is_some_and(|u| u <= now) || !entry.meta.matches(req.headers()) {
                 continue;
             }
-            match entry.policy.before_request(&as_get, now) {
-                BeforeRequest::Fresh(parts) => {
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    let response = self.stored(entry, parts, method, "hit".to_string(), now);
-                    return Lookup::Hit(Box::new(response));
-                }
-                BeforeRequest::Stale {
-                    request,
-                    matches: true,
-                } if stale.is_none() => stale = Some((entry.clone(), request.headers)),
-                BeforeRequest::Stale { .. } => {}
+            if entry.meta.fresh_for(req.headers(), now) {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                let ttl = entry.meta.ttl(now);
+                let status = format!("hit; ttl={ttl}");
+                let response = self.answer(entry, req.headers(), method, &status, now);
+                return Lookup::Hit(Box::new(response));
             }
+            stale.get_or_insert_with(|| entry.clone());
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         match stale {
@@ -190,39 +189,44 @@ impl Cache {
         }
     }
 
-    /// A stored response as sent: the policy's headers (`Age` set), the stored `Date` kept.
-    fn stored(
+    /// A stored response as sent to a client whose request has `request` headers: its
+    /// stored headers with `Age`, or a `304` when the client's conditional request matches.
+    fn answer(
         &self,
         entry: &Entry,
-        parts: http::response::Parts,
+        request: &HeaderMap,
         method: &Method,
-        status: String,
+        status: &str,
         now: SystemTime,
     ) -> Response<ProxyBody> {
-        let mut headers = entry.headers.clone();
-        if let Some(age) = parts.headers.get(header::AGE) {
-            headers.insert(header::AGE, age.clone());
-        }
-        let ttl = entry.policy.time_to_live(now).as_secs();
-        let status = match status.as_str() {
-            "hit" => format!("hit; ttl={ttl}"),
-            _ => status,
+        let not_modified =
+            entry.status == StatusCode::OK && policy::not_modified_for(request, &entry.headers);
+        let mut headers = match not_modified {
+            true => policy::not_modified_headers(&entry.headers),
+            false => entry.headers.clone(),
         };
-        headers.insert("cache-status", cache_status(&status));
-        let body = match *method == Method::HEAD {
+        policy::strip_targeted(&mut headers);
+        let age = entry.meta.age(now).min(u64::from(u32::MAX));
+        headers.insert(header::AGE, HeaderValue::from(age));
+        headers.insert("cache-status", cache_status(status));
+        let body = match *method == Method::HEAD || not_modified {
             true => Bytes::new(),
             false => entry.body.clone(),
         };
         let mut response = Response::new(Either::Right(Full::new(body)));
-        *response.status_mut() = parts.status;
+        *response.status_mut() = match not_modified {
+            true => StatusCode::NOT_MODIFIED,
+            false => entry.status,
+        };
         *response.headers_mut() = headers;
         response.extensions_mut().insert(FromCache);
         response
     }
 
     /// Takes the server's response to a request the cache sent upstream: a `304` refreshes
-    /// the stored response and answers with it; a storable response is stored as its body
-    /// streams to the client; a successful unsafe request invalidates what it changed.
+    /// the stored response and answers with it; a server error may be answered by a stale
+    /// one (`stale-if-error`); a storable response is stored as its body streams to the
+    /// client; a successful unsafe request invalidates what it changed.
     pub fn complete(
         self: &Arc<Self>,
         pending: Pending,
@@ -230,8 +234,7 @@ impl Cache {
     ) -> Response<ProxyBody> {
         let now = SystemTime::now();
         let status = response.status();
-        let method = pending.request.method.clone();
-        if !method.is_safe() {
+        if !pending.method.is_safe() {
             if status.is_success() || status.is_redirection() {
                 self.invalidate_after(&pending, response.headers());
             }
@@ -240,60 +243,62 @@ impl Cache {
                 .insert("cache-status", cache_status("fwd=method"));
             return response;
         }
-        if let (Some((entry, _)), StatusCode::NOT_MODIFIED) = (&pending.stale, status) {
-            let head = response_head(&response);
-            if let AfterResponse::NotModified(policy, parts) =
-                entry.policy.after_response(&pending.request, &head, now)
+        if let Some(entry) = &pending.stale {
+            if status == StatusCode::NOT_MODIFIED && !policy::validators(&entry.headers).is_empty()
             {
                 self.counters.revalidated.fetch_add(1, Ordering::Relaxed);
-                // The stored headers updated with the 304's (RFC 9111 section 3.2).
                 let mut headers = entry.headers.clone();
-                for name in response.headers().keys() {
-                    if *name == header::CONTENT_LENGTH {
-                        continue;
-                    }
-                    headers.remove(name);
-                    for v in response.headers().get_all(name) {
-                        headers.append(name.clone(), v.clone());
-                    }
-                }
+                policy::update_from_304(&mut headers, response.headers());
+                let meta = Meta::new(&pending.request, entry.status, &headers, pending.sent, now);
                 let refreshed = Arc::new(Entry {
-                    policy,
+                    meta,
+                    status: entry.status,
                     headers,
                     body: entry.body.clone(),
                     until: until(&pending.route, now),
                 });
                 self.insert(&pending, refreshed.clone());
-                let status = "fwd=stale; fwd-status=304".to_string();
-                return self.stored(&refreshed, parts, &method, status, now);
+                let status = "fwd=stale; fwd-status=304";
+                return self.answer(&refreshed, &pending.request, &pending.method, status, now);
+            }
+            if status.is_server_error() {
+                if let Some(stale) = self.stale_on_error(&pending, status.as_u16(), now) {
+                    return stale;
+                }
             }
         }
         let fwd = format!("fwd={}; fwd-status={}", pending.fwd, status.as_u16());
-        let head = response_head(&response);
-        let policy = CachePolicy::new_options(&pending.request, &head, now, options());
         let too_large = response
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|n| n > pending.route.max_entry);
-        // A response that is stale at once and has no validator could never be used.
-        let usable = !policy.time_to_live(now).is_zero()
-            || response.headers().contains_key(header::ETAG)
-            || response.headers().contains_key(header::LAST_MODIFIED);
-        let storable = method == Method::GET
-            && usable
-            && policy.is_storable()
-            && status != StatusCode::PARTIAL_CONTENT
-            && !too_large
-            && (pending.route.store_set_cookie
-                || !response.headers().contains_key(header::SET_COOKIE));
-        if !storable {
+        let refused = policy::not_storable(
+            &pending.method,
+            &pending.request,
+            status,
+            response.headers(),
+            pending.route.store_set_cookie,
+        );
+        let tracked = matches!(response.body(), Either::Left(_));
+        // A response stale at once with no validator could never be used.
+        let useless = || {
+            let h = response.headers();
+            Meta::new(&pending.request, status, h, pending.sent, now).lifetime == 0
+                && !h.contains_key(header::ETAG)
+                && !h.contains_key(header::LAST_MODIFIED)
+        };
+        if refused.is_some() || too_large || !tracked || useless() {
+            policy::strip_targeted(response.headers_mut());
             response
                 .headers_mut()
                 .insert("cache-status", cache_status(&fwd));
             return response;
         }
-        let headers = response.headers().clone();
+        let mut headers = response.headers().clone();
+        policy::strip_for_storage(&mut headers);
+        policy::strip_targeted(response.headers_mut());
+        let meta = Meta::new(&pending.request, status, &headers, pending.sent, now);
         response
             .headers_mut()
             .insert("cache-status", cache_status(&format!("{fwd}; stored")));
@@ -303,32 +308,79 @@ impl Cache {
         let commit = Box::new(move |body: Bytes| {
             cache.counters.stored.fetch_add(1, Ordering::Relaxed);
             let entry = Entry {
-                policy,
+                meta,
+                status,
                 headers,
                 body,
                 until,
             };
             cache.insert(&pending, Arc::new(entry));
         });
-        // Only a server's body is stored (the proxy's own responses never are).
         if let Either::Left(tracked) = response.body_mut() {
             tracked.tee = Some(Tee::new(max, commit));
         }
         response
     }
 
+    /// Takes the proxy's own response to a request the cache sent upstream (no server
+    /// answered): a stale response answers instead when `stale-if-error` allows it, or when
+    /// the route's `stale_if_down` does and the response does not forbid it (RFC 9111
+    /// section 4.2.4: a cache cut off from the origin may serve stale).
+    pub fn failed(
+        &self,
+        pending: Pending,
+        mut response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let status = response.status();
+        let now = SystemTime::now();
+        if status.is_server_error() {
+            if let Some(stale) = self.stale_on_error(&pending, status.as_u16(), now) {
+                return stale;
+            }
+            let down = pending.route.stale_if_down.as_secs();
+            if let Some(entry) = pending
+                .stale
+                .as_ref()
+                .filter(|e| e.meta.may_serve_stale(now, down))
+            {
+                self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
+                let value = format!(
+                    "hit; fwd=stale; fwd-status={}; detail=server-down",
+                    status.as_u16()
+                );
+                return self.answer(entry, &pending.request, &pending.method, &value, now);
+            }
+        }
+        let value = format!("fwd={}; detail=no-response", pending.fwd);
+        response
+            .headers_mut()
+            .insert("cache-status", cache_status(&value));
+        response
+    }
+
+    /// The stale response `pending` holds, when `stale-if-error` lets it answer for a server
+    /// that failed with `code`.
+    fn stale_on_error(
+        &self,
+        pending: &Pending,
+        code: u16,
+        now: SystemTime,
+    ) -> Option<Response<ProxyBody>> {
+        let entry = pending.stale.as_ref()?;
+        if !entry.meta.serves_on_error(&pending.request, now) {
+            return None;
+        }
+        self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
+        let status = format!("hit; fwd=stale; fwd-status={code}; detail=stale-if-error");
+        Some(self.answer(entry, &pending.request, &pending.method, &status, now))
+    }
+
     /// Stores `entry` under the pending request's key, replacing the variant it matches.
     fn insert(&self, pending: &Pending, entry: Arc<Entry>) {
-        let now = SystemTime::now();
         let mut kept: Vec<Arc<Entry>> = match self.entries.get(&pending.key) {
             Some(v) => {
                 v.0.iter()
-                    .filter(|e| {
-                        !matches!(
-                            e.policy.before_request(&pending.request, now),
-                            BeforeRequest::Fresh(_) | BeforeRequest::Stale { matches: true, .. }
-                        )
-                    })
+                    .filter(|e| !e.meta.matches(&pending.request))
                     .cloned()
                     .collect()
             }
@@ -386,18 +438,6 @@ pub fn key(tls: bool, host: &str, target: &str) -> String {
 
 fn until(route: &RouteCache, now: SystemTime) -> Option<SystemTime> {
     route.ttl_max.map(|d| now + d)
-}
-
-fn response_head(response: &Response<ProxyBody>) -> http::response::Parts {
-    let mut head = Response::builder()
-        .status(response.status())
-        .version(response.version())
-        .body(())
-        .expect("a response head")
-        .into_parts()
-        .0;
-    head.headers = response.headers().clone();
-    head
 }
 
 /// Marks a response the cache answered (no server was asked).
