@@ -405,3 +405,63 @@ fn a_stale_response_answers_while_the_origin_is_down_unless_it_forbids_it() {
         .unwrap()
         .contains("detail=no-response"));
 }
+
+/// An origin whose `/slow` answers wait until the test opens the gate.
+fn gated(gate: Arc<AtomicBool>, cache_control: &'static str) -> Origin {
+    Origin::start(move |path, _, n| {
+        if path == "/slow" {
+            wait_until(Duration::from_secs(20), || gate.load(Ordering::SeqCst));
+        }
+        (
+            200,
+            vec![format!("cache-control: {cache_control}")],
+            format!("slow {n}"),
+        )
+    })
+}
+
+/// Sends `n` concurrent GETs for `/slow`, opens the gate once the proxy shows `waiting`
+/// requests waiting for the first, and returns the bodies.
+fn concurrent_misses(
+    p: &SiteProxy,
+    gate: &Arc<AtomicBool>,
+    n: usize,
+    waiting: usize,
+) -> Vec<String> {
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let at = p.addr;
+            std::thread::spawn(move || get(at, "GET", "/slow", "").2)
+        })
+        .collect();
+    let control = p.control.unwrap();
+    let line = format!("meridian_proxy_cache_total{{result=\"coalesced\"}} {waiting}");
+    assert!(
+        wait_until(Duration::from_secs(20), || http(
+            control, "GET", "/metrics", None, None
+        )
+        .1
+        .contains(&line)),
+        "{waiting} requests never waited"
+    );
+    gate.store(true, Ordering::SeqCst);
+    clients.into_iter().map(|c| c.join().unwrap()).collect()
+}
+
+#[test]
+fn concurrent_misses_make_one_request_unless_the_response_cannot_be_stored() {
+    let gate = Arc::new(AtomicBool::new(false));
+    let origin = gated(gate.clone(), "max-age=60");
+    let p = proxy(&origin, "true");
+    let bodies = concurrent_misses(&p, &gate, 50, 49);
+    assert!(bodies.iter().all(|b| b == "slow 0"), "{bodies:?}");
+    assert_eq!(origin.count("/slow"), 1);
+
+    // A private response cannot be shared: each request that waited goes upstream itself.
+    let gate = Arc::new(AtomicBool::new(false));
+    let origin = gated(gate.clone(), "private, max-age=60");
+    let p = proxy(&origin, "true");
+    let bodies = concurrent_misses(&p, &gate, 50, 49);
+    assert_eq!(bodies.iter().filter(|b| b.starts_with("slow ")).count(), 50);
+    assert_eq!(origin.count("/slow"), 50);
+}

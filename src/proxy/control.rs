@@ -399,6 +399,8 @@ fn metrics(shared: &Shared) -> String {
         ("stored", &c.stored),
         ("revalidated", &c.revalidated),
         ("invalidated", &c.invalidated),
+        ("stale", &c.stale_served),
+        ("coalesced", &c.coalesced),
     ] {
         let _ = writeln!(
             out,

@@ -317,7 +317,7 @@ async fn forward(
     {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let key = super::cache::key(conn.tls, &host, target);
-        match shared.cache.lookup(key, &req, rc) {
+        match shared.cache.lookup(key, &req, rc, r.timeout).await {
             super::cache::Lookup::Hit(response) => return (*response, None),
             super::cache::Lookup::Forward(p) => *pending = Some(p),
         }

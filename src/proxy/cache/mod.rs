@@ -40,7 +40,42 @@ const NAME: &str = "Meridian";
 /// The cache of one proxy process (its memory tier), shared by every route that caches.
 pub struct Cache {
     entries: moka::sync::Cache<String, Arc<Variants>>,
+    /// Keys a request is fetching now, with what its followers wait on (dropped, the
+    /// sender wakes them).
+    fetching: std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Receiver<()>>>,
+    /// Keys whose last response could not be stored: their misses go upstream at once
+    /// rather than wait for each other (Varnish's hit-for-miss).
+    hit_for_miss: moka::sync::Cache<String, ()>,
     pub counters: Counters,
+}
+
+/// How long a key stays hit-for-miss after a response that could not be stored.
+const HIT_FOR_MISS: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The request fetching a key for every request that waits on it: when it is dropped (the
+/// response stored, or found unstorable, or the request failed) they look again.
+pub struct Leader {
+    cache: Arc<Cache>,
+    key: String,
+    _wake: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut fetching = self
+            .cache
+            .fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        fetching.remove(&self.key);
+    }
+}
+
+/// What a lookup found.
+enum Found {
+    Fresh(Response<ProxyBody>),
+    /// To fetch: a stale response to revalidate, if any, and why (`fwd`).
+    Fetch(Option<Arc<Entry>>, &'static str),
 }
 
 /// What the cache did, for metrics and status.
@@ -52,6 +87,8 @@ pub struct Counters {
     pub revalidated: AtomicU64,
     pub invalidated: AtomicU64,
     pub stale_served: AtomicU64,
+    /// Requests that waited for another request fetching the same key.
+    pub coalesced: AtomicU64,
 }
 
 /// The stored responses of one key.
@@ -100,6 +137,8 @@ pub struct Pending {
     /// Why it went upstream (`Cache-Status`'s `fwd`).
     fwd: &'static str,
     route: RouteCache,
+    /// Other requests for the key wait on this one.
+    leader: Option<Leader>,
 }
 
 impl Pending {
@@ -136,6 +175,11 @@ impl Cache {
                     u32::try_from(w).unwrap_or(u32::MAX)
                 })
                 .build(),
+            fetching: Default::default(),
+            hit_for_miss: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(HIT_FOR_MISS)
+                .build(),
             counters: Counters::default(),
         }
     }
@@ -146,10 +190,18 @@ impl Cache {
         (self.entries.weighted_size(), self.entries.entry_count())
     }
 
-    /// Looks `req` up under `key` (the route caches as `route` says).
-    pub fn lookup<B>(&self, key: String, req: &Request<B>, route: &RouteCache) -> Lookup {
+    /// Looks `req` up under `key` (the route caches as `route` says). A miss while another
+    /// request fetches the same key waits for it, at most `wait`, and looks again: the
+    /// response it stored answers, else this request goes upstream itself.
+    pub async fn lookup<B>(
+        self: &Arc<Self>,
+        key: String,
+        req: &Request<B>,
+        route: &RouteCache,
+        wait: std::time::Duration,
+    ) -> Lookup {
         let method = req.method();
-        let pending = |stale, fwd| {
+        let pending = |stale, fwd, leader| {
             Lookup::Forward(Box::new(Pending {
                 key: key.clone(),
                 method: method.clone(),
@@ -158,15 +210,58 @@ impl Cache {
                 stale,
                 fwd,
                 route: route.clone(),
+                leader,
             }))
         };
         if method != Method::GET && method != Method::HEAD {
-            return pending(None, "method");
+            return pending(None, "method", None);
         }
+        let mut collapsed = false;
+        loop {
+            let (stale, fwd) = match self.find(&key, req, collapsed) {
+                Found::Fresh(response) => {
+                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    return Lookup::Hit(Box::new(response));
+                }
+                Found::Fetch(stale, fwd) => (stale, fwd),
+            };
+            // HEAD is not stored, so it neither leads nor follows.
+            if collapsed || method != Method::GET || self.hit_for_miss.contains_key(&key) {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                return pending(stale, fwd, None);
+            }
+            // Lead the fetch, or follow the request already leading it.
+            let follow = {
+                let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+                match fetching.get(&key) {
+                    Some(rx) => Some(rx.clone()),
+                    None => {
+                        let (tx, rx) = tokio::sync::watch::channel(());
+                        fetching.insert(key.clone(), rx);
+                        drop(fetching);
+                        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                        let leader = Leader {
+                            cache: self.clone(),
+                            key: key.clone(),
+                            _wake: tx,
+                        };
+                        return pending(stale, fwd, Some(leader));
+                    }
+                }
+            };
+            if let Some(mut rx) = follow {
+                self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                let _ = tokio::time::timeout(wait, rx.changed()).await;
+            }
+            collapsed = true;
+        }
+    }
+
+    /// What the store holds for `req` under `key` now.
+    fn find<B>(&self, key: &str, req: &Request<B>, collapsed: bool) -> Found {
         let now = SystemTime::now();
-        let Some(variants) = self.entries.get(&key) else {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
-            return pending(None, "uri-miss");
+        let Some(variants) = self.entries.get(key) else {
+            return Found::Fetch(None, "uri-miss");
         };
         let mut stale = None;
         for entry in &variants.0 {
@@ -174,18 +269,19 @@ impl Cache {
                 continue;
             }
             if entry.meta.fresh_for(req.headers(), now) {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 let ttl = entry.meta.ttl(now);
-                let status = format!("hit; ttl={ttl}");
-                let response = self.answer(entry, req.headers(), method, &status, now);
-                return Lookup::Hit(Box::new(response));
+                let status = match collapsed {
+                    true => format!("hit; ttl={ttl}; collapsed"),
+                    false => format!("hit; ttl={ttl}"),
+                };
+                let response = self.answer(entry, req.headers(), req.method(), &status, now);
+                return Found::Fresh(response);
             }
             stale.get_or_insert_with(|| entry.clone());
         }
-        self.counters.misses.fetch_add(1, Ordering::Relaxed);
         match stale {
-            Some(s) => pending(Some(s), "stale"),
-            None => pending(None, "vary-miss"),
+            Some(s) => Found::Fetch(Some(s), "stale"),
+            None => Found::Fetch(None, "vary-miss"),
         }
     }
 
@@ -289,6 +385,9 @@ impl Cache {
                 && !h.contains_key(header::LAST_MODIFIED)
         };
         if refused.is_some() || too_large || !tracked || useless() {
+            if pending.leader.is_some() {
+                self.hit_for_miss.insert(pending.key.clone(), ());
+            }
             policy::strip_targeted(response.headers_mut());
             response
                 .headers_mut()
