@@ -73,7 +73,7 @@ impl Drop for Leader {
 
 /// What a lookup found.
 enum Found {
-    Fresh(Response<ProxyBody>),
+    Fresh(Box<Response<ProxyBody>>),
     /// To fetch: a stale response to revalidate, if any, and why (`fwd`).
     Fetch(Option<Arc<Entry>>, &'static str),
 }
@@ -221,7 +221,7 @@ impl Cache {
             let (stale, fwd) = match self.find(&key, req, collapsed) {
                 Found::Fresh(response) => {
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    return Lookup::Hit(Box::new(response));
+                    return Lookup::Hit(response);
                 }
                 Found::Fetch(stale, fwd) => (stale, fwd),
             };
@@ -275,7 +275,7 @@ impl Cache {
                     false => format!("hit; ttl={ttl}"),
                 };
                 let response = self.answer(entry, req.headers(), req.method(), &status, now);
-                return Found::Fresh(response);
+                return Found::Fresh(Box::new(response));
             }
             stale.get_or_insert_with(|| entry.clone());
         }
