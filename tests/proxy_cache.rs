@@ -465,3 +465,96 @@ fn concurrent_misses_make_one_request_unless_the_response_cannot_be_stored() {
     assert_eq!(bodies.iter().filter(|b| b.starts_with("slow ")).count(), 50);
     assert_eq!(origin.count("/slow"), 50);
 }
+
+#[test]
+fn purges_by_key_prefix_and_tag_and_the_purge_method() {
+    let origin = Origin::start(|path, _, n| {
+        let tag = if path.starts_with("/a/") {
+            "team-a all"
+        } else {
+            "team-b all"
+        };
+        (
+            200,
+            vec![
+                "cache-control: max-age=600".into(),
+                format!("surrogate-key: {tag}"),
+            ],
+            format!("{path} {n}"),
+        )
+    });
+    let p = proxy(&origin, "true");
+    let control = p.control.unwrap();
+    let fill_at = |at: SocketAddr| {
+        for path in ["/a/1", "/a/2", "/b/1"] {
+            get(at, "GET", path, "");
+        }
+    };
+    let first = p.addr;
+    let fill = || fill_at(first);
+    let fetched = |path: &str| origin.count(path);
+    fill();
+    let (_, headers, _) = get(p.addr, "GET", "/a/1", "");
+    assert!(
+        header(&headers, "surrogate-key").is_none(),
+        "tags stay in the cache"
+    );
+
+    let purge = |query: &str| {
+        http(
+            control,
+            "POST",
+            &format!("/cache/purge?{query}"),
+            None,
+            None,
+        )
+    };
+    assert_eq!(
+        purge("key=http://cache.test/a/1"),
+        (200, "{\"purged\":1}\n".to_string())
+    );
+    fill();
+    assert_eq!(
+        (fetched("/a/1"), fetched("/a/2"), fetched("/b/1")),
+        (2, 1, 1)
+    );
+    assert_eq!(purge("prefix=http://cache.test/a/").1, "{\"purged\":2}\n");
+    fill();
+    assert_eq!(
+        (fetched("/a/1"), fetched("/a/2"), fetched("/b/1")),
+        (3, 2, 1)
+    );
+    assert_eq!(purge("tag=team-b").1, "{\"purged\":1}\n");
+    fill();
+    assert_eq!(
+        (fetched("/a/1"), fetched("/a/2"), fetched("/b/1")),
+        (3, 2, 2)
+    );
+    assert_eq!(purge("nothing=1").0, 400);
+
+    // PURGE from a network the config does not allow: refused, nothing dropped.
+    let (status, _, _) = get(p.addr, "PURGE", "/a/1", "");
+    assert_eq!(status, 403);
+    fill();
+    assert_eq!(fetched("/a/1"), 3);
+    drop(p);
+
+    // Allowed: the request's key, or the tags it names.
+    let p = SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\npurge_allow = [\"127.0.0.0/8\"]\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\ncache = true\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        origin.addr
+    ));
+    let fill = || fill_at(p.addr);
+    fill();
+    let before = (fetched("/a/1"), fetched("/a/2"), fetched("/b/1"));
+    assert_eq!(get(p.addr, "PURGE", "/a/1", "").2, "purged 1\n");
+    assert_eq!(
+        get(p.addr, "PURGE", "/", "Surrogate-Key: all\r\n").2,
+        "purged 2\n"
+    );
+    fill();
+    assert_eq!(
+        (fetched("/a/1"), fetched("/a/2"), fetched("/b/1")),
+        (before.0 + 1, before.1 + 1, before.2 + 1)
+    );
+}

@@ -76,6 +76,11 @@ pub struct SiteConfig {
     /// Bytes of stored responses the cache keeps in memory (`[proxy] cache_memory`); read
     /// at start only.
     pub cache_memory: u64,
+    /// The response header whose values tag stored responses for purges (lower case; read
+    /// at start only). It is removed before responses reach clients.
+    pub cache_tag_header: String,
+    /// Clients whose `PURGE` requests are obeyed.
+    pub purge_allow: Vec<IpNet>,
 }
 
 /// Limits per client network, and in all (`[limits]`). A client network is the client's

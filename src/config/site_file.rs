@@ -73,6 +73,10 @@ struct ProxySection {
     workers: Option<usize>,
     /// Bytes of the cache's memory tier.
     cache_memory: Option<u64>,
+    /// The response header whose space-separated values tag a stored response for purges.
+    cache_tag_header: Option<String>,
+    /// Networks whose `PURGE` requests are obeyed.
+    purge_allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,6 +329,20 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
     }
     let trusted_proxies = networks(&section.trusted_proxies)
         .map_err(|m| invalid(at, Object::Setting("proxy.trusted_proxies"), m))?;
+    let purge_allow = networks(&section.purge_allow)
+        .map_err(|m| invalid(at, Object::Setting("proxy.purge_allow"), m))?;
+    let cache_tag_header = section
+        .cache_tag_header
+        .clone()
+        .unwrap_or_else(|| "surrogate-key".to_string())
+        .to_ascii_lowercase();
+    if http::HeaderName::from_bytes(cache_tag_header.as_bytes()).is_err() {
+        return Err(invalid(
+            at,
+            Object::Setting("proxy.cache_tag_header"),
+            format!("{cache_tag_header:?} is not a header name"),
+        ));
+    }
     let request_id_header = section
         .request_id_header
         .clone()
@@ -884,5 +902,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         demo_responders,
         limits,
         cache_memory: section.cache_memory.unwrap_or(DEFAULT_CACHE_MEMORY),
+        cache_tag_header,
+        purge_allow,
     })
 }

@@ -184,6 +184,7 @@ fn answer<B>(shared: &Shared, req: Request<B>) -> Response<Full<Bytes>> {
         (&Method::GET, "/metrics") => {
             reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(shared))
         }
+        (&Method::POST, "/cache/purge") => purge(shared, req.uri().query()),
         (&Method::POST, p) if p.starts_with("/members/") => {
             let rest = &p["/members/".len()..];
             let Some((member, action)) = rest.rsplit_once('/') else {
@@ -194,6 +195,34 @@ fn answer<B>(shared: &Shared, req: Request<B>) -> Response<Full<Bytes>> {
         }
         _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such call"})),
     }
+}
+
+/// `POST /cache/purge?key=URL`, `?prefix=URL-PREFIX` or `?tag=TAG`: drops what it names
+/// from the cache and says how many keys went.
+fn purge(shared: &Shared, query: Option<&str>) -> Response<Full<Bytes>> {
+    use super::cache::Purge;
+    let asked: Vec<Purge> = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter_map(|(k, v)| {
+            let v = crate::web::percent_decode(v);
+            match k {
+                "key" => Some(Purge::Key(v)),
+                "prefix" => Some(Purge::Prefix(v)),
+                "tag" => Some(Purge::Tag(v)),
+                _ => None,
+            }
+        })
+        .collect();
+    if asked.len() != 1 {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "name one of key=, prefix= or tag="}),
+        );
+    }
+    let purged = shared.cache.purge(&asked[0]);
+    json_reply(StatusCode::OK, &json!({ "purged": purged }))
 }
 
 fn health_text(h: Health) -> &'static str {

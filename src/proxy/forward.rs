@@ -309,6 +309,14 @@ async fn forward(
     {
         return (too_large(), None);
     }
+    // PURGE from the networks allowed to send it: the request's key, or the tags its tag
+    // header lists, dropped from the cache; nothing goes upstream.
+    if req.method().as_str() == "PURGE" && r.cache.is_some() {
+        return (
+            purge_request(shared, running, &req, conn, &host, client),
+            None,
+        );
+    }
     // The cache answers before a server is chosen; what goes upstream comes back through it.
     if let Some(rc) = r
         .cache
@@ -630,6 +638,43 @@ async fn forward(
         pinned = false;
         chosen = state.choose(pool, settings, &health, client_ip, key, &tried);
     }
+}
+
+/// Answers a `PURGE` on a caching route.
+fn purge_request<B>(
+    shared: &Shared,
+    running: &Running,
+    req: &Request<B>,
+    conn: &Conn,
+    host: &str,
+    client: std::net::IpAddr,
+) -> Response<ProxyBody> {
+    use super::cache::Purge;
+    if !running.site.purge_allow.iter().any(|n| n.contains(&client)) {
+        return own(
+            StatusCode::FORBIDDEN,
+            "PURGE is not allowed from this address",
+        );
+    }
+    let tags: Vec<String> = req
+        .headers()
+        .get_all(running.site.cache_tag_header.as_str())
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
+        .collect();
+    let purged: usize = if tags.is_empty() {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        shared
+            .cache
+            .purge(&Purge::Key(super::cache::key(conn.tls, host, target)))
+    } else {
+        tags.into_iter()
+            .map(|t| shared.cache.purge(&Purge::Tag(t)))
+            .sum()
+    };
+    own(StatusCode::OK, &format!("purged {purged}"))
 }
 
 /// A client the access rules refuse: 403, counted by the rules' place.

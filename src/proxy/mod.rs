@@ -505,7 +505,7 @@ pub async fn serve(
         .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let process_key: [u8; 32] = rand::random();
     let rtt = rtt::RttTable::new(site.rtt_networks);
-    let cache = Arc::new(cache::Cache::new(site.cache_memory));
+    let cache = Arc::new(cache::Cache::new(site.cache_memory, &site.cache_tag_header));
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(Running::new(site, &process_key, None)),
         health: health.clone(),

@@ -46,6 +46,12 @@ pub struct Cache {
     /// Keys whose last response could not be stored: their misses go upstream at once
     /// rather than wait for each other (Varnish's hit-for-miss).
     hit_for_miss: moka::sync::Cache<String, ()>,
+    /// Keys by the tags their responses carry (in `tag_header`), for purges by tag. A key
+    /// evicted or purged leaves its tags; a replaced one may stay listed under an old tag,
+    /// so a purge by that tag drops it too (the safe side).
+    tags:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>>,
+    tag_header: http::HeaderName,
     pub counters: Counters,
 }
 
@@ -102,6 +108,8 @@ struct Entry {
     body: Bytes,
     /// The route's freshness cap: after this the entry is not used.
     until: Option<SystemTime>,
+    /// Its tags, for purges.
+    tags: Vec<String>,
 }
 
 impl Entry {
@@ -113,6 +121,17 @@ impl Entry {
             .sum();
         self.body.len() + headers + 256
     }
+}
+
+/// What a purge drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// One key (`http://host/path?query`).
+    Key(String),
+    /// Every key that starts with this.
+    Prefix(String),
+    /// Every key whose response carried this tag.
+    Tag(String),
 }
 
 /// What the cache says of a request before it goes upstream.
@@ -165,8 +184,13 @@ fn cache_status(value: &str) -> HeaderValue {
 }
 
 impl Cache {
-    /// A cache whose memory tier holds at most `bytes` of stored responses.
-    pub fn new(bytes: u64) -> Cache {
+    /// A cache whose memory tier holds at most `bytes` of stored responses, tagged by the
+    /// values of response header `tag_header`.
+    pub fn new(bytes: u64, tag_header: &str) -> Cache {
+        let tags: Arc<
+            std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
+        > = Default::default();
+        let index = tags.clone();
         Cache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(bytes)
@@ -174,7 +198,24 @@ impl Cache {
                     let w: usize = v.0.iter().map(|e| e.weight()).sum();
                     u32::try_from(w).unwrap_or(u32::MAX)
                 })
+                .eviction_listener(move |key: Arc<String>, v: Arc<Variants>, cause| {
+                    if cause == moka::notification::RemovalCause::Replaced {
+                        return;
+                    }
+                    let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
+                    for tag in v.0.iter().flat_map(|e| &e.tags) {
+                        if let Some(keys) = index.get_mut(tag) {
+                            keys.remove(key.as_str());
+                            if keys.is_empty() {
+                                index.remove(tag);
+                            }
+                        }
+                    }
+                })
                 .build(),
+            tags,
+            tag_header: http::HeaderName::from_bytes(tag_header.as_bytes())
+                .unwrap_or(http::HeaderName::from_static("surrogate-key")),
             fetching: Default::default(),
             hit_for_miss: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -302,6 +343,7 @@ impl Cache {
             false => entry.headers.clone(),
         };
         policy::strip_targeted(&mut headers);
+        headers.remove(&self.tag_header);
         let age = entry.meta.age(now).min(u64::from(u32::MAX));
         headers.insert(header::AGE, HeaderValue::from(age));
         headers.insert("cache-status", cache_status(status));
@@ -330,6 +372,13 @@ impl Cache {
     ) -> Response<ProxyBody> {
         let now = SystemTime::now();
         let status = response.status();
+        let tag_values: Vec<HeaderValue> = response
+            .headers()
+            .get_all(&self.tag_header)
+            .iter()
+            .cloned()
+            .collect();
+        response.headers_mut().remove(&self.tag_header);
         if !pending.method.is_safe() {
             if status.is_success() || status.is_redirection() {
                 self.invalidate_after(&pending, response.headers());
@@ -349,6 +398,7 @@ impl Cache {
                 let refreshed = Arc::new(Entry {
                     meta,
                     status: entry.status,
+                    tags: self.tags_of(&headers),
                     headers,
                     body: entry.body.clone(),
                     until: until(&pending.route, now),
@@ -395,6 +445,9 @@ impl Cache {
             return response;
         }
         let mut headers = response.headers().clone();
+        for v in tag_values {
+            headers.append(self.tag_header.clone(), v);
+        }
         policy::strip_for_storage(&mut headers);
         policy::strip_targeted(response.headers_mut());
         let meta = Meta::new(&pending.request, status, &headers, pending.sent, now);
@@ -409,6 +462,7 @@ impl Cache {
             let entry = Entry {
                 meta,
                 status,
+                tags: cache.tags_of(&headers),
                 headers,
                 body,
                 until,
@@ -485,10 +539,58 @@ impl Cache {
             }
             None => Vec::new(),
         };
+        {
+            let mut index = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+            for tag in &entry.tags {
+                index
+                    .entry(tag.clone())
+                    .or_default()
+                    .insert(pending.key.clone());
+            }
+        }
         kept.insert(0, entry);
         kept.truncate(MAX_VARIANTS);
         self.entries
             .insert(pending.key.clone(), Arc::new(Variants(kept)));
+    }
+
+    /// The tags a response's headers give it.
+    fn tags_of(&self, headers: &HeaderMap) -> Vec<String> {
+        headers
+            .get_all(&self.tag_header)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(str::split_whitespace)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Drops what `purge` names; returns how many keys went.
+    pub fn purge(&self, purge: &Purge) -> usize {
+        let keys: Vec<String> = match purge {
+            Purge::Key(key) => vec![key.clone()],
+            Purge::Prefix(prefix) => self
+                .entries
+                .iter()
+                .map(|(k, _)| k.as_ref().clone())
+                .filter(|k| k.starts_with(prefix.as_str()))
+                .collect(),
+            Purge::Tag(tag) => {
+                let mut index = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+                index
+                    .remove(tag)
+                    .map_or_else(Vec::new, |k| k.into_iter().collect())
+            }
+        };
+        keys.iter().filter(|k| self.remove(k)).count()
+    }
+
+    fn remove(&self, key: &str) -> bool {
+        let gone = self.entries.remove(key).is_some();
+        if gone {
+            self.counters.invalidated.fetch_add(1, Ordering::Relaxed);
+        }
+        gone
     }
 
     /// After a successful unsafe request: the request's own key, and those its `Location` and
@@ -514,9 +616,7 @@ impl Cache {
 
     /// Drops everything stored under `key`.
     pub fn invalidate(&self, key: &str) {
-        if self.entries.remove(key).is_some() {
-            self.counters.invalidated.fetch_add(1, Ordering::Relaxed);
-        }
+        self.remove(key);
     }
 }
 
