@@ -558,3 +558,205 @@ fn purges_by_key_prefix_and_tag_and_the_purge_method() {
         (before.0 + 1, before.1 + 1, before.2 + 1)
     );
 }
+
+/// One GET through the proxy with reqwest (which leaves encoded bodies as they come).
+fn fetch(
+    at: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().get(format!("http://{at}{path}"));
+        if let Some(a) = accept {
+            req = req.header("accept-encoding", a);
+        }
+        let r = req.send().await.unwrap();
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        (status, headers, r.bytes().await.unwrap().to_vec())
+    })
+}
+
+fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => {
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        "br" => {
+            brotli::Decompressor::new(body, 4096)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        "zstd" => out = zstd::decode_all(body).unwrap(),
+        other => panic!("{other}"),
+    }
+    out
+}
+
+#[test]
+fn compression_follows_accept_encoding_and_each_encoding_is_cached_apart() {
+    let text = "all work and no play makes a dull proxy\n".repeat(100);
+    let body = text.clone();
+    let origin = Origin::start(move |path, _, _| {
+        let cc = "cache-control: max-age=600".to_string();
+        match path {
+            "/text" => (
+                200,
+                vec![
+                    cc,
+                    "content-type: text/plain".into(),
+                    "etag: \"t1\"".into(),
+                    "accept-ranges: bytes".into(),
+                ],
+                body.clone(),
+            ),
+            "/small" => (
+                200,
+                vec![cc, "content-type: text/plain".into()],
+                "short".into(),
+            ),
+            "/image" => (
+                200,
+                vec![cc, "content-type: image/png".into()],
+                body.clone(),
+            ),
+            "/keep" => (
+                200,
+                vec![
+                    "cache-control: max-age=600, no-transform".into(),
+                    "content-type: text/plain".into(),
+                ],
+                body.clone(),
+            ),
+            _ => (404, vec![], String::new()),
+        }
+    });
+    let p = SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\ncache = true\ncompress = true\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        origin.addr
+    ));
+    for round in 0..2 {
+        for (accept, want) in [
+            ("gzip", "gzip"),
+            ("gzip, deflate, br", "br"),
+            ("br;q=0.5, zstd", "zstd"),
+        ] {
+            let (status, headers, raw) = fetch(p.addr, "/text", Some(accept));
+            assert_eq!(status, 200);
+            let h = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(h("content-encoding").as_deref(), Some(want), "{accept}");
+            assert_eq!(h("vary").as_deref(), Some("accept-encoding"));
+            assert_eq!(
+                h("etag").as_deref(),
+                Some("W/\"t1\""),
+                "the transformed body's ETag is weak"
+            );
+            assert!(h("accept-ranges").is_none(), "{headers:?}");
+            // Streamed as it is compressed: no length; from the cache, the stored length.
+            let length = h("content-length");
+            match round {
+                0 => assert!(length.is_none(), "{headers:?}"),
+                _ => assert_eq!(length, Some(raw.len().to_string())),
+            }
+            assert_eq!(
+                decode(want, &raw),
+                text.as_bytes(),
+                "{accept}: decoded once, the original"
+            );
+            let status = h("cache-status").unwrap();
+            assert_eq!(
+                status.starts_with("Meridian; hit"),
+                round == 1,
+                "{accept}: {status}"
+            );
+        }
+    }
+    assert_eq!(origin.count("/text"), 3, "one fetch per encoding");
+    // No encoding accepted: the body as it is, still marked as varying.
+    let (_, headers, raw) = fetch(p.addr, "/text", None);
+    assert!(headers.get("content-encoding").is_none());
+    assert_eq!(headers.get("vary").unwrap(), "accept-encoding");
+    assert_eq!(raw, text.as_bytes());
+    // Small, not compressible, or no-transform: sent as they are.
+    for path in ["/small", "/image", "/keep"] {
+        let (_, headers, _) = fetch(p.addr, path, Some("gzip"));
+        assert!(headers.get("content-encoding").is_none(), "{path}");
+    }
+}
+
+#[test]
+fn an_event_stream_is_compressed_chunk_by_chunk() {
+    // A server that sends one event, then holds the stream open until the test has read it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = listener.local_addr().unwrap();
+    let read_first = Arc::new(AtomicBool::new(false));
+    let gate = read_first.clone();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+        let event = "data: first event of the stream\n\n";
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+            event.len()
+        );
+        wait_until(Duration::from_secs(20), || gate.load(Ordering::SeqCst));
+        let _ = write!(conn, "0\r\n\r\n");
+    });
+    let p = SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\ncompress = true\n\n[pool.p]\nservers = [{{ address = \"{origin}\" }}]\n"
+    ));
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /events HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
+    )
+    .unwrap();
+    // Read the head and the chunks that have come, decoding as they arrive, until the first
+    // event is readable: the server has not ended its body.
+    let mut raw = Vec::new();
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    let mut fed = 0;
+    let mut chunk = [0u8; 4096];
+    let decoded_first = wait_until(Duration::from_secs(10), || {
+        let Ok(n) = s.read(&mut chunk) else {
+            return false;
+        };
+        raw.extend_from_slice(&chunk[..n]);
+        let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        // Chunked framing: size line, data, CRLF.
+        let mut at = head_end + 4 + fed;
+        while let Some(line_end) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&raw[at..at + line_end]).unwrap(), 16)
+                    .unwrap();
+            let start = at + line_end + 2;
+            if raw.len() < start + size + 2 {
+                break;
+            }
+            decoder.write_all(&raw[start..start + size]).unwrap();
+            decoder.flush().unwrap();
+            fed += line_end + 2 + size + 2;
+            at = head_end + 4 + fed;
+        }
+        String::from_utf8_lossy(decoder.get_ref()).contains("first event")
+    });
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(
+        decoded_first,
+        "the first event was not readable before the stream ended"
+    );
+    read_first.store(true, Ordering::SeqCst);
+}

@@ -47,8 +47,8 @@ pub use settings::{CookieSecrets, RateLimit, TsigAlgorithm, TsigKey};
 pub use site::{
     load_site, looks_like_site, AccessLog, AccessRules, Algorithm, ClientLimits, HashOn, Listener,
     ListenerMode, PoolSettings, ProxyVersion, ReportListener, RequestRate, Route, RouteCache,
-    SiteConfig, SiteSource, Sticky, StickyCookie, TcpForward, TlsSettings, UpstreamProtocol,
-    UpstreamTls, DEMO_SITE,
+    RouteCompress, SiteConfig, SiteSource, Sticky, StickyCookie, TcpForward, TlsSettings,
+    UpstreamProtocol, UpstreamTls, DEMO_SITE,
 };
 pub use site_file::parse_site;
 

@@ -265,6 +265,8 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// How the route caches responses, when it does (`cache`).
     pub cache: Option<RouteCache>,
+    /// How the route compresses responses, when it does (`compress`).
+    pub compress: Option<RouteCompress>,
     pub line: usize,
 }
 
@@ -276,6 +278,13 @@ pub(super) const DEFAULT_CACHE_MAX_ENTRY: u64 = 8 << 20;
 
 /// How long past its freshness a stored response may answer while no server does.
 pub(super) const DEFAULT_STALE_IF_DOWN: Duration = Duration::from_secs(86_400);
+
+/// A route's compression settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCompress {
+    /// Bodies whose `Content-Length` is below this are sent as they are.
+    pub min_size: u64,
+}
 
 /// A route's cache settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -145,6 +145,21 @@ struct RouteFile {
     deny: Option<Vec<String>>,
     /// `true`, or a table of the route's cache settings.
     cache: Option<CacheFile>,
+    /// `true`, or `{ min_size = BYTES }`.
+    compress: Option<CompressFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CompressFile {
+    On(bool),
+    Settings(CompressSettingsFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompressSettingsFile {
+    min_size: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -842,6 +857,13 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                     store_set_cookie: c.store_set_cookie.unwrap_or(false),
                     stale_if_down: duration(&c.stale_if_down, DEFAULT_STALE_IF_DOWN)
                         .map_err(|m| invalid(at, object(), format!("cache.stale_if_down: {m}")))?,
+                }),
+            },
+            compress: match &fr.compress {
+                None | Some(CompressFile::On(false)) => None,
+                Some(CompressFile::On(true)) => Some(RouteCompress { min_size: 1024 }),
+                Some(CompressFile::Settings(c)) => Some(RouteCompress {
+                    min_size: c.min_size.unwrap_or(1024),
                 }),
             },
             line: line_of(text, at),

@@ -178,6 +178,9 @@ pub struct Tracked {
     pub(super) lease: Option<(Lease, Arc<Connections>)>,
     /// The cache's copy of the body, when the response is being stored.
     pub(super) tee: Option<super::cache::Tee>,
+    /// The body's compression, when the route compresses it (applied before the cache's
+    /// copy is taken, so the cache stores what the client gets).
+    pub(super) encoder: Option<super::compress::Encoder>,
 }
 
 impl Tracked {
@@ -193,8 +196,11 @@ impl Drop for Tracked {
         // A body that did not reach its end leaves its connection mid-response: it closes.
         if self.inner.is_end_stream() {
             self.give_back();
-            if let Some(tee) = self.tee.as_mut() {
-                tee.end();
+            // The cache keeps only a body that reached the client whole.
+            if self.encoder.as_ref().is_none_or(|e| e.finished()) {
+                if let Some(tee) = self.tee.as_mut() {
+                    tee.end();
+                }
             }
         }
     }
@@ -209,20 +215,42 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
+        let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.give_back();
-                if let Some(tee) = this.tee.as_mut() {
-                    tee.end();
+                // The server's body ended: the encoder's end goes out as the last chunk.
+                match this.encoder.as_mut().filter(|e| !e.finished()) {
+                    Some(encoder) => Poll::Ready(Some(Ok(Frame::data(encoder.finish())))),
+                    None => Poll::Ready(None),
                 }
             }
+            Poll::Ready(Some(Ok(frame))) => match (this.encoder.as_mut(), frame.data_ref()) {
+                (Some(encoder), Some(data)) => {
+                    let mut out = encoder.chunk(data).to_vec();
+                    if this.inner.is_end_stream() {
+                        out.extend_from_slice(&encoder.finish());
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+                }
+                _ => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        };
+        // The cache's copy: what the client gets, kept whole once the body has ended.
+        match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(tee), Some(data)) = (this.tee.as_mut(), frame.data_ref()) {
                     tee.data(data);
-                    if this.inner.is_end_stream() {
+                }
+                if this.is_end_stream() {
+                    if let Some(tee) = this.tee.as_mut() {
                         tee.end();
                     }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(tee) = this.tee.as_mut() {
+                    tee.end();
                 }
             }
             Poll::Ready(Some(Err(_))) => this.tee = None,
@@ -232,10 +260,13 @@ impl Body for Tracked {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.is_end_stream() && self.encoder.as_ref().is_none_or(|e| e.finished())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.encoder {
+            Some(_) => SizeHint::default(),
+            None => self.inner.size_hint(),
+        }
     }
 }

@@ -325,7 +325,12 @@ async fn forward(
     {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let key = super::cache::key(conn.tls, &host, target);
-        match shared.cache.lookup(key, &req, rc, r.timeout).await {
+        let negotiated = r.compress.is_some();
+        match shared
+            .cache
+            .lookup(key, &req, rc, (r.timeout, negotiated))
+            .await
+        {
             super::cache::Lookup::Hit(response) => return (*response, None),
             super::cache::Lookup::Forward(p) => *pending = Some(p),
         }
@@ -414,6 +419,11 @@ async fn forward(
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    // A route that compresses asks its servers for identity and encodes itself.
+    let accept_encoding = match r.compress {
+        Some(_) => headers.remove(header::ACCEPT_ENCODING),
+        None => None,
+    };
     if let Some(protocol) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
@@ -598,6 +608,9 @@ async fn forward(
                     );
                 }
                 let mut resp = respond(resp, in_flight, (lease, conns.clone()), running, ri);
+                if let Some(c) = &r.compress {
+                    super::compress::apply(c, &parts.method, accept_encoding.as_ref(), &mut resp);
+                }
                 if let Some(p) = pending.take() {
                     resp = shared.cache.complete(*p, resp);
                 }
@@ -885,6 +898,7 @@ fn respond(
             _in_flight: in_flight,
             lease: Some(lease),
             tee: None,
+            encoder: None,
         }),
     )
 }

@@ -20,6 +20,7 @@
 //! - [`forward`]: one request, end to end.
 //! - [`body`]: request and response bodies on their way through (streamed, held, counted).
 //! - [`cache`]: stored responses (RFC 9111), looked up before a server is chosen.
+//! - [`compress`]: zstd, brotli and gzip for the routes that ask, streamed chunk by chunk.
 //! - [`headers`]: hop-by-hop fields, forwarding headers, the client behind trusted proxies.
 //! - [`connections`]: connections to a pool's servers (HTTP/1.1 kept alive, or HTTP/2), kept
 //!   idle per server between requests.
@@ -39,6 +40,7 @@ pub mod access;
 pub mod algorithm;
 pub mod body;
 pub mod cache;
+pub mod compress;
 pub mod connections;
 pub mod control;
 pub mod demo;

@@ -94,6 +94,7 @@ mod tests {
             access: Default::default(),
             max_body: None,
             cache: None,
+            compress: None,
             line: 1,
         };
         f(&mut r);

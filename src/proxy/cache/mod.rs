@@ -158,6 +158,8 @@ pub struct Pending {
     route: RouteCache,
     /// Other requests for the key wait on this one.
     leader: Option<Leader>,
+    /// The route compresses: the proxy chooses the encoding of what it stores.
+    negotiated: bool,
 }
 
 impl Pending {
@@ -239,7 +241,7 @@ impl Cache {
         key: String,
         req: &Request<B>,
         route: &RouteCache,
-        wait: std::time::Duration,
+        (wait, negotiated): (std::time::Duration, bool),
     ) -> Lookup {
         let method = req.method();
         let pending = |stale, fwd, leader| {
@@ -252,6 +254,7 @@ impl Cache {
                 fwd,
                 route: route.clone(),
                 leader,
+                negotiated,
             }))
         };
         if method != Method::GET && method != Method::HEAD {
@@ -394,7 +397,13 @@ impl Cache {
                 self.counters.revalidated.fetch_add(1, Ordering::Relaxed);
                 let mut headers = entry.headers.clone();
                 policy::update_from_304(&mut headers, response.headers());
-                let meta = Meta::new(&pending.request, entry.status, &headers, pending.sent, now);
+                let meta = Meta::new(
+                    &pending.request,
+                    (entry.status, &headers),
+                    pending.sent,
+                    now,
+                    pending.negotiated,
+                );
                 let refreshed = Arc::new(Entry {
                     meta,
                     status: entry.status,
@@ -430,7 +439,7 @@ impl Cache {
         // A response stale at once with no validator could never be used.
         let useless = || {
             let h = response.headers();
-            Meta::new(&pending.request, status, h, pending.sent, now).lifetime == 0
+            Meta::new(&pending.request, (status, h), pending.sent, now, false).lifetime == 0
                 && !h.contains_key(header::ETAG)
                 && !h.contains_key(header::LAST_MODIFIED)
         };
@@ -450,7 +459,13 @@ impl Cache {
         }
         policy::strip_for_storage(&mut headers);
         policy::strip_targeted(response.headers_mut());
-        let meta = Meta::new(&pending.request, status, &headers, pending.sent, now);
+        let meta = Meta::new(
+            &pending.request,
+            (status, &headers),
+            pending.sent,
+            now,
+            pending.negotiated,
+        );
         response
             .headers_mut()
             .insert("cache-status", cache_status(&format!("{fwd}; stored")));

@@ -214,6 +214,9 @@ pub(super) struct Meta {
     stale_if_error: Option<u64>,
     /// The request headers `Vary` names, as the stored request had them.
     pub(super) vary: Vec<(HeaderName, Option<String>)>,
+    /// Stored on a route that compresses: `Accept-Encoding` is compared by the encoding it
+    /// selects, not byte for byte.
+    negotiated: bool,
 }
 
 /// Field values as `Vary` compares them: every line joined, whitespace around commas dropped.
@@ -226,6 +229,17 @@ fn normalized(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
         .map(|v| v.trim().to_string())
         .collect();
     Some(joined.join(","))
+}
+
+/// A request header's value as `Vary` compares it; `Accept-Encoding` by the encoding it
+/// selects when the proxy chose the encoding itself.
+fn selecting(headers: &HeaderMap, name: &HeaderName, negotiated: bool) -> Option<String> {
+    if negotiated && name == header::ACCEPT_ENCODING {
+        let accept = headers.get(name).and_then(|v| v.to_str().ok());
+        let chosen = crate::proxy::compress::choose(accept);
+        return Some(chosen.map_or("identity", |e| e.token()).to_string());
+    }
+    normalized(headers, name)
 }
 
 fn vary_names(response: &HeaderMap) -> Vec<String> {
@@ -254,13 +268,13 @@ fn secs_between(earlier: SystemTime, later: SystemTime) -> u64 {
 
 impl Meta {
     /// The metadata of `response` (status `status`) to `request`, sent at `sent` and
-    /// received at `received`.
+    /// received at `received`; `negotiated` when the proxy chose its encoding.
     pub(super) fn new(
         request: &HeaderMap,
-        status: StatusCode,
-        response: &HeaderMap,
+        (status, response): (StatusCode, &HeaderMap),
         sent: SystemTime,
         received: SystemTime,
+        negotiated: bool,
     ) -> Meta {
         let rc = response_directives(response);
         let server_date = date(response, &header::DATE);
@@ -301,7 +315,7 @@ impl Meta {
             .into_iter()
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .map(|n| {
-                let v = normalized(request, &n);
+                let v = selecting(request, &n, negotiated);
                 (n, v)
             })
             .collect();
@@ -315,6 +329,7 @@ impl Meta {
                 || rc.has("s-maxage"),
             stale_if_error: rc.seconds("stale-if-error"),
             vary,
+            negotiated,
         }
     }
 
@@ -328,7 +343,7 @@ impl Meta {
     pub(super) fn matches(&self, request: &HeaderMap) -> bool {
         self.vary
             .iter()
-            .all(|(name, value)| normalized(request, name) == *value)
+            .all(|(name, value)| selecting(request, name, self.negotiated) == *value)
     }
 
     /// Whether this stored response may answer `request` at `now` without asking the server
@@ -497,7 +512,7 @@ fn meta(headers: &[(&str, &str)]) -> Meta {
         );
     }
     let now = SystemTime::now();
-    Meta::new(&HeaderMap::new(), StatusCode::OK, &h, now, now)
+    Meta::new(&HeaderMap::new(), (StatusCode::OK, &h), now, now, false)
 }
 
 #[cfg(test)]
