@@ -760,3 +760,58 @@ fn an_event_stream_is_compressed_chunk_by_chunk() {
     );
     read_first.store(true, Ordering::SeqCst);
 }
+
+#[test]
+fn ranges_are_served_from_a_stored_response() {
+    let origin = Origin::start(|_, _, _| {
+        (
+            200,
+            vec![
+                "cache-control: max-age=600".into(),
+                "etag: \"r1\"".into(),
+                "content-type: text/plain".into(),
+            ],
+            "0123456789".into(),
+        )
+    });
+    let p = proxy(&origin, "true");
+    assert_eq!(get(p.addr, "GET", "/r", "").2, "0123456789");
+    let (status, headers, body) = get(p.addr, "GET", "/r", "Range: bytes=2-4\r\n");
+    assert_eq!((status, body.as_str()), (206, "234"));
+    assert_eq!(header(&headers, "content-range"), Some("bytes 2-4/10"));
+    let (status, _, body) = get(p.addr, "GET", "/r", "Range: bytes=-3\r\n");
+    assert_eq!((status, body.as_str()), (206, "789"));
+    let (status, headers, body) = get(p.addr, "GET", "/r", "Range: bytes=0-0, 9-\r\n");
+    assert_eq!(status, 206);
+    assert!(header(&headers, "content-type")
+        .unwrap()
+        .starts_with("multipart/byteranges; boundary="));
+    assert!(
+        body.contains("content-range: bytes 0-0/10\r\n\r\n0")
+            && body.contains("content-range: bytes 9-9/10\r\n\r\n9"),
+        "{body}"
+    );
+    let (status, headers, _) = get(p.addr, "GET", "/r", "Range: bytes=20-\r\n");
+    assert_eq!(status, 416);
+    assert_eq!(header(&headers, "content-range"), Some("bytes */10"));
+    // If-Range with another validator: the whole response.
+    let (status, _, body) = get(
+        p.addr,
+        "GET",
+        "/r",
+        "Range: bytes=2-4\r\nIf-Range: \"r0\"\r\n",
+    );
+    assert_eq!((status, body.as_str()), (200, "0123456789"));
+    let (status, _, body) = get(
+        p.addr,
+        "GET",
+        "/r",
+        "Range: bytes=2-4\r\nIf-Range: \"r1\"\r\n",
+    );
+    assert_eq!((status, body.as_str()), (206, "234"));
+    assert_eq!(
+        origin.count("/r"),
+        1,
+        "every range came from the stored response"
+    );
+}

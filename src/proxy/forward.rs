@@ -453,7 +453,7 @@ async fn forward(
         }
     }
     if let Some(p) = pending.as_deref() {
-        p.make_conditional(&mut headers);
+        p.prepare(&mut headers);
     }
     if upgrade.is_some() && settings.protocol == UpstreamProtocol::Http2 {
         return (

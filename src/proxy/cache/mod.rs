@@ -18,6 +18,7 @@
 //! set); the sticky cookie and the request ID are added after the cache and never stored.
 
 mod policy;
+mod range;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -163,9 +164,12 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Makes the upstream request revalidate the stored response it holds, if any: the
-    /// client's own validators are replaced by the stored response's.
-    pub fn make_conditional(&self, headers: &mut HeaderMap) {
+    /// Readies the upstream request: it says what this cache understands
+    /// (`Surrogate-Capability`), and revalidates the stored response the request holds, if
+    /// any, the client's own validators replaced by the stored response's.
+    pub fn prepare(&self, headers: &mut HeaderMap) {
+        let (name, value) = policy::capability();
+        headers.append(name, value);
         let Some(entry) = &self.stale else {
             return;
         };
@@ -350,15 +354,36 @@ impl Cache {
         let age = entry.meta.age(now).min(u64::from(u32::MAX));
         headers.insert(header::AGE, HeaderValue::from(age));
         headers.insert("cache-status", cache_status(status));
-        let body = match *method == Method::HEAD || not_modified {
-            true => Bytes::new(),
-            false => entry.body.clone(),
+        let (mut code, mut body) = match not_modified {
+            true => (StatusCode::NOT_MODIFIED, Bytes::new()),
+            false => (entry.status, entry.body.clone()),
         };
+        // A GET with Range, answered from the whole stored body.
+        if code == StatusCode::OK && *method == Method::GET {
+            match range::ranges(request, &entry.headers, body.len() as u64) {
+                range::Ranged::Whole => {}
+                range::Ranged::Parts(parts) => {
+                    (code, body) = range::partial(&mut headers, &body, &parts);
+                }
+                range::Ranged::Unsatisfiable => {
+                    code = StatusCode::RANGE_NOT_SATISFIABLE;
+                    let total = format!("bytes */{}", body.len());
+                    headers.insert(
+                        header::CONTENT_RANGE,
+                        HeaderValue::from_str(&total).expect("ascii"),
+                    );
+                    headers.remove(header::CONTENT_TYPE);
+                    body = Bytes::new();
+                }
+            }
+        }
+        if *method == Method::HEAD {
+            // The length the GET would have, with no body.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            body = Bytes::new();
+        }
         let mut response = Response::new(Either::Right(Full::new(body)));
-        *response.status_mut() = match not_modified {
-            true => StatusCode::NOT_MODIFIED,
-            false => entry.status,
-        };
+        *response.status_mut() = code;
         *response.headers_mut() = headers;
         response.extensions_mut().insert(FromCache);
         response

@@ -88,6 +88,19 @@ fn split_list(text: &str) -> Vec<&str> {
 }
 
 const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+
+/// The device name this cache gives in `Surrogate-Capability`, which `Surrogate-Control`
+/// directives may target.
+pub(super) const DEVICE: &str = "meridian";
+
+/// What the cache tells servers it understands (the Edge Architecture's
+/// `Surrogate-Capability: meridian="Surrogate/1.0"`).
+pub(super) fn capability() -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static("surrogate-capability"),
+        HeaderValue::from_static("meridian=\"Surrogate/1.0\""),
+    )
+}
 const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
 /// The response directives this cache obeys: `CDN-Cache-Control` when the response has one
@@ -98,11 +111,22 @@ pub(super) fn response_directives(headers: &HeaderMap) -> Directives {
     if !cdn.is_empty() {
         return cdn;
     }
+    // `directive;device`: for the named device only; ours is [`DEVICE`].
+    let ours_only = |target: &str| target.trim().eq_ignore_ascii_case(DEVICE);
     let surrogate = Directives::of(headers, &SURROGATE_CONTROL);
     let ours: Vec<(String, Option<String>)> = surrogate
         .0
         .into_iter()
-        .filter(|(k, v)| !k.contains(';') && !v.as_deref().is_some_and(|v| v.contains(';')))
+        .filter_map(|(k, v)| match (k.split_once(';'), v) {
+            (Some((name, target)), v) => ours_only(target).then(|| (name.to_string(), v)),
+            (None, Some(v)) => match v.split_once(';') {
+                Some((value, target)) => {
+                    ours_only(target).then(|| (k, Some(value.trim().to_string())))
+                }
+                None => Some((k, Some(v))),
+            },
+            (None, None) => Some((k, None)),
+        })
         .collect();
     if !ours.is_empty() {
         return Directives(ours);
