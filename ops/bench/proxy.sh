@@ -2,8 +2,8 @@
 # Side-by-side HTTP proxy benchmark: `meridian proxy` against nginx and HAProxy in front of one
 # origin, on the same requests.
 #
-#   ops/bench/proxy.sh [--rounds N] [--seconds S] [--proxies "meridian nginx haproxy"]
-#                      [--rows "small 16k tls handshake resumed h2"] [--connections C]
+#   ops/bench/proxy.sh [--rounds N] [--seconds S] [--proxies "meridian nginx haproxy varnish"]
+#                      [--rows "small 16k tls handshake resumed h2 cached"] [--connections C]
 #                      [--profile]
 #   MERIDIAN_BINARY=FILE ops/bench/proxy.sh ...   benchmark that binary instead of building one
 #   ops/bench/proxy.sh --baseline OLD-BINARY --proxies "meridian baseline"
@@ -27,6 +27,9 @@
 #   tcp        layer 4: a new TCP connection per request (the small body), forwarded as
 #              bytes (Meridian `mode = "tcp"`, HAProxy `mode tcp`, nginx `stream`)   wrk
 #   bulk       layer 4: 8 MiB bodies on 4 kept-alive connections (req/s x 8 MiB = bytes)  wrk
+#   cached     HTTP/1.1 keep-alive, the small body as a cache hit (the origin says max-age):
+#              Meridian `cache = true`, nginx `proxy_cache`, HAProxy's `cache`, and Varnish
+#              when `--proxies` names it (it serves this row only)       wrk
 # wrk and h2load resume TLS sessions by themselves: the handshake row's listener refuses
 # resumption on the server side (nginx `ssl_session_cache off` and tickets off; HAProxy no
 # tickets and no session cache; Meridian `resumption = false`).
@@ -46,7 +49,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ROUNDS=3
 SECONDS_PER_RUN=8
 PROXIES="meridian nginx haproxy"
-ROWS="small 16k tls handshake resumed h2 tcp bulk"
+ROWS="small 16k tls handshake resumed h2 tcp bulk cached"
 CONNECTIONS=50
 PROFILE=""
 BASELINE=""
@@ -59,7 +62,7 @@ while [ $# -gt 0 ]; do
     --connections) CONNECTIONS=$2; shift 2 ;;
     --profile) PROFILE=1; shift ;;
     --baseline) BASELINE=$(realpath "$2"); shift 2 ;;
-    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
 done
@@ -72,6 +75,7 @@ for pair in wrk:wrk h2load:nghttp2-client nginx:nginx-light haproxy:haproxy curl
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 [ -z "$PROFILE" ] || command -v perf >/dev/null || need+=(linux-perf)
+[[ " $PROXIES " != *" varnish "* ]] || command -v varnishd >/dev/null || need+=(varnish)
 # nginx's layer 4 is a dynamic module.
 NGINX_STREAM=/usr/lib/nginx/modules/ngx_stream_module.so
 [ -e "$NGINX_STREAM" ] || need+=(libnginx-mod-stream)
@@ -106,7 +110,8 @@ mkdir -p "$W/origin"
   echo "  access_log off;"
   nginx_temp_paths "$W/origin"
   echo "  keepalive_requests 1000000;"
-  echo "  server { listen 127.0.0.1:$ORIGIN_PORT; root $W/www; default_type text/plain; }"
+  echo "  server { listen 127.0.0.1:$ORIGIN_PORT; root $W/www; default_type text/plain;"
+  echo "    location /cached/ { alias $W/www/; add_header Cache-Control \"max-age=3600\"; } }"
   echo "}"
 } > "$W/origin/nginx.conf"
 taskset -c 1 nginx -p "$W/origin" -c "$W/origin/nginx.conf" -g 'daemon off;' 2>"$W/origin/err" &
@@ -150,7 +155,16 @@ mode = "tcp"
 pool = "origin_tcp"
 
 [[route]]
+path_prefix = "/cached/"
+pool = "origin_cached"
+cache = true
+
+[[route]]
 pool = "origin"
+
+[pool.origin_cached]
+start = "up"
+servers = [{ address = "127.0.0.1:$ORIGIN_PORT" }]
 
 [pool.origin]
 algorithm = "round-robin"
@@ -178,7 +192,8 @@ config_nginx() {
     nginx_temp_paths "$d"
     echo "  keepalive_requests 1000000;"
     echo "  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; keepalive_requests 1000000; }"
-    echo "  server { listen 127.0.0.1:${PLAIN[nginx]}; $pass }"
+    echo "  proxy_cache_path $d/cache keys_zone=hits:10m;"
+    echo "  server { listen 127.0.0.1:${PLAIN[nginx]}; $pass location /cached/ { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache hits; } }"
     echo "  server { listen 127.0.0.1:${TLS[nginx]} ssl http2; $cert ssl_session_cache shared:bench:10m; ssl_session_tickets on; $pass }"
     echo "  server { listen 127.0.0.1:${FULL[nginx]} ssl; $cert ssl_session_cache off; ssl_session_tickets off; $pass }"
     echo "}"
@@ -204,10 +219,20 @@ defaults
   timeout server 30s
   option forwardfor
 
+cache bench
+  total-max-size 64
+  max-age 3600
+
 frontend plain
   bind 127.0.0.1:${PLAIN[haproxy]}
   http-request set-header X-Forwarded-Proto http
+  use_backend cached if { path_beg /cached/ }
   default_backend origin
+
+backend cached
+  http-request cache-use bench
+  http-response cache-store bench
+  server origin 127.0.0.1:$ORIGIN_PORT
 
 frontend tls
   bind 127.0.0.1:${TLS[haproxy]} ssl crt $W/both.pem alpn h2,http/1.1
@@ -234,6 +259,13 @@ EOF
   taskset -c 0 haproxy -db -f "$d/haproxy.cfg" >"$d/out" 2>"$d/err" &
 }
 
+config_varnish() {
+  # Varnish serves the cached row only: plain HTTP, its default VCL in front of the origin.
+  local d="$W/varnish"; mkdir -p "$d"
+  taskset -c 0 varnishd -F -n "$d" -a "127.0.0.1:${PLAIN[varnish]}" -b "127.0.0.1:$ORIGIN_PORT" \
+    -s malloc,64m -p thread_pools=1 >"$d/out" 2>"$d/err" &
+}
+
 for p in $PROXIES; do
   "config_$p"
   PID[$p]=$!
@@ -241,6 +273,14 @@ for p in $PROXIES; do
 done
 for p in $PROXIES; do
   ok=""
+  if [ "$p" = varnish ]; then
+    for _ in $(seq 1 100); do
+      curl -sf "http://127.0.0.1:${PLAIN[$p]}/cached/small" 2>/dev/null | grep -q hello && { ok=1; break; }
+      sleep 0.1
+    done
+    [ -n "$ok" ] || { echo "varnish did not start:"; tail -20 "$W/varnish/err"; exit 1; }
+    continue
+  fi
   for _ in $(seq 1 100); do
     if curl -sf "http://127.0.0.1:${PLAIN[$p]}/small" 2>/dev/null | grep -q hello \
       && curl -sfk "https://127.0.0.1:${FULL[$p]}/small" 2>/dev/null | grep -q hello \
@@ -267,6 +307,7 @@ load() { # load PROXY ROW: the load generator's output, run on CPU 1
     resumed) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SECONDS_PER_RUN" --latency -H 'Connection: close' "https://127.0.0.1:${TLS[$p]}/small" ;;
     tcp) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SECONDS_PER_RUN" --latency -H 'Connection: close' "http://127.0.0.1:${L4[$p]}/small" ;;
     bulk) taskset -c 1 wrk -t1 -c4 -d"$SECONDS_PER_RUN" --latency "http://127.0.0.1:${L4[$p]}/bulk" ;;
+    cached) taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SECONDS_PER_RUN" --latency "http://127.0.0.1:${PLAIN[$p]}/cached/small" ;;
     h2) taskset -c 1 h2load -c"$CONNECTIONS" -m10 -D"$SECONDS_PER_RUN" --log-file="$W/h2.log" "https://127.0.0.1:${TLS[$p]}/small" ;;
   esac
 }
@@ -321,7 +362,10 @@ echo "== $ROUNDS interleaved rounds of ${SECONDS_PER_RUN}s, $CONNECTIONS connect
 read -r -a order <<<"$PROXIES"
 for r in $(seq 1 "$ROUNDS"); do
   for row in $ROWS; do
-    for p in "${order[@]}"; do run_one "$r" "$p" "$row"; done
+    for p in "${order[@]}"; do
+      [ "$p" != varnish ] || [ "$row" = cached ] || continue
+      run_one "$r" "$p" "$row"
+    done
   done
   order=("${order[@]:1}" "${order[0]}")
 done
