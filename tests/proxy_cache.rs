@@ -815,3 +815,45 @@ fn ranges_are_served_from_a_stored_response() {
         "every range came from the stored response"
     );
 }
+
+#[test]
+fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
+    let origin = Origin::start(|_, _, n| match n {
+        // Stored already stale, inside its stale-while-revalidate window.
+        0 => (
+            200,
+            vec![
+                "cache-control: max-age=10, stale-while-revalidate=600".into(),
+                "age: 20".into(),
+            ],
+            "v0".into(),
+        ),
+        _ => (
+            200,
+            vec!["cache-control: max-age=600".into()],
+            format!("v{n}"),
+        ),
+    });
+    let p = proxy(&origin, "true");
+    assert_eq!(get(p.addr, "GET", "/swr", "").2, "v0");
+    let (status, headers, body) = get(p.addr, "GET", "/swr", "");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "v0"),
+        "the stale response, at once"
+    );
+    assert_eq!(
+        header(&headers, "cache-status"),
+        Some("Meridian; hit; detail=stale-while-revalidate")
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || origin.count("/swr") == 2),
+        "no background revalidation"
+    );
+    // Once the background request has stored its answer, it is what hits get.
+    assert!(wait_until(Duration::from_secs(10), || get(
+        p.addr, "GET", "/swr", ""
+    )
+    .2 == "v1"));
+    assert_eq!(origin.count("/swr"), 2);
+}

@@ -254,7 +254,7 @@ fn idempotent(m: &Method) -> bool {
 const MAX_TRIES: usize = 3;
 
 async fn forward(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     running: &Arc<Running>,
     mut req: Request<Incoming>,
     conn: &Conn,
@@ -313,7 +313,7 @@ async fn forward(
     // header lists, dropped from the cache; nothing goes upstream.
     if req.method().as_str() == "PURGE" && r.cache.is_some() {
         return (
-            purge_request(shared, running, &req, conn, &host, client),
+            super::cache::purge_request(shared, running, &req, (conn.tls, &host), client),
             None,
         );
     }
@@ -333,6 +333,10 @@ async fn forward(
         {
             super::cache::Lookup::Hit(response) => return (*response, None),
             super::cache::Lookup::Forward(p) => *pending = Some(p),
+            super::cache::Lookup::Revalidate(response, p) => {
+                super::revalidate::spawn(shared, running, ri, *p, target.to_string());
+                return (*response, None);
+            }
         }
     }
     let cut = Arc::new(Cut::default());
@@ -653,43 +657,6 @@ async fn forward(
     }
 }
 
-/// Answers a `PURGE` on a caching route.
-fn purge_request<B>(
-    shared: &Shared,
-    running: &Running,
-    req: &Request<B>,
-    conn: &Conn,
-    host: &str,
-    client: std::net::IpAddr,
-) -> Response<ProxyBody> {
-    use super::cache::Purge;
-    if !running.site.purge_allow.iter().any(|n| n.contains(&client)) {
-        return own(
-            StatusCode::FORBIDDEN,
-            "PURGE is not allowed from this address",
-        );
-    }
-    let tags: Vec<String> = req
-        .headers()
-        .get_all(running.site.cache_tag_header.as_str())
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(str::split_whitespace)
-        .map(str::to_string)
-        .collect();
-    let purged: usize = if tags.is_empty() {
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        shared
-            .cache
-            .purge(&Purge::Key(super::cache::key(conn.tls, host, target)))
-    } else {
-        tags.into_iter()
-            .map(|t| shared.cache.purge(&Purge::Tag(t)))
-            .sum()
-    };
-    own(StatusCode::OK, &format!("purged {purged}"))
-}
-
 /// A client the access rules refuse: 403, counted by the rules' place.
 fn refused(shared: &Shared, scope: RuleScope, client: std::net::IpAddr) -> Response<ProxyBody> {
     shared.deny(scope, client);
@@ -726,7 +693,7 @@ fn cut_off(why: CutReason) -> Response<ProxyBody> {
 
 /// The target a server is sent: origin-form (`/path?query`) to HTTP/1.1 servers; for HTTP/2
 /// the scheme and authority too (the `Host` sent, else the server's address).
-fn upstream_uri(
+pub(super) fn upstream_uri(
     settings: &crate::config::PoolSettings,
     target: &http::uri::PathAndQuery,
     host: Option<&HeaderValue>,
@@ -753,7 +720,7 @@ fn upstream_uri(
 }
 
 /// A request body on its way upstream.
-enum Outgoing {
+pub(super) enum Outgoing {
     /// The client's, as it comes.
     Streamed(Incoming),
     /// Read whole before (empty when the request has none): it may go more than once.
@@ -762,7 +729,7 @@ enum Outgoing {
 
 /// The request a server is sent, and for a streamed body a receiver told when it has all
 /// gone.
-fn upstream_request(
+pub(super) fn upstream_request(
     method: &Method,
     uri: http::Uri,
     headers: HeaderMap,
@@ -871,7 +838,7 @@ fn hash_key<B>(on: &crate::config::HashOn, req: &Request<B>) -> Option<u64> {
 
 /// The client's response: the server's, with hop-by-hop and hidden headers removed and the
 /// route's headers set.
-fn respond(
+pub(super) fn respond(
     resp: Response<Incoming>,
     in_flight: InFlight,
     lease: (Lease, Arc<Connections>),

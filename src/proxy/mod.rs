@@ -21,6 +21,7 @@
 //! - [`body`]: request and response bodies on their way through (streamed, held, counted).
 //! - [`cache`]: stored responses (RFC 9111), looked up before a server is chosen.
 //! - [`compress`]: zstd, brotli and gzip for the routes that ask, streamed chunk by chunk.
+//! - [`revalidate`]: `stale-while-revalidate`'s background requests.
 //! - [`headers`]: hop-by-hop fields, forwarding headers, the client behind trusted proxies.
 //! - [`connections`]: connections to a pool's servers (HTTP/1.1 kept alive, or HTTP/2), kept
 //!   idle per server between requests.
@@ -52,6 +53,7 @@ pub mod headers;
 pub mod l4;
 pub mod proxy_header;
 pub mod report;
+pub mod revalidate;
 pub mod route;
 pub mod rtt;
 pub mod sticky;

@@ -81,6 +81,8 @@ impl Drop for Leader {
 /// What a lookup found.
 enum Found {
     Fresh(Box<Response<ProxyBody>>),
+    /// Stale, but it may answer while it is revalidated (`stale-while-revalidate`).
+    Revalidating(Box<Response<ProxyBody>>, Arc<Entry>),
     /// To fetch: a stale response to revalidate, if any, and why (`fwd`).
     Fetch(Option<Arc<Entry>>, &'static str),
 }
@@ -142,6 +144,9 @@ pub enum Lookup {
     /// It goes upstream; what comes back goes through [`Cache::complete`] (or
     /// [`Cache::failed`] when no server answered).
     Forward(Box<Pending>),
+    /// A stale response answers, and the request in `Pending` is to be sent in the
+    /// background to revalidate it.
+    Revalidate(Box<Response<ProxyBody>>, Box<Pending>),
 }
 
 /// A request on its way upstream, as the cache needs it back.
@@ -164,6 +169,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The client's request headers.
+    pub fn request_headers(&self) -> &HeaderMap {
+        &self.request
+    }
+
     /// Readies the upstream request: it says what this cache understands
     /// (`Surrogate-Capability`), and revalidates the stored response the request holds, if
     /// any, the client's own validators replaced by the stored response's.
@@ -271,6 +281,26 @@ impl Cache {
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
                     return Lookup::Hit(response);
                 }
+                Found::Revalidating(response, entry) => {
+                    self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
+                    // One background revalidation per key at a time.
+                    let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+                    if fetching.contains_key(&key) {
+                        return Lookup::Hit(response);
+                    }
+                    let (tx, rx) = tokio::sync::watch::channel(());
+                    fetching.insert(key.clone(), rx);
+                    drop(fetching);
+                    let leader = Leader {
+                        cache: self.clone(),
+                        key: key.clone(),
+                        _wake: tx,
+                    };
+                    let Lookup::Forward(p) = pending(Some(entry), "stale", Some(leader)) else {
+                        unreachable!("pending makes a Forward")
+                    };
+                    return Lookup::Revalidate(response, p);
+                }
                 Found::Fetch(stale, fwd) => (stale, fwd),
             };
             // HEAD is not stored, so it neither leads nor follows.
@@ -324,6 +354,11 @@ impl Cache {
                 };
                 let response = self.answer(entry, req.headers(), req.method(), &status, now);
                 return Found::Fresh(Box::new(response));
+            }
+            if entry.meta.while_revalidating(req.headers(), now) {
+                let status = "hit; detail=stale-while-revalidate";
+                let response = self.answer(entry, req.headers(), req.method(), status, now);
+                return Found::Revalidating(Box::new(response), entry.clone());
             }
             stale.get_or_insert_with(|| entry.clone());
         }
@@ -658,6 +693,40 @@ impl Cache {
     pub fn invalidate(&self, key: &str) {
         self.remove(key);
     }
+}
+
+/// Answers a `PURGE` on a caching route.
+pub(super) fn purge_request<B>(
+    shared: &super::Shared,
+    running: &super::Running,
+    req: &Request<B>,
+    (tls, host): (bool, &str),
+    client: std::net::IpAddr,
+) -> Response<ProxyBody> {
+    use super::forward::own;
+    if !running.site.purge_allow.iter().any(|n| n.contains(&client)) {
+        return own(
+            StatusCode::FORBIDDEN,
+            "PURGE is not allowed from this address",
+        );
+    }
+    let tags: Vec<String> = req
+        .headers()
+        .get_all(running.site.cache_tag_header.as_str())
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
+        .collect();
+    let purged: usize = if tags.is_empty() {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        shared.cache.purge(&Purge::Key(key(tls, host, target)))
+    } else {
+        tags.into_iter()
+            .map(|t| shared.cache.purge(&Purge::Tag(t)))
+            .sum()
+    };
+    own(StatusCode::OK, &format!("purged {purged}"))
 }
 
 /// `scheme://host` and the path of a key.

@@ -236,6 +236,9 @@ pub(super) struct Meta {
     must_revalidate: bool,
     /// `stale-if-error=N`: how long past its lifetime it may answer when the server fails.
     stale_if_error: Option<u64>,
+    /// `stale-while-revalidate=N`: how long past its lifetime it may answer while it is
+    /// revalidated in the background (RFC 5861 section 3).
+    stale_while_revalidate: Option<u64>,
     /// The request headers `Vary` names, as the stored request had them.
     pub(super) vary: Vec<(HeaderName, Option<String>)>,
     /// Stored on a route that compresses: `Accept-Encoding` is compared by the encoding it
@@ -352,6 +355,7 @@ impl Meta {
                 || rc.has("proxy-revalidate")
                 || rc.has("s-maxage"),
             stale_if_error: rc.seconds("stale-if-error"),
+            stale_while_revalidate: rc.seconds("stale-while-revalidate"),
             vary,
             negotiated,
         }
@@ -409,6 +413,20 @@ impl Meta {
     /// Seconds of freshness left at `now` (zero when stale).
     pub(super) fn ttl(&self, now: SystemTime) -> u64 {
         self.lifetime.saturating_sub(self.age(now))
+    }
+
+    /// Whether, stale at `now`, it may answer `request` while it is revalidated in the
+    /// background: within its `stale-while-revalidate`, and the request asks nothing of
+    /// freshness itself.
+    pub(super) fn while_revalidating(&self, request: &HeaderMap, now: SystemTime) -> bool {
+        let Some(window) = self.stale_while_revalidate else {
+            return false;
+        };
+        !self.must_revalidate
+            && !self.no_cache
+            && !request.contains_key(header::CACHE_CONTROL)
+            && !request.contains_key(header::PRAGMA)
+            && self.age(now).saturating_sub(self.lifetime) <= window
     }
 
     /// Whether, stale at `now` by at most `window` seconds, it may answer while no server
