@@ -857,3 +857,115 @@ fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
     .2 == "v1"));
     assert_eq!(origin.count("/swr"), 2);
 }
+
+/// A proxy caching to `origin` with its disk tier in `disk`.
+fn proxy_with_disk(origin: &Origin, disk: &std::path::Path) -> SiteProxy {
+    SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\ncontrol = \"127.0.0.1:0\"\ncache_disk = \"{}\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\ncache = true\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        disk.display(),
+        origin.addr
+    ))
+}
+
+/// The body the origin gives `path`: long enough that a write can be cut.
+fn big_body(path: &str) -> String {
+    format!("{path}\n").repeat(64 * 1024 / (path.len() + 1))
+}
+
+#[test]
+fn the_disk_tier_survives_a_restart() {
+    let origin = Origin::start(|path, _, n| {
+        (
+            200,
+            vec![
+                "cache-control: max-age=600".into(),
+                "surrogate-key: kept".into(),
+            ],
+            format!("{path} {n}"),
+        )
+    });
+    let disk = tempfile::tempdir().unwrap();
+    let p = proxy_with_disk(&origin, disk.path());
+    assert_eq!(get(p.addr, "GET", "/kept", "").2, "/kept 0");
+    let control = p.control.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let m = http(control, "GET", "/metrics", None, None).1;
+            m.lines().any(|l| {
+                l.starts_with("meridian_proxy_cache_bytes{tier=\"disk\"}") && !l.ends_with(" 0")
+            })
+        }),
+        "nothing reached the disk"
+    );
+    drop(p);
+    let p = proxy_with_disk(&origin, disk.path());
+    let (_, headers, body) = get(p.addr, "GET", "/kept", "");
+    assert_eq!(body, "/kept 0", "from the disk, after the restart");
+    assert!(header(&headers, "cache-status")
+        .unwrap()
+        .starts_with("Meridian; hit"));
+    assert_eq!(origin.count("/kept"), 1);
+    // A purge by tag reaches what only the disk holds.
+    drop(p);
+    let p = proxy_with_disk(&origin, disk.path());
+    assert_eq!(
+        http(
+            p.control.unwrap(),
+            "POST",
+            "/cache/purge?tag=kept",
+            None,
+            None
+        )
+        .1,
+        "{\"purged\":1}\n"
+    );
+    assert_eq!(get(p.addr, "GET", "/kept", "").2, "/kept 1");
+}
+
+#[test]
+fn a_kill_during_writes_never_leaves_a_corrupt_entry_served() {
+    let origin = Origin::start(|path, _, _| {
+        (
+            200,
+            vec!["cache-control: max-age=600".into()],
+            big_body(path),
+        )
+    });
+    let disk = tempfile::tempdir().unwrap();
+    let files = |dir: &std::path::Path| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    for round in 0..20 {
+        let p = proxy_with_disk(&origin, disk.path());
+        let before = files(disk.path());
+        // Many responses being stored, and the proxy killed while they are.
+        let writers: Vec<_> = (0..8)
+            .map(|t| {
+                let at = p.addr;
+                std::thread::spawn(move || {
+                    for i in 0..6 {
+                        let path = format!("/k/{round}-{t}-{i}");
+                        let _ = std::panic::catch_unwind(|| get(at, "GET", &path, ""));
+                    }
+                })
+            })
+            .collect();
+        // Killed at a different point each round: after 0, 1, 2 or 3 more files appeared.
+        wait_until(Duration::from_secs(5), || {
+            files(disk.path()) >= before + round % 4
+        });
+        p.signal(nix::sys::signal::Signal::SIGKILL);
+        for w in writers {
+            let _ = w.join();
+        }
+        drop(p);
+        // Whatever the restarted proxy serves from its disk is whole.
+        let p = proxy_with_disk(&origin, disk.path());
+        for t in 0..8 {
+            for i in 0..6 {
+                let path = format!("/k/{round}-{t}-{i}");
+                let (status, headers, body) = get(p.addr, "GET", &path, "");
+                assert_eq!(status, 200, "{path}");
+                assert_eq!(body, big_body(&path), "{path}: {headers:?}");
+            }
+        }
+    }
+}

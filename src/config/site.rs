@@ -81,6 +81,9 @@ pub struct SiteConfig {
     pub cache_tag_header: String,
     /// Clients whose `PURGE` requests are obeyed.
     pub purge_allow: Vec<IpNet>,
+    /// The cache's disk tier: its directory and its bound in bytes (`[proxy] cache_disk`,
+    /// `cache_disk_size`); read at start only.
+    pub cache_disk: Option<(PathBuf, u64)>,
 }
 
 /// Limits per client network, and in all (`[limits]`). A client network is the client's

@@ -77,6 +77,9 @@ struct ProxySection {
     cache_tag_header: Option<String>,
     /// Networks whose `PURGE` requests are obeyed.
     purge_allow: Option<Vec<String>>,
+    /// The disk tier's directory, and its bound in bytes (default 1 GiB).
+    cache_disk: Option<String>,
+    cache_disk_size: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -926,5 +929,9 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         cache_memory: section.cache_memory.unwrap_or(DEFAULT_CACHE_MEMORY),
         cache_tag_header,
         purge_allow,
+        cache_disk: section
+            .cache_disk
+            .as_ref()
+            .map(|d| (base.join(d), section.cache_disk_size.unwrap_or(1 << 30))),
     })
 }

@@ -442,6 +442,9 @@ fn metrics(shared: &Shared) -> String {
         out,
         "# HELP meridian_proxy_cache_bytes Bytes the cache holds, by tier.\n# TYPE meridian_proxy_cache_bytes gauge\nmeridian_proxy_cache_bytes{{tier=\"memory\"}} {bytes}"
     );
+    if let Some(disk) = shared.cache.disk_bytes() {
+        let _ = writeln!(out, "meridian_proxy_cache_bytes{{tier=\"disk\"}} {disk}");
+    }
     gauge(
         &mut out,
         "meridian_proxy_cache_keys",

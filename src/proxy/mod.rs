@@ -89,6 +89,12 @@ pub enum ProxyError {
     Probes(#[from] crate::health::ProbeError),
     #[error("TLS: {0}")]
     Tls(crate::tls::TlsError),
+    #[error("cannot open the cache directory {dir}: {source}")]
+    CacheDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the access log {file}: {source}")]
     AccessLog {
         file: PathBuf,
@@ -509,7 +515,18 @@ pub async fn serve(
         .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let process_key: [u8; 32] = rand::random();
     let rtt = rtt::RttTable::new(site.rtt_networks);
-    let cache = Arc::new(cache::Cache::new(site.cache_memory, &site.cache_tag_header));
+    let disk = site
+        .cache_disk
+        .as_ref()
+        .map(|(dir, max)| (dir.as_path(), *max));
+    let cache =
+        cache::Cache::new(site.cache_memory, &site.cache_tag_header, disk).map_err(|source| {
+            ProxyError::CacheDir {
+                dir: site.cache_disk.clone().unwrap_or_default().0,
+                source,
+            }
+        })?;
+    let cache = Arc::new(cache);
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(Running::new(site, &process_key, None)),
         health: health.clone(),

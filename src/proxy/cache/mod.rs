@@ -17,6 +17,7 @@
 //! A response is stored as the proxy sends it (hidden headers removed, the route's headers
 //! set); the sticky cookie and the request ID are added after the cache and never stored.
 
+mod disk;
 mod policy;
 mod range;
 
@@ -53,8 +54,13 @@ pub struct Cache {
     tags:
         Arc<std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>>,
     tag_header: http::HeaderName,
+    /// The disk tier, when the config names one.
+    disk: Option<Arc<disk::Disk>>,
     pub counters: Counters,
 }
+
+/// Keys by tag.
+type TagIndex = std::collections::HashMap<String, std::collections::HashSet<String>>;
 
 /// How long a key stays hit-for-miss after a response that could not be stored.
 const HIT_FOR_MISS: std::time::Duration = std::time::Duration::from_secs(10);
@@ -113,9 +119,27 @@ struct Entry {
     until: Option<SystemTime>,
     /// Its tags, for purges.
     tags: Vec<String>,
+    /// When its request went upstream, and that request's headers the response varies on
+    /// (the disk tier rebuilds the entry from them).
+    sent: SystemTime,
+    varied: HeaderMap,
 }
 
 impl Entry {
+    /// What the disk tier keeps of it.
+    fn record(&self) -> disk::Record {
+        disk::Record {
+            status: self.status,
+            negotiated: self.meta.negotiated(),
+            sent: self.sent,
+            received: self.meta.received,
+            until: self.until,
+            request: self.varied.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+        }
+    }
+
     fn weight(&self) -> usize {
         let headers: usize = self
             .headers
@@ -201,13 +225,32 @@ fn cache_status(value: &str) -> HeaderValue {
 
 impl Cache {
     /// A cache whose memory tier holds at most `bytes` of stored responses, tagged by the
-    /// values of response header `tag_header`.
-    pub fn new(bytes: u64, tag_header: &str) -> Cache {
-        let tags: Arc<
-            std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
-        > = Default::default();
-        let index = tags.clone();
-        Cache {
+    /// values of response header `tag_header`, with a disk tier in `disk` (directory and
+    /// bound in bytes) when given.
+    pub fn new(
+        bytes: u64,
+        tag_header: &str,
+        disk: Option<(&std::path::Path, u64)>,
+    ) -> std::io::Result<Cache> {
+        let tag_header = http::HeaderName::from_bytes(tag_header.as_bytes())
+            .unwrap_or(http::HeaderName::from_static("surrogate-key"));
+        let tags: Arc<std::sync::Mutex<TagIndex>> = Default::default();
+        let disk = match disk {
+            Some((dir, max)) => {
+                let (d, on_disk) = disk::Disk::open(dir, max, &tag_header)?;
+                let mut index = tags.lock().unwrap_or_else(|p| p.into_inner());
+                for (key, values) in on_disk {
+                    for v in values {
+                        index.entry(v).or_default().insert(key.clone());
+                    }
+                }
+                Some(Arc::new(d))
+            }
+            None => None,
+        };
+        // Without a disk tier, a key the memory tier evicts is gone: its tags go too.
+        let index = (disk.is_none()).then(|| tags.clone());
+        Ok(Cache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(bytes)
                 .weigher(|_k: &String, v: &Arc<Variants>| {
@@ -215,6 +258,9 @@ impl Cache {
                     u32::try_from(w).unwrap_or(u32::MAX)
                 })
                 .eviction_listener(move |key: Arc<String>, v: Arc<Variants>, cause| {
+                    let Some(index) = index.as_ref() else {
+                        return;
+                    };
                     if cause == moka::notification::RemovalCause::Replaced {
                         return;
                     }
@@ -230,21 +276,26 @@ impl Cache {
                 })
                 .build(),
             tags,
-            tag_header: http::HeaderName::from_bytes(tag_header.as_bytes())
-                .unwrap_or(http::HeaderName::from_static("surrogate-key")),
+            tag_header,
+            disk,
             fetching: Default::default(),
             hit_for_miss: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(HIT_FOR_MISS)
                 .build(),
             counters: Counters::default(),
-        }
+        })
     }
 
     /// Bytes and keys the memory tier holds.
     pub fn size(&self) -> (u64, u64) {
         self.entries.run_pending_tasks();
         (self.entries.weighted_size(), self.entries.entry_count())
+    }
+
+    /// Bytes the disk tier holds, when there is one.
+    pub fn disk_bytes(&self) -> Option<u64> {
+        self.disk.as_ref().map(|d| d.bytes())
     }
 
     /// Looks `req` up under `key` (the route caches as `route` says). A miss while another
@@ -273,6 +324,9 @@ impl Cache {
         };
         if method != Method::GET && method != Method::HEAD {
             return pending(None, "method", None);
+        }
+        if self.disk.is_some() && !self.entries.contains_key(&key) {
+            self.load(&key).await;
         }
         let mut collapsed = false;
         loop {
@@ -467,6 +521,8 @@ impl Cache {
                 let refreshed = Arc::new(Entry {
                     meta,
                     status: entry.status,
+                    sent: pending.sent,
+                    varied: varied(&pending.request, &headers),
                     tags: self.tags_of(&headers),
                     headers,
                     body: entry.body.clone(),
@@ -537,6 +593,8 @@ impl Cache {
             let entry = Entry {
                 meta,
                 status,
+                sent: pending.sent,
+                varied: varied(&pending.request, &headers),
                 tags: cache.tags_of(&headers),
                 headers,
                 body,
@@ -625,8 +683,52 @@ impl Cache {
         }
         kept.insert(0, entry);
         kept.truncate(MAX_VARIANTS);
+        if let Some(disk) = &self.disk {
+            let records: Vec<disk::Record> = kept.iter().map(|e| e.record()).collect();
+            let (disk, key) = (disk.clone(), pending.key.clone());
+            // Files are written off the request's thread.
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || disk.write(&key, &records))),
+                Err(_) => disk.write(&key, &records),
+            }
+        }
         self.entries
             .insert(pending.key.clone(), Arc::new(Variants(kept)));
+    }
+
+    /// Brings `key`'s stored responses from the disk tier into memory, when it has them.
+    async fn load(&self, key: &str) {
+        let Some(disk) = self.disk.clone().filter(|d| d.has(key)) else {
+            return;
+        };
+        let owned = key.to_string();
+        let Ok(Some(records)) = tokio::task::spawn_blocking(move || disk.read(&owned)).await else {
+            return;
+        };
+        let entries: Vec<Arc<Entry>> = records
+            .into_iter()
+            .map(|r| {
+                let meta = Meta::new(
+                    &r.request,
+                    (r.status, &r.headers),
+                    r.sent,
+                    r.received,
+                    r.negotiated,
+                );
+                Arc::new(Entry {
+                    meta,
+                    status: r.status,
+                    tags: self.tags_of(&r.headers),
+                    sent: r.sent,
+                    varied: r.request,
+                    headers: r.headers,
+                    body: r.body,
+                    until: r.until,
+                })
+            })
+            .collect();
+        self.entries
+            .insert(key.to_string(), Arc::new(Variants(entries)));
     }
 
     /// The tags a response's headers give it.
@@ -644,12 +746,22 @@ impl Cache {
     pub fn purge(&self, purge: &Purge) -> usize {
         let keys: Vec<String> = match purge {
             Purge::Key(key) => vec![key.clone()],
-            Purge::Prefix(prefix) => self
-                .entries
-                .iter()
-                .map(|(k, _)| k.as_ref().clone())
-                .filter(|k| k.starts_with(prefix.as_str()))
-                .collect(),
+            Purge::Prefix(prefix) => {
+                let mut keys: std::collections::BTreeSet<String> = self
+                    .entries
+                    .iter()
+                    .map(|(k, _)| k.as_ref().clone())
+                    .filter(|k| k.starts_with(prefix.as_str()))
+                    .collect();
+                if let Some(disk) = &self.disk {
+                    keys.extend(
+                        disk.keys()
+                            .into_iter()
+                            .filter(|k| k.starts_with(prefix.as_str())),
+                    );
+                }
+                keys.into_iter().collect()
+            }
             Purge::Tag(tag) => {
                 let mut index = self.tags.lock().unwrap_or_else(|p| p.into_inner());
                 index
@@ -661,7 +773,12 @@ impl Cache {
     }
 
     fn remove(&self, key: &str) -> bool {
-        let gone = self.entries.remove(key).is_some();
+        let on_disk = self.disk.as_ref().is_some_and(|d| {
+            let had = d.has(key);
+            d.remove(key);
+            had
+        });
+        let gone = self.entries.remove(key).is_some() || on_disk;
         if gone {
             self.counters.invalidated.fetch_add(1, Ordering::Relaxed);
         }
@@ -727,6 +844,23 @@ pub(super) fn purge_request<B>(
             .sum()
     };
     own(StatusCode::OK, &format!("purged {purged}"))
+}
+
+/// The request headers a response varies on, as the request had them.
+fn varied(request: &HeaderMap, response: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in response
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    {
+        for v in request.get_all(&name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// `scheme://host` and the path of a key.

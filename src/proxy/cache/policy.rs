@@ -361,6 +361,11 @@ impl Meta {
         }
     }
 
+    /// Whether `Accept-Encoding` is compared by the encoding it selects.
+    pub(super) fn negotiated(&self) -> bool {
+        self.negotiated
+    }
+
     /// The response's age at `now` (section 4.2.3).
     pub(super) fn age(&self, now: SystemTime) -> u64 {
         self.initial_age

@@ -1,0 +1,393 @@
+//! The cache's disk tier: one file per key, holding every stored variant of it, so stored
+//! responses survive a restart.
+//!
+//! Plain files rather than sled: a file is written under a temporary name and renamed into
+//! place, so a crash leaves either the old file, the new one, or a temporary file that the
+//! next start deletes; each file carries a checksum of everything after it, verified on every
+//! read, so a torn or damaged file is dropped rather than served. The index (key, size, least
+//! recently used first) lives in memory and is rebuilt at start by reading the directory.
+//! The tier is bounded by bytes: past the bound the least recently used files go.
+
+use std::hash::Hasher;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+const MAGIC: &[u8; 8] = b"MRDCACH1";
+
+/// One stored response as the disk keeps it: what [`super::policy::Meta`] is built from,
+/// and the response.
+pub(super) struct Record {
+    pub(super) status: StatusCode,
+    pub(super) negotiated: bool,
+    pub(super) sent: SystemTime,
+    pub(super) received: SystemTime,
+    pub(super) until: Option<SystemTime>,
+    /// The request headers the response varies on.
+    pub(super) request: HeaderMap,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+}
+
+/// Each key on disk with the tags its responses carry.
+pub(super) type KeyTags = Vec<(String, Vec<String>)>;
+
+/// The disk tier.
+pub(super) struct Disk {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Keys on disk with their files' sizes, least recently used first.
+    index: Mutex<(lru::LruCache<String, u64>, u64)>,
+}
+
+fn file_name(key: &str) -> String {
+    let mut h = siphasher::sip::SipHasher24::new_with_keys(0x6d65_7269, 0x6469_616e);
+    h.write(key.as_bytes());
+    format!("{:016x}.entry", h.finish())
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut h = siphasher::sip::SipHasher24::new_with_keys(0x636b_7375, 0x6d31);
+    h.write(bytes);
+    h.finish()
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_headers(out: &mut Vec<u8>, h: &HeaderMap) {
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    for (k, v) in h {
+        put_bytes(out, k.as_str().as_bytes());
+        put_bytes(out, v.as_bytes());
+    }
+}
+
+/// Reads what [`encode`] wrote, failing on anything short or malformed.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        self.take(n)
+    }
+
+    fn headers(&mut self) -> Option<HeaderMap> {
+        let n = self.u64()?;
+        let mut h = HeaderMap::new();
+        for _ in 0..n {
+            let k = HeaderName::from_bytes(self.bytes()?).ok()?;
+            let v = HeaderValue::from_bytes(self.bytes()?).ok()?;
+            h.append(k, v);
+        }
+        Some(h)
+    }
+}
+
+/// A file's bytes for `key` and its records.
+fn encode(key: &str, records: &[Record]) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_bytes(&mut body, key.as_bytes());
+    body.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    for r in records {
+        body.extend_from_slice(&u64::from(r.status.as_u16()).to_le_bytes());
+        body.extend_from_slice(&u64::from(r.negotiated).to_le_bytes());
+        body.extend_from_slice(&secs(r.sent).to_le_bytes());
+        body.extend_from_slice(&secs(r.received).to_le_bytes());
+        body.extend_from_slice(&r.until.map_or(0, secs).to_le_bytes());
+        put_headers(&mut body, &r.request);
+        put_headers(&mut body, &r.headers);
+        put_bytes(&mut body, &r.body);
+    }
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&checksum(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The key and records of a file's bytes; `None` when the checksum or the layout is wrong.
+fn decode(bytes: &[u8]) -> Option<(String, Vec<Record>)> {
+    let mut r = Reader(bytes);
+    if r.take(8)? != MAGIC {
+        return None;
+    }
+    let sum = r.u64()?;
+    if checksum(r.0) != sum {
+        return None;
+    }
+    let key = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+    let count = r.u64()?;
+    let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+    let mut records = Vec::new();
+    for _ in 0..count {
+        let status = StatusCode::from_u16(u16::try_from(r.u64()?).ok()?).ok()?;
+        let negotiated = r.u64()? == 1;
+        let sent = at(r.u64()?);
+        let received = at(r.u64()?);
+        let until = match r.u64()? {
+            0 => None,
+            s => Some(at(s)),
+        };
+        let request = r.headers()?;
+        let headers = r.headers()?;
+        let body = Bytes::copy_from_slice(r.bytes()?);
+        records.push(Record {
+            status,
+            negotiated,
+            sent,
+            received,
+            until,
+            request,
+            headers,
+            body,
+        });
+    }
+    r.0.is_empty().then_some((key, records))
+}
+
+impl Disk {
+    /// Opens the tier in `dir` (created if missing), bounded by `max_bytes`: temporary
+    /// files from an interrupted write are deleted, every entry is read and checked, and
+    /// the damaged ones are deleted. Also returns each key's values of `tag_header`.
+    pub(super) fn open(
+        dir: &Path,
+        max_bytes: u64,
+        tag_header: &HeaderName,
+    ) -> std::io::Result<(Disk, KeyTags)> {
+        let mut tags = Vec::new();
+        std::fs::create_dir_all(dir)?;
+        let mut found: Vec<(SystemTime, String, u64)> = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let path = item?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !name.ends_with(".entry") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            match decode(&bytes) {
+                Some((key, records)) if file_name(&key) == name => {
+                    let values: Vec<String> = records
+                        .iter()
+                        .flat_map(|r| r.headers.get_all(tag_header))
+                        .filter_map(|v| v.to_str().ok())
+                        .flat_map(str::split_whitespace)
+                        .map(str::to_string)
+                        .collect();
+                    tags.push((key.clone(), values));
+                    let when = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .unwrap_or(UNIX_EPOCH);
+                    found.push((when, key, bytes.len() as u64));
+                }
+                _ => {
+                    tracing::warn!(file = %path.display(), "cache entry damaged: deleted");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        found.sort();
+        let mut index = lru::LruCache::unbounded();
+        let mut total = 0;
+        for (_, key, size) in found {
+            total += size;
+            index.put(key, size);
+        }
+        let disk = Disk {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            index: Mutex::new((index, total)),
+        };
+        disk.trim();
+        Ok((disk, tags))
+    }
+
+    /// Whether `key` is on disk.
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.lock().0.contains(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (lru::LruCache<String, u64>, u64)> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The records stored under `key`, read and checked; a damaged file is deleted.
+    pub(super) fn read(&self, key: &str) -> Option<Vec<Record>> {
+        let size = *self.lock().0.get(key)?;
+        let path = self.dir.join(file_name(key));
+        let decoded = std::fs::read(&path).ok().and_then(|b| decode(&b));
+        match decoded {
+            Some((k, records)) if k == key => Some(records),
+            _ => {
+                tracing::warn!(file = %path.display(), "cache entry damaged: deleted");
+                self.forget(key, size);
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Writes `key`'s records: to a temporary file, then renamed over the old one.
+    pub(super) fn write(&self, key: &str, records: &[Record]) {
+        let bytes = encode(key, records);
+        let name = file_name(key);
+        let tmp = self
+            .dir
+            .join(format!("{name}.{:016x}.tmp", rand::random::<u64>()));
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_data()))
+            .and_then(|_| std::fs::rename(&tmp, self.dir.join(&name)));
+        if let Err(e) = written {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cache entry not written to disk");
+            let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        {
+            let mut index = self.lock();
+            let old = index
+                .0
+                .put(key.to_string(), bytes.len() as u64)
+                .unwrap_or(0);
+            index.1 = index.1 - old + bytes.len() as u64;
+        }
+        self.trim();
+    }
+
+    /// Deletes `key`'s file.
+    pub(super) fn remove(&self, key: &str) {
+        let size = self.lock().0.peek(key).copied();
+        if let Some(size) = size {
+            self.forget(key, size);
+            let _ = std::fs::remove_file(self.dir.join(file_name(key)));
+        }
+    }
+
+    /// Keys on disk, for purges by prefix.
+    pub(super) fn keys(&self) -> Vec<String> {
+        self.lock().0.iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Bytes on disk.
+    pub(super) fn bytes(&self) -> u64 {
+        self.lock().1
+    }
+
+    fn forget(&self, key: &str, size: u64) {
+        let mut index = self.lock();
+        if index.0.pop(key).is_some() {
+            index.1 = index.1.saturating_sub(size);
+        }
+    }
+
+    /// Deletes the least recently used files while the tier is over its bound.
+    fn trim(&self) {
+        loop {
+            let victim = {
+                let mut index = self.lock();
+                if index.1 <= self.max_bytes {
+                    return;
+                }
+                match index.0.pop_lru() {
+                    Some((key, size)) => {
+                        index.1 = index.1.saturating_sub(size);
+                        key
+                    }
+                    None => return,
+                }
+            };
+            let _ = std::fs::remove_file(self.dir.join(file_name(&victim)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAG: HeaderName = HeaderName::from_static("surrogate-key");
+
+    #[test]
+    fn a_damaged_file_is_never_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 1 << 20, &TAG).unwrap().0;
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", "max-age=60".parse().unwrap());
+        let record = || Record {
+            status: StatusCode::OK,
+            negotiated: false,
+            sent: SystemTime::now(),
+            received: SystemTime::now(),
+            until: None,
+            request: HeaderMap::new(),
+            headers: headers.clone(),
+            body: Bytes::from_static(b"stored body"),
+        };
+        disk.write("http://x/a", &[record()]);
+        assert_eq!(disk.read("http://x/a").unwrap()[0].body, "stored body");
+        // A byte flipped in the body: the checksum catches it, and the file goes.
+        let path = dir.path().join(file_name("http://x/a"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(disk.read("http://x/a").is_none());
+        assert!(!path.exists());
+        // A torn file and a leftover temporary one are cleared at the next start.
+        disk.write("http://x/b", &[record()]);
+        let b = dir.path().join(file_name("http://x/b"));
+        let bytes = std::fs::read(&b).unwrap();
+        std::fs::write(&b, &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::write(dir.path().join("x.entry.1.tmp"), b"partial").unwrap();
+        disk.write("http://x/c", &[record()]);
+        let reopened = Disk::open(dir.path(), 1 << 20, &TAG).unwrap().0;
+        assert!(!reopened.has("http://x/b") && reopened.has("http://x/c"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_tier_stays_under_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 3000, &TAG).unwrap().0;
+        for i in 0..10 {
+            let r = Record {
+                status: StatusCode::OK,
+                negotiated: false,
+                sent: SystemTime::now(),
+                received: SystemTime::now(),
+                until: None,
+                request: HeaderMap::new(),
+                headers: HeaderMap::new(),
+                body: Bytes::from(vec![b'x'; 1000]),
+            };
+            disk.write(&format!("http://x/{i}"), &[r]);
+        }
+        assert!(disk.bytes() <= 3000);
+        assert!(disk.has("http://x/9") && !disk.has("http://x/0"));
+    }
+}
