@@ -969,3 +969,65 @@ fn a_kill_during_writes_never_leaves_a_corrupt_entry_served() {
         }
     }
 }
+
+#[test]
+fn the_cache_key_keeps_what_the_route_names() {
+    let origin = Origin::start(|path, headers, n| {
+        let device = headers
+            .iter()
+            .find(|(k, _)| k == "x-device")
+            .map_or("", |(_, v)| v.as_str());
+        (
+            200,
+            vec!["cache-control: max-age=600".into()],
+            format!("{path} {device} {n}"),
+        )
+    });
+    let p = proxy(
+        &origin,
+        "{ key = { query = [\"v\"], headers = [\"x-device\"] } }",
+    );
+    let ask = |target: &str, device: &str| {
+        get(p.addr, "GET", target, &format!("X-Device: {device}\r\n")).2
+    };
+    let first = ask("/k?v=1&utm=a", "phone");
+    // Other parameters, in another order: the same key.
+    assert_eq!(ask("/k?utm=b&v=1", "phone"), first);
+    assert_ne!(ask("/k?v=2", "phone"), first);
+    assert_ne!(
+        ask("/k?v=1", "desk"),
+        first,
+        "the key header tells them apart"
+    );
+    assert_eq!(
+        origin.count("/k?v=1&utm=a") + origin.count("/k?v=2") + origin.count("/k?v=1"),
+        3
+    );
+}
+
+#[test]
+fn the_memory_tier_stays_under_its_bound_and_counts_evictions() {
+    let origin = Origin::start(|_, _, _| {
+        (
+            200,
+            vec!["cache-control: max-age=600".into()],
+            "x".repeat(4096),
+        )
+    });
+    let p = SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\ncontrol = \"127.0.0.1:0\"\ncache_memory = 20000\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\ncache = true\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        origin.addr
+    ));
+    for i in 0..30 {
+        assert_eq!(get(p.addr, "GET", &format!("/e/{i}"), "").2.len(), 4096);
+    }
+    let metric = |name: &str| -> u64 {
+        let m = http(p.control.unwrap(), "GET", "/metrics", None, None).1;
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{m}"))
+    };
+    assert!(metric("meridian_proxy_cache_bytes{tier=\"memory\"}") <= 20000);
+    assert!(metric("meridian_proxy_cache_total{result=\"evicted\"}") > 0);
+}

@@ -45,10 +45,10 @@ use gslb::Builder;
 use ipnet::IpNet;
 pub use settings::{CookieSecrets, RateLimit, TsigAlgorithm, TsigKey};
 pub use site::{
-    load_site, looks_like_site, AccessLog, AccessRules, Algorithm, ClientLimits, HashOn, Listener,
-    ListenerMode, PoolSettings, ProxyVersion, ReportListener, RequestRate, Route, RouteCache,
-    RouteCompress, SiteConfig, SiteSource, Sticky, StickyCookie, TcpForward, TlsSettings,
-    UpstreamProtocol, UpstreamTls, DEMO_SITE,
+    load_site, looks_like_site, AccessLog, AccessRules, Algorithm, CacheKey, ClientLimits, HashOn,
+    KeyQuery, Listener, ListenerMode, PoolSettings, ProxyVersion, ReportListener, RequestRate,
+    Route, RouteCache, RouteCompress, SiteConfig, SiteSource, Sticky, StickyCookie, TcpForward,
+    TlsSettings, UpstreamProtocol, UpstreamTls, DEMO_SITE,
 };
 pub use site_file::parse_site;
 

@@ -302,6 +302,40 @@ pub struct RouteCache {
     /// How long past its freshness a stored response may answer when no server answers
     /// (unless it says `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`).
     pub stale_if_down: Duration,
+    /// What the cache key is made of.
+    pub key: CacheKey,
+}
+
+/// What a route's cache key is made of: by default scheme, host, path and the whole query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    pub scheme: bool,
+    pub host: bool,
+    pub query: KeyQuery,
+    /// Request headers whose values are part of the key (lower case).
+    pub headers: Vec<String>,
+}
+
+impl Default for CacheKey {
+    fn default() -> Self {
+        CacheKey {
+            scheme: true,
+            host: true,
+            query: KeyQuery::All,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Which of the query's parameters a cache key keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyQuery {
+    /// The query as sent.
+    All,
+    /// None: `/a?x=1` and `/a` share a key.
+    None,
+    /// These parameters only, in name order.
+    Only(Vec<String>),
 }
 
 /// How a pool balances.

@@ -179,6 +179,17 @@ struct CacheSettingsFile {
     ttl_max: Option<DurationValue>,
     store_set_cookie: Option<bool>,
     stale_if_down: Option<DurationValue>,
+    key: Option<CacheKeyFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheKeyFile {
+    scheme: Option<bool>,
+    host: Option<bool>,
+    /// `"all"`, `"none"`, or a list of parameter names.
+    query: Option<toml::Value>,
+    headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +283,45 @@ fn access_rules(
 }
 
 /// A duration the file may give, else `default`.
+/// A route's cache key as the file describes it.
+fn cache_key(file: Option<&CacheKeyFile>) -> Result<CacheKey, String> {
+    let Some(f) = file else {
+        return Ok(CacheKey::default());
+    };
+    let query = match &f.query {
+        None => KeyQuery::All,
+        Some(toml::Value::String(s)) if s == "all" => KeyQuery::All,
+        Some(toml::Value::String(s)) if s == "none" => KeyQuery::None,
+        Some(toml::Value::Array(items)) => {
+            let mut names = items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .ok_or("query: a list of parameter names")?;
+            names.sort();
+            KeyQuery::Only(names)
+        }
+        Some(other) => return Err(format!("query: {other} is not \"all\", \"none\" or a list")),
+    };
+    let headers = f
+        .headers
+        .iter()
+        .flatten()
+        .map(|h| {
+            let h = h.to_ascii_lowercase();
+            http::HeaderName::from_bytes(h.as_bytes())
+                .map(|_| h.clone())
+                .map_err(|_| format!("headers: {h:?} is not a header name"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CacheKey {
+        scheme: f.scheme.unwrap_or(true),
+        host: f.host.unwrap_or(true),
+        query,
+        headers,
+    })
+}
+
 fn duration(value: &Option<DurationValue>, default: Duration) -> Result<Duration, String> {
     value
         .as_ref()
@@ -848,6 +898,7 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                     ttl_max: None,
                     store_set_cookie: false,
                     stale_if_down: DEFAULT_STALE_IF_DOWN,
+                    key: CacheKey::default(),
                 }),
                 Some(CacheFile::Settings(c)) => Some(RouteCache {
                     max_entry: c.max_entry.unwrap_or(DEFAULT_CACHE_MAX_ENTRY),
@@ -860,6 +911,8 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                     store_set_cookie: c.store_set_cookie.unwrap_or(false),
                     stale_if_down: duration(&c.stale_if_down, DEFAULT_STALE_IF_DOWN)
                         .map_err(|m| invalid(at, object(), format!("cache.stale_if_down: {m}")))?,
+                    key: cache_key(c.key.as_ref())
+                        .map_err(|m| invalid(at, object(), format!("cache.key: {m}")))?,
                 }),
             },
             compress: match &fr.compress {

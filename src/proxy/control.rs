@@ -430,6 +430,7 @@ fn metrics(shared: &Shared) -> String {
         ("invalidated", &c.invalidated),
         ("stale", &c.stale_served),
         ("coalesced", &c.coalesced),
+        ("evicted", &*c.evicted),
     ] {
         let _ = writeln!(
             out,

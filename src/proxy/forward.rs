@@ -324,7 +324,7 @@ async fn forward(
         .filter(|_| !req.headers().contains_key(header::UPGRADE))
     {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let key = super::cache::key(conn.tls, &host, target);
+        let key = super::cache::key_for(&rc.key, conn.tls, &host, target, req.headers());
         let negotiated = r.compress.is_some();
         match shared
             .cache

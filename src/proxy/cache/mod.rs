@@ -104,6 +104,8 @@ pub struct Counters {
     pub stale_served: AtomicU64,
     /// Requests that waited for another request fetching the same key.
     pub coalesced: AtomicU64,
+    /// Keys the memory tier dropped to stay under its bound.
+    pub evicted: Arc<AtomicU64>,
 }
 
 /// The stored responses of one key.
@@ -250,6 +252,8 @@ impl Cache {
         };
         // Without a disk tier, a key the memory tier evicts is gone: its tags go too.
         let index = (disk.is_none()).then(|| tags.clone());
+        let counters = Counters::default();
+        let evicted = counters.evicted.clone();
         Ok(Cache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(bytes)
@@ -258,6 +262,9 @@ impl Cache {
                     u32::try_from(w).unwrap_or(u32::MAX)
                 })
                 .eviction_listener(move |key: Arc<String>, v: Arc<Variants>, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        evicted.fetch_add(1, Ordering::Relaxed);
+                    }
                     let Some(index) = index.as_ref() else {
                         return;
                     };
@@ -283,7 +290,7 @@ impl Cache {
                 .max_capacity(100_000)
                 .time_to_live(HIT_FOR_MISS)
                 .build(),
-            counters: Counters::default(),
+            counters,
         })
     }
 
@@ -872,10 +879,72 @@ fn split_key(key: &str) -> (&str, &str) {
     }
 }
 
-/// The key of a request: scheme, host and target.
+/// The key of a request: scheme, host and target, as a route keys them (`spec`; the
+/// default keeps all three whole). Parts left out read `-`; key headers follow the target,
+/// one `\nname: value` each.
 pub fn key(tls: bool, host: &str, target: &str) -> String {
-    let scheme = if tls { "https" } else { "http" };
-    format!("{scheme}://{host}{target}")
+    key_for(
+        &crate::config::CacheKey::default(),
+        tls,
+        host,
+        target,
+        &HeaderMap::new(),
+    )
+}
+
+/// [`key`] as route settings `spec` make it, with the request's `headers`.
+pub fn key_for(
+    spec: &crate::config::CacheKey,
+    tls: bool,
+    host: &str,
+    target: &str,
+    headers: &HeaderMap,
+) -> String {
+    use crate::config::KeyQuery;
+    let scheme = match (spec.scheme, tls) {
+        (false, _) => "-",
+        (true, true) => "https",
+        (true, false) => "http",
+    };
+    let host = if spec.host { host } else { "-" };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let mut out = format!("{scheme}://{host}{path}");
+    match (&spec.query, query) {
+        (KeyQuery::All, Some(q)) => {
+            out.push('?');
+            out.push_str(q);
+        }
+        (KeyQuery::Only(names), Some(q)) => {
+            let mut kept: Vec<&str> = q
+                .split('&')
+                .filter(|pair| {
+                    let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
+                    names.iter().any(|k| k == name)
+                })
+                .collect();
+            kept.sort();
+            if !kept.is_empty() {
+                out.push('?');
+                out.push_str(&kept.join("&"));
+            }
+        }
+        _ => {}
+    }
+    for name in &spec.headers {
+        out.push('\n');
+        out.push_str(name);
+        out.push_str(": ");
+        for (i, v) in headers.get_all(name.as_str()).iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        }
+    }
+    out
 }
 
 fn until(route: &RouteCache, now: SystemTime) -> Option<SystemTime> {
