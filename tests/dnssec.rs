@@ -122,6 +122,17 @@ members = [
 ]
 "#;
 
+/// The public key in key file `stem`.key, as the DNSKEY record holds it.
+fn public_key(cfg: &ConfigDir, stem: &str) -> Vec<u8> {
+    let key_line = std::fs::read_to_string(cfg.path(&format!("{stem}.key"))).unwrap();
+    key_line
+        .lines()
+        .find(|l| l.contains("DNSKEY"))
+        .and_then(|l| l.split_whitespace().last())
+        .map(|k| data_encoding::BASE64.decode(k.as_bytes()).unwrap())
+        .unwrap()
+}
+
 /// A query with DO (and CO when asked) set.
 fn signed_query(name: &str, rtype: RecordType, ecs: Option<&str>, compact_ok: bool) -> Vec<u8> {
     let mut opts = match ecs {
@@ -238,13 +249,7 @@ fn answers_with_do_are_signed_and_deny_compactly() {
         "meridian.toml",
         &format!("{config}dnssec_keys = [{csk:?}]\n"),
     );
-    let key_line = std::fs::read_to_string(cfg.path(&format!("{csk}.key"))).unwrap();
-    let public = key_line
-        .lines()
-        .find(|l| l.contains("DNSKEY"))
-        .and_then(|l| l.split_whitespace().last())
-        .map(|k| data_encoding::BASE64.decode(k.as_bytes()).unwrap())
-        .unwrap();
+    let public = public_key(&cfg, &csk);
     let srv = Server::start(&cfg);
     let plain = Server::start(&unsigned);
     let ask = |name: &str, rtype, ecs, co| query_udp(srv.dns, &signed_query(name, rtype, ecs, co));
@@ -410,13 +415,7 @@ fn white_lies_deny_with_nxdomain_and_two_covering_nsecs() {
         "meridian.toml",
         &format!("{config}dnssec_keys = [{csk:?}]\ndnssec_denial = \"white-lies\"\n"),
     );
-    let key_line = std::fs::read_to_string(cfg.path(&format!("{csk}.key"))).unwrap();
-    let public = key_line
-        .lines()
-        .find(|l| l.contains("DNSKEY"))
-        .and_then(|l| l.split_whitespace().last())
-        .map(|k| data_encoding::BASE64.decode(k.as_bytes()).unwrap())
-        .unwrap();
+    let public = public_key(&cfg, &csk);
     let srv = Server::start(&cfg);
     let ask = |name: &str, rtype, co| query_udp(srv.dns, &signed_query(name, rtype, None, co));
     let n = |s: &str| Name::from_ascii(s).unwrap();

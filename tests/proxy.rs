@@ -105,13 +105,6 @@ fn seen(body: &str, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 #[test]
 fn round_robin_spreads_requests_evenly_and_hides_the_servers() {
     let ups: Vec<Upstream> = (0..3).map(|i| Upstream::start(&format!("u{i}"))).collect();

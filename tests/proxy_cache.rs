@@ -148,13 +148,6 @@ fn get(
     )
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 #[test]
 fn fresh_responses_are_served_from_the_cache_with_age_and_cache_status() {
     let origin = Origin::start(|path, _, n| match path {

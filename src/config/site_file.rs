@@ -17,8 +17,10 @@ use super::site::*;
 use super::{ConfigError, Object};
 use crate::balance::{DrainSafety, Member, Pool, Target};
 use crate::health::{MemberId, ProbeKind, ProbeSpec};
+use cache::{route_cache, route_compress, CacheFile, CompressFile};
 use tables::{client_limits, listener_mode, report_listener, sticky, tls_settings};
 
+mod cache;
 mod tables;
 
 #[derive(Debug, Deserialize)]
@@ -153,46 +155,6 @@ struct RouteFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum CompressFile {
-    On(bool),
-    Settings(CompressSettingsFile),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CompressSettingsFile {
-    min_size: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum CacheFile {
-    On(bool),
-    Settings(CacheSettingsFile),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CacheSettingsFile {
-    max_entry: Option<u64>,
-    ttl_max: Option<DurationValue>,
-    store_set_cookie: Option<bool>,
-    stale_if_down: Option<DurationValue>,
-    key: Option<CacheKeyFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CacheKeyFile {
-    scheme: Option<bool>,
-    host: Option<bool>,
-    /// `"all"`, `"none"`, or a list of parameter names.
-    query: Option<toml::Value>,
-    headers: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HeaderFile {
     name: String,
@@ -283,45 +245,6 @@ fn access_rules(
 }
 
 /// A duration the file may give, else `default`.
-/// A route's cache key as the file describes it.
-fn cache_key(file: Option<&CacheKeyFile>) -> Result<CacheKey, String> {
-    let Some(f) = file else {
-        return Ok(CacheKey::default());
-    };
-    let query = match &f.query {
-        None => KeyQuery::All,
-        Some(toml::Value::String(s)) if s == "all" => KeyQuery::All,
-        Some(toml::Value::String(s)) if s == "none" => KeyQuery::None,
-        Some(toml::Value::Array(items)) => {
-            let mut names = items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<String>>>()
-                .ok_or("query: a list of parameter names")?;
-            names.sort();
-            KeyQuery::Only(names)
-        }
-        Some(other) => return Err(format!("query: {other} is not \"all\", \"none\" or a list")),
-    };
-    let headers = f
-        .headers
-        .iter()
-        .flatten()
-        .map(|h| {
-            let h = h.to_ascii_lowercase();
-            http::HeaderName::from_bytes(h.as_bytes())
-                .map(|_| h.clone())
-                .map_err(|_| format!("headers: {h:?} is not a header name"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(CacheKey {
-        scheme: f.scheme.unwrap_or(true),
-        host: f.host.unwrap_or(true),
-        query,
-        headers,
-    })
-}
-
 fn duration(value: &Option<DurationValue>, default: Duration) -> Result<Duration, String> {
     value
         .as_ref()
@@ -399,30 +322,28 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
         .map_err(|m| invalid(at, Object::Setting("proxy.trusted_proxies"), m))?;
     let purge_allow = networks(&section.purge_allow)
         .map_err(|m| invalid(at, Object::Setting("proxy.purge_allow"), m))?;
-    let cache_tag_header = section
-        .cache_tag_header
-        .clone()
-        .unwrap_or_else(|| "surrogate-key".to_string())
-        .to_ascii_lowercase();
-    if http::HeaderName::from_bytes(cache_tag_header.as_bytes()).is_err() {
-        return Err(invalid(
-            at,
-            Object::Setting("proxy.cache_tag_header"),
-            format!("{cache_tag_header:?} is not a header name"),
-        ));
-    }
-    let request_id_header = section
-        .request_id_header
-        .clone()
-        .unwrap_or_else(|| "x-request-id".into())
-        .to_ascii_lowercase();
-    if http::HeaderName::from_bytes(request_id_header.as_bytes()).is_err() {
-        return Err(invalid(
-            at,
-            Object::Setting("proxy.request_id_header"),
-            format!("{request_id_header:?} is not a header name"),
-        ));
-    }
+    // A header name setting, lower-cased, or its default.
+    let header_setting = |value: &Option<String>, default: &str, setting: &'static str| {
+        let name = value.as_deref().unwrap_or(default).to_ascii_lowercase();
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(_) => Ok(name),
+            Err(_) => Err(invalid(
+                at,
+                Object::Setting(setting),
+                format!("{name:?} is not a header name"),
+            )),
+        }
+    };
+    let cache_tag_header = header_setting(
+        &section.cache_tag_header,
+        "surrogate-key",
+        "proxy.cache_tag_header",
+    )?;
+    let request_id_header = header_setting(
+        &section.request_id_header,
+        "x-request-id",
+        "proxy.request_id_header",
+    )?;
     let access_log = match section.access_log.as_deref().unwrap_or("combined") {
         "off" => AccessLog::Off,
         "combined" => AccessLog::Combined,
@@ -891,37 +812,8 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
             },
             access: access_rules(&fr.allow, &fr.deny).map_err(|m| invalid(at, object(), m))?,
             max_body: fr.max_body.or(section.max_body),
-            cache: match &fr.cache {
-                None | Some(CacheFile::On(false)) => None,
-                Some(CacheFile::On(true)) => Some(RouteCache {
-                    max_entry: DEFAULT_CACHE_MAX_ENTRY,
-                    ttl_max: None,
-                    store_set_cookie: false,
-                    stale_if_down: DEFAULT_STALE_IF_DOWN,
-                    key: CacheKey::default(),
-                }),
-                Some(CacheFile::Settings(c)) => Some(RouteCache {
-                    max_entry: c.max_entry.unwrap_or(DEFAULT_CACHE_MAX_ENTRY),
-                    ttl_max: c
-                        .ttl_max
-                        .as_ref()
-                        .map(DurationValue::get)
-                        .transpose()
-                        .map_err(|m| invalid(at, object(), format!("cache.ttl_max: {m}")))?,
-                    store_set_cookie: c.store_set_cookie.unwrap_or(false),
-                    stale_if_down: duration(&c.stale_if_down, DEFAULT_STALE_IF_DOWN)
-                        .map_err(|m| invalid(at, object(), format!("cache.stale_if_down: {m}")))?,
-                    key: cache_key(c.key.as_ref())
-                        .map_err(|m| invalid(at, object(), format!("cache.key: {m}")))?,
-                }),
-            },
-            compress: match &fr.compress {
-                None | Some(CompressFile::On(false)) => None,
-                Some(CompressFile::On(true)) => Some(RouteCompress { min_size: 1024 }),
-                Some(CompressFile::Settings(c)) => Some(RouteCompress {
-                    min_size: c.min_size.unwrap_or(1024),
-                }),
-            },
+            cache: route_cache(fr.cache.as_ref()).map_err(|m| invalid(at, object(), m))?,
+            compress: route_compress(fr.compress.as_ref()),
             line: line_of(text, at),
         });
     }

@@ -249,6 +249,14 @@ fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     }
 }
 
+/// The first value of header `name` (lower case) in headers as [`raw_http`] returns them.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// One HTTP/1.1 exchange on a new connection: `request` is written as given (so a test can
 /// send what a client library would refuse to); returns the status, the response headers
 /// (lower-case names) and the body.

@@ -332,22 +332,27 @@ mod tests {
 
     const TAG: HeaderName = HeaderName::from_static("surrogate-key");
 
-    #[test]
-    fn a_damaged_file_is_never_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path(), 1 << 20, &TAG).unwrap().0;
-        let mut headers = HeaderMap::new();
-        headers.insert("cache-control", "max-age=60".parse().unwrap());
-        let record = || Record {
+    /// A `200` stored now with `headers` and `body`.
+    fn record(headers: HeaderMap, body: Bytes) -> Record {
+        Record {
             status: StatusCode::OK,
             negotiated: false,
             sent: SystemTime::now(),
             received: SystemTime::now(),
             until: None,
             request: HeaderMap::new(),
-            headers: headers.clone(),
-            body: Bytes::from_static(b"stored body"),
-        };
+            headers,
+            body,
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_is_never_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 1 << 20, &TAG).unwrap().0;
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", "max-age=60".parse().unwrap());
+        let record = || record(headers.clone(), Bytes::from_static(b"stored body"));
         disk.write("http://x/a", &[record()]);
         assert_eq!(disk.read("http://x/a").unwrap()[0].body, "stored body");
         // A byte flipped in the body: the checksum catches it, and the file goes.
@@ -375,16 +380,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = Disk::open(dir.path(), 3000, &TAG).unwrap().0;
         for i in 0..10 {
-            let r = Record {
-                status: StatusCode::OK,
-                negotiated: false,
-                sent: SystemTime::now(),
-                received: SystemTime::now(),
-                until: None,
-                request: HeaderMap::new(),
-                headers: HeaderMap::new(),
-                body: Bytes::from(vec![b'x'; 1000]),
-            };
+            let r = record(HeaderMap::new(), Bytes::from(vec![b'x'; 1000]));
             disk.write(&format!("http://x/{i}"), &[r]);
         }
         assert!(disk.bytes() <= 3000);

@@ -2,7 +2,9 @@
 //! before any server is chosen, so a hit counts no request in flight.
 //!
 //! `policy` holds the rules (what may be stored, freshness and age, reuse, `Vary`, `304`
-//! updates, the fields targeted at this cache, `stale-if-error`); this module is the store
+//! updates, the fields targeted at this cache, `stale-if-error`), `range` the byte ranges
+//! answered from stored bodies, `key` the cache keys, `purge` the purges and `disk` the disk
+//! tier; this module is the store
 //! around them: the key, variants per key, the memory tier (moka, TinyLFU admission, bounded
 //! by bytes), bodies stored while they stream to the client, `304` answers to clients'
 //! conditional requests, `Cache-Status` (RFC 9211) on every response of a caching route,
@@ -18,8 +20,14 @@
 //! set); the sticky cookie and the request ID are added after the cache and never stored.
 
 mod disk;
+mod key;
 mod policy;
+mod purge;
 mod range;
+
+use key::split_key;
+pub use key::{key, key_for};
+pub use purge::{purge_request, Purge};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -150,17 +158,6 @@ impl Entry {
             .sum();
         self.body.len() + headers + 256
     }
-}
-
-/// What a purge drops.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Purge {
-    /// One key (`http://host/path?query`).
-    Key(String),
-    /// Every key that starts with this.
-    Prefix(String),
-    /// Every key whose response carried this tag.
-    Tag(String),
 }
 
 /// What the cache says of a request before it goes upstream.
@@ -559,14 +556,18 @@ impl Cache {
             pending.route.store_set_cookie,
         );
         let tracked = matches!(response.body(), Either::Left(_));
+        let meta = Meta::new(
+            &pending.request,
+            (status, response.headers()),
+            pending.sent,
+            now,
+            pending.negotiated,
+        );
         // A response stale at once with no validator could never be used.
-        let useless = || {
-            let h = response.headers();
-            Meta::new(&pending.request, (status, h), pending.sent, now, false).lifetime == 0
-                && !h.contains_key(header::ETAG)
-                && !h.contains_key(header::LAST_MODIFIED)
-        };
-        if refused.is_some() || too_large || !tracked || useless() {
+        let useless = meta.lifetime == 0
+            && !response.headers().contains_key(header::ETAG)
+            && !response.headers().contains_key(header::LAST_MODIFIED);
+        if refused.is_some() || too_large || !tracked || useless {
             if pending.leader.is_some() {
                 self.hit_for_miss.insert(pending.key.clone(), ());
             }
@@ -582,13 +583,6 @@ impl Cache {
         }
         policy::strip_for_storage(&mut headers);
         policy::strip_targeted(response.headers_mut());
-        let meta = Meta::new(
-            &pending.request,
-            (status, &headers),
-            pending.sent,
-            now,
-            pending.negotiated,
-        );
         response
             .headers_mut()
             .insert("cache-status", cache_status(&format!("{fwd}; stored")));
@@ -749,36 +743,6 @@ impl Cache {
             .collect()
     }
 
-    /// Drops what `purge` names; returns how many keys went.
-    pub fn purge(&self, purge: &Purge) -> usize {
-        let keys: Vec<String> = match purge {
-            Purge::Key(key) => vec![key.clone()],
-            Purge::Prefix(prefix) => {
-                let mut keys: std::collections::BTreeSet<String> = self
-                    .entries
-                    .iter()
-                    .map(|(k, _)| k.as_ref().clone())
-                    .filter(|k| k.starts_with(prefix.as_str()))
-                    .collect();
-                if let Some(disk) = &self.disk {
-                    keys.extend(
-                        disk.keys()
-                            .into_iter()
-                            .filter(|k| k.starts_with(prefix.as_str())),
-                    );
-                }
-                keys.into_iter().collect()
-            }
-            Purge::Tag(tag) => {
-                let mut index = self.tags.lock().unwrap_or_else(|p| p.into_inner());
-                index
-                    .remove(tag)
-                    .map_or_else(Vec::new, |k| k.into_iter().collect())
-            }
-        };
-        keys.iter().filter(|k| self.remove(k)).count()
-    }
-
     fn remove(&self, key: &str) -> bool {
         let on_disk = self.disk.as_ref().is_some_and(|d| {
             let had = d.has(key);
@@ -819,40 +783,6 @@ impl Cache {
     }
 }
 
-/// Answers a `PURGE` on a caching route.
-pub(super) fn purge_request<B>(
-    shared: &super::Shared,
-    running: &super::Running,
-    req: &Request<B>,
-    (tls, host): (bool, &str),
-    client: std::net::IpAddr,
-) -> Response<ProxyBody> {
-    use super::forward::own;
-    if !running.site.purge_allow.iter().any(|n| n.contains(&client)) {
-        return own(
-            StatusCode::FORBIDDEN,
-            "PURGE is not allowed from this address",
-        );
-    }
-    let tags: Vec<String> = req
-        .headers()
-        .get_all(running.site.cache_tag_header.as_str())
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(str::split_whitespace)
-        .map(str::to_string)
-        .collect();
-    let purged: usize = if tags.is_empty() {
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        shared.cache.purge(&Purge::Key(key(tls, host, target)))
-    } else {
-        tags.into_iter()
-            .map(|t| shared.cache.purge(&Purge::Tag(t)))
-            .sum()
-    };
-    own(StatusCode::OK, &format!("purged {purged}"))
-}
-
 /// The request headers a response varies on, as the request had them.
 fn varied(request: &HeaderMap, response: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
@@ -865,83 +795,6 @@ fn varied(request: &HeaderMap, response: &HeaderMap) -> HeaderMap {
     {
         for v in request.get_all(&name) {
             out.append(name.clone(), v.clone());
-        }
-    }
-    out
-}
-
-/// `scheme://host` and the path of a key.
-fn split_key(key: &str) -> (&str, &str) {
-    let after_scheme = key.find("://").map_or(0, |i| i + 3);
-    match key[after_scheme..].find('/') {
-        Some(i) => key.split_at(after_scheme + i),
-        None => (key, ""),
-    }
-}
-
-/// The key of a request: scheme, host and target, as a route keys them (`spec`; the
-/// default keeps all three whole). Parts left out read `-`; key headers follow the target,
-/// one `\nname: value` each.
-pub fn key(tls: bool, host: &str, target: &str) -> String {
-    key_for(
-        &crate::config::CacheKey::default(),
-        tls,
-        host,
-        target,
-        &HeaderMap::new(),
-    )
-}
-
-/// [`key`] as route settings `spec` make it, with the request's `headers`.
-pub fn key_for(
-    spec: &crate::config::CacheKey,
-    tls: bool,
-    host: &str,
-    target: &str,
-    headers: &HeaderMap,
-) -> String {
-    use crate::config::KeyQuery;
-    let scheme = match (spec.scheme, tls) {
-        (false, _) => "-",
-        (true, true) => "https",
-        (true, false) => "http",
-    };
-    let host = if spec.host { host } else { "-" };
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    };
-    let mut out = format!("{scheme}://{host}{path}");
-    match (&spec.query, query) {
-        (KeyQuery::All, Some(q)) => {
-            out.push('?');
-            out.push_str(q);
-        }
-        (KeyQuery::Only(names), Some(q)) => {
-            let mut kept: Vec<&str> = q
-                .split('&')
-                .filter(|pair| {
-                    let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
-                    names.iter().any(|k| k == name)
-                })
-                .collect();
-            kept.sort();
-            if !kept.is_empty() {
-                out.push('?');
-                out.push_str(&kept.join("&"));
-            }
-        }
-        _ => {}
-    }
-    for name in &spec.headers {
-        out.push('\n');
-        out.push_str(name);
-        out.push_str(": ");
-        for (i, v) in headers.get_all(name.as_str()).iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&String::from_utf8_lossy(v.as_bytes()));
         }
     }
     out
