@@ -439,23 +439,10 @@ async fn forward(
         original_host.as_ref(),
         request_id,
     );
-    if let Some(h) = settings
-        .host
-        .as_deref()
-        .and_then(|h| HeaderValue::from_str(h).ok())
-    {
-        headers.insert(header::HOST, h);
-    } else if let Some(h) = original_host {
+    if let Some(h) = original_host {
         headers.insert(header::HOST, h);
     }
-    for (k, v) in &r.set_request_headers {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            headers.insert(k, v);
-        }
-    }
+    route_headers(&mut headers, settings, r);
     if let Some(p) = pending.as_deref() {
         p.prepare(&mut headers);
     }
@@ -715,6 +702,30 @@ pub(super) fn upstream_uri(
                 .path_and_query(target.clone())
                 .build()
                 .ok()
+        }
+    }
+}
+
+/// What the pool and the route set on every request sent upstream: the pool's `host`, the
+/// route's `set_request_headers`.
+pub(super) fn route_headers(
+    headers: &mut HeaderMap,
+    settings: &crate::config::PoolSettings,
+    route: &crate::config::Route,
+) {
+    if let Some(h) = settings
+        .host
+        .as_deref()
+        .and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        headers.insert(header::HOST, h);
+    }
+    for (k, v) in &route.set_request_headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.insert(k, v);
         }
     }
 }

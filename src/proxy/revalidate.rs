@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 
 use super::body::{Cut, Pace};
 use super::cache::Pending;
-use super::forward::{respond, upstream_request, upstream_uri, Outgoing};
+use super::forward::{respond, route_headers, upstream_request, upstream_uri, Outgoing};
 use super::headers::strip_hop_by_hop;
 use super::{Running, Shared};
 
@@ -53,21 +53,7 @@ async fn revalidate(
     let addr = super::upstream::address(&pool.members[server]).ok_or("server has no address")?;
     let mut headers = pending.request_headers().clone();
     strip_hop_by_hop(&mut headers);
-    if let Some(h) = settings
-        .host
-        .as_deref()
-        .and_then(|h| header::HeaderValue::from_str(h).ok())
-    {
-        headers.insert(header::HOST, h);
-    }
-    for (k, v) in &r.set_request_headers {
-        if let (Ok(k), Ok(v)) = (
-            header::HeaderName::from_bytes(k.as_bytes()),
-            header::HeaderValue::from_str(v),
-        ) {
-            headers.insert(k, v);
-        }
-    }
+    route_headers(&mut headers, settings, r);
     if r.compress.is_some() {
         headers.remove(header::ACCEPT_ENCODING);
     }

@@ -314,7 +314,7 @@ impl Cache {
     ) -> Lookup {
         let method = req.method();
         let pending = |stale, fwd, leader| {
-            Lookup::Forward(Box::new(Pending {
+            Box::new(Pending {
                 key: key.clone(),
                 method: method.clone(),
                 request: req.headers().clone(),
@@ -324,10 +324,10 @@ impl Cache {
                 route: route.clone(),
                 leader,
                 negotiated,
-            }))
+            })
         };
         if method != Method::GET && method != Method::HEAD {
-            return pending(None, "method", None);
+            return Lookup::Forward(pending(None, "method", None));
         }
         if self.disk.is_some() && !self.entries.contains_key(&key) {
             self.load(&key).await;
@@ -342,55 +342,50 @@ impl Cache {
                 Found::Revalidating(response, entry) => {
                     self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
                     // One background revalidation per key at a time.
-                    let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
-                    if fetching.contains_key(&key) {
-                        return Lookup::Hit(response);
-                    }
-                    let (tx, rx) = tokio::sync::watch::channel(());
-                    fetching.insert(key.clone(), rx);
-                    drop(fetching);
-                    let leader = Leader {
-                        cache: self.clone(),
-                        key: key.clone(),
-                        _wake: tx,
+                    return match self.lead(&key) {
+                        Ok(leader) => Lookup::Revalidate(
+                            response,
+                            pending(Some(entry), "stale", Some(leader)),
+                        ),
+                        Err(_) => Lookup::Hit(response),
                     };
-                    let Lookup::Forward(p) = pending(Some(entry), "stale", Some(leader)) else {
-                        unreachable!("pending makes a Forward")
-                    };
-                    return Lookup::Revalidate(response, p);
                 }
                 Found::Fetch(stale, fwd) => (stale, fwd),
             };
             // HEAD is not stored, so it neither leads nor follows.
             if collapsed || method != Method::GET || self.hit_for_miss.contains_key(&key) {
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                return pending(stale, fwd, None);
+                return Lookup::Forward(pending(stale, fwd, None));
             }
             // Lead the fetch, or follow the request already leading it.
-            let follow = {
-                let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
-                match fetching.get(&key) {
-                    Some(rx) => Some(rx.clone()),
-                    None => {
-                        let (tx, rx) = tokio::sync::watch::channel(());
-                        fetching.insert(key.clone(), rx);
-                        drop(fetching);
-                        self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                        let leader = Leader {
-                            cache: self.clone(),
-                            key: key.clone(),
-                            _wake: tx,
-                        };
-                        return pending(stale, fwd, Some(leader));
-                    }
+            match self.lead(&key) {
+                Ok(leader) => {
+                    self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                    return Lookup::Forward(pending(stale, fwd, Some(leader)));
                 }
-            };
-            if let Some(mut rx) = follow {
-                self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
-                let _ = tokio::time::timeout(wait, rx.changed()).await;
+                Err(mut leading) => {
+                    self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                    let _ = tokio::time::timeout(wait, leading.changed()).await;
+                }
             }
             collapsed = true;
         }
+    }
+
+    /// Makes the caller the request fetching `key`, or, when another already is, gives what
+    /// its followers wait on.
+    fn lead(self: &Arc<Self>, key: &str) -> Result<Leader, tokio::sync::watch::Receiver<()>> {
+        let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(leading) = fetching.get(key) {
+            return Err(leading.clone());
+        }
+        let (tx, rx) = tokio::sync::watch::channel(());
+        fetching.insert(key.to_string(), rx);
+        Ok(Leader {
+            cache: self.clone(),
+            key: key.to_string(),
+            _wake: tx,
+        })
     }
 
     /// What the store holds for `req` under `key` now.
