@@ -459,6 +459,98 @@ fn concurrent_misses_make_one_request_unless_the_response_cannot_be_stored() {
     assert_eq!(origin.count("/slow"), 50);
 }
 
+/// Reads from `s` into `raw` until it holds `text`, for at most ten seconds.
+fn read_until(s: &mut TcpStream, raw: &mut Vec<u8>, text: &str) -> bool {
+    let mut chunk = [0u8; 4096];
+    wait_until(Duration::from_secs(10), || {
+        if let Ok(n) = s.read(&mut chunk) {
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(raw).contains(text)
+    })
+}
+
+#[test]
+fn requests_waiting_for_a_fetch_stream_it_as_it_arrives_even_after_its_client_leaves() {
+    // A server that sends the first part of a cacheable body, then holds it until the test
+    // opens the gate; it counts the requests it gets.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = listener.local_addr().unwrap();
+    let gate = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (open, count) = (gate.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(4) {
+            let Ok(mut conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let open = open.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ntransfer-encoding: chunked\r\n\r\nb\r\nfirst part \r\n"
+                );
+                wait_until(Duration::from_secs(20), || open.load(Ordering::SeqCst));
+                let _ = write!(conn, "b\r\nsecond part\r\n0\r\n\r\n");
+            });
+        }
+    });
+    let p = SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\ncache = true\n\n[pool.p]\nservers = [{{ address = \"{origin}\" }}]\n"
+    ));
+    let request = "GET /stream HTTP/1.1\r\nHost: cache.test\r\nConnection: close\r\n\r\n";
+    let mut first = TcpStream::connect(p.addr).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    first.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    assert!(
+        read_until(&mut first, &mut raw, "first part"),
+        "no first part"
+    );
+
+    // A second request while the first is being fetched gets what has come so far, at once.
+    let mut second = TcpStream::connect(p.addr).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    second.write_all(request.as_bytes()).unwrap();
+    let mut followed = Vec::new();
+    assert!(
+        read_until(&mut second, &mut followed, "first part"),
+        "the waiting request did not stream: {}",
+        String::from_utf8_lossy(&followed)
+    );
+    let head = String::from_utf8_lossy(&followed).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let status = head.lines().find(|l| l.starts_with("cache-status:"));
+    assert!(
+        status
+            .is_some_and(|l| l.starts_with("cache-status: meridian; hit; ttl=")
+                && l.ends_with("; collapsed")),
+        "{head}"
+    );
+
+    // The first client leaves; the rest is still fetched for the second, and stored.
+    drop(first);
+    gate.store(true, Ordering::SeqCst);
+    assert!(
+        read_until(&mut second, &mut followed, "second part\r\n0\r\n\r\n"),
+        "the waiting request did not get the whole body: {}",
+        String::from_utf8_lossy(&followed)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || get(
+            p.addr, "GET", "/stream", ""
+        )
+        .2 == "first part second part"),
+        "the body was not stored whole"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn purges_by_key_prefix_and_tag_and_the_purge_method() {
     let origin = Origin::start(|path, _, n| {

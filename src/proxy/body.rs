@@ -14,9 +14,57 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use super::connections::{Connections, Lease};
 use super::upstream::InFlight;
 
-/// What the client receives: an upstream body (counted in flight until it ends) or a short
-/// body of the proxy's own.
-pub type ProxyBody = Either<Tracked, Full<Bytes>>;
+/// What the client receives.
+// Unboxed: a box would cost an allocation per forwarded response, and the size is the one
+// the response had before with hyper's `Either`.
+#[allow(clippy::large_enum_variant)]
+pub enum ProxyBody {
+    /// A server's body, counted in flight until it ends.
+    Upstream(Tracked),
+    /// A body held whole: the proxy's own, or a stored response's.
+    Whole(Full<Bytes>),
+    /// The body another request is fetching for the same key, read as it arrives.
+    Following(super::cache::Following),
+}
+
+impl ProxyBody {
+    /// A body of these bytes.
+    pub fn whole(bytes: impl Into<Bytes>) -> ProxyBody {
+        ProxyBody::Whole(Full::new(bytes.into()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Whole(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            ProxyBody::Following(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Whole(b) => b.is_end_stream(),
+            ProxyBody::Following(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Whole(b) => b.size_hint(),
+            ProxyBody::Following(b) => b.size_hint(),
+        }
+    }
+}
 /// What a server receives: the client's body streamed (which says when it has all gone), or
 /// a body held whole (empty, or small enough to keep for another try).
 pub type UpstreamBody = Either<Sent, Full<Bytes>>;
@@ -173,8 +221,10 @@ impl Body for Sent {
 /// An upstream response body that keeps its server's in-flight count until it ends, and
 /// gives its connection back for the next request once it has been read to its end.
 pub struct Tracked {
-    pub(super) inner: Incoming,
-    pub(super) _in_flight: InFlight,
+    /// The server's body (`None` once it has been handed to a task reading it for the
+    /// requests that follow it).
+    pub(super) inner: Option<Incoming>,
+    pub(super) _in_flight: Option<InFlight>,
     pub(super) lease: Option<(Lease, Arc<Connections>)>,
     /// The cache's copy of the body, when the response is being stored.
     pub(super) tee: Option<super::cache::Tee>,
@@ -193,8 +243,10 @@ impl Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        // A body that did not reach its end leaves its connection mid-response: it closes.
-        if self.inner.is_end_stream() {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.is_end_stream() {
             self.give_back();
             // The cache keeps only a body that reached the client whole.
             if self.encoder.as_ref().is_none_or(|e| e.finished()) {
@@ -202,6 +254,42 @@ impl Drop for Tracked {
                     tee.end();
                 }
             }
+            return;
+        }
+        // Its client has gone before the end. Requests following the body read on: the rest
+        // is fetched for them (and stored) by a task of its own. Otherwise the connection,
+        // left mid-response, closes.
+        if !self
+            .tee
+            .as_ref()
+            .is_some_and(|t| t.followed() && t.storing())
+        {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let rest = Tracked {
+                inner: self.inner.take(),
+                _in_flight: self._in_flight.take(),
+                lease: self.lease.take(),
+                tee: self.tee.take(),
+                encoder: self.encoder.take(),
+            };
+            rt.spawn(read_for_followers(rest));
+        }
+    }
+}
+
+/// How long a body read for its followers may go without a chunk.
+const FOLLOWED_IDLE: Duration = Duration::from_secs(60);
+
+/// Reads a body whose client has gone to its end for the requests following it, while it is
+/// still being stored (past the route's entry limit its readers' pace would not bound what
+/// is kept for them).
+async fn read_for_followers(mut rest: Tracked) {
+    use http_body_util::BodyExt;
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(FOLLOWED_IDLE, rest.frame()).await {
+        if !rest.tee.as_ref().is_some_and(|t| t.storing()) {
+            break;
         }
     }
 }
@@ -215,7 +303,10 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.give_back();
                 // The server's body ended: the encoder's end goes out as the last chunk.
@@ -227,7 +318,7 @@ impl Body for Tracked {
             Poll::Ready(Some(Ok(frame))) => match (this.encoder.as_mut(), frame.data_ref()) {
                 (Some(encoder), Some(data)) => {
                     let mut out = encoder.chunk(data).to_vec();
-                    if this.inner.is_end_stream() {
+                    if inner.is_end_stream() {
                         out.extend_from_slice(&encoder.finish());
                     }
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
@@ -260,13 +351,18 @@ impl Body for Tracked {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream() && self.encoder.as_ref().is_none_or(|e| e.finished())
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+            && self.encoder.as_ref().is_none_or(|e| e.finished())
     }
 
     fn size_hint(&self) -> SizeHint {
         match self.encoder {
             Some(_) => SizeHint::default(),
-            None => self.inner.size_hint(),
+            None => self
+                .inner
+                .as_ref()
+                .map(|b| b.size_hint())
+                .unwrap_or_default(),
         }
     }
 }

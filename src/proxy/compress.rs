@@ -13,7 +13,6 @@ use std::io::Write;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use http_body_util::Either;
 
 use super::body::ProxyBody;
 use crate::config::RouteCompress;
@@ -128,7 +127,7 @@ pub fn apply(
             .and_then(|v| v.to_str().ok())
             .is_some_and(compressible)
         && length.is_none_or(|n| n >= route.min_size)
-        && matches!(response.body(), Either::Left(_));
+        && matches!(response.body(), ProxyBody::Upstream(_));
     if !eligible {
         return;
     }
@@ -153,7 +152,7 @@ pub fn apply(
             }
         }
     }
-    if let Either::Left(tracked) = response.body_mut() {
+    if let ProxyBody::Upstream(tracked) = response.body_mut() {
         tracked.encoder = Some(encoder);
     }
 }

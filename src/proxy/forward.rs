@@ -126,7 +126,7 @@ pub async fn handle(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     shared.stats.latency.observe(started.elapsed());
-    let own_body = matches!(response.body(), Either::Right(_))
+    let own_body = matches!(response.body(), ProxyBody::Whole(_))
         && response
             .extensions()
             .get::<super::cache::FromCache>()
@@ -225,15 +225,12 @@ fn error_page(response: Response<ProxyBody>, page: &[u8]) -> Response<ProxyBody>
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    Response::from_parts(
-        parts,
-        Either::Right(Full::new(Bytes::copy_from_slice(page))),
-    )
+    Response::from_parts(parts, ProxyBody::whole(Bytes::copy_from_slice(page)))
 }
 
 /// A response of the proxy's own, with a short text body.
 pub fn own(status: StatusCode, text: &str) -> Response<ProxyBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{text}\n")))));
+    let mut r = Response::new(ProxyBody::whole(format!("{text}\n")));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -816,7 +813,7 @@ fn tunnel(
         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
     });
     let (parts, _) = resp.into_parts();
-    let mut out = Response::new(Either::Right(Full::new(Bytes::new())));
+    let mut out = Response::new(ProxyBody::whole(Bytes::new()));
     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     for name in [header::UPGRADE, header::CONNECTION] {
         if let Some(v) = parts.headers.get(&name) {
@@ -871,9 +868,9 @@ pub(super) fn respond(
     }
     Response::from_parts(
         parts,
-        Either::Left(Tracked {
-            inner: body,
-            _in_flight: in_flight,
+        ProxyBody::Upstream(Tracked {
+            inner: Some(body),
+            _in_flight: Some(in_flight),
             lease: Some(lease),
             tee: None,
             encoder: None,

@@ -3,11 +3,11 @@
 //!
 //! `policy` holds the rules (what may be stored, freshness and age, reuse, `Vary`, `304`
 //! updates, the fields targeted at this cache, `stale-if-error`), `range` the byte ranges
-//! answered from stored bodies, `key` the cache keys, `purge` the purges and `disk` the disk
-//! tier; this module is the store
-//! around them: the key, variants per key, the memory tier (moka, TinyLFU admission, bounded
-//! by bytes), bodies stored while they stream to the client, `304` answers to clients'
-//! conditional requests, `Cache-Status` (RFC 9211) on every response of a caching route,
+//! answered from stored bodies, `key` the cache keys, `purge` the purges, `disk` the disk
+//! tier and `stream` the bodies stored while they stream (read as they arrive by the requests
+//! coalesced on their key); this module is the store around them: the key, variants per key,
+//! who fetches a key and who follows, the memory tier (moka, TinyLFU admission, bounded by
+//! bytes), `304` answers to clients' conditional requests, `Cache-Status` (RFC 9211) on every response of a caching route,
 //! invalidation after unsafe methods (section 4.4), and the route's caps (entry size,
 //! freshness, `Set-Cookie`).
 //!
@@ -24,18 +24,20 @@ mod key;
 mod policy;
 mod purge;
 mod range;
+mod stream;
 
 use key::split_key;
 pub use key::{key, key_for};
 pub use purge::{purge_request, Purge};
+pub use stream::{Following, Tee};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 
 use super::body::ProxyBody;
 use crate::config::RouteCache;
@@ -52,7 +54,7 @@ pub struct Cache {
     entries: moka::sync::Cache<String, Arc<Variants>>,
     /// Keys a request is fetching now, with what its followers wait on (dropped, the
     /// sender wakes them).
-    fetching: std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Receiver<()>>>,
+    fetching: std::sync::Mutex<std::collections::HashMap<String, Leading>>,
     /// Keys whose last response could not be stored: their misses go upstream at once
     /// rather than wait for each other (Varnish's hit-for-miss).
     hit_for_miss: moka::sync::Cache<String, ()>,
@@ -73,12 +75,23 @@ type TagIndex = std::collections::HashMap<String, std::collections::HashSet<Stri
 /// How long a key stays hit-for-miss after a response that could not be stored.
 const HIT_FOR_MISS: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The request fetching a key for every request that waits on it: when it is dropped (the
+/// The request fetching a key for every request that waits on it. Once its response turns
+/// out storable it is published to them, to stream as it arrives; when it is dropped (the
 /// response stored, or found unstorable, or the request failed) they look again.
 pub struct Leader {
     cache: Arc<Cache>,
     key: String,
-    _wake: tokio::sync::watch::Sender<()>,
+    publish: tokio::sync::watch::Sender<Option<Arc<Streaming>>>,
+}
+
+/// What requests waiting on a key's fetch watch.
+type Leading = tokio::sync::watch::Receiver<Option<Arc<Streaming>>>;
+
+/// A response being stored, as the requests waiting for its key get it: its head as it will
+/// be stored (the entry, with no body yet), and its body as it arrives.
+pub struct Streaming {
+    entry: Entry,
+    body: Arc<stream::Growing>,
 }
 
 impl Drop for Leader {
@@ -120,6 +133,7 @@ pub struct Counters {
 struct Variants(Vec<Arc<Entry>>);
 
 /// One stored response.
+#[derive(Clone)]
 struct Entry {
     meta: Meta,
     status: StatusCode,
@@ -365,7 +379,10 @@ impl Cache {
                 }
                 Err(mut leading) => {
                     self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
-                    let _ = tokio::time::timeout(wait, leading.changed()).await;
+                    if let Some(response) = self.follow(&mut leading, req, wait).await {
+                        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                        return Lookup::Hit(response);
+                    }
                 }
             }
             collapsed = true;
@@ -374,18 +391,62 @@ impl Cache {
 
     /// Makes the caller the request fetching `key`, or, when another already is, gives what
     /// its followers wait on.
-    fn lead(self: &Arc<Self>, key: &str) -> Result<Leader, tokio::sync::watch::Receiver<()>> {
+    fn lead(self: &Arc<Self>, key: &str) -> Result<Leader, Leading> {
         let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(leading) = fetching.get(key) {
             return Err(leading.clone());
         }
-        let (tx, rx) = tokio::sync::watch::channel(());
+        let (tx, rx) = tokio::sync::watch::channel(None);
         fetching.insert(key.to_string(), rx);
         Ok(Leader {
             cache: self.clone(),
             key: key.to_string(),
-            _wake: tx,
+            publish: tx,
         })
+    }
+
+    /// Waits, at most `wait`, for the request fetching a key: its response, when it turns
+    /// out storable and fits `req`, streams as it arrives; `None` when the fetch ended
+    /// otherwise (or the wait did), and the caller looks again.
+    async fn follow<B>(
+        &self,
+        leading: &mut Leading,
+        req: &Request<B>,
+        wait: std::time::Duration,
+    ) -> Option<Box<Response<ProxyBody>>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        // A range is cut from the whole stored body: such a request waits for it.
+        let ranged = req.headers().contains_key(header::RANGE);
+        loop {
+            match tokio::time::timeout_at(deadline, leading.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+            let published = leading.borrow_and_update().clone();
+            let Some(streaming) = published.filter(|_| !ranged) else {
+                continue;
+            };
+            let now = SystemTime::now();
+            let entry = &streaming.entry;
+            if !entry.meta.matches(req.headers()) || !entry.meta.fresh_for(req.headers(), now) {
+                continue;
+            }
+            let ttl = entry.meta.ttl(now);
+            let status = format!("hit; ttl={ttl}; collapsed");
+            let (code, headers) = self.head(entry, req.headers(), &status, now);
+            let body = match code {
+                StatusCode::NOT_MODIFIED => ProxyBody::whole(Bytes::new()),
+                _ => match streaming.body.join() {
+                    Some(following) => ProxyBody::Following(following),
+                    None => continue,
+                },
+            };
+            let mut response = Response::new(body);
+            *response.status_mut() = code;
+            *response.headers_mut() = headers;
+            response.extensions_mut().insert(FromCache);
+            return Some(Box::new(response));
+        }
     }
 
     /// What the store holds for `req` under `key` now.
@@ -421,8 +482,35 @@ impl Cache {
         }
     }
 
-    /// A stored response as sent to a client whose request has `request` headers: its
-    /// stored headers with `Age`, or a `304` when the client's conditional request matches.
+    /// The status and headers a stored response is sent with to a client whose request has
+    /// `request` headers: its stored headers with `Age` and `Cache-Status` (`status`), or a
+    /// `304` when the client's conditional request matches.
+    fn head(
+        &self,
+        entry: &Entry,
+        request: &HeaderMap,
+        status: &str,
+        now: SystemTime,
+    ) -> (StatusCode, HeaderMap) {
+        let not_modified =
+            entry.status == StatusCode::OK && policy::not_modified_for(request, &entry.headers);
+        let (code, mut headers) = match not_modified {
+            true => (
+                StatusCode::NOT_MODIFIED,
+                policy::not_modified_headers(&entry.headers),
+            ),
+            false => (entry.status, entry.headers.clone()),
+        };
+        policy::strip_targeted(&mut headers);
+        headers.remove(&self.tag_header);
+        let age = entry.meta.age(now).min(u64::from(u32::MAX));
+        headers.insert(header::AGE, HeaderValue::from(age));
+        headers.insert("cache-status", cache_status(status));
+        (code, headers)
+    }
+
+    /// A stored response as sent to a client whose request has `request` headers (see
+    /// [`Cache::head`]), its body cut to the ranges the request asks for.
     fn answer(
         &self,
         entry: &Entry,
@@ -431,20 +519,10 @@ impl Cache {
         status: &str,
         now: SystemTime,
     ) -> Response<ProxyBody> {
-        let not_modified =
-            entry.status == StatusCode::OK && policy::not_modified_for(request, &entry.headers);
-        let mut headers = match not_modified {
-            true => policy::not_modified_headers(&entry.headers),
-            false => entry.headers.clone(),
-        };
-        policy::strip_targeted(&mut headers);
-        headers.remove(&self.tag_header);
-        let age = entry.meta.age(now).min(u64::from(u32::MAX));
-        headers.insert(header::AGE, HeaderValue::from(age));
-        headers.insert("cache-status", cache_status(status));
-        let (mut code, mut body) = match not_modified {
-            true => (StatusCode::NOT_MODIFIED, Bytes::new()),
-            false => (entry.status, entry.body.clone()),
+        let (mut code, mut headers) = self.head(entry, request, status, now);
+        let mut body = match code {
+            StatusCode::NOT_MODIFIED => Bytes::new(),
+            _ => entry.body.clone(),
         };
         // A GET with Range, answered from the whole stored body.
         if code == StatusCode::OK && *method == Method::GET {
@@ -470,7 +548,7 @@ impl Cache {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             body = Bytes::new();
         }
-        let mut response = Response::new(Either::Right(Full::new(body)));
+        let mut response = Response::new(ProxyBody::Whole(Full::new(body)));
         *response.status_mut() = code;
         *response.headers_mut() = headers;
         response.extensions_mut().insert(FromCache);
@@ -550,7 +628,7 @@ impl Cache {
             response.headers(),
             pending.route.store_set_cookie,
         );
-        let tracked = matches!(response.body(), Either::Left(_));
+        let tracked = matches!(response.body(), ProxyBody::Upstream(_));
         let meta = Meta::new(
             &pending.request,
             (status, response.headers()),
@@ -581,25 +659,30 @@ impl Cache {
         response
             .headers_mut()
             .insert("cache-status", cache_status(&format!("{fwd}; stored")));
-        let until = until(&pending.route, now);
-        let cache = self.clone();
-        let max = pending.route.max_entry;
+        let shell = Entry {
+            meta,
+            status,
+            sent: pending.sent,
+            varied: varied(&pending.request, &headers),
+            tags: self.tags_of(&headers),
+            headers,
+            body: Bytes::new(),
+            until: until(&pending.route, now),
+        };
+        let leader = pending.leader.as_ref().map(|l| l.publish.clone());
+        let (cache, max) = (self.clone(), pending.route.max_entry);
+        let stored = shell.clone();
         let commit = Box::new(move |body: Bytes| {
             cache.counters.stored.fetch_add(1, Ordering::Relaxed);
-            let entry = Entry {
-                meta,
-                status,
-                sent: pending.sent,
-                varied: varied(&pending.request, &headers),
-                tags: cache.tags_of(&headers),
-                headers,
-                body,
-                until,
-            };
-            cache.insert(&pending, Arc::new(entry));
+            cache.insert(&pending, Arc::new(Entry { body, ..stored }));
         });
-        if let Either::Left(tracked) = response.body_mut() {
-            tracked.tee = Some(Tee::new(max, commit));
+        let (tee, body) = Tee::new(max, commit);
+        if let ProxyBody::Upstream(tracked) = response.body_mut() {
+            tracked.tee = Some(tee);
+        }
+        // The requests waiting for this key stream it from here on.
+        if let Some(publish) = leader {
+            publish.send_replace(Some(Arc::new(Streaming { entry: shell, body })));
         }
         response
     }
@@ -802,41 +885,3 @@ fn until(route: &RouteCache, now: SystemTime) -> Option<SystemTime> {
 /// Marks a response the cache answered (no server was asked).
 #[derive(Clone, Copy)]
 pub struct FromCache;
-
-/// A body being stored as it streams: its bytes kept up to the route's limit, handed to the
-/// cache when the body ends whole.
-pub struct Tee {
-    buf: BytesMut,
-    max: u64,
-    commit: Option<Box<dyn FnOnce(Bytes) + Send + Sync>>,
-}
-
-impl Tee {
-    fn new(max: u64, commit: Box<dyn FnOnce(Bytes) + Send + Sync>) -> Tee {
-        Tee {
-            buf: BytesMut::new(),
-            max,
-            commit: Some(commit),
-        }
-    }
-
-    /// Keeps a chunk; past the limit the body streams on uncached.
-    pub fn data(&mut self, chunk: &Bytes) {
-        if self.commit.is_none() {
-            return;
-        }
-        if (self.buf.len() + chunk.len()) as u64 > self.max {
-            self.commit = None;
-            self.buf = BytesMut::new();
-            return;
-        }
-        self.buf.extend_from_slice(chunk);
-    }
-
-    /// The body ended whole: it is stored.
-    pub fn end(&mut self) {
-        if let Some(commit) = self.commit.take() {
-            commit(std::mem::take(&mut self.buf).freeze());
-        }
-    }
-}
