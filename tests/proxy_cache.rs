@@ -1068,10 +1068,10 @@ fn the_cache_key_keeps_what_the_route_names() {
             format!("{path} {device} {n}"),
         )
     });
-    let p = proxy(
-        &origin,
-        "{ key = { query = [\"v\"], headers = [\"x-device\"] } }",
-    );
+    let p = SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\ncontrol = \"127.0.0.1:0\"\npurge_allow = [\"127.0.0.0/8\"]\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\ncache = {{ key = {{ query = [\"v\"], headers = [\"x-device\"] }} }}\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        origin.addr
+    ));
     let ask = |target: &str, device: &str| {
         get(p.addr, "GET", target, &format!("X-Device: {device}\r\n")).2
     };
@@ -1088,6 +1088,34 @@ fn the_cache_key_keeps_what_the_route_names() {
         origin.count("/k?v=1&utm=a") + origin.count("/k?v=2") + origin.count("/k?v=1"),
         3
     );
+
+    // Purges name the key as the route makes it: the control endpoint's key carries the key
+    // header as a line of its own; PURGE takes it from the request's headers.
+    let control = p.control.unwrap();
+    let purge = |query: &str| {
+        http(
+            control,
+            "POST",
+            &format!("/cache/purge?{query}"),
+            None,
+            None,
+        )
+        .1
+    };
+    assert_eq!(
+        purge("key=http://cache.test/k?v=1%0Ax-device:%20phone"),
+        "{\"purged\":1}\n"
+    );
+    assert_ne!(ask("/k?v=1", "phone"), first, "purged, so fetched again");
+    assert_eq!(
+        ask("/k?v=1", "desk"),
+        ask("/k?v=1&utm=c", "desk"),
+        "still stored"
+    );
+    let purged = get(p.addr, "PURGE", "/k?v=1&utm=z", "X-Device: desk\r\n").2;
+    assert_eq!(purged, "purged 1\n");
+    let desk = ask("/k?v=1", "desk");
+    assert_eq!(origin.count("/k?v=1"), 3, "{desk}");
 }
 
 #[test]

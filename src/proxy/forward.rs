@@ -308,9 +308,14 @@ async fn forward(
     }
     // PURGE from the networks allowed to send it: the request's key, or the tags its tag
     // header lists, dropped from the cache; nothing goes upstream.
-    if req.method().as_str() == "PURGE" && r.cache.is_some() {
+    if let Some(rc) = r
+        .cache
+        .as_ref()
+        .filter(|_| req.method().as_str() == "PURGE")
+    {
+        let keyed = (&rc.key, conn.tls, host.as_str());
         return (
-            super::cache::purge_request(shared, running, &req, (conn.tls, &host), client),
+            super::cache::purge_request(shared, running, &req, keyed, client),
             None,
         );
     }

@@ -2,7 +2,7 @@
 
 use http::{Request, Response, StatusCode};
 
-use super::{key, Cache};
+use super::{key_for, Cache};
 use crate::proxy::body::ProxyBody;
 
 /// What a purge drops.
@@ -48,12 +48,13 @@ impl Cache {
     }
 }
 
-/// Answers a `PURGE` on a caching route.
+/// Answers a `PURGE` on a caching route whose keys `spec` makes: the request's own key (the
+/// key headers the route names taken from the request), or the tags it lists.
 pub fn purge_request<B>(
     shared: &crate::proxy::Shared,
     running: &crate::proxy::Running,
     req: &Request<B>,
-    (tls, host): (bool, &str),
+    (spec, tls, host): (&crate::config::CacheKey, bool, &str),
     client: std::net::IpAddr,
 ) -> Response<ProxyBody> {
     use crate::proxy::forward::own;
@@ -73,7 +74,8 @@ pub fn purge_request<B>(
         .collect();
     let purged: usize = if tags.is_empty() {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        shared.cache.purge(&Purge::Key(key(tls, host, target)))
+        let key = key_for(spec, tls, host, target, req.headers());
+        shared.cache.purge(&Purge::Key(key))
     } else {
         tags.into_iter()
             .map(|t| shared.cache.purge(&Purge::Tag(t)))
