@@ -3,9 +3,12 @@
 //!
 //! Plain files rather than sled: a file is written under a temporary name and renamed into
 //! place, so a crash leaves either the old file, the new one, or a temporary file that the
-//! next start deletes; each file carries a checksum of everything after it, verified on every
-//! read, so a torn or damaged file is dropped rather than served. The index (key, size, least
-//! recently used first) lives in memory and is rebuilt at start by reading the directory.
+//! next start deletes; each file carries a checksum of its records, verified on every read,
+//! so a torn or damaged file is dropped rather than served. The index (key, size, least
+//! recently used first) lives in memory and is rebuilt at start by reading the directory:
+//! only each file's head (its key, tags and length, under a checksum of their own), so a
+//! start reads kilobytes per entry however large the bodies; a file whose length is not the
+//! one its head gives is deleted then.
 //! The tier is bounded by bytes: past the bound the least recently used files go.
 
 use std::hash::Hasher;
@@ -17,7 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-const MAGIC: &[u8; 8] = b"MRDCACH1";
+const MAGIC: &[u8; 8] = b"MRDCACH2";
+
+/// The most a file's head may hold (its key and tags).
+const MAX_HEAD: u64 = 1 << 20;
 
 /// One stored response as the disk keeps it: what [`super::policy::Meta`] is built from,
 /// and the response.
@@ -40,6 +46,7 @@ pub(super) type KeyTags = Vec<(String, Vec<String>)>;
 pub(super) struct Disk {
     dir: PathBuf,
     max_bytes: u64,
+    tag_header: HeaderName,
     /// Keys on disk with their files' sizes, least recently used first.
     index: Mutex<(lru::LruCache<String, u64>, u64)>,
 }
@@ -107,10 +114,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A file's bytes for `key` and its records.
-fn encode(key: &str, records: &[Record]) -> Vec<u8> {
+/// A file's bytes for `key`, its records and their `tags`: the magic, the head's checksum
+/// and length, the head (key, tags, the records' length), the records' checksum, the records.
+fn encode(key: &str, tags: &[&str], records: &[Record]) -> Vec<u8> {
     let mut body = Vec::new();
-    put_bytes(&mut body, key.as_bytes());
     body.extend_from_slice(&(records.len() as u64).to_le_bytes());
     for r in records {
         body.extend_from_slice(&u64::from(r.status.as_u16()).to_le_bytes());
@@ -122,24 +129,79 @@ fn encode(key: &str, records: &[Record]) -> Vec<u8> {
         put_headers(&mut body, &r.headers);
         put_bytes(&mut body, &r.body);
     }
-    let mut out = Vec::with_capacity(body.len() + 16);
+    let mut head = Vec::new();
+    put_bytes(&mut head, key.as_bytes());
+    head.extend_from_slice(&(tags.len() as u64).to_le_bytes());
+    for t in tags {
+        put_bytes(&mut head, t.as_bytes());
+    }
+    head.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    let mut out = Vec::with_capacity(head.len() + body.len() + 32);
     out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&checksum(&head).to_le_bytes());
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
     out.extend_from_slice(&checksum(&body).to_le_bytes());
     out.extend_from_slice(&body);
     out
 }
 
-/// The key and records of a file's bytes; `None` when the checksum or the layout is wrong.
-fn decode(bytes: &[u8]) -> Option<(String, Vec<Record>)> {
-    let mut r = Reader(bytes);
+/// What a file's head says.
+struct Head {
+    key: String,
+    tags: Vec<String>,
+    /// The whole file's length.
+    len: u64,
+}
+
+/// The head at the start of `r` (the magic, its checksum and length, itself), checked.
+fn head(r: &mut Reader<'_>) -> Option<Head> {
     if r.take(8)? != MAGIC {
         return None;
     }
     let sum = r.u64()?;
-    if checksum(r.0) != sum {
+    let n = r.u64()?;
+    let bytes = r.take(usize::try_from(n.min(MAX_HEAD)).ok()?)?;
+    if n > MAX_HEAD || checksum(bytes) != sum {
         return None;
     }
-    let key = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+    let mut h = Reader(bytes);
+    let key = String::from_utf8(h.bytes()?.to_vec()).ok()?;
+    let tags = (0..h.u64()?.min(MAX_HEAD))
+        .map(|_| String::from_utf8(h.bytes()?.to_vec()).ok())
+        .collect::<Option<Vec<String>>>()?;
+    let body = h.u64()?;
+    h.0.is_empty().then_some(Head {
+        key,
+        tags,
+        len: 24u64.checked_add(n)?.checked_add(8)?.checked_add(body)?,
+    })
+}
+
+/// Reads a file's head: its first bytes only.
+fn read_head(path: &Path) -> Option<Head> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut start = [0u8; 24];
+    f.read_exact(&mut start).ok()?;
+    let n = u64::from_le_bytes(start[16..24].try_into().ok()?);
+    if n > MAX_HEAD {
+        return None;
+    }
+    let mut bytes = start.to_vec();
+    bytes.resize(24 + n as usize, 0);
+    f.read_exact(&mut bytes[24..]).ok()?;
+    head(&mut Reader(&bytes))
+}
+
+/// The key and records of a file's bytes; `None` when a checksum or the layout is wrong.
+fn decode(bytes: &[u8]) -> Option<(String, Vec<Record>)> {
+    let mut r = Reader(bytes);
+    let Head { key, len, .. } = head(&mut r)?;
+    let sum = r.u64()?;
+    if len != bytes.len() as u64 || checksum(r.0) != sum {
+        return None;
+    }
     let count = r.u64()?;
     let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
     let mut records = Vec::new();
@@ -171,8 +233,8 @@ fn decode(bytes: &[u8]) -> Option<(String, Vec<Record>)> {
 
 impl Disk {
     /// Opens the tier in `dir` (created if missing), bounded by `max_bytes`: temporary
-    /// files from an interrupted write are deleted, every entry is read and checked, and
-    /// the damaged ones are deleted. Also returns each key's values of `tag_header`.
+    /// files from an interrupted write are deleted, every entry's head is read and checked,
+    /// and the damaged ones are deleted. Also returns each key's values of `tag_header`.
     pub(super) fn open(
         dir: &Path,
         max_bytes: u64,
@@ -188,23 +250,14 @@ impl Disk {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
-            };
-            match decode(&bytes) {
-                Some((key, records)) if file_name(&key) == name => {
-                    let values: Vec<String> = records
-                        .iter()
-                        .flat_map(|r| r.headers.get_all(tag_header))
-                        .filter_map(|v| v.to_str().ok())
-                        .flat_map(str::split_whitespace)
-                        .map(str::to_string)
-                        .collect();
-                    tags.push((key.clone(), values));
-                    let when = std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .unwrap_or(UNIX_EPOCH);
-                    found.push((when, key, bytes.len() as u64));
+            let meta = std::fs::metadata(&path).ok();
+            match (read_head(&path), meta) {
+                (Some(head), Some(meta))
+                    if file_name(&head.key) == name && head.len == meta.len() =>
+                {
+                    tags.push((head.key.clone(), head.tags));
+                    let when = meta.modified().unwrap_or(UNIX_EPOCH);
+                    found.push((when, head.key, head.len));
                 }
                 _ => {
                     tracing::warn!(file = %path.display(), "cache entry damaged: deleted");
@@ -222,6 +275,7 @@ impl Disk {
         let disk = Disk {
             dir: dir.to_path_buf(),
             max_bytes,
+            tag_header: tag_header.clone(),
             index: Mutex::new((index, total)),
         };
         disk.trim();
@@ -255,7 +309,13 @@ impl Disk {
 
     /// Writes `key`'s records: to a temporary file, then renamed over the old one.
     pub(super) fn write(&self, key: &str, records: &[Record]) {
-        let bytes = encode(key, records);
+        let tags: Vec<&str> = records
+            .iter()
+            .flat_map(|r| r.headers.get_all(&self.tag_header))
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(str::split_whitespace)
+            .collect();
+        let bytes = encode(key, &tags, records);
         let name = file_name(key);
         let tmp = self
             .dir
@@ -373,6 +433,36 @@ mod tests {
         let reopened = Disk::open(dir.path(), 1 << 20, &TAG).unwrap().0;
         assert!(!reopened.has("http://x/b") && reopened.has("http://x/c"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_start_reads_heads_only_and_finds_keys_and_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 1 << 20, &TAG).unwrap().0;
+        let mut headers = HeaderMap::new();
+        headers.insert(TAG, "team-a team-b".parse().unwrap());
+        disk.write(
+            "http://x/t",
+            &[record(headers, Bytes::from(vec![b'x'; 4096]))],
+        );
+        // A body byte flipped: the start, reading heads only, keeps the key; the first read
+        // finds the damage and deletes the file.
+        let path = dir.path().join(file_name("http://x/t"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (reopened, tags) = Disk::open(dir.path(), 1 << 20, &TAG).unwrap();
+        assert_eq!(
+            tags,
+            vec![(
+                "http://x/t".to_string(),
+                vec!["team-a".to_string(), "team-b".to_string()]
+            )]
+        );
+        assert_eq!(reopened.bytes(), bytes.len() as u64);
+        assert!(reopened.read("http://x/t").is_none());
+        assert!(!path.exists() && !reopened.has("http://x/t"));
     }
 
     #[test]
