@@ -380,8 +380,8 @@ if [ -n "$PROFILE" ]; then
       -o "$W/perf-$row.data" -- sleep "$((SECONDS_PER_RUN / 2))" >/dev/null 2>&1
     wait "$client"
     echo "-- $row: busiest functions (self time, share of samples)"
-    perf report -i "$W/perf-$row.data" --no-children --sort dso,sym -F overhead,dso,sym 2>/dev/null \
-      | grep -v '^#' | grep . | head -25
+    { perf report -i "$W/perf-$row.data" --no-children -g none --sort dso,sym \
+        -F overhead,dso,sym 2>/dev/null | grep -v "^#" | grep . | sort -rn | head -40; } || true
   done
 fi
 

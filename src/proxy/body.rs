@@ -21,8 +21,10 @@ use super::upstream::InFlight;
 pub enum ProxyBody {
     /// A server's body, counted in flight until it ends.
     Upstream(Tracked),
-    /// A body held whole: the proxy's own, or a stored response's.
+    /// A body of the proxy's own, held whole.
     Whole(Full<Bytes>),
+    /// A stored response's body, from the cache.
+    Stored(Full<Bytes>),
     /// The body another request is fetching for the same key, read as it arrives.
     Following(super::cache::Following),
 }
@@ -44,7 +46,9 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ProxyBody::Whole(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            ProxyBody::Whole(b) | ProxyBody::Stored(b) => {
+                Pin::new(b).poll_frame(cx).map_err(|never| match never {})
+            }
             ProxyBody::Following(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -52,7 +56,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
-            ProxyBody::Whole(b) => b.is_end_stream(),
+            ProxyBody::Whole(b) | ProxyBody::Stored(b) => b.is_end_stream(),
             ProxyBody::Following(b) => b.is_end_stream(),
         }
     }
@@ -60,7 +64,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
-            ProxyBody::Whole(b) => b.size_hint(),
+            ProxyBody::Whole(b) | ProxyBody::Stored(b) => b.size_hint(),
             ProxyBody::Following(b) => b.size_hint(),
         }
     }

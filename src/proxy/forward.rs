@@ -125,12 +125,9 @@ pub async fn handle(
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    shared.stats.latency.observe(started.elapsed());
-    let own_body = matches!(response.body(), ProxyBody::Whole(_))
-        && response
-            .extensions()
-            .get::<super::cache::FromCache>()
-            .is_none();
+    let took = started.elapsed();
+    shared.stats.latency.observe(took);
+    let own_body = matches!(response.body(), ProxyBody::Whole(_));
     if own_body && status != 101 {
         let mut local = shared.local.lock().unwrap_or_else(|p| p.into_inner());
         *local.entry(status).or_default() += 1;
@@ -141,7 +138,6 @@ pub async fn handle(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let took = started.elapsed();
     let Some(Logged {
         method,
         target,
@@ -313,7 +309,7 @@ async fn forward(
         .as_ref()
         .filter(|_| req.method().as_str() == "PURGE")
     {
-        let keyed = (&rc.key, conn.tls, host.as_str());
+        let keyed = (&rc.key, conn.tls, &*host);
         return (
             super::cache::purge_request(shared, running, &req, keyed, client),
             None,

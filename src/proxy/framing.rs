@@ -94,6 +94,15 @@ impl<S> Framed<S> {
             match &mut self.state {
                 State::Through => return,
                 State::Start => self.state = State::Head(Vec::new()),
+                // A whole head in one read, as most are: looked at where it lies.
+                State::Head(head) if head.is_empty() && !data.starts_with(b"PRI ") => {
+                    let Some(end) = find(data, b"\r\n\r\n").map(|i| i + 4) else {
+                        head.extend_from_slice(data);
+                        return;
+                    };
+                    self.head_read(&data[..end]);
+                    data = &data[end..];
+                }
                 State::Head(head) => {
                     let from = head.len().saturating_sub(3);
                     head.extend_from_slice(data);
@@ -111,21 +120,7 @@ impl<S> Framed<S> {
                     };
                     let mut head = std::mem::take(head);
                     let rest = head.split_off(end);
-                    let (ambiguous, body, upgrade) = look(&head);
-                    self.verdicts.push(ambiguous);
-                    if ambiguous {
-                        // Nothing after this request is followed: the connection closes after
-                        // the 400.
-                        self.state = State::Through;
-                    } else {
-                        self.state = match (upgrade, body) {
-                            (true, _) => State::Through,
-                            (false, Body::None) => State::Head(Vec::new()),
-                            (false, Body::Length(0)) => State::Head(Vec::new()),
-                            (false, Body::Length(n)) => State::Body(n),
-                            (false, Body::Chunked) => State::Chunked(Chunk::Size(Vec::new())),
-                        };
-                    }
+                    self.head_read(&head);
                     // What followed the head is fed again, in the new state.
                     self.feed(&rest);
                     return;
@@ -187,8 +182,24 @@ impl<S> Framed<S> {
     }
 }
 
+impl<S> Framed<S> {
+    /// Notes the verdict on a whole request head and moves on to what follows it.
+    fn head_read(&mut self, head: &[u8]) {
+        let (ambiguous, body, upgrade) = look(head);
+        self.verdicts.push(ambiguous);
+        self.state = match (ambiguous, upgrade, body) {
+            // Nothing after an ambiguous request is followed: the connection closes after
+            // the 400.
+            (true, _, _) | (false, true, _) => State::Through,
+            (false, false, Body::None | Body::Length(0)) => State::Head(Vec::new()),
+            (false, false, Body::Length(n)) => State::Body(n),
+            (false, false, Body::Chunked) => State::Chunked(Chunk::Size(Vec::new())),
+        };
+    }
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// The size on a chunk-size line (hex, before any extension).
@@ -208,21 +219,18 @@ fn look(head: &[u8]) -> (bool, Body, bool) {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
-            "content-length" => {
-                lengths += 1;
-                length = value.parse::<u64>().ok();
-            }
-            "transfer-encoding" => {
-                te = true;
-                chunked = value
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            }
-            "upgrade" => upgrade = true,
-            _ => {}
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            length = value.parse::<u64>().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
         }
     }
     let ambiguous = lengths > 1 || (te && lengths > 0);

@@ -53,25 +53,27 @@ fn matches(r: &Route, req: &RequestFacts<'_>) -> bool {
 
 /// The host a request names: its `Host` header (HTTP/1.1) or its URI authority (h2), lower
 /// case, without a port.
-pub fn host_of<B>(req: &http::Request<B>) -> String {
+pub fn host_of<B>(req: &http::Request<B>) -> std::borrow::Cow<'_, str> {
     let raw = req
         .uri()
         .authority()
-        .map(|a| a.host().to_string())
+        .map(|a| a.host())
         .or_else(|| {
             req.headers()
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .map(|h| match h.rsplit_once(':') {
                     // Keep IPv6 literals whole: "[::1]:8080" -> "[::1]".
-                    Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
-                        host.to_string()
-                    }
-                    _ => h.to_string(),
+                    Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+                    _ => h,
                 })
         })
         .unwrap_or_default();
-    raw.to_ascii_lowercase()
+    // Lower-cased only when it is not already (a copy only then).
+    match raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => raw.to_ascii_lowercase().into(),
+        false => raw.into(),
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,11 @@ pub fn key_for(
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let mut out = format!("{scheme}://{host}{path}");
+    let mut out = String::with_capacity(scheme.len() + 3 + host.len() + target.len() + 16);
+    out.push_str(scheme);
+    out.push_str("://");
+    out.push_str(host);
+    out.push_str(path);
     match (&spec.query, query) {
         (KeyQuery::All, Some(q)) => {
             out.push('?');

@@ -233,7 +233,19 @@ impl Pending {
 }
 
 fn cache_status(value: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("{NAME}; {value}")).expect("a header value")
+    let mut text = String::with_capacity(NAME.len() + 2 + value.len());
+    text.push_str(NAME);
+    text.push_str("; ");
+    text.push_str(value);
+    HeaderValue::try_from(text).expect("a header value")
+}
+
+/// `Cache-Status` for a hit with `ttl` seconds of freshness left, `more` following.
+fn hit_status(ttl: u64, more: &str) -> HeaderValue {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(48);
+    let _ = write!(text, "{NAME}; hit; ttl={ttl}{more}");
+    HeaderValue::try_from(text).expect("a header value")
 }
 
 impl Cache {
@@ -431,11 +443,10 @@ impl Cache {
             if !entry.meta.matches(req.headers()) || !entry.meta.fresh_for(req.headers(), now) {
                 continue;
             }
-            let ttl = entry.meta.ttl(now);
-            let status = format!("hit; ttl={ttl}; collapsed");
-            let (code, headers) = self.head(entry, req.headers(), &status, now);
+            let status = hit_status(entry.meta.ttl(now), "; collapsed");
+            let (code, headers) = self.head(entry, req.headers(), status, now);
             let body = match code {
-                StatusCode::NOT_MODIFIED => ProxyBody::whole(Bytes::new()),
+                StatusCode::NOT_MODIFIED => ProxyBody::Stored(Full::new(Bytes::new())),
                 _ => match streaming.body.join() {
                     Some(following) => ProxyBody::Following(following),
                     None => continue,
@@ -444,7 +455,6 @@ impl Cache {
             let mut response = Response::new(body);
             *response.status_mut() = code;
             *response.headers_mut() = headers;
-            response.extensions_mut().insert(FromCache);
             return Some(Box::new(response));
         }
     }
@@ -461,16 +471,13 @@ impl Cache {
                 continue;
             }
             if entry.meta.fresh_for(req.headers(), now) {
-                let ttl = entry.meta.ttl(now);
-                let status = match collapsed {
-                    true => format!("hit; ttl={ttl}; collapsed"),
-                    false => format!("hit; ttl={ttl}"),
-                };
-                let response = self.answer(entry, req.headers(), req.method(), &status, now);
+                let more = if collapsed { "; collapsed" } else { "" };
+                let status = hit_status(entry.meta.ttl(now), more);
+                let response = self.answer(entry, req.headers(), req.method(), status, now);
                 return Found::Fresh(Box::new(response));
             }
             if entry.meta.while_revalidating(req.headers(), now) {
-                let status = "hit; detail=stale-while-revalidate";
+                let status = cache_status("hit; detail=stale-while-revalidate");
                 let response = self.answer(entry, req.headers(), req.method(), status, now);
                 return Found::Revalidating(Box::new(response), entry.clone());
             }
@@ -489,7 +496,7 @@ impl Cache {
         &self,
         entry: &Entry,
         request: &HeaderMap,
-        status: &str,
+        status: HeaderValue,
         now: SystemTime,
     ) -> (StatusCode, HeaderMap) {
         let not_modified =
@@ -505,7 +512,7 @@ impl Cache {
         headers.remove(&self.tag_header);
         let age = entry.meta.age(now).min(u64::from(u32::MAX));
         headers.insert(header::AGE, HeaderValue::from(age));
-        headers.insert("cache-status", cache_status(status));
+        headers.insert("cache-status", status);
         (code, headers)
     }
 
@@ -516,7 +523,7 @@ impl Cache {
         entry: &Entry,
         request: &HeaderMap,
         method: &Method,
-        status: &str,
+        status: HeaderValue,
         now: SystemTime,
     ) -> Response<ProxyBody> {
         let (mut code, mut headers) = self.head(entry, request, status, now);
@@ -548,10 +555,9 @@ impl Cache {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             body = Bytes::new();
         }
-        let mut response = Response::new(ProxyBody::Whole(Full::new(body)));
+        let mut response = Response::new(ProxyBody::Stored(Full::new(body)));
         *response.status_mut() = code;
         *response.headers_mut() = headers;
-        response.extensions_mut().insert(FromCache);
         response
     }
 
@@ -607,6 +613,7 @@ impl Cache {
                 });
                 self.insert(&pending, refreshed.clone());
                 let status = "fwd=stale; fwd-status=304";
+                let status = cache_status(status);
                 return self.answer(&refreshed, &pending.request, &pending.method, status, now);
             }
             if status.is_server_error() {
@@ -713,7 +720,8 @@ impl Cache {
                     "hit; fwd=stale; fwd-status={}; detail=server-down",
                     status.as_u16()
                 );
-                return self.answer(entry, &pending.request, &pending.method, &value, now);
+                let value = cache_status(&value);
+                return self.answer(entry, &pending.request, &pending.method, value, now);
             }
         }
         let value = format!("fwd={}; detail=no-response", pending.fwd);
@@ -737,7 +745,8 @@ impl Cache {
         }
         self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
         let status = format!("hit; fwd=stale; fwd-status={code}; detail=stale-if-error");
-        Some(self.answer(entry, &pending.request, &pending.method, &status, now))
+        let status = cache_status(&status);
+        Some(self.answer(entry, &pending.request, &pending.method, status, now))
     }
 
     /// Stores `entry` under the pending request's key, replacing the variant it matches.
@@ -881,7 +890,3 @@ fn varied(request: &HeaderMap, response: &HeaderMap) -> HeaderMap {
 fn until(route: &RouteCache, now: SystemTime) -> Option<SystemTime> {
     route.ttl_max.map(|d| now + d)
 }
-
-/// Marks a response the cache answered (no server was asked).
-#[derive(Clone, Copy)]
-pub struct FromCache;
