@@ -149,7 +149,10 @@ impl Connections {
                 }
             }
         }
-        let sender = tokio::time::timeout(self.connect_timeout, self.connect(addr))
+        // Boxed: connecting (TCP, TLS, the HTTP handshake) is a large future, and a request
+        // that reuses a connection should not carry its room.
+        let connect = Box::pin(self.connect(addr));
+        let sender = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
         self.opened.fetch_add(1, Ordering::Relaxed);
