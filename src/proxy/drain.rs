@@ -90,6 +90,8 @@ impl Drain {
                 }
             }
             tokio::select! {
+                // In order: the connection first, and no random draw per wake-up.
+                biased;
                 ended = conn.as_mut() => break ended,
                 changed = generation.changed() => {
                     if changed.is_err() {

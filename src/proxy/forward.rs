@@ -74,7 +74,7 @@ impl Conn {
 pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-    conn: Conn,
+    conn: Arc<Conn>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let running = shared.current.load_full();
@@ -329,11 +329,11 @@ async fn forward(
             .lookup(key, &req, rc, (r.timeout, negotiated))
             .await
         {
-            super::cache::Lookup::Hit(response) => return (*response, None),
+            super::cache::Lookup::Hit(response) => return (response, None),
             super::cache::Lookup::Forward(p) => *pending = Some(p),
             super::cache::Lookup::Revalidate(response, p) => {
                 super::revalidate::spawn(shared, running, ri, *p, target.to_string());
-                return (*response, None);
+                return (response, None);
             }
         }
     }

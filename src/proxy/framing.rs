@@ -212,24 +212,26 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// Reads a request head: whether its framing is ambiguous, how its body is framed, and
 /// whether it asks for an upgrade.
 fn look(head: &[u8]) -> (bool, Body, bool) {
-    let text = String::from_utf8_lossy(head);
     let (mut lengths, mut length, mut chunked, mut te, mut upgrade) =
         (0, None, false, false, false);
-    for line in text.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else {
+    // Lines end in LF (CRLF, or LF alone as parsers accept); the request line is skipped.
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("content-length") {
+        let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
-            length = value.parse::<u64>().ok();
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te = true;
             chunked = value
-                .rsplit(',')
+                .rsplit(|&b| b == b',')
                 .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        } else if name.eq_ignore_ascii_case("upgrade") {
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
             upgrade = true;
         }
     }

@@ -878,7 +878,7 @@ async fn serve_http<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let verdicts = Arc::new(framing::Verdicts::default());
-    let conn = conn(verdicts.clone());
+    let conn = Arc::new(conn(verdicts.clone()));
     let peer = conn.peer;
     let service =
         hyper::service::service_fn(move |req| forward::handle(shared.clone(), req, conn.clone()));

@@ -105,11 +105,12 @@ impl Drop for Leader {
     }
 }
 
-/// What a lookup found.
+/// What a lookup found. (Responses unboxed: a hit should not cost an allocation.)
+#[allow(clippy::large_enum_variant)]
 enum Found {
-    Fresh(Box<Response<ProxyBody>>),
+    Fresh(Response<ProxyBody>),
     /// Stale, but it may answer while it is revalidated (`stale-while-revalidate`).
-    Revalidating(Box<Response<ProxyBody>>, Arc<Entry>),
+    Revalidating(Response<ProxyBody>, Arc<Entry>),
     /// To fetch: a stale response to revalidate, if any, and why (`fwd`).
     Fetch(Option<Arc<Entry>>, &'static str),
 }
@@ -138,6 +139,9 @@ struct Entry {
     meta: Meta,
     status: StatusCode,
     headers: HeaderMap,
+    /// What a client is sent of `headers`: without the fields targeted at this cache and
+    /// the tag header (worked out once, not per hit).
+    shown: HeaderMap,
     body: Bytes,
     /// The route's freshness cap: after this the entry is not used.
     until: Option<SystemTime>,
@@ -174,16 +178,18 @@ impl Entry {
     }
 }
 
-/// What the cache says of a request before it goes upstream.
+/// What the cache says of a request before it goes upstream. (Responses unboxed: a hit
+/// should not cost an allocation.)
+#[allow(clippy::large_enum_variant)]
 pub enum Lookup {
     /// A stored response answers it.
-    Hit(Box<Response<ProxyBody>>),
+    Hit(Response<ProxyBody>),
     /// It goes upstream; what comes back goes through [`Cache::complete`] (or
     /// [`Cache::failed`] when no server answered).
     Forward(Box<Pending>),
     /// A stale response answers, and the request in `Pending` is to be sent in the
     /// background to revalidate it.
-    Revalidate(Box<Response<ProxyBody>>, Box<Pending>),
+    Revalidate(Response<ProxyBody>, Box<Pending>),
 }
 
 /// A request on its way upstream, as the cache needs it back.
@@ -425,7 +431,7 @@ impl Cache {
         leading: &mut Leading,
         req: &Request<B>,
         wait: std::time::Duration,
-    ) -> Option<Box<Response<ProxyBody>>> {
+    ) -> Option<Response<ProxyBody>> {
         let deadline = tokio::time::Instant::now() + wait;
         // A range is cut from the whole stored body: such a request waits for it.
         let ranged = req.headers().contains_key(header::RANGE);
@@ -455,7 +461,7 @@ impl Cache {
             let mut response = Response::new(body);
             *response.status_mut() = code;
             *response.headers_mut() = headers;
-            return Some(Box::new(response));
+            return Some(response);
         }
     }
 
@@ -474,12 +480,12 @@ impl Cache {
                 let more = if collapsed { "; collapsed" } else { "" };
                 let status = hit_status(entry.meta.ttl(now), more);
                 let response = self.answer(entry, req.headers(), req.method(), status, now);
-                return Found::Fresh(Box::new(response));
+                return Found::Fresh(response);
             }
             if entry.meta.while_revalidating(req.headers(), now) {
                 let status = cache_status("hit; detail=stale-while-revalidate");
                 let response = self.answer(entry, req.headers(), req.method(), status, now);
-                return Found::Revalidating(Box::new(response), entry.clone());
+                return Found::Revalidating(response, entry.clone());
             }
             stale.get_or_insert_with(|| entry.clone());
         }
@@ -506,10 +512,8 @@ impl Cache {
                 StatusCode::NOT_MODIFIED,
                 policy::not_modified_headers(&entry.headers),
             ),
-            false => (entry.status, entry.headers.clone()),
+            false => (entry.status, entry.shown.clone()),
         };
-        policy::strip_targeted(&mut headers);
-        headers.remove(&self.tag_header);
         let age = entry.meta.age(now).min(u64::from(u32::MAX));
         headers.insert(header::AGE, HeaderValue::from(age));
         headers.insert("cache-status", status);
@@ -607,6 +611,7 @@ impl Cache {
                     sent: pending.sent,
                     varied: varied(&pending.request, &headers),
                     tags: self.tags_of(&headers),
+                    shown: self.shown(&headers),
                     headers,
                     body: entry.body.clone(),
                     until: until(&pending.route, now),
@@ -666,12 +671,14 @@ impl Cache {
         response
             .headers_mut()
             .insert("cache-status", cache_status(&format!("{fwd}; stored")));
+        let headers = compact(&headers);
         let shell = Entry {
             meta,
             status,
             sent: pending.sent,
             varied: varied(&pending.request, &headers),
             tags: self.tags_of(&headers),
+            shown: self.shown(&headers),
             headers,
             body: Bytes::new(),
             until: until(&pending.route, now),
@@ -807,6 +814,7 @@ impl Cache {
                     meta,
                     status: r.status,
                     tags: self.tags_of(&r.headers),
+                    shown: self.shown(&r.headers),
                     sent: r.sent,
                     varied: r.request,
                     headers: r.headers,
@@ -817,6 +825,14 @@ impl Cache {
             .collect();
         self.entries
             .insert(key.to_string(), Arc::new(Variants(entries)));
+    }
+
+    /// What a client is sent of a stored response's `headers`.
+    fn shown(&self, headers: &HeaderMap) -> HeaderMap {
+        let mut shown = headers.clone();
+        policy::strip_targeted(&mut shown);
+        shown.remove(&self.tag_header);
+        shown
     }
 
     /// The tags a response's headers give it.
@@ -868,6 +884,26 @@ impl Cache {
     pub fn invalidate(&self, key: &str) {
         self.remove(key);
     }
+}
+
+/// `headers` with their values copied into one buffer of their own: a server's header values
+/// share the connection's whole read buffer, which a stored response should not keep.
+fn compact(headers: &HeaderMap) -> HeaderMap {
+    let total: usize = headers.values().map(|v| v.len()).sum();
+    let mut all = bytes::BytesMut::with_capacity(total);
+    for v in headers.values() {
+        all.extend_from_slice(v.as_bytes());
+    }
+    let all = all.freeze();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    let mut at = 0;
+    for (name, v) in headers {
+        let value = HeaderValue::from_maybe_shared(all.slice(at..at + v.len()))
+            .expect("the bytes of a header value");
+        at += v.len();
+        out.append(name.clone(), value);
+    }
+    out
 }
 
 /// The request headers a response varies on, as the request had them.
