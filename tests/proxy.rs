@@ -1182,6 +1182,79 @@ fn a_client_sending_its_head_slowly_is_cut_off_while_others_are_served() {
 }
 
 #[test]
+fn the_head_timeout_spares_slow_answers_and_long_bodies_and_closes_idle_connections() {
+    use std::io::{Read, Write};
+    // A server whose `/slow` answers after 2.5 s and whose `/trickle` sends five chunks
+    // 600 ms apart: both longer than the proxy's 1 s header_timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(8) {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                while let Some(head) = read_head(&mut conn) {
+                    if head.starts_with("GET /slow") {
+                        pace(Duration::from_millis(2500));
+                        let _ = write!(conn, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow");
+                        continue;
+                    }
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                    );
+                    for i in 0..5 {
+                        pace(Duration::from_millis(600));
+                        let _ = write!(conn, "1\r\n{i}\r\n");
+                    }
+                    let _ = write!(conn, "0\r\n\r\n");
+                }
+            });
+        }
+    });
+    let proxy = SiteProxy::start(&format!(
+        "[proxy]\naccess_log = \"off\"\nheader_timeout = \"1s\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{origin}\" }}]\n"
+    ));
+    let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // One kept-alive connection: a slow answer, then a long body, both whole.
+    c.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let head = read_head(&mut c).expect("the slow answer was cut off");
+    let mut body = vec![0u8; content_length(&head)];
+    c.read_exact(&mut body).unwrap();
+    assert_eq!(body, b"slow");
+    c.write_all(b"GET /trickle HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let head = read_head(&mut c).expect("the long body was cut off");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 256];
+    while !rest.ends_with(b"0\r\n\r\n") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the long body was cut off: {}",
+            String::from_utf8_lossy(&rest)
+        );
+        rest.extend_from_slice(&buf[..n]);
+    }
+    // Chunked: size line, data line, ..., "0", blank.
+    let text = String::from_utf8_lossy(&rest).into_owned();
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    let data: String = lines.chunks(2).take(5).map(|pair| pair[1]).collect();
+    assert_eq!(data, "01234", "{text:?}");
+    // Then idle: the connection is closed once no head comes within the timeout.
+    let idle = Instant::now();
+    let closed = matches!(c.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed, "an idle connection stayed open");
+    assert!(
+        idle.elapsed() < Duration::from_secs(9),
+        "closed after {:?}",
+        idle.elapsed()
+    );
+}
+
+#[test]
 fn bodies_over_the_limit_get_413_and_heads_over_theirs_431() {
     let up = Upstream::start("u");
     let text = site_with("max_body = 1000\nmax_headers = 10", &[&up]);

@@ -15,12 +15,10 @@ use super::connections::{Connections, Lease};
 use super::upstream::InFlight;
 
 /// What the client receives.
-// Unboxed: a box would cost an allocation per forwarded response, and the size is the one
-// the response had before with hyper's `Either`.
-#[allow(clippy::large_enum_variant)]
 pub enum ProxyBody {
-    /// A server's body, counted in flight until it ends.
-    Upstream(Tracked),
+    /// A server's body, counted in flight until it ends. Boxed: a response is moved several
+    /// times on its way out, and a stored one (a few words) should not move room for this.
+    Upstream(Box<Tracked>),
     /// A body of the proxy's own, held whole.
     Whole(Full<Bytes>),
     /// A stored response's body, from the cache.
@@ -45,7 +43,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Upstream(b) => Pin::new(&mut **b).poll_frame(cx).map_err(Into::into),
             ProxyBody::Whole(b) | ProxyBody::Stored(b) => {
                 Pin::new(b).poll_frame(cx).map_err(|never| match never {})
             }

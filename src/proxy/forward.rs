@@ -17,7 +17,7 @@ use hyper::body::{Body, Incoming};
 
 use super::body::{Cut, CutReason, Pace, ProxyBody, Sent, Tracked, UpstreamBody};
 use super::connections::{Connections, Lease, SendError};
-use super::framing::bad_framing;
+use super::framing::{bad_framing, Answered};
 use super::guard::Refusal;
 use super::headers::{client_address, forwarding_headers, strip_hop_by_hop};
 use super::report::RuleScope;
@@ -75,7 +75,18 @@ pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     conn: Arc<Conn>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<Answered<ProxyBody>>, Infallible> {
+    let verdicts = conn.verdicts.clone();
+    let response = respond_to(shared, req, conn).await;
+    Ok(response.map(|body| Answered::new(body, verdicts)))
+}
+
+/// [`handle`]'s answer, before its body is counted.
+async fn respond_to(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let running = shared.current.load_full();
     let request_id = request_id(&running, &req, &conn);
@@ -145,7 +156,7 @@ pub async fn handle(
         agent,
     }) = logged
     else {
-        return Ok(response);
+        return response;
     };
     let entry = super::access::Entry {
         client: conn.peer.ip(),
@@ -166,7 +177,7 @@ pub async fn handle(
     if let Some(line) = entry.line(running.site.access_log) {
         shared.access.write(&line);
     }
-    Ok(response)
+    response
 }
 
 /// The request as the access log shows it.
@@ -869,12 +880,12 @@ pub(super) fn respond(
     }
     Response::from_parts(
         parts,
-        ProxyBody::Upstream(Tracked {
+        ProxyBody::Upstream(Box::new(Tracked {
             inner: Some(body),
             _in_flight: Some(in_flight),
             lease: Some(lease),
             tee: None,
             encoder: None,
-        }),
+        })),
     )
 }

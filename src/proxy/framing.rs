@@ -7,6 +7,14 @@
 //! ambiguous (`Content-Length` twice, or with `Transfer-Encoding`) in the connection's
 //! [`Verdicts`], which the proxy reads for each HTTP/1.1 request it gets: an ambiguous one is
 //! answered 400 and the connection closed. h2 and upgraded connections are not looked at.
+//!
+//! It also bounds the wait for a request head (`header_timeout`), as hyper's own timer would,
+//! more cheaply: a head is due once every request read so far has been answered (its body
+//! gone, see [`Answered`]), and its wait runs from the last write of the answer, or from a
+//! read that finds nothing on a new connection, until the head is whole. So a slow answer or
+//! a long body is never cut by it, and an idle kept-alive connection closes. One timer per
+//! connection, moved only when it fires early (a new wait began after it was set): a request
+//! costs a clock read, not a timer of its own.
 
 use std::io;
 use std::pin::Pin;
@@ -16,9 +24,13 @@ use http::header::{self, HeaderValue};
 use http::{Request, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Per connection, for each request head read in order: whether its framing was ambiguous.
+/// Per connection, for each request head read in order: whether its framing was ambiguous;
+/// and how many of its requests have been answered (their response bodies gone).
 #[derive(Debug, Default)]
-pub struct Verdicts(std::sync::Mutex<std::collections::VecDeque<bool>>);
+pub struct Verdicts(
+    std::sync::Mutex<std::collections::VecDeque<bool>>,
+    std::sync::atomic::AtomicU64,
+);
 
 impl Verdicts {
     fn push(&self, ambiguous: bool) {
@@ -36,6 +48,51 @@ impl Verdicts {
             .pop_front()
             .unwrap_or(false)
     }
+
+    fn answered(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// A response body that counts its request answered once it is dropped (written to its end,
+/// or given up): only then is the connection waiting for its next head.
+pub struct Answered<B> {
+    body: B,
+    verdicts: std::sync::Arc<Verdicts>,
+}
+
+impl<B> Answered<B> {
+    pub fn new(body: B, verdicts: std::sync::Arc<Verdicts>) -> Answered<B> {
+        Answered { body, verdicts }
+    }
+}
+
+impl<B> Drop for Answered<B> {
+    fn drop(&mut self) {
+        self.verdicts
+            .1
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Answered<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Heads longer than this are left to hyper (which refuses them).
@@ -46,6 +103,12 @@ pub struct Framed<S> {
     inner: S,
     state: State,
     verdicts: std::sync::Arc<Verdicts>,
+    /// Request heads seen whole so far.
+    heads: u64,
+    /// How long a head may take, when bounded; since when the current one has been awaited.
+    head_timeout: Option<std::time::Duration>,
+    awaited_since: Option<std::time::Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 #[derive(Debug)]
@@ -80,12 +143,81 @@ enum Body {
 }
 
 impl<S> Framed<S> {
-    pub fn new(inner: S, verdicts: std::sync::Arc<Verdicts>) -> Framed<S> {
+    /// Follows `inner`'s requests, noting verdicts in `verdicts`; a head not whole within
+    /// `head_timeout` of being awaited ends the connection.
+    pub fn new(
+        inner: S,
+        verdicts: std::sync::Arc<Verdicts>,
+        head_timeout: Option<std::time::Duration>,
+    ) -> Framed<S> {
         Framed {
             inner,
             state: State::Start,
             verdicts,
+            heads: 0,
+            head_timeout,
+            awaited_since: None,
+            timer: None,
         }
+    }
+
+    /// Whether a request head is due: every request read has been answered, and the next
+    /// head has not started or not ended.
+    fn head_due(&self) -> bool {
+        matches!(self.state, State::Start | State::Head(_))
+            && self.verdicts.answered() >= self.heads
+    }
+
+    /// While a head is due: its wait is timed (from now, unless it already is), the task to
+    /// be woken at its deadline; whether the deadline has passed.
+    fn head_overdue(&mut self, cx: &mut Context<'_>) -> bool {
+        use std::future::Future;
+        let Some(limit) = self.head_timeout.filter(|_| self.head_due()) else {
+            return false;
+        };
+        let since = *self
+            .awaited_since
+            .get_or_insert_with(std::time::Instant::now);
+        let deadline = tokio::time::Instant::from_std(since + limit);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // A timer set for an earlier wait fires early: it is moved to this one's deadline.
+        while timer.as_mut().poll(cx).is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return true;
+            }
+            timer.as_mut().reset(deadline);
+        }
+        false
+    }
+
+    /// A read found nothing: past the head's deadline, the read fails.
+    fn head_waits(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.head_overdue(cx) {
+            true => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request head was not whole within header_timeout",
+            ))),
+            false => Poll::Pending,
+        }
+    }
+
+    /// After a write: the last of a response starts the wait for the next head (hyper reads
+    /// again only when the client sends, so the wait is timed from here).
+    fn wrote<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if matches!(polled, Poll::Ready(Ok(_)))
+            && self.awaited_since.is_none()
+            && self.head_overdue(cx)
+        {
+            // Already past it: the read side is to find out.
+            cx.waker().wake_by_ref();
+        }
+        polled
     }
 
     /// Follows `data` (bytes hyper is about to read) through the state machine.
@@ -185,6 +317,7 @@ impl<S> Framed<S> {
 impl<S> Framed<S> {
     /// Notes the verdict on a whole request head and moves on to what follows it.
     fn head_read(&mut self, head: &[u8]) {
+        self.heads += 1;
         let (ambiguous, body, upgrade) = look(head);
         self.verdicts.push(ambiguous);
         self.state = match (ambiguous, upgrade, body) {
@@ -257,19 +390,30 @@ impl<S: AsyncRead + Unpin> AsyncRead for Framed<S> {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Pending => return this.head_waits(cx),
+            polled => ready!(polled)?,
+        }
+        let heads = this.heads;
         this.feed(&buf.filled()[before..]);
+        if this.heads != heads {
+            this.awaited_since = None;
+        }
         Poll::Ready(Ok(()))
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, b)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, b);
+        this.wrote(cx, polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.wrote(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -281,7 +425,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -366,7 +512,7 @@ mod tests {
     /// The verdicts for the whole input, fed in pieces of `step` bytes.
     fn verdicts(input: &[u8], step: usize) -> Vec<bool> {
         let v = std::sync::Arc::new(Verdicts::default());
-        let mut f = Framed::new((), v.clone());
+        let mut f = Framed::new((), v.clone(), None);
         for piece in input.chunks(step) {
             f.feed(piece);
         }

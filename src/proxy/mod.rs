@@ -716,12 +716,14 @@ async fn accept(
     drain: Arc<Drain>,
 ) {
     let mut builder = HttpBuilder::new(TokioExecutor::new());
-    let send_timeout = {
+    let (send_timeout, head_timeout) = {
         let site = &shared.current.load().site;
         builder
             .http1()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(site.header_timeout)
+            // The framing watcher times request heads (one timer per connection, not one
+            // per request).
+            .header_read_timeout(None)
             .max_headers(site.max_headers)
             .max_buf_size(site.max_header_bytes);
         builder
@@ -732,7 +734,7 @@ async fn accept(
             // errors of its making: past these the connection is closed (rapid reset).
             .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
             .max_local_error_reset_streams(H2_MAX_ERROR_RESETS);
-        site.send_timeout
+        (site.send_timeout, site.header_timeout)
     };
     loop {
         // At the global cap, connections wait in the listen queue.
@@ -762,6 +764,7 @@ async fn accept(
             stream,
             peer,
             send_timeout,
+            head_timeout,
         };
         let (builder, tls) = (builder.clone(), tls.clone());
         tokio::spawn(async move {
@@ -779,6 +782,7 @@ struct Accepted {
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     send_timeout: Duration,
+    head_timeout: Duration,
 }
 
 impl Accepted {
@@ -794,6 +798,7 @@ impl Accepted {
             mut stream,
             peer,
             send_timeout,
+            head_timeout,
         } = self;
         let running = shared.current.load_full();
         let Some(config) = running.site.listeners.get(listener) else {
@@ -844,7 +849,7 @@ impl Accepted {
         let tls_on = tls.is_some();
         let conn = move |verdicts| forward::Conn::new(client, listener, tls_on, born, verdicts);
         let Some(acceptor) = tls else {
-            return serve_http(builder, stream, conn, shared, drain, born).await;
+            return serve_http(builder, (stream, head_timeout), conn, shared, drain, born).await;
         };
         // Boxed, like the service below: the task every connection spawns stays small (a
         // TCP listener's connections never take these states).
@@ -856,7 +861,7 @@ impl Accepted {
                 if client != peer && shared.rtt.wants(client.ip()) {
                     shared.rtt.observe(client.ip(), began.elapsed());
                 }
-                serve_http(builder, s, conn, shared, drain, born).await
+                serve_http(builder, (s, head_timeout), conn, shared, drain, born).await
             }
             Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
@@ -869,7 +874,7 @@ impl Accepted {
 /// verdicts.
 async fn serve_http<S>(
     builder: &HttpBuilder,
-    stream: S,
+    (stream, head_timeout): (S, Duration),
     conn: impl FnOnce(Arc<framing::Verdicts>) -> forward::Conn,
     shared: Arc<Shared>,
     drain: Arc<Drain>,
@@ -884,7 +889,7 @@ async fn serve_http<S>(
         hyper::service::service_fn(move |req| forward::handle(shared.clone(), req, conn.clone()));
     let served = builder
         .serve_connection_with_upgrades(
-            TokioIo::new(framing::Framed::new(stream, verdicts)),
+            TokioIo::new(framing::Framed::new(stream, verdicts, Some(head_timeout))),
             service,
         )
         .into_owned();
