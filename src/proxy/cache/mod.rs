@@ -4,12 +4,12 @@
 //! `policy` holds the rules (what may be stored, freshness and age, reuse, `Vary`, `304`
 //! updates, the fields targeted at this cache, `stale-if-error`), `range` the byte ranges
 //! answered from stored bodies, `key` the cache keys, `purge` the purges, `disk` the disk
-//! tier and `stream` the bodies stored while they stream (read as they arrive by the requests
-//! coalesced on their key); this module is the store around them: the key, variants per key,
-//! who fetches a key and who follows, the memory tier (moka, TinyLFU admission, bounded by
-//! bytes), `304` answers to clients' conditional requests, `Cache-Status` (RFC 9211) on every response of a caching route,
-//! invalidation after unsafe methods (section 4.4), and the route's caps (entry size,
-//! freshness, `Set-Cookie`).
+//! tier, `coalesce` who fetches a key and who follows, and `stream` the bodies stored while
+//! they stream (read as they arrive by the requests coalesced on their key); this module is
+//! the store around them: variants per key, the memory tier (moka, TinyLFU admission,
+//! bounded by bytes), `304` answers to clients' conditional requests, `Cache-Status` (RFC
+//! 9211) on every response of a caching route, invalidation after unsafe methods (section
+//! 4.4), and the route's caps (entry size, freshness, `Set-Cookie`).
 //!
 //! The rules are written here rather than taken from `http-cache-semantics`: that crate
 //! stores only a fixed list of status codes (no `500` with explicit freshness), reads a
@@ -19,6 +19,7 @@
 //! A response is stored as the proxy sends it (hidden headers removed, the route's headers
 //! set); the sticky cookie and the request ID are added after the cache and never stored.
 
+mod coalesce;
 mod disk;
 mod key;
 mod policy;
@@ -26,6 +27,7 @@ mod purge;
 mod range;
 mod stream;
 
+use coalesce::{Leader, Leading, Streaming};
 use key::split_key;
 pub use key::{key, key_for};
 pub use purge::{purge_request, Purge};
@@ -74,36 +76,6 @@ type TagIndex = std::collections::HashMap<String, std::collections::HashSet<Stri
 
 /// How long a key stays hit-for-miss after a response that could not be stored.
 const HIT_FOR_MISS: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The request fetching a key for every request that waits on it. Once its response turns
-/// out storable it is published to them, to stream as it arrives; when it is dropped (the
-/// response stored, or found unstorable, or the request failed) they look again.
-pub struct Leader {
-    cache: Arc<Cache>,
-    key: String,
-    publish: tokio::sync::watch::Sender<Option<Arc<Streaming>>>,
-}
-
-/// What requests waiting on a key's fetch watch.
-type Leading = tokio::sync::watch::Receiver<Option<Arc<Streaming>>>;
-
-/// A response being stored, as the requests waiting for its key get it: its head as it will
-/// be stored (the entry, with no body yet), and its body as it arrives.
-pub struct Streaming {
-    entry: Entry,
-    body: Arc<stream::Growing>,
-}
-
-impl Drop for Leader {
-    fn drop(&mut self) {
-        let mut fetching = self
-            .cache
-            .fetching
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        fetching.remove(&self.key);
-    }
-}
 
 /// What a lookup found. (Responses unboxed: a hit should not cost an allocation.)
 #[allow(clippy::large_enum_variant)]
@@ -407,64 +379,6 @@ impl Cache {
         }
     }
 
-    /// Makes the caller the request fetching `key`, or, when another already is, gives what
-    /// its followers wait on.
-    fn lead(self: &Arc<Self>, key: &str) -> Result<Leader, Leading> {
-        let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(leading) = fetching.get(key) {
-            return Err(leading.clone());
-        }
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        fetching.insert(key.to_string(), rx);
-        Ok(Leader {
-            cache: self.clone(),
-            key: key.to_string(),
-            publish: tx,
-        })
-    }
-
-    /// Waits, at most `wait`, for the request fetching a key: its response, when it turns
-    /// out storable and fits `req`, streams as it arrives; `None` when the fetch ended
-    /// otherwise (or the wait did), and the caller looks again.
-    async fn follow<B>(
-        &self,
-        leading: &mut Leading,
-        req: &Request<B>,
-        wait: std::time::Duration,
-    ) -> Option<Response<ProxyBody>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        // A range is cut from the whole stored body: such a request waits for it.
-        let ranged = req.headers().contains_key(header::RANGE);
-        loop {
-            match tokio::time::timeout_at(deadline, leading.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return None,
-            }
-            let published = leading.borrow_and_update().clone();
-            let Some(streaming) = published.filter(|_| !ranged) else {
-                continue;
-            };
-            let now = SystemTime::now();
-            let entry = &streaming.entry;
-            if !entry.meta.matches(req.headers()) || !entry.meta.fresh_for(req.headers(), now) {
-                continue;
-            }
-            let status = hit_status(entry.meta.ttl(now), "; collapsed");
-            let (code, headers) = self.head(entry, req.headers(), status, now);
-            let body = match code {
-                StatusCode::NOT_MODIFIED => ProxyBody::Stored(Full::new(Bytes::new())),
-                _ => match streaming.body.join() {
-                    Some(following) => ProxyBody::Following(following),
-                    None => continue,
-                },
-            };
-            let mut response = Response::new(body);
-            *response.status_mut() = code;
-            *response.headers_mut() = headers;
-            return Some(response);
-        }
-    }
-
     /// What the store holds for `req` under `key` now.
     fn find<B>(&self, key: &str, req: &Request<B>, collapsed: bool) -> Found {
         let now = SystemTime::now();
@@ -598,6 +512,7 @@ impl Cache {
                 self.counters.revalidated.fetch_add(1, Ordering::Relaxed);
                 let mut headers = entry.headers.clone();
                 policy::update_from_304(&mut headers, response.headers());
+                let headers = compact(&headers);
                 let meta = Meta::new(
                     &pending.request,
                     (entry.status, &headers),
@@ -617,8 +532,7 @@ impl Cache {
                     until: until(&pending.route, now),
                 });
                 self.insert(&pending, refreshed.clone());
-                let status = "fwd=stale; fwd-status=304";
-                let status = cache_status(status);
+                let status = cache_status("fwd=stale; fwd-status=304");
                 return self.answer(&refreshed, &pending.request, &pending.method, status, now);
             }
             if status.is_server_error() {
