@@ -520,17 +520,8 @@ impl Cache {
                     now,
                     pending.negotiated,
                 );
-                let refreshed = Arc::new(Entry {
-                    meta,
-                    status: entry.status,
-                    sent: pending.sent,
-                    varied: varied(&pending.request, &headers),
-                    tags: self.tags_of(&headers),
-                    shown: self.shown(&headers),
-                    headers,
-                    body: entry.body.clone(),
-                    until: until(&pending.route, now),
-                });
+                let stored = (entry.status, headers, entry.body.clone());
+                let refreshed = Arc::new(self.entry(&pending, meta, stored, now));
                 self.insert(&pending, refreshed.clone());
                 let status = cache_status("fwd=stale; fwd-status=304");
                 return self.answer(&refreshed, &pending.request, &pending.method, status, now);
@@ -586,17 +577,7 @@ impl Cache {
             .headers_mut()
             .insert("cache-status", cache_status(&format!("{fwd}; stored")));
         let headers = compact(&headers);
-        let shell = Entry {
-            meta,
-            status,
-            sent: pending.sent,
-            varied: varied(&pending.request, &headers),
-            tags: self.tags_of(&headers),
-            shown: self.shown(&headers),
-            headers,
-            body: Bytes::new(),
-            until: until(&pending.route, now),
-        };
+        let shell = self.entry(&pending, meta, (status, headers, Bytes::new()), now);
         let leader = pending.leader.as_ref().map(|l| l.publish.clone());
         let (cache, max) = (self.clone(), pending.route.max_entry);
         let stored = shell.clone();
@@ -739,6 +720,28 @@ impl Cache {
             .collect();
         self.entries
             .insert(key.to_string(), Arc::new(Variants(entries)));
+    }
+
+    /// The entry `pending`'s request stores at `now`: `status`, `headers` and `body`, with
+    /// their `meta`.
+    fn entry(
+        &self,
+        pending: &Pending,
+        meta: Meta,
+        (status, headers, body): (StatusCode, HeaderMap, Bytes),
+        now: SystemTime,
+    ) -> Entry {
+        Entry {
+            meta,
+            status,
+            sent: pending.sent,
+            varied: varied(&pending.request, &headers),
+            tags: self.tags_of(&headers),
+            shown: self.shown(&headers),
+            headers,
+            body,
+            until: until(&pending.route, now),
+        }
     }
 
     /// What a client is sent of a stored response's `headers`.
