@@ -27,14 +27,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Per connection, for each request head read in order: whether its framing was ambiguous;
 /// and how many of its requests have been answered (their response bodies gone).
 #[derive(Debug, Default)]
-pub struct Verdicts(
-    std::sync::Mutex<std::collections::VecDeque<bool>>,
-    std::sync::atomic::AtomicU64,
-);
+pub struct Verdicts {
+    ambiguous: std::sync::Mutex<std::collections::VecDeque<bool>>,
+    answered: std::sync::atomic::AtomicU64,
+}
 
 impl Verdicts {
     fn push(&self, ambiguous: bool) {
-        self.0
+        self.ambiguous
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back(ambiguous);
@@ -42,7 +42,7 @@ impl Verdicts {
 
     /// The next request's verdict (`false` when none was noted).
     pub fn next(&self) -> bool {
-        self.0
+        self.ambiguous
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop_front()
@@ -50,7 +50,7 @@ impl Verdicts {
     }
 
     fn answered(&self) -> u64 {
-        self.1.load(std::sync::atomic::Ordering::Acquire)
+        self.answered.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -70,7 +70,7 @@ impl<B> Answered<B> {
 impl<B> Drop for Answered<B> {
     fn drop(&mut self) {
         self.verdicts
-            .1
+            .answered
             .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 }
@@ -220,6 +220,21 @@ impl<S> Framed<S> {
         polled
     }
 
+    /// Notes the verdict on a whole request head and moves on to what follows it.
+    fn head_read(&mut self, head: &[u8]) {
+        self.heads += 1;
+        let (ambiguous, body, upgrade) = look(head);
+        self.verdicts.push(ambiguous);
+        self.state = match (ambiguous, upgrade, body) {
+            // Nothing after an ambiguous request is followed: the connection closes after
+            // the 400.
+            (true, _, _) | (false, true, _) => State::Through,
+            (false, false, Body::None | Body::Length(0)) => State::Head(Vec::new()),
+            (false, false, Body::Length(n)) => State::Body(n),
+            (false, false, Body::Chunked) => State::Chunked(Chunk::Size(Vec::new())),
+        };
+    }
+
     /// Follows `data` (bytes hyper is about to read) through the state machine.
     fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
@@ -311,23 +326,6 @@ impl<S> Framed<S> {
                 }
             }
         }
-    }
-}
-
-impl<S> Framed<S> {
-    /// Notes the verdict on a whole request head and moves on to what follows it.
-    fn head_read(&mut self, head: &[u8]) {
-        self.heads += 1;
-        let (ambiguous, body, upgrade) = look(head);
-        self.verdicts.push(ambiguous);
-        self.state = match (ambiguous, upgrade, body) {
-            // Nothing after an ambiguous request is followed: the connection closes after
-            // the 400.
-            (true, _, _) | (false, true, _) => State::Through,
-            (false, false, Body::None | Body::Length(0)) => State::Head(Vec::new()),
-            (false, false, Body::Length(n)) => State::Body(n),
-            (false, false, Body::Chunked) => State::Chunked(Chunk::Size(Vec::new())),
-        };
     }
 }
 
@@ -516,7 +514,7 @@ mod tests {
         for piece in input.chunks(step) {
             f.feed(piece);
         }
-        let out = v.0.lock().unwrap().iter().copied().collect();
+        let out = v.ambiguous.lock().unwrap().iter().copied().collect();
         out
     }
 
