@@ -149,17 +149,19 @@ impl Tee {
             }
             s.end = Some(End::Whole);
             s.wake();
-            // Copied into one buffer of its own: a chunk may share a larger read buffer.
-            let mut whole = BytesMut::with_capacity(s.len as usize);
-            if self.commit.is_some() {
+            // Copied into one buffer of its own (a chunk may share a larger read buffer), and
+            // only when it is stored: past the limit nothing is kept.
+            let whole = self.commit.is_some().then(|| {
+                let mut whole = BytesMut::with_capacity(s.len as usize);
                 for c in &s.chunks {
                     whole.extend_from_slice(c);
                 }
-            }
+                whole.freeze()
+            });
             s.trim();
-            whole.freeze()
+            whole
         };
-        if let Some(commit) = self.commit.take() {
+        if let (Some(commit), Some(body)) = (self.commit.take(), body) {
             commit(body);
         }
     }
