@@ -2,6 +2,7 @@
 //! connection opened before it changes (reload and shutdown), each within the drain timeout.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(crate) struct Drain {
     generation: tokio::sync::watch::Sender<u64>,
-    live: tokio::sync::watch::Sender<usize>,
+    /// Open connections. A plain counter: a watch channel here would take its lock and
+    /// notify on every connection's open and close; the waiter is told only at zero.
+    live: std::sync::atomic::AtomicUsize,
+    /// Told when `live` drops to zero.
+    none_live: tokio::sync::Notify,
     /// How long a retired connection may take to finish, in milliseconds (`drain_timeout`);
     /// then it is cut.
     timeout_ms: std::sync::atomic::AtomicU64,
@@ -25,10 +30,8 @@ pub(crate) struct Drain {
 
 impl Drain {
     pub(crate) fn set_timeout(&self, limit: Duration) {
-        self.timeout_ms.store(
-            limit.as_millis() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.timeout_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn close_open_connections(&self) {
@@ -42,21 +45,31 @@ impl Drain {
 
     /// Connections open now.
     pub(crate) fn live(&self) -> usize {
-        *self.live.borrow()
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Counts a connection open until the guard is dropped (forwarded TCP connections,
     /// which a reload leaves alone and shutdown waits for up to the drain timeout).
     pub(crate) fn hold(self: &Arc<Self>) -> LiveGuard {
-        self.live.send_modify(|n| *n += 1);
+        self.live.fetch_add(1, Ordering::Relaxed);
         LiveGuard(self.clone())
     }
 
     /// Waits until no connection is open, for at most `limit`; whether none is.
     pub(crate) async fn all_closed(&self, limit: Duration) -> bool {
-        let mut live = self.live.subscribe();
-        let closed = tokio::time::timeout(limit, live.wait_for(|n| *n == 0)).await;
-        closed.is_ok()
+        let none = async {
+            loop {
+                // Registered before the count is read, so a drop to zero in between is seen.
+                let told = self.none_live.notified();
+                let mut told = std::pin::pin!(told);
+                told.as_mut().enable();
+                if self.live() == 0 {
+                    return;
+                }
+                told.await;
+            }
+        };
+        tokio::time::timeout(limit, none).await.is_ok()
     }
 
     /// Serves one connection until it ends, closing it gracefully when generation `born`, the
@@ -78,9 +91,7 @@ impl Drain {
                     _ = tokio::time::sleep(CLOSE_GRACE) => {}
                 }
                 conn.as_mut().close_gracefully();
-                let limit = Duration::from_millis(
-                    self.timeout_ms.load(std::sync::atomic::Ordering::Relaxed),
-                );
+                let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
                 match tokio::time::timeout(limit, conn.as_mut()).await {
                     Ok(ended) => break ended,
                     Err(_) => {
@@ -112,7 +123,9 @@ pub(crate) struct LiveGuard(Arc<Drain>);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0.live.send_modify(|n| *n -= 1);
+        if self.0.live.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.none_live.notify_waiters();
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //! swaps the whole [`Running`] config: a request in flight finishes on the one it loaded.
 //!
 //! # Layout
+//! - [`accept`]: a listener's accept loop, and one client connection served: PROXY header,
+//!   limits, then bytes forwarded (TCP listeners) or the TLS handshake and HTTP.
 //! - [`algorithm`]: the balancing algorithms behind one small trait.
 //! - [`upstream`]: a pool at run time (in-flight counts, latency), the shared step that says
 //!   which servers may be used.
@@ -37,6 +39,7 @@
 //! - [`rtt`]: client connections' round-trip times per client network, for latency steering.
 //! - [`access`]: the access log's lines and where they go (the process log or a file).
 
+pub mod accept;
 pub mod access;
 pub mod algorithm;
 pub mod body;
@@ -65,10 +68,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::config::{load_site, ListenerMode, SiteConfig, SiteSource, Sticky};
+use crate::config::{load_site, SiteConfig, SiteSource, Sticky};
 use crate::health::{HealthStore, ProbeSet};
 use crate::tls;
 use drain::Drain;
@@ -103,8 +105,6 @@ pub enum ProxyError {
     },
 }
 
-/// How long a client may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the config file is checked for a change.
 const FILE_POLL: Duration = Duration::from_secs(1);
 
@@ -456,7 +456,7 @@ pub async fn serve(
     let mut watched_certs = Vec::new();
     for listener in &site.listeners {
         let addr = listener.addr;
-        let l = TcpListener::bind(addr)
+        let l = accept::bind(addr)
             .await
             .map_err(|source| ProxyError::Bind { addr, source })?;
         let tls = match &listener.tls {
@@ -549,7 +549,7 @@ pub async fn serve(
     drain.set_timeout(drain_timeout);
     let mut accepts = tokio::task::JoinSet::new();
     for (index, (l, tls)) in listeners.into_iter().enumerate() {
-        accepts.spawn(accept(
+        accepts.spawn(accept::accept(
             (index, l),
             tls,
             shared.clone(),
@@ -680,218 +680,4 @@ pub async fn serve(
     }
     tracing::info!("proxy stopped");
     Ok(())
-}
-
-/// Streams an h2 client may reset before they are served (hyper's default, stated here as a
-/// limit of ours).
-const H2_MAX_PENDING_RESETS: usize = 20;
-/// Streams reset on one connection for the client's protocol errors before it is closed.
-const H2_MAX_ERROR_RESETS: usize = 1024;
-
-/// How long a trusted proxy in front may take to send a connection's PROXY header.
-const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Counts a new connection from `client` against its client network's limit: its slot, or
-/// `None` (counted and logged) when the network has all the connections it may have.
-fn admit(shared: &Shared, running: &Running, client: IpAddr) -> Option<guard::ConnectionSlot> {
-    let limits = &running.site.limits;
-    let key = guard::client_key(client, limits);
-    let slot = shared.open.admit(key, limits.connections);
-    if slot.is_none() {
-        shared.refusals.refuse(guard::Refusal::Connections, client);
-    }
-    slot
-}
-
-/// The HTTP server settings every connection of a listener shares.
-type HttpBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
-
-/// Accepts connections on one listener until told to stop; each is served in its own task
-/// ([`Accepted::serve`]).
-async fn accept(
-    (index, listener): (usize, TcpListener),
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-    drain: Arc<Drain>,
-) {
-    let mut builder = HttpBuilder::new(TokioExecutor::new());
-    let (send_timeout, head_timeout) = {
-        let site = &shared.current.load().site;
-        builder
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            // The framing watcher times request heads (one timer per connection, not one
-            // per request).
-            .header_read_timeout(None)
-            .max_headers(site.max_headers)
-            .max_buf_size(site.max_header_bytes);
-        builder
-            .http2()
-            .max_header_list_size(u32::try_from(site.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(site.h2_max_streams)
-            // Streams the client resets before they are served, and streams reset for
-            // errors of its making: past these the connection is closed (rapid reset).
-            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-            .max_local_error_reset_streams(H2_MAX_ERROR_RESETS);
-        (site.send_timeout, site.header_timeout)
-    };
-    loop {
-        // At the global cap, connections wait in the listen queue.
-        let room = match &shared.capacity {
-            None => None,
-            Some(cap) => tokio::select! {
-                permit = cap.clone().acquire_owned() => permit.ok(),
-                _ = stopping.changed() => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopping.changed() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let accepted = Accepted {
-            shared: shared.clone(),
-            drain: drain.clone(),
-            listener: index,
-            stream,
-            peer,
-            send_timeout,
-            head_timeout,
-        };
-        let (builder, tls) = (builder.clone(), tls.clone());
-        tokio::spawn(async move {
-            let _room = room;
-            accepted.serve(&builder, tls).await;
-        });
-    }
-}
-
-/// A connection just accepted on listener `listener`.
-struct Accepted {
-    shared: Arc<Shared>,
-    drain: Arc<Drain>,
-    listener: usize,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    send_timeout: Duration,
-    head_timeout: Duration,
-}
-
-impl Accepted {
-    /// Serves the connection until it ends: the PROXY header when the listener takes one,
-    /// the client's connection limit, then bytes forwarded (TCP listeners) or HTTP (after the
-    /// TLS handshake on TLS listeners). Everything runs in the connection's own task, so a
-    /// slow client holds up nobody else.
-    async fn serve(self, builder: &HttpBuilder, tls: Option<tokio_rustls::TlsAcceptor>) {
-        let Accepted {
-            shared,
-            drain,
-            listener,
-            mut stream,
-            peer,
-            send_timeout,
-            head_timeout,
-        } = self;
-        let running = shared.current.load_full();
-        let Some(config) = running.site.listeners.get(listener) else {
-            return;
-        };
-        let mut client = peer;
-        if config.proxy_protocol {
-            let refused = |why: &dyn std::fmt::Display| {
-                tracing::debug!(%peer, why = %why, "PROXY header refused");
-                shared
-                    .refusals
-                    .refuse(guard::Refusal::ProxyHeader, peer.ip());
-            };
-            if !running.trusts(peer.ip()) {
-                return refused(&"the peer is not a trusted proxy");
-            }
-            match tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy_header::read(&mut stream)).await
-            {
-                Ok(Ok(Some(named))) => client = named,
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => return refused(&e),
-                Err(_) => return refused(&"no header in time"),
-            }
-        }
-        let Some(_slot) = admit(&shared, &running, client.ip()) else {
-            return;
-        };
-        // The client is the TCP peer: the kernel measured the round trip in the handshake.
-        if client == peer && shared.rtt.wants(client.ip()) {
-            if let Some(rtt) = rtt::tcp_min_rtt(&stream) {
-                shared.rtt.observe(client.ip(), rtt);
-            }
-        }
-        let born = drain.generation();
-        if let ListenerMode::Tcp(forward) = &config.mode {
-            if !config.access.permits(client.ip()) {
-                return shared.deny(report::RuleScope::Listener, client.ip());
-            }
-            // On a TCP listener the request rate counts connections.
-            if shared.over_rate(&running, client.ip()).is_some() {
-                return;
-            }
-            let _live = drain.hold();
-            return l4::forward(&shared, &running, forward, stream, client).await;
-        }
-        drop(running);
-        let stream = guard::SendTimeout::new(stream, send_timeout);
-        let tls_on = tls.is_some();
-        let conn = move |verdicts| forward::Conn::new(client, listener, tls_on, born, verdicts);
-        let Some(acceptor) = tls else {
-            return serve_http(builder, (stream, head_timeout), conn, shared, drain, born).await;
-        };
-        // Boxed, like the service below: the task every connection spawns stays small (a
-        // TCP listener's connections never take these states).
-        let began = std::time::Instant::now();
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-        match Box::pin(handshake).await {
-            Ok(Ok(s)) => {
-                // Behind a relay, the handshake is the round trip this site can measure.
-                if client != peer && shared.rtt.wants(client.ip()) {
-                    shared.rtt.observe(client.ip(), began.elapsed());
-                }
-                serve_http(builder, (s, head_timeout), conn, shared, drain, born).await
-            }
-            Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
-        }
-    }
-}
-
-/// Serves HTTP/1.1 and h2 on `stream` (plain or after its TLS handshake) until the connection
-/// ends or is retired; `conn` describes it to the request path, given the framing watcher's
-/// verdicts.
-async fn serve_http<S>(
-    builder: &HttpBuilder,
-    (stream, head_timeout): (S, Duration),
-    conn: impl FnOnce(Arc<framing::Verdicts>) -> forward::Conn,
-    shared: Arc<Shared>,
-    drain: Arc<Drain>,
-    born: u64,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let verdicts = Arc::new(framing::Verdicts::default());
-    let conn = Arc::new(conn(verdicts.clone()));
-    let peer = conn.peer;
-    let service =
-        hyper::service::service_fn(move |req| forward::handle(shared.clone(), req, conn.clone()));
-    let served = builder
-        .serve_connection_with_upgrades(
-            TokioIo::new(framing::Framed::new(stream, verdicts, Some(head_timeout))),
-            service,
-        )
-        .into_owned();
-    Box::pin(drain.serve(served, peer, born)).await;
 }
