@@ -274,7 +274,8 @@ fn paths_agree(signed: bool) {
             }
         }
     }
-    // MX and SRV answers with their targets' addresses come from the fast path.
+    // MX and SRV answers with their targets' addresses come from the fast path (as the
+    // general path built them for the corpus above).
     for (name, rtype, extra) in [
         ("www.example.test.", RecordType::MX, 2),
         ("_SIP._tcp.example.test.", RecordType::SRV, 4),
@@ -288,6 +289,57 @@ fn paths_agree(signed: bool) {
         );
         let m = Message::from_vec(&out).unwrap();
         assert_eq!(m.additionals.len(), extra, "{name} {rtype}");
+    }
+    // In a config just loaded, a static answer is the general path's to build first: the
+    // fast path declines it, then serves what the general path left in the index, to every
+    // client and in the case each one asked.
+    let fresh = Loaded::new(load(&Source::File(cfg.config())).unwrap(), 2);
+    let q = build_query("www.example.test.", RecordType::A, None);
+    let mut out = Vec::new();
+    assert!(!fast::answer(
+        &fresh,
+        health,
+        &q,
+        src,
+        Transport::Udp,
+        &mut out
+    ));
+    answer_with(&fresh, health, &q, src, Transport::Udp, None).expect("an answer");
+    let other = SocketAddr::from(([192, 0, 2, 200], 5300));
+    let q = build_query("WwW.example.test.", RecordType::A, Some(&Opts::edns(1232)));
+    assert!(fast::answer(
+        &fresh,
+        health,
+        &q,
+        other,
+        Transport::Udp,
+        &mut out
+    ));
+    let general = answer_with(&fresh, health, &q, other, Transport::Udp, None).unwrap();
+    assert_eq!(
+        Message::from_vec(&out).unwrap(),
+        Message::from_vec(&general).unwrap()
+    );
+    // The same for the zone's negative answers: the first is the general path's, whose SOA
+    // then serves names of any length.
+    let q = build_query("nope.example.test.", RecordType::A, None);
+    assert!(!fast::answer(
+        &fresh,
+        health,
+        &q,
+        src,
+        Transport::Udp,
+        &mut out
+    ));
+    answer_with(&fresh, health, &q, src, Transport::Udp, None).expect("an answer");
+    for name in ["a.b.c.nope.example.test.", "x.example.test."] {
+        let q = build_query(name, RecordType::A, None);
+        assert!(
+            fast::answer(&fresh, health, &q, src, Transport::Udp, &mut out),
+            "{name}"
+        );
+        let general = answer_with(&fresh, health, &q, src, Transport::Udp, None).unwrap();
+        assert_eq!(out, general, "{name}");
     }
     assert!(
         fast_taken * 2 > total,

@@ -134,25 +134,35 @@ impl AnswerCache {
         if !self.seen_before(key) {
             return;
         }
-        let Some(encoded) = encode() else {
+        let Some(stored) = encode().and_then(|e| Stored::from_reply(zone, &e, question_len)) else {
             return;
         };
-        let Some(sections) = encoded.get(12 + question_len..) else {
-            return;
-        };
-        if !matches!(encoded[3] & 0x0f, 0 | 3) {
-            return;
-        }
         let stored = Stored {
+            until: now + LIFETIME,
+            ..stored
+        };
+        let size = stored.sections.len() + 64;
+        self.map.insert(key.into(), Arc::new(stored), size);
+    }
+}
+
+impl Stored {
+    /// The part of `encoded` (a whole reply without OPT, from zone `zone`, whose question is
+    /// `question_len` bytes) that holds for every query of its question, served without end
+    /// until `until` is set; `None` for replies other than NOERROR and NXDOMAIN.
+    pub(crate) fn from_reply(zone: usize, encoded: &[u8], question_len: usize) -> Option<Stored> {
+        let sections = encoded.get(12 + question_len..)?;
+        if !matches!(encoded[3] & 0x0f, 0 | 3) {
+            return None;
+        }
+        Some(Stored {
             zone,
             flags: encoded[2] & !0x01,
             rcode: encoded[3],
             counts: encoded[6..12].try_into().unwrap_or_default(),
             sections: sections.into(),
-            until: now + LIFETIME,
-        };
-        self.map
-            .insert(key.into(), Arc::new(stored), sections.len() + 64);
+            until: u64::MAX,
+        })
     }
 }
 

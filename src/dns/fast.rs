@@ -1,13 +1,16 @@
 //! The fast path: ordinary queries answered without building a `Message`, a cache of
 //! encoded answers in front of the general path.
 //!
-//! When a config loads, every static (name, type) answer is encoded once from the zone's RRsets
-//! and kept as wire bytes ([`FastIndex`]); a test checks them against the general path. A
-//! query, read once ([`super::query::Query`]), is looked up by its lower-cased wire name and
-//! answered by copying: the query's ID and RD bit, the query's own question bytes (so 0x20
-//! mixed case survives), the stored sections, and the OPT from the one writer
-//! (`opt`). Load-balanced names are decided by the general path's own
-//! `decide_lb` and only encoded here; names that do not exist get the zone's SOA.
+//! When a config loads, every name is indexed ([`FastIndex`]) with what kind it is and a slot
+//! for each type it holds. The answer in a slot is the general path's: the first query of a
+//! (name, type) is answered there, and the general path, the one answer builder, leaves the
+//! encoded sections in the slot (they hold for every client and stay until the next config).
+//! A later query, read once ([`super::query::Query`]), is looked up by its lower-cased wire
+//! name and answered by copying: the query's ID and RD bit, the query's own question bytes (so
+//! 0x20 mixed case survives), the slot's sections, and the OPT from the one writer (`opt`).
+//! Load-balanced names are decided by the general path's own `decide_lb` and only encoded
+//! here. Negative answers (NXDOMAIN, NODATA) carry the zone's SOA as the general path encoded
+//! it in the zone's first one (`dns::negative`), moved behind each question.
 //!
 //! Anything unusual (other opcodes or classes, EDNS versions above 0, malformed options, ANY,
 //! wildcards, delegations, names whose pools hold CNAME members, DO queries to signed zones
@@ -19,13 +22,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_proto::rr::{Name, RData, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_proto::rr::{Name, RecordType};
 use std::hash::Hasher;
+use std::sync::OnceLock;
 
 use hashbrown::HashTable;
 use ipnet::IpNet;
 
+use super::cache::Stored;
+use super::negative::Negative;
 use super::opt::OptReply;
 use super::query::{NameBuf, Query, Question, Read};
 use super::resolve::LbAnswer;
@@ -34,18 +39,13 @@ use crate::balance::{ClientInfo, Family, Target};
 use crate::hash::FastHasher;
 use crate::zone::{Position, RRset};
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct FastZone {
-    /// The SOA record for negative answers. Its owner, and its server and mailbox names when
-    /// they end in the apex, are compressed against the apex inside the question: the
-    /// pointers at `soa_pointers` are written per query (see [`FastZone::write_soa`]).
-    soa: Vec<u8>,
-    soa_pointers: Vec<usize>,
+    /// The SOA of negative answers as the general path encoded it, once it has (see
+    /// [`Negative`]); until then negative answers are the general path's.
+    negative: OnceLock<Negative>,
     /// Wire length of the apex, root label included.
     apex_len: usize,
-    /// Offset of the TTL inside `soa`, to lower it for load-balanced NODATA.
-    soa_ttl_at: usize,
-    soa_ttl: u32,
     has_wildcard: bool,
     ecs: bool,
     /// A signed zone's signing: a DO query's load-balanced answer is signed here, its other
@@ -53,35 +53,22 @@ struct FastZone {
     signing: Option<std::sync::Arc<crate::dnssec::ZoneSigning>>,
 }
 
-impl FastZone {
-    /// Appends the SOA record after a question whose name (`name_len` bytes of wire form,
-    /// starting at offset 12) lies in this zone; returns where the record starts.
-    fn write_soa(&self, out: &mut Vec<u8>, name_len: usize) -> usize {
-        let at = out.len();
-        out.extend_from_slice(&self.soa);
-        let apex = (0xC000 | (12 + name_len - self.apex_len) as u16).to_be_bytes();
-        for &p in &self.soa_pointers {
-            out[at + p..at + p + 2].copy_from_slice(&apex);
-        }
-        at
-    }
-}
-
-/// Every static answer of a config, as bytes.
+/// Every name of a config, and the static answers the general path has built for them.
 ///
-/// All names and answers live in one byte arena, one record per name; the table holds only
-/// the offset of each record (four bytes a slot), hashed by the name. A million names cost
-/// about 60 MB this way, against several times that for a map of boxed keys and answers.
+/// All names live in one byte arena, one record per name; the table holds only the offset of
+/// each record (four bytes a slot), hashed by the name. A million names cost about 40 MB this
+/// way, against several times that for a map of boxed keys.
 ///
 /// A record: the name's length and lower-cased wire form; kind (`KIND_*`), flags (`FLAG_*`),
 /// zone index (2 bytes), binding index (4 bytes), number of types; then per type the query
-/// type (2), answer count (2; `GENERAL` sends the type to the general path), additional
-/// count (2), length (2) and the answer and additional sections, owners pointing at the
-/// question (answers) or at the target names in the answers' data (additional data).
+/// type (2) and its slot in `built` (4; `GENERAL` sends the type to the general path).
 pub struct FastIndex {
     table: HashTable<u32>,
     arena: Vec<u8>,
     zones: Vec<FastZone>,
+    /// Per static (name, type): the general path's answer, once built. Boxed, so a slot
+    /// never asked costs 16 bytes.
+    built: Box<[OnceLock<Box<Stored>>]>,
 }
 
 const KIND_STATIC: u8 = 0;
@@ -92,7 +79,7 @@ const FLAG_A: u8 = 1;
 const FLAG_AAAA: u8 = 2;
 /// Types the name does not hold are NODATA (not at a CNAME: the chain is the general path's).
 const FLAG_NODATA: u8 = 4;
-const GENERAL: u16 = u16::MAX;
+const GENERAL: u32 = u32::MAX;
 
 /// One name's record, read from the arena.
 struct Entry<'a> {
@@ -106,36 +93,22 @@ struct Entry<'a> {
 }
 
 /// What a static type answers.
-enum Pick<'a> {
-    Answer {
-        count: u16,
-        extra: u16,
-        sections: &'a [u8],
-    },
+enum Pick {
+    /// The general path's answer, from this slot of [`FastIndex::built`].
+    Answer(usize),
     NoData,
     General,
 }
 
 impl Entry<'_> {
-    fn pick(&self, qtype: u16) -> Pick<'_> {
-        let mut rest = self.types;
-        for _ in 0..self.ntypes {
-            let [t0, t1, c0, c1, e0, e1, l0, l1, tail @ ..] = rest else {
-                break;
-            };
-            let len = u16::from_be_bytes([*l0, *l1]) as usize;
-            if u16::from_be_bytes([*t0, *t1]) == qtype {
-                let count = u16::from_be_bytes([*c0, *c1]);
-                return match count {
+    fn pick(&self, qtype: u16) -> Pick {
+        for t in self.types.chunks_exact(6).take(self.ntypes as usize) {
+            if u16::from_be_bytes([t[0], t[1]]) == qtype {
+                return match u32::from_be_bytes([t[2], t[3], t[4], t[5]]) {
                     GENERAL => Pick::General,
-                    _ => Pick::Answer {
-                        count,
-                        extra: u16::from_be_bytes([*e0, *e1]),
-                        sections: &tail[..len],
-                    },
+                    slot => Pick::Answer(slot as usize),
                 };
             }
-            rest = &tail[len..];
         }
         if self.flags & FLAG_NODATA != 0 {
             Pick::NoData
@@ -162,55 +135,22 @@ fn wire(name: &Name) -> Vec<u8> {
 }
 
 impl FastIndex {
-    /// Builds the index: every exact name's RRsets encoded, NODATA as the zone's SOA. `None`
-    /// when the data does not fit the index (over 4 GiB): the general path answers all.
+    /// Builds the index: every exact name with a slot per type it holds, NODATA as the zone's
+    /// SOA. `None` when the data does not fit the index (over 4 GiB): the general path
+    /// answers all.
     pub fn build(loaded: &Loaded) -> Option<FastIndex> {
         let cfg = &loaded.config;
         let mut index = FastIndex {
             table: HashTable::with_capacity(cfg.zones.iter().map(|z| z.node_count()).sum()),
             arena: Vec::new(),
             zones: Vec::new(),
+            built: Box::default(),
         };
+        let mut slots: u32 = 0;
         for (zi, zone) in cfg.zones.iter().enumerate() {
-            let soa = zone.negative_soa();
-            let apex = wire(&soa.name);
-            // The owner is the apex: a pointer, like the names below that end in it.
-            let mut bytes = vec![0, 0];
-            let mut soa_pointers = vec![0];
-            bytes.extend(6u16.to_be_bytes());
-            bytes.extend(1u16.to_be_bytes());
-            let soa_ttl_at = bytes.len();
-            bytes.extend(soa.ttl.to_be_bytes());
-            let RData::SOA(s) = &soa.data else { continue };
-            let rdlen_at = bytes.len();
-            bytes.extend([0, 0]);
-            for name in [&s.mname, &s.rname] {
-                let full = wire(name);
-                if soa.name.zone_of(name) {
-                    bytes.extend(&full[..full.len() - apex.len()]);
-                    soa_pointers.push(bytes.len());
-                    bytes.extend([0, 0]);
-                } else {
-                    bytes.extend(full);
-                }
-            }
-            for v in [
-                s.serial,
-                s.refresh as u32,
-                s.retry as u32,
-                s.expire as u32,
-                s.minimum,
-            ] {
-                bytes.extend(v.to_be_bytes());
-            }
-            let rdlen = (bytes.len() - rdlen_at - 2) as u16;
-            bytes[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
             index.zones.push(FastZone {
-                soa: bytes,
-                soa_pointers,
-                apex_len: apex.len(),
-                soa_ttl_at,
-                soa_ttl: soa.ttl,
+                negative: OnceLock::new(),
+                apex_len: wire(&zone.origin).len(),
                 has_wildcard: zone.has_wildcard(),
                 ecs: zone.ecs,
                 signing: zone.signing.clone(),
@@ -268,13 +208,9 @@ impl FastIndex {
                 a.extend_from_slice(&binding.to_be_bytes());
                 a.push(u8::try_from(sets.len()).ok()?);
                 for set in sets {
-                    let additional = Additional {
-                        zones: &cfg.zones,
-                        zone,
-                        question_len: key.len() + 4,
-                        off: cfg.server.minimal_responses,
-                    };
-                    write_rrset(a, set, &additional);
+                    a.extend_from_slice(&u16::from(set.rtype).to_be_bytes());
+                    a.extend_from_slice(&slots.to_be_bytes());
+                    slots = slots.checked_add(1).filter(|&n| n != GENERAL)?;
                 }
                 let arena = &index.arena;
                 index.table.insert_unique(hash_name(&key), at, |&o| {
@@ -283,7 +219,39 @@ impl FastIndex {
             }
         }
         index.arena.shrink_to_fit();
+        index.built = (0..slots).map(|_| OnceLock::new()).collect();
         Some(index)
+    }
+
+    /// Keeps the SOA of zone `zone`'s negative answers from the general path's negative
+    /// answer `encode` makes (a whole reply without OPT whose question name is `name_len`
+    /// bytes), unless the zone has it already or its negative answers are not the fast
+    /// path's (wildcards).
+    pub(crate) fn learn_negative(
+        &self,
+        zone: usize,
+        name_len: usize,
+        encode: impl FnOnce() -> Option<Vec<u8>>,
+    ) {
+        let Some(z) = self.zones.get(zone) else {
+            return;
+        };
+        if z.has_wildcard || z.negative.get().is_some() {
+            return;
+        }
+        if let Some(learned) = encode().and_then(|e| Negative::learn(&e, name_len, z.apex_len)) {
+            let _ = z.negative.set(learned);
+        }
+    }
+
+    /// The slot for the general path's answer to (`name`, `qtype`) when the name is
+    /// indexed and holds the type.
+    pub(crate) fn slot(&self, name: &[u8], qtype: u16) -> Option<&OnceLock<Box<Stored>>> {
+        let entry = self.get(name)?;
+        match entry.pick(qtype) {
+            Pick::Answer(slot) if entry.kind != KIND_SLOW => self.built.get(slot),
+            _ => None,
+        }
     }
 
     fn get(&self, key: &[u8]) -> Option<Entry<'_>> {
@@ -322,100 +290,6 @@ fn may_alias(cfg: &crate::config::Config, binding: usize) -> bool {
 
 fn name_at(arena: &[u8], at: usize) -> &[u8] {
     &arena[at + 1..at + 1 + arena[at] as usize]
-}
-
-/// What a name's MX and SRV answers carry as additional data (see
-/// [`super::target_addresses`]).
-struct Additional<'a> {
-    zones: &'a [crate::config::ServedZone],
-    zone: &'a crate::zone::Zone,
-    /// The question's length in the packet (name and type and class), fixed per name.
-    question_len: usize,
-    /// `minimal_responses`: no additional data.
-    off: bool,
-}
-
-/// Where the target name starts in the data of an MX or SRV record.
-fn target_at(rtype: RecordType) -> Option<usize> {
-    match rtype {
-        RecordType::MX => Some(2),
-        RecordType::SRV => Some(6),
-        _ => None,
-    }
-}
-
-/// Appends one type's answer: an authoritative answer holding the RRset, owners pointing at
-/// the question (offset 12), record data uncompressed so the bytes fit after any question of
-/// this name; then, for MX and SRV, the addresses of their targets, owners pointing at the
-/// target names in the answer (the question's length is the same for every query of a name).
-fn write_rrset(a: &mut Vec<u8>, set: &RRset, additional: &Additional<'_>) {
-    let rtype = u16::from(set.rtype).to_be_bytes();
-    a.extend_from_slice(&rtype);
-    if set.rtype == RecordType::NS {
-        // NS answers carry the servers' addresses: the general path adds them.
-        a.extend_from_slice(&GENERAL.to_be_bytes());
-        a.extend_from_slice(&[0; 4]);
-        return;
-    }
-    let head = a.len();
-    a.extend_from_slice(&[0; 6]);
-    let sections = a.len();
-    // Each target name: its offset in the reply and the name.
-    let mut targets: Vec<(usize, Name)> = Vec::new();
-    let target_at = target_at(set.rtype).filter(|_| !additional.off);
-    for rdata in set.wire_rdata() {
-        a.extend_from_slice(&[0xC0, 12]);
-        a.extend_from_slice(&rtype);
-        a.extend_from_slice(&[0, 1]);
-        a.extend_from_slice(&set.ttl.to_be_bytes());
-        a.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        if let Some(at) = target_at {
-            let name = rdata
-                .get(at..)
-                .and_then(|w| Name::read(&mut BinDecoder::new(w)).ok());
-            if let Some(name) = name {
-                let offset = 12 + additional.question_len + (a.len() - sections) + at;
-                targets.push((offset, name));
-            }
-        }
-        a.extend_from_slice(rdata);
-    }
-    let mut extra: usize = 0;
-    let mut written: Vec<(&Name, RecordType)> = Vec::new();
-    for (offset, target) in &targets {
-        for addrs in super::target_addresses(additional.zones, additional.zone, target) {
-            if written.contains(&(target, addrs.rtype)) {
-                continue;
-            }
-            written.push((target, addrs.rtype));
-            for data in addrs.wire_rdata() {
-                match u16::try_from(*offset).ok().filter(|&o| o < 0x4000) {
-                    Some(o) => a.extend_from_slice(&(0xC000 | o).to_be_bytes()),
-                    None => a.extend_from_slice(&wire(target)),
-                }
-                a.extend_from_slice(&u16::from(addrs.rtype).to_be_bytes());
-                a.extend_from_slice(&[0, 1]);
-                a.extend_from_slice(&addrs.ttl.to_be_bytes());
-                a.extend_from_slice(&(data.len() as u16).to_be_bytes());
-                a.extend_from_slice(data);
-                extra += 1;
-            }
-        }
-    }
-    let len = u16::try_from(a.len() - sections);
-    let count = u16::try_from(set.len()).ok().filter(|&c| c != GENERAL);
-    match (len, count, u16::try_from(extra)) {
-        (Ok(len), Some(count), Ok(extra)) => {
-            a[head..head + 2].copy_from_slice(&count.to_be_bytes());
-            a[head + 2..head + 4].copy_from_slice(&extra.to_be_bytes());
-            a[head + 4..head + 6].copy_from_slice(&len.to_be_bytes());
-        }
-        _ => {
-            a.truncate(head);
-            a.extend_from_slice(&GENERAL.to_be_bytes());
-            a.extend_from_slice(&[0; 4]);
-        }
-    }
 }
 
 /// Answers `query` into `out` when the fast path can; `false` leaves it to the general path.
@@ -523,8 +397,11 @@ pub(crate) fn answer_noting(
             if up.kind == KIND_SLOW || z.has_wildcard || (z.signing.is_some() && dnssec_ok) {
                 return recall(&reply, index, qtype, out, cap);
             }
+            let Some(negative) = z.negative.get() else {
+                return false;
+            };
             reply.header(out, 3, [0, 1, 0]);
-            z.write_soa(out, key.len());
+            negative.write(out, key.len(), z.apex_len, u32::MAX);
             reply.finish(out, z, None);
             return out.len() <= cap;
         }
@@ -547,17 +424,18 @@ pub(crate) fn answer_noting(
     }
     match entry.pick(qtype) {
         Pick::General => return recall(&reply, index, qtype, out, cap),
-        Pick::Answer {
-            count,
-            extra,
-            sections,
-        } => {
-            reply.header(out, 0, [count, 0, extra]);
-            out.extend_from_slice(sections);
+        // Not built yet: the general path builds it and leaves it here.
+        Pick::Answer(slot) => {
+            return index.built[slot]
+                .get()
+                .is_some_and(|stored| copy_stored(&reply, index, stored, out, cap))
         }
         Pick::NoData => {
+            let Some(negative) = z.negative.get() else {
+                return false;
+            };
             reply.header(out, 0, [0, 1, 0]);
-            z.write_soa(out, key.len());
+            negative.write(out, key.len(), z.apex_len, u32::MAX);
         }
     }
     reply.finish(out, z, None);
@@ -583,6 +461,18 @@ fn recall(
     let Some(stored) = reply.loaded.answers.get(name, qtype, flags, now) else {
         return false;
     };
+    copy_stored(reply, index, &stored, out, cap)
+}
+
+/// Answers with an answer the general path built: its sections behind the query's own
+/// header and question.
+fn copy_stored(
+    reply: &Reply<'_, '_>,
+    index: &FastIndex,
+    stored: &Stored,
+    out: &mut Vec<u8>,
+    cap: usize,
+) -> bool {
     let Some(z) = index.zones.get(stored.zone) else {
         return false;
     };
@@ -649,9 +539,12 @@ fn lb_answer(
         // A signed NODATA needs its proof: the general path's.
         LbAnswer::Empty(_) if signing.is_some() => return false,
         LbAnswer::Empty(negative_ttl) => {
+            let Some(negative) = z.negative.get() else {
+                return false;
+            };
             reply.header(out, 0, [0, 1, 0]);
-            let at = z.write_soa(out, reply.question.name().len()) + z.soa_ttl_at;
-            out[at..at + 4].copy_from_slice(&z.soa_ttl.min(negative_ttl).to_be_bytes());
+            let name_len = reply.question.name().len();
+            negative.write(out, name_len, z.apex_len, negative_ttl);
         }
         // Names whose pools hold aliases are the general path's (see `FastIndex::build`).
         LbAnswer::Alias(..) => return false,

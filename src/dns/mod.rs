@@ -9,7 +9,9 @@
 //! name decided by `resolve::decide_lb` over the health snapshot -> additional data -> encode,
 //! shedding additional data and then truncating for UDP -> the OPT record (`opt`), written
 //! by one writer for both paths. A DO query to a signed zone has its signatures and compact
-//! denial added (`secure`) before it is encoded.
+//! denial added (`secure`) before it is encoded. An answer that holds for every client is
+//! then kept for the fast path: in the index's slot for a name's static type ([`fast`]), as
+//! the zone's negative SOA (`negative`), or in the store of answers asked twice (`cache`).
 //!
 //! The same function serves UDP, TCP, `explain` (with hypothetical health and a [`Trace`])
 //! and the in-band explanation, so every path gives the same answer. [`Responder::answer_into`]
@@ -21,6 +23,7 @@ mod cache;
 pub mod cookie;
 pub mod ecs;
 pub mod fast;
+mod negative;
 mod opt;
 pub mod query;
 mod resolve;
@@ -48,7 +51,7 @@ use crate::health::{HealthSnapshot, HealthStore};
 
 use opt::OptReply;
 use query::{NameBuf, Query, Read};
-pub(crate) use resolve::{addresses, decide_lb, select_for, target_addresses};
+pub(crate) use resolve::{addresses, decide_lb, select_for};
 use resolve::{Ctx, LbAnswer};
 pub use transport::DnsServer;
 
@@ -578,7 +581,8 @@ fn answer_query(
         secure::secure(&mut resp, zone, signing, ctx.denial.take(), compact_ok, now);
     }
     // An answer that consulted no load-balanced name holds for every client: kept for the
-    // fast path.
+    // fast path, in the index's slot when the name holds the type (and the answer has no
+    // signatures), else in the store of answers asked more than once.
     let general = ctx.trace.is_none() && ctx.scope.is_none() && reserve == 0;
     if general && qclass == DNSClass::IN && resp.metadata.op_code == OpCode::Query {
         let flags = cache::flags(
@@ -588,19 +592,49 @@ fn answer_query(
         let question_len = question.end - 12;
         let asked = (question.name(), question.qtype, flags);
         let now = crate::clock::unix_now();
+        let negative = resp.answers.is_empty()
+            && resp.authorities.len() == 1
+            && resp.additionals.is_empty()
+            && matches!(
+                resp.metadata.response_code,
+                ResponseCode::NoError | ResponseCode::NXDomain
+            );
         let resp = &mut resp;
-        loaded
-            .answers
-            .store(asked, zone_index, question_len, now, || {
-                resp.metadata.message_type = MessageType::Response;
-                resp.edns = None;
-                let encoded = resp.to_vec().ok()?;
-                // Stored only when the question was echoed as asked (same length, any case).
-                let echoed = encoded.get(12..12 + question_len)?;
-                echoed
-                    .eq_ignore_ascii_case(&q.packet[12..question.end])
-                    .then_some(encoded)
-            });
+        let mut encode = || {
+            resp.metadata.message_type = MessageType::Response;
+            resp.edns = None;
+            let encoded = resp.to_vec().ok()?;
+            // Stored only when the question was echoed as asked (same length, any case).
+            let echoed = encoded.get(12..12 + question_len)?;
+            echoed
+                .eq_ignore_ascii_case(&q.packet[12..question.end])
+                .then_some(encoded)
+        };
+        let slot = (loaded.fast.as_ref())
+            .filter(|_| flags == 0 || zone.signing.is_none())
+            .and_then(|index| index.slot(question.name(), question.qtype));
+        match slot {
+            Some(slot) if slot.get().is_none() => {
+                let built =
+                    encode().and_then(|e| cache::Stored::from_reply(zone_index, &e, question_len));
+                if let Some(built) = built {
+                    let _ = slot.set(Box::new(built));
+                }
+            }
+            Some(_) => {}
+            None => {
+                // A negative answer teaches the fast path the zone's SOA as encoded here.
+                if let Some(index) = loaded.fast.as_ref().filter(|_| negative) {
+                    let unsigned = flags == 0 || zone.signing.is_none();
+                    if unsigned {
+                        index.learn_negative(zone_index, question_len - 4, &mut encode);
+                    }
+                }
+                loaded
+                    .answers
+                    .store(asked, zone_index, question_len, now, encode)
+            }
+        }
     }
     if let Some(opt) = opt.as_mut() {
         opt.echo_ecs(q, zone.ecs, client, ctx.scope, !ctx.peek);

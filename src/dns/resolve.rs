@@ -408,8 +408,7 @@ thread_local! {
 /// data of that zone, found as a query would find it (wildcards included), and not below a
 /// cut, out of zone, in a zone nested inside this one, at a CNAME, or load-balanced (a
 /// load-balanced address depends on the client and its health: the client asks for it).
-/// The general and the fast path both use it.
-pub(crate) fn target_addresses<'z>(
+fn target_addresses<'z>(
     zones: &[crate::config::ServedZone],
     zone: &'z Zone,
     target: &Name,
