@@ -148,8 +148,8 @@ impl AnswerCache {
 
 impl Stored {
     /// The part of `encoded` (a whole reply without OPT, from zone `zone`, whose question is
-    /// `question_len` bytes) that holds for every query of its question, served without end
-    /// until `until` is set; `None` for replies other than NOERROR and NXDOMAIN.
+    /// `question_len` bytes) that holds for every query of its question, with no expiry (the
+    /// store sets one); `None` for replies other than NOERROR and NXDOMAIN.
     pub(crate) fn from_reply(zone: usize, encoded: &[u8], question_len: usize) -> Option<Stored> {
         let sections = encoded.get(12 + question_len..)?;
         if !matches!(encoded[3] & 0x0f, 0 | 3) {

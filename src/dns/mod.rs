@@ -610,25 +610,22 @@ fn answer_query(
                 .eq_ignore_ascii_case(&q.packet[12..question.end])
                 .then_some(encoded)
         };
-        let slot = (loaded.fast.as_ref())
-            .filter(|_| flags == 0 || zone.signing.is_none())
-            .and_then(|index| index.slot(question.name(), question.qtype));
-        match slot {
-            Some(slot) if slot.get().is_none() => {
-                let built =
-                    encode().and_then(|e| cache::Stored::from_reply(zone_index, &e, question_len));
-                if let Some(built) = built {
-                    let _ = slot.set(Box::new(built));
+        // The fast index keeps answers without signatures.
+        let index = (loaded.fast.as_ref()).filter(|_| flags == 0 || zone.signing.is_none());
+        match index.and_then(|index| index.slot(question.name(), question.qtype)) {
+            Some(slot) => {
+                if slot.get().is_none() {
+                    let built = encode()
+                        .and_then(|e| cache::Stored::from_reply(zone_index, &e, question_len));
+                    if let Some(built) = built {
+                        let _ = slot.set(Box::new(built));
+                    }
                 }
             }
-            Some(_) => {}
             None => {
                 // A negative answer teaches the fast path the zone's SOA as encoded here.
-                if let Some(index) = loaded.fast.as_ref().filter(|_| negative) {
-                    let unsigned = flags == 0 || zone.signing.is_none();
-                    if unsigned {
-                        index.learn_negative(zone_index, question_len - 4, &mut encode);
-                    }
+                if let Some(index) = index.filter(|_| negative) {
+                    index.learn_negative(zone_index, question_len - 4, &mut encode);
                 }
                 loaded
                     .answers

@@ -256,9 +256,10 @@ const PIPE_CHUNK: usize = 64 * 1024;
 /// half-close passed on while the other direction goes on). Each read counts its bytes and
 /// marks the connection active. Small exchanges are copied through a buffer taken
 /// uninitialised (a read shorter than the room left marks the socket drained, so the next
-/// read waits for readiness instead of failing with `EAGAIN` first); once one read fills the whole buffer the direction is a bulk transfer and
-/// the rest moves with splice(2) through a pipe, never entering user space (as HAProxy's
-/// `splice-auto`): a pipe per direction costs more than it saves on short connections.
+/// read waits for readiness instead of failing with `EAGAIN` first); once one read fills the
+/// whole buffer the direction is a bulk transfer and the rest moves with splice(2) through a
+/// pipe, never entering user space (as HAProxy's `splice-auto`): a pipe per direction costs
+/// more than it saves on short connections.
 async fn relay(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,

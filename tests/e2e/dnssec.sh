@@ -53,7 +53,10 @@ if command -v keymgr >/dev/null; then
 fi
 
 # A tampered file is refused, naming it.
-sed -i 's/^PrivateKey: ./PrivateKey: A/' "$zsk.private"
+# The key's first character changed (to B when it is an A: a tampered file must differ).
+first=$(sed -n 's/^PrivateKey: \(.\).*/\1/p' "$zsk.private")
+other=A; [ "$first" = A ] && other=B
+sed -i "s/^PrivateKey: ./PrivateKey: $other/" "$zsk.private"
 "$BIN" dnssec ds example.test --dir "$W" >/dev/null 2>"$W/err" || true
 check "a private key that is not the public key's is refused ($(head -c 120 "$W/err"))" grep -q "$zsk.private" "$W/err"
 
