@@ -56,8 +56,9 @@ struct FastZone {
 /// Every name of a config, and the static answers the general path has built for them.
 ///
 /// All names live in one byte arena, one record per name; the table holds only the offset of
-/// each record (four bytes a slot), hashed by the name. A million names cost about 40 MB this
-/// way, against several times that for a map of boxed keys.
+/// each record (four bytes a slot), hashed by the name: several times smaller than a map of
+/// boxed keys. Loading a million-record zone takes 350 MiB in all, against 402 MiB when the
+/// index held every answer encoded (`ops/bench/dns.sh --scale`).
 ///
 /// A record: the name's length and lower-cased wire form; kind (`KIND_*`), flags (`FLAG_*`),
 /// zone index (2 bytes), binding index (4 bytes), number of types; then per type the query
@@ -135,9 +136,8 @@ fn wire(name: &Name) -> Vec<u8> {
 }
 
 impl FastIndex {
-    /// Builds the index: every exact name with a slot per type it holds, NODATA as the zone's
-    /// SOA. `None` when the data does not fit the index (over 4 GiB): the general path
-    /// answers all.
+    /// Builds the index: every exact name with an empty slot per type it holds. `None` when
+    /// the data does not fit the index (over 4 GiB): the general path answers all.
     pub fn build(loaded: &Loaded) -> Option<FastIndex> {
         let cfg = &loaded.config;
         let mut index = FastIndex {
