@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::connections::{Connections, Lease};
+use super::connections::{Connections, Inbound, Lease, UpstreamError};
 use super::upstream::InFlight;
 
 /// What the client receives.
@@ -225,7 +225,7 @@ impl Body for Sent {
 pub struct Tracked {
     /// The server's body (`None` once it has been handed to a task reading it for the
     /// requests that follow it).
-    pub(super) inner: Option<Incoming>,
+    pub(super) inner: Option<Inbound>,
     pub(super) _in_flight: Option<InFlight>,
     pub(super) lease: Option<(Lease, Arc<Connections>)>,
     /// The cache's copy of the body, when the response is being stored.
@@ -237,9 +237,18 @@ pub struct Tracked {
 
 impl Tracked {
     fn give_back(&mut self) {
-        if let Some((lease, conns)) = self.lease.take() {
-            conns.give_back(lease);
+        let Some((mut lease, conns)) = self.lease.take() else {
+            return;
+        };
+        // An HTTP/1.1 body holds its connection while it is read; it goes back only if it
+        // can carry another request (else it closes here).
+        if let Some(Inbound::H1(body)) = self.inner.as_mut() {
+            match body.take_reusable() {
+                Some(conn) => lease.restore(conn),
+                None => return,
+            }
         }
+        conns.give_back(lease);
     }
 }
 
@@ -298,12 +307,12 @@ async fn read_for_followers(mut rest: Tracked) {
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = self.get_mut();
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);

@@ -6,22 +6,28 @@
 //! caller learns whether a connection was reused, which decides the one retry a reused
 //! connection's failure earns (the server may have closed it while it sat idle).
 //!
-//! HTTP/1.1 connections go back to their server's list when a response has been read to its
-//! end; one that ended early (the client went away) closes. HTTP/2 keeps one shared
-//! connection per server and opens a new one when it closes.
+//! HTTP/1.1 connections ([`super::h1`]) go back to their server's list when a response has
+//! been read to its end; one that ended early (the client went away) closes. They have no task
+//! of their own: the request using one writes and reads it. HTTP/2 (hyper's client) keeps one
+//! shared connection per server, run by a task, and opens a new one when it closes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2, TrySendError};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use super::h1;
 
 use super::body::UpstreamBody;
 use crate::config::{PoolSettings, UpstreamProtocol};
@@ -39,14 +45,15 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
 }
 
-/// A connection's sending half.
+/// A lent connection: an HTTP/1.1 one itself (`None` while its response body has it), or
+/// an HTTP/2 one's sending half.
 enum Sender {
-    H1(http1::SendRequest<UpstreamBody>),
+    H1(Option<h1::Conn>),
     H2(http2::SendRequest<UpstreamBody>),
 }
 
 struct Idle {
-    sender: http1::SendRequest<UpstreamBody>,
+    conn: h1::Conn,
     since: Instant,
 }
 
@@ -126,11 +133,11 @@ impl Connections {
             match self.protocol {
                 UpstreamProtocol::Http1 => {
                     let mut idle = lock(&slot.idle);
-                    while let Some(i) = idle.pop() {
-                        if !i.sender.is_closed() && i.since.elapsed() < self.idle_timeout {
+                    while let Some(mut i) = idle.pop() {
+                        if i.since.elapsed() < self.idle_timeout && i.conn.alive() {
                             self.reused.fetch_add(1, Ordering::Relaxed);
                             return Ok(Lease {
-                                sender: Sender::H1(i.sender),
+                                sender: Sender::H1(Some(i.conn)),
                                 server,
                                 reused: true,
                             });
@@ -169,38 +176,22 @@ impl Connections {
     async fn connect(&self, addr: SocketAddr) -> Result<Sender, ConnectError> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        match &self.tls {
-            None => self.handshake(tcp).await,
-            Some(Err(())) => Err(ConnectError::NoTls),
+        let io = match &self.tls {
+            None => h1::Io::Plain(tcp),
+            Some(Err(())) => return Err(ConnectError::NoTls),
             Some(Ok((connector, name))) => {
                 let name = name
                     .clone()
                     .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
-                let tls = connector.connect(name, tcp).await?;
-                self.handshake(tls).await
+                h1::Io::Tls(Box::new(connector.connect(name, tcp).await?))
             }
-        }
-    }
-
-    async fn handshake<T>(&self, io: T) -> Result<Sender, ConnectError>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let io = TokioIo::new(io);
+        };
         Ok(match self.protocol {
-            UpstreamProtocol::Http1 => {
-                let (sender, conn) = http1::Builder::new().handshake(io).await?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.with_upgrades().await {
-                        tracing::debug!(error = %e, "upstream connection ended");
-                    }
-                });
-                Sender::H1(sender)
-            }
+            UpstreamProtocol::Http1 => Sender::H1(Some(h1::Conn::new(io))),
             UpstreamProtocol::Http2 => {
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .handshake(io)
+                    .handshake(TokioIo::new(io))
                     .await?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -215,16 +206,13 @@ impl Connections {
     /// Puts an HTTP/1.1 connection whose response was read to its end back for the next
     /// request (HTTP/2 connections stay shared and need nothing).
     pub fn give_back(&self, lease: Lease) {
-        let Sender::H1(sender) = lease.sender else {
+        let Sender::H1(Some(conn)) = lease.sender else {
             return;
         };
-        if sender.is_closed() {
-            return;
-        }
         let mut idle = lock(&self.servers[lease.server].idle);
         if idle.len() < self.idle_per_server {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -238,8 +226,7 @@ impl Connections {
     /// Drops idle connections past the idle timeout or closed by their server.
     fn sweep(&self) {
         for s in &self.servers {
-            lock(&s.idle)
-                .retain(|i| !i.sender.is_closed() && i.since.elapsed() < self.idle_timeout);
+            lock(&s.idle).retain_mut(|i| i.since.elapsed() < self.idle_timeout && i.conn.alive());
         }
     }
 }
@@ -259,9 +246,80 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Why an exchange with a server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    H1(#[from] h1::Error),
+    #[error(transparent)]
+    H2(#[from] hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether the connection closed before any answer came (a kept-alive connection the
+    /// server closed while it sat idle).
+    pub fn closed_before_answer(&self) -> bool {
+        let e = match self {
+            UpstreamError::H1(e) => return e.closed_before_answer(),
+            UpstreamError::H2(e) => e,
+        };
+        if e.is_incomplete_message() || e.is_canceled() {
+            return true;
+        }
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                return matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                );
+            }
+            source = s.source();
+        }
+        false
+    }
+}
+
+/// A server's response body.
+pub enum Inbound {
+    H1(h1::Body),
+    H2(Incoming),
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        match self.get_mut() {
+            Inbound::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inbound::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::H1(b) => b.is_end_stream(),
+            Inbound::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inbound::H1(b) => b.size_hint(),
+            Inbound::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// How sending a request failed.
 pub struct SendError {
-    pub error: hyper::Error,
+    pub error: UpstreamError,
     /// The request, when it never left (it may go again as it is).
     pub unsent: Option<Request<UpstreamBody>>,
 }
@@ -271,30 +329,46 @@ impl Lease {
     pub async fn send(
         &mut self,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let sent = match &mut self.sender {
-            Sender::H1(s) => match s.ready().await {
-                Ok(()) => s.try_send_request(req).await,
-                Err(error) => {
+    ) -> Result<Response<Inbound>, SendError> {
+        match &mut self.sender {
+            Sender::H1(conn) => {
+                let Some(conn) = conn.take() else {
                     return Err(SendError {
-                        error,
+                        error: h1::Error::ClosedBeforeAnswer.into(),
                         unsent: Some(req),
-                    })
+                    });
+                };
+                match conn.send(req).await {
+                    Ok(resp) => Ok(resp.map(Inbound::H1)),
+                    Err(e) => Err(SendError {
+                        error: e.into(),
+                        unsent: None,
+                    }),
                 }
-            },
-            Sender::H2(s) => match s.ready().await {
-                Ok(()) => s.try_send_request(req).await,
-                Err(error) => {
+            }
+            Sender::H2(s) => {
+                if let Err(error) = s.ready().await {
                     return Err(SendError {
-                        error,
+                        error: error.into(),
                         unsent: Some(req),
-                    })
+                    });
                 }
-            },
-        };
-        sent.map_err(|mut e: TrySendError<_>| SendError {
-            unsent: e.take_message(),
-            error: e.into_error(),
-        })
+                match s.try_send_request(req).await {
+                    Ok(resp) => Ok(resp.map(Inbound::H2)),
+                    Err(mut e) => Err(SendError {
+                        unsent: e.take_message(),
+                        error: e.into_error().into(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Gives the lease back its HTTP/1.1 connection, taken from a response body read to its
+    /// end.
+    pub fn restore(&mut self, conn: h1::Conn) {
+        if let Sender::H1(slot) = &mut self.sender {
+            *slot = Some(conn);
+        }
     }
 }

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 
 use super::body::{Cut, CutReason, Pace, ProxyBody, Sent, Tracked, UpstreamBody};
-use super::connections::{Connections, Lease, SendError};
+use super::connections::{Connections, Inbound, Lease, SendError};
 use super::framing::{bad_framing, Answered};
 use super::guard::Refusal;
 use super::headers::{client_address, forwarding_headers, strip_hop_by_hop};
@@ -564,7 +564,7 @@ async fn forward(
                     unsent: Some(req), ..
                 } => req,
                 SendError { error, .. }
-                    if lease.reused && retryable && closed_before_answer(&error) =>
+                    if lease.reused && retryable && error.closed_before_answer() =>
                 {
                     build(headers.clone(), None).0
                 }
@@ -600,7 +600,7 @@ async fn forward(
                 }
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_side.take() {
-                        return (tunnel(resp, client_side, (in_flight, lease)), Some(addr));
+                        return (tunnel(resp, client_side, in_flight), Some(addr));
                     }
                     return (
                         own(StatusCode::BAD_GATEWAY, "an upgrade nobody asked for"),
@@ -784,47 +784,39 @@ pub(super) fn upstream_request(
     (up, sent_all)
 }
 
-/// Whether a request failed because its connection closed before any answer came (a
-/// kept-alive connection the server closed while it sat idle).
-fn closed_before_answer(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_canceled() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        source = s.source();
-    }
-    false
-}
-
 /// Answers an accepted upgrade: the server's 101 goes to the client with its `Upgrade` and
 /// `Connection` headers, and once both sides have switched their bytes are copied both ways
 /// until either closes (the server's request stays counted in flight until then).
 fn tunnel(
-    mut resp: Response<Incoming>,
+    resp: Response<Inbound>,
     client_side: hyper::upgrade::OnUpgrade,
-    held: (InFlight, Lease),
+    in_flight: InFlight,
 ) -> Response<ProxyBody> {
-    let server_side = hyper::upgrade::on(&mut resp);
+    let (parts, body) = resp.into_parts();
+    let Inbound::H1(mut body) = body else {
+        return own(
+            StatusCode::BAD_GATEWAY,
+            "upgrades go to HTTP/1.1 servers only",
+        );
+    };
+    let Some(server) = body.take_upgraded() else {
+        return own(StatusCode::BAD_GATEWAY, "an upgrade nobody asked for");
+    };
     tokio::spawn(async move {
-        // The in-flight count, and the connection (never given back: it becomes the tunnel).
-        let _held = held;
-        let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side) else {
+        // The server's request stays in flight while the tunnel is open.
+        let _in_flight = in_flight;
+        let Ok(client) = client_side.await else {
             return;
         };
         let mut client = hyper_util::rt::TokioIo::new(client);
-        let mut server = hyper_util::rt::TokioIo::new(server);
+        // What the server sent after its 101 goes first.
+        let (mut server, early) = server.into_parts();
+        use tokio::io::AsyncWriteExt;
+        if !early.is_empty() && client.write_all(&early).await.is_err() {
+            return;
+        }
         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
     });
-    let (parts, _) = resp.into_parts();
     let mut out = Response::new(ProxyBody::whole(Bytes::new()));
     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     for name in [header::UPGRADE, header::CONNECTION] {
@@ -859,7 +851,7 @@ fn hash_key<B>(on: &crate::config::HashOn, req: &Request<B>) -> Option<u64> {
 /// The client's response: the server's, with hop-by-hop and hidden headers removed and the
 /// route's headers set.
 pub(super) fn respond(
-    resp: Response<Incoming>,
+    resp: Response<Inbound>,
     in_flight: InFlight,
     lease: (Lease, Arc<Connections>),
     running: &Running,

@@ -27,6 +27,7 @@
 //! - [`headers`]: hop-by-hop fields, forwarding headers, the client behind trusted proxies.
 //! - [`connections`]: connections to a pool's servers (HTTP/1.1 kept alive, or HTTP/2), kept
 //!   idle per server between requests.
+//! - [`h1`]: HTTP/1.1 to servers, written and read by the request's own task.
 //! - [`guard`]: limits per client network (connections, request rate) and the refusal log.
 //! - [`framing`]: HTTP/1.1 request framing followed on the client's bytes, to refuse the
 //!   ambiguous forms hyper would resolve out of sight.
@@ -52,6 +53,7 @@ pub mod drain;
 pub mod forward;
 pub mod framing;
 pub mod guard;
+pub mod h1;
 pub mod headers;
 pub mod l4;
 pub mod proxy_header;

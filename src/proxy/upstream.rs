@@ -167,7 +167,9 @@ impl PoolState {
 
     /// Whether `server` is out for its recent failures.
     pub fn ejected(&self, server: usize) -> bool {
-        self.now_ms() < self.load[server].ejected_until.load(Ordering::Relaxed)
+        // Never ejected: no clock to read.
+        let until = self.load[server].ejected_until.load(Ordering::Relaxed);
+        until != 0 && self.now_ms() < until
     }
 
     /// Passive health: a success clears a server's failures; `eject_after` failures in a row

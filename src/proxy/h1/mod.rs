@@ -1,0 +1,467 @@
+//! HTTP/1.1 to servers, run by the task of the request that uses the connection.
+//!
+//! hyper's client runs each connection as a task of its own: a request crosses a channel to
+//! that task and wakes it, and its response crosses back and wakes the request's task.
+//! Polling hyper's connection from the request's task instead measured slower still (each of
+//! its internal channels then wakes the whole client connection once more). Here the
+//! request's task writes the request and reads the response itself, and wakes only when a
+//! socket is ready, as nginx's one event handler per connection pair does.
+//!
+//! [`Conn::send`] writes a request's head, streams its body while it watches for a response
+//! that starts early, and reads the response's head (skipping `1xx` ones but `101`).
+//! [`Body`] reads the response body as its framing says (`Content-Length`, chunked, or to the
+//! connection's close, RFC 9112 section 6.3) and hands the connection back at its end when it
+//! can carry another request.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::{Body as HttpBody, Frame};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+mod body;
+#[cfg(test)]
+mod tests;
+
+pub use body::Body;
+
+/// The most header fields a response head may carry (hyper's client default).
+const MAX_HEADERS: usize = 100;
+/// The largest response head, and the longest chunk-size or trailer line, read.
+const MAX_HEAD: usize = 64 * 1024;
+/// The room one read asks for, at least and at most.
+const READ_MIN: usize = 8 * 1024;
+const READ_MAX: usize = 64 * 1024;
+/// The most pieces one write gathers.
+const WRITE_SLICES: usize = 8;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How an exchange with a server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing of a response came before the server closed the connection (or reset it):
+    /// a kept-alive connection the server had let go while it sat idle looks like this.
+    #[error("connection closed before the response")]
+    ClosedBeforeAnswer,
+    #[error("connection closed in the middle of the response")]
+    ClosedEarly,
+    #[error("upstream I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+    #[error("response head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("request body: {0}")]
+    RequestBody(BoxError),
+}
+
+impl Error {
+    /// Whether the connection went away before any of the response arrived (the request may
+    /// go again on a new connection).
+    pub fn closed_before_answer(&self) -> bool {
+        match self {
+            Error::ClosedBeforeAnswer => true,
+            Error::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A connection's byte stream: plain TCP or TLS.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection to a server, between requests.
+pub struct Conn {
+    io: Io,
+    /// Bytes read and not yet taken.
+    buf: BytesMut,
+}
+
+/// A response head, as read.
+struct Head {
+    status: StatusCode,
+    version: http::Version,
+    headers: HeaderMap,
+}
+
+impl Conn {
+    pub fn new(io: Io) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection is still open and quiet, looked at without waiting: a
+    /// close (or anything else) the server sent while it sat idle ends it.
+    pub fn alive(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        self.buf.is_empty()
+            && Pin::new(&mut self.io)
+                .poll_read(&mut cx, &mut probe)
+                .is_pending()
+    }
+
+    /// Sends `req` and reads its response's head; the response's body reads from this
+    /// connection. The request body goes as it comes, while the server's answer is watched
+    /// for: an answer that starts before the body has all gone ends the sending (and the
+    /// connection is not used again).
+    pub async fn send<B>(mut self, req: Request<B>) -> Result<Response<Body>, Error>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, mut body) = req.into_parts();
+        let head_only = parts.method == Method::HEAD;
+        let ended = body.is_end_stream();
+        let chunked = !ended && body.size_hint().exact().is_none();
+        let mut out = Vec::with_capacity(256 + 32 * parts.headers.len());
+        encode_head(&parts, body.size_hint().exact(), chunked, &mut out);
+        let mut sending = Sending {
+            queue: VecDeque::new(),
+            chunked,
+            ended,
+        };
+        sending.queue.push_back(Bytes::from(out));
+        // What of the body is at hand (all of a held one) goes out with the head, in one
+        // write.
+        if !ended {
+            poll_fn(|cx| {
+                while !sending.ended && sending.queue.len() < WRITE_SLICES {
+                    match Pin::new(&mut body).poll_frame(cx) {
+                        Poll::Ready(frame) => sending.take(frame)?,
+                        Poll::Pending => break,
+                    }
+                }
+                Poll::Ready(Ok::<_, Error>(()))
+            })
+            .await?;
+        }
+        let mut early = None;
+        poll_fn(|cx| self.poll_send(cx, &mut body, &mut sending, &mut early)).await?;
+        let reusable = sending.ended && sending.queue.is_empty();
+        let head = match early {
+            Some(head) => head,
+            None => poll_fn(|cx| self.poll_head(cx)).await?,
+        };
+        let body = Body::new(self, &head, head_only, reusable)?;
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        // A chunked body's length, if a server also stated one, is not passed on as true.
+        if resp.headers().contains_key(header::TRANSFER_ENCODING) {
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+        Ok(resp)
+    }
+
+    /// Writes what is queued and the body's frames as they come, until all has gone or a
+    /// final response has begun (`early`).
+    fn poll_send<B>(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &mut B,
+        sending: &mut Sending,
+        early: &mut Option<Head>,
+    ) -> Poll<Result<(), Error>>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        loop {
+            if !sending.ended {
+                // An answer before the end: `100 Continue` is passed over, a final one ends
+                // the sending.
+                if let Poll::Ready(read) = self.poll_fill(cx, READ_MIN) {
+                    if read? == 0 {
+                        return Poll::Ready(Err(Error::ClosedBeforeAnswer));
+                    }
+                    while let Some(head) = self.parse_head()? {
+                        if !informational(head.status) {
+                            *early = Some(head);
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                }
+            }
+            if !sending.queue.is_empty() {
+                let slices: smallvec::SmallVec<[io::IoSlice<'_>; WRITE_SLICES]> = sending
+                    .queue
+                    .iter()
+                    .take(WRITE_SLICES)
+                    .map(|b| io::IoSlice::new(b))
+                    .collect();
+                let wrote = Pin::new(&mut self.io).poll_write_vectored(cx, &slices);
+                drop(slices);
+                let mut wrote = ready!(wrote)?;
+                if wrote == 0 {
+                    return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
+                }
+                while let Some(front) = sending.queue.front_mut().filter(|_| wrote > 0) {
+                    let n = wrote.min(front.len());
+                    front.advance(n);
+                    wrote -= n;
+                    if front.is_empty() {
+                        sending.queue.pop_front();
+                    }
+                }
+                continue;
+            }
+            if sending.ended {
+                return Pin::new(&mut self.io).poll_flush(cx).map_err(Error::Io);
+            }
+            // Nothing queued: what has been written goes out before the body is waited on.
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+            sending.take(frame)?;
+        }
+    }
+
+    /// Reads until a final response head is complete.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, Error>> {
+        let mut answered = false;
+        loop {
+            while let Some(head) = self.parse_head()? {
+                answered = true;
+                if !informational(head.status) {
+                    return Poll::Ready(Ok(head));
+                }
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Poll::Ready(Err(Error::HeadTooLarge));
+            }
+            answered |= !self.buf.is_empty();
+            if ready!(self.poll_fill(cx, READ_MIN))? == 0 {
+                return Poll::Ready(Err(match answered {
+                    false => Error::ClosedBeforeAnswer,
+                    true => Error::ClosedEarly,
+                }));
+            }
+        }
+    }
+
+    /// Takes one complete response head from the buffer, if it holds one.
+    fn parse_head(&mut self) -> Result<Option<Head>, Error> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        // Left uninitialised: the parser writes only the fields it finds.
+        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        let len =
+            match config.parse_response_with_uninit_headers(&mut parsed, &self.buf, &mut fields) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(Error::Malformed("too many header fields"))
+                }
+                Err(_) => return Err(Error::Malformed("not an HTTP/1.x response head")),
+            };
+        let status = parsed
+            .code
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or(Error::Malformed("bad status code"))?;
+        let version = match parsed.version {
+            Some(0) => http::Version::HTTP_10,
+            _ => http::Version::HTTP_11,
+        };
+        // Names are made now; values are cut from the head once it leaves the buffer.
+        let start = self.buf.as_ptr() as usize;
+        let mut fields: smallvec::SmallVec<[(HeaderName, Range<usize>); 16]> =
+            smallvec::SmallVec::new();
+        for f in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(f.name.as_bytes())
+                .map_err(|_| Error::Malformed("bad header name"))?;
+            let at = f.value.as_ptr() as usize - start;
+            fields.push((name, at..at + f.value.len()));
+        }
+        let head = self.buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, range) in fields {
+            let value = HeaderValue::from_maybe_shared(head.slice(range))
+                .map_err(|_| Error::Malformed("bad header value"))?;
+            headers.append(name, value);
+        }
+        Ok(Some(Head {
+            status,
+            version,
+            headers,
+        }))
+    }
+
+    /// Reads more into the buffer (with room for at least `want` bytes, within bounds);
+    /// `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        self.buf.reserve(want.clamp(READ_MIN, READ_MAX));
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// The connection's bytes and what was read past the response head: an upgraded
+    /// connection's start.
+    pub fn into_parts(self) -> (Io, BytesMut) {
+        (self.io, self.buf)
+    }
+}
+
+fn informational(status: StatusCode) -> bool {
+    status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS
+}
+
+/// The request body still to write, framed.
+struct Sending {
+    queue: VecDeque<Bytes>,
+    chunked: bool,
+    /// The body's last frame has been taken.
+    ended: bool,
+}
+
+impl Sending {
+    /// Queues one of the body's frames (`None`: its end); trailers are not sent.
+    fn take<E: Into<BoxError>>(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, E>>,
+    ) -> Result<(), Error> {
+        match frame {
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    return Ok(());
+                };
+                if data.is_empty() {
+                    return Ok(());
+                }
+                if self.chunked {
+                    self.queue
+                        .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                    self.queue.push_back(data);
+                    self.queue.push_back(Bytes::from_static(b"\r\n"));
+                } else {
+                    self.queue.push_back(data);
+                }
+            }
+            None => {
+                self.ended = true;
+                if self.chunked {
+                    self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                }
+            }
+            Some(Err(e)) => return Err(Error::RequestBody(e.into())),
+        }
+        Ok(())
+    }
+}
+
+/// Writes a request head: its framing is the body's (`Content-Length` when its length is
+/// known, else chunked), whatever framing fields the request came with.
+fn encode_head(
+    parts: &http::request::Parts,
+    length: Option<u64>,
+    chunked: bool,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // An empty body is stated where the method usually has one, or the client stated it.
+    let says_length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+        || parts.headers.contains_key(header::CONTENT_LENGTH);
+    match length {
+        _ if chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Some(0) if !says_length => {}
+        Some(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
