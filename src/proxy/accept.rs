@@ -192,7 +192,8 @@ impl Accepted {
         let tls_on = tls.is_some();
         let conn = move |verdicts| forward::Conn::new(client, listener, tls_on, born, verdicts);
         let Some(acceptor) = tls else {
-            return serve_http(builder, (stream, head_timeout), conn, shared, drain, born).await;
+            let plain = (stream, head_timeout, false);
+            return serve_http(builder, plain, conn, shared, drain, born).await;
         };
         // Boxed, like the service below: the task every connection spawns stays small (a
         // TCP listener's connections never take these states).
@@ -204,7 +205,8 @@ impl Accepted {
                 if client != peer && shared.rtt.wants(client.ip()) {
                     shared.rtt.observe(client.ip(), began.elapsed());
                 }
-                serve_http(builder, (s, head_timeout), conn, shared, drain, born).await
+                let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_http(builder, (s, head_timeout, h2), conn, shared, drain, born).await
             }
             Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
@@ -212,12 +214,12 @@ impl Accepted {
     }
 }
 
-/// Serves HTTP/1.1 and h2 on `stream` (plain or after its TLS handshake) until the connection
-/// ends or is retired; `conn` describes it to the request path, given the framing watcher's
-/// verdicts.
+/// Serves HTTP/1.1 and h2 on `stream` (plain or after its TLS handshake; `h2` when ALPN
+/// chose it) until the connection ends or is retired; `conn` describes it to the request path,
+/// given the framing watcher's verdicts.
 async fn serve_http<S>(
     builder: &HttpBuilder,
-    (stream, head_timeout): (S, Duration),
+    (stream, head_timeout, h2): (S, Duration, bool),
     conn: impl FnOnce(Arc<framing::Verdicts>) -> forward::Conn,
     shared: Arc<Shared>,
     drain: Arc<Drain>,
@@ -228,13 +230,23 @@ async fn serve_http<S>(
     let verdicts = Arc::new(framing::Verdicts::default());
     let conn = Arc::new(conn(verdicts.clone()));
     let peer = conn.peer;
+    let io = TokioIo::new(framing::Framed::new(stream, verdicts, Some(head_timeout)));
+    if h2 {
+        // hyper moves each stream's future several times and spawns a task of it: boxed, a
+        // pointer moves instead of the request's state (1.05x on h2). HTTP/1.1 keeps it in
+        // place, in one slot per connection, where the box measured 0.97-0.98x.
+        let service = hyper::service::service_fn(move |req| {
+            Box::pin(forward::handle(shared.clone(), req, conn.clone()))
+        });
+        let served = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        return Box::pin(drain.serve(served, peer, born)).await;
+    }
     let service =
         hyper::service::service_fn(move |req| forward::handle(shared.clone(), req, conn.clone()));
     let served = builder
-        .serve_connection_with_upgrades(
-            TokioIo::new(framing::Framed::new(stream, verdicts, Some(head_timeout))),
-            service,
-        )
+        .serve_connection_with_upgrades(io, service)
         .into_owned();
     Box::pin(drain.serve(served, peer, born)).await;
 }
