@@ -12,12 +12,11 @@
 //! shared connection per server, run by a task, and opens a new one when it closes.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
-
-use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -27,9 +26,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use super::h1;
-
 use super::body::UpstreamBody;
+use super::h1;
 use crate::config::{PoolSettings, UpstreamProtocol};
 
 /// Why a connection could not be had.

@@ -80,7 +80,8 @@ impl Error {
     }
 }
 
-/// A connection's byte stream: plain TCP or TLS.
+/// A connection's byte stream to a server: plain TCP or TLS (HTTP/2 connections run on it
+/// too).
 pub enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
