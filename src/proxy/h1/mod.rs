@@ -191,9 +191,10 @@ impl Conn {
         let (parts, mut body) = req.into_parts();
         let head_only = parts.method == Method::HEAD;
         let ended = body.is_end_stream();
-        let chunked = !ended && body.size_hint().exact().is_none();
+        let length = body.size_hint().exact();
+        let chunked = !ended && length.is_none();
         let mut out = Vec::with_capacity(256 + 32 * parts.headers.len());
-        encode_head(&parts, body.size_hint().exact(), chunked, &mut out);
+        encode_head(&parts, length, chunked, &mut out);
         let mut sending = Sending {
             queue: VecDeque::new(),
             chunked,
@@ -249,8 +250,9 @@ impl Conn {
         loop {
             if !sending.ended {
                 // An answer before the end: `100 Continue` is passed over, a final one ends
-                // the sending.
-                if let Poll::Ready(read) = self.poll_fill(cx, READ_MIN) {
+                // the sending. Read until nothing more is there, so that the rest of an
+                // answer wakes this task even while the body is waited on.
+                while let Poll::Ready(read) = self.poll_fill(cx, READ_MIN) {
                     if read? == 0 {
                         return Poll::Ready(Err(Error::ClosedBeforeAnswer));
                     }
@@ -259,6 +261,9 @@ impl Conn {
                             *early = Some(head);
                             return Poll::Ready(Ok(()));
                         }
+                    }
+                    if self.buf.len() > MAX_HEAD {
+                        return Poll::Ready(Err(Error::HeadTooLarge));
                     }
                 }
             }

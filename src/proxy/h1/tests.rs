@@ -249,3 +249,35 @@ async fn a_length_beside_chunked_framing_is_dropped_and_not_trusted_again() {
     assert_eq!(body, b"ok");
     assert!(again.is_none());
 }
+
+#[tokio::test]
+async fn an_answer_in_two_parts_during_the_body_wakes_the_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 1024];
+        let _ = s.read(&mut head).await;
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+        // A pause that makes the two parts two reads; the answer is taken either way.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(b"HTTP/1.1 413 Too Large\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        s
+    });
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri("/")
+        .body(Trickle(false))
+        .unwrap();
+    let send = conn(addr).await.send(req);
+    // The bound is looked at first: a request never woken is not saved by the timer's wake.
+    let resp = tokio::select! {
+        biased;
+        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("the second part never woke the request"),
+        resp = send => resp.unwrap(),
+    };
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    drop(server.await.unwrap());
+}
