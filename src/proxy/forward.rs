@@ -198,22 +198,31 @@ fn header_text(headers: &HeaderMap, name: HeaderName) -> String {
 
 /// The request's ID: the one a trusted proxy in front sent, else a new one (128 random bits
 /// in hex).
+///
+/// The value is marked sensitive, which HTTP/2 encodes as "never indexed": an ID is
+/// unique to one exchange, so entering it in the HPACK dynamic table would only evict the
+/// entries that repeat (content type, server-set headers) and lengthen every later lookup.
+/// HTTP/1.1 ignores the mark.
 fn request_id<B>(running: &Running, req: &Request<B>, conn: &Conn) -> HeaderValue {
     let given = req
         .headers()
         .get(&running.request_id_header)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
         .filter(|_| running.trusts(conn.peer.ip()));
-    if let Some(v) = given {
-        return v.clone();
-    }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 32];
-    let bits = rand::random::<u128>();
-    for (i, c) in text.iter_mut().enumerate() {
-        *c = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&text).expect("hex digits are a header value")
+    let mut id = match given {
+        Some(v) => v.clone(),
+        None => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut text = [0u8; 32];
+            let bits = rand::random::<u128>();
+            for (i, c) in text.iter_mut().enumerate() {
+                *c = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+            }
+            HeaderValue::from_bytes(&text).expect("hex digits are a header value")
+        }
+    };
+    id.set_sensitive(true);
+    id
 }
 
 /// `response` with its body replaced by the route's error page (its status kept).
