@@ -1,6 +1,8 @@
 //! TLS termination in the site proxy: the real binary on port 0, certificates made by rcgen,
 //! a rustls client: SNI picks the certificate, ALPN gives h2 or http/1.1 end to end, and a
 //! certificate file that changes is served from the next handshake (a broken one is not).
+//! Also what goes past HTTP/1.1 on either side: h2 and h2c to servers, and trailers between
+//! every pairing of client and server versions.
 
 mod common;
 
@@ -545,4 +547,132 @@ async fn the_report_listener_serves_the_load_report_over_tls_to_token_holders_on
         said.contains("proxy.report") && said.contains("off loopback"),
         "{said}"
     );
+}
+
+/// A body of the frames given, its length unknown (so HTTP/1.1 sends it chunked, with room
+/// for trailers).
+struct Frames(std::collections::VecDeque<hyper::body::Frame<bytes::Bytes>>);
+
+impl Frames {
+    fn new(data: &str, trailer: (&'static str, &'static str)) -> Frames {
+        let mut fields = ::http::HeaderMap::new();
+        fields.insert(trailer.0, ::http::HeaderValue::from_static(trailer.1));
+        Frames(
+            [
+                hyper::body::Frame::data(bytes::Bytes::from(data.to_string())),
+                hyper::body::Frame::trailers(fields),
+            ]
+            .into(),
+        )
+    }
+}
+
+impl hyper::body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+/// Reads a request's body and trailers, and answers how many bytes came, with the trailers
+/// `x-checksum` and `x-echo` (the request's `x-req` trailer) announced in `Trailer`, and the
+/// request's `te` field in `x-te`.
+async fn answer_with_trailers(
+    req: ::http::Request<hyper::body::Incoming>,
+) -> Result<::http::Response<Frames>, std::convert::Infallible> {
+    let te = req.headers().get("te").cloned();
+    let got = req.into_body().collect().await.unwrap();
+    let echo = got.trailers().and_then(|t| t.get("x-req")).cloned();
+    let mut answer = Frames::new(
+        &format!("got {} bytes", got.to_bytes().len()),
+        ("x-checksum", "1234"),
+    );
+    if let Some(last) = answer.0.back_mut().and_then(|f| f.trailers_mut()) {
+        last.insert(
+            "x-echo",
+            echo.unwrap_or(::http::HeaderValue::from_static("none")),
+        );
+    }
+    let mut resp = ::http::Response::new(answer);
+    resp.headers_mut().insert(
+        "trailer",
+        ::http::HeaderValue::from_static("x-checksum, x-echo"),
+    );
+    if let Some(te) = te {
+        resp.headers_mut().insert("x-te", te);
+    }
+    Ok(resp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_go_through_both_ways_between_http11_and_h2_clients_and_servers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tcp),
+                        hyper::service::service_fn(answer_with_trailers),
+                    )
+                    .into_owned(),
+            );
+        }
+    });
+    let site = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npath_prefix = \"/h2c\"\npool = \"h2c\"\n\n[[route]]\npool = \"h1\"\n\n[pool.h2c]\nprotocol = \"h2c\"\nservers = [{{ address = \"{up}\" }}]\n\n[pool.h1]\nservers = [{{ address = \"{up}\" }}]\n"
+    );
+    let proxy = SiteProxy::start(&site);
+    for client_h2 in [false, true] {
+        for path in ["/h1", "/h2c"] {
+            let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            let req = ::http::Request::post(format!("http://{}{path}", proxy.addr))
+                .header("te", "trailers")
+                .header("trailer", "x-req")
+                .body(Frames::new("hello", ("x-req", "from the client")))
+                .unwrap();
+            let resp = if client_h2 {
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                send.send_request(req).await.unwrap()
+            } else {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(conn);
+                let mut req = req;
+                *req.uri_mut() = path.parse().unwrap();
+                send.send_request(req).await.unwrap()
+            };
+            let what = format!("client h2 {client_h2}, {path}");
+            let te = resp.headers().get("x-te").cloned();
+            let got = resp.into_body().collect().await.unwrap();
+            let trailers = got.trailers().cloned().unwrap_or_default();
+            assert_eq!(got.to_bytes(), "got 5 bytes", "{what}");
+            assert_eq!(
+                trailers.get("x-checksum").map(|v| v.as_bytes()),
+                Some(&b"1234"[..]),
+                "{what}"
+            );
+            assert_eq!(
+                trailers.get("x-echo").map(|v| v.as_bytes()),
+                Some(&b"from the client"[..]),
+                "{what}"
+            );
+            // The server hears that the client takes trailers.
+            assert_eq!(
+                te.as_ref().map(|v| v.to_str().unwrap()),
+                Some("trailers"),
+                "{what}"
+            );
+        }
+    }
 }

@@ -12,6 +12,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::connections::{Connections, Inbound, Lease, UpstreamError};
+use super::headers::strip_hop_by_hop;
 use super::upstream::InFlight;
 
 /// What the client receives.
@@ -334,7 +335,17 @@ impl Body for Tracked {
                     }
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
                 }
-                _ => Poll::Ready(Some(Ok(frame))),
+                // Trailers (never announced, or the body would not be compressed) after a
+                // body this proxy compresses: they may speak of bytes the client does not
+                // get, and are left out. The encoding's end goes in their place.
+                (Some(encoder), None) => Poll::Ready(Some(Ok(Frame::data(encoder.finish())))),
+                _ => Poll::Ready(Some(Ok(match frame.into_trailers() {
+                    Ok(mut fields) => {
+                        strip_hop_by_hop(&mut fields);
+                        Frame::trailers(fields)
+                    }
+                    Err(frame) => frame,
+                }))),
             },
             other => other,
         };

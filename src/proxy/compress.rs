@@ -122,6 +122,8 @@ pub fn apply(
         && !headers.contains_key(header::CONTENT_ENCODING)
         && !headers.contains_key(header::CONTENT_RANGE)
         && !no_transform
+        // Announced trailers may speak of the body's bytes (a digest, a length).
+        && !headers.contains_key(header::TRAILER)
         && headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())

@@ -440,7 +440,27 @@ async fn forward(
     let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
+    // `TE: trailers` says the client takes trailer fields, which servers wait to hear before
+    // they send any (HTTP/2 ones speaking gRPC refuse a request without it). It goes on; on
+    // HTTP/1.1 it is the hop's, and named in `Connection` as such.
+    let takes_trailers = upgrade.is_none()
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
     strip_hop_by_hop(&mut headers);
+    if takes_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        if settings.protocol == UpstreamProtocol::Http1 {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("te"));
+        }
+    }
     // A route that compresses asks its servers for identity and encodes itself.
     let accept_encoding = match r.compress {
         Some(_) => headers.remove(header::ACCEPT_ENCODING),

@@ -8,15 +8,15 @@ use super::forward::Conn;
 use super::Running;
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 section 7.6.1), and
-/// `Upgrade`, which only an upgrade passes on.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// `Upgrade`, which only an upgrade passes on. (`Trailer` is end to end: it announces the
+/// trailer fields that follow the body, and goes on with them.)
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];

@@ -211,6 +211,10 @@ pub(super) fn not_storable(
     if vary_names(response).iter().any(|n| n == "*") {
         return Some("vary *");
     }
+    // The store keeps a body's bytes, not the trailer fields that follow them.
+    if response.contains_key(header::TRAILER) {
+        return Some("trailers");
+    }
     let explicit = response.contains_key(header::EXPIRES)
         || rc.has("max-age")
         || rc.has("s-maxage")

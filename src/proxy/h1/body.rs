@@ -7,7 +7,7 @@ use bytes::{Buf, Bytes};
 use http::{header, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{Conn, Error, Head, MAX_HEAD, READ_MAX, READ_MIN};
+use super::{Conn, Error, Head, MAX_HEAD, MAX_HEADERS, READ_MAX, READ_MIN};
 
 /// How a response's body is delimited, and whether the connection may carry another
 /// request after it (RFC 9112 sections 6.3 and 9.3).
@@ -68,6 +68,22 @@ fn framing(head: &Head, head_only: bool) -> Result<(Framing, bool), Error> {
     })
 }
 
+/// The trailer section at the start of `buf`, taken from it once whole: `Some(None)` when
+/// it is empty, `None` while more is to come.
+fn trailers(buf: &mut bytes::BytesMut) -> Result<Option<Option<http::HeaderMap>>, Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (len, located) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, found))) => (len, super::locate(buf.as_ptr(), found)?),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Error::Malformed("bad trailer section")),
+    };
+    let section = buf.split_to(len).freeze();
+    if located.is_empty() {
+        return Ok(Some(None));
+    }
+    super::cut(&section, located).map(|f| Some(Some(f)))
+}
+
 /// Where a response body's reading is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -89,7 +105,7 @@ enum Chunk {
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
-    /// Trailer fields (passed over) until the empty line.
+    /// The trailer section: fields until an empty line.
     Trailers,
 }
 
@@ -146,7 +162,7 @@ impl Body {
         }
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
@@ -166,14 +182,14 @@ impl Body {
                         _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
                         _ => Framing::Chunked(Chunk::Data(left)),
                     };
-                    return Poll::Ready(Some(Ok(data)));
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Framing::Close => {
                     if conn.buf.is_empty() && ready!(conn.poll_fill(cx, READ_MAX))? == 0 {
                         self.framing = Framing::Done;
                         return Poll::Ready(None);
                     }
-                    return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                    return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
                 }
                 Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&conn.buf) {
                     Ok(httparse::Status::Complete((used, size))) => {
@@ -200,23 +216,17 @@ impl Body {
                     conn.buf.advance(2);
                     self.framing = Framing::Chunked(Chunk::Size);
                 }
-                Framing::Chunked(Chunk::Trailers) => {
-                    match memchr::memmem::find(&conn.buf, b"\r\n") {
-                        Some(0) => {
-                            conn.buf.advance(2);
-                            self.framing = Framing::Done;
-                            return Poll::Ready(None);
-                        }
-                        Some(at) => conn.buf.advance(at + 2),
-                        None if conn.buf.len() < MAX_HEAD => {
-                            let more = conn.buf.len() + 1;
-                            ready!(Self::poll_more_than(conn, cx, more))?;
-                        }
-                        None => {
-                            return Poll::Ready(Some(Err(Error::Malformed("trailers too long"))))
-                        }
+                Framing::Chunked(Chunk::Trailers) => match trailers(&mut conn.buf)? {
+                    Some(fields) => {
+                        self.framing = Framing::Done;
+                        return Poll::Ready(fields.map(|f| Ok(Frame::trailers(f))));
                     }
-                }
+                    None if conn.buf.len() < MAX_HEAD => {
+                        let more = conn.buf.len() + 1;
+                        ready!(Self::poll_more_than(conn, cx, more))?;
+                    }
+                    None => return Poll::Ready(Some(Err(Error::Malformed("trailers too long")))),
+                },
             }
         }
     }
@@ -252,7 +262,7 @@ impl HttpBody for Body {
             this.framing = Framing::Done;
             this.conn = None;
         }
-        Poll::Ready(next.map(|r| r.map(Frame::data)))
+        Poll::Ready(next)
     }
 
     fn is_end_stream(&self) -> bool {

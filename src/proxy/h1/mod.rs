@@ -199,6 +199,7 @@ impl Conn {
             queue: VecDeque::new(),
             chunked,
             ended,
+            trailers: None,
         };
         sending.queue.push_back(Bytes::from(out));
         // What of the body is at hand (all of a held one) goes out with the head, in one
@@ -349,27 +350,12 @@ impl Conn {
             Some(0) => http::Version::HTTP_10,
             _ => http::Version::HTTP_11,
         };
-        // Names are made now; values are cut from the head once it leaves the buffer.
-        let start = self.buf.as_ptr() as usize;
-        let mut fields: smallvec::SmallVec<[(HeaderName, Range<usize>); 16]> =
-            smallvec::SmallVec::new();
-        for f in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(f.name.as_bytes())
-                .map_err(|_| Error::Malformed("bad header name"))?;
-            let at = f.value.as_ptr() as usize - start;
-            fields.push((name, at..at + f.value.len()));
-        }
+        let fields = locate(self.buf.as_ptr(), parsed.headers)?;
         let head = self.buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(fields.len());
-        for (name, range) in fields {
-            let value = HeaderValue::from_maybe_shared(head.slice(range))
-                .map_err(|_| Error::Malformed("bad header value"))?;
-            headers.append(name, value);
-        }
         Ok(Some(Head {
             status,
             version,
-            headers,
+            headers: cut(&head, fields)?,
         }))
     }
 
@@ -387,6 +373,32 @@ impl Conn {
     }
 }
 
+/// Parsed fields' names, made now, and where their values lie from `start`: the values are
+/// cut from the bytes once they leave the read buffer, not copied.
+type Located = smallvec::SmallVec<[(HeaderName, Range<usize>); 16]>;
+
+fn locate(start: *const u8, parsed: &[httparse::Header<'_>]) -> Result<Located, Error> {
+    let mut fields = Located::new();
+    for f in parsed {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| Error::Malformed("bad header name"))?;
+        let at = f.value.as_ptr() as usize - start as usize;
+        fields.push((name, at..at + f.value.len()));
+    }
+    Ok(fields)
+}
+
+/// The header map of `fields`, their values cut from `from`.
+fn cut(from: &Bytes, fields: Located) -> Result<HeaderMap, Error> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
+        let value = HeaderValue::from_maybe_shared(from.slice(range))
+            .map_err(|_| Error::Malformed("bad header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
 fn informational(status: StatusCode) -> bool {
     status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS
 }
@@ -397,18 +409,27 @@ struct Sending {
     chunked: bool,
     /// The body's last frame has been taken.
     ended: bool,
+    /// Trailer fields the body gave, for the last chunk.
+    trailers: Option<HeaderMap>,
 }
 
 impl Sending {
-    /// Queues one of the body's frames (`None`: its end); trailers are not sent.
+    /// Queues one of the body's frames (`None`: its end). Trailers go in the last chunk; a
+    /// body sent with a `Content-Length` has nowhere to carry them.
     fn take<E: Into<BoxError>>(
         &mut self,
         frame: Option<Result<Frame<Bytes>, E>>,
     ) -> Result<(), Error> {
         match frame {
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    return Ok(());
+                let data = match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => {
+                        if let Ok(fields) = frame.into_trailers() {
+                            self.trailers.get_or_insert_default().extend(fields);
+                        }
+                        return Ok(());
+                    }
                 };
                 if data.is_empty() {
                     return Ok(());
@@ -424,13 +445,36 @@ impl Sending {
             }
             None => {
                 self.ended = true;
-                if self.chunked {
-                    self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                if !self.chunked {
+                    return Ok(());
+                }
+                match self.trailers.take() {
+                    Some(fields) => {
+                        let mut last = b"0\r\n".to_vec();
+                        encode_fields(&fields, &mut last);
+                        last.extend_from_slice(b"\r\n");
+                        self.queue.push_back(Bytes::from(last));
+                    }
+                    None => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
                 }
             }
             Some(Err(e)) => return Err(Error::RequestBody(e.into())),
         }
         Ok(())
+    }
+}
+
+/// Writes header fields, but those that frame a message (its `Content-Length` and
+/// `Transfer-Encoding` are the sender's to state).
+fn encode_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in fields {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -447,15 +491,7 @@ fn encode_head(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    encode_fields(&parts.headers, out);
     // An empty body is stated where the method usually has one, or the client stated it.
     let says_length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
         || parts.headers.contains_key(header::CONTENT_LENGTH);

@@ -49,27 +49,46 @@ fn get(path: &str) -> Request<Full<Bytes>> {
 
 /// Reads a response body whole; the connection back, when it may carry another request.
 async fn read(resp: Response<Body>) -> (StatusCode, Vec<u8>, Option<Conn>) {
+    let (status, all, _, conn) = read_with_trailers(resp).await;
+    (status, all, conn)
+}
+
+/// [`read`], and the trailer fields that came after the body.
+async fn read_with_trailers(
+    resp: Response<Body>,
+) -> (StatusCode, Vec<u8>, Option<HeaderMap>, Option<Conn>) {
     let status = resp.status();
     let mut body = resp.into_body();
-    let mut all = Vec::new();
+    let (mut all, mut trailers) = (Vec::new(), None);
     while let Some(frame) = body.frame().await {
-        all.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        match frame.unwrap().into_data() {
+            Ok(data) => all.extend_from_slice(&data),
+            Err(frame) => trailers = Some(frame.into_trailers().unwrap()),
+        }
     }
-    (status, all, body.take_reusable())
+    (status, all, trailers, body.take_reusable())
 }
 
 #[tokio::test]
 async fn chunked_and_length_bodies_read_whole_and_the_connection_is_reused() {
     let (addr, server) = server(vec![
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: 1\r\nx-sum: 2\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
     ])
     .await;
     let resp = conn(addr).await.send(get("/one")).await.unwrap();
-    let (status, body, again) = read(resp).await;
+    let (status, body, trailers, again) = read_with_trailers(resp).await;
     assert_eq!(
         (status, body.as_slice()),
         (StatusCode::OK, &b"hello, world"[..])
+    );
+    let trailers = trailers.expect("the trailer section");
+    assert_eq!(
+        (
+            trailers["x-trailer"].as_bytes(),
+            trailers["x-sum"].as_bytes()
+        ),
+        (&b"1"[..], &b"2"[..])
     );
     let mut again = again.expect("reusable after a chunked body");
     assert!(again.alive());
@@ -132,6 +151,45 @@ async fn request_framing_is_the_bodys_own() {
     let seen = server.await.unwrap();
     let seen = String::from_utf8_lossy(&seen);
     assert_eq!(seen, "POST /up HTTP/1.1\r\ncontent-length: 5\r\n\r\n12345");
+}
+
+/// A body of the frames given, of a length not known ahead.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl HttpBody for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+#[tokio::test]
+async fn request_trailers_go_in_the_last_chunk() {
+    let (addr, server) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]).await;
+    let mut fields = HeaderMap::new();
+    fields.insert("x-sum", HeaderValue::from_static("9"));
+    let body = Frames(
+        [
+            Frame::data(Bytes::from_static(b"part")),
+            Frame::trailers(fields),
+        ]
+        .into(),
+    );
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/up")
+        .body(body)
+        .unwrap();
+    read(conn(addr).await.send(req).await.unwrap()).await;
+    let seen = server.await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&seen),
+        "POST /up HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n4\r\npart\r\n0\r\nx-sum: 9\r\n\r\n"
+    );
 }
 
 /// A body that gives one chunk and then never ends.
