@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{HeaderMap, Method, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
@@ -318,25 +319,42 @@ impl Body for Inbound {
 /// How sending a request failed.
 pub struct SendError {
     pub error: UpstreamError,
-    /// The request, when it never left (it may go again as it is).
-    pub unsent: Option<Request<UpstreamBody>>,
+    /// The request's body, when the request never left (it may go again as it is).
+    pub unsent: Option<UpstreamBody>,
+}
+
+/// A request's head as it goes to a server: borrowed, so that a request that goes again (to
+/// another server, or on a new connection) is not copied for each try. HTTP/1.1 writes it
+/// out; HTTP/2 takes its own copy.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    pub method: &'a Method,
+    /// Origin-form for HTTP/1.1 servers; with scheme and authority for HTTP/2 ones.
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
 }
 
 impl Lease {
-    /// Sends `req` once the connection can take it.
+    /// Sends a request once the connection can take it.
     pub async fn send(
         &mut self,
-        req: Request<UpstreamBody>,
+        head: Outbound<'_>,
+        body: UpstreamBody,
     ) -> Result<Response<Inbound>, SendError> {
         match &mut self.sender {
             Sender::H1(conn) => {
                 let Some(conn) = conn.take() else {
                     return Err(SendError {
                         error: h1::Error::ClosedBeforeAnswer.into(),
-                        unsent: Some(req),
+                        unsent: Some(body),
                     });
                 };
-                match conn.send(req).await {
+                let head = h1::RequestHead {
+                    method: head.method,
+                    target: head.uri.path_and_query().map_or("/", |p| p.as_str()),
+                    headers: head.headers,
+                };
+                match conn.send(head, body).await {
                     Ok(resp) => Ok(resp.map(Inbound::H1)),
                     Err(e) => Err(SendError {
                         error: e.into(),
@@ -348,13 +366,18 @@ impl Lease {
                 if let Err(error) = s.ready().await {
                     return Err(SendError {
                         error: error.into(),
-                        unsent: Some(req),
+                        unsent: Some(body),
                     });
                 }
+                let mut req = Request::new(body);
+                *req.method_mut() = head.method.clone();
+                *req.uri_mut() = head.uri.clone();
+                *req.headers_mut() = head.headers.clone();
+                *req.version_mut() = Version::HTTP_2;
                 match s.try_send_request(req).await {
                     Ok(resp) => Ok(resp.map(Inbound::H2)),
                     Err(mut e) => Err(SendError {
-                        unsent: e.take_message(),
+                        unsent: e.take_message().map(Request::into_body),
                         error: e.into_error().into(),
                     }),
                 }

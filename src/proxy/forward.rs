@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 
 use super::body::{Cut, CutReason, Pace, ProxyBody, Sent, Tracked, UpstreamBody};
-use super::connections::{Connections, Inbound, Lease, SendError};
+use super::connections::{Connections, Inbound, Lease, Outbound, SendError};
 use super::framing::{bad_framing, Answered};
 use super::guard::Refusal;
 use super::headers::{client_address, forwarding_headers, strip_hop_by_hop};
@@ -546,24 +546,18 @@ async fn forward(
         let Some(uri) = upstream_uri(settings, &target, headers.get(header::HOST), addr) else {
             return (own(StatusCode::BAD_REQUEST, "bad request target"), None);
         };
-        let build = |headers: HeaderMap, body: Option<Incoming>| {
+        let build = |body: Option<Incoming>| {
             let body = match body {
                 Some(b) => Outgoing::Streamed(b),
                 None => Outgoing::Held(held.clone()),
             };
-            let limit = (r.max_body, pace(), cut.clone());
-            upstream_request(
-                &parts.method,
-                uri.clone(),
-                headers,
-                body,
-                limit,
-                settings.protocol,
-            )
+            upstream_body(body, (r.max_body, pace(), cut.clone()))
         };
-        let (up, sent_all) = match replayable {
-            true => build(headers.clone(), None),
-            false => build(std::mem::take(&mut headers), stream.take()),
+        let (up, sent_all) = build(stream.take());
+        let head = Outbound {
+            method: &parts.method,
+            uri: &uri,
+            headers: &headers,
         };
         let in_flight = state.start(server);
         let sent = Instant::now();
@@ -582,7 +576,7 @@ async fn forward(
                 .checkout(server, addr, false)
                 .await
                 .map_err(|e| e.to_string())?;
-            let failed = match lease.send(up).await {
+            let failed = match lease.send(head, up).await {
                 Ok(resp) => return Ok((resp, lease)),
                 Err(e) => e,
             };
@@ -590,12 +584,12 @@ async fn forward(
             // body whose kept-alive connection the server had closed before answering.
             let again = match failed {
                 SendError {
-                    unsent: Some(req), ..
-                } => req,
+                    unsent: Some(body), ..
+                } => body,
                 SendError { error, .. }
                     if lease.reused && retryable && error.closed_before_answer() =>
                 {
-                    build(headers.clone(), None).0
+                    build(None).0
                 }
                 SendError { error, .. } => return Err(format!("{error:#}")),
             };
@@ -604,7 +598,7 @@ async fn forward(
                 .checkout(server, addr, true)
                 .await
                 .map_err(|e| e.to_string())?;
-            match lease.send(again).await {
+            match lease.send(head, again).await {
                 Ok(resp) => Ok((resp, lease)),
                 Err(e) => Err(format!("{:#}", e.error)),
             }
@@ -776,20 +770,12 @@ pub(super) enum Outgoing {
     Held(Bytes),
 }
 
-/// The request a server is sent, and for a streamed body a receiver told when it has all
-/// gone.
-pub(super) fn upstream_request(
-    method: &Method,
-    uri: http::Uri,
-    headers: HeaderMap,
+/// The body a server is sent, and for a streamed one a receiver told when it has all gone.
+pub(super) fn upstream_body(
     body: Outgoing,
     (allowed, pace, cut): (Option<u64>, Pace, Arc<Cut>),
-    protocol: UpstreamProtocol,
-) -> (
-    Request<UpstreamBody>,
-    Option<tokio::sync::oneshot::Receiver<()>>,
-) {
-    let (body, sent_all) = match body {
+) -> (UpstreamBody, Option<tokio::sync::oneshot::Receiver<()>>) {
+    match body {
         Outgoing::Streamed(b) => {
             let (done, sent_all) = tokio::sync::oneshot::channel();
             let sent = Sent {
@@ -802,15 +788,7 @@ pub(super) fn upstream_request(
             (Either::Left(sent), Some(sent_all))
         }
         Outgoing::Held(held) => (Either::Right(Full::new(held)), None),
-    };
-    let mut up = Request::new(body);
-    *up.method_mut() = method.clone();
-    *up.uri_mut() = uri;
-    *up.headers_mut() = headers;
-    if protocol == UpstreamProtocol::Http2 {
-        *up.version_mut() = Version::HTTP_2;
     }
-    (up, sent_all)
 }
 
 /// Answers an accepted upgrade: the server's 101 goes to the client with its `Upgrade` and

@@ -11,7 +11,8 @@ use http_body_util::BodyExt;
 
 use super::body::{Cut, Pace};
 use super::cache::Pending;
-use super::forward::{respond, route_headers, upstream_request, upstream_uri, Outgoing};
+use super::connections::Outbound;
+use super::forward::{respond, route_headers, upstream_body, upstream_uri, Outgoing};
 use super::headers::strip_hop_by_hop;
 use super::{Running, Shared};
 
@@ -70,14 +71,12 @@ async fn revalidate(
         Pace::new(running.site.body_timeout, running.site.body_min_rate),
         Arc::new(Cut::default()),
     );
-    let (up, _) = upstream_request(
-        &Method::GET,
-        uri,
-        headers,
-        Outgoing::Held(Bytes::new()),
-        limits,
-        settings.protocol,
-    );
+    let (up, _) = upstream_body(Outgoing::Held(Bytes::new()), limits);
+    let head = Outbound {
+        method: &Method::GET,
+        uri: &uri,
+        headers: &headers,
+    };
     let in_flight = state.start(server);
     let conns = &running.connections[pi];
     let exchange = async {
@@ -85,7 +84,7 @@ async fn revalidate(
             .checkout(server, addr, false)
             .await
             .map_err(|_| "connect")?;
-        let resp = lease.send(up).await.map_err(|_| "send")?;
+        let resp = lease.send(head, up).await.map_err(|_| "send")?;
         Ok::<_, &'static str>((resp, lease))
     };
     let (resp, lease) = tokio::time::timeout(r.timeout, exchange)

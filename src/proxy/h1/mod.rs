@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -43,6 +43,16 @@ const READ_MAX: usize = 64 * 1024;
 const WRITE_SLICES: usize = 8;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request's head as it is written: borrowed, as nothing of it is needed once it has gone
+/// (a request sent again, to another server or on a new connection, is written anew).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// In origin form (`/path?query`).
+    pub target: &'a str,
+    pub headers: &'a HeaderMap,
+}
 
 /// How an exchange with a server failed.
 #[derive(Debug, thiserror::Error)]
@@ -179,22 +189,26 @@ impl Conn {
                 .is_pending()
     }
 
-    /// Sends `req` and reads its response's head; the response's body reads from this
-    /// connection. The request body goes as it comes, while the server's answer is watched
-    /// for: an answer that starts before the body has all gone ends the sending (and the
-    /// connection is not used again).
-    pub async fn send<B>(mut self, req: Request<B>) -> Result<Response<Body>, Error>
+    /// Sends a request (`target` in origin form) and reads its response's head; the
+    /// response's body reads from this connection. The head is borrowed: written out, it is
+    /// not needed again. The request body goes as it comes, while the server's answer is
+    /// watched for: an answer that starts before the body has all gone ends the sending (and
+    /// the connection is not used again).
+    pub async fn send<B>(
+        mut self,
+        head: RequestHead<'_>,
+        mut body: B,
+    ) -> Result<Response<Body>, Error>
     where
         B: HttpBody<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let (parts, mut body) = req.into_parts();
-        let head_only = parts.method == Method::HEAD;
+        let head_only = *head.method == Method::HEAD;
         let ended = body.is_end_stream();
         let length = body.size_hint().exact();
         let chunked = !ended && length.is_none();
-        let mut out = Vec::with_capacity(256 + 32 * parts.headers.len());
-        encode_head(&parts, length, chunked, &mut out);
+        let mut out = Vec::with_capacity(256 + 32 * head.headers.len());
+        encode_head(head, length, chunked, &mut out);
         let mut sending = Sending {
             queue: VecDeque::new(),
             chunked,
@@ -480,21 +494,15 @@ fn encode_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
 
 /// Writes a request head: its framing is the body's (`Content-Length` when its length is
 /// known, else chunked), whatever framing fields the request came with.
-fn encode_head(
-    parts: &http::request::Parts,
-    length: Option<u64>,
-    chunked: bool,
-    out: &mut Vec<u8>,
-) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+fn encode_head(head: RequestHead<'_>, length: Option<u64>, chunked: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(head.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    encode_fields(&parts.headers, out);
+    encode_fields(head.headers, out);
     // An empty body is stated where the method usually has one, or the client stated it.
-    let says_length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
-        || parts.headers.contains_key(header::CONTENT_LENGTH);
+    let says_length = matches!(*head.method, Method::POST | Method::PUT | Method::PATCH)
+        || head.headers.contains_key(header::CONTENT_LENGTH);
     match length {
         _ if chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Some(0) if !says_length => {}
