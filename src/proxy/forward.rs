@@ -71,22 +71,14 @@ impl Conn {
 }
 
 /// Answers one request.
+///
+/// One async function from here to `forward`: each layer of them would hold the request
+/// again and be moved whole when it starts.
 pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     conn: Arc<Conn>,
 ) -> Result<Response<Answered<ProxyBody>>, Infallible> {
-    let verdicts = conn.verdicts.clone();
-    let response = respond_to(shared, req, conn).await;
-    Ok(response.map(|body| Answered::new(body, verdicts)))
-}
-
-/// [`handle`]'s answer, before its body is counted.
-async fn respond_to(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-    conn: Arc<Conn>,
-) -> Response<ProxyBody> {
     let started = Instant::now();
     let running = shared.current.load_full();
     let request_id = request_id(&running, &req, &conn);
@@ -95,6 +87,7 @@ async fn respond_to(
     // What the access log says of the request, taken before the request moves on.
     let logged = (running.site.access_log != AccessLog::Off).then(|| Logged {
         method: req.method().clone(),
+        version,
         target: req
             .uri()
             .path_and_query()
@@ -149,23 +142,37 @@ async fn respond_to(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let Some(Logged {
-        method,
-        target,
-        referer,
-        agent,
-    }) = logged
-    else {
-        return response;
-    };
+    if let Some(logged) = logged {
+        log(
+            &shared,
+            &running,
+            (&conn, logged),
+            &response,
+            (took, upstream),
+            &request_id,
+        );
+    }
+    let verdicts = conn.verdicts.clone();
+    Ok(response.map(|body| Answered::new(body, verdicts)))
+}
+
+/// Writes a request's access log line.
+fn log(
+    shared: &Shared,
+    running: &Running,
+    (conn, logged): (&Conn, Logged),
+    response: &Response<ProxyBody>,
+    (took, upstream): (std::time::Duration, Option<SocketAddr>),
+    request_id: &HeaderValue,
+) {
     let entry = super::access::Entry {
         client: conn.peer.ip(),
-        method: &method,
-        target: &target,
-        version,
+        method: &logged.method,
+        target: &logged.target,
+        version: logged.version,
         status: response.status(),
-        referer: &referer,
-        agent: &agent,
+        referer: &logged.referer,
+        agent: &logged.agent,
         took,
         upstream,
         request_id: request_id.to_str().unwrap_or("-"),
@@ -177,12 +184,12 @@ async fn respond_to(
     if let Some(line) = entry.line(running.site.access_log) {
         shared.access.write(&line);
     }
-    response
 }
 
 /// The request as the access log shows it.
 struct Logged {
     method: Method,
+    version: Version,
     target: String,
     referer: String,
     agent: String,

@@ -101,6 +101,9 @@ pub fn forwarding_headers(
         forwarded.push_str(host_text);
         forwarded.push('"');
     }
+    // Room for the five set below at once: a map grown one field at a time is rebuilt on
+    // each doubling.
+    h.reserve(5);
     let keep_proto = trusted && h.contains_key(&X_FORWARDED_PROTO);
     let keep_host = trusted && h.contains_key(&X_FORWARDED_HOST);
     if let Some(v) = xff {
