@@ -87,7 +87,6 @@ pub async fn handle(
     // What the access log says of the request, taken before the request moves on.
     let logged = (running.site.access_log != AccessLog::Off).then(|| Logged {
         method: req.method().clone(),
-        version,
         target: req
             .uri()
             .path_and_query()
@@ -143,53 +142,33 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(logged) = logged {
-        log(
-            &shared,
-            &running,
-            (&conn, logged),
-            &response,
-            (took, upstream),
-            &request_id,
-        );
+        let entry = super::access::Entry {
+            client: conn.peer.ip(),
+            method: &logged.method,
+            target: &logged.target,
+            version,
+            status: response.status(),
+            referer: &logged.referer,
+            agent: &logged.agent,
+            took,
+            upstream,
+            request_id: request_id.to_str().unwrap_or("-"),
+            cache: response
+                .headers()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok()),
+        };
+        if let Some(line) = entry.line(running.site.access_log) {
+            shared.access.write(&line);
+        }
     }
     let verdicts = conn.verdicts.clone();
     Ok(response.map(|body| Answered::new(body, verdicts)))
 }
 
-/// Writes a request's access log line.
-fn log(
-    shared: &Shared,
-    running: &Running,
-    (conn, logged): (&Conn, Logged),
-    response: &Response<ProxyBody>,
-    (took, upstream): (std::time::Duration, Option<SocketAddr>),
-    request_id: &HeaderValue,
-) {
-    let entry = super::access::Entry {
-        client: conn.peer.ip(),
-        method: &logged.method,
-        target: &logged.target,
-        version: logged.version,
-        status: response.status(),
-        referer: &logged.referer,
-        agent: &logged.agent,
-        took,
-        upstream,
-        request_id: request_id.to_str().unwrap_or("-"),
-        cache: response
-            .headers()
-            .get("cache-status")
-            .and_then(|v| v.to_str().ok()),
-    };
-    if let Some(line) = entry.line(running.site.access_log) {
-        shared.access.write(&line);
-    }
-}
-
 /// The request as the access log shows it.
 struct Logged {
     method: Method,
-    version: Version,
     target: String,
     referer: String,
     agent: String,

@@ -68,20 +68,28 @@ fn framing(head: &Head, head_only: bool) -> Result<(Framing, bool), Error> {
     })
 }
 
-/// The trailer section at the start of `buf`, taken from it once whole: `Some(None)` when
-/// it is empty, `None` while more is to come.
-fn trailers(buf: &mut bytes::BytesMut) -> Result<Option<Option<http::HeaderMap>>, Error> {
+/// What the start of a read buffer holds of a chunked body's trailer section.
+enum Section {
+    /// Not all of it yet.
+    Partial,
+    /// An empty one: the body's end.
+    Empty,
+    Fields(http::HeaderMap),
+}
+
+/// The trailer section at the start of `buf`, taken from it once whole.
+fn trailers(buf: &mut bytes::BytesMut) -> Result<Section, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let (len, located) = match httparse::parse_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete((len, found))) => (len, super::locate(buf.as_ptr(), found)?),
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) => return Ok(Section::Partial),
         Err(_) => return Err(Error::Malformed("bad trailer section")),
     };
     let section = buf.split_to(len).freeze();
     if located.is_empty() {
-        return Ok(Some(None));
+        return Ok(Section::Empty);
     }
-    super::cut(&section, located).map(|f| Some(Some(f)))
+    super::cut(&section, located).map(Section::Fields)
 }
 
 /// Where a response body's reading is.
@@ -217,15 +225,21 @@ impl Body {
                     self.framing = Framing::Chunked(Chunk::Size);
                 }
                 Framing::Chunked(Chunk::Trailers) => match trailers(&mut conn.buf)? {
-                    Some(fields) => {
+                    Section::Empty => {
                         self.framing = Framing::Done;
-                        return Poll::Ready(fields.map(|f| Ok(Frame::trailers(f))));
+                        return Poll::Ready(None);
                     }
-                    None if conn.buf.len() < MAX_HEAD => {
+                    Section::Fields(fields) => {
+                        self.framing = Framing::Done;
+                        return Poll::Ready(Some(Ok(Frame::trailers(fields))));
+                    }
+                    Section::Partial if conn.buf.len() < MAX_HEAD => {
                         let more = conn.buf.len() + 1;
                         ready!(Self::poll_more_than(conn, cx, more))?;
                     }
-                    None => return Poll::Ready(Some(Err(Error::Malformed("trailers too long")))),
+                    Section::Partial => {
+                        return Poll::Ready(Some(Err(Error::Malformed("trailers too long"))))
+                    }
                 },
             }
         }
