@@ -72,16 +72,20 @@ fn presented(s: &Tls) -> CertificateDer<'static> {
         .into_owned()
 }
 
-/// One GET over an established TLS stream, h2 or http/1.1 as negotiated; the body.
-async fn get_over(s: Tls, host: &str) -> (::http::Version, String) {
-    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = hyper_util::rt::TokioIo::new(s);
-    let req = ::http::Request::builder()
-        .uri(format!("https://{host}/hello"))
-        .header("host", host)
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = if h2 {
+/// Sends `req` (its URI absolute) over a new connection on `io`, in h2 or HTTP/1.1 (where the
+/// target goes in origin form); the response.
+async fn send_over<I, B>(
+    io: I,
+    h2: bool,
+    mut req: ::http::Request<B>,
+) -> ::http::Response<hyper::body::Incoming>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = hyper_util::rt::TokioIo::new(io);
+    if h2 {
         let (mut send, conn) =
             hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
                 .await
@@ -91,10 +95,27 @@ async fn get_over(s: Tls, host: &str) -> (::http::Version, String) {
     } else {
         let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
         tokio::spawn(conn);
-        let mut req = req;
-        *req.uri_mut() = "/hello".parse().unwrap();
+        let target = req
+            .uri()
+            .path_and_query()
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        *req.uri_mut() = target;
         send.send_request(req).await.unwrap()
-    };
+    }
+}
+
+/// One GET over an established TLS stream, h2 or http/1.1 as negotiated; the body.
+async fn get_over(s: Tls, host: &str) -> (::http::Version, String) {
+    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+    let req = ::http::Request::builder()
+        .uri(format!("https://{host}/hello"))
+        .header("host", host)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send_over(s, h2, req).await;
     let version = resp.version();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (version, String::from_utf8_lossy(&body).into_owned())
@@ -632,26 +653,12 @@ async fn trailers_go_through_both_ways_between_http11_and_h2_clients_and_servers
     for client_h2 in [false, true] {
         for path in ["/h1", "/h2c"] {
             let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-            let io = hyper_util::rt::TokioIo::new(tcp);
             let req = ::http::Request::post(format!("http://{}{path}", proxy.addr))
                 .header("te", "trailers")
                 .header("trailer", "x-req")
                 .body(Frames::new("hello", ("x-req", "from the client")))
                 .unwrap();
-            let resp = if client_h2 {
-                let (mut send, conn) =
-                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
-                send.send_request(req).await.unwrap()
-            } else {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-                tokio::spawn(conn);
-                let mut req = req;
-                *req.uri_mut() = path.parse().unwrap();
-                send.send_request(req).await.unwrap()
-            };
+            let resp = send_over(tcp, client_h2, req).await;
             let what = format!("client h2 {client_h2}, {path}");
             let te = resp.headers().get("x-te").cloned();
             let got = resp.into_body().collect().await.unwrap();
