@@ -129,12 +129,19 @@ impl Body {
     /// The body of the response `head` names, read from `conn`; `reusable` when the request
     /// went whole (else the connection is not used again).
     pub(super) fn new(
-        conn: Conn,
+        mut conn: Conn,
         head: &Head,
         head_only: bool,
         reusable: bool,
     ) -> Result<Body, Error> {
         let (framing, keep_alive) = framing(head, head_only)?;
+        conn.first_read = match framing {
+            Framing::Length(n) => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .saturating_add(head.len),
+            _ => READ_MIN,
+        }
+        .clamp(READ_MIN, READ_MAX);
         Ok(Body {
             conn: Some(conn),
             framing,

@@ -160,6 +160,10 @@ pub struct Conn {
     io: Io,
     /// Bytes read and not yet taken.
     buf: BytesMut,
+    /// The room a response's first read asks for: as much as the last response of a stated
+    /// length took (within bounds), so that one that has arrived whole is read in one call
+    /// and its body goes on in one piece.
+    first_read: usize,
 }
 
 /// A response head, as read.
@@ -167,6 +171,8 @@ struct Head {
     status: StatusCode,
     version: http::Version,
     headers: HeaderMap,
+    /// Its length on the wire.
+    len: usize,
 }
 
 impl Conn {
@@ -174,6 +180,7 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
+            first_read: READ_MIN,
         }
     }
 
@@ -329,7 +336,7 @@ impl Conn {
                 return Poll::Ready(Err(Error::HeadTooLarge));
             }
             answered |= !self.buf.is_empty();
-            if ready!(self.poll_fill(cx, READ_MIN))? == 0 {
+            if ready!(self.poll_fill(cx, self.first_read))? == 0 {
                 return Poll::Ready(Err(match answered {
                     false => Error::ClosedBeforeAnswer,
                     true => Error::ClosedEarly,
@@ -369,6 +376,7 @@ impl Conn {
         Ok(Some(Head {
             status,
             version,
+            len,
             headers: cut(&head, fields)?,
         }))
     }

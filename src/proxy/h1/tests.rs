@@ -353,3 +353,28 @@ async fn an_answer_in_two_parts_during_the_body_wakes_the_request() {
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     drop(server.await.unwrap());
 }
+
+#[tokio::test]
+async fn the_first_read_is_sized_by_the_last_response_of_a_stated_length() {
+    let long: &'static [u8] = Box::leak(
+        [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 20000\r\n\r\n"[..],
+            &[b'x'; 20000][..],
+        ]
+        .concat()
+        .into_boxed_slice(),
+    );
+    let (addr, _server) = server(vec![
+        long,
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ])
+    .await;
+    let conn = conn(addr).await;
+    assert_eq!(conn.first_read, READ_MIN);
+    let (_, body, again) = read(send(conn, get("/long")).await.unwrap()).await;
+    assert_eq!(body.len(), 20000);
+    let again = again.unwrap();
+    assert_eq!(again.first_read, 20000 + 42);
+    let (_, _, again) = read(send(again, get("/chunked")).await.unwrap()).await;
+    assert_eq!(again.unwrap().first_read, READ_MIN);
+}
