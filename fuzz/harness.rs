@@ -76,3 +76,17 @@ pub fn config(data: &[u8]) {
     write("example.test.gslb.toml", &text);
     let _ = config::load(&Source::File(dir.path().join("meridian.toml")));
 }
+
+/// A client's stream of HTTP/1.1 requests, read as a proxy connection reads it: heads,
+/// framing and bodies.
+pub fn http1(data: &[u8]) {
+    use meridian::proxy::h1::server::{read_requests, Limits};
+    let limits = Limits {
+        max_headers: 100,
+        max_head: 64 * 1024,
+        head_timeout: std::time::Duration::from_secs(1),
+    };
+    let (requests, _) = read_requests(data, limits);
+    let body_bytes: usize = requests.iter().map(|(_, body)| body.len()).sum();
+    assert!(body_bytes <= data.len(), "more body than input");
+}

@@ -35,3 +35,8 @@ fn zone_seeds() {
 fn config_seeds() {
     replay("config", harness::config);
 }
+
+#[test]
+fn http1_seeds() {
+    replay("http1", harness::http1);
+}

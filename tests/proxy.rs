@@ -272,6 +272,81 @@ fn checks_take_a_failing_server_out_and_an_all_down_pool_answers_503_with_retry_
     .0 == 200));
 }
 
+/// Reads one response off `conn` (its head, and a body of its `Content-Length`), keeping what
+/// follows in `buf`: the head and the body.
+fn next_response(conn: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> (String, String) {
+    use std::io::Read;
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).expect("a response");
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk).expect("a body");
+        assert!(n > 0, "closed within a body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
+    buf.drain(..head_end + length);
+    (head, body)
+}
+
+#[test]
+fn clients_may_pipeline_keep_http10_alive_and_wait_for_100_continue() {
+    use std::io::{Read, Write};
+    let up = Upstream::start("u");
+    let proxy = SiteProxy::start(&site("", &[&up], ""));
+    let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    // Three requests in one write: three answers, in order.
+    c.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    for n in 1..=3 {
+        let (head, body) = next_response(&mut c, &mut buf);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("\r\ndate: "), "{head}");
+        assert!(body.contains(&format!("GET /{n} HTTP/1.1")), "{body}");
+    }
+    // HTTP/1.0 asking to be kept alive: told it is, in HTTP/1.0.
+    c.write_all(b"GET /4 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let (head, _) = next_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: keep-alive\r\n"), "{head}");
+    // The client waits for `100 Continue` before it sends its body.
+    c.write_all(
+        b"POST /5 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    c.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.write_all(b"hello").unwrap();
+    let (head, body) = next_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(body.contains("POST /5 HTTP/1.1"), "{body}");
+    // HTTP/1.0 by default: answered, then closed.
+    c.write_all(b"GET /6 HTTP/1.0\r\nHost: a\r\n\r\n").unwrap();
+    let (head, _) = next_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    assert_eq!(c.read(&mut [0u8; 16]).unwrap(), 0, "the connection closes");
+    assert!(buf.is_empty());
+}
+
 #[test]
 fn request_smuggling_forms_get_400_and_reach_no_server() {
     let up = Upstream::start("u");

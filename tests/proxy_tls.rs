@@ -172,6 +172,32 @@ async fn sni_picks_the_certificate_and_h2_and_http11_work_end_to_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_listener_serves_h2_by_prior_knowledge_beside_http11() {
+    let up = Upstream::start("u");
+    let text = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{}\" }}]\n",
+        up.addr
+    );
+    let proxy = SiteProxy::start(&text);
+    for h2 in [true, false] {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let req = ::http::Request::builder()
+            .uri("http://site.test/clear")
+            .header("host", "site.test")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send_over(tcp, h2, req).await;
+        assert_eq!(resp.status(), 200);
+        let version = resp.version();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(version == ::http::Version::HTTP_2, h2, "{version:?}");
+        assert!(body.starts_with("u\nGET /clear HTTP/1.1"), "{body}");
+        assert!(body.contains("x-forwarded-proto: http\n"), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_certificate_serves_from_the_next_handshake_and_a_broken_one_does_not() {
     let up = Upstream::start("u");
     let www = pair(&["www.site.test"]);

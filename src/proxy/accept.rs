@@ -9,8 +9,10 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use super::body::ClientBody;
 use super::drain::Drain;
-use super::{forward, framing, guard, l4, proxy_header, report, rtt, Running, Shared};
+use super::h1::server::{self, ClientIo};
+use super::{forward, guard, l4, proxy_header, report, rtt, Running, Shared};
 use crate::config::ListenerMode;
 
 /// Streams an h2 client may reset before they are served (hyper's default, stated here as a
@@ -45,8 +47,8 @@ pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// The HTTP server settings every connection of a listener shares.
-type HttpBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+/// The h2 server settings every connection of a listener shares.
+type HttpBuilder = hyper::server::conn::http2::Builder<TokioExecutor>;
 
 /// Accepts connections on one listener until told to stop; each is served in its own task
 /// ([`Accepted::serve`]).
@@ -58,25 +60,21 @@ pub(super) async fn accept(
     drain: Arc<Drain>,
 ) {
     let mut builder = HttpBuilder::new(TokioExecutor::new());
-    let (send_timeout, head_timeout) = {
+    let (send_timeout, limits) = {
         let site = &shared.current.load().site;
         builder
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            // The framing watcher times request heads (one timer per connection, not one
-            // per request).
-            .header_read_timeout(None)
-            .max_headers(site.max_headers)
-            .max_buf_size(site.max_header_bytes);
-        builder
-            .http2()
             .max_header_list_size(u32::try_from(site.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(site.h2_max_streams)
             // Streams the client resets before they are served, and streams reset for
             // errors of its making: past these the connection is closed (rapid reset).
             .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
             .max_local_error_reset_streams(H2_MAX_ERROR_RESETS);
-        (site.send_timeout, site.header_timeout)
+        let limits = server::Limits {
+            max_headers: site.max_headers,
+            max_head: site.max_header_bytes,
+            head_timeout: site.header_timeout,
+        };
+        (site.send_timeout, limits)
     };
     loop {
         // At the global cap, connections wait in the listen queue.
@@ -107,7 +105,7 @@ pub(super) async fn accept(
             stream,
             peer,
             send_timeout,
-            head_timeout,
+            limits,
         };
         let (builder, tls) = (builder.clone(), tls.clone());
         tokio::spawn(async move {
@@ -125,7 +123,7 @@ struct Accepted {
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     send_timeout: Duration,
-    head_timeout: Duration,
+    limits: server::Limits,
 }
 
 impl Accepted {
@@ -141,7 +139,7 @@ impl Accepted {
             mut stream,
             peer,
             send_timeout,
-            head_timeout,
+            limits,
         } = self;
         let running = shared.current.load_full();
         let Some(config) = running.site.listeners.get(listener) else {
@@ -189,10 +187,9 @@ impl Accepted {
         }
         drop(running);
         let stream = guard::SendTimeout::new(stream, send_timeout);
-        let tls_on = tls.is_some();
-        let conn = move |verdicts| forward::Conn::new(client, listener, tls_on, born, verdicts);
+        let conn = forward::Conn::new(client, listener, tls.is_some(), born);
         let Some(acceptor) = tls else {
-            let plain = (stream, head_timeout, false);
+            let plain = (ClientIo::Left(stream), limits, false);
             return serve_http(builder, plain, conn, shared, drain, born).await;
         };
         // Boxed, like the service below: the task every connection spawns stays small (a
@@ -206,7 +203,8 @@ impl Accepted {
                     shared.rtt.observe(client.ip(), began.elapsed());
                 }
                 let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                serve_http(builder, (s, head_timeout, h2), conn, shared, drain, born).await
+                let io = ClientIo::Right(Box::new(s));
+                serve_http(builder, (io, limits, h2), conn, shared, drain, born).await
             }
             Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
@@ -214,40 +212,47 @@ impl Accepted {
     }
 }
 
-/// Serves HTTP/1.1 and h2 on `stream` (plain or after its TLS handshake; `h2` when ALPN
-/// chose it) until the connection ends or is retired; `conn` describes it to the request path,
-/// given the framing watcher's verdicts.
-async fn serve_http<S>(
+/// Serves HTTP on a client's connection (plain, or after its TLS handshake; `h2` when ALPN
+/// chose it) until it ends or is retired: HTTP/1.x by the proxy's own server, h2 (by ALPN, or
+/// in the clear by prior knowledge) by hyper's.
+async fn serve_http(
     builder: &HttpBuilder,
-    (stream, head_timeout, h2): (S, Duration, bool),
-    conn: impl FnOnce(Arc<framing::Verdicts>) -> forward::Conn,
+    (io, limits, h2): (ClientIo, server::Limits, bool),
+    conn: forward::Conn,
+    shared: Arc<Shared>,
+    drain: Arc<Drain>,
+    born: u64,
+) {
+    let conn = Arc::new(conn);
+    let peer = conn.peer;
+    if h2 {
+        return serve_h2(builder, io, conn, shared, drain, born).await;
+    }
+    let served = server::Connection::new(io, limits, shared.clone(), conn.clone());
+    if let Some(Some(h2c)) = Box::pin(drain.clone().serve(served, peer, born)).await {
+        serve_h2(builder, h2c, conn, shared, drain, born).await;
+    }
+}
+
+/// Serves h2 with hyper's server.
+async fn serve_h2<S>(
+    builder: &HttpBuilder,
+    io: S,
+    conn: Arc<forward::Conn>,
     shared: Arc<Shared>,
     drain: Arc<Drain>,
     born: u64,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let verdicts = Arc::new(framing::Verdicts::default());
-    let conn = Arc::new(conn(verdicts.clone()));
     let peer = conn.peer;
-    let io = TokioIo::new(framing::Framed::new(stream, verdicts, Some(head_timeout)));
-    if h2 {
-        // hyper moves each stream's future several times and spawns a task of it: boxed, a
-        // pointer moves instead of the request's state (1.05x on h2). HTTP/1.1 keeps it in
-        // place, in one slot per connection, where the box measured 0.97-0.98x.
-        let service = hyper::service::service_fn(move |req| {
-            Box::pin(forward::handle(shared.clone(), req, conn.clone()))
-        });
-        let served = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        return Box::pin(drain.serve(served, peer, born)).await;
-    }
-    let service =
-        hyper::service::service_fn(move |req| forward::handle(shared.clone(), req, conn.clone()));
-    let served = builder
-        .serve_connection_with_upgrades(io, service)
-        .into_owned();
+    // hyper moves each stream's future several times and spawns a task of it: boxed, a
+    // pointer moves instead of the request's state (1.05x on h2).
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let req = req.map(ClientBody::H2);
+        Box::pin(forward::handle(shared.clone(), req, conn.clone()))
+    });
+    let served = builder.serve_connection(TokioIo::new(io), service);
     Box::pin(drain.serve(served, peer, born)).await;
 }
 

@@ -15,6 +15,47 @@ use super::connections::{Connections, Inbound, Lease, UpstreamError};
 use super::headers::strip_hop_by_hop;
 use super::upstream::InFlight;
 
+/// A client's request body: none, read from an HTTP/1.1 connection by the request's own task,
+/// or an h2 stream's (hyper's).
+pub enum ClientBody {
+    Empty,
+    /// Boxed: most requests have no body, and the request is moved several times.
+    H1(Box<super::h1::server::RequestBody>),
+    H2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(b) => Pin::new(&mut **b).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// What the client receives.
 pub enum ProxyBody {
     /// A server's body, counted in flight until it ends. Boxed: a response is moved several
@@ -77,7 +118,7 @@ pub type UpstreamBody = Either<Sent, Full<Bytes>>;
 /// It also ends with an error once it passes the route's size limit, or comes too slowly,
 /// and says which in `cut`.
 pub struct Sent {
-    pub(super) inner: Incoming,
+    pub(super) inner: ClientBody,
     pub(super) done: Option<tokio::sync::oneshot::Sender<()>>,
     /// Bytes still allowed.
     pub(super) allowed: Option<u64>,
@@ -209,7 +250,7 @@ impl Body for Sent {
             }
             Poll::Ready(Some(Err(_))) => {}
         }
-        polled.map(|f| f.map(|r| r.map_err(Into::into)))
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

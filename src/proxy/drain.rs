@@ -72,14 +72,20 @@ impl Drain {
         tokio::time::timeout(limit, none).await.is_ok()
     }
 
-    /// Serves one connection until it ends, closing it gracefully when generation `born`, the
+    /// Serves one connection until it ends (with what it ended with, unless cut or failed),
+    /// closing it gracefully when generation `born`, the
     /// one it was opened in, ends. Meanwhile its HTTP/1.1 responses say `Connection: close`
     /// (see [`super::forward::handle`]), so a client busy on it learns before it sends again; after
     /// [`CLOSE_GRACE`] it is closed as soon as it is idle, and h2 gets its GOAWAY.
-    pub(crate) async fn serve<C>(self: Arc<Self>, conn: C, peer: SocketAddr, born: u64)
+    pub(crate) async fn serve<C, T, E>(
+        self: Arc<Self>,
+        conn: C,
+        peer: SocketAddr,
+        born: u64,
+    ) -> Option<T>
     where
-        C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
-            + GracefulClose,
+        C: std::future::Future<Output = Result<T, E>> + GracefulClose,
+        E: std::fmt::Display,
     {
         let _live = self.hold();
         let mut generation = self.generation.subscribe();
@@ -96,7 +102,7 @@ impl Drain {
                     Ok(ended) => break ended,
                     Err(_) => {
                         tracing::debug!(%peer, "a retired connection was cut at the drain timeout");
-                        break Ok(());
+                        return None;
                     }
                 }
             }
@@ -112,9 +118,11 @@ impl Drain {
                 }
             }
         };
-        if let Err(e) = ended {
-            tracing::debug!(%peer, error = %e, "client connection ended with an error");
-        }
+        ended
+            .inspect_err(
+                |e| tracing::debug!(%peer, error = %e, "client connection ended with an error"),
+            )
+            .ok()
     }
 }
 
@@ -134,13 +142,13 @@ pub(crate) trait GracefulClose {
     fn close_gracefully(self: std::pin::Pin<&mut Self>);
 }
 
-impl<I, S, E> GracefulClose for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+impl<I, S, E> GracefulClose for hyper::server::conn::http2::Connection<I, S, E>
 where
     S: hyper::service::HttpService<hyper::body::Incoming>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::ResBody: hyper::body::Body + Send + 'static,
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
 {
     fn close_gracefully(self: std::pin::Pin<&mut Self>) {

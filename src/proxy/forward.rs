@@ -13,12 +13,13 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 
-use super::body::{Cut, CutReason, Pace, ProxyBody, Sent, Tracked, UpstreamBody};
+use super::body::{ClientBody, Cut, CutReason, Pace, ProxyBody, Sent, Tracked, UpstreamBody};
 use super::connections::{Connections, Inbound, Lease, Outbound, SendError};
-use super::framing::{bad_framing, Answered};
+use super::framing::bad_framing;
 use super::guard::Refusal;
+use super::h1::server::{OnUpgrade, Upgraded};
 use super::headers::{client_address, forwarding_headers, strip_hop_by_hop};
 use super::report::RuleScope;
 use super::route::{self, RequestFacts};
@@ -36,8 +37,6 @@ pub struct Conn {
     pub tls: bool,
     /// The drain generation the connection was opened in.
     pub born: u64,
-    /// What the connection's framing watcher found of each HTTP/1.1 request head.
-    pub verdicts: Arc<super::framing::Verdicts>,
     /// The peer's address as `X-Forwarded-For` gives it, and the start of its `Forwarded`
     /// element (`for=...;proto=...`): the same for every request on the connection.
     pub(super) peer_text: HeaderValue,
@@ -45,13 +44,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(
-        peer: SocketAddr,
-        listener: usize,
-        tls: bool,
-        born: u64,
-        verdicts: Arc<super::framing::Verdicts>,
-    ) -> Conn {
+    pub fn new(peer: SocketAddr, listener: usize, tls: bool, born: u64) -> Conn {
         let ip = peer.ip();
         let proto = if tls { "https" } else { "http" };
         let forwarded_for = match ip {
@@ -63,7 +56,6 @@ impl Conn {
             listener,
             tls,
             born,
-            verdicts,
             peer_text: HeaderValue::try_from(ip.to_string()).expect("an address is a header value"),
             forwarded_for: forwarded_for.into(),
         }
@@ -76,13 +68,12 @@ impl Conn {
 /// again and be moved whole when it starts.
 pub async fn handle(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: Arc<Conn>,
-) -> Result<Response<Answered<ProxyBody>>, Infallible> {
+) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let running = shared.current.load_full();
     let request_id = request_id(&running, &req, &conn);
-    let ambiguous = req.version() <= Version::HTTP_11 && conn.verdicts.next();
     let version = req.version();
     // What the access log says of the request, taken before the request moves on.
     let logged = (running.site.access_log != AccessLog::Off).then(|| Logged {
@@ -100,7 +91,7 @@ pub async fn handle(
         &running,
         req,
         &conn,
-        (&request_id, ambiguous),
+        &request_id,
         &mut route,
         &mut pending,
     )
@@ -162,8 +153,7 @@ pub async fn handle(
             shared.access.write(&line);
         }
     }
-    let verdicts = conn.verdicts.clone();
-    Ok(response.map(|body| Answered::new(body, verdicts)))
+    Ok(response)
 }
 
 /// The request as the access log shows it.
@@ -255,13 +245,13 @@ const MAX_TRIES: usize = 3;
 async fn forward(
     shared: &Arc<Shared>,
     running: &Arc<Running>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     conn: &Conn,
-    (request_id, ambiguous): (&HeaderValue, bool),
+    request_id: &HeaderValue,
     route_taken: &mut Option<usize>,
     pending: &mut Option<Box<super::cache::Pending>>,
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-    if let Some(why) = bad_framing(&req, ambiguous) {
+    if let Some(why) = bad_framing(&req) {
         tracing::debug!(peer = %conn.peer, why, "request refused");
         // What follows on the connection cannot be trusted to start a request: close it.
         let mut r = own(StatusCode::BAD_REQUEST, why);
@@ -423,7 +413,9 @@ async fn forward(
         .get(header::UPGRADE)
         .filter(|_| req.version() == Version::HTTP_11)
         .cloned();
-    let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let client_side = upgrade
+        .as_ref()
+        .and_then(|_| req.extensions_mut().remove::<OnUpgrade>());
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     // `TE: trailers` says the client takes trailer fields, which servers wait to hear before
@@ -532,7 +524,7 @@ async fn forward(
         let Some(uri) = upstream_uri(settings, &target, headers.get(header::HOST), addr) else {
             return (own(StatusCode::BAD_REQUEST, "bad request target"), None);
         };
-        let build = |body: Option<Incoming>| {
+        let build = |body: Option<ClientBody>| {
             let body = match body {
                 Some(b) => Outgoing::Streamed(b),
                 None => Outgoing::Held(held.clone()),
@@ -751,7 +743,7 @@ pub(super) fn route_headers(
 /// A request body on its way upstream.
 pub(super) enum Outgoing {
     /// The client's, as it comes.
-    Streamed(Incoming),
+    Streamed(ClientBody),
     /// Read whole before (empty when the request has none): it may go more than once.
     Held(Bytes),
 }
@@ -782,7 +774,7 @@ pub(super) fn upstream_body(
 /// until either closes (the server's request stays counted in flight until then).
 fn tunnel(
     resp: Response<Inbound>,
-    client_side: hyper::upgrade::OnUpgrade,
+    client_side: OnUpgrade,
     in_flight: InFlight,
 ) -> Response<ProxyBody> {
     let (parts, body) = resp.into_parts();
@@ -798,14 +790,20 @@ fn tunnel(
     tokio::spawn(async move {
         // The server's request stays in flight while the tunnel is open.
         let _in_flight = in_flight;
-        let Ok(client) = client_side.await else {
+        let Some(Upgraded {
+            io: mut client,
+            read: client_early,
+        }) = client_side.connection().await
+        else {
             return;
         };
-        let mut client = hyper_util::rt::TokioIo::new(client);
-        // What the server sent after its 101 goes first.
+        // What each side sent past its head goes first.
         let (mut server, early) = server.into_parts();
         use tokio::io::AsyncWriteExt;
         if !early.is_empty() && client.write_all(&early).await.is_err() {
+            return;
+        }
+        if !client_early.is_empty() && server.write_all(&client_early).await.is_err() {
             return;
         }
         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;

@@ -2,7 +2,8 @@
 //! spreads requests over the site's servers, keeps sessions sticky, hides the servers and
 //! takes them out when their checks fail.
 //!
-//! Request path: accept -> hyper (h1/h2) -> [`forward::handle`]: framing checks -> [`route`]
+//! Request path: accept -> HTTP/1.x ([`h1::server`]) or h2 (hyper) -> [`forward::handle`]:
+//! framing checks -> [`route`]
 //! -> sticky cookie or source address -> [`upstream::PoolState::choose`] (the shared health
 //! and drain step, then the pool's [`algorithm`]) -> a pooled upstream connection -> retry on
 //! another server while safe -> response headers cleaned -> access log.
@@ -27,10 +28,11 @@
 //! - [`headers`]: hop-by-hop fields, forwarding headers, the client behind trusted proxies.
 //! - [`connections`]: connections to a pool's servers (HTTP/1.1 kept alive, or HTTP/2), kept
 //!   idle per server between requests.
-//! - [`h1`]: HTTP/1.1 to servers, written and read by the request's own task.
+//! - [`h1`]: HTTP/1.1 both ways, each exchange run by the task that needs it: to servers, and
+//!   from clients ([`h1::server`], one loop per connection).
 //! - [`guard`]: limits per client network (connections, request rate) and the refusal log.
-//! - [`framing`]: HTTP/1.1 request framing followed on the client's bytes, to refuse the
-//!   ambiguous forms hyper would resolve out of sight.
+//! - [`framing`]: how an HTTP/1.x request head frames its body, and the forms refused as
+//!   request smuggling.
 //! - [`l4`]: TCP listeners: bytes forwarded to a pool's server, TLS passed through by SNI.
 //! - [`proxy_header`]: the PROXY protocol, read from trusted proxies and sent to servers.
 //! - [`drain`]: retiring client connections on reload and shutdown.

@@ -7,7 +7,7 @@ use bytes::{Buf, Bytes};
 use http::{header, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{Conn, Error, Head, MAX_HEAD, MAX_HEADERS, READ_MAX, READ_MIN};
+use super::{Conn, Error, Head, MAX_HEAD, MAX_HEADERS, READ_MAX, READ_MIN, ROOM_MIN};
 
 /// How a response's body is delimited, and whether the connection may carry another
 /// request after it (RFC 9112 sections 6.3 and 9.3).
@@ -118,22 +118,22 @@ enum Chunk {
 }
 
 /// A response body read from its connection.
-pub struct Body {
-    conn: Option<Conn>,
+pub struct Body<I = super::Io> {
+    conn: Option<Conn<I>>,
     framing: Framing,
     /// The connection may carry another request once the body has ended.
     keep_alive: bool,
 }
 
-impl Body {
+impl<I> Body<I> {
     /// The body of the response `head` names, read from `conn`; `reusable` when the request
     /// went whole (else the connection is not used again).
     pub(super) fn new(
-        mut conn: Conn,
+        mut conn: Conn<I>,
         head: &Head,
         head_only: bool,
         reusable: bool,
-    ) -> Result<Body, Error> {
+    ) -> Result<Body<I>, Error> {
         let (framing, keep_alive) = framing(head, head_only)?;
         conn.first_read = match framing {
             Framing::Length(n) => usize::try_from(n)
@@ -141,7 +141,7 @@ impl Body {
                 .saturating_add(head.len),
             _ => READ_MIN,
         }
-        .clamp(READ_MIN, READ_MAX);
+        .clamp(ROOM_MIN, READ_MAX);
         Ok(Body {
             conn: Some(conn),
             framing,
@@ -149,9 +149,21 @@ impl Body {
         })
     }
 
+    /// A request body read from a client's connection: `length` bytes, or chunked.
+    pub fn of_request(conn: Conn<I>, length: Option<u64>) -> Body<I> {
+        Body {
+            conn: Some(conn),
+            framing: match length {
+                Some(n) => Framing::Length(n),
+                None => Framing::Chunked(Chunk::Size),
+            },
+            keep_alive: true,
+        }
+    }
+
     /// The connection, if the body has been read to its end and the connection can carry
     /// another request.
-    pub fn take_reusable(&mut self) -> Option<Conn> {
+    pub fn take_reusable(&mut self) -> Option<Conn<I>> {
         let done = matches!(self.framing, Framing::Done | Framing::Length(0));
         let conn = self
             .conn
@@ -160,13 +172,22 @@ impl Body {
         Some(conn)
     }
 
-    /// The connection of a `101` response, for the upgrade.
-    pub fn take_upgraded(&mut self) -> Option<Conn> {
-        self.conn.take_if(|_| self.framing == Framing::Upgrade)
+    /// The connection, and whether the body was read to its end: a client's connection goes
+    /// back to its server loop either way (which reads what is left of the body, or closes).
+    pub fn take_conn(&mut self) -> Option<(Conn<I>, bool)> {
+        let done = matches!(self.framing, Framing::Done | Framing::Length(0));
+        self.conn.take().map(|c| (c, done))
     }
 
+    /// The connection of a `101` response, for the upgrade.
+    pub fn take_upgraded(&mut self) -> Option<Conn<I>> {
+        self.conn.take_if(|_| self.framing == Framing::Upgrade)
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> Body<I> {
     /// Reads more when nothing is buffered; the end of the stream is an error here.
-    fn poll_more(conn: &mut Conn, cx: &mut Context<'_>, want: u64) -> Poll<Result<(), Error>> {
+    fn poll_more(conn: &mut Conn<I>, cx: &mut Context<'_>, want: u64) -> Poll<Result<(), Error>> {
         if !conn.buf.is_empty() {
             return Poll::Ready(Ok(()));
         }
@@ -254,7 +275,7 @@ impl Body {
 
     /// Reads until at least `len` bytes are buffered; the end of the stream is an error here.
     fn poll_more_than(
-        conn: &mut Conn,
+        conn: &mut Conn<I>,
         cx: &mut Context<'_>,
         len: usize,
     ) -> Poll<Result<(), Error>> {
@@ -267,7 +288,7 @@ impl Body {
     }
 }
 
-impl HttpBody for Body {
+impl<I: tokio::io::AsyncRead + Unpin> HttpBody for Body<I> {
     type Data = Bytes;
     type Error = Error;
 

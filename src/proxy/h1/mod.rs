@@ -1,4 +1,6 @@
-//! HTTP/1.1 to servers, run by the task of the request that uses the connection.
+//! HTTP/1.1 to servers, run by the task of the request that uses the connection; and from
+//! clients ([`server`]), where a connection's own loop reads heads and writes responses and a
+//! request body is read with the same [`Body`] reader that reads server responses.
 //!
 //! hyper's client runs each connection as a task of its own: a request crosses a channel to
 //! that task and wakes it, and its response crosses back and wakes the request's task.
@@ -27,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 mod body;
+pub mod server;
 #[cfg(test)]
 mod tests;
 
@@ -36,7 +39,11 @@ pub use body::Body;
 const MAX_HEADERS: usize = 100;
 /// The largest response head, and the longest chunk-size or trailer line, read.
 const MAX_HEAD: usize = 64 * 1024;
-/// The room one read asks for, at least and at most.
+/// The room a read is made into: what is left after the last read when that is at least the
+/// room asked for (`ROOM_MIN` at the least), else fresh room of `READ_MIN` or more; at most
+/// `READ_MAX`. Heads are cut from the buffer and shared, so fresh room is a new allocation:
+/// a connection reads several small messages into one.
+const ROOM_MIN: usize = 1024;
 const READ_MIN: usize = 8 * 1024;
 const READ_MAX: usize = 64 * 1024;
 /// The most pieces one write gathers.
@@ -155,9 +162,10 @@ impl AsyncWrite for Io {
     }
 }
 
-/// An HTTP/1.1 connection to a server, between requests.
-pub struct Conn {
-    io: Io,
+/// An HTTP/1.1 connection to a server, between requests; or the reading side of a client's
+/// connection ([`server`]), which reads request bodies the same way.
+pub struct Conn<I = Io> {
+    io: I,
     /// Bytes read and not yet taken.
     buf: BytesMut,
     /// The room a response's first read asks for: as much as the last response of a stated
@@ -175,8 +183,8 @@ struct Head {
     len: usize,
 }
 
-impl Conn {
-    pub fn new(io: Io) -> Conn {
+impl<I> Conn<I> {
+    pub fn new(io: I) -> Conn<I> {
         Conn {
             io,
             buf: BytesMut::new(),
@@ -184,6 +192,26 @@ impl Conn {
         }
     }
 
+    /// The connection's bytes and what was read past the last head or body: an upgraded
+    /// connection's start.
+    pub fn into_parts(self) -> (I, BytesMut) {
+        (self.io, self.buf)
+    }
+}
+
+impl<I: AsyncRead + Unpin> Conn<I> {
+    /// Reads more into the buffer, with room for at least `want` bytes (within bounds, see
+    /// [`READ_MIN`]); `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        let want = want.clamp(ROOM_MIN, READ_MAX);
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want.max(READ_MIN));
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+impl Conn {
     /// Whether an idle connection is still open and quiet, looked at without waiting: a
     /// close (or anything else) the server sent while it sat idle ends it.
     pub fn alive(&mut self) -> bool {
@@ -290,26 +318,7 @@ impl Conn {
                 }
             }
             if !sending.queue.is_empty() {
-                let slices: smallvec::SmallVec<[io::IoSlice<'_>; WRITE_SLICES]> = sending
-                    .queue
-                    .iter()
-                    .take(WRITE_SLICES)
-                    .map(|b| io::IoSlice::new(b))
-                    .collect();
-                let wrote = Pin::new(&mut self.io).poll_write_vectored(cx, &slices);
-                drop(slices);
-                let mut wrote = ready!(wrote)?;
-                if wrote == 0 {
-                    return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
-                }
-                while let Some(front) = sending.queue.front_mut().filter(|_| wrote > 0) {
-                    let n = wrote.min(front.len());
-                    front.advance(n);
-                    wrote -= n;
-                    if front.is_empty() {
-                        sending.queue.pop_front();
-                    }
-                }
+                ready!(sending.poll_write(&mut self.io, cx))?;
                 continue;
             }
             if sending.ended {
@@ -380,19 +389,6 @@ impl Conn {
             headers: cut(&head, fields)?,
         }))
     }
-
-    /// Reads more into the buffer (with room for at least `want` bytes, within bounds);
-    /// `Ok(0)` is the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        self.buf.reserve(want.clamp(READ_MIN, READ_MAX));
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
-    }
-
-    /// The connection's bytes and what was read past the response head: an upgraded
-    /// connection's start.
-    pub fn into_parts(self) -> (Io, BytesMut) {
-        (self.io, self.buf)
-    }
 }
 
 /// Parsed fields' names, made now, and where their values lie from `start`: the values are
@@ -437,6 +433,37 @@ struct Sending {
 }
 
 impl Sending {
+    /// Writes out what is queued (gathered, [`WRITE_SLICES`] pieces at a time).
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while !self.queue.is_empty() {
+            let slices: smallvec::SmallVec<[io::IoSlice<'_>; WRITE_SLICES]> = self
+                .queue
+                .iter()
+                .take(WRITE_SLICES)
+                .map(|b| io::IoSlice::new(b))
+                .collect();
+            let wrote = Pin::new(&mut *io).poll_write_vectored(cx, &slices);
+            drop(slices);
+            let mut wrote = ready!(wrote)?;
+            if wrote == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            while let Some(front) = self.queue.front_mut().filter(|_| wrote > 0) {
+                let n = wrote.min(front.len());
+                front.advance(n);
+                wrote -= n;
+                if front.is_empty() {
+                    self.queue.pop_front();
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Queues one of the body's frames (`None`: its end). Trailers go in the last chunk; a
     /// body sent with a `Content-Length` has nowhere to carry them.
     fn take<E: Into<BoxError>>(
