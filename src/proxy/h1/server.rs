@@ -260,8 +260,6 @@ enum Next {
     Close,
     /// The connection goes to an upgrade, once the loop lets go of it.
     Upgrade(oneshot::Sender<Upgraded>, Reader),
-    /// The connection is done with (closed, or shut and drained).
-    Gone,
 }
 
 struct Server {
@@ -297,20 +295,17 @@ impl Server {
                     }));
                 }
                 Err(refusal) => {
-                    // What else the client sent is read and dropped for a while, so that
-                    // the close does not reset the connection under the answer.
                     self.refuse(refusal).await;
-                    let _ = self.writer.shutdown().await;
-                    if let Some(reader) = self.reader.take() {
-                        linger(reader).await;
-                    }
+                    self.close(true).await;
                     return Ok(None);
                 }
             };
             match self.exchange(req).await? {
                 Next::Serve => {}
-                Next::Close => break,
-                Next::Gone => return Ok(None),
+                Next::Close => {
+                    self.close(true).await;
+                    return Ok(None);
+                }
                 Next::Upgrade(give, reader) => {
                     let (reader, read) = reader.into_parts();
                     let io = reader.unsplit(self.writer);
@@ -319,8 +314,18 @@ impl Server {
                 }
             }
         }
-        let _ = self.writer.shutdown().await;
+        self.close(false).await;
         Ok(None)
+    }
+
+    /// Shuts the sending side. When the client may still be sending (`lingering`: the rest
+    /// of a body, or requests after one refused), what it sends is read and dropped for a
+    /// while first, so that the close does not reset the connection under the answer.
+    async fn close(&mut self, lingering: bool) {
+        let _ = self.writer.shutdown().await;
+        if let Some(reader) = self.reader.take().filter(|_| lingering) {
+            linger(reader).await;
+        }
     }
 
     /// Reads until a request head is whole.
@@ -472,12 +477,10 @@ impl Server {
             back = rx.await.ok();
         }
         if let Some((reader, ended)) = back {
-            if !ended {
-                let _ = self.writer.shutdown().await;
-                linger(reader).await;
-                return Ok(Next::Gone);
-            }
             self.reader = Some(reader);
+            if !ended {
+                return Ok(Next::Close);
+            }
         }
         Ok(match keep_alive && self.reader.is_some() {
             true => Next::Serve,
@@ -669,10 +672,7 @@ pub type ReadRequest = (Request<()>, Vec<u8>);
 /// parsed and refused alike, each body read as its framing says, the next head after it),
 /// without the request path: each request with its body's bytes, and how reading ended.
 /// `io` must never be pending (an in-memory stream); for tests and fuzzing.
-pub fn read_requests<I: AsyncRead + Unpin>(
-    io: I,
-    limits: Limits,
-) -> (Vec<ReadRequest>, Ended) {
+pub fn read_requests<I: AsyncRead + Unpin>(io: I, limits: Limits) -> (Vec<ReadRequest>, Ended) {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut reader = Conn::new(io);
     let mut read = Vec::new();
