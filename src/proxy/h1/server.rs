@@ -257,7 +257,11 @@ enum Arrived {
 /// What the loop does after an exchange.
 enum Next {
     Serve,
-    Close,
+    /// Shut, after reading what the client still sends for a while when it may (see
+    /// [`Server::close`]).
+    Close {
+        lingering: bool,
+    },
     /// The connection goes to an upgrade, once the loop lets go of it.
     Upgrade(oneshot::Sender<Upgraded>, Reader),
 }
@@ -302,8 +306,8 @@ impl Server {
             };
             match self.exchange(req).await? {
                 Next::Serve => {}
-                Next::Close => {
-                    self.close(true).await;
+                Next::Close { lingering } => {
+                    self.close(lingering).await;
                     return Ok(None);
                 }
                 Next::Upgrade(give, reader) => {
@@ -397,7 +401,9 @@ impl Server {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         // A request the request path refuses for its framing: its body, if any, is never
         // read, and the connection closes after the answer.
-        let length = match framing::request_framing(version, req.headers()) {
+        let framing = framing::request_framing(version, req.headers());
+        let refused = framing.is_err();
+        let length = match framing {
             Ok(RequestFraming::Empty) => None,
             Ok(RequestFraming::Length(n)) => Some(Some(n)),
             Ok(RequestFraming::Chunked) => Some(None),
@@ -470,7 +476,7 @@ impl Server {
             if let (Some(give), Some(reader)) = (upgraded, self.reader.take()) {
                 return Ok(Next::Upgrade(give, reader));
             }
-            return Ok(Next::Close);
+            return Ok(Next::Close { lingering: true });
         }
         // The reading side back from the body, once it has let go of it.
         if let Some(rx) = returned {
@@ -479,12 +485,15 @@ impl Server {
         if let Some((reader, ended)) = back {
             self.reader = Some(reader);
             if !ended {
-                return Ok(Next::Close);
+                return Ok(Next::Close { lingering: true });
             }
         }
+        // A client that asked for the close and sent nothing after its request is not
+        // waited on.
+        let unread = refused || self.reader.as_ref().is_some_and(|r| !r.buf.is_empty());
         Ok(match keep_alive && self.reader.is_some() {
             true => Next::Serve,
-            false => Next::Close,
+            false => Next::Close { lingering: unread },
         })
     }
 
