@@ -52,15 +52,9 @@ pub fn request_framing(version: Version, h: &HeaderMap) -> Result<RequestFraming
     if version == Version::HTTP_10 {
         return Err("Transfer-Encoding in an HTTP/1.0 request");
     }
-    let last = h
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(|t| t.trim_ascii())
-        .rfind(|t| !t.is_empty());
-    match last {
-        Some(t) if t.eq_ignore_ascii_case(b"chunked") => Ok(RequestFraming::Chunked),
-        _ => Err("a transfer coding other than chunked last"),
+    match super::h1::chunked_last(h) {
+        true => Ok(RequestFraming::Chunked),
+        false => Err("a transfer coding other than chunked last"),
     }
 }
 

@@ -12,17 +12,7 @@ use super::{Conn, Error, Head, MAX_HEAD, MAX_HEADERS, READ_MAX, READ_MIN, ROOM_M
 /// How a response's body is delimited, and whether the connection may carry another
 /// request after it (RFC 9112 sections 6.3 and 9.3).
 fn framing(head: &Head, head_only: bool) -> Result<(Framing, bool), Error> {
-    let mut keep_alive = head.version == http::Version::HTTP_11;
-    for v in head.headers.get_all(header::CONNECTION) {
-        for token in v.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            if token.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                keep_alive = head.version == http::Version::HTTP_10 || keep_alive;
-            }
-        }
-    }
+    let keep_alive = super::keeps_alive(head.version, &head.headers);
     let status = head.status;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Ok((Framing::Upgrade, false));
@@ -31,20 +21,11 @@ fn framing(head: &Head, head_only: bool) -> Result<(Framing, bool), Error> {
         return Ok((Framing::Length(0), keep_alive));
     }
     if head.headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = head
-            .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|t| t.trim_ascii())
-            .rfind(|t| !t.is_empty());
         // With a length as well, the connection is not trusted with another request.
         let with_length = head.headers.contains_key(header::CONTENT_LENGTH);
-        return Ok(match last {
-            Some(t) if t.eq_ignore_ascii_case(b"chunked") => {
-                (Framing::Chunked(Chunk::Size), keep_alive && !with_length)
-            }
-            _ => (Framing::Close, false),
+        return Ok(match super::chunked_last(&head.headers) {
+            true => (Framing::Chunked(Chunk::Size), keep_alive && !with_length),
+            false => (Framing::Close, false),
         });
     }
     let mut length = None;

@@ -418,6 +418,46 @@ fn cut(from: &Bytes, fields: Located) -> Result<HeaderMap, Error> {
     Ok(headers)
 }
 
+/// Whether a connection may carry another exchange after this message (RFC 9112 section
+/// 9.3): by default on HTTP/1.1, when asked on HTTP/1.0, never once `close` is said.
+fn keeps_alive(version: http::Version, headers: &HeaderMap) -> bool {
+    let mut keep = version == http::Version::HTTP_11;
+    for token in connection_tokens(headers) {
+        if token.eq_ignore_ascii_case(b"close") {
+            return false;
+        }
+        if token.eq_ignore_ascii_case(b"keep-alive") {
+            keep = true;
+        }
+    }
+    keep
+}
+
+/// Whether `Connection` says `close`.
+fn says_close(headers: &HeaderMap) -> bool {
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"close"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
+/// Whether the last transfer coding `Transfer-Encoding` names is `chunked` (the only framing
+/// a coding gives a message, RFC 9112 section 6.3).
+pub fn chunked_last(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .rfind(|t| !t.is_empty())
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+}
+
 fn informational(status: StatusCode) -> bool {
     status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS
 }

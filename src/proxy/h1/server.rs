@@ -22,7 +22,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -392,7 +392,7 @@ impl Server {
     async fn exchange(&mut self, req: Request<()>) -> Result<Next, BoxError> {
         let version = req.version();
         let head_only = req.method() == Method::HEAD;
-        let mut keep_alive = keeps_alive(version, req.headers());
+        let mut keep_alive = super::keeps_alive(version, req.headers());
         let upgrade = version == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
         let expects = version == Version::HTTP_11
             && req
@@ -520,7 +520,7 @@ impl Server {
         if !parts.headers.contains_key(header::DATE) {
             date(&mut out);
         }
-        *keep_alive &= !says_close(&parts.headers);
+        *keep_alive &= !super::says_close(&parts.headers);
         let bodiless = head_only
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -548,7 +548,7 @@ impl Server {
             // Delimited by the connection's close.
             *keep_alive = false;
         }
-        if !*keep_alive && version == Version::HTTP_11 && !says_close(&parts.headers) {
+        if !*keep_alive && version == Version::HTTP_11 && !super::says_close(&parts.headers) {
             out.extend_from_slice(b"connection: close\r\n");
         } else if *keep_alive && version == Version::HTTP_10 {
             out.extend_from_slice(b"connection: keep-alive\r\n");
@@ -732,33 +732,6 @@ pub fn read_requests<I: AsyncRead + Unpin>(io: I, limits: Limits) -> (Vec<ReadRe
             _ => return (read, Ended::BadBody),
         }
     }
-}
-
-/// Whether the client's connection may carry another request after this one (RFC 9112
-/// section 9.3): by default on HTTP/1.1, when asked on HTTP/1.0.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let mut keep = version == Version::HTTP_11;
-    for token in connection_tokens(headers) {
-        if token.eq_ignore_ascii_case(b"close") {
-            return false;
-        }
-        if token.eq_ignore_ascii_case(b"keep-alive") {
-            keep = true;
-        }
-    }
-    keep
-}
-
-fn says_close(headers: &HeaderMap) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"close"))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
 }
 
 fn status_line(version: Version, status: StatusCode, out: &mut Vec<u8>) {
