@@ -338,20 +338,10 @@ impl Server {
             return Poll::Ready(Ok(Arrived::Nothing));
         };
         loop {
-            let seen = reader.buf.len().min(H2_PREFACE.len());
-            let preface = self.first && reader.buf[..seen] == H2_PREFACE[..seen];
-            if preface && seen == H2_PREFACE.len() {
-                return Poll::Ready(Ok(Arrived::H2c));
-            }
-            if !reader.buf.is_empty() && !preface {
-                if let Some(req) = parse_request(&mut reader.buf, &self.limits)? {
-                    self.awaited_since = None;
-                    self.first = false;
-                    return Poll::Ready(Ok(Arrived::Request(req)));
-                }
-                if reader.buf.len() > self.limits.max_head {
-                    return Poll::Ready(Err(Refusal::TooLarge));
-                }
+            if let Some(arrived) = next_head(&mut reader.buf, &self.limits, self.first)? {
+                self.awaited_since = None;
+                self.first = false;
+                return Poll::Ready(Ok(arrived));
             }
             if reader.buf.is_empty() && self.closing.load(Ordering::Relaxed) {
                 return Poll::Ready(Ok(Arrived::Nothing));
@@ -612,8 +602,27 @@ fn poll_stream(
     }
 }
 
-/// A request head taken from the front of `buf`, once whole (refused past the limits, however
-/// its bytes arrived).
+/// What the front of `buf` holds: a whole request head, or h2's preface where the
+/// connection's `first` head is awaited; `None` while neither is whole. A head is refused
+/// past the limits, however its bytes arrived.
+fn next_head(buf: &mut BytesMut, limits: &Limits, first: bool) -> Result<Option<Arrived>, Refusal> {
+    let seen = buf.len().min(H2_PREFACE.len());
+    if first && buf[..seen] == H2_PREFACE[..seen] {
+        return Ok((seen == H2_PREFACE.len()).then_some(Arrived::H2c));
+    }
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if let Some(req) = parse_request(buf, limits)? {
+        return Ok(Some(Arrived::Request(req)));
+    }
+    match buf.len() > limits.max_head {
+        true => Err(Refusal::TooLarge),
+        false => Ok(None),
+    }
+}
+
+/// A request head taken from the front of `buf`, once whole.
 fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request<()>>, Refusal> {
     let max_headers = limits.max_headers;
     let mut on_stack = [const { std::mem::MaybeUninit::uninit() }; STACK_FIELDS];
@@ -664,6 +673,8 @@ fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request<(
 pub enum Ended {
     /// At the end of the stream, between requests.
     Between,
+    /// At h2's connection preface, where the first head was awaited.
+    H2c,
     /// Within a head, at the stream's end.
     InHead,
     /// A head refused before the request path saw it: 400 (`false`) or 431 (`true`).
@@ -678,7 +689,7 @@ pub enum Ended {
 pub type ReadRequest = (Request<()>, Vec<u8>);
 
 /// Reads `io` as a client's stream of requests, the way a connection's loop does (heads
-/// parsed and refused alike, each body read as its framing says, the next head after it),
+/// parsed and refused alike by the same code, each body read as its framing says, the next head after it),
 /// without the request path: each request with its body's bytes, and how reading ended.
 /// `io` must never be pending (an in-memory stream); for tests and fuzzing.
 pub fn read_requests<I: AsyncRead + Unpin>(io: I, limits: Limits) -> (Vec<ReadRequest>, Ended) {
@@ -687,11 +698,9 @@ pub fn read_requests<I: AsyncRead + Unpin>(io: I, limits: Limits) -> (Vec<ReadRe
     let mut read = Vec::new();
     loop {
         let req = loop {
-            match parse_request(&mut reader.buf, &limits) {
-                Ok(Some(req)) => break req,
-                Ok(None) if reader.buf.len() > limits.max_head => {
-                    return (read, Ended::Refused { too_large: true })
-                }
+            match next_head(&mut reader.buf, &limits, read.is_empty()) {
+                Ok(Some(Arrived::Request(req))) => break req,
+                Ok(Some(_)) => return (read, Ended::H2c),
                 Ok(None) => {}
                 Err(r) => {
                     let too_large = r == Refusal::TooLarge;

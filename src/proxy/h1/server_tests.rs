@@ -98,6 +98,8 @@ fn malformed_and_oversized_heads_are_refused_and_a_cut_stream_ends_where_it_was(
             Ended::Refused { too_large: false },
         ),
         (b"GET / HTTP/1.1\r\nHost: x\r\n", Ended::InHead),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Ended::H2c),
+        (b"PRI * HTTP/2.0\r\n", Ended::InHead),
         (
             b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nshort",
             Ended::BadBody,
