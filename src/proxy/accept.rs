@@ -192,8 +192,8 @@ impl Accepted {
             let plain = (ClientIo::Left(stream), limits, false);
             return serve_http(builder, plain, conn, shared, drain, born).await;
         };
-        // Boxed, like the service below: the task every connection spawns stays small (a
-        // TCP listener's connections never take these states).
+        // Boxed, like the h2 service and the HTTP/1.x loop: the task every connection spawns
+        // stays small (a TCP listener's connections never take these states).
         let began = std::time::Instant::now();
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
         match Box::pin(handshake).await {
