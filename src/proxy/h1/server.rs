@@ -510,7 +510,8 @@ impl Server {
         if !parts.headers.contains_key(header::DATE) {
             date(&mut out);
         }
-        *keep_alive &= !super::says_close(&parts.headers);
+        let close_said = super::says_close(&parts.headers);
+        *keep_alive &= !close_said;
         let bodiless = head_only
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -538,7 +539,7 @@ impl Server {
             // Delimited by the connection's close.
             *keep_alive = false;
         }
-        if !*keep_alive && version == Version::HTTP_11 && !super::says_close(&parts.headers) {
+        if !*keep_alive && version == Version::HTTP_11 && !close_said {
             out.extend_from_slice(b"connection: close\r\n");
         } else if *keep_alive && version == Version::HTTP_10 {
             out.extend_from_slice(b"connection: keep-alive\r\n");
