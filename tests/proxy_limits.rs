@@ -385,6 +385,86 @@ async fn h2_clients_get_the_stream_limit_and_a_rapid_reset_flood_is_closed() {
     );
 }
 
+/// A server that counts the request heads it reads and never answers: each connection is
+/// held until the proxy closes it.
+async fn silent_server() -> (SocketAddr, tokio::sync::watch::Receiver<usize>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads, seen) = tokio::sync::watch::channel(0usize);
+    let heads = std::sync::Arc::new(heads);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut read = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                    read.extend_from_slice(&buf[..n]);
+                    while let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                        read.drain(..end + 4);
+                        heads.send_modify(|n| *n += 1);
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A stream reset only once its request has reached the server (so the proxy surely took it
+/// up, whatever the timing) counts as cancelled too: the connection is closed once resets
+/// pass answers by 100, not before, and the refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_reset_after_they_reach_the_server_close_the_connection_past_the_limit() {
+    let (server, mut seen) = silent_server().await;
+    let proxy = SiteProxy::start(&site_to(server, ""));
+    let addr = proxy.addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let resets = async move {
+        let mut send = send;
+        for sent in 1..=150usize {
+            send = match send.ready().await {
+                Ok(s) => s,
+                Err(_) => return Some(sent),
+            };
+            let request = ::http::Request::builder()
+                .uri(format!("http://{addr}/"))
+                .body(())
+                .unwrap();
+            let Ok((answer, mut stream)) = send.send_request(request, true) else {
+                return Some(sent);
+            };
+            // The request reaches the server, or the connection ends under it.
+            tokio::select! {
+                arrived = seen.wait_for(|n| *n >= sent) => { arrived.unwrap(); }
+                _ = answer => return Some(sent),
+            }
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        None
+    };
+    let closed_at = tokio::time::timeout(Duration::from_secs(30), resets)
+        .await
+        .expect("the resets neither ended nor were stopped")
+        .expect("150 streams reset after reaching the server and the connection still stands");
+    driver.abort();
+    assert!(
+        closed_at > 101,
+        "closed at stream {closed_at}, within the limit"
+    );
+    let page = tokio::task::spawn_blocking(move || metrics(&proxy))
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&page, "meridian_proxy_limited_total{reason=\"h2_resets\"}"),
+        Some(1.0),
+        "{page}"
+    );
+}
+
 /// One h2 frame: length, type, flags, stream, payload.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;

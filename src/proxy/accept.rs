@@ -12,11 +12,11 @@ use tokio::net::TcpListener;
 use super::body::ClientBody;
 use super::drain::Drain;
 use super::h1::server::{self, ClientIo};
-use super::{forward, guard, l4, proxy_header, report, rtt, Running, Shared};
+use super::{forward, guard, l4, proxy_header, report, resets, rtt, Running, Shared};
 use crate::config::ListenerMode;
 
-/// Streams an h2 client may reset before they are served (hyper's default, stated here as a
-/// limit of ours).
+/// Streams an h2 client may reset before they are taken up (hyper's default, stated here as
+/// a limit of ours); those reset after are counted by [`resets::Cancels`].
 const H2_MAX_PENDING_RESETS: usize = 20;
 /// Streams reset on one connection for the client's protocol errors before it is closed.
 const H2_MAX_ERROR_RESETS: usize = 1024;
@@ -246,11 +246,16 @@ async fn serve_h2<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    let refusals = shared.clone();
+    let cancels =
+        resets::Cancels::new(move || refusals.refusals.refuse(guard::Refusal::Resets, peer.ip()));
+    let io = resets::CutWhenOver::new(io, cancels.clone());
     // hyper moves each stream's future several times and spawns a task of it: boxed, a
     // pointer moves instead of the request's state (1.05x on h2).
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let req = req.map(ClientBody::H2);
-        Box::pin(forward::handle(shared.clone(), req, conn.clone()))
+        let answer = Box::pin(forward::handle(shared.clone(), req, conn.clone()));
+        cancels.watch(answer)
     });
     let served = builder.serve_connection(TokioIo::new(io), service);
     Box::pin(drain.serve(served, peer, born)).await;

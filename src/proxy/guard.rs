@@ -35,15 +35,19 @@ pub enum Refusal {
     ProxyHeader,
     /// The server's queue was full for longer than the pool allows (503).
     Queue,
+    /// An h2 client cancelled too many streams before their answers (rapid reset): its
+    /// connection is closed.
+    Resets,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; 6] = [
         Refusal::Connections,
         Refusal::Rate,
         Refusal::Denied,
         Refusal::ProxyHeader,
         Refusal::Queue,
+        Refusal::Resets,
     ];
 
     /// The `reason` label of `meridian_proxy_limited_total` and of the log line.
@@ -54,6 +58,7 @@ impl Refusal {
             Refusal::Denied => "denied",
             Refusal::ProxyHeader => "proxy_header",
             Refusal::Queue => "queue",
+            Refusal::Resets => "h2_resets",
         }
     }
 

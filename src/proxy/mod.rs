@@ -31,6 +31,7 @@
 //! - [`h1`]: HTTP/1.1 both ways, each exchange run by the task that needs it: to servers, and
 //!   from clients ([`h1::server`], one loop per connection).
 //! - [`guard`]: limits per client network (connections, request rate) and the refusal log.
+//! - [`resets`]: h2 streams a client cancels before their answers (rapid reset).
 //! - [`framing`]: how an HTTP/1.x request head frames its body, and the forms refused as
 //!   request smuggling.
 //! - [`l4`]: TCP listeners: bytes forwarded to a pool's server, TLS passed through by SNI.
@@ -60,6 +61,7 @@ pub mod headers;
 pub mod l4;
 pub mod proxy_header;
 pub mod report;
+pub mod resets;
 pub mod revalidate;
 pub mod route;
 pub mod rtt;
