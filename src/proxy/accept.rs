@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use super::body::ClientBody;
 use super::drain::Drain;
 use super::h1::server::{self, ClientIo};
-use super::{forward, guard, l4, proxy_header, report, resets, rtt, Running, Shared};
+use super::{forward, guard, l4, proxy_header, report, resets, rtt, tcp, Running, Shared};
 use crate::config::ListenerMode;
 
 /// Streams an h2 client may reset before they are taken up (hyper's default, stated here as
@@ -186,7 +186,7 @@ impl Accepted {
             return l4::forward(&shared, &running, forward, stream, client).await;
         }
         drop(running);
-        let stream = guard::SendTimeout::new(stream, send_timeout);
+        let stream = guard::SendTimeout::new(tcp::Tcp::new(stream), send_timeout);
         let conn = forward::Conn::new(client, listener, tls.is_some(), born);
         let Some(acceptor) = tls else {
             let plain = (ClientIo::Left(stream), limits, false);

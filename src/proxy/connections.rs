@@ -27,6 +27,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::tcp::Tcp;
+
 use super::body::UpstreamBody;
 use super::h1;
 use crate::config::{PoolSettings, UpstreamProtocol};
@@ -175,6 +177,7 @@ impl Connections {
     async fn connect(&self, addr: SocketAddr) -> Result<Sender, ConnectError> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
+        let tcp = Tcp::new(tcp);
         let io = match &self.tls {
             None => h1::Io::Plain(tcp),
             Some(Err(())) => return Err(ConnectError::NoTls),

@@ -27,22 +27,39 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Removes hop-by-hop headers, and those the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names says so.
-    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names says which of the list are here: most messages carry none,
+    // and a server's usual `Connection: keep-alive` names only fields of the list, so no
+    // other name is made or looked for.
+    let mut here = 0u8;
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
+            here |= 1 << i;
+        }
+    }
+    if here == 0 {
         return;
     }
-    let named: Vec<HeaderName> = h
+    let named: smallvec::SmallVec<[HeaderName; 2]> = h
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(t))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .filter(|n| h.contains_key(n))
         .collect();
     for n in named {
         h.remove(n);
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if here & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
 }
 
@@ -142,5 +159,23 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn every_hop_by_hop_field_goes_in_any_case_of_its_name_and_of_connections_tokens() {
+        let mut h = HeaderMap::new();
+        for n in &HOP_BY_HOP {
+            h.append(n, "x".parse().unwrap());
+            h.append(n, "y".parse().unwrap());
+        }
+        h.append("connection", " Close ,X-Other,, ".parse().unwrap());
+        h.insert("x-other", "1".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
+        let mut none = HeaderMap::new();
+        none.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut none);
+        assert_eq!(none.len(), 1);
     }
 }

@@ -30,6 +30,7 @@
 //!   idle per server between requests.
 //! - [`h1`]: HTTP/1.1 both ways, each exchange run by the task that needs it: to servers, and
 //!   from clients ([`h1::server`], one loop per connection).
+//! - [`tcp`]: TCP streams that write with the socket calls (`send`, `sendmsg`).
 //! - [`guard`]: limits per client network (connections, request rate) and the refusal log.
 //! - [`resets`]: h2 streams a client cancels before their answers (rapid reset).
 //! - [`framing`]: how an HTTP/1.x request head frames its body, and the forms refused as
@@ -66,6 +67,7 @@ pub mod revalidate;
 pub mod route;
 pub mod rtt;
 pub mod sticky;
+pub mod tcp;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};

@@ -22,11 +22,11 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 
+use crate::proxy::tcp::Tcp;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 mod body;
 pub mod server;
@@ -100,8 +100,8 @@ impl Error {
 /// A connection's byte stream to a server: plain TCP or TLS (HTTP/2 connections run on it
 /// too).
 pub enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(Tcp),
+    Tls(Box<tokio_rustls::client::TlsStream<Tcp>>),
 }
 
 impl AsyncRead for Io {

@@ -25,20 +25,20 @@ use bytes::{Bytes, BytesMut};
 use http::{header, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use super::{Body, Conn, Sending, READ_MIN, ROOM_MIN, WRITE_SLICES};
 use crate::proxy::body::{ClientBody, ProxyBody};
 use crate::proxy::framing::{self, RequestFraming};
 use crate::proxy::guard::SendTimeout;
+use crate::proxy::tcp::Tcp;
 use crate::proxy::{forward, Shared};
 
 /// A client's connection: in the clear, or TLS (boxed: its state is large, and a connection's
 /// task is copied when it is spawned).
 pub type ClientIo = tokio_util::either::Either<
-    SendTimeout<TcpStream>,
-    Box<tokio_rustls::server::TlsStream<SendTimeout<TcpStream>>>,
+    SendTimeout<Tcp>,
+    Box<tokio_rustls::server::TlsStream<SendTimeout<Tcp>>>,
 >;
 
 /// The reading side of a client's connection.

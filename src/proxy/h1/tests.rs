@@ -5,7 +5,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// A server that answers each request head it reads with the next of `answers`, and
 /// sends back everything it read, in order, when it is done.
@@ -52,7 +52,7 @@ where
 }
 
 async fn conn(addr: std::net::SocketAddr) -> Conn {
-    Conn::new(Io::Plain(TcpStream::connect(addr).await.unwrap()))
+    Conn::new(Io::Plain(Tcp::new(TcpStream::connect(addr).await.unwrap())))
 }
 
 fn get(path: &str) -> Request<Full<Bytes>> {
@@ -305,7 +305,7 @@ async fn an_idle_connection_the_server_closed_is_not_alive() {
     let Io::Plain(socket) = &c.io else {
         unreachable!()
     };
-    socket.readable().await.unwrap();
+    socket.get_ref().readable().await.unwrap();
     assert!(!c.alive());
 }
 
