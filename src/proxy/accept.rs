@@ -156,8 +156,9 @@ impl Accepted {
             if !running.trusts(peer.ip()) {
                 return refused(&"the peer is not a trusted proxy");
             }
-            match tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy_header::read(&mut stream)).await
-            {
+            let header =
+                tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy_header::read(&mut stream));
+            match Box::pin(header).await {
                 Ok(Ok(Some(named))) => client = named,
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => return refused(&e),
@@ -183,7 +184,7 @@ impl Accepted {
                 return;
             }
             let _live = drain.hold();
-            return l4::forward(&shared, &running, forward, stream, client).await;
+            return Box::pin(l4::forward(&shared, &running, forward, stream, client)).await;
         }
         drop(running);
         let stream = guard::SendTimeout::new(tcp::Tcp::new(stream), send_timeout);
@@ -193,21 +194,41 @@ impl Accepted {
             return serve_http(builder, plain, conn, shared, drain, born).await;
         };
         // Boxed, like the h2 service and the HTTP/1.x loop: the task every connection spawns
-        // stays small (a TCP listener's connections never take these states).
-        let began = std::time::Instant::now();
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-        match Box::pin(handshake).await {
-            Ok(Ok(s)) => {
-                // Behind a relay, the handshake is the round trip this site can measure.
-                if client != peer && shared.rtt.wants(client.ip()) {
-                    shared.rtt.observe(client.ip(), began.elapsed());
-                }
-                let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                let io = ClientIo::Right(Box::new(s));
-                serve_http(builder, (io, limits, h2), conn, shared, drain, born).await
+        // stays small (a TCP listener's connections never take these states), and a
+        // spawned task's future is copied as it starts and as it ends.
+        let rtt = (client != peer).then_some(&shared.rtt);
+        let Some((io, h2)) = Box::pin(handshake(acceptor, stream, client, rtt)).await else {
+            return;
+        };
+        serve_http(builder, (io, limits, h2), conn, shared, drain, born).await
+    }
+}
+
+/// A client's TLS handshake: its stream, and whether ALPN chose h2; `None` when it failed or
+/// took too long. Behind a relay (`rtt` given), the handshake is the round trip this site
+/// can measure.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: guard::SendTimeout<tcp::Tcp>,
+    client: SocketAddr,
+    rtt: Option<&rtt::RttTable>,
+) -> Option<(ClientIo, bool)> {
+    let began = std::time::Instant::now();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => {
+            if let Some(rtt) = rtt.filter(|r| r.wants(client.ip())) {
+                rtt.observe(client.ip(), began.elapsed());
             }
-            Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+            Some((ClientIo::Right(Box::new(s)), h2))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%client, "TLS handshake timed out");
+            None
         }
     }
 }
