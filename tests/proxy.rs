@@ -541,6 +541,37 @@ fn twenty_reloads_under_load_fail_no_request_and_a_bad_config_keeps_the_old_one(
     assert_eq!(failed, 0, "requests failed across reloads");
 }
 
+/// A kept-alive connection left idle is closed by a reload once the grace second has passed,
+/// long before its head timeout: the reload itself wakes it.
+#[test]
+fn a_reload_closes_an_idle_kept_alive_connection_after_the_grace() {
+    use std::io::{Read, Write};
+    let a = Upstream::start("a");
+    let proxy = SiteProxy::start(&site_with("header_timeout = \"60s\"", &[&a]));
+    let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n").unwrap();
+    let head = read_head(&mut c).expect("a response");
+    let mut body = vec![0u8; content_length(&head)];
+    c.read_exact(&mut body).unwrap();
+    assert_eq!(who(&String::from_utf8_lossy(&body)), "a");
+
+    let since = Instant::now();
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let read = c.read_to_end(&mut rest);
+    assert!(
+        matches!(read, Ok(0)),
+        "the idle connection was not closed: {read:?} after {:?}",
+        since.elapsed()
+    );
+    assert!(
+        since.elapsed() < Duration::from_secs(10),
+        "closed only after {:?}",
+        since.elapsed()
+    );
+}
+
 #[test]
 fn passive_ejection_takes_a_failing_server_out_and_a_trial_readmits_it() {
     let a = Upstream::start("a");

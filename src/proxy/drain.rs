@@ -1,9 +1,11 @@
 //! Retiring client connections: the count of those open, and a generation that closes every
 //! connection opened before it changes (reload and shutdown), each within the drain timeout.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 /// How long a retired connection may still take requests (each answered with `Connection:
@@ -18,6 +20,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(crate) struct Drain {
     generation: tokio::sync::watch::Sender<u64>,
+    /// The generation again, read without the watch's lock: each request and each wake-up
+    /// of a connection looks at it.
+    current: std::sync::atomic::AtomicU64,
     /// Open connections. A plain counter: a watch channel here would take its lock and
     /// notify on every connection's open and close; the waiter is told only at zero.
     live: std::sync::atomic::AtomicUsize,
@@ -35,12 +40,16 @@ impl Drain {
     }
 
     pub(crate) fn close_open_connections(&self) {
-        self.generation.send_modify(|g| *g += 1);
+        // Stored before the watch tells its receivers, so a woken connection sees it.
+        self.generation.send_modify(|g| {
+            *g += 1;
+            self.current.store(*g, Ordering::Relaxed);
+        });
     }
 
     /// The current generation: connections opened in an earlier one are closing.
     pub(crate) fn generation(&self) -> u64 {
-        *self.generation.borrow()
+        self.current.load(Ordering::Relaxed)
     }
 
     /// Connections open now.
@@ -84,40 +93,58 @@ impl Drain {
         born: u64,
     ) -> Option<T>
     where
-        C: std::future::Future<Output = Result<T, E>> + GracefulClose,
+        C: Future<Output = Result<T, E>> + GracefulClose,
         E: std::fmt::Display,
     {
         let _live = self.hold();
         let mut generation = self.generation.subscribe();
         let mut conn = std::pin::pin!(conn);
-        let ended = loop {
-            if *generation.borrow_and_update() != born {
+        // The watch's future is polled once, to leave the task's waker with it, and again only
+        // when the generation has moved: polled on every wake-up of the connection, it would
+        // take the watch's lock each time. (The waker stays the one task's: this runs inside
+        // the connection's own task.)
+        let retired = self.generation() != born;
+        let ended = if retired {
+            None
+        } else {
+            let mut changed = std::pin::pin!(generation.changed());
+            let mut waiting = false;
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Some(ended));
+                }
+                if waiting && self.generation() == born {
+                    return Poll::Pending;
+                }
+                waiting = true;
+                // Ready: a new generation (or no more; either way this one has ended).
+                changed.as_mut().poll(cx).map(|_| None)
+            })
+            .await
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
                 tokio::select! {
-                    ended = conn.as_mut() => break ended,
+                    ended = conn.as_mut() => return Self::ended(ended, peer),
                     _ = tokio::time::sleep(CLOSE_GRACE) => {}
                 }
                 conn.as_mut().close_gracefully();
                 let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
                 match tokio::time::timeout(limit, conn.as_mut()).await {
-                    Ok(ended) => break ended,
+                    Ok(ended) => ended,
                     Err(_) => {
                         tracing::debug!(%peer, "a retired connection was cut at the drain timeout");
                         return None;
                     }
                 }
             }
-            tokio::select! {
-                // In order: the connection first, and no random draw per wake-up.
-                biased;
-                ended = conn.as_mut() => break ended,
-                changed = generation.changed() => {
-                    if changed.is_err() {
-                        conn.as_mut().close_gracefully();
-                        break conn.as_mut().await;
-                    }
-                }
-            }
         };
+        Self::ended(ended, peer)
+    }
+
+    /// What a served connection ended with, its error logged.
+    fn ended<T, E: std::fmt::Display>(ended: Result<T, E>, peer: SocketAddr) -> Option<T> {
         ended
             .inspect_err(
                 |e| tracing::debug!(%peer, error = %e, "client connection ended with an error"),
