@@ -549,7 +549,8 @@ fn a_reload_closes_an_idle_kept_alive_connection_after_the_grace() {
     let a = Upstream::start("a");
     let proxy = SiteProxy::start(&site_with("header_timeout = \"60s\"", &[&a]));
     let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
-    c.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n").unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .unwrap();
     let head = read_head(&mut c).expect("a response");
     let mut body = vec![0u8; content_length(&head)];
     c.read_exact(&mut body).unwrap();

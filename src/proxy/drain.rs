@@ -102,12 +102,13 @@ impl Drain {
         // The watch's future is polled once, to leave the task's waker with it, and again only
         // when the generation has moved: polled on every wake-up of the connection, it would
         // take the watch's lock each time. (The waker stays the one task's: this runs inside
-        // the connection's own task.)
+        // the connection's own task. Unconstrained, so that tokio's task budget cannot make
+        // that one poll return before the waker is left.)
         let retired = self.generation() != born;
         let ended = if retired {
             None
         } else {
-            let mut changed = std::pin::pin!(generation.changed());
+            let mut changed = std::pin::pin!(tokio::task::unconstrained(generation.changed()));
             let mut waiting = false;
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
