@@ -24,6 +24,7 @@ pub const MAX_CANCELLED: u32 = 100;
 /// below zero), and whether that ever passed [`MAX_CANCELLED`].
 pub struct Cancels {
     owed: AtomicU32,
+    /// Past the limit, or the connection has ended: nothing counts any more.
     over: AtomicBool,
     /// Called once, when the count first passes the limit.
     on_over: Box<dyn Fn() + Send + Sync>,
@@ -55,6 +56,12 @@ impl Cancels {
     /// Whether the client has cancelled too many streams: its connection is to close.
     pub fn over(&self) -> bool {
         self.over.load(Ordering::Relaxed)
+    }
+
+    /// The connection has ended: the streams it leaves unanswered are dropped for that, not
+    /// cancelled by the client, and no longer count against it.
+    pub fn ended(&self) {
+        self.over.store(true, Ordering::Relaxed);
     }
 
     fn cancelled(&self) {
@@ -215,6 +222,17 @@ mod tests {
         assert!(!cancels.over());
         drop(cancels.stream());
         assert!(cancels.over());
+    }
+
+    #[test]
+    fn streams_left_when_the_connection_ends_are_not_a_flood() {
+        let (cancels, told) = counted();
+        drop(cancels.stream());
+        cancels.ended();
+        for _ in 0..MAX_CANCELLED {
+            drop(cancels.stream());
+        }
+        assert_eq!(told.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
