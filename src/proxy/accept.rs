@@ -267,9 +267,9 @@ async fn serve_h2<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let refusals = shared.clone();
+    let counted = shared.clone();
     let cancels =
-        resets::Cancels::new(move || refusals.refusals.refuse(guard::Refusal::Resets, peer.ip()));
+        resets::Cancels::new(move || counted.refusals.refuse(guard::Refusal::Resets, peer.ip()));
     let io = resets::CutWhenOver::new(io, cancels.clone());
     // hyper moves each stream's future several times and spawns a task of it: boxed, a
     // pointer moves instead of the request's state (1.05x on h2).

@@ -68,15 +68,10 @@ impl AsyncWrite for Tcp {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match bufs.iter().filter(|b| !b.is_empty()).count() {
-            0 => Poll::Ready(Ok(0)),
-            1 => {
-                let one = bufs
-                    .iter()
-                    .find(|b| !b.is_empty())
-                    .map_or(&[][..], |b| &b[..]);
-                self.poll_send(cx, |s| s.send(one))
-            }
+        let mut pieces = bufs.iter().filter(|b| !b.is_empty());
+        match (pieces.next(), pieces.next()) {
+            (None, _) => Poll::Ready(Ok(0)),
+            (Some(one), None) => self.poll_send(cx, |s| s.send(one)),
             _ => self.poll_send(cx, |s| s.send_vectored(bufs)),
         }
     }
