@@ -39,11 +39,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if here == 0 {
         return;
     }
-    let named: smallvec::SmallVec<[HeaderName; 2]> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
+    let named: smallvec::SmallVec<[HeaderName; 2]> = super::h1::connection_tokens(h)
         .filter(|t| {
             !t.is_empty()
                 && !HOP_BY_HOP

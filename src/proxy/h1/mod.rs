@@ -438,7 +438,8 @@ fn says_close(headers: &HeaderMap) -> bool {
     connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"close"))
 }
 
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+/// The tokens `Connection` lists, trimmed (empty ones included).
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(header::CONNECTION)
         .iter()
