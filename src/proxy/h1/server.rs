@@ -552,6 +552,11 @@ impl Server {
             trailers: None,
         };
         let mut left = length;
+        crate::proxy::tcp::write_in_turn(
+            self.shared.drain.live(),
+            length.or(bodiless.then_some(0)),
+        )
+        .await;
         let streamed =
             poll_fn(|cx| poll_stream(&mut self.writer, &mut body, &mut sending, &mut left, cx))
                 .await;
