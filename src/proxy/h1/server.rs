@@ -428,22 +428,22 @@ impl Server {
             req.extensions_mut().insert(on);
             give
         });
-        // Awaited where it is made: the request's future is large, and moving it is a copy.
+        // Pinned where it is made: the request's future is large, and moving it is a copy.
+        // (One future for both arms: made in each, it took two slots side by side in this
+        // one's state.)
         let (shared, conn) = (self.shared.clone(), self.conn.clone());
+        let mut handling = std::pin::pin!(forward::handle(shared, req, conn));
         let resp = match told_continue {
-            None => forward::handle(shared, req, conn).await,
-            Some(told) => {
-                let mut handling = std::pin::pin!(forward::handle(shared, req, conn));
-                loop {
-                    tokio::select! {
-                        biased;
-                        resp = &mut handling => break resp,
-                        _ = told.notified() => {
-                            self.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-                        }
+            None => handling.await,
+            Some(told) => loop {
+                tokio::select! {
+                    biased;
+                    resp = &mut handling => break resp,
+                    _ = told.notified() => {
+                        self.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
                     }
                 }
-            }
+            },
         };
         let Ok(resp) = resp;
         // A body dropped before its end by now: the client hears the connection closes.
