@@ -182,4 +182,19 @@ mod tests {
         }
         assert!(failed);
     }
+
+    #[test]
+    fn only_a_short_write_among_other_connections_waits_its_turn() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut waits = |open, body| {
+            let turn = std::pin::pin!(write_in_turn(open, body));
+            std::future::Future::poll(turn, &mut cx).is_pending()
+        };
+        assert!(waits(2, Some(0)));
+        assert!(waits(50, Some(GROUPED_BODY_MAX)));
+        // Alone, long, or of a length not known: written at once.
+        assert!(!waits(1, Some(13)));
+        assert!(!waits(50, Some(GROUPED_BODY_MAX + 1)));
+        assert!(!waits(50, None));
+    }
 }
