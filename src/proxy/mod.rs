@@ -30,7 +30,8 @@
 //!   idle per server between requests.
 //! - [`h1`]: HTTP/1.1 both ways, each exchange run by the task that needs it: to servers, and
 //!   from clients ([`h1::server`], one loop per connection).
-//! - [`tcp`]: TCP streams that write with the socket calls (`send`, `sendmsg`).
+//! - [`tcp`]: TCP streams that write with the socket calls (`send`, `sendmsg`), and short
+//!   writes grouped with the other connections'.
 //! - [`guard`]: limits per client network (connections, request rate) and the refusal log.
 //! - [`resets`]: h2 streams a client cancels before their answers (rapid reset).
 //! - [`framing`]: how an HTTP/1.x request head frames its body, and the forms refused as

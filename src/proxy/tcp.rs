@@ -3,6 +3,9 @@
 //! position lock and checks made for files). In a kernel profile of small keep-alive
 //! requests that layer took about 0.2 us per request (two writes), nearly 2% of the
 //! request's cost; HAProxy sends with `send(2)` too. Reads are tokio's (`recv(2)` already).
+//!
+//! Also when a short write waits for the other connections' (`write_in_turn`), so that
+//! one wake-up of the reader serves several.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
