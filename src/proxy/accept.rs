@@ -6,12 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::body::ClientBody;
 use super::drain::Drain;
 use super::h1::server::{self, ClientIo};
+use super::streams::{Streams, WithStreams};
 use super::{forward, guard, l4, proxy_header, report, resets, rtt, tcp, Running, Shared};
 use crate::config::ListenerMode;
 
@@ -48,7 +49,26 @@ pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// The h2 server settings every connection of a listener shares.
-type HttpBuilder = hyper::server::conn::http2::Builder<TokioExecutor>;
+#[derive(Clone, Copy)]
+struct H2Settings {
+    max_header_list: u32,
+    max_streams: u32,
+}
+
+impl H2Settings {
+    /// One connection's h2 server, its streams run by `streams`.
+    fn builder(self, streams: Streams) -> hyper::server::conn::http2::Builder<Streams> {
+        let mut builder = hyper::server::conn::http2::Builder::new(streams);
+        builder
+            .max_header_list_size(self.max_header_list)
+            .max_concurrent_streams(self.max_streams)
+            // Streams the client resets before they are served, and streams reset for
+            // errors of its making: past these the connection is closed (rapid reset).
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_ERROR_RESETS);
+        builder
+    }
+}
 
 /// Accepts connections on one listener until told to stop; each is served in its own task
 /// ([`Accepted::serve`]).
@@ -59,22 +79,18 @@ pub(super) async fn accept(
     mut stopping: tokio::sync::watch::Receiver<bool>,
     drain: Arc<Drain>,
 ) {
-    let mut builder = HttpBuilder::new(TokioExecutor::new());
-    let (send_timeout, limits) = {
+    let (send_timeout, limits, h2) = {
         let site = &shared.current.load().site;
-        builder
-            .max_header_list_size(u32::try_from(site.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(site.h2_max_streams)
-            // Streams the client resets before they are served, and streams reset for
-            // errors of its making: past these the connection is closed (rapid reset).
-            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-            .max_local_error_reset_streams(H2_MAX_ERROR_RESETS);
+        let h2 = H2Settings {
+            max_header_list: u32::try_from(site.max_header_bytes).unwrap_or(u32::MAX),
+            max_streams: site.h2_max_streams,
+        };
         let limits = server::Limits {
             max_headers: site.max_headers,
             max_head: site.max_header_bytes,
             head_timeout: site.header_timeout,
         };
-        (site.send_timeout, limits)
+        (site.send_timeout, limits, h2)
     };
     loop {
         // At the global cap, connections wait in the listen queue.
@@ -107,10 +123,10 @@ pub(super) async fn accept(
             send_timeout,
             limits,
         };
-        let (builder, tls) = (builder.clone(), tls.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _room = room;
-            accepted.serve(&builder, tls).await;
+            accepted.serve(h2, tls).await;
         });
     }
 }
@@ -131,7 +147,7 @@ impl Accepted {
     /// the client's connection limit, then bytes forwarded (TCP listeners) or HTTP (after the
     /// TLS handshake on TLS listeners). Everything runs in the connection's own task, so a
     /// slow client holds up nobody else.
-    async fn serve(self, builder: &HttpBuilder, tls: Option<tokio_rustls::TlsAcceptor>) {
+    async fn serve(self, h2: H2Settings, tls: Option<tokio_rustls::TlsAcceptor>) {
         let Accepted {
             shared,
             drain,
@@ -191,16 +207,16 @@ impl Accepted {
         let conn = forward::Conn::new(client, listener, tls.is_some(), born);
         let Some(acceptor) = tls else {
             let plain = (ClientIo::Left(stream), limits, false);
-            return serve_http(builder, plain, conn, shared, drain, born).await;
+            return serve_http(h2, plain, conn, shared, drain, born).await;
         };
         // Boxed, like the h2 service and the HTTP/1.x loop: the task every connection spawns
         // stays small (a TCP listener's connections never take these states), and a
         // spawned task's future is copied as it starts and as it ends.
         let rtt = (client != peer).then_some(&shared.rtt);
-        let Some((io, h2)) = Box::pin(handshake(acceptor, stream, client, rtt)).await else {
+        let Some((io, alpn_h2)) = Box::pin(handshake(acceptor, stream, client, rtt)).await else {
             return;
         };
-        serve_http(builder, (io, limits, h2), conn, shared, drain, born).await
+        serve_http(h2, (io, limits, alpn_h2), conn, shared, drain, born).await
     }
 }
 
@@ -237,7 +253,7 @@ async fn handshake(
 /// chose it) until it ends or is retired: HTTP/1.x by the proxy's own server, h2 (by ALPN, or
 /// in the clear by prior knowledge) by hyper's.
 async fn serve_http(
-    builder: &HttpBuilder,
+    settings: H2Settings,
     (io, limits, h2): (ClientIo, server::Limits, bool),
     conn: forward::Conn,
     shared: Arc<Shared>,
@@ -247,17 +263,17 @@ async fn serve_http(
     let conn = Arc::new(conn);
     let peer = conn.peer;
     if h2 {
-        return serve_h2(builder, io, conn, shared, drain, born).await;
+        return serve_h2(settings, io, conn, shared, drain, born).await;
     }
     let served = server::Connection::new(io, limits, shared.clone(), conn.clone());
     if let Some(Some(h2c)) = Box::pin(drain.clone().serve(served, peer, born)).await {
-        serve_h2(builder, h2c, conn, shared, drain, born).await;
+        serve_h2(settings, h2c, conn, shared, drain, born).await;
     }
 }
 
-/// Serves h2 with hyper's server.
+/// Serves h2 with hyper's server, its streams run in this task ([`super::streams`]).
 async fn serve_h2<S>(
-    builder: &HttpBuilder,
+    settings: H2Settings,
     io: S,
     conn: Arc<forward::Conn>,
     shared: Arc<Shared>,
@@ -271,15 +287,19 @@ async fn serve_h2<S>(
     let cancels =
         resets::Cancels::new(move || counted.refusals.refuse(guard::Refusal::Resets, peer.ip()));
     let io = resets::CutWhenOver::new(io, cancels.clone());
-    // hyper moves each stream's future several times and spawns a task of it: boxed, a
-    // pointer moves instead of the request's state (1.05x on h2).
+    // hyper moves each stream's future several times: boxed, a pointer moves instead of the
+    // request's state (1.05x on h2).
     let watching = cancels.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let req = req.map(ClientBody::H2);
         let answer = Box::pin(forward::handle(shared.clone(), req, conn.clone()));
         watching.watch(answer)
     });
-    let served = builder.serve_connection(TokioIo::new(io), service);
+    let streams = Streams::default();
+    let served = settings
+        .builder(streams.clone())
+        .serve_connection(TokioIo::new(io), service);
+    let served = WithStreams::new(served, &streams);
     Box::pin(drain.serve(served, peer, born)).await;
     cancels.ended();
 }

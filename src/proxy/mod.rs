@@ -2,7 +2,7 @@
 //! spreads requests over the site's servers, keeps sessions sticky, hides the servers and
 //! takes them out when their checks fail.
 //!
-//! Request path: accept -> HTTP/1.x ([`h1::server`]) or h2 (hyper) -> [`forward::handle`]:
+//! Request path: accept -> HTTP/1.x ([`h1::server`]) or h2 (hyper, [`streams`]) -> [`forward::handle`]:
 //! framing checks -> [`route`]
 //! -> sticky cookie or source address -> [`upstream::PoolState::choose`] (the shared health
 //! and drain step, then the pool's [`algorithm`]) -> a pooled upstream connection -> retry on
@@ -34,6 +34,7 @@
 //!   writes grouped with the other connections'.
 //! - [`guard`]: limits per client network (connections, request rate) and the refusal log.
 //! - [`resets`]: h2 streams a client cancels before their answers (rapid reset).
+//! - [`streams`]: h2 streams run inside their connection's task, not a task each.
 //! - [`framing`]: how an HTTP/1.x request head frames its body, and the forms refused as
 //!   request smuggling.
 //! - [`l4`]: TCP listeners: bytes forwarded to a pool's server, TLS passed through by SNI.
@@ -68,6 +69,7 @@ pub mod revalidate;
 pub mod route;
 pub mod rtt;
 pub mod sticky;
+pub mod streams;
 pub mod tcp;
 pub mod upstream;
 
