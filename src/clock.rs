@@ -1,8 +1,39 @@
 //! Wall-clock time as the node records it: seconds since the Unix epoch, the unit of status
 //! documents, logs, the state store and the protocols that carry times (TSIG, cookies).
 //! Nothing here depends on another module, so every module may use it.
+//!
+//! Also the coarse monotonic clock ([`coarse_ms`]), for what the proxy times in seconds on
+//! every request: how long a server connection has been idle, a request head's wait, which
+//! second the retry budget counts. It reads the kernel's monotonic clock as of its last tick
+//! (`CLOCK_MONOTONIC_COARSE`, a few milliseconds behind at most), a load from the vDSO's page
+//! instead of a read of the CPU's time-stamp counter; those were three of the ten clock
+//! reads of a proxied request (small requests 1.03x).
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds on a monotonic clock with an arbitrary start, up to a few milliseconds behind.
+#[cfg(target_os = "linux")]
+pub fn coarse_ms() -> u64 {
+    let mut now = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill; the clock exists on every
+    // Linux since 2.6.32, and the call cannot fail for it.
+    let rc = unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    debug_assert_eq!(rc, 0);
+    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
+}
+
+/// Milliseconds on a monotonic clock with an arbitrary start (since its first read).
+#[cfg(not(target_os = "linux"))]
+pub fn coarse_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
 
 /// Seconds since the Unix epoch (0 for a time before it).
 pub fn unix_seconds(at: SystemTime) -> u64 {
@@ -80,6 +111,18 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_coarse_clock_keeps_pace_with_the_fine_one() {
+        let (coarse, fine) = (coarse_ms(), std::time::Instant::now());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (passed, measured) = (coarse_ms() - coarse, fine.elapsed().as_millis() as u64);
+        // Each coarse read is at most a tick (10 ms at the slowest tick rate) behind.
+        assert!(
+            passed + 20 >= measured && passed <= measured + 20,
+            "{passed} ms against {measured} ms"
+        );
+    }
 
     #[test]
     fn stamps_round_trip_and_match_known_dates() {

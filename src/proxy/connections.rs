@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Uri, Version};
@@ -31,6 +31,7 @@ use super::tcp::Tcp;
 
 use super::body::UpstreamBody;
 use super::h1;
+use crate::clock;
 use crate::config::{PoolSettings, UpstreamProtocol};
 
 /// Why a connection could not be had.
@@ -55,7 +56,8 @@ enum Sender {
 
 struct Idle {
     conn: h1::Conn,
-    since: Instant,
+    /// When it was given back, on the coarse clock.
+    since_ms: u64,
 }
 
 /// One server's connections.
@@ -134,8 +136,9 @@ impl Connections {
             match self.protocol {
                 UpstreamProtocol::Http1 => {
                     let mut idle = lock(&slot.idle);
+                    let now = clock::coarse_ms();
                     while let Some(mut i) = idle.pop() {
-                        if i.since.elapsed() < self.idle_timeout && i.conn.alive() {
+                        if self.fresh(&i, now) && i.conn.alive() {
                             self.reused.fetch_add(1, Ordering::Relaxed);
                             return Ok(Lease {
                                 sender: Sender::H1(Some(i.conn)),
@@ -215,7 +218,7 @@ impl Connections {
         if idle.len() < self.idle_per_server {
             idle.push(Idle {
                 conn,
-                since: Instant::now(),
+                since_ms: clock::coarse_ms(),
             });
         }
     }
@@ -227,9 +230,15 @@ impl Connections {
 
     /// Drops idle connections past the idle timeout or closed by their server.
     fn sweep(&self) {
+        let now = clock::coarse_ms();
         for s in &self.servers {
-            lock(&s.idle).retain_mut(|i| i.since.elapsed() < self.idle_timeout && i.conn.alive());
+            lock(&s.idle).retain_mut(|i| self.fresh(i, now) && i.conn.alive());
         }
+    }
+
+    /// Whether an idle connection is still within the idle timeout at `now` (coarse clock).
+    fn fresh(&self, idle: &Idle, now: u64) -> bool {
+        Duration::from_millis(now.saturating_sub(idle.since_ms)) < self.idle_timeout
     }
 }
 

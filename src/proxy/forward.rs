@@ -547,7 +547,8 @@ async fn forward(
                     std::future::pending::<()>().await;
                 }
             }
-            tokio::time::sleep(r.timeout).await;
+            // Timed from `sent`, read once for this and the server's latency.
+            tokio::time::sleep_until(tokio::time::Instant::from_std(sent) + r.timeout).await;
         };
         let exchange = async {
             let mut lease = conns

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::algorithm::{self, Balancer, Candidate, Input};
 use crate::balance::{Member, Pool};
+use crate::clock;
 use crate::config::PoolSettings;
 use crate::health::{Admin, Health, HealthSnapshot};
 
@@ -82,7 +83,7 @@ pub struct PoolState {
     pub index: usize,
     /// Ejections are timed from here.
     started: std::time::Instant,
-    /// Tries and retries in the current second, for the retry budget.
+    /// Tries and retries in the current second (on the coarse clock), for the retry budget.
     budget: std::sync::Mutex<(u64, u32, u32)>,
     pub load: Vec<ServerLoad>,
     id_hashes: Vec<u64>,
@@ -204,7 +205,7 @@ impl PoolState {
     /// Whether a retry fits the pool's budget: `percent` of this second's requests, and
     /// always ten a second (so a quiet pool still retries around a server that just died).
     pub fn may_retry(&self, percent: u32) -> bool {
-        let second = self.now_ms() / 1000;
+        let second = clock::coarse_ms() / 1000;
         let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
         if b.0 != second {
             *b = (second, 0, 0);
@@ -220,7 +221,7 @@ impl PoolState {
     /// Counts a request routed to this pool, once whatever picks its server (a sticky
     /// cookie, a hash, the balancer, or several tries of a queue), for the retry budget.
     pub fn count_request(&self) {
-        let second = self.now_ms() / 1000;
+        let second = clock::coarse_ms() / 1000;
         let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
         if b.0 != second {
             *b = (second, 0, 0);

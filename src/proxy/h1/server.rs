@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, Method, Request, Response, StatusCode, Uri, Version};
@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHa
 use tokio::sync::{oneshot, Notify};
 
 use super::{Body, Conn, Sending, READ_MIN, ROOM_MIN, WRITE_SLICES};
+use crate::clock;
 use crate::proxy::body::{ClientBody, ProxyBody};
 use crate::proxy::framing::{self, RequestFraming};
 use crate::proxy::guard::SendTimeout;
@@ -274,9 +275,9 @@ struct Server {
     shared: Arc<Shared>,
     conn: Arc<forward::Conn>,
     closing: Arc<AtomicBool>,
-    /// Since when the current head has been awaited (set when a read first finds nothing),
-    /// and the connection's one timer for it.
-    awaited_since: Option<Instant>,
+    /// Since when the current head has been awaited (set when a read first finds nothing;
+    /// coarse clock), and the connection's one timer for it.
+    awaited_since: Option<u64>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// No request has come yet: h2's preface may.
     first: bool,
@@ -792,22 +793,23 @@ fn date(out: &mut Vec<u8>) {
 
 /// While a head is awaited: its wait is timed (from now, unless it already is), the task to be
 /// woken at its deadline; whether the deadline has passed. A timer left from an earlier wait
-/// fires early, and is moved to this one's deadline then: a request costs a clock read, not a
-/// timer of its own.
+/// fires early, and is moved to this one's deadline then: a request costs a read of the coarse
+/// clock ([`clock::coarse_ms`]; the timeout is seconds long), not a timer of its own.
 fn head_overdue(
-    since: &mut Option<Instant>,
+    since: &mut Option<u64>,
     timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
     limit: Duration,
     cx: &mut Context<'_>,
 ) -> bool {
-    let since = *since.get_or_insert_with(Instant::now);
-    let deadline = tokio::time::Instant::from_std(since + limit);
-    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    let due = *since.get_or_insert_with(clock::coarse_ms) + limit.as_millis() as u64;
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
     while timer.as_mut().poll(cx).is_ready() {
-        if tokio::time::Instant::now() >= deadline {
+        let now = clock::coarse_ms();
+        if now >= due {
             return true;
         }
-        timer.as_mut().reset(deadline);
+        let left = Duration::from_millis(due - now);
+        timer.as_mut().reset(tokio::time::Instant::now() + left);
     }
     false
 }
