@@ -166,6 +166,16 @@ fn forwarding_headers_are_set_and_a_client_cannot_forge_them() {
         Some("203.0.113.9, 127.0.0.1")
     );
     assert_eq!(seen(&body, "x-request-id").as_deref(), Some("abc"));
+
+    // A route's own fields: set on the request sent upstream (replacing the client's), and
+    // on the response.
+    drop(proxy);
+    let route = "[[route]]\npool = \"p\"\nset_request_headers = { \"X-Site\" = \"blue\" }\nset_response_headers = { \"X-Served-By\" = \"edge 1\" }\n";
+    let proxy = SiteProxy::start(&site("", &[&up], "").replace("[[route]]\npool = \"p\"\n", route));
+    let (status, headers, body) = get(proxy.addr, "/", "X-Site: red\r\n");
+    assert_eq!(status, 200);
+    assert_eq!(seen(&body, "x-site").as_deref(), Some("blue"));
+    assert_eq!(header(&headers, "x-served-by"), Some("edge 1"));
 }
 
 #[test]

@@ -257,8 +257,10 @@ pub struct Route {
     pub pool: usize,
     /// From sending the request to the end of the response headers.
     pub timeout: Duration,
-    pub set_request_headers: Vec<(String, String)>,
-    pub set_response_headers: Vec<(String, String)>,
+    /// Fields set on the request sent upstream, and on the response, parsed when the config
+    /// loads.
+    pub set_request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub set_response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// An HTML page sent instead of the body of any 5xx response (the servers' and the
     /// proxy's own), read when the config loads.
     pub error_page: Option<std::sync::Arc<Vec<u8>>>,

@@ -770,25 +770,25 @@ pub fn parse_site(text: &str, file: &Path, base: &Path) -> Result<SiteConfig, Co
                 format!("method {m:?} is not a method"),
             ));
         }
-        let header_pairs =
-            |map: &Option<BTreeMap<String, String>>| -> Result<Vec<(String, String)>, ConfigError> {
-                map.iter()
-                    .flatten()
-                    .map(|(k, v)| {
-                        let name = k.to_ascii_lowercase();
-                        if http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                            || http::HeaderValue::from_str(v).is_err()
-                        {
-                            return Err(invalid(
-                                at,
-                                object(),
-                                format!("header {k:?}: {v:?} cannot be sent"),
-                            ));
-                        }
-                        Ok((name, v.clone()))
-                    })
-                    .collect()
-            };
+        type Fields = Vec<(http::HeaderName, http::HeaderValue)>;
+        let header_pairs = |map: &Option<BTreeMap<String, String>>| -> Result<Fields, ConfigError> {
+            map.iter()
+                .flatten()
+                .map(|(k, v)| {
+                    match (
+                        http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+                        http::HeaderValue::from_str(v),
+                    ) {
+                        (Ok(name), Ok(value)) => Ok((name, value)),
+                        _ => Err(invalid(
+                            at,
+                            object(),
+                            format!("header {k:?}: {v:?} cannot be sent"),
+                        )),
+                    }
+                })
+                .collect()
+        };
         routes.push(Route {
             host: fr.host.as_ref().map(|h| h.to_ascii_lowercase()),
             path_prefix: fr.path_prefix.clone(),

@@ -731,13 +731,8 @@ pub(super) fn route_headers(
     {
         headers.insert(header::HOST, h);
     }
-    for (k, v) in &route.set_request_headers {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            headers.insert(k, v);
-        }
+    for (name, value) in &route.set_request_headers {
+        headers.insert(name, value.clone());
     }
 }
 
@@ -854,13 +849,8 @@ pub(super) fn respond(
     for h in &running.hide_headers {
         parts.headers.remove(h);
     }
-    for (k, v) in &running.site.routes[route].set_response_headers {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            parts.headers.insert(k, v);
-        }
+    for (name, value) in &running.site.routes[route].set_response_headers {
+        parts.headers.insert(name, value.clone());
     }
     Response::from_parts(
         parts,
