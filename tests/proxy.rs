@@ -583,6 +583,38 @@ fn a_reload_closes_an_idle_kept_alive_connection_after_the_grace() {
     );
 }
 
+/// The same for h2 (by prior knowledge in the clear): an idle connection whose client keeps
+/// it open is sent GOAWAY and closed by a reload, long before the drain timeout.
+#[tokio::test]
+async fn a_reload_closes_an_idle_h2_connection_after_the_grace() {
+    let a = Upstream::start("a");
+    let text = site("", &[&a], "").replace("drain_timeout = \"2s\"", "drain_timeout = \"60s\"");
+    let proxy = SiteProxy::start(&text);
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut send, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let request = ::http::Request::builder()
+        .uri(format!("http://{}/", proxy.addr))
+        .body(())
+        .unwrap();
+    let (answer, _) = send.send_request(request, true).unwrap();
+    let answer = tokio::select! {
+        a = answer => a.unwrap(),
+        _ = &mut conn => panic!("the connection ended"),
+    };
+    assert_eq!(answer.status(), 200);
+
+    let since = Instant::now();
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    let ended = tokio::time::timeout(Duration::from_secs(10), &mut conn).await;
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "the idle h2 connection was not closed: {ended:?} after {:?}",
+        since.elapsed()
+    );
+    // Held until now: with no sender left, the client would close the connection itself.
+    drop(send);
+}
+
 #[test]
 fn passive_ejection_takes_a_failing_server_out_and_a_trial_readmits_it() {
     let a = Upstream::start("a");

@@ -171,9 +171,14 @@ impl<C: Future> Future for WithStreams<C> {
         Poll::Pending
     }
 }
+
 impl<C: Future + super::drain::GracefulClose> super::drain::GracefulClose for WithStreams<C> {
+    /// Asks the connection to close, and has it polled next: that poll sends its GOAWAY,
+    /// which nothing else would wake an idle connection for.
     fn close_gracefully(self: Pin<&mut Self>) {
-        self.get_mut().conn.as_mut().close_gracefully();
+        let this = self.get_mut();
+        this.conn.as_mut().close_gracefully();
+        this.conn_side.wake_by_ref();
     }
 }
 
