@@ -255,6 +255,25 @@ fn site_to(addr: SocketAddr, proxy_extra: &str) -> String {
     )
 }
 
+/// A route's timeout runs from the end of the request's body: an upload that takes longer
+/// than the timeout is still answered.
+#[test]
+fn a_routes_timeout_runs_from_the_end_of_a_slow_upload() {
+    let server = big_server(2);
+    let route = "[[route]]\npool = \"p\"\ntimeout = \"1s\"\n";
+    let proxy = SiteProxy::start(&site_to(server, "").replace("[[route]]\npool = \"p\"\n", route));
+    let mut up = connect_from("127.0.0.1", proxy.addr);
+    up.write_all(b"POST /up HTTP/1.1\r\nHost: site.test\r\nContent-Length: 8\r\n\r\n")
+        .unwrap();
+    // Two bytes every 500 ms: the body ends 2 s after its head.
+    for _ in 0..4 {
+        pace(Duration::from_millis(500));
+        up.write_all(b"xx").unwrap();
+    }
+    let answer = read_head(&mut up).unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// A client that asks for a large response and never reads it is cut off after the send
 /// timeout (its connection no longer counts), while a client that reads gets all of it.
 #[test]

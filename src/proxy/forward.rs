@@ -541,14 +541,19 @@ async fn forward(
         let sent = Instant::now();
         // The response must start within the route's timeout of the request's end.
         let first_byte = async {
-            // A body that fails before its end ends the request with an error instead.
-            if let Some(sent_all) = sent_all {
-                if sent_all.await.is_err() {
-                    std::future::pending::<()>().await;
+            let end = match sent_all {
+                Some(sent_all) => {
+                    // A body that fails before its end ends the request with an error instead.
+                    if sent_all.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::Instant::now()
                 }
-            }
-            // Timed from `sent`, read once for this and the server's latency.
-            tokio::time::sleep_until(tokio::time::Instant::from_std(sent) + r.timeout).await;
+                // No body to stream: the request ends as it is sent (`sent`, read once for
+                // this and the server's latency).
+                None => tokio::time::Instant::from_std(sent),
+            };
+            tokio::time::sleep_until(end + r.timeout).await;
         };
         let exchange = async {
             let mut lease = conns
