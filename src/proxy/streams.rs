@@ -8,9 +8,11 @@
 //! HAProxy likewise serve a connection's streams from the connection's own event handling.
 //!
 //! A stream still runs to its end after its connection's future has ended (as a spawned one
-//! would); a connection cut at the drain timeout takes its streams with it.
+//! would); a connection cut at the drain timeout takes its streams with it. A stream that
+//! panics ends alone, as a spawned one would: its connection and the other streams go on.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
+use futures_util::FutureExt;
 
 type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -33,6 +36,9 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
+        // A panic is caught here (and reported by the panic hook) rather than unwinding
+        // through the connection's task. The stream is dropped, which resets it.
+        let stream = AssertUnwindSafe(stream).catch_unwind().map(drop);
         self.queued
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -229,6 +235,32 @@ mod tests {
         go.send(()).unwrap();
         assert_eq!(task.0.load(Ordering::SeqCst), 2);
         assert_eq!(poll(&mut served, &task), Poll::Ready(7));
+        assert!(finished.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_stream_that_panics_ends_alone() {
+        let streams = Streams::default();
+        let spawner = streams.clone();
+        let (go, gone) = tokio::sync::oneshot::channel::<()>();
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        let conn = async move {
+            spawner.execute(async { panic!("a stream's bug") });
+            spawner.execute(async move {
+                let _ = gone.await;
+                flag.store(true, Ordering::SeqCst);
+            });
+            5
+        };
+        let mut served = WithStreams::new(conn, &streams);
+        let task = Arc::new(Counted::default());
+        assert!(
+            poll(&mut served, &task).is_pending(),
+            "the other stream runs on"
+        );
+        go.send(()).unwrap();
+        assert_eq!(poll(&mut served, &task), Poll::Ready(5));
         assert!(finished.load(Ordering::SeqCst));
     }
 
