@@ -2,8 +2,8 @@
 //! spreads requests over the site's servers, keeps sessions sticky, hides the servers and
 //! takes them out when their checks fail.
 //!
-//! Request path: accept -> HTTP/1.x ([`h1::server`]) or h2 (hyper, [`streams`]) -> [`forward::handle`]:
-//! framing checks -> [`route`]
+//! Request path: accept -> HTTP/1.x ([`h1::server`]) or h2 (hyper, [`streams`]) ->
+//! [`forward::handle`]: framing checks -> [`route`]
 //! -> sticky cookie or source address -> [`upstream::PoolState::choose`] (the shared health
 //! and drain step, then the pool's [`algorithm`]) -> a pooled upstream connection -> retry on
 //! another server while safe -> response headers cleaned -> access log.
