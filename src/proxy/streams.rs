@@ -204,6 +204,22 @@ mod tests {
         }
     }
 
+    /// A stream that ends once `go` is sent, and the flag it sets as it ends.
+    fn waiting_stream() -> (
+        tokio::sync::oneshot::Sender<()>,
+        Arc<AtomicBool>,
+        impl Future<Output = ()> + Send + 'static,
+    ) {
+        let (go, gone) = tokio::sync::oneshot::channel::<()>();
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        let stream = async move {
+            let _ = gone.await;
+            flag.store(true, Ordering::SeqCst);
+        };
+        (go, finished, stream)
+    }
+
     fn poll<F: Future + Unpin>(f: &mut F, task: &Arc<Counted>) -> Poll<F::Output> {
         let waker = Waker::from(task.clone());
         Pin::new(f).poll(&mut Context::from_waker(&waker))
@@ -213,14 +229,10 @@ mod tests {
     fn a_connection_ends_once_its_streams_have_and_wakes_come_from_either() {
         let streams = Streams::default();
         let (end, ended) = tokio::sync::oneshot::channel::<()>();
-        let (go, gone) = tokio::sync::oneshot::channel::<()>();
-        let finished = Arc::new(AtomicBool::new(false));
-        let (spawner, flag) = (streams.clone(), finished.clone());
+        let (go, finished, stream) = waiting_stream();
+        let spawner = streams.clone();
         let conn = async move {
-            spawner.execute(async move {
-                let _ = gone.await;
-                flag.store(true, Ordering::SeqCst);
-            });
+            spawner.execute(stream);
             let _ = ended.await;
             7
         };
@@ -242,15 +254,10 @@ mod tests {
     fn a_stream_that_panics_ends_alone() {
         let streams = Streams::default();
         let spawner = streams.clone();
-        let (go, gone) = tokio::sync::oneshot::channel::<()>();
-        let finished = Arc::new(AtomicBool::new(false));
-        let flag = finished.clone();
+        let (go, finished, stream) = waiting_stream();
         let conn = async move {
             spawner.execute(async { panic!("a stream's bug") });
-            spawner.execute(async move {
-                let _ = gone.await;
-                flag.store(true, Ordering::SeqCst);
-            });
+            spawner.execute(stream);
             5
         };
         let mut served = WithStreams::new(conn, &streams);
