@@ -205,11 +205,7 @@ impl PoolState {
     /// Whether a retry fits the pool's budget: `percent` of this second's requests, and
     /// always ten a second (so a quiet pool still retries around a server that just died).
     pub fn may_retry(&self, percent: u32) -> bool {
-        let second = clock::coarse_ms() / 1000;
-        let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
-        if b.0 != second {
-            *b = (second, 0, 0);
-        }
+        let mut b = self.this_second();
         let allowed = 10 + b.1 * percent / 100;
         if b.2 >= allowed {
             return false;
@@ -221,12 +217,17 @@ impl PoolState {
     /// Counts a request routed to this pool, once whatever picks its server (a sticky
     /// cookie, a hash, the balancer, or several tries of a queue), for the retry budget.
     pub fn count_request(&self) {
+        self.this_second().1 += 1;
+    }
+
+    /// The retry budget's counts, started afresh when the second has changed.
+    fn this_second(&self) -> std::sync::MutexGuard<'_, (u64, u32, u32)> {
         let second = clock::coarse_ms() / 1000;
         let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
         if b.0 != second {
             *b = (second, 0, 0);
         }
-        b.1 += 1;
+        b
     }
 
     /// Chooses a server for a request from `client` (hashing key `key`), skipping `tried`:
