@@ -95,6 +95,13 @@ where
     } else {
         let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
         tokio::spawn(conn);
+        // An HTTP/1.1 request names its host in `Host` (RFC 9112 section 3.2): hyper's
+        // connection sends the head as given.
+        if let Some(host) = req.uri().authority().map(|a| a.as_str().to_string()) {
+            req.headers_mut()
+                .entry(::http::header::HOST)
+                .or_insert(host.parse().unwrap());
+        }
         let target = req
             .uri()
             .path_and_query()

@@ -115,8 +115,8 @@ pub type UpstreamBody = Either<Sent, Full<Bytes>>;
 
 /// A request body on its way to a server: it notes when its last frame has gone, so the wait
 /// for the response starts there (a slow upload is not a slow server).
-/// It also ends with an error once it passes the route's size limit, or comes too slowly,
-/// and says which in `cut`.
+/// It also ends with an error once it passes the route's size limit, or comes too slowly;
+/// `cut` says which, or that the client's side of it failed.
 pub struct Sent {
     pub(super) inner: ClientBody,
     pub(super) done: Option<tokio::sync::oneshot::Sender<()>>,
@@ -137,6 +137,10 @@ pub enum CutReason {
     TooLarge = 1,
     #[error("the request body came too slowly")]
     TooSlow = 2,
+    /// The client's side failed: a malformed chunk, or the connection or stream ended
+    /// inside the body. The client's doing, so it is not held against the server.
+    #[error("the request body was malformed or cut short")]
+    Broken = 3,
 }
 
 impl Cut {
@@ -149,6 +153,7 @@ impl Cut {
         match self.0.load(std::sync::atomic::Ordering::Relaxed) {
             1 => Some(CutReason::TooLarge),
             2 => Some(CutReason::TooSlow),
+            3 => Some(CutReason::Broken),
             _ => None,
         }
     }
@@ -248,7 +253,7 @@ impl Body for Sent {
                     return Poll::Ready(Some(Err(Box::new(CutReason::TooSlow))));
                 }
             }
-            Poll::Ready(Some(Err(_))) => {}
+            Poll::Ready(Some(Err(_))) => this.cut.set(CutReason::Broken),
         }
         polled
     }

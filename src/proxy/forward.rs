@@ -17,7 +17,7 @@ use hyper::body::Body;
 
 use super::body::{ClientBody, Cut, CutReason, Pace, ProxyBody, Sent, Tracked, UpstreamBody};
 use super::connections::{Connections, Inbound, Lease, Outbound, SendError};
-use super::framing::bad_framing;
+use super::framing;
 use super::guard::Refusal;
 use super::h1::server::{OnUpgrade, Upgraded};
 use super::headers::{client_address, forwarding_headers, strip_hop_by_hop};
@@ -251,10 +251,10 @@ async fn forward(
     route_taken: &mut Option<usize>,
     pending: &mut Option<Box<super::cache::Pending>>,
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-    if let Some(why) = bad_framing(&req) {
-        tracing::debug!(peer = %conn.peer, why, "request refused");
+    if let Some(refused) = framing::refused(&req) {
+        tracing::debug!(peer = %conn.peer, why = refused.why, "request refused");
         // What follows on the connection cannot be trusted to start a request: close it.
-        let mut r = own(StatusCode::BAD_REQUEST, why);
+        let mut r = own(refused.status, refused.why);
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return (r, None);
@@ -400,19 +400,29 @@ async fn forward(
         chosen = state.choose(pool, settings, &health, client_ip, key, &[]);
     }
 
-    // The upstream request's head, built once for every try.
-    let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    // The upstream request's head, built once for every try. A target with an authority
+    // (the absolute form, or h2's `:authority`) names the host, and `Host` is replaced by it
+    // (RFC 9112 section 3.2.2), as routing read it.
+    let original_host = match req.uri().authority() {
+        Some(a) => {
+            let host = a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h);
+            HeaderValue::from_str(host).ok()
+        }
+        None => req.headers().get(header::HOST).cloned(),
+    };
     // An HTTP/1.1 upgrade (WebSocket) asks for the connection: the protocol it names goes
-    // upstream, and on 101 the two connections are joined.
+    // upstream, and on 101 the two connections are joined. Not h2c: its server would speak
+    // h2 on the joined connection, past this proxy's routes and rules ("h2c smuggling"), so
+    // the request goes as a plain one.
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
         .filter(|_| req.version() == Version::HTTP_11)
+        .filter(|v| !names_h2c(v))
         .cloned();
+    if upgrade.is_none() && req.headers().contains_key(header::UPGRADE) {
+        req.headers_mut().remove(HTTP2_SETTINGS);
+    }
     let client_side = upgrade
         .as_ref()
         .and_then(|_| req.extensions_mut().remove::<OnUpgrade>());
@@ -494,15 +504,7 @@ async fn forward(
         };
         match tokio::time::timeout(r.timeout, paced.collect()).await {
             Ok(Ok(all)) => held = all.to_bytes(),
-            Ok(Err(_)) if cut.reason().is_some() => {
-                return (cut_off(CutReason::TooSlow), None);
-            }
-            Ok(Err(_)) => {
-                return (
-                    own(StatusCode::BAD_REQUEST, "the request body ended early"),
-                    None,
-                )
-            }
+            Ok(Err(_)) => return (cut_off(cut.reason().unwrap_or(CutReason::Broken)), None),
             Err(_) => return (cut_off(CutReason::TooSlow), None),
         }
     }
@@ -660,6 +662,18 @@ async fn forward(
     }
 }
 
+/// The field an h2c upgrade carries its settings in (RFC 7540 section 3.2.1), connection
+/// specific.
+const HTTP2_SETTINGS: header::HeaderName = header::HeaderName::from_static("http2-settings");
+
+/// Whether an `Upgrade` value offers h2c.
+fn names_h2c(upgrade: &HeaderValue) -> bool {
+    upgrade
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+}
+
 /// A client the access rules refuse: 403, counted by the rules' place.
 fn refused(shared: &Shared, scope: RuleScope, client: std::net::IpAddr) -> Response<ProxyBody> {
     shared.deny(scope, client);
@@ -681,12 +695,14 @@ fn too_large() -> Response<ProxyBody> {
     cut_off(CutReason::TooLarge)
 }
 
-/// The answer to a request whose body was cut off: 413 (too large) or 408 (too slow); the
-/// connection closes, as the rest of the body is not read.
+/// The answer to a request whose body was cut off: 413 (too large), 408 (too slow) or 400
+/// (malformed or cut short by the client); the connection closes, as the rest of the body
+/// is not read.
 fn cut_off(why: CutReason) -> Response<ProxyBody> {
     let status = match why {
         CutReason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         CutReason::TooSlow => StatusCode::REQUEST_TIMEOUT,
+        CutReason::Broken => StatusCode::BAD_REQUEST,
     };
     let mut r = own(status, &why.to_string());
     r.headers_mut()

@@ -1,14 +1,38 @@
 //! HTTP/1.x request framing (RFC 9112 section 6): how a request head says its body is
 //! delimited, and the forms refused because two parsers could read them two ways (request
 //! smuggling): `Content-Length` twice or malformed, `Transfer-Encoding` together with
-//! `Content-Length`, a transfer coding other than `chunked` last, and over h2 the
-//! connection-specific headers RFC 9113 section 8.2.2 forbids. The HTTP/1.1 server
-//! ([`super::h1::server`]) reads a body only as [`request_framing`] says; a request it refuses
-//! is answered 400 by the request path ([`bad_framing`]) and its connection closed, since
+//! `Content-Length`, and over h2 the connection-specific headers RFC 9113 section 8.2.2
+//! forbids. A transfer coding other than `chunked` alone is not implemented (501, as nginx,
+//! Apache and Go answer it): a proxy that dechunked `gzip, chunked` and sent it on as
+//! `chunked` would hand its server gzip bytes as if they were the body.
+//!
+//! The other heads refused ([`refused`]) are those whose target two hops could read two
+//! ways: an HTTP/1.1 request without `Host` (and no host in its target), with several, or
+//! with one that is not a host (RFC 9112 section 3.2); the asterisk form for any method but `OPTIONS`; and `CONNECT`,
+//! which a reverse proxy does not tunnel (405, as nginx answers).
+//!
+//! The HTTP/1.1 server ([`super::h1::server`]) reads a body only as [`request_framing`]
+//! says; a request refused is answered by the request path and its connection closed, since
 //! nothing after it can be trusted to start a request.
 
 use http::header::{self, HeaderMap};
-use http::{Request, Version};
+use http::{Method, Request, StatusCode, Version};
+
+/// A request head refused: the status it is answered with, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub why: &'static str,
+}
+
+impl Refused {
+    const fn bad(why: &'static str) -> Refused {
+        Refused {
+            status: StatusCode::BAD_REQUEST,
+            why,
+        }
+    }
+}
 
 /// How a request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,22 +46,23 @@ pub enum RequestFraming {
 }
 
 /// How a request head frames its body, or why it is refused.
-pub fn request_framing(version: Version, h: &HeaderMap) -> Result<RequestFraming, &'static str> {
+pub fn request_framing(version: Version, h: &HeaderMap) -> Result<RequestFraming, Refused> {
     let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
     let length = lengths.next();
     if lengths.next().is_some() {
-        return Err("several Content-Length headers");
+        return Err(Refused::bad("several Content-Length headers"));
     }
+    let malformed = Refused::bad("a malformed Content-Length");
     let length = match length {
         None => None,
         Some(v) if v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) => {
-            return Err("a malformed Content-Length")
+            return Err(malformed)
         }
         Some(v) => Some(
             std::str::from_utf8(v.as_bytes())
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
-                .ok_or("a malformed Content-Length")?,
+                .ok_or(malformed)?,
         ),
     };
     if !h.contains_key(header::TRANSFER_ENCODING) {
@@ -47,23 +72,38 @@ pub fn request_framing(version: Version, h: &HeaderMap) -> Result<RequestFraming
         });
     }
     if length.is_some() {
-        return Err("Transfer-Encoding with Content-Length");
+        return Err(Refused::bad("Transfer-Encoding with Content-Length"));
     }
     if version == Version::HTTP_10 {
-        return Err("Transfer-Encoding in an HTTP/1.0 request");
+        return Err(Refused::bad("Transfer-Encoding in an HTTP/1.0 request"));
     }
-    match super::h1::chunked_last(h) {
-        true => Ok(RequestFraming::Chunked),
-        false => Err("a transfer coding other than chunked last"),
+    let mut codings = h
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty());
+    match (codings.next(), codings.next()) {
+        (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => Ok(RequestFraming::Chunked),
+        _ if !super::h1::chunked_last(h) => {
+            Err(Refused::bad("a transfer coding other than chunked last"))
+        }
+        _ => Err(Refused {
+            status: StatusCode::NOT_IMPLEMENTED,
+            why: "a transfer coding other than chunked",
+        }),
     }
 }
 
-/// Why a request's framing is refused, if it is: what [`request_framing`] refuses, and over
-/// h2 the connection-specific headers.
-pub fn bad_framing<B>(req: &Request<B>) -> Option<&'static str> {
+/// Why a request is refused for its head, if it is: what [`request_framing`] refuses, the
+/// target forms of the module's list, and over h2 the connection-specific headers.
+pub fn refused<B>(req: &Request<B>) -> Option<Refused> {
     let h = req.headers();
-    if let Err(why) = request_framing(req.version(), h) {
-        return Some(why);
+    if let Err(refused) = request_framing(req.version(), h) {
+        return Some(refused);
+    }
+    if let Some(refused) = refused_target(req) {
+        return Some(refused);
     }
     if req.version() == Version::HTTP_2 {
         let forbidden = [
@@ -76,40 +116,123 @@ pub fn bad_framing<B>(req: &Request<B>) -> Option<&'static str> {
         if forbidden.iter().any(|n| h.contains_key(*n))
             || h.get(header::TE).is_some_and(|v| v != "trailers")
         {
-            return Some("a connection-specific header in an h2 request");
+            return Some(Refused::bad(
+                "a connection-specific header in an h2 request",
+            ));
         }
     }
     None
+}
+
+/// The target forms refused (see the module's list): `CONNECT`, the asterisk form but for
+/// `OPTIONS`, and over HTTP/1.x a `Host` absent (HTTP/1.1, unless the target is in absolute
+/// form and names the host itself), repeated or malformed.
+fn refused_target<B>(req: &Request<B>) -> Option<Refused> {
+    if req.method() == Method::CONNECT {
+        return Some(Refused {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            why: "CONNECT is not served",
+        });
+    }
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+        return Some(Refused::bad("the asterisk form for a method but OPTIONS"));
+    }
+    if !matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) {
+        return None;
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Some(Refused::bad("several Host headers")),
+        (None, _) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
+            Some(Refused::bad("an HTTP/1.1 request without Host"))
+        }
+        (Some(host), _) if !is_host(host.as_bytes()) => Some(Refused::bad("a malformed Host")),
+        _ => None,
+    }
+}
+
+/// Whether a `Host` value can be a host and port (RFC 3986's `host [":" port]`, which may be
+/// empty): the characters of a registered name, an IP literal and a port, and no user
+/// information or path.
+fn is_host(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(b))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The status a request with this method, target and fields (HTTP/1.1 unless `version`
+    /// names another) is refused with, if it is.
+    fn refusal(
+        method: &str,
+        target: &str,
+        version: Version,
+        fields: &[(&str, &str)],
+    ) -> Option<u16> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(target)
+            .version(version);
+        for (k, v) in fields {
+            b = b.header(*k, *v);
+        }
+        refused(&b.body(()).unwrap()).map(|r| r.status.as_u16())
+    }
+
     #[test]
     fn smuggling_forms_are_refused() {
-        let req = |f: &dyn Fn(http::request::Builder) -> http::request::Builder| {
-            f(Request::builder().uri("/")).body(()).unwrap()
-        };
-        assert!(bad_framing(&req(&|b| b.header("content-length", "5"))).is_none());
-        assert!(bad_framing(&req(&|b| b
-            .header("content-length", "5")
-            .header("content-length", "6")))
-        .is_some());
-        assert!(bad_framing(&req(&|b| b.header("content-length", "5, 5"))).is_some());
-        assert!(bad_framing(&req(&|b| b
-            .header("content-length", "5")
-            .header("transfer-encoding", "chunked")))
-        .is_some());
-        assert!(bad_framing(&req(&|b| b
-            .version(Version::HTTP_2)
-            .header("connection", "close")))
-        .is_some());
-        assert!(bad_framing(&req(&|b| b
-            .version(Version::HTTP_2)
-            .header("te", "trailers")))
-        .is_none());
-        assert!(bad_framing(&req(&|b| b.version(Version::HTTP_2).header("te", "gzip"))).is_some());
+        let v11 = Version::HTTP_11;
+        let get = |fields: &[(&str, &str)]| refusal("GET", "/", v11, fields);
+        let h = ("host", "site.test");
+        assert_eq!(get(&[h, ("content-length", "5")]), None);
+        assert_eq!(
+            get(&[h, ("content-length", "5"), ("content-length", "6")]),
+            Some(400)
+        );
+        assert_eq!(get(&[h, ("content-length", "5, 5")]), Some(400));
+        assert_eq!(
+            get(&[h, ("content-length", "5"), ("transfer-encoding", "chunked")]),
+            Some(400)
+        );
+        let h2 =
+            |fields: &[(&str, &str)]| refusal("GET", "https://site.test/", Version::HTTP_2, fields);
+        assert_eq!(h2(&[("connection", "close")]), Some(400));
+        assert_eq!(h2(&[("te", "trailers")]), None);
+        assert_eq!(h2(&[("te", "gzip")]), Some(400));
+    }
+
+    #[test]
+    fn a_target_two_hops_could_read_two_ways_is_refused() {
+        let v11 = Version::HTTP_11;
+        let h = ("host", "site.test:8080");
+        assert_eq!(refusal("GET", "/", v11, &[h]), None);
+        assert_eq!(refusal("GET", "/", v11, &[("host", "[::1]:8080")]), None);
+        // RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host, and it must be a host.
+        assert_eq!(refusal("GET", "/", v11, &[]), Some(400));
+        assert_eq!(refusal("GET", "/", Version::HTTP_10, &[]), None);
+        assert_eq!(refusal("GET", "http://site.test/", v11, &[]), None);
+        assert_eq!(
+            refusal("GET", "/", v11, &[h, ("host", "other.test")]),
+            Some(400)
+        );
+        for bad in ["a b", "user@site.test", "site.test/path", "site.test\\x"] {
+            assert_eq!(
+                refusal("GET", "/", v11, &[("host", bad)]),
+                Some(400),
+                "{bad}"
+            );
+        }
+        // h2 names its host in `:authority`.
+        assert_eq!(
+            refusal("GET", "https://site.test/", Version::HTTP_2, &[]),
+            None
+        );
+        assert_eq!(refusal("OPTIONS", "*", v11, &[h]), None);
+        assert_eq!(refusal("GET", "*", v11, &[h]), Some(400));
+        assert_eq!(refusal("CONNECT", "site.test:443", v11, &[h]), Some(405));
     }
 
     #[test]
@@ -135,8 +258,24 @@ mod tests {
             Ok(RequestFraming::Length(12))
         );
         assert_eq!(
-            request_framing(v11, &head(&[("transfer-encoding", "gzip, Chunked")])),
+            request_framing(v11, &head(&[("transfer-encoding", " Chunked")])),
             Ok(RequestFraming::Chunked)
+        );
+        // Codings besides chunked are not implemented; chunked twice is a malformed coding.
+        for coded in ["gzip, chunked", "chunked, chunked"] {
+            let refused = request_framing(v11, &head(&[("transfer-encoding", coded)]));
+            assert_eq!(
+                refused.map_err(|r| r.status),
+                Err(StatusCode::NOT_IMPLEMENTED)
+            );
+        }
+        let split = head(&[
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert_eq!(
+            request_framing(v11, &split).map_err(|r| r.status),
+            Err(StatusCode::NOT_IMPLEMENTED)
         );
         for refused in [
             &[("transfer-encoding", "chunked, gzip")][..],
@@ -144,7 +283,8 @@ mod tests {
             &[("content-length", "99999999999999999999999")],
             &[("content-length", "5"), ("transfer-encoding", "chunked")],
         ] {
-            assert!(request_framing(v11, &head(refused)).is_err(), "{refused:?}");
+            let status = request_framing(v11, &head(refused)).map_err(|r| r.status);
+            assert_eq!(status, Err(StatusCode::BAD_REQUEST), "{refused:?}");
         }
         // HTTP/1.0 knows no transfer codings.
         assert!(

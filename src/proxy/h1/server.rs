@@ -686,7 +686,8 @@ pub enum Ended {
     InHead,
     /// A head refused before the request path saw it: 400 (`false`) or 431 (`true`).
     Refused { too_large: bool },
-    /// A head whose framing the request path refuses with 400: nothing after it is read.
+    /// A head whose framing the request path refuses (400, or 501 for a transfer coding it
+    /// does not implement): nothing after it is read.
     BadFraming(&'static str),
     /// A body that broke off or was malformed.
     BadBody,
@@ -721,7 +722,7 @@ pub fn read_requests<I: AsyncRead + Unpin>(io: I, limits: Limits) -> (Vec<ReadRe
             }
         };
         let length = match framing::request_framing(req.version(), req.headers()) {
-            Err(why) => return (read, Ended::BadFraming(why)),
+            Err(refused) => return (read, Ended::BadFraming(refused.why)),
             Ok(RequestFraming::Empty) => {
                 read.push((req, Vec::new()));
                 continue;
