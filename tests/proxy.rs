@@ -1336,6 +1336,29 @@ fn access_rules_refuse_denied_clients_with_403_on_a_listener_and_a_route() {
     // The route's own rules on top.
     assert_eq!(status("/admin/x", Some("10.2.0.1")), 200);
     assert_eq!(status("/admin/x", Some("10.1.0.1")), 403);
+    // Paths are matched as the server will resolve them, not as spelled.
+    for path in [
+        "//admin/x",
+        "/./admin/x",
+        "/x/../admin/x",
+        "/%61dmin/x",
+        "/x/..%2Fadmin/x",
+        "/admin%2Fx",
+    ] {
+        assert_eq!(status(path, Some("10.1.0.1")), 403, "{path}");
+    }
+    // The target goes upstream as the client sent it.
+    let (code, _, body) = get(
+        proxy.addr,
+        "/x/%2e%2E/a%2Fb",
+        "X-Forwarded-For: 10.1.0.1\r\n",
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        body.lines().nth(1),
+        Some("GET /x/%2e%2E/a%2Fb HTTP/1.1"),
+        "{body}"
+    );
     let (code, page) = {
         let control = proxy.control.unwrap();
         let (code, body) = http(control, "GET", "/metrics", None, None);
@@ -1344,10 +1367,10 @@ fn access_rules_refuse_denied_clients_with_403_on_a_listener_and_a_route() {
     assert_eq!(code, 200);
     assert!(
         page.contains("meridian_proxy_denied_total{scope=\"listener\"} 4")
-            && page.contains("meridian_proxy_denied_total{scope=\"route\"} 1"),
+            && page.contains("meridian_proxy_denied_total{scope=\"route\"} 7"),
         "{page}"
     );
-    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
 
 #[test]

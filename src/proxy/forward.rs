@@ -272,9 +272,10 @@ async fn forward(
         return (too_many(wait), None);
     }
     let host = route::host_of(&req);
+    let path = route::path_of(req.uri().path());
     let facts = RequestFacts {
         host: &host,
-        path: req.uri().path(),
+        path: &path,
         method: req.method(),
         headers: req.headers(),
     };

@@ -1,5 +1,11 @@
 //! Routing by request content: the first route whose every condition holds (host, path
 //! prefix, path suffix, header, method) takes the request.
+//!
+//! Paths are matched as a server will read them ([`path_of`]): percent-escapes decoded, dot
+//! segments resolved and repeated slashes merged, as nginx matches its locations. A route
+//! that guards `/admin` is then not passed by `/%61dmin`, `//admin` or `/x/../admin`, which
+//! the server behind would resolve to `/admin`. The target goes upstream as the client sent
+//! it.
 
 use crate::config::Route;
 
@@ -49,6 +55,60 @@ fn matches(r: &Route, req: &RequestFacts<'_>) -> bool {
         }
     }
     r.methods.is_empty() || r.methods.iter().any(|m| m == req.method.as_str())
+}
+
+/// The path routes match for a request's path (see the module's doc). Most paths have no
+/// escape, dot segment or double slash, and are matched as they are.
+pub fn path_of(raw: &str) -> std::borrow::Cow<'_, str> {
+    let b = raw.as_bytes();
+    let plain = !b.contains(&b'%')
+        && !b
+            .windows(2)
+            .any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'));
+    if plain {
+        return raw.into();
+    }
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                decoded.push(c);
+                i += 1;
+            }
+        }
+    }
+    // RFC 3986 section 5.2.4, with empty segments dropped: a ".." above the root stays there.
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let mut ends_in_slash = false;
+    for segment in decoded.split(|c| *c == b'/').skip(1) {
+        ends_in_slash = matches!(segment, b"" | b"." | b"..");
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut path = Vec::with_capacity(decoded.len() + 1);
+    for s in &segments {
+        path.push(b'/');
+        path.extend_from_slice(s);
+    }
+    if ends_in_slash || segments.is_empty() {
+        path.push(b'/');
+    }
+    String::from_utf8_lossy(&path).into_owned().into()
 }
 
 /// The host a request names: its `Host` header (HTTP/1.1) or its URI authority (h2), lower
@@ -153,6 +213,34 @@ mod tests {
         headers.insert("x-beta", "2".parse().unwrap());
         headers.insert("x-any", "".parse().unwrap());
         assert_eq!(find(&routes, &facts("h", "/", &get, &headers)), Some(3));
+    }
+
+    #[test]
+    fn paths_are_matched_as_a_server_resolves_them() {
+        for (raw, path) in [
+            ("/admin/x", "/admin/x"),
+            ("/", "/"),
+            ("//admin", "/admin"),
+            ("/./admin", "/admin"),
+            ("/x/../admin", "/admin"),
+            ("/x/..%2Fadmin", "/admin"),
+            ("/x/%2e%2E/admin", "/admin"),
+            ("/%61dmin/", "/admin/"),
+            ("/admin/.", "/admin/"),
+            ("/admin/x/..", "/admin/"),
+            ("/../../admin", "/admin"),
+            ("/a%2", "/a%2"),
+            ("/a%zz", "/a%zz"),
+            ("/caf%C3%A9", "/café"),
+            ("/..", "/"),
+            ("/file.txt", "/file.txt"),
+        ] {
+            assert_eq!(path_of(raw), path, "{raw}");
+        }
+        assert!(matches!(
+            path_of("/img/a.png"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]
