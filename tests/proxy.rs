@@ -1309,6 +1309,32 @@ fn an_idempotent_request_with_a_small_body_is_held_and_goes_to_another_server() 
 }
 
 #[test]
+fn a_host_route_takes_its_host_however_it_is_spelled() {
+    let up = Upstream::start("u");
+    let text = site("", &[&up], "").replace(
+        "[[route]]\n",
+        "[[route]]\nhost = \"admin.test\"\ndeny = [\"127.0.0.0/8\"]\npool = \"p\"\n\n[[route]]\n",
+    );
+    let proxy = SiteProxy::start(&text);
+    let status = |host: &str| {
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        raw_http(proxy.addr, &req).0
+    };
+    for spelled in [
+        "admin.test",
+        "ADMIN.Test",
+        "admin.test.",
+        "admin.test.:8080",
+    ] {
+        assert_eq!(status(spelled), 403, "{spelled}");
+    }
+    assert_eq!(status("other.test"), 200);
+    let absolute =
+        "GET http://Admin.test./ HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_http(proxy.addr, absolute).0, 403);
+}
+
+#[test]
 fn access_rules_refuse_denied_clients_with_403_on_a_listener_and_a_route() {
     let up = Upstream::start("u");
     // The test connects from 127.0.0.1, a trusted proxy here: the client is the nearest

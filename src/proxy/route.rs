@@ -111,8 +111,8 @@ pub fn path_of(raw: &str) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(&path).into_owned().into()
 }
 
-/// The host a request names: its `Host` header (HTTP/1.1) or its URI authority (h2), lower
-/// case, without a port.
+/// The host a request names: its URI authority (h2, or an absolute target), else its `Host`
+/// header, lower case, without a port or a final dot.
 pub fn host_of<B>(req: &http::Request<B>) -> std::borrow::Cow<'_, str> {
     let raw = req
         .uri()
@@ -129,6 +129,9 @@ pub fn host_of<B>(req: &http::Request<B>) -> std::borrow::Cow<'_, str> {
                 })
         })
         .unwrap_or_default();
+    // A fully qualified name's root dot names the same host, as nginx reads it: a route
+    // for `admin.example.com` also takes `admin.example.com.`.
+    let raw = raw.strip_suffix('.').unwrap_or(raw);
     // Lower-cased only when it is not already (a copy only then).
     match raw.bytes().any(|b| b.is_ascii_uppercase()) {
         true => raw.to_ascii_lowercase().into(),
@@ -251,6 +254,12 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(host_of(&req), "www.example.com");
+        let req = http::Request::builder()
+            .uri("/x")
+            .header("host", "Admin.Example.com.:8443")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(&req), "admin.example.com");
         let req = http::Request::builder()
             .uri("https://[::1]:8443/x")
             .body(())
