@@ -15,6 +15,7 @@
 //! says; a request refused is answered by the request path and its connection closed, since
 //! nothing after it can be trusted to start a request.
 
+use super::h1::Codings;
 use http::header::{self, HeaderMap};
 use http::{Method, Request, StatusCode, Version};
 
@@ -77,21 +78,13 @@ pub fn request_framing(version: Version, h: &HeaderMap) -> Result<RequestFraming
     if version == Version::HTTP_10 {
         return Err(Refused::bad("Transfer-Encoding in an HTTP/1.0 request"));
     }
-    let mut codings = h
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty());
-    match (codings.next(), codings.next()) {
-        (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => Ok(RequestFraming::Chunked),
-        _ if !super::h1::chunked_last(h) => {
-            Err(Refused::bad("a transfer coding other than chunked last"))
-        }
-        _ => Err(Refused {
+    match super::h1::codings(h) {
+        Codings::Chunked => Ok(RequestFraming::Chunked),
+        Codings::ChunkedAfterOthers => Err(Refused {
             status: StatusCode::NOT_IMPLEMENTED,
             why: "a transfer coding other than chunked",
         }),
+        Codings::NotChunkedLast => Err(Refused::bad("a transfer coding other than chunked last")),
     }
 }
 

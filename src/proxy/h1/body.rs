@@ -23,10 +23,14 @@ fn framing(head: &Head, head_only: bool) -> Result<(Framing, bool), Error> {
     if head.headers.contains_key(header::TRANSFER_ENCODING) {
         // With a length as well, the connection is not trusted with another request.
         let with_length = head.headers.contains_key(header::CONTENT_LENGTH);
-        return Ok(match super::chunked_last(&head.headers) {
-            true => (Framing::Chunked(Chunk::Size), keep_alive && !with_length),
-            false => (Framing::Close, false),
-        });
+        return match super::codings(&head.headers) {
+            super::Codings::Chunked => {
+                Ok((Framing::Chunked(Chunk::Size), keep_alive && !with_length))
+            }
+            // Sent on, the other codings would be lost with the hop's `Transfer-Encoding`
+            // and the client would take coded bytes for the body (nginx refuses these too).
+            _ => Err(Error::Malformed("a transfer coding other than chunked")),
+        };
     }
     let mut length = None;
     for v in head.headers.get_all(header::CONTENT_LENGTH) {

@@ -447,16 +447,38 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u
         .map(<[u8]>::trim_ascii)
 }
 
-/// Whether the last transfer coding `Transfer-Encoding` names is `chunked` (the only framing
-/// a coding gives a message, RFC 9112 section 6.3).
-pub fn chunked_last(headers: &HeaderMap) -> bool {
-    headers
+/// What a message's `Transfer-Encoding` names (RFC 9112 section 6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codings {
+    /// `chunked` alone: the one coding this proxy reads and writes.
+    Chunked,
+    /// `chunked` last, after others (`gzip, chunked`): framed, but the bytes within are
+    /// still coded, and would go on as if they were not.
+    ChunkedAfterOthers,
+    /// Not `chunked` last: no framing a recipient can rely on.
+    NotChunkedLast,
+}
+
+/// The codings `Transfer-Encoding` names, across all its lines.
+pub fn codings(headers: &HeaderMap) -> Codings {
+    let mut named = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
-        .rfind(|t| !t.is_empty())
-        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+        .filter(|t| !t.is_empty());
+    let Some(mut last) = named.next() else {
+        return Codings::NotChunkedLast;
+    };
+    let mut alone = true;
+    for t in named {
+        (last, alone) = (t, false);
+    }
+    match (last.eq_ignore_ascii_case(b"chunked"), alone) {
+        (true, true) => Codings::Chunked,
+        (true, false) => Codings::ChunkedAfterOthers,
+        (false, _) => Codings::NotChunkedLast,
+    }
 }
 
 fn informational(status: StatusCode) -> bool {
