@@ -404,6 +404,84 @@ async fn h2_clients_get_the_stream_limit_and_a_rapid_reset_flood_is_closed() {
     );
 }
 
+/// A server that answers every request with a head at once and its 5-byte body `delay`
+/// later.
+fn slow_body_server(delay: Duration) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                while read_head(&mut conn).is_some() {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+                    if conn.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    pace(delay);
+                    if conn.write_all(b"hello").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An h2 answer whose client opens no window for it (while its socket is read all along) is
+/// reset after the send timeout; one waiting on a slow server is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_answer_the_client_opens_no_window_for_is_reset_after_the_send_timeout() {
+    let up = Upstream::start("u");
+    let stalled = SiteProxy::start(&site_to(up.addr, "send_timeout = \"1s\""));
+    let get = |addr: SocketAddr| {
+        ::http::Request::builder()
+            .uri(format!("http://{addr}/"))
+            .body(())
+            .unwrap()
+    };
+    let tcp = tokio::net::TcpStream::connect(stalled.addr).await.unwrap();
+    let (mut send, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let began = std::time::Instant::now();
+    let (answer, _) = send.send_request(get(stalled.addr), true).unwrap();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.into_body();
+    let data = tokio::time::timeout(Duration::from_secs(10), body.data())
+        .await
+        .expect("the stalled answer was never reset");
+    let reason = data.and_then(|d| d.err()).and_then(|e| e.reason());
+    assert_eq!(reason, Some(h2::Reason::CANCEL));
+    assert!(
+        began.elapsed() >= Duration::from_secs(1),
+        "cut before the send timeout"
+    );
+    driver.abort();
+
+    // The server takes 2 s over its body; the client reads: nothing is cut.
+    let slow = SiteProxy::start(&site_to(
+        slow_body_server(Duration::from_secs(2)),
+        "send_timeout = \"1s\"",
+    ));
+    let tcp = tokio::net::TcpStream::connect(slow.addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let (answer, _) = send.send_request(get(slow.addr), true).unwrap();
+    let mut body = answer.await.unwrap().into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, b"hello");
+    driver.abort();
+}
+
 /// A server that counts the request heads it reads and never answers: each connection is
 /// held until the proxy closes it.
 async fn silent_server() -> (SocketAddr, tokio::sync::watch::Receiver<usize>) {

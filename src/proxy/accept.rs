@@ -53,6 +53,7 @@ pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 struct H2Settings {
     max_header_list: u32,
     max_streams: u32,
+    send_timeout: Duration,
 }
 
 impl H2Settings {
@@ -84,6 +85,7 @@ pub(super) async fn accept(
         let h2 = H2Settings {
             max_header_list: u32::try_from(site.max_header_bytes).unwrap_or(u32::MAX),
             max_streams: site.h2_max_streams,
+            send_timeout: site.send_timeout,
         };
         let limits = server::Limits {
             max_headers: site.max_headers,
@@ -293,9 +295,12 @@ async fn serve_h2<S>(
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let req = req.map(ClientBody::H2);
         let answer = boxed_in_place(|| forward::handle(shared.clone(), req, conn.clone()));
-        watching.watch(answer)
+        futures_util::FutureExt::map(watching.watch(answer), |answered| {
+            super::streams::note_answered();
+            answered.map(|resp| resp.map(super::streams::Noted))
+        })
     });
-    let streams = Streams::default();
+    let streams = Streams::new(settings.send_timeout);
     let served = settings
         .builder(streams.clone())
         .serve_connection(TokioIo::new(io), service);

@@ -10,13 +10,28 @@
 //! A stream still runs to its end after its connection's future has ended (as a spawned one
 //! would); a connection cut at the drain timeout takes its streams with it. A stream that
 //! panics ends alone, as a spawned one would: its connection and the other streams go on.
+//!
+//! A stream whose answer waits on the client's flow-control window for the send timeout is
+//! reset (nginx's `send_timeout` on h2 streams). The client's socket may be read all the
+//! while, so the connection's own send timeout ([`super::guard::SendTimeout`]) never sees
+//! it; without this, a client that opens no window holds each such stream, and the server
+//! connection its answer comes on, for as long as it likes. hyper polls an answer's body only
+//! when the window has room, so the stream's own code notes, as it runs, when its answer is
+//! ready and what its body did ([`note_answered`], [`Noted`]), and the stream's wrapper reads
+//! that after each poll. A body waiting on its server is not the client's doing, and is not
+//! timed.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
@@ -29,6 +44,18 @@ type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Clone, Default)]
 pub struct Streams {
     queued: Arc<Mutex<Vec<Stream>>>,
+    /// How long an answer may wait on the client's window (none: for ever).
+    send_timeout: Option<Duration>,
+}
+
+impl Streams {
+    /// Streams whose answers may wait on the client's window for `send_timeout` at most.
+    pub fn new(send_timeout: Duration) -> Streams {
+        Streams {
+            queued: Arc::default(),
+            send_timeout: Some(send_timeout),
+        }
+    }
 }
 
 impl<F> hyper::rt::Executor<F> for Streams
@@ -46,6 +73,116 @@ where
     }
 }
 
+thread_local! {
+    /// What the stream being polled noted of itself in this poll ([`ANSWERED`], [`SENT`],
+    /// [`AWAITING`]).
+    static NOTED: Cell<u8> = const { Cell::new(0) };
+}
+
+/// The answer's head is ready.
+const ANSWERED: u8 = 1;
+/// The answer's body gave a frame to send.
+const SENT: u8 = 2;
+/// The body's last poll found it waiting on its server.
+const AWAITING: u8 = 4;
+
+fn note(set: u8, clear: u8) {
+    NOTED.with(|n| n.set(n.get() & !clear | set));
+}
+
+/// Notes, from inside an h2 stream's poll, that its answer's head is ready.
+pub fn note_answered() {
+    note(ANSWERED, 0);
+}
+
+/// An h2 answer's body that notes, for its stream's send timeout, what each poll gave.
+pub struct Noted<B>(pub B);
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Noted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.get_mut().0).poll_frame(cx);
+        match &polled {
+            Poll::Pending => note(AWAITING, 0),
+            Poll::Ready(_) => note(SENT, AWAITING),
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// A running stream, whose answer may not wait on the client's window longer than `limit`
+/// (when there is one): past it the stream ends, and dropping it resets it.
+struct Paced {
+    stream: Stream,
+    limit: Option<Duration>,
+    answered: bool,
+    awaiting_server: bool,
+    /// Armed while the answer waits on the client, from its last progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Paced {
+    fn new(stream: Stream, limit: Option<Duration>) -> Paced {
+        Paced {
+            stream,
+            limit,
+            answered: false,
+            awaiting_server: false,
+            stalled: None,
+        }
+    }
+}
+
+impl Future for Paced {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let outer = NOTED.replace(0);
+        let polled = this.stream.as_mut().poll(cx);
+        let noted = NOTED.replace(outer);
+        let Some(limit) = this.limit.filter(|_| polled.is_pending()) else {
+            return polled;
+        };
+        this.answered |= noted & ANSWERED != 0;
+        if noted & (ANSWERED | SENT) != 0 {
+            this.stalled = None;
+        }
+        if noted & (SENT | AWAITING) != 0 {
+            this.awaiting_server = noted & AWAITING != 0;
+        }
+        if !this.answered || this.awaiting_server {
+            this.stalled = None;
+            return Poll::Pending;
+        }
+        let timer = this
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                tracing::debug!(
+                    "h2 stream reset: the client opened no window for the send timeout"
+                );
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// A connection's future with the streams its server takes up polled inside it; it ends
 /// with the connection's outcome once the connection and all its streams have ended.
 ///
@@ -56,7 +193,8 @@ where
 pub struct WithStreams<C: Future> {
     conn: Pin<Box<C>>,
     queued: Arc<Mutex<Vec<Stream>>>,
-    running: FuturesUnordered<Stream>,
+    running: FuturesUnordered<Paced>,
+    send_timeout: Option<Duration>,
     ended: Option<C::Output>,
     task: Arc<Task>,
     conn_side: Arc<Side>,
@@ -112,6 +250,7 @@ impl<C: Future> WithStreams<C> {
             conn: Box::pin(conn),
             queued: streams.queued.clone(),
             running: FuturesUnordered::new(),
+            send_timeout: streams.send_timeout,
             ended: None,
             wakers: [conn_side.clone().into(), stream_side.clone().into()],
             conn_side,
@@ -125,7 +264,7 @@ impl<C: Future> WithStreams<C> {
         let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
         let any = !queued.is_empty();
         for stream in queued.drain(..) {
-            self.running.push(stream);
+            self.running.push(Paced::new(stream, self.send_timeout));
         }
         any
     }
