@@ -384,6 +384,9 @@ fn request_smuggling_forms_get_400_and_reach_no_server() {
     assert_eq!(raw_http(proxy.addr, gzip).0, 501);
     let connect = "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n";
     assert_eq!(raw_http(proxy.addr, connect).0, 405);
+    // A TRACE echo would show the client what the proxy adds for its servers.
+    let trace = "TRACE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_http(proxy.addr, trace).0, 405);
     assert_eq!(up.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 

@@ -8,8 +8,10 @@
 //!
 //! The other heads refused ([`refused`]) are those whose target two hops could read two
 //! ways: an HTTP/1.1 request without `Host` (and no host in its target), with several, or
-//! with one that is not a host (RFC 9112 section 3.2); the asterisk form for any method but `OPTIONS`; and `CONNECT`,
-//! which a reverse proxy does not tunnel (405, as nginx answers).
+//! with one that is not a host (RFC 9112 section 3.2); and the asterisk form for any method
+//! but `OPTIONS`. So are two methods, with 405 as nginx answers them: `CONNECT`, which a
+//! reverse proxy does not tunnel, and `TRACE`, whose echo would show the client the fields
+//! the proxy adds for its servers (a route's `set_request_headers` may hold their secrets).
 //!
 //! The HTTP/1.1 server ([`super::h1::server`]) reads a body only as [`request_framing`]
 //! says; a request refused is answered by the request path and its connection closed, since
@@ -117,14 +119,15 @@ pub fn refused<B>(req: &Request<B>) -> Option<Refused> {
     None
 }
 
-/// The target forms refused (see the module's list): `CONNECT`, the asterisk form but for
+/// The methods and target forms refused (see the module's list): `CONNECT` and `TRACE`, the
+/// asterisk form but for
 /// `OPTIONS`, and over HTTP/1.x a `Host` absent (HTTP/1.1, unless the target is in absolute
 /// form and names the host itself), repeated or malformed.
 fn refused_target<B>(req: &Request<B>) -> Option<Refused> {
-    if req.method() == Method::CONNECT {
+    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Some(Refused {
             status: StatusCode::METHOD_NOT_ALLOWED,
-            why: "CONNECT is not served",
+            why: "CONNECT and TRACE are not served",
         });
     }
     if req.uri().path() == "*" && req.method() != Method::OPTIONS {
@@ -226,6 +229,7 @@ mod tests {
         assert_eq!(refusal("OPTIONS", "*", v11, &[h]), None);
         assert_eq!(refusal("GET", "*", v11, &[h]), Some(400));
         assert_eq!(refusal("CONNECT", "site.test:443", v11, &[h]), Some(405));
+        assert_eq!(refusal("TRACE", "/", v11, &[h]), Some(405));
     }
 
     #[test]

@@ -23,14 +23,11 @@ fn framing(head: &Head, head_only: bool) -> Result<(Framing, bool), Error> {
     if head.headers.contains_key(header::TRANSFER_ENCODING) {
         // With a length as well, the connection is not trusted with another request.
         let with_length = head.headers.contains_key(header::CONTENT_LENGTH);
-        return match super::codings(&head.headers) {
-            super::Codings::Chunked => {
-                Ok((Framing::Chunked(Chunk::Size), keep_alive && !with_length))
-            }
-            // Sent on, the other codings would be lost with the hop's `Transfer-Encoding`
-            // and the client would take coded bytes for the body (nginx refuses these too).
-            _ => Err(Error::Malformed("a transfer coding other than chunked")),
-        };
+        // Not chunked last: to the connection's close (RFC 9112 section 6.3).
+        return Ok(match super::codings(&head.headers) {
+            super::Codings::NotChunkedLast => (Framing::Close, false),
+            _ => (Framing::Chunked(Chunk::Size), keep_alive && !with_length),
+        });
     }
     let mut length = None;
     for v in head.headers.get_all(header::CONTENT_LENGTH) {
