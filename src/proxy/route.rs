@@ -61,10 +61,12 @@ fn matches(r: &Route, req: &RequestFacts<'_>) -> bool {
 /// escape, dot segment or double slash, and are matched as they are.
 pub fn path_of(raw: &str) -> std::borrow::Cow<'_, str> {
     let b = raw.as_bytes();
-    let plain = !b.contains(&b'%')
-        && !b
-            .windows(2)
-            .any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'));
+    // Only an origin-form path has segments to resolve (not `*`).
+    let plain = !b.starts_with(b"/")
+        || (!b.contains(&b'%')
+            && !b
+                .windows(2)
+                .any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.')));
     if plain {
         return raw.into();
     }
@@ -237,6 +239,7 @@ mod tests {
             ("/caf%C3%A9", "/café"),
             ("/..", "/"),
             ("/file.txt", "/file.txt"),
+            ("*", "*"),
         ] {
             assert_eq!(path_of(raw), path, "{raw}");
         }
