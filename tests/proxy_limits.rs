@@ -214,39 +214,46 @@ fn check_names_the_limit_at_fault() {
     }
 }
 
-/// A server that answers every GET with `size` bytes (and any request body it is sent read
-/// and dropped), for as many connections as come.
-fn big_server(size: usize) -> SocketAddr {
+/// A server on port 0 that runs `serve` on each connection, in a thread of its own.
+fn serve_each(serve: fn(TcpStream, usize), arg: usize) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let Some(head) = read_head(&mut conn) else {
-                    return;
-                };
-                let mut body = vec![0u8; content_length(&head)];
-                if conn.read_exact(&mut body).is_err() {
-                    return;
-                }
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n"
-                );
-                let chunk = vec![7u8; 64 * 1024];
-                let mut left = size;
-                while left > 0 {
-                    let n = left.min(chunk.len());
-                    if conn.write_all(&chunk[..n]).is_err() {
-                        return;
-                    }
-                    left -= n;
-                }
-            });
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(conn, arg));
         }
     });
     addr
+}
+
+/// A server that answers every GET with `size` bytes (and any request body it is sent read
+/// and dropped), for as many connections as come.
+fn big_server(size: usize) -> SocketAddr {
+    serve_each(
+        |mut conn, size| {
+            let Some(head) = read_head(&mut conn) else {
+                return;
+            };
+            let mut body = vec![0u8; content_length(&head)];
+            if conn.read_exact(&mut body).is_err() {
+                return;
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n"
+            );
+            let chunk = vec![7u8; 64 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if conn.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        },
+        size,
+    )
 }
 
 fn site_to(addr: SocketAddr, proxy_extra: &str) -> String {
@@ -407,26 +414,22 @@ async fn h2_clients_get_the_stream_limit_and_a_rapid_reset_flood_is_closed() {
 /// A server that answers every request with a head at once and its 5-byte body `delay`
 /// later.
 fn slow_body_server(delay: Duration) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                while read_head(&mut conn).is_some() {
-                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
-                    if conn.write_all(head.as_bytes()).is_err() {
-                        return;
-                    }
-                    pace(delay);
-                    if conn.write_all(b"hello").is_err() {
-                        return;
-                    }
+    let millis = usize::try_from(delay.as_millis()).unwrap();
+    serve_each(
+        |mut conn, millis| {
+            while read_head(&mut conn).is_some() {
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
                 }
-            });
-        }
-    });
-    addr
+                pace(Duration::from_millis(millis as u64));
+                if conn.write_all(b"hello").is_err() {
+                    return;
+                }
+            }
+        },
+        millis,
+    )
 }
 
 /// An h2 answer whose client opens no window for it (while its socket is read all along) is
