@@ -610,6 +610,37 @@ fn twenty_reloads_under_load_fail_no_request_and_a_bad_config_keeps_the_old_one(
     assert_eq!(failed, 0, "requests failed across reloads");
 }
 
+/// An h2 client's cookies, sent as a field each, reach an HTTP/1.1 server as one `Cookie`
+/// (RFC 9113 section 8.2.3): such a server reads one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_clients_cookie_fields_reach_an_http11_server_as_one() {
+    let up = Upstream::start("u");
+    let proxy = SiteProxy::start(&site("", &[&up], ""));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let req = ::http::Request::builder()
+        .uri(format!("http://{}/", proxy.addr))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("cookie", "c=3")
+        .body(())
+        .unwrap();
+    let (answer, _) = send.send_request(req, true).unwrap();
+    let mut body = answer.await.unwrap().into_body();
+    let mut seen_by_server = Vec::new();
+    while let Some(chunk) = body.data().await {
+        seen_by_server.extend_from_slice(&chunk.unwrap());
+    }
+    let seen_by_server = String::from_utf8(seen_by_server).unwrap();
+    let cookies: Vec<&str> = seen_by_server
+        .lines()
+        .filter_map(|l| l.strip_prefix("cookie: "))
+        .collect();
+    assert_eq!(cookies, ["a=1; b=2; c=3"], "{seen_by_server}");
+    driver.abort();
+}
+
 /// A kept-alive connection left idle is closed by a reload once the grace second has passed,
 /// long before its head timeout: the reload itself wakes it.
 #[test]

@@ -20,7 +20,7 @@ use super::connections::{Connections, Inbound, Lease, Outbound, SendError};
 use super::framing;
 use super::guard::Refusal;
 use super::h1::server::{OnUpgrade, Upgraded};
-use super::headers::{client_address, forwarding_headers, strip_hop_by_hop};
+use super::headers::{client_address, forwarding_headers, join_cookies, strip_hop_by_hop};
 use super::report::RuleScope;
 use super::route::{self, RequestFacts};
 use super::sticky;
@@ -444,6 +444,9 @@ async fn forward(
                     .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
     strip_hop_by_hop(&mut headers);
+    if parts.version == Version::HTTP_2 && settings.protocol == UpstreamProtocol::Http1 {
+        join_cookies(&mut headers);
+    }
     if takes_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
         if settings.protocol == UpstreamProtocol::Http1 {

@@ -59,6 +59,25 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Joins a request's `Cookie` fields into one, with "; " between them, for an HTTP/1.1
+/// server: h2 clients may send each cookie as a field of its own, which HTTP/1.1 servers,
+/// reading one `Cookie`, would mostly lose (RFC 9113 section 8.2.3).
+pub fn join_cookies(h: &mut HeaderMap) {
+    let mut crumbs = h.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let joined = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
+}
+
 /// The client a request speaks for: the peer, or when the peer is a trusted proxy, the
 /// nearest address in `X-Forwarded-For` that is not one (read from the right, as each proxy
 /// appends the address it saw).
