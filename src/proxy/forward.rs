@@ -418,8 +418,7 @@ async fn forward(
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
-        .filter(|_| req.version() == Version::HTTP_11)
-        .filter(|v| !names_h2c(v))
+        .filter(|_| req.version() == Version::HTTP_11 && !offers_h2c(req.headers()))
         .cloned();
     if upgrade.is_none() && req.headers().contains_key(header::UPGRADE) {
         req.headers_mut().remove(HTTP2_SETTINGS);
@@ -670,12 +669,9 @@ async fn forward(
 /// specific.
 const HTTP2_SETTINGS: header::HeaderName = header::HeaderName::from_static("http2-settings");
 
-/// Whether an `Upgrade` value offers h2c.
-fn names_h2c(upgrade: &HeaderValue) -> bool {
-    upgrade
-        .as_bytes()
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+/// Whether a request's `Upgrade` offers h2c.
+fn offers_h2c(headers: &http::HeaderMap) -> bool {
+    super::h1::tokens(headers, header::UPGRADE).any(|t| t.eq_ignore_ascii_case(b"h2c"))
 }
 
 /// A client the access rules refuse: 403, counted by the rules' place.

@@ -39,7 +39,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if here == 0 {
         return;
     }
-    let named: smallvec::SmallVec<[HeaderName; 2]> = super::h1::connection_tokens(h)
+    let named: smallvec::SmallVec<[HeaderName; 2]> = super::h1::tokens(h, header::CONNECTION)
         .filter(|t| {
             !t.is_empty()
                 && !HOP_BY_HOP

@@ -422,7 +422,7 @@ fn cut(from: &Bytes, fields: Located) -> Result<HeaderMap, Error> {
 /// 9.3): by default on HTTP/1.1, when asked on HTTP/1.0, never once `close` is said.
 fn keeps_alive(version: http::Version, headers: &HeaderMap) -> bool {
     let mut keep = version == http::Version::HTTP_11;
-    for token in connection_tokens(headers) {
+    for token in tokens(headers, header::CONNECTION) {
         if token.eq_ignore_ascii_case(b"close") {
             return false;
         }
@@ -435,13 +435,14 @@ fn keeps_alive(version: http::Version, headers: &HeaderMap) -> bool {
 
 /// Whether `Connection` says `close`.
 fn says_close(headers: &HeaderMap) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"close"))
+    tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"))
 }
 
-/// The tokens `Connection` lists, trimmed (empty ones included).
-pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+/// The elements a list field (`Connection`, `Transfer-Encoding`, `Upgrade`; RFC 9110
+/// section 5.6.1) names over all its lines, trimmed (empty ones included).
+pub(crate) fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &[u8]> {
     headers
-        .get_all(header::CONNECTION)
+        .get_all(name)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
@@ -461,12 +462,7 @@ pub enum Codings {
 
 /// The codings `Transfer-Encoding` names, across all its lines.
 pub fn codings(headers: &HeaderMap) -> Codings {
-    let mut named = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty());
+    let mut named = tokens(headers, header::TRANSFER_ENCODING).filter(|t| !t.is_empty());
     let Some(mut last) = named.next() else {
         return Codings::NotChunkedLast;
     };
