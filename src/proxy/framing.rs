@@ -120,9 +120,8 @@ pub fn refused<B>(req: &Request<B>) -> Option<Refused> {
 }
 
 /// The methods and target forms refused (see the module's list): `CONNECT` and `TRACE`, the
-/// asterisk form but for
-/// `OPTIONS`, and over HTTP/1.x a `Host` absent (HTTP/1.1, unless the target is in absolute
-/// form and names the host itself), repeated or malformed.
+/// asterisk form but for `OPTIONS`, and over HTTP/1.x a `Host` absent (HTTP/1.1, unless the
+/// target is in absolute form and names the host itself), repeated or malformed.
 fn refused_target<B>(req: &Request<B>) -> Option<Refused> {
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Some(Refused {
@@ -175,8 +174,8 @@ const HOST_BYTES: [bool; 256] = {
 mod tests {
     use super::*;
 
-    /// The status a request with this method, target and fields (HTTP/1.1 unless `version`
-    /// names another) is refused with, if it is.
+    /// The status a request with this method, target, version and fields is refused with, if
+    /// it is.
     fn refusal(
         method: &str,
         target: &str,
