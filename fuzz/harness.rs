@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use meridian::config::{self, LbInTransfer, Source, Transfer};
 use meridian::dns::cookie::Secrets;
@@ -89,4 +90,46 @@ pub fn http1(data: &[u8]) {
     let (requests, _) = read_requests(data, limits);
     let body_bytes: usize = requests.iter().map(|(_, body)| body.len()).sum();
     assert!(body_bytes <= data.len(), "more body than input");
+}
+
+/// A connection's first bytes as an L4 listener that takes PROXY headers and routes by server
+/// name reads them: a PROXY header, then a TLS ClientHello from what follows it (or from the
+/// start, when there is no header). Each reader may take only a prefix of what it is given.
+pub fn l4_head(data: &[u8]) {
+    use meridian::proxy::{l4, proxy_header};
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+    }
+    RUNTIME.with(|runtime| {
+        runtime.block_on(async {
+            let mut input = data;
+            let after_header = match proxy_header::read(&mut input).await {
+                Ok(_) => {
+                    let taken = &data[..data.len() - input.len()];
+                    assert!(
+                        taken.starts_with(b"PROXY ") && taken.ends_with(b"\r\n")
+                            || taken.starts_with(b"\r\n\r\n\0\r\nQUIT\n"),
+                        "a header accepted from bytes that are not one"
+                    );
+                    input
+                }
+                Err(_) => data,
+            };
+            let mut rest = after_header;
+            if let Ok((_, seen)) = l4::client_hello(&mut rest, Duration::from_secs(1)).await {
+                assert!(
+                    after_header.starts_with(&seen),
+                    "the bytes to replay are not the ones read"
+                );
+                assert_eq!(
+                    seen.len(),
+                    after_header.len() - rest.len(),
+                    "bytes read but not kept for the server"
+                );
+            }
+        })
+    });
 }

@@ -40,3 +40,8 @@ fn config_seeds() {
 fn http1_seeds() {
     replay("http1", harness::http1);
 }
+
+#[test]
+fn l4_head_seeds() {
+    replay("l4_head", harness::l4_head);
+}
