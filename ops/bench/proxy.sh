@@ -35,10 +35,13 @@
 # tickets and no session cache; Meridian `resumption = false`).
 #
 # Configured alike: one worker, access logs off, upstream keep-alive, X-Forwarded-For and
-# X-Forwarded-Proto set, ECDSA P-256 certificate, TLS 1.2 and 1.3. Meridian runs as an
-# operator would, with more on than the peers: a signed sticky cookie on every response (wrk
-# sends none back, so each response signs a new one), Forwarded and X-Forwarded-Host, a
-# request ID, and its metrics.
+# X-Forwarded-Proto set, ECDSA P-256 certificate, TLS 1.2 and 1.3. At layer 4 each proxy
+# passes half-closes on (one side's end becomes a shutdown of the other's writing side while
+# the other direction goes on): Meridian and HAProxy always, nginx with `proxy_half_close on`
+# (by default it closes both sides at the first end, a shutdown and a read fewer per
+# connection). Meridian runs as an operator would, with more on than the peers: a signed
+# sticky cookie on every response (wrk sends none back, so each response signs a new one),
+# Forwarded and X-Forwarded-Host, a request ID, and its metrics.
 #
 # --profile adds a phase that samples Meridian with `perf` during one run per row and prints
 # its busiest functions.
@@ -186,7 +189,7 @@ config_nginx() {
   {
     echo "load_module $NGINX_STREAM;"
     nginx_common "$d"
-    echo "stream { upstream origin_tcp { server 127.0.0.1:$ORIGIN_PORT; } server { listen 127.0.0.1:${L4[nginx]}; proxy_pass origin_tcp; } }"
+    echo "stream { upstream origin_tcp { server 127.0.0.1:$ORIGIN_PORT; } server { listen 127.0.0.1:${L4[nginx]}; proxy_pass origin_tcp; proxy_half_close on; } }"
     echo "http {"
     echo "  access_log off;"
     nginx_temp_paths "$d"
