@@ -8,8 +8,11 @@
 //!
 //! The other heads refused ([`refused`]) are those whose target two hops could read two
 //! ways: an HTTP/1.1 request without `Host` (and no host in its target), with several, or
-//! with one that is not a host (RFC 9112 section 3.2); and the asterisk form for any method
-//! but `OPTIONS`. So are two methods, with 405 as nginx answers them: `CONNECT`, which a
+//! with one that is not a host (RFC 9112 section 3.2); an authority (an absolute target's,
+//! or h2's `:authority`) with user information, as in `http://admin.test@open.test/`, which
+//! RFC 9110 section 4.2.4 has recipients treat as an error and RFC 9113 section 8.3.1
+//! forbids (it serves to make one host look like another); and the asterisk form for any
+//! method but `OPTIONS`. So are two methods, with 405 as nginx answers them: `CONNECT`, which a
 //! reverse proxy does not tunnel, and `TRACE`, whose echo would show the client the fields
 //! the proxy adds for its servers (a route's `set_request_headers` may hold their secrets).
 //!
@@ -120,7 +123,7 @@ pub fn refused<B>(req: &Request<B>) -> Option<Refused> {
 }
 
 /// The methods and target forms refused (see the module's list): `CONNECT` and `TRACE`, the
-/// asterisk form but for `OPTIONS`, and over HTTP/1.x a `Host` absent (HTTP/1.1, unless the
+/// asterisk form but for `OPTIONS`, user information in the authority, and over HTTP/1.x a `Host` absent (HTTP/1.1, unless the
 /// target is in absolute form and names the host itself), repeated or malformed.
 fn refused_target<B>(req: &Request<B>) -> Option<Refused> {
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
@@ -131,6 +134,13 @@ fn refused_target<B>(req: &Request<B>) -> Option<Refused> {
     }
     if req.uri().path() == "*" && req.method() != Method::OPTIONS {
         return Some(Refused::bad("the asterisk form for a method but OPTIONS"));
+    }
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Some(Refused::bad("user information in the target's authority"));
     }
     if !matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) {
         return None;
@@ -240,6 +250,15 @@ mod tests {
             refusal("GET", "https://site.test/", Version::HTTP_2, &[]),
             None
         );
+        // User information makes one host read as another (RFC 9110 section 4.2.4).
+        for target in ["http://admin.test@site.test/", "https://u:p@site.test/"] {
+            assert_eq!(refusal("GET", target, v11, &[h]), Some(400), "{target}");
+            assert_eq!(
+                refusal("GET", target, Version::HTTP_2, &[]),
+                Some(400),
+                "{target}"
+            );
+        }
         assert_eq!(refusal("OPTIONS", "*", v11, &[h]), None);
         assert_eq!(refusal("GET", "*", v11, &[h]), Some(400));
         assert_eq!(refusal("CONNECT", "site.test:443", v11, &[h]), Some(405));
