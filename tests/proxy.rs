@@ -643,6 +643,35 @@ async fn an_h2_clients_cookie_fields_reach_an_http11_server_as_one() {
     driver.abort();
 }
 
+/// h2 requests two hops could read two ways get 400 and reach no server: a field value with
+/// whitespace at either end, which an HTTP/1.1 server would trim (RFC 9113 section 8.2.1), and
+/// an `:authority` with user information (section 8.3.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_h2_requests_get_400_and_reach_no_server() {
+    let up = Upstream::start("u");
+    let proxy = SiteProxy::start(&site("", &[&up], ""));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let mut status = |uri: String, value: &str| {
+        let req = ::http::Request::builder()
+            .uri(uri)
+            .header("x-padded", value)
+            .body(())
+            .unwrap();
+        let (answer, _) = send.send_request(req, true).unwrap();
+        async move { answer.await.unwrap().status().as_u16() }
+    };
+    let plain = format!("http://{}/", proxy.addr);
+    assert_eq!(status(plain.clone(), " a").await, 400);
+    assert_eq!(status(plain.clone(), "a\t").await, 400);
+    let userinfo = format!("http://admin.test@{}/", proxy.addr);
+    assert_eq!(status(userinfo, "a").await, 400);
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(status(plain, "a b").await, 200);
+    driver.abort();
+}
+
 /// A kept-alive connection left idle is closed by a reload once the grace second has passed,
 /// long before its head timeout: the reload itself wakes it.
 #[test]

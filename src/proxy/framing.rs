@@ -2,9 +2,11 @@
 //! delimited, and the forms refused because two parsers could read them two ways (request
 //! smuggling): `Content-Length` twice or malformed, `Transfer-Encoding` together with
 //! `Content-Length`, and over h2 the connection-specific headers RFC 9113 section 8.2.2
-//! forbids. A transfer coding other than `chunked` alone is not implemented (501, as nginx,
-//! Apache and Go answer it): a proxy that dechunked `gzip, chunked` and sent it on as
-//! `chunked` would hand its server gzip bytes as if they were the body.
+//! forbids, values with whitespace at either end (section 8.2.1) and a request with neither
+//! `:authority` nor `Host` (section 8.3.1). A transfer coding other than `chunked` alone is
+//! not implemented (501, as nginx, Apache and Go answer it): a proxy that dechunked `gzip,
+//! chunked` and sent it on as `chunked` would hand its server gzip bytes as if they were the
+//! body.
 //!
 //! The other heads refused ([`refused`]) are those whose target two hops could read two
 //! ways: an HTTP/1.1 request without `Host` (and no host in its target), with several, or
@@ -118,6 +120,19 @@ pub fn refused<B>(req: &Request<B>) -> Option<Refused> {
                 "a connection-specific header in an h2 request",
             ));
         }
+        // RFC 9113 section 8.3.1: an http or https request names its host one way or the
+        // other.
+        if req.uri().authority().is_none() && !h.contains_key(header::HOST) {
+            return Some(Refused::bad("an h2 request without :authority or Host"));
+        }
+        // Section 8.2.1: no value starts or ends with whitespace, which an HTTP/1.1 server
+        // would trim off (so two hops would read two values).
+        let padded = |v: &[u8]| matches!(v, [b' ' | b'\t', ..] | [.., b' ' | b'\t']);
+        if h.values().any(|v| padded(v.as_bytes())) {
+            return Some(Refused::bad(
+                "an h2 field value that starts or ends with whitespace",
+            ));
+        }
     }
     None
 }
@@ -222,6 +237,15 @@ mod tests {
         assert_eq!(h2(&[("connection", "close")]), Some(400));
         assert_eq!(h2(&[("te", "trailers")]), None);
         assert_eq!(h2(&[("te", "gzip")]), Some(400));
+        // RFC 9113 section 8.2.1: no whitespace at either end of a value.
+        assert_eq!(h2(&[("x-a", "a b")]), None);
+        for padded in [" a", "a ", "\ta", "a\t", " "] {
+            assert_eq!(h2(&[("x-a", padded)]), Some(400), "{padded:?}");
+        }
+        // Section 8.3.1: the host in `:authority` or `Host`, one or the other.
+        let no_authority = |fields: &[(&str, &str)]| refusal("GET", "/", Version::HTTP_2, fields);
+        assert_eq!(no_authority(&[]), Some(400));
+        assert_eq!(no_authority(&[("host", "site.test")]), None);
     }
 
     #[test]
