@@ -565,6 +565,48 @@ async fn h2_streams_reset_after_they_reach_the_server_close_the_connection_past_
     );
 }
 
+/// Streams a connection still holds when a reload's drain timeout cuts it are dropped for
+/// that, not cancelled by the client: 120 of them (past the reset limit of 100) are neither
+/// logged nor counted as a rapid reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_cut_with_their_connection_by_a_drain_are_not_a_rapid_reset() {
+    let (server, mut seen) = silent_server().await;
+    let proxy = SiteProxy::start(&site_to(server, "h2_max_streams = 200"));
+    let addr = proxy.addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut driver = tokio::spawn(conn);
+    let mut answers = Vec::new();
+    for _ in 0..120 {
+        send = send.ready().await.unwrap();
+        let request = ::http::Request::builder()
+            .uri(format!("http://{addr}/"))
+            .body(())
+            .unwrap();
+        answers.push(send.send_request(request, true).unwrap().0);
+    }
+    tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|n| *n >= 120))
+        .await
+        .expect("the requests did not all reach the server")
+        .unwrap();
+    proxy.signal(nix::sys::signal::Signal::SIGHUP);
+    // The silent server never answers: the drain timeout (2 s) cuts the connection.
+    tokio::time::timeout(Duration::from_secs(15), &mut driver)
+        .await
+        .expect("the drain did not cut the connection")
+        .unwrap()
+        .ok();
+    drop(answers);
+    let page = tokio::task::spawn_blocking(move || metrics(&proxy))
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&page, "meridian_proxy_limited_total{reason=\"h2_resets\"}").unwrap_or(0.0),
+        0.0,
+        "{page}"
+    );
+}
+
 /// One h2 frame: length, type, flags, stream, payload.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;

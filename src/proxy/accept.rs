@@ -304,9 +304,8 @@ async fn serve_h2<S>(
     let served = settings
         .builder(streams.clone())
         .serve_connection(TokioIo::new(io), service);
-    let served = WithStreams::new(served, &streams);
+    let served = resets::MarksEnd::new(WithStreams::new(served, &streams), cancels);
     Box::pin(drain.serve(served, peer, born)).await;
-    cancels.ended();
 }
 
 /// `make()`'s future on the heap, the box taken before the future is made, which lets the

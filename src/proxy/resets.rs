@@ -116,6 +116,41 @@ impl<F: Future + Unpin> Future for Watched<F> {
     }
 }
 
+/// An h2 connection's future that marks its [`Cancels`] ended as it is dropped, before the
+/// streams it still holds are dropped with it: those a drain's cut leaves go for that, not
+/// because the client cancelled them.
+pub struct MarksEnd<C> {
+    conn: C,
+    cancels: Arc<Cancels>,
+}
+
+impl<C> MarksEnd<C> {
+    pub fn new(conn: C, cancels: Arc<Cancels>) -> MarksEnd<C> {
+        MarksEnd { conn, cancels }
+    }
+}
+
+impl<C> Drop for MarksEnd<C> {
+    // Runs before the fields are dropped.
+    fn drop(&mut self) {
+        self.cancels.ended();
+    }
+}
+
+impl<C: Future + Unpin> Future for MarksEnd<C> {
+    type Output = C::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        Pin::new(&mut self.conn).poll(cx)
+    }
+}
+
+impl<C: super::drain::GracefulClose + Unpin> super::drain::GracefulClose for MarksEnd<C> {
+    fn close_gracefully(mut self: Pin<&mut Self>) {
+        Pin::new(&mut self.conn).close_gracefully();
+    }
+}
+
 /// An h2 client's connection whose reads fail once its client has cancelled too many
 /// streams ([`Cancels::over`]): the h2 server then ends the connection. The check is one
 /// load per read, where a second future raced beside the connection would cost a lock on
