@@ -14,9 +14,10 @@
 //! or h2's `:authority`) with user information, as in `http://admin.test@open.test/`, which
 //! RFC 9110 section 4.2.4 has recipients treat as an error and RFC 9113 section 8.3.1
 //! forbids (it serves to make one host look like another); and the asterisk form for any
-//! method but `OPTIONS`. So are two methods, with 405 as nginx answers them: `CONNECT`, which a
-//! reverse proxy does not tunnel, and `TRACE`, whose echo would show the client the fields
-//! the proxy adds for its servers (a route's `set_request_headers` may hold their secrets).
+//! method but `OPTIONS`. So are two methods, with 405 as nginx answers them: `CONNECT`,
+//! which a reverse proxy does not tunnel, and `TRACE`, whose echo would show the client the
+//! fields the proxy adds for its servers (a route's `set_request_headers` may hold their
+//! secrets).
 //!
 //! The HTTP/1.1 server ([`super::h1::server`]) reads a body only as [`request_framing`]
 //! says; a request refused is answered by the request path and its connection closed, since
@@ -138,8 +139,9 @@ pub fn refused<B>(req: &Request<B>) -> Option<Refused> {
 }
 
 /// The methods and target forms refused (see the module's list): `CONNECT` and `TRACE`, the
-/// asterisk form but for `OPTIONS`, user information in the authority, and over HTTP/1.x a `Host` absent (HTTP/1.1, unless the
-/// target is in absolute form and names the host itself), repeated or malformed.
+/// asterisk form but for `OPTIONS`, user information in the authority, and over HTTP/1.x a
+/// `Host` absent (HTTP/1.1, unless the target is in absolute form and names the host
+/// itself), repeated or malformed.
 fn refused_target<B>(req: &Request<B>) -> Option<Refused> {
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Some(Refused {
