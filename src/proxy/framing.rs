@@ -152,10 +152,11 @@ fn refused_target<B>(req: &Request<B>) -> Option<Refused> {
     if req.uri().path() == "*" && req.method() != Method::OPTIONS {
         return Some(Refused::bad("the asterisk form for a method but OPTIONS"));
     }
+    // Of what an authority may hold, only user information is not a host and port.
     if req
         .uri()
         .authority()
-        .is_some_and(|a| a.as_str().contains('@'))
+        .is_some_and(|a| !is_host(a.as_str().as_bytes()))
     {
         return Some(Refused::bad("user information in the target's authority"));
     }
@@ -173,9 +174,9 @@ fn refused_target<B>(req: &Request<B>) -> Option<Refused> {
     }
 }
 
-/// Whether a `Host` value can be a host and port (RFC 3986's `host [":" port]`, which may be
-/// empty): the characters of a registered name, an IP literal and a port, and no user
-/// information or path.
+/// Whether a `Host` value (or an authority) can be a host and port (RFC 3986's
+/// `host [":" port]`, which may be empty): the characters of a registered name, an IP literal
+/// and a port, and no user information or path.
 fn is_host(value: &[u8]) -> bool {
     value.iter().all(|b| HOST_BYTES[usize::from(*b)])
 }
