@@ -205,7 +205,11 @@ impl PoolState {
     /// Whether a retry fits the pool's budget: `percent` of this second's requests, and
     /// always ten a second (so a quiet pool still retries around a server that just died).
     pub fn may_retry(&self, percent: u32) -> bool {
-        let mut b = self.this_second();
+        self.may_retry_in(clock::coarse_ms() / 1000, percent)
+    }
+
+    fn may_retry_in(&self, second: u64, percent: u32) -> bool {
+        let mut b = self.budget_in(second);
         let allowed = 10 + b.1 * percent / 100;
         if b.2 >= allowed {
             return false;
@@ -217,12 +221,15 @@ impl PoolState {
     /// Counts a request routed to this pool, once whatever picks its server (a sticky
     /// cookie, a hash, the balancer, or several tries of a queue), for the retry budget.
     pub fn count_request(&self) {
-        self.this_second().1 += 1;
+        self.count_request_in(clock::coarse_ms() / 1000);
     }
 
-    /// The retry budget's counts, started afresh when the second has changed.
-    fn this_second(&self) -> std::sync::MutexGuard<'_, (u64, u32, u32)> {
-        let second = clock::coarse_ms() / 1000;
+    fn count_request_in(&self, second: u64) {
+        self.budget_in(second).1 += 1;
+    }
+
+    /// The retry budget's counts in `second`, started afresh when the second has changed.
+    fn budget_in(&self, second: u64) -> std::sync::MutexGuard<'_, (u64, u32, u32)> {
         let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
         if b.0 != second {
             *b = (second, 0, 0);
@@ -374,23 +381,31 @@ mod tests {
         let (pool, settings) = (&site.pools[0], &site.pool_settings[0]);
         let health = crate::health::HealthStore::in_memory().snapshot();
         let client: IpAddr = "192.0.2.1".parse().unwrap();
-        let allowed = || {
-            let state = PoolState::new(0, pool, settings);
-            // Twenty requests, each picking its server a hundred times (as a queued request
-            // does each time a slot frees).
-            for _ in 0..20 {
-                state.count_request();
-                for _ in 0..100 {
-                    state.choose(pool, settings, &health, client, None, &[]);
-                }
+        let state = PoolState::new(0, pool, settings);
+        let budget = || *state.budget.lock().unwrap();
+        // Twenty requests in one second, each picking its server a hundred times (as a queued
+        // request does each time a slot frees). The picks leave the budget alone.
+        for _ in 0..20 {
+            state.count_request_in(7);
+            let before = budget();
+            for _ in 0..100 {
+                state.choose(pool, settings, &health, client, None, &[]);
             }
-            (0..100).take_while(|_| state.may_retry(50)).count()
-        };
-        // Ten retries a second always, and half of twenty requests more: 20 in all (a run
-        // that straddles a second starts a new budget of 10, so it is measured again).
-        let counts: Vec<usize> = (0..3).map(|_| allowed()).collect();
-        assert!(counts.contains(&20), "{counts:?}");
-        assert!(counts.iter().all(|&c| c == 20 || c == 10), "{counts:?}");
+            assert_eq!(budget(), before);
+        }
+        assert_eq!(budget(), (7, 20, 0));
+        // Ten retries a second always, and half of twenty requests more: 20 in all.
+        assert_eq!(
+            (0..100).take_while(|_| state.may_retry_in(7, 50)).count(),
+            20
+        );
+        // The next second starts a new budget: ten retries, and half of its requests more.
+        state.count_request_in(8);
+        state.count_request_in(8);
+        assert_eq!(
+            (0..100).take_while(|_| state.may_retry_in(8, 50)).count(),
+            11
+        );
     }
 
     #[test]
