@@ -616,12 +616,35 @@ fn purges_by_key_prefix_and_tag_and_the_purge_method() {
         (3, 2, 2)
     );
     assert_eq!(purge("nothing=1").0, 400);
+    // A value left out, or a misspelt name beside a right one, drops nothing.
+    for query in [
+        "prefix=",
+        "key=",
+        "tag=",
+        "prefix",
+        "",
+        "prefx=http://cache.test/&tag=x",
+    ] {
+        assert_eq!(purge(query).0, 400, "{query}");
+    }
+    fill();
+    assert_eq!(
+        (fetched("/a/1"), fetched("/a/2"), fetched("/b/1")),
+        (3, 2, 2)
+    );
+    // Everything goes only when asked for by name.
+    assert_eq!(purge("all").1, "{\"purged\":3}\n");
+    fill();
+    assert_eq!(
+        (fetched("/a/1"), fetched("/a/2"), fetched("/b/1")),
+        (4, 3, 3)
+    );
 
     // PURGE from a network the config does not allow: refused, nothing dropped.
     let (status, _, _) = get(p.addr, "PURGE", "/a/1", "");
     assert_eq!(status, 403);
     fill();
-    assert_eq!(fetched("/a/1"), 3);
+    assert_eq!(fetched("/a/1"), 4);
     drop(p);
 
     // Allowed: the request's key, or the tags it names.

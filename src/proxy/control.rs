@@ -197,29 +197,29 @@ fn answer<B>(shared: &Shared, req: Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
-/// `POST /cache/purge?key=URL`, `?prefix=URL-PREFIX` or `?tag=TAG`: drops what it names
-/// from the cache and says how many keys went.
+/// `POST /cache/purge?key=URL`, `?prefix=URL-PREFIX`, `?tag=TAG` or `?all`: drops what it
+/// names from the cache and says how many keys went. Exactly one is named; an empty value or
+/// an unknown name is refused, so a purge whose value was left out never drops everything.
 fn purge(shared: &Shared, query: Option<&str>) -> Response<Full<Bytes>> {
     use super::cache::Purge;
-    let asked: Vec<Purge> = query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter_map(|(k, v)| {
-            let v = crate::web::percent_decode(v);
-            match k {
-                "key" => Some(Purge::Key(v)),
-                "prefix" => Some(Purge::Prefix(v)),
-                "tag" => Some(Purge::Tag(v)),
-                _ => None,
+    let refuse = |why: String| json_reply(StatusCode::BAD_REQUEST, &json!({ "error": why }));
+    let mut asked = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = crate::web::percent_decode(value);
+        asked.push(match (name, value.is_empty()) {
+            ("all", true) => Purge::All,
+            ("key" | "prefix" | "tag", true) => {
+                return refuse(format!("{name}= is empty (to drop everything: ?all)"))
             }
-        })
-        .collect();
+            ("key", false) => Purge::Key(value),
+            ("prefix", false) => Purge::Prefix(value),
+            ("tag", false) => Purge::Tag(value),
+            _ => return refuse(format!("unknown parameter {name:?}")),
+        });
+    }
     if asked.len() != 1 {
-        return json_reply(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": "name one of key=, prefix= or tag="}),
-        );
+        return refuse("name one of key=, prefix=, tag= or all".into());
     }
     let purged = shared.cache.purge(&asked[0]);
     json_reply(StatusCode::OK, &json!({ "purged": purged }))

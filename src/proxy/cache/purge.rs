@@ -14,6 +14,8 @@ pub enum Purge {
     Prefix(String),
     /// Every key whose response carried this tag.
     Tag(String),
+    /// Every key.
+    All,
 }
 
 impl Cache {
@@ -21,19 +23,19 @@ impl Cache {
     pub fn purge(&self, purge: &Purge) -> usize {
         let keys: Vec<String> = match purge {
             Purge::Key(key) => vec![key.clone()],
-            Purge::Prefix(prefix) => {
+            Purge::Prefix(_) | Purge::All => {
+                let prefix = match purge {
+                    Purge::Prefix(prefix) => prefix.as_str(),
+                    _ => "",
+                };
                 let mut keys: std::collections::BTreeSet<String> = self
                     .entries
                     .iter()
                     .map(|(k, _)| k.as_ref().clone())
-                    .filter(|k| k.starts_with(prefix.as_str()))
+                    .filter(|k| k.starts_with(prefix))
                     .collect();
                 if let Some(disk) = &self.disk {
-                    keys.extend(
-                        disk.keys()
-                            .into_iter()
-                            .filter(|k| k.starts_with(prefix.as_str())),
-                    );
+                    keys.extend(disk.keys().into_iter().filter(|k| k.starts_with(prefix)));
                 }
                 keys.into_iter().collect()
             }
