@@ -516,6 +516,56 @@ fn the_example_and_demo_site_configs_pass_check_and_reject_an_unknown_key() {
     }
 }
 
+/// A server's `103 Early Hints` reaches an HTTP/1.1 client as it comes, ahead of the final
+/// response (RFC 9110 section 15.2), and never an HTTP/1.0 one.
+#[test]
+fn early_hints_reach_an_http11_client_before_the_response_and_never_http10() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        for _ in 0..2 {
+            let head = read_head(&mut conn).unwrap();
+            conn.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n").unwrap();
+            // The first response waits until the client has seen its hints.
+            if head.starts_with("GET /early ") {
+                wait.recv_timeout(Duration::from_secs(10)).unwrap();
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+        }
+    });
+    let text = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{addr}\" }}]\n"
+    );
+    let proxy = SiteProxy::start(&text);
+    let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /early HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let (hints, _) = next_response(&mut c, &mut buf);
+    assert_eq!(
+        hints,
+        "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\n"
+    );
+    go.send(()).unwrap();
+    let (head, body) = next_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "ok");
+    // HTTP/1.0 cannot take an interim response: the final one alone.
+    c.write_all(b"GET /old HTTP/1.0\r\nHost: site.test\r\n\r\n")
+        .unwrap();
+    let (head, body) = next_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    assert_eq!(body, "ok");
+    server.join().unwrap();
+}
+
 #[test]
 fn an_upgraded_connection_is_passed_through_both_ways() {
     use std::io::{Read, Write};

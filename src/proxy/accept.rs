@@ -257,17 +257,19 @@ async fn handshake(
 async fn serve_http(
     settings: H2Settings,
     (io, limits, h2): (ClientIo, server::Limits, bool),
-    conn: forward::Conn,
+    mut conn: forward::Conn,
     shared: Arc<Shared>,
     drain: Arc<Drain>,
     born: u64,
 ) {
+    if h2 {
+        return serve_h2(settings, io, Arc::new(conn), shared, drain, born).await;
+    }
+    let (sink, interim) = tokio::sync::mpsc::channel(super::h1::INTERIM_HELD);
+    conn.interim = Some(sink);
     let conn = Arc::new(conn);
     let peer = conn.peer;
-    if h2 {
-        return serve_h2(settings, io, conn, shared, drain, born).await;
-    }
-    let served = server::Connection::new(io, limits, shared.clone(), conn.clone());
+    let served = server::Connection::new(io, limits, shared.clone(), (conn.clone(), interim));
     if let Some(Some(h2c)) = Box::pin(drain.clone().serve(served, peer, born)).await {
         serve_h2(settings, h2c, conn, shared, drain, born).await;
     }

@@ -344,6 +344,8 @@ pub struct Outbound<'a> {
     /// Origin-form for HTTP/1.1 servers; with scheme and authority for HTTP/2 ones.
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
+    /// Where an HTTP/1.1 server's interim responses go, when the client can take them.
+    pub interim: Option<&'a h1::InterimSink>,
 }
 
 impl Lease {
@@ -365,6 +367,7 @@ impl Lease {
                     method: head.method,
                     target: head.uri.path_and_query().map_or("/", |p| p.as_str()),
                     headers: head.headers,
+                    interim: head.interim,
                 };
                 match conn.send(head, body).await {
                     Ok(resp) => Ok(resp.map(Inbound::H1)),

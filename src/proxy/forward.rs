@@ -41,6 +41,9 @@ pub struct Conn {
     /// element (`for=...;proto=...`): the same for every request on the connection.
     pub(super) peer_text: HeaderValue,
     pub(super) forwarded_for: Arc<str>,
+    /// Where servers' interim responses go: the HTTP/1 server's, for the request it has in
+    /// hand (it serves one at a time). `None` on h2, whose server cannot send them.
+    pub(super) interim: Option<super::h1::InterimSink>,
 }
 
 impl Conn {
@@ -58,6 +61,7 @@ impl Conn {
             born,
             peer_text: HeaderValue::try_from(ip.to_string()).expect("an address is a header value"),
             forwarded_for: forwarded_for.into(),
+            interim: None,
         }
     }
 }
@@ -516,6 +520,11 @@ async fn forward(
     let mut client_side = client_side;
     let mut tried: Vec<usize> = Vec::new();
     let conns = &running.connections[pi];
+    // Never to an HTTP/1.0 client (RFC 9110 section 15.2).
+    let interim_sink = conn
+        .interim
+        .as_ref()
+        .filter(|_| parts.version == Version::HTTP_11);
     loop {
         let Some(server) = chosen else {
             let mut r = own(StatusCode::SERVICE_UNAVAILABLE, "no server available");
@@ -541,6 +550,7 @@ async fn forward(
             method: &parts.method,
             uri: &uri,
             headers: &headers,
+            interim: interim_sink,
         };
         let in_flight = state.start(server);
         let sent = Instant::now();

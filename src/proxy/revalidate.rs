@@ -76,6 +76,7 @@ async fn revalidate(
         method: &Method::GET,
         uri: &uri,
         headers: &headers,
+        interim: None,
     };
     let in_flight = state.start(server);
     let conns = &running.connections[pi];

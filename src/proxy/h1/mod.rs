@@ -10,7 +10,9 @@
 //! socket is ready, as nginx's one event handler per connection pair does.
 //!
 //! [`Conn::send`] writes a request's head, streams its body while it watches for a response
-//! that starts early, and reads the response's head (skipping `1xx` ones but `101`).
+//! that starts early, and reads the response's head. Of the `1xx` heads before it, `101` is
+//! final, `100 Continue` is the server's own business, and the rest (`103 Early Hints` above
+//! all) are passed to the request's [`InterimSink`] for the client.
 //! [`Body`] reads the response body as its framing says (`Content-Length`, chunked, or to the
 //! connection's close, RFC 9112 section 6.3) and hands the connection back at its end when it
 //! can carry another request.
@@ -59,7 +61,25 @@ pub struct RequestHead<'a> {
     /// In origin form (`/path?query`).
     pub target: &'a str,
     pub headers: &'a HeaderMap,
+    /// Where the server's interim responses go, when the client can take them.
+    pub interim: Option<&'a InterimSink>,
 }
+
+/// A server's interim response (`1xx`, but neither `100` nor `101`), its hop-by-hop fields
+/// taken out, on its way to the client before the final response.
+#[derive(Debug)]
+pub struct Interim {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+}
+
+/// Where a client connection takes the interim responses for the request it has in hand:
+/// bounded, and never waited on, so a server that sends a flood of them loses the excess
+/// instead of holding the request.
+pub type InterimSink = tokio::sync::mpsc::Sender<Interim>;
+
+/// How many interim responses a client connection holds before it has written them.
+pub const INTERIM_HELD: usize = 8;
 
 /// How an exchange with a server failed.
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +259,7 @@ impl Conn {
         B::Error: Into<BoxError>,
     {
         let head_only = *head.method == Method::HEAD;
+        let interim = head.interim;
         let ended = body.is_end_stream();
         let length = body.size_hint().exact();
         let chunked = !ended && length.is_none();
@@ -266,11 +287,11 @@ impl Conn {
             .await?;
         }
         let mut early = None;
-        poll_fn(|cx| self.poll_send(cx, &mut body, &mut sending, &mut early)).await?;
+        poll_fn(|cx| self.poll_send(cx, &mut body, (&mut sending, interim), &mut early)).await?;
         let reusable = sending.ended && sending.queue.is_empty();
         let head = match early {
             Some(head) => head,
-            None => poll_fn(|cx| self.poll_head(cx)).await?,
+            None => poll_fn(|cx| self.poll_head(cx, interim)).await?,
         };
         let body = Body::new(self, &head, head_only, reusable)?;
         let mut resp = Response::new(body);
@@ -290,7 +311,7 @@ impl Conn {
         &mut self,
         cx: &mut Context<'_>,
         body: &mut B,
-        sending: &mut Sending,
+        (sending, interim): (&mut Sending, Option<&InterimSink>),
         early: &mut Option<Head>,
     ) -> Poll<Result<(), Error>>
     where
@@ -311,6 +332,7 @@ impl Conn {
                             *early = Some(head);
                             return Poll::Ready(Ok(()));
                         }
+                        pass_on(head, interim);
                     }
                     if self.buf.len() > MAX_HEAD {
                         return Poll::Ready(Err(Error::HeadTooLarge));
@@ -332,7 +354,11 @@ impl Conn {
     }
 
     /// Reads until a final response head is complete.
-    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, Error>> {
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        interim: Option<&InterimSink>,
+    ) -> Poll<Result<Head, Error>> {
         let mut answered = false;
         loop {
             while let Some(head) = self.parse_head()? {
@@ -340,6 +366,7 @@ impl Conn {
                 if !informational(head.status) {
                     return Poll::Ready(Ok(head));
                 }
+                pass_on(head, interim);
             }
             if self.buf.len() > MAX_HEAD {
                 return Poll::Ready(Err(Error::HeadTooLarge));
@@ -479,6 +506,21 @@ pub fn codings(headers: &HeaderMap) -> Codings {
 
 fn informational(status: StatusCode) -> bool {
     status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS
+}
+
+/// Passes an interim head on to the client (RFC 9110 section 15.2: a proxy forwards the
+/// `1xx` responses it did not ask for itself), unless it is a `100 Continue`, which answers
+/// the proxy's own sending, or the client cannot take it, or already holds as many as it may.
+fn pass_on(head: Head, interim: Option<&InterimSink>) {
+    let Some(sink) = interim.filter(|_| head.status != StatusCode::CONTINUE) else {
+        return;
+    };
+    let mut headers = head.headers;
+    crate::proxy::headers::strip_hop_by_hop(&mut headers);
+    let _ = sink.try_send(Interim {
+        status: head.status,
+        headers,
+    });
 }
 
 /// The request body still to write, framed.

@@ -25,9 +25,9 @@ use bytes::{Bytes, BytesMut};
 use http::{header, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{Body, Conn, Sending, READ_MIN, ROOM_MIN, WRITE_SLICES};
+use super::{Body, Conn, Interim, Sending, READ_MIN, ROOM_MIN, WRITE_SLICES};
 use crate::clock;
 use crate::proxy::body::{ClientBody, ProxyBody};
 use crate::proxy::framing::{self, RequestFraming};
@@ -198,7 +198,7 @@ impl Connection {
         io: ClientIo,
         limits: Limits,
         shared: Arc<Shared>,
-        conn: Arc<forward::Conn>,
+        (conn, interim): (Arc<forward::Conn>, mpsc::Receiver<Interim>),
     ) -> Connection {
         let closing = Arc::new(AtomicBool::new(false));
         let (reader, writer) = tokio::io::split(io);
@@ -208,6 +208,7 @@ impl Connection {
             limits,
             shared,
             conn,
+            interim,
             closing: closing.clone(),
             awaited_since: None,
             timer: None,
@@ -274,6 +275,8 @@ struct Server {
     limits: Limits,
     shared: Arc<Shared>,
     conn: Arc<forward::Conn>,
+    /// The servers' interim responses to the request in hand (`conn.interim` sends them).
+    interim: mpsc::Receiver<Interim>,
     closing: Arc<AtomicBool>,
     /// Since when the current head has been awaited (set when a read first finds nothing;
     /// coarse clock), and the connection's one timer for it.
@@ -434,18 +437,29 @@ impl Server {
         // one's state.)
         let (shared, conn) = (self.shared.clone(), self.conn.clone());
         let mut handling = std::pin::pin!(forward::handle(shared, req, conn));
-        let resp = match told_continue {
-            None => handling.await,
-            Some(told) => loop {
-                tokio::select! {
-                    biased;
-                    resp = &mut handling => break resp,
-                    _ = told.notified() => {
-                        self.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-                    }
-                }
-            },
+        let mut continue_wanted = told_continue.is_some();
+        let told = async move {
+            match told_continue {
+                Some(told) => told.notified().await,
+                None => std::future::pending().await,
+            }
         };
+        let mut told = std::pin::pin!(told);
+        let resp = loop {
+            tokio::select! {
+                biased;
+                resp = &mut handling => break resp,
+                Some(interim) = self.interim.recv() => self.write_interim(interim).await?,
+                () = &mut told, if continue_wanted => {
+                    continue_wanted = false;
+                    self.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                }
+            }
+        };
+        // Interim responses that came just before the final one go ahead of it.
+        while let Ok(interim) = self.interim.try_recv() {
+            self.write_interim(interim).await?;
+        }
         let Ok(resp) = resp;
         // A body dropped before its end by now: the client hears the connection closes.
         let mut back = None;
@@ -486,6 +500,17 @@ impl Server {
             true => Next::Serve,
             false => Next::Close { lingering: unread },
         })
+    }
+
+    /// Writes a server's interim response (`103 Early Hints`, say) as it came.
+    async fn write_interim(&mut self, interim: Interim) -> Result<(), BoxError> {
+        let mut out = Vec::with_capacity(128);
+        status_line(Version::HTTP_11, interim.status, &mut out);
+        super::encode_fields(&interim.headers, &mut out);
+        out.extend_from_slice(b"\r\n");
+        self.writer.write_all(&out).await?;
+        self.writer.flush().await?;
+        Ok(())
     }
 
     /// Writes a response: its head, then its body framed as the client can read it (by

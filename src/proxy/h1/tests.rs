@@ -42,11 +42,24 @@ where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
+    send_with(conn, req, None).await
+}
+
+async fn send_with<B>(
+    conn: Conn,
+    req: Request<B>,
+    interim: Option<&InterimSink>,
+) -> Result<Response<Body>, Error>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     let (parts, body) = req.into_parts();
     let head = RequestHead {
         method: &parts.method,
         target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         headers: &parts.headers,
+        interim,
     };
     conn.send(head, body).await
 }
@@ -136,14 +149,21 @@ async fn a_close_delimited_or_closing_response_ends_the_connection() {
 }
 
 #[tokio::test]
-async fn interim_responses_are_passed_over_and_head_answers_have_no_body() {
+async fn interim_responses_are_passed_on_and_head_answers_have_no_body() {
     let (addr, _server) = server(vec![
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\ncontent-length: 10\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\nconnection: x-hop\r\nx-hop: 1\r\n\r\nHTTP/1.1 204 No Content\r\ncontent-length: 10\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n",
     ])
     .await;
-    let (status, body, again) = read(send(conn(addr).await, get("/")).await.unwrap()).await;
+    let (sink, mut interim) = tokio::sync::mpsc::channel(INTERIM_HELD);
+    let resp = send_with(conn(addr).await, get("/"), Some(&sink)).await;
+    let (status, body, again) = read(resp.unwrap()).await;
     assert_eq!((status, body.len()), (StatusCode::NO_CONTENT, 0));
+    // The 103 is passed on without its hop-by-hop fields; the 100 was the proxy's own.
+    let hints = interim.try_recv().unwrap();
+    assert_eq!(hints.status, StatusCode::EARLY_HINTS);
+    assert_eq!(format!("{:?}", hints.headers), r#"{"link": "</a>"}"#);
+    assert!(interim.try_recv().is_err());
     let mut head = get("/");
     *head.method_mut() = Method::HEAD;
     let resp = send(again.unwrap(), head).await.unwrap();
@@ -151,6 +171,28 @@ async fn interim_responses_are_passed_over_and_head_answers_have_no_body() {
     let (status, _, again) = read(resp).await;
     assert_eq!(status, StatusCode::OK);
     assert!(again.is_some());
+}
+
+/// A server flooding interim responses loses the excess: the request is not held up by a
+/// client that has not written them yet.
+#[tokio::test]
+async fn a_flood_of_interim_responses_is_cut_to_what_the_client_holds() {
+    let flood = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n".repeat(50);
+    let answer: &'static [u8] = [
+        flood,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(),
+    ]
+    .concat()
+    .leak();
+    let (addr, _server) = server(vec![answer]).await;
+    let (sink, mut interim) = tokio::sync::mpsc::channel(INTERIM_HELD);
+    let resp = send_with(conn(addr).await, get("/"), Some(&sink)).await;
+    assert_eq!(resp.unwrap().status(), StatusCode::OK);
+    let mut held = 0;
+    while interim.try_recv().is_ok() {
+        held += 1;
+    }
+    assert_eq!(held, INTERIM_HELD);
 }
 
 #[tokio::test]
