@@ -1624,9 +1624,12 @@ fn the_head_timeout_spares_slow_answers_and_long_bodies_and_closes_idle_connecti
 }
 
 #[test]
-fn bodies_over_the_limit_get_413_and_heads_over_theirs_431() {
+fn bodies_over_the_limit_get_413_heads_over_theirs_431_and_targets_414() {
     let up = Upstream::start("u");
-    let text = site_with("max_body = 1000\nmax_headers = 10", &[&up]);
+    let text = site_with(
+        "max_body = 1000\nmax_headers = 10\nmax_header_bytes = 8192",
+        &[&up],
+    );
     let proxy = SiteProxy::start(&text);
     let post = |head: &str, body: &str| {
         raw_http(
@@ -1669,4 +1672,23 @@ fn bodies_over_the_limit_get_413_and_heads_over_theirs_431() {
         &format!("GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n{fewer}\r\n"),
     );
     assert_eq!(status, 200);
+    // Over the head's bytes: 414 when the request line alone passes them, else 431; sent
+    // whole, or cut before the line ends.
+    let get = |target: &str, fields: &str| {
+        raw_http(
+            proxy.addr,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n{fields}\r\n"
+            ),
+        )
+        .0
+    };
+    let long = format!("/{}", "t".repeat(9000));
+    assert_eq!(get(&long, ""), 414);
+    assert_eq!(get(&format!("/{}", "t".repeat(7000)), ""), 200);
+    assert_eq!(get("/", &format!("X-Big: {}\r\n", "v".repeat(9000))), 431);
+    assert_eq!(
+        raw_http(proxy.addr, &format!("GET /{}", "t".repeat(9000))).0,
+        414
+    );
 }

@@ -242,6 +242,19 @@ impl crate::proxy::drain::GracefulClose for Connection {
 enum Refusal {
     Malformed,
     TooLarge,
+    /// Over the limit within the request line: the target is what is too long (414, as
+    /// RFC 9112 section 3 asks, and as nginx and HAProxy answer).
+    TargetTooLong,
+}
+
+impl Refusal {
+    /// The refusal of a head of `buf` found over `max_head` bytes.
+    fn over(buf: &[u8], max_head: usize) -> Refusal {
+        match buf[..max_head.min(buf.len())].contains(&b'\n') {
+            true => Refusal::TooLarge,
+            false => Refusal::TargetTooLong,
+        }
+    }
 }
 
 /// What a wait for a request head found. (Its size is the request's: returned once per
@@ -373,6 +386,7 @@ impl Server {
         let status = match refusal {
             Refusal::Malformed => StatusCode::BAD_REQUEST,
             Refusal::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::TargetTooLong => StatusCode::URI_TOO_LONG,
         };
         let mut out = Vec::with_capacity(128);
         status_line(Version::HTTP_11, status, &mut out);
@@ -649,7 +663,7 @@ fn next_head(buf: &mut BytesMut, limits: &Limits, first: bool) -> Result<Option<
         return Ok(Some(Arrived::Request(req)));
     }
     match buf.len() > limits.max_head {
-        true => Err(Refusal::TooLarge),
+        true => Err(Refusal::over(buf, limits.max_head)),
         false => Ok(None),
     }
 }
@@ -670,7 +684,7 @@ fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request<(
     let config = httparse::ParserConfig::default();
     let len = match config.parse_request_with_uninit_headers(&mut parsed, buf, fields) {
         Ok(httparse::Status::Complete(len)) if len > limits.max_head => {
-            return Err(Refusal::TooLarge)
+            return Err(Refusal::over(buf, limits.max_head))
         }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -709,7 +723,7 @@ pub enum Ended {
     H2c,
     /// Within a head, at the stream's end.
     InHead,
-    /// A head refused before the request path saw it: 400 (`false`) or 431 (`true`).
+    /// A head refused before the request path saw it: 400 (`false`), or 431 or 414 (`true`).
     Refused { too_large: bool },
     /// A head whose framing the request path refuses (400, or 501 for a transfer coding it
     /// does not implement): nothing after it is read.
@@ -736,7 +750,7 @@ pub fn read_requests<I: AsyncRead + Unpin>(io: I, limits: Limits) -> (Vec<ReadRe
                 Ok(Some(_)) => return (read, Ended::H2c),
                 Ok(None) => {}
                 Err(r) => {
-                    let too_large = r == Refusal::TooLarge;
+                    let too_large = r != Refusal::Malformed;
                     return (read, Ended::Refused { too_large });
                 }
             }
