@@ -372,6 +372,7 @@ fn request_smuggling_forms_get_400_and_reach_no_server() {
         "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: x y\r\nConnection: close\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: evil@x\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
         // User information makes one host read as another (RFC 9110 section 4.2.4).
         "GET http://admin.test@x/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         "GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

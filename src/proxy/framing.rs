@@ -10,7 +10,8 @@
 //!
 //! The other heads refused ([`refused`]) are those whose target two hops could read two
 //! ways: an HTTP/1.1 request without `Host` (and no host in its target), with several, or
-//! with one that is not a host (RFC 9112 section 3.2); an authority (an absolute target's,
+//! with one that is not a host (RFC 9112 section 3.2) or names none (empty, or a port alone,
+//! as nginx refuses it); an authority (an absolute target's,
 //! or h2's `:authority`) with user information, as in `http://admin.test@open.test/`, which
 //! RFC 9110 section 4.2.4 has recipients treat as an error and RFC 9113 section 8.3.1
 //! forbids (it serves to make one host look like another); and the asterisk form for any
@@ -170,6 +171,15 @@ fn refused_target<B>(req: &Request<B>) -> Option<Refused> {
             Some(Refused::bad("an HTTP/1.1 request without Host"))
         }
         (Some(host), _) if !is_host(host.as_bytes()) => Some(Refused::bad("a malformed Host")),
+        // An http URI with an empty host is invalid (RFC 9110 section 4.2.1), and one made
+        // from an empty `Host` would be (RFC 9112 section 3.3), unless the target names its
+        // own host.
+        (Some(host), _)
+            if matches!(host.as_bytes().first(), None | Some(b':'))
+                && req.uri().authority().is_none() =>
+        {
+            Some(Refused::bad("a Host naming no host"))
+        }
         _ => None,
     }
 }
@@ -261,11 +271,27 @@ mod tests {
         assert_eq!(refusal("GET", "/", v11, &[]), Some(400));
         assert_eq!(refusal("GET", "/", Version::HTTP_10, &[]), None);
         assert_eq!(refusal("GET", "http://site.test/", v11, &[]), None);
+        // An absolute target names the host, whatever `Host` says.
+        assert_eq!(
+            refusal("GET", "http://site.test/", v11, &[("host", "")]),
+            None
+        );
+        assert_eq!(
+            refusal("GET", "/", Version::HTTP_10, &[("host", "")]),
+            Some(400)
+        );
         assert_eq!(
             refusal("GET", "/", v11, &[h, ("host", "other.test")]),
             Some(400)
         );
-        for bad in ["a b", "user@site.test", "site.test/path", "site.test\\x"] {
+        for bad in [
+            "a b",
+            "user@site.test",
+            "site.test/path",
+            "site.test\\x",
+            "",
+            ":80",
+        ] {
             assert_eq!(
                 refusal("GET", "/", v11, &[("host", bad)]),
                 Some(400),
