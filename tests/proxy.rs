@@ -567,6 +567,36 @@ fn early_hints_reach_an_http11_client_before_the_response_and_never_http10() {
     server.join().unwrap();
 }
 
+/// A response whose body fails before any of it has reached the client is answered 502,
+/// not with a connection closed on nothing.
+#[test]
+fn a_response_body_broken_before_anything_was_sent_is_a_502() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        read_head(&mut conn).unwrap();
+        // The chunk size is not a number: the body is broken from its first byte.
+        conn.write_all(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        )
+        .unwrap();
+    });
+    let text = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{addr}\" }}]\n"
+    );
+    let proxy = SiteProxy::start(&text);
+    let (status, headers, _) = raw_http(
+        proxy.addr,
+        "GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 502, "{headers:?}");
+    server.join().unwrap();
+}
+
 #[test]
 fn an_upgraded_connection_is_passed_through_both_ways() {
     use std::io::{Read, Write};

@@ -592,14 +592,29 @@ impl Server {
             trailers: None,
         };
         let mut left = length;
+        let mut unsent = true;
         crate::proxy::tcp::write_in_turn(
             self.shared.drain.live(),
             length.or(bodiless.then_some(0)),
         )
         .await;
-        let streamed =
-            poll_fn(|cx| poll_stream(&mut self.writer, &mut body, &mut sending, &mut left, cx))
-                .await;
+        let streamed = poll_fn(|cx| {
+            let at = (&mut left, &mut unsent);
+            poll_stream(&mut self.writer, &mut body, &mut sending, at, cx)
+        })
+        .await;
+        if let (Err(broke), true) = (&streamed, unsent) {
+            // Nothing of the response went out: the client can still be told it failed.
+            tracing::debug!(peer = %self.conn.peer, error = %broke, "response broke off unsent");
+            *keep_alive = false;
+            let mut out = Vec::with_capacity(160);
+            status_line(version, StatusCode::BAD_GATEWAY, &mut out);
+            out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n");
+            date(&mut out);
+            out.extend_from_slice(b"\r\n");
+            self.writer.write_all(&out).await?;
+            return Ok(());
+        }
         if streamed.is_err() || left.is_some_and(|n| n > 0) {
             // A body cut short, or longer than stated: the client cannot tell where the next
             // response would start.
@@ -610,12 +625,13 @@ impl Server {
 }
 
 /// Writes what is queued and the body's frames as they come, until its end; `left` counts
-/// down a stated length (a body longer than it is an error).
+/// down a stated length (a body longer than it is an error), and `unsent` stays true until
+/// the first write is tried (a body that fails before it leaves the response unsent).
 fn poll_stream(
     writer: &mut WriteHalf<ClientIo>,
     body: &mut ProxyBody,
     sending: &mut Sending,
-    left: &mut Option<u64>,
+    (left, unsent): (&mut Option<u64>, &mut bool),
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), BoxError>> {
     let mut take = |sending: &mut Sending, frame: Option<Result<Frame<Bytes>, BoxError>>| {
@@ -636,6 +652,7 @@ fn poll_stream(
             }
         }
         if !sending.queue.is_empty() {
+            *unsent = false;
             ready!(sending.poll_write(writer, cx))?;
             continue;
         }
