@@ -517,18 +517,32 @@ fn the_example_and_demo_site_configs_pass_check_and_reject_an_unknown_key() {
     }
 }
 
+/// A proxy in front of one scripted server: `serve` gets the server's one connection (reads
+/// time out after ten seconds) in a thread of its own, joined by the handle.
+fn proxy_for_one_connection(
+    serve: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (SiteProxy, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        serve(conn);
+    });
+    let text = format!(
+        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{addr}\" }}]\n"
+    );
+    (SiteProxy::start(&text), server)
+}
+
 /// A server's `103 Early Hints` reaches an HTTP/1.1 client as it comes, ahead of the final
 /// response (RFC 9110 section 15.2), and never an HTTP/1.0 one.
 #[test]
 fn early_hints_reach_an_http11_client_before_the_response_and_never_http10() {
     use std::io::Write;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let (go, wait) = std::sync::mpsc::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+    let (proxy, server) = proxy_for_one_connection(move |mut conn| {
         for _ in 0..2 {
             let head = read_head(&mut conn).unwrap();
             conn.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n").unwrap();
@@ -540,10 +554,6 @@ fn early_hints_reach_an_http11_client_before_the_response_and_never_http10() {
                 .unwrap();
         }
     });
-    let text = format!(
-        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{addr}\" }}]\n"
-    );
-    let proxy = SiteProxy::start(&text);
     let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(b"GET /early HTTP/1.1\r\nHost: site.test\r\n\r\n")
@@ -572,12 +582,7 @@ fn early_hints_reach_an_http11_client_before_the_response_and_never_http10() {
 #[test]
 fn a_response_body_broken_before_anything_was_sent_is_a_502() {
     use std::io::Write;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+    let (proxy, server) = proxy_for_one_connection(|mut conn| {
         read_head(&mut conn).unwrap();
         // The chunk size is not a number: the body is broken from its first byte.
         conn.write_all(
@@ -585,10 +590,6 @@ fn a_response_body_broken_before_anything_was_sent_is_a_502() {
         )
         .unwrap();
     });
-    let text = format!(
-        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{addr}\" }}]\n"
-    );
-    let proxy = SiteProxy::start(&text);
     let (status, headers, _) = raw_http(
         proxy.addr,
         "GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
@@ -601,12 +602,7 @@ fn a_response_body_broken_before_anything_was_sent_is_a_502() {
 fn an_upgraded_connection_is_passed_through_both_ways() {
     use std::io::{Read, Write};
     // A server that accepts a WebSocket upgrade, then echoes what it receives.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+    let (proxy, server) = proxy_for_one_connection(|mut conn| {
         let head = read_head(&mut conn).unwrap().to_ascii_lowercase();
         assert!(head.contains("upgrade: websocket"), "{head}");
         assert!(
@@ -622,10 +618,6 @@ fn an_upgraded_connection_is_passed_through_both_ways() {
             }
         }
     });
-    let text = format!(
-        "[proxy]\naccess_log = \"off\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[route]]\npool = \"p\"\n\n[pool.p]\nservers = [{{ address = \"{addr}\" }}]\n"
-    );
-    let proxy = SiteProxy::start(&text);
     let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(b"GET /ws HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
