@@ -7,7 +7,8 @@
 //!
 //! A compressed response gets `Content-Encoding`, `Vary: Accept-Encoding`, a weak `ETag`
 //! (its bytes are no longer the server's), and loses `Content-Length` and `Accept-Ranges`.
-//! The cache stores it as sent, one variant per encoding chosen.
+//! A server's `304` gets the `Vary` and weak `ETag` such a `200` would have had. The cache
+//! stores a compressed response as sent, one variant per encoding chosen.
 
 use std::io::Write;
 
@@ -117,6 +118,26 @@ pub fn apply(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.to_ascii_lowercase().contains("no-transform"));
+    let typed = |want: bool| {
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map_or(want, compressible)
+    };
+    if status == StatusCode::NOT_MODIFIED {
+        // A 304 carries the `ETag` and `Vary` its 200 would have (RFC 9110 section 15.4.5),
+        // but not what would tell whether that 200 was compressed (a length; often no type).
+        // So its ETag is made weak wherever the client takes an encoding: a weak one still
+        // matches a stored identity copy (weak comparison), while a strong one would keep a
+        // client's cache from freshening a compressed copy with it (RFC 9111 section 4.3.4).
+        if !no_transform && !headers.contains_key(header::CONTENT_ENCODING) && typed(true) {
+            add_vary(response.headers_mut());
+            if choose(accept.and_then(|v| v.to_str().ok())).is_some() {
+                weaken_etag(response.headers_mut());
+            }
+        }
+        return;
+    }
     let eligible = *method != Method::HEAD
         && status == StatusCode::OK
         && !headers.contains_key(header::CONTENT_ENCODING)
@@ -124,10 +145,7 @@ pub fn apply(
         && !no_transform
         // Announced trailers may speak of the body's bytes (a digest, a length).
         && !headers.contains_key(header::TRAILER)
-        && headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(compressible)
+        && typed(false)
         && length.is_none_or(|n| n >= route.min_size)
         && matches!(response.body(), ProxyBody::Upstream(_));
     if !eligible {
@@ -147,15 +165,20 @@ pub fn apply(
     );
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::ACCEPT_RANGES);
+    weaken_etag(headers);
+    if let ProxyBody::Upstream(tracked) = response.body_mut() {
+        tracked.encoder = Some(encoder);
+    }
+}
+
+/// Marks a strong `ETag` weak: the bytes it names are no longer the ones sent.
+fn weaken_etag(headers: &mut HeaderMap) {
     if let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
         if !etag.starts_with("W/") {
             if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
                 headers.insert(header::ETAG, weak);
             }
         }
-    }
-    if let ProxyBody::Upstream(tracked) = response.body_mut() {
-        tracked.encoder = Some(encoder);
     }
 }
 
@@ -255,6 +278,48 @@ mod tests {
         assert_eq!(choose(Some("*;q=0.1, gzip;q=0.5")), Some(Encoding::Gzip));
         assert_eq!(choose(Some("identity")), None);
         assert_eq!(choose(None), None);
+    }
+
+    #[test]
+    fn a_304_carries_the_vary_and_weak_etag_its_compressed_200_would() {
+        use http_body_util::Full;
+        let route = RouteCompress { min_size: 1024 };
+        let not_modified = |fields: &[(&str, &str)], accept: Option<&str>| {
+            let mut r = Response::new(ProxyBody::Whole(Full::new(Bytes::new())));
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            for (k, v) in fields {
+                r.headers_mut().append(
+                    header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            let accept = accept.map(|a| HeaderValue::from_str(a).unwrap());
+            apply(&route, &Method::GET, accept.as_ref(), &mut r);
+            let h = |n| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+            (h(header::ETAG), h(header::VARY))
+        };
+        let etag = ("etag", "\"v1\"");
+        let vary = Some("accept-encoding".to_string());
+        assert_eq!(
+            not_modified(&[etag], Some("gzip")),
+            (Some("W/\"v1\"".into()), vary.clone())
+        );
+        // A client that takes no encoding had the identity body, strong ETag and all.
+        assert_eq!(
+            not_modified(&[etag], None),
+            (Some("\"v1\"".into()), vary.clone())
+        );
+        // Types never compressed, and no-transform, are left as they are.
+        for other in [
+            ("content-type", "image/png"),
+            ("cache-control", "no-transform"),
+        ] {
+            assert_eq!(
+                not_modified(&[etag, other], Some("gzip")),
+                (Some("\"v1\"".into()), None),
+                "{other:?}"
+            );
+        }
     }
 
     #[test]
