@@ -116,12 +116,14 @@ fn serve(
         reply.push_str(&line);
         reply.push_str("\r\n");
     }
+    // A HEAD is told the length its GET would have, as servers do.
+    let length = if status == 304 { 0 } else { body.len() };
     let body = if method == "HEAD" || status == 304 {
         String::new()
     } else {
         body
     };
-    reply.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    reply.push_str(&format!("content-length: {length}\r\n\r\n{body}"));
     let _ = conn.write_all(reply.as_bytes());
 }
 
@@ -715,6 +717,11 @@ fn compression_follows_accept_encoding_and_each_encoding_is_cached_apart() {
                 vec![cc, "content-type: text/plain".into()],
                 "short".into(),
             ),
+            "/head" => (
+                200,
+                vec!["content-type: text/plain".into(), "etag: \"h1\"".into()],
+                body.clone(),
+            ),
             "/image" => (
                 200,
                 vec![cc, "content-type: image/png".into()],
@@ -777,6 +784,25 @@ fn compression_follows_accept_encoding_and_each_encoding_is_cached_apart() {
     assert!(headers.get("content-encoding").is_none());
     assert_eq!(headers.get("vary").unwrap(), "accept-encoding");
     assert_eq!(raw, text.as_bytes());
+    // A HEAD gets the fields its GET would, no body.
+    let (status, headers, _) = get(p.addr, "HEAD", "/head", "Accept-Encoding: gzip\r\n");
+    let h = |n: &str| header(&headers, n);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            h("content-encoding"),
+            h("vary"),
+            h("etag"),
+            h("content-length")
+        ),
+        (
+            Some("gzip"),
+            Some("accept-encoding"),
+            Some("W/\"h1\""),
+            None
+        ),
+        "{headers:?}"
+    );
     // Small, not compressible, or no-transform: sent as they are.
     for path in ["/small", "/image", "/keep"] {
         let (_, headers, _) = fetch(p.addr, path, Some("gzip"));

@@ -1,7 +1,8 @@
 //! Response compression on routes that ask for it: zstd, brotli or gzip, chosen by the
 //! client's `Accept-Encoding` q-values (ties go to zstd, then brotli, then gzip), for
 //! compressible content types above a size, never for a body already encoded, a
-//! `Cache-Control: no-transform` response, a range response or a HEAD. The body is
+//! `Cache-Control: no-transform` response or a range response; a HEAD gets the fields its GET
+//! would. The body is
 //! compressed as it streams, each upstream chunk flushed on its own so event streams keep
 //! flowing; nothing is buffered whole.
 //!
@@ -138,8 +139,7 @@ pub fn apply(
         }
         return;
     }
-    let eligible = *method != Method::HEAD
-        && status == StatusCode::OK
+    let eligible = status == StatusCode::OK
         && !headers.contains_key(header::CONTENT_ENCODING)
         && !headers.contains_key(header::CONTENT_RANGE)
         && !no_transform
@@ -158,6 +158,8 @@ pub fn apply(
     let Ok(encoder) = Encoder::new(encoding) else {
         return;
     };
+    // A HEAD gets the fields its GET would (RFC 9110 section 9.3.2), with no body to encode.
+    let encoder = (*method != Method::HEAD).then_some(encoder);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_ENCODING,
@@ -167,7 +169,7 @@ pub fn apply(
     headers.remove(header::ACCEPT_RANGES);
     weaken_etag(headers);
     if let ProxyBody::Upstream(tracked) = response.body_mut() {
-        tracked.encoder = Some(encoder);
+        tracked.encoder = encoder;
     }
 }
 
