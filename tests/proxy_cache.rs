@@ -619,6 +619,7 @@ fn purges_by_key_prefix_and_tag_and_the_purge_method() {
         "prefix",
         "",
         "prefx=http://cache.test/&tag=x",
+        "all=yes",
     ] {
         assert_eq!(purge(query).0, 400, "{query}");
     }

@@ -1,10 +1,9 @@
 //! Response compression on routes that ask for it: zstd, brotli or gzip, chosen by the
 //! client's `Accept-Encoding` q-values (ties go to zstd, then brotli, then gzip), for
 //! compressible content types above a size, never for a body already encoded, a
-//! `Cache-Control: no-transform` response or a range response; a HEAD gets the fields its GET
-//! would. The body is
-//! compressed as it streams, each upstream chunk flushed on its own so event streams keep
-//! flowing; nothing is buffered whole.
+//! `Cache-Control: no-transform` response or a range response; a HEAD gets the fields its
+//! GET would. The body is compressed as it streams, each upstream chunk flushed on its own so
+//! event streams keep flowing; nothing is buffered whole.
 //!
 //! A compressed response gets `Content-Encoding`, `Vary: Accept-Encoding`, a weak `ETag`
 //! (its bytes are no longer the server's), and loses `Content-Length` and `Accept-Ranges`.
@@ -119,11 +118,12 @@ pub fn apply(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.to_ascii_lowercase().contains("no-transform"));
-    let typed = |want: bool| {
+    // Whether the content type is one compressed (`untyped` when none is given).
+    let compressible_type = |untyped: bool| {
         headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map_or(want, compressible)
+            .map_or(untyped, compressible)
     };
     if status == StatusCode::NOT_MODIFIED {
         // A 304 carries the `ETag` and `Vary` its 200 would have (RFC 9110 section 15.4.5),
@@ -131,7 +131,10 @@ pub fn apply(
         // So its ETag is made weak wherever the client takes an encoding: a weak one still
         // matches a stored identity copy (weak comparison), while a strong one would keep a
         // client's cache from freshening a compressed copy with it (RFC 9111 section 4.3.4).
-        if !no_transform && !headers.contains_key(header::CONTENT_ENCODING) && typed(true) {
+        if !no_transform
+            && !headers.contains_key(header::CONTENT_ENCODING)
+            && compressible_type(true)
+        {
             add_vary(response.headers_mut());
             if choose(accept.and_then(|v| v.to_str().ok())).is_some() {
                 weaken_etag(response.headers_mut());
@@ -145,7 +148,7 @@ pub fn apply(
         && !no_transform
         // Announced trailers may speak of the body's bytes (a digest, a length).
         && !headers.contains_key(header::TRAILER)
-        && typed(false)
+        && compressible_type(false)
         && length.is_none_or(|n| n >= route.min_size)
         && matches!(response.body(), ProxyBody::Upstream(_));
     if !eligible {

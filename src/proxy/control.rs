@@ -209,6 +209,7 @@ fn purge(shared: &Shared, query: Option<&str>) -> Response<Full<Bytes>> {
         let value = crate::web::percent_decode(value);
         asked.push(match (name, value.is_empty()) {
             ("all", true) => Purge::All,
+            ("all", false) => return refuse("all takes no value".into()),
             ("key" | "prefix" | "tag", true) => {
                 return refuse(format!("{name}= is empty (to drop everything: ?all)"))
             }

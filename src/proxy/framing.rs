@@ -11,10 +11,10 @@
 //! The other heads refused ([`refused`]) are those whose target two hops could read two
 //! ways: an HTTP/1.1 request without `Host` (and no host in its target), with several, or
 //! with one that is not a host (RFC 9112 section 3.2) or names none (empty, or a port alone,
-//! as nginx refuses it); an authority (an absolute target's,
-//! or h2's `:authority`) with user information, as in `http://admin.test@open.test/`, which
-//! RFC 9110 section 4.2.4 has recipients treat as an error and RFC 9113 section 8.3.1
-//! forbids (it serves to make one host look like another); and the asterisk form for any
+//! as nginx refuses it); an authority (an absolute target's, or h2's `:authority`) with user
+//! information, as in `http://admin.test@open.test/`, which RFC 9110 section 4.2.4 has
+//! recipients treat as an error and RFC 9113 section 8.3.1 forbids (it serves to make one
+//! host look like another); and the asterisk form for any
 //! method but `OPTIONS`. So are two methods, with 405 as nginx answers them: `CONNECT`,
 //! which a reverse proxy does not tunnel, and `TRACE`, whose echo would show the client the
 //! fields the proxy adds for its servers (a route's `set_request_headers` may hold their

@@ -23,22 +23,8 @@ impl Cache {
     pub fn purge(&self, purge: &Purge) -> usize {
         let keys: Vec<String> = match purge {
             Purge::Key(key) => vec![key.clone()],
-            Purge::Prefix(_) | Purge::All => {
-                let prefix = match purge {
-                    Purge::Prefix(prefix) => prefix.as_str(),
-                    _ => "",
-                };
-                let mut keys: std::collections::BTreeSet<String> = self
-                    .entries
-                    .iter()
-                    .map(|(k, _)| k.as_ref().clone())
-                    .filter(|k| k.starts_with(prefix))
-                    .collect();
-                if let Some(disk) = &self.disk {
-                    keys.extend(disk.keys().into_iter().filter(|k| k.starts_with(prefix)));
-                }
-                keys.into_iter().collect()
-            }
+            Purge::Prefix(prefix) => self.keys_starting(prefix),
+            Purge::All => self.keys_starting(""),
             Purge::Tag(tag) => {
                 let mut index = self.tags.lock().unwrap_or_else(|p| p.into_inner());
                 index
@@ -47,6 +33,20 @@ impl Cache {
             }
         };
         keys.iter().filter(|k| self.remove(k)).count()
+    }
+
+    /// The keys, in memory or on disk, that start with `prefix`.
+    fn keys_starting(&self, prefix: &str) -> Vec<String> {
+        let mut keys: std::collections::BTreeSet<String> = self
+            .entries
+            .iter()
+            .map(|(k, _)| k.as_ref().clone())
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        if let Some(disk) = &self.disk {
+            keys.extend(disk.keys().into_iter().filter(|k| k.starts_with(prefix)));
+        }
+        keys.into_iter().collect()
     }
 }
 

@@ -388,12 +388,10 @@ impl Server {
             Refusal::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::TargetTooLong => StatusCode::URI_TOO_LONG,
         };
-        let mut out = Vec::with_capacity(128);
-        status_line(Version::HTTP_11, status, &mut out);
-        out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n");
-        date(&mut out);
-        out.extend_from_slice(b"\r\n");
-        let _ = self.writer.write_all(&out).await;
+        let _ = self
+            .writer
+            .write_all(&closing_answer(Version::HTTP_11, status))
+            .await;
     }
 
     /// One request and its response.
@@ -607,12 +605,8 @@ impl Server {
             // Nothing of the response went out: the client can still be told it failed.
             tracing::debug!(peer = %self.conn.peer, error = %broke, "response broke off unsent");
             *keep_alive = false;
-            let mut out = Vec::with_capacity(160);
-            status_line(version, StatusCode::BAD_GATEWAY, &mut out);
-            out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n");
-            date(&mut out);
-            out.extend_from_slice(b"\r\n");
-            self.writer.write_all(&out).await?;
+            let answer = closing_answer(version, StatusCode::BAD_GATEWAY);
+            self.writer.write_all(&answer).await?;
             return Ok(());
         }
         if streamed.is_err() || left.is_some_and(|n| n > 0) {
@@ -805,6 +799,16 @@ pub fn read_requests<I: AsyncRead + Unpin>(io: I, limits: Limits) -> (Vec<ReadRe
             _ => return (read, Ended::BadBody),
         }
     }
+}
+
+/// A bodiless answer of the proxy's own, after which the connection closes.
+fn closing_answer(version: Version, status: StatusCode) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    status_line(version, status, &mut out);
+    out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n");
+    date(&mut out);
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 fn status_line(version: Version, status: StatusCode, out: &mut Vec<u8>) {
