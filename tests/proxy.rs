@@ -691,9 +691,7 @@ fn twenty_reloads_under_load_fail_no_request_and_a_bad_config_keeps_the_old_one(
 async fn an_h2_clients_cookie_fields_reach_an_http11_server_as_one() {
     let up = Upstream::start("u");
     let proxy = SiteProxy::start(&site("", &[&up], ""));
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(conn);
+    let (mut send, driver) = h2_client(proxy.addr).await;
     let req = ::http::Request::builder()
         .uri(format!("http://{}/", proxy.addr))
         .header("cookie", "a=1")
@@ -723,9 +721,7 @@ async fn an_h2_clients_cookie_fields_reach_an_http11_server_as_one() {
 async fn malformed_h2_requests_get_400_and_reach_no_server() {
     let up = Upstream::start("u");
     let proxy = SiteProxy::start(&site("", &[&up], ""));
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(conn);
+    let (mut send, driver) = h2_client(proxy.addr).await;
     let mut status = |uri: String, value: &str| {
         let req = ::http::Request::builder()
             .uri(uri)

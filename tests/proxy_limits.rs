@@ -377,9 +377,7 @@ async fn h2_clients_get_the_stream_limit_and_a_rapid_reset_flood_is_closed() {
     assert_eq!(conn.max_concurrent_send_streams(), 10);
 
     // The flood: each stream reset as soon as it is opened, 5,000 at most.
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(conn);
+    let (send, driver) = h2_client(addr).await;
     let flood = async move {
         let mut send = send;
         for _ in 0..5000 {
@@ -472,9 +470,7 @@ async fn an_h2_answer_the_client_opens_no_window_for_is_reset_after_the_send_tim
         slow_body_server(Duration::from_secs(2)),
         "send_timeout = \"1s\"",
     ));
-    let tcp = tokio::net::TcpStream::connect(slow.addr).await.unwrap();
-    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(conn);
+    let (mut send, driver) = h2_client(slow.addr).await;
     let (answer, _) = send.send_request(get(slow.addr), true).unwrap();
     let mut body = answer.await.unwrap().into_body();
     let mut got = Vec::new();
@@ -520,9 +516,7 @@ async fn h2_streams_reset_after_they_reach_the_server_close_the_connection_past_
     let (server, mut seen) = silent_server().await;
     let proxy = SiteProxy::start(&site_to(server, ""));
     let addr = proxy.addr;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(conn);
+    let (send, driver) = h2_client(addr).await;
     let resets = async move {
         let mut send = send;
         for sent in 1..=150usize {
@@ -573,9 +567,7 @@ async fn h2_streams_cut_with_their_connection_by_a_drain_are_not_a_rapid_reset()
     let (server, mut seen) = silent_server().await;
     let proxy = SiteProxy::start(&site_to(server, "h2_max_streams = 200"));
     let addr = proxy.addr;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
-    let mut driver = tokio::spawn(conn);
+    let (mut send, mut driver) = h2_client(addr).await;
     let mut answers = Vec::new();
     for _ in 0..120 {
         send = send.ready().await.unwrap();

@@ -1,5 +1,5 @@
 //! HTTP in tests: a backend on 127.0.0.1:0 whose status can be switched (what probes check),
-//! and a plain HTTP/1.1 client for the control endpoint.
+//! a plain HTTP/1.1 client for the control endpoint, and a raw h2 client.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -310,4 +310,17 @@ pub fn read_head(conn: &mut impl Read) -> Option<String> {
         head.push(byte[0]);
     }
     Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A raw h2 client connected to `addr` (h2 by prior knowledge), its connection driven by a
+/// task of its own; aborting the task closes the connection.
+pub async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    (send, tokio::spawn(conn))
 }
